@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail: RFC 6962 Merkle logs, checkpoints, witness, export."""

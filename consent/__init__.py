@@ -1,0 +1,1 @@
+"""Citizens' consent: signed artefacts, their lifecycle, and decisions gateways enforce."""

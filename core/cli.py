@@ -1,0 +1,86 @@
+"""Pieces every ``shahrah`` subcommand shares: passphrases, running async actions, output.
+
+Passphrases come from ``SHAHRAH_KEY_PASSPHRASE``, or from a prompt when a
+terminal is attached; with neither, a command refuses unless the operator
+passed ``--no-passphrase``. Nothing ever waits on a prompt without a terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import BaseModel
+
+from core.errors import ShahrahError
+
+__all__ = [
+    "PASSPHRASE_ENV",
+    "db_url_for",
+    "echo_json",
+    "no_passphrase_option",
+    "resolve_passphrase",
+    "run_async",
+]
+
+T = TypeVar("T")
+
+PASSPHRASE_ENV = "SHAHRAH_KEY_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
+
+no_passphrase_option = click.option(
+    "--no-passphrase",
+    is_flag=True,
+    help="Keep private keys unencrypted on disk (demos and tests only).",
+)
+
+
+def resolve_passphrase(no_passphrase: bool, *, confirm: bool = False) -> bytes | None:
+    """The key passphrase to use, or None when the caller explicitly chose none."""
+    if no_passphrase:
+        return None
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value.encode("utf-8")
+    if sys.stdin.isatty():
+        entered = click.prompt(
+            "Key passphrase", hide_input=True, confirmation_prompt=confirm, err=True
+        )
+        if not entered:
+            raise click.UsageError("an empty passphrase is not accepted; use --no-passphrase")
+        return str(entered).encode("utf-8")
+    raise click.UsageError(
+        f"a key passphrase is needed: set {PASSPHRASE_ENV}, run in a terminal, "
+        "or pass --no-passphrase to keep keys unencrypted"
+    )
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an async action; our own errors become a one-line message and exit status 1."""
+    try:
+        return asyncio.run(coro)
+    except ShahrahError as e:
+        raise click.ClickException(f"{e.message}") from e
+
+
+def echo_json(value: Any) -> None:
+    """Print a model, a list of models or plain JSON, indented, to stdout."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def db_url_for(data_dir: Path | None, db: str | None, filename: str) -> str:
+    """``--db`` if given, else the SQLite file ``filename`` in ``--data-dir``."""
+    if db:
+        return db
+    if data_dir is None:
+        raise click.UsageError("give --data-dir (or --db URL)")
+    return f"sqlite:///{(data_dir / filename).resolve()}"

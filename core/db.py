@@ -1,0 +1,248 @@
+"""Database: declarative base, column types, one engine factory, transactions, migrations.
+
+One URL names the database: ``sqlite:///path/to/file.db`` (the embedded
+default) or ``postgresql://user@host:port/name`` (production). The factory
+picks the async driver (aiosqlite, psycopg 3) and, for SQLite, turns on WAL,
+foreign keys, full fsync and a busy timeout on every connection.
+
+SQLite's Python driver opens transactions lazily, which lets a read-then-write
+transaction fail with "database is locked" instead of waiting. Shahrah takes
+transaction control itself: :func:`transaction` begins SQLite write
+transactions with ``BEGIN IMMEDIATE`` (wait for the write lock up front) and
+read transactions with a plain ``BEGIN``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from sqlalchemy import DateTime, Engine, MetaData, event
+from sqlalchemy import create_engine as create_sync_engine_
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, mapped_column
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator
+
+from core.errors import BadRequestError, ShahrahError
+
+__all__ = [
+    "Base",
+    "CreatedAt",
+    "DatabaseError",
+    "Sessions",
+    "UTCDateTime",
+    "check",
+    "create_engine",
+    "create_sync_engine",
+    "migrations_dir",
+    "sessions",
+    "sqlite_url",
+    "transaction",
+    "upgrade",
+    "utcnow",
+]
+
+log = logging.getLogger(__name__)
+
+Sessions = async_sessionmaker[AsyncSession]
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_WRITE_OPTION = "shahrah_write"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class DatabaseError(ShahrahError):
+    """The database URL is unusable or the database cannot be reached."""
+
+    xroad_type = "Server.DatabaseError"
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every package, so one Alembic environment sees all tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now, truncated to microseconds as both databases store it."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so the value is
+    stored as naive UTC and made aware again on the way out. Naive datetimes
+    are refused on the way in: they are a bug waiting to be an off-by-five-hours.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+#: Column annotation for a creation timestamp set by Python.
+CreatedAt = Annotated[dt.datetime, mapped_column(UTCDateTime(), default=utcnow)]
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+def _driver_urls(url: str) -> tuple[str, str]:
+    """(async URL, sync URL) for a plain ``sqlite:`` or ``postgresql:`` URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise BadRequestError(f"not a database URL: {e}") from e
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise BadRequestError("SQLite needs a file path: sqlite:///path/to/file.db")
+        return (
+            parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False),
+            parsed.set(drivername="sqlite+pysqlite").render_as_string(hide_password=False),
+        )
+    if backend == "postgresql":
+        pg = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        return pg, pg
+    raise BadRequestError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # Take transaction control away from the driver; see the module docstring.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA foreign_keys=ON",
+        # FULL: a commit is on disk when it returns, which the audit log promises.
+        "PRAGMA synchronous=FULL",
+        f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get(_WRITE_OPTION, True)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """The async engine for ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
+    async_url, _ = _driver_urls(url)
+    if async_url.startswith("sqlite"):
+        engine = create_async_engine(
+            async_url, pool_size=pool_size, max_overflow=0, pool_timeout=30
+        )
+        _install_sqlite_hooks(engine.sync_engine)
+    else:
+        engine = create_async_engine(
+            async_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    return engine
+
+
+def create_sync_engine(url: str) -> Engine:
+    """A synchronous engine for migrations and offline tools, with the same SQLite settings."""
+    _, sync_url = _driver_urls(url)
+    engine = create_sync_engine_(sync_url)
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_hooks(engine)
+    return engine
+
+
+def sessions(engine: AsyncEngine) -> Sessions:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(factory: Sessions, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit when the block ends, roll back on any exception.
+
+    ``write=False`` declares a read-only transaction, which on SQLite does not
+    take the write lock.
+    """
+    async with factory() as session:
+        await session.connection(execution_options={_WRITE_OPTION: write})
+        try:
+            yield session
+            # Commit even a read: a rollback would expire the objects the caller now holds.
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+def migrations_dir() -> Path:
+    """The top-level ``alembic/`` directory of the source tree (installed editable)."""
+    path = Path(__file__).resolve().parent.parent / "alembic"
+    if not (path / "env.py").is_file():
+        raise DatabaseError(f"migration scripts not found at {path}; install Shahrah with pip -e")
+    return path
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    here = migrations_dir()
+    cfg = Config(str(here.parent / "alembic.ini"))
+    cfg.set_main_option("script_location", str(here))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["shahrah_url"] = url
+    return cfg
+
+
+def upgrade(url: str) -> None:
+    """Bring the database at ``url`` to the newest revision of every package."""
+    from alembic import command
+
+    log.info("upgrading database schema")
+    command.upgrade(_alembic_config(url), "heads")
+
+
+def check(url: str) -> None:
+    """Raise if the models and the migrations disagree (``alembic check``)."""
+    from alembic import command
+
+    command.check(_alembic_config(url))

@@ -1,0 +1,152 @@
+"""Typed JWS signatures over canonical JSON.
+
+Every signature carries the type of what it signs in the protected ``typ``
+header (as python-tuf types its metadata), and verification demands the
+expected type: a signature made for a global configuration can never pass as
+one on an exchange envelope or a consent receipt.
+
+Two shapes, both plain RFC 7515 compact serialization so that any JOSE
+library can check them:
+
+* attached: ``header.payload.signature`` (the global configuration);
+* detached: ``header..signature`` with the payload sent beside it (RFC 7515
+  appendix F), used where the signed bytes already travel on their own.
+
+Verification always works on the bytes received and returns a
+:class:`Verified` result; every failure is an :class:`InvalidSignatureError`
+with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jws
+from joserfc.errors import JoseError
+
+from core.canonical import b64url_decode, canonical_json
+from core.errors import BadRequestError, InvalidSignatureError
+from core.keys import ALGORITHM, KeySet, PrivateKey, PublicKey
+
+__all__ = ["KeyResolver", "Verified", "sign", "sign_json", "verify"]
+
+#: Maps a ``kid`` to the public key that may verify it, or raises InvalidSignatureError.
+KeyResolver = Callable[[str], PublicKey]
+
+# Header parameters that would make a verifier fetch or trust keys named by the
+# signer itself, or change how the payload is read; never accepted.
+_FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c", "b64", "crit"})
+_MAX_TOKEN = 64 * 2**20  # characters; far above any configuration we publish
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A signature that checked out: what was signed, by which key, with which header."""
+
+    payload: bytes
+    header: dict[str, Any]
+    kid: str
+
+    def json(self) -> Any:
+        """The payload parsed as JSON."""
+        try:
+            return json.loads(self.payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidSignatureError("signed payload is not JSON") from e
+
+
+def sign(
+    payload: bytes,
+    key: PrivateKey,
+    *,
+    typ: str,
+    detached: bool = False,
+    headers: Mapping[str, Any] | None = None,
+) -> str:
+    """Sign ``payload`` as a compact JWS of type ``typ``; optionally detach the payload."""
+    protected: dict[str, Any] = dict(headers or {})
+    if _FORBIDDEN_HEADERS & protected.keys():
+        raise ValueError(
+            f"header parameters {sorted(_FORBIDDEN_HEADERS & protected.keys())} not allowed"
+        )
+    protected.update({"alg": ALGORITHM, "typ": typ, "kid": key.kid})
+    token = jws.serialize_compact(protected, payload, key.jose, algorithms=[ALGORITHM])
+    if detached:
+        head, _, sig = token.split(".")
+        return f"{head}..{sig}"
+    return token
+
+
+def sign_json(value: Any, key: PrivateKey, *, typ: str, detached: bool = False) -> str:
+    """Sign the RFC 8785 canonical form of ``value``."""
+    return sign(canonical_json(value), key, typ=typ, detached=detached)
+
+
+def verify(
+    token: str | bytes,
+    keys: KeySet | KeyResolver,
+    *,
+    typ: str,
+    payload: bytes | None = None,
+) -> Verified:
+    """Check a compact JWS of type ``typ`` against trusted ``keys``.
+
+    Pass ``payload`` for a detached signature; an attached token must then
+    not carry one. Returns what was verified or raises InvalidSignatureError.
+    """
+    if isinstance(token, bytes):
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError as e:
+            raise InvalidSignatureError("signature is not ASCII") from e
+    if len(token) > _MAX_TOKEN:
+        raise InvalidSignatureError("signature is too large")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidSignatureError("signature is not a compact JWS (three dot-separated parts)")
+    for segment in parts[1:]:
+        # Only canonical base64url: otherwise one signature has many spellings.
+        try:
+            b64url_decode(segment)
+        except BadRequestError as e:
+            raise InvalidSignatureError("signature segment is not canonical base64url") from e
+    header = _decode_header(parts[0])
+    if header.get("alg") != ALGORITHM:
+        raise InvalidSignatureError(f"signature algorithm must be {ALGORITHM}")
+    if header.get("typ") != typ:
+        raise InvalidSignatureError(
+            f"signature is for {header.get('typ')!r}, expected {typ!r}",
+            detail={"typ": header.get("typ")},
+        )
+    forbidden = sorted(_FORBIDDEN_HEADERS & header.keys())
+    if forbidden:
+        raise InvalidSignatureError(f"signature header uses forbidden parameters {forbidden}")
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise InvalidSignatureError("signature header has no key id")
+    if payload is not None and parts[1]:
+        raise InvalidSignatureError("expected a detached signature, but it carries a payload")
+    if payload is None and not parts[1]:
+        raise InvalidSignatureError("detached signature given without its payload")
+    resolve = keys.resolve if isinstance(keys, KeySet) else keys
+    key = resolve(kid)
+    try:
+        result = jws.deserialize_compact(token, key.jose, algorithms=[ALGORITHM], payload=payload)
+    except JoseError as e:
+        raise InvalidSignatureError(f"signature does not verify: {e.error}") from e
+    except (ValueError, TypeError) as e:
+        raise InvalidSignatureError("signature is malformed") from e
+    return Verified(payload=result.payload, header=header, kid=kid)
+
+
+def _decode_header(segment: str) -> dict[str, Any]:
+    try:
+        header = json.loads(b64url_decode(segment))
+    except (BadRequestError, ValueError, UnicodeDecodeError) as e:
+        raise InvalidSignatureError("signature header is not base64url JSON") from e
+    if not isinstance(header, dict):
+        raise InvalidSignatureError("signature header is not a JSON object")
+    return header

@@ -1,0 +1,418 @@
+"""HTTP plumbing shared by every Shahrah API: typed routes, errors, strict JSON, OpenAPI 3.1.
+
+A package declares its operations on an :class:`Api`. The declaration is
+both the route and its OpenAPI description, so the published document cannot
+drift from what the server does: the request body, query and response models
+named in the declaration are the ones used to parse and to serialize.
+
+Errors are rendered by one middleware (:func:`error_middleware`); handlers
+raise :class:`core.errors.ShahrahError` subclasses and never build error
+bodies themselves.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from core.errors import (
+    BadRequestError,
+    InternalError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ShahrahError,
+    UnauthorizedError,
+)
+
+__all__ = [
+    "Api",
+    "ErrorRenderer",
+    "bearer_token",
+    "error_middleware",
+    "json_response",
+    "parse_json",
+    "parse_model",
+    "render_xroad",
+    "security_headers_middleware",
+    "tokens_equal",
+]
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[..., Awaitable[Any]]
+ErrorRenderer = Callable[[ShahrahError], tuple[int, dict[str, Any]]]
+
+JSON_TYPES = ("application/json",)
+MAX_JSON_DEPTH = 64
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def render_xroad(error: ShahrahError) -> tuple[int, dict[str, Any]]:
+    """X-Road style body ``{"type","message","detail"}`` with the class's HTTP status."""
+    return error.status, error.to_json()
+
+
+def error_middleware(render: ErrorRenderer = render_xroad, *, header: str | None = None) -> Any:
+    """Turn every failure into a JSON error; unexpected ones are logged with an id, not shown.
+
+    ``header``, if given, names a response header that carries the error type
+    (the gateway uses ``X-Road-Error``).
+    """
+
+    def respond(error: ShahrahError) -> web.Response:
+        status, body = render(error)
+        headers = {header: error.xroad_type} if header else None
+        return web.json_response(body, status=status, headers=headers)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except ShahrahError as e:
+            return respond(e)
+        except web.HTTPRequestEntityTooLarge as e:
+            return respond(PayloadTooLargeError("request body is too large", detail=e.text))
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return respond(_http_error(e))
+        except Exception:
+            error_id = str(uuid.uuid4())
+            log.exception("unhandled error %s on %s %s", error_id, request.method, request.path)
+            return respond(InternalError("internal error", detail={"error_id": error_id}))
+
+    return middleware
+
+
+def _http_error(e: web.HTTPException) -> ShahrahError:
+    if e.status == 404:
+        return NotFoundError("no such resource")
+    # aiohttp's own refusals (405 and friends) keep their status under our error shape.
+    error = BadRequestError(e.reason)
+    error.status = e.status
+    return error
+
+
+@web.middleware
+async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Headers every API response carries: no sniffing, no framing, no caching of secrets."""
+    response: web.StreamResponse = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+# --- input ---------------------------------------------------------------------------------
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise BadRequestError(f"duplicate key {key!r} in JSON object")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequestError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any, limit: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise BadRequestError(f"JSON nests deeper than {limit} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, bounded nesting."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        value = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except UnicodeDecodeError as e:
+        raise BadRequestError("request body is not UTF-8") from e
+    except RecursionError as e:
+        raise BadRequestError("JSON nests too deeply") from e
+    except json.JSONDecodeError as e:
+        raise BadRequestError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    _depth(value, MAX_JSON_DEPTH)
+    return value
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    return ".".join(str(p) for p in loc) or "(body)"
+
+
+def parse_model(model: type[M], value: Any, *, where: str = "body") -> M:
+    """Validate ``value`` into ``model``; the error names every offending field."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as e:
+        problems = [{"field": _location(err["loc"]), "message": err["msg"]} for err in e.errors()]
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BadRequestError(
+            f"{where} field '{first['field']}': {first['message']}{more}", detail=problems
+        ) from e
+
+
+async def read_json(request: web.Request) -> Any:
+    ctype = request.content_type
+    if ctype not in JSON_TYPES and not ctype.endswith("+json"):
+        raise BadRequestError(
+            f"expected a JSON body (Content-Type application/json), got {ctype!r}"
+        )
+    return parse_json(await request.read())
+
+
+def json_response(
+    value: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """Serialize pydantic models (or lists of them) and plain JSON values."""
+    if isinstance(value, BaseModel):
+        body = value.model_dump_json(by_alias=True)
+    elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        body = "[" + ",".join(v.model_dump_json(by_alias=True) for v in value) + "]"
+    else:
+        body = json.dumps(value, ensure_ascii=False)
+    return web.Response(text=body, status=status, content_type="application/json", headers=headers)
+
+
+# --- authentication ------------------------------------------------------------------------
+
+
+def bearer_token(request: web.Request) -> str:
+    """The bearer token of the request, or UnauthorizedError."""
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError("missing bearer token (Authorization: Bearer <token>)")
+    return token.strip()
+
+
+def tokens_equal(a: str, b: str) -> bool:
+    """Constant-time comparison of two secrets."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+# --- typed routes and OpenAPI ------------------------------------------------------------------
+
+_PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    summary: str
+    handler: Handler
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: Any = None
+    status: int = 200
+    auth: str | None = None
+    tags: tuple[str, ...] = ()
+    errors: tuple[int, ...] = ()
+    content_type: str = "application/json"
+    description: str = ""
+
+
+@dataclass
+class Api:
+    """A set of typed operations that becomes aiohttp routes and an OpenAPI 3.1 document.
+
+    ``authenticators`` maps a security scheme name (as used in ``auth=``) to an
+    async check that raises UnauthorizedError; ``security_schemes`` describes
+    each scheme for OpenAPI.
+    """
+
+    title: str
+    version: str
+    description: str = ""
+    security_schemes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: list[Operation] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: Any = None,
+        status: int = 200,
+        auth: str | None = None,
+        tags: Iterable[str] = (),
+        errors: Iterable[int] = (),
+        content_type: str = "application/json",
+    ) -> Callable[[Handler], Handler]:
+        """Declare an operation. The handler gets ``body=`` and ``query=`` already parsed
+        and may return a model, a list of models, plain JSON, or a StreamResponse."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.operations.append(
+                Operation(
+                    method=method.upper(),
+                    path=path,
+                    summary=summary,
+                    handler=handler,
+                    body=body,
+                    query=query,
+                    response=response,
+                    status=status,
+                    auth=auth,
+                    tags=tuple(tags),
+                    errors=tuple(errors),
+                    content_type=content_type,
+                    description=(handler.__doc__ or "").strip(),
+                )
+            )
+            return handler
+
+        return decorate
+
+    def register(
+        self,
+        app: web.Application,
+        authenticators: dict[str, Callable[[web.Request], Awaitable[Any]]] | None = None,
+        *,
+        openapi_path: str = "/openapi.json",
+    ) -> None:
+        """Add every operation (and the OpenAPI document) to ``app``."""
+        checks = authenticators or {}
+        for op in self.operations:
+            if op.auth and op.auth not in checks:
+                raise RuntimeError(f"no authenticator for scheme {op.auth!r}")
+            app.router.add_route(op.method, op.path, _bind(op, checks.get(op.auth or "")))
+        document = self.document()
+
+        async def openapi(_: web.Request) -> web.Response:
+            return web.json_response(document)
+
+        app.router.add_get(openapi_path, openapi)
+
+    def document(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 description of every declared operation."""
+        components: dict[str, Any] = {}
+        paths: dict[str, dict[str, Any]] = {}
+        for op in self.operations:
+            path = _PATH_PARAM.sub(r"{\1}", op.path)
+            item = paths.setdefault(path, {})
+            entry: dict[str, Any] = {
+                "operationId": op.handler.__name__,
+                "summary": op.summary,
+                "tags": list(op.tags),
+                "parameters": [
+                    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for name in _PATH_PARAM.findall(op.path)
+                ],
+                "responses": {},
+            }
+            if op.description:
+                entry["description"] = op.description
+            if op.query is not None:
+                entry["parameters"].extend(_query_parameters(op.query))
+            if op.body is not None:
+                entry["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": _schema(op.body, components)}},
+                }
+            ok: dict[str, Any] = {"description": "success"}
+            if op.response is not None:
+                ok["content"] = {op.content_type: {"schema": _schema(op.response, components)}}
+            entry["responses"][str(op.status)] = ok
+            codes = set(op.errors) | ({400} if op.body or op.query else set())
+            if op.auth:
+                codes.add(401)
+                entry["security"] = [{op.auth: []}]
+            for code in sorted(codes):
+                entry["responses"][str(code)] = {"$ref": "#/components/responses/Error"}
+            item[op.method.lower()] = entry
+        components.setdefault("schemas", {})
+        components["schemas"]["Error"] = {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {"type": "string", "description": "X-Road style error type"},
+                "message": {"type": "string"},
+                "detail": {},
+            },
+        }
+        components["responses"] = {
+            "Error": {
+                "description": "error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        }
+        components["securitySchemes"] = self.security_schemes
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": self.title, "version": self.version, "description": self.description},
+            "paths": paths,
+            "components": components,
+        }
+
+
+def _schema(model: Any, components: dict[str, Any]) -> dict[str, Any]:
+    """JSON Schema (2020-12, as OpenAPI 3.1 uses) for a model or type, refs into components."""
+    if isinstance(model, dict):
+        return model
+    adapter = TypeAdapter(model)
+    schema = adapter.json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+    defs = schema.pop("$defs", {})
+    components.setdefault("schemas", {}).update(defs)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        components["schemas"][model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+    return schema
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(mode="validation")
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def _bind(op: Operation, authenticate: Callable[[web.Request], Awaitable[Any]] | None) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        kwargs: dict[str, Any] = {}
+        if authenticate is not None:
+            kwargs["principal"] = await authenticate(request)
+        if op.query is not None:
+            kwargs["query"] = parse_model(op.query, dict(request.query), where="query")
+        if op.body is not None:
+            kwargs["body"] = parse_model(op.body, await read_json(request))
+        result = await op.handler(request, **kwargs)
+        if isinstance(result, web.StreamResponse):
+            return result
+        return json_response(result, status=op.status)
+
+    handler.__name__ = op.handler.__name__
+    return handler

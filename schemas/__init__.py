@@ -1,0 +1,1 @@
+"""JSON Schema documents shipped with Shahrah, and a loader for them."""

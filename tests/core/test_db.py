@@ -1,0 +1,111 @@
+"""The engine factory, the UTC column type, transactions and migrations, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import StatementError
+
+from core.db import Sessions, check, create_engine, sessions, transaction, upgrade
+from core.errors import BadRequestError
+from registry import models as m
+
+
+def test_models_and_migrations_agree(db_url: str) -> None:
+    check(db_url)
+
+
+async def test_sqlite_connections_use_wal_foreign_keys_and_full_sync(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 2  # FULL
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://x/y", "sqlite://", "sqlite:///:memory:", "not a url at all"]
+)
+def test_unsupported_urls_are_refused(url: str) -> None:
+    with pytest.raises(BadRequestError):
+        create_engine(url)
+
+
+async def _fed(db: Sessions) -> None:
+    async with transaction(db) as s:
+        s.add(m.Federation(id=1, instance="PK", globalconf_validity=600, globalconf_refresh=60))
+
+
+async def test_timestamps_come_back_aware_utc_and_naive_ones_are_refused(db: Sessions) -> None:
+    await _fed(db)
+    karachi = dt.timezone(dt.timedelta(hours=5))
+    when = dt.datetime(2026, 3, 23, 9, 0, tzinfo=karachi)
+    async with transaction(db) as s:
+        s.add(m.Member(member_class="FED", member_code="NADRA", name="N", created_at=when))
+    async with transaction(db, write=False) as s:
+        row = await s.scalar(select(m.Member))
+        assert row is not None
+        assert row.created_at == when
+        assert row.created_at.utcoffset() == dt.timedelta(0)
+    with pytest.raises(StatementError, match="naive"):
+        async with transaction(db) as s:
+            s.add(
+                m.Member(
+                    member_class="FED",
+                    member_code="X",
+                    name="N",
+                    created_at=dt.datetime(2026, 1, 1),
+                )
+            )
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(db: Sessions) -> None:
+    await _fed(db)
+
+    async def fail_after_writing() -> None:
+        async with transaction(db) as s:
+            s.add(m.Member(member_class="FED", member_code="NADRA", name="N"))
+            await s.flush()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await fail_after_writing()
+    async with transaction(db, write=False) as s:
+        assert (await s.scalar(select(m.Member))) is None
+
+
+async def test_foreign_keys_are_enforced(db: Sessions) -> None:
+    await _fed(db)
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
+        async with transaction(db) as s:
+            s.add(m.Subsystem(member_id=999, code="x"))
+
+
+async def test_sqlite_write_transactions_wait_instead_of_failing(tmp_path: Path) -> None:
+    """Read-then-write from many tasks: with BEGIN IMMEDIATE none fails with 'locked'
+    and no increment is lost."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    upgrade(url)
+    engine = create_engine(url, pool_size=5)
+    db = sessions(engine)
+    try:
+        await _fed(db)
+
+        async def bump() -> None:
+            async with transaction(db) as s:
+                value = await s.scalar(select(m.Federation.globalconf_refresh))
+                await asyncio.sleep(0.01)
+                await s.execute(update(m.Federation).values(globalconf_refresh=value + 1))
+
+        await asyncio.gather(*(bump() for _ in range(20)))
+        async with transaction(db, write=False) as s:
+            assert await s.scalar(select(m.Federation.globalconf_refresh)) == 80
+    finally:
+        await engine.dispose()

@@ -1,0 +1,155 @@
+"""The gateway's side of the global configuration: fetch, verify, keep the last good one.
+
+A :class:`GlobalConfClient` starts from an anchor, fetches the configuration
+on a schedule (conditional GET with the last ETag), verifies every document
+against the anchor and refuses expired, unverifiable and rolled-back ones
+while keeping the last good configuration. Callers ask :meth:`current`,
+which fails closed with ``Server.ClientProxy.OutdatedGlobalConf`` once that
+configuration has expired. The last good document is also written to disk,
+so a restarted gateway does not depend on the registry being up, and is
+verified again when read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from core.db import utcnow
+from core.errors import OutdatedGlobalConfError
+from core.files import write_atomic
+from registry.globalconf import (
+    Anchor,
+    GlobalConfRejectedError,
+    GlobalConfView,
+    verify_globalconf,
+)
+
+__all__ = ["GlobalConfClient"]
+
+log = logging.getLogger(__name__)
+
+MAX_DOCUMENT = 32 * 2**20  # bytes; a configuration larger than this is refused unread
+FETCH_TIMEOUT = 10.0  # seconds
+
+
+class GlobalConfClient:
+    def __init__(
+        self,
+        anchor: Anchor,
+        *,
+        cache_file: Path | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        timeout: float = FETCH_TIMEOUT,
+    ) -> None:
+        self.anchor = anchor
+        self.cache_file = cache_file
+        self.clock = clock
+        self.timeout = timeout
+        self._view: GlobalConfView | None = None
+        self._etag: str | None = None
+        self.last_success: dt.datetime | None = None
+        self.last_error: str | None = None
+        if cache_file is not None and cache_file.exists():
+            self._load_cache(cache_file)
+
+    def _load_cache(self, path: Path) -> None:
+        try:
+            self.accept(path.read_text("ascii"))
+        except (OSError, UnicodeDecodeError, GlobalConfRejectedError) as e:
+            log.warning("ignoring cached global configuration %s: %s", path, e)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    @property
+    def view(self) -> GlobalConfView | None:
+        """The last accepted configuration, expired or not."""
+        return self._view
+
+    def current(self) -> GlobalConfView:
+        """The configuration to act on; fails closed if there is none or it has expired."""
+        view = self._view
+        if view is None:
+            raise OutdatedGlobalConfError(
+                "no verified global configuration yet"
+                + (f": {self.last_error}" if self.last_error else "")
+            )
+        if view.expired(self.clock()):
+            raise OutdatedGlobalConfError(
+                f"global configuration serial {view.serial} expired at "
+                f"{view.conf.expires_at.isoformat()}; last fetch error: {self.last_error or 'none'}"
+            )
+        return view
+
+    def age(self) -> float | None:
+        """Seconds since the held configuration was issued (None before the first)."""
+        if self._view is None:
+            return None
+        return (self.clock() - self._view.conf.issued_at).total_seconds()
+
+    @property
+    def refresh_interval(self) -> float:
+        return float(self._view.conf.refresh_interval) if self._view else 60.0
+
+    # --- updating -------------------------------------------------------------------------------
+
+    def accept(self, signed: str) -> bool:
+        """Verify ``signed`` and hold it if good. Returns whether the configuration changed."""
+        previous = self._view.conf if self._view else None
+        conf = verify_globalconf(signed, self.anchor, now=self.clock(), previous=previous)
+        changed = previous is None or conf.serial != previous.serial
+        if changed:
+            self._view = GlobalConfView(conf, signed)
+            if self.cache_file is not None:
+                write_atomic(self.cache_file, signed.encode("ascii"))
+        return changed
+
+    async def refresh(self, session: aiohttp.ClientSession) -> bool:
+        """Fetch once. Returns whether a new configuration was accepted; never raises for
+        network or verification failures (they are logged and kept in ``last_error``)."""
+        headers = {"If-None-Match": self._etag} if self._etag and self._view else {}
+        try:
+            async with session.get(
+                self.anchor.url,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,
+            ) as resp:
+                if resp.status == 304:
+                    self.last_success = self.clock()
+                    self.last_error = None
+                    return False
+                if resp.status != 200:
+                    raise GlobalConfRejectedError(f"registry answered HTTP {resp.status}")
+                if (resp.content_length or 0) > MAX_DOCUMENT:
+                    raise GlobalConfRejectedError("global configuration is too large")
+                body = await resp.content.read(MAX_DOCUMENT + 1)
+                if len(body) > MAX_DOCUMENT:
+                    raise GlobalConfRejectedError("global configuration is too large")
+                etag = resp.headers.get("ETag")
+            changed = self.accept(body.decode("ascii", errors="replace"))
+        except GlobalConfRejectedError as e:
+            self.last_error = e.message
+            log.error("refused global configuration from %s: %s", self.anchor.url, e.message)
+            return False
+        except (aiohttp.ClientError, TimeoutError) as e:
+            self.last_error = f"cannot fetch {self.anchor.url}: {e!r}"
+            log.warning("%s", self.last_error)
+            return False
+        self._etag = etag
+        self.last_success = self.clock()
+        self.last_error = None
+        return changed
+
+    async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        """Refresh every ``refresh_interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            await self.refresh(session)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.refresh_interval)

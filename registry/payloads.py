@@ -1,0 +1,167 @@
+"""Request bodies of the registry's operator actions (shared by the HTTP API and the CLI).
+
+Responses reuse the global configuration's own models (``MemberInfo``,
+``ServiceInfo``, ...): what an operator reads back is exactly what gateways
+will be told.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.fields import AwareDatetime, GatewayIdField, IdPart, MemberIdField, ServiceIdField
+from core.fields import SubsystemIdField as SubsystemId
+from core.ids import MEMBER_CLASSES
+from registry.globalconf import (
+    AccessRightInfo,
+    HttpMethod,
+    Jwks,
+    PathPattern,
+    PurposeCode,
+    SchemaRef,
+    Sha256Hex,
+    Status,
+)
+
+Name = Annotated[str, Field(min_length=1, max_length=300)]
+Text = Annotated[str, Field(max_length=2000)]
+HttpsUrl = Annotated[
+    str, Field(pattern=r"^https?://[^\s/?#]+(:[0-9]+)?(/[^\s]*)?$", max_length=2048)
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemberCreate(_Body):
+    member_class: Literal["FED", "PROV", "LG", "PRIV"] = Field(
+        description=f"one of {', '.join(MEMBER_CLASSES)}"
+    )
+    member_code: IdPart
+    name: Name
+
+
+class MemberUpdate(_Body):
+    name: Name | None = None
+    status: Status | None = None
+
+
+class SubsystemCreate(_Body):
+    id: SubsystemId
+    name: Annotated[str, Field(max_length=300)] = ""
+
+
+class SubsystemUpdate(_Body):
+    name: Annotated[str, Field(max_length=300)] | None = None
+    status: Status | None = None
+
+
+class GatewayCreate(_Body):
+    id: GatewayIdField
+    address: HttpsUrl = Field(description="base URL other gateways reach this one at")
+    tls_sha256: Sha256Hex = Field(description="hex SHA-256 of the gateway's DER TLS certificate")
+    clients: list[SubsystemId] = []
+
+
+class GatewayUpdate(_Body):
+    address: HttpsUrl | None = None
+    tls_sha256: Sha256Hex | None = None
+    status: Status | None = None
+
+
+class ClientRef(_Body):
+    client: SubsystemId
+
+
+class KeyCreate(_Body):
+    member: MemberIdField
+    jwk: dict[str, Any] = Field(description="public EC P-256 JWK")
+    not_before: AwareDatetime | None = Field(None, description="defaults to now")
+    not_after: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.not_before and self.not_after and self.not_after <= self.not_before:
+            raise ValueError("not_after must be later than not_before")
+        return self
+
+
+class GroupCreate(_Body):
+    code: IdPart
+    description: Text = ""
+
+
+class LocalGroupCreate(_Body):
+    owner: SubsystemId
+    code: IdPart
+    description: Text = ""
+
+
+class PurposeCreate(_Body):
+    code: PurposeCode
+    name: Name
+    description: Text = ""
+
+
+class ServiceCreate(_Body):
+    id: ServiceIdField
+    title: Name
+    description: Text = ""
+    request_schema: SchemaRef | None = None
+    response_schema: SchemaRef | None = None
+    requires_consent: bool = False
+    purposes: list[PurposeCode] = []
+
+
+class ServiceUpdate(_Body):
+    title: Name | None = None
+    description: Text | None = None
+    request_schema: SchemaRef | None = None
+    response_schema: SchemaRef | None = None
+    requires_consent: bool | None = None
+    purposes: list[PurposeCode] | None = None
+    status: Status | None = None
+
+
+class AccessRightCreate(_Body):
+    """Grant a subsystem, a global group or one of the service's local groups."""
+
+    service: ServiceIdField
+    method: HttpMethod = "*"
+    path: PathPattern = "**"
+    client: SubsystemId | None = None
+    global_group: IdPart | None = None
+    local_group: IdPart | None = None
+
+    @model_validator(mode="after")
+    def _one_grantee(self) -> Self:
+        given = [x for x in (self.client, self.global_group, self.local_group) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of client, global_group, local_group")
+        return self
+
+
+class AccessRightView(AccessRightInfo):
+    id: int
+
+
+class CentralServiceSet(_Body):
+    url: HttpsUrl
+    keys: Jwks
+
+
+class FederationSettings(_Body):
+    globalconf_validity: int | None = Field(None, ge=60, le=7 * 24 * 3600, description="seconds")
+    globalconf_refresh: int | None = Field(None, ge=1, le=3600, description="seconds")
+
+
+class FederationView(BaseModel):
+    instance: str
+    globalconf_validity: int
+    globalconf_refresh: int
+    serial: int | None
+    issued_at: AwareDatetime | None
+    expires_at: AwareDatetime | None

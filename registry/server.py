@@ -1,0 +1,66 @@
+"""Running the registry: the aiohttp application and its background publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from core.db import create_engine, sessions
+from core.keys import PrivateKey
+from core.web import error_middleware, security_headers_middleware
+from registry import publisher
+from registry.api import STATE, RegistryState, api, operator
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 * 2**20  # bytes; operator requests are small
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    db_url: str
+    instance: str
+    operator_key: PrivateKey
+    admin_token: str | None = None
+    publish_interval: float = 30.0  # seconds between checks for expiry-driven re-publishing
+
+
+def build_app(config: RegistryConfig) -> web.Application:
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[security_headers_middleware, error_middleware()],
+    )
+    api.register(app, {"operator": operator})
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        engine = create_engine(config.db_url)
+        factory = sessions(engine)
+        wake = asyncio.Event()
+        app[STATE] = RegistryState(factory, config.instance, wake, config.admin_token)
+        # Publish before serving, so the first gateway fetch finds a configuration.
+        await publisher.publish(factory, config.operator_key)
+        task = asyncio.create_task(
+            publisher.run(factory, config.operator_key, wake, interval=config.publish_interval)
+        )
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx

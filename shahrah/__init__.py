@@ -1,0 +1,1 @@
+"""Shahrah's composition root: the ``shahrah`` command and the embedded federation."""

@@ -1,0 +1,3 @@
+from shahrah.cli import main
+
+main()

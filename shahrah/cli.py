@@ -1,0 +1,109 @@
+"""The ``shahrah`` command: one entry point for every component."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from core import db
+from core.cli import echo_json, no_passphrase_option, resolve_passphrase, run_async
+from core.errors import ShahrahError
+from core.keys import PrivateKey
+from registry.cli import registry
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="shahrah")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Shahrah: signed, consent-enforcing data exchange between government systems.
+
+    Each component is a subcommand; every subcommand explains itself with --help."""
+    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiohttp.access", "sqlalchemy", "alembic"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema migrations (SQLite or PostgreSQL)."""
+
+
+@db_group.command("upgrade")
+@click.option(
+    "--db",
+    "url",
+    required=True,
+    envvar="SHAHRAH_DB",
+    help="sqlite:///path/file.db or postgresql://user@host/name. Env: SHAHRAH_DB.",
+)
+def db_upgrade(url: str) -> None:
+    """Apply every package's migrations up to the newest."""
+    try:
+        db.upgrade(url)
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    click.echo("database is up to date", err=True)
+
+
+@db_group.command("check")
+@click.option("--db", "url", required=True, envvar="SHAHRAH_DB", help="Database URL.")
+def db_check(url: str) -> None:
+    """Fail if the models and the migrations disagree."""
+    db.check(url)
+    click.echo("models and migrations agree", err=True)
+
+
+@main.group("key")
+def key_group() -> None:
+    """Signing keys for members and central services."""
+
+
+@key_group.command("generate")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the private key (PKCS#8 PEM, mode 0600).",
+)
+@click.option(
+    "--jwk-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the public JWK here (default: print it).",
+)
+@no_passphrase_option
+def key_generate(out: Path, jwk_out: Path | None, no_passphrase: bool) -> None:
+    """Make an ES256 (P-256) key pair; register the printed public JWK with the operator."""
+    passphrase = resolve_passphrase(no_passphrase, confirm=True)
+    key = PrivateKey.generate()
+    try:
+        key.save(out, passphrase)
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    jwk = key.public().to_jwk()
+    if jwk_out:
+        jwk_out.write_text(json.dumps(jwk, indent=2) + "\n")
+        click.echo(f"key {key.kid} written to {out}, public JWK to {jwk_out}", err=True)
+    else:
+        echo_json(jwk)
+
+
+@key_group.command("public")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@no_passphrase_option
+def key_public(path: Path, no_passphrase: bool) -> None:
+    """Print the public JWK of the private key at PATH."""
+    try:
+        key = PrivateKey.load(path, resolve_passphrase(no_passphrase))
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    echo_json(key.public().to_jwk())
+
+
+main.add_command(registry)
+
+__all__ = ["main", "run_async"]

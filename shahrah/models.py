@@ -1,0 +1,13 @@
+"""Every package's tables in one metadata, for Alembic and for tests.
+
+The composition root is the only place that knows all packages; each package
+owns its own ``models.py`` and its own migration chain in
+``alembic/versions/<package>/``.
+"""
+
+import registry.models  # noqa: F401  (imported for its tables)
+from core.db import Base
+
+metadata = Base.metadata
+
+__all__ = ["metadata"]

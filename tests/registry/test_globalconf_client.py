@@ -1,0 +1,157 @@
+"""The gateway's configuration client against real HTTP servers: it keeps the last good
+configuration, refuses bad ones, and fails closed once what it holds has expired."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from core import jws
+from core.canonical import b64url_decode
+from core.db import Sessions, transaction
+from core.errors import OutdatedGlobalConfError
+from registry import publisher
+from registry import service as ops
+from registry.globalconf import GLOBALCONF_TYP
+from registry.globalconf_client import GlobalConfClient
+from tests.registry.federation import LMC_TAX, OPERATOR
+from tests.registry.test_globalconf import T0, anchor_for
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+class Server:
+    """Serves whatever document a test puts up, with an ETag, like the registry does."""
+
+    def __init__(self) -> None:
+        self.body = ""
+        self.status = 200
+        self.requests = 0
+
+    def app(self) -> web.Application:
+        async def handler(request: web.Request) -> web.Response:
+            self.requests += 1
+            etag = f'"{hash(self.body)}"'
+            if request.headers.get("If-None-Match") == etag:
+                return web.Response(status=304, headers={"ETag": etag})
+            return web.Response(
+                text=self.body,
+                status=self.status,
+                headers={"ETag": etag},
+                content_type="application/jose",
+            )
+
+        app = web.Application()
+        app.router.add_get("/globalconf", handler)
+        return app
+
+
+@pytest.fixture
+async def served(serve: Any) -> tuple[Server, str]:
+    server = Server()
+    base = await serve(server.app())
+    return server, f"{base}/globalconf"
+
+
+def client_for(url: str, clock: Clock, cache: Path | None = None) -> GlobalConfClient:
+    anchor = anchor_for().model_copy(update={"url": url})
+    return GlobalConfClient(anchor, clock=clock, cache_file=cache)
+
+
+def _resign(signed: str, **changes: Any) -> str:
+    doc = json.loads(b64url_decode(signed.split(".")[1]))
+    doc.update(changes)
+    return jws.sign_json(doc, OPERATOR, typ=GLOBALCONF_TYP)
+
+
+async def test_fetch_verify_and_conditional_refresh(
+    seeded: Sessions, served: tuple[Server, str], http: aiohttp.ClientSession
+) -> None:
+    server, url = served
+    server.body = (await publisher.publish(seeded, OPERATOR, now=T0)).signed
+    clock = Clock(T0 + dt.timedelta(seconds=5))
+    client = client_for(url, clock)
+    with pytest.raises(OutdatedGlobalConfError, match="no verified"):
+        client.current()
+    assert await client.refresh(http) is True
+    assert client.current().serial == 1
+    assert client.age() == 5
+    assert await client.refresh(http) is False  # 304: nothing new
+    async with transaction(seeded) as s:
+        await ops.add_global_group_member(s, "local-governments", LMC_TAX)
+    server.body = (
+        await publisher.publish(seeded, OPERATOR, now=T0 + dt.timedelta(seconds=10))
+    ).signed
+    assert await client.refresh(http) is True
+    assert client.current().serial == 2
+
+
+async def test_bad_documents_are_refused_and_the_last_good_one_kept(
+    seeded: Sessions, served: tuple[Server, str], http: aiohttp.ClientSession
+) -> None:
+    server, url = served
+    good = (await publisher.publish(seeded, OPERATOR, now=T0)).signed
+    newer = _resign(good, serial=5)
+    server.body = newer
+    client = client_for(url, Clock(T0))
+    await client.refresh(http)
+    for bad, reason in [
+        (newer[:-4] + ("AAAA" if not newer.endswith("AAAA") else "BBBB"), "signature"),
+        (good, "rollback"),
+        (_resign(good, serial=5, refresh_interval=1), "two different"),
+        ("not a jws", "signature"),
+    ]:
+        server.body = bad
+        assert await client.refresh(http) is False
+        assert reason in (client.last_error or "")
+        assert client.current().serial == 5
+    server.status = 500
+    server.body = "oops"
+    assert await client.refresh(http) is False
+    assert "HTTP 500" in (client.last_error or "")
+
+
+async def test_an_expired_configuration_fails_closed(
+    seeded: Sessions, served: tuple[Server, str], http: aiohttp.ClientSession
+) -> None:
+    server, url = served
+    server.body = (await publisher.publish(seeded, OPERATOR, now=T0)).signed
+    clock = Clock(T0)
+    client = client_for(url, clock)
+    await client.refresh(http)
+    clock.now = T0 + dt.timedelta(seconds=599)
+    assert client.current().serial == 1
+    clock.now = T0 + dt.timedelta(seconds=600)
+    with pytest.raises(OutdatedGlobalConfError, match="expired"):
+        client.current()
+    # The registry is unreachable: still closed, and the reason is reported.
+    client.anchor = client.anchor.model_copy(update={"url": "http://127.0.0.1:1/globalconf"})
+    assert await client.refresh(http) is False
+    with pytest.raises(OutdatedGlobalConfError, match="cannot fetch"):
+        client.current()
+
+
+async def test_the_last_good_configuration_survives_a_restart(
+    seeded: Sessions, served: tuple[Server, str], http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server, url = served
+    server.body = (await publisher.publish(seeded, OPERATOR, now=T0)).signed
+    cache = tmp_path / "globalconf.jws"
+    first = client_for(url, Clock(T0), cache)
+    await first.refresh(http)
+    assert client_for(url, Clock(T0), cache).current().serial == 1
+    cache.write_text(cache.read_text()[:-3] + "abc")
+    with pytest.raises(OutdatedGlobalConfError):
+        client_for(url, Clock(T0), cache).current()

@@ -1,0 +1,202 @@
+"""Operator actions: validation, conflicts, missing objects, and all-or-nothing writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.db import Sessions, transaction
+from core.errors import BadRequestError, ConflictError, NotFoundError
+from core.ids import GatewayId, MemberId
+from core.keys import PrivateKey
+from registry import service as ops
+from registry import store
+from registry.payloads import (
+    AccessRightCreate,
+    FederationSettings,
+    GatewayCreate,
+    KeyCreate,
+    LocalGroupCreate,
+    MemberCreate,
+    MemberUpdate,
+    ServiceCreate,
+    SubsystemCreate,
+)
+from tests.registry.federation import CIVIL, LMC_TAX, NADRA, NADRA_KEY, PERSON, PIN, PLRA_LAND
+
+
+async def _run(db: Sessions, action: Any) -> Any:
+    async with transaction(db) as s:
+        return await action(s)
+
+
+async def test_seeded_federation_reads_back(seeded: Sessions) -> None:
+    async with transaction(seeded, write=False) as s:
+        snap = await store.snapshot(s)
+    assert [str(m.id) for m in snap.members] == ["PK/FED/NADRA", "PK/LG/LMC", "PK/PROV/PLRA"]
+    nadra = snap.members[0]
+    assert [k.kid for k in nadra.keys] == [NADRA_KEY.kid]
+    assert snap.gateways[0].clients == [CIVIL]
+    assert snap.services[0].purposes == ["identity-verification"]
+    assert snap.access_rights[0].client == LMC_TAX
+    assert snap.access_rights[0].path == "/persons/*"
+
+
+@pytest.mark.parametrize(
+    ("action", "error", "message"),
+    [
+        (
+            lambda s: ops.add_member(
+                s, MemberCreate(member_class="FED", member_code="NADRA", name="again")
+            ),
+            ConflictError,
+            "already exists",
+        ),
+        (
+            lambda s: ops.add_subsystem(s, SubsystemCreate(id=CIVIL)),
+            ConflictError,
+            "already exists",
+        ),
+        (
+            lambda s: ops.add_subsystem(
+                s, SubsystemCreate(id=MemberId("PK", "FED", "FBR").subsystem("x"))
+            ),
+            NotFoundError,
+            "PK/FED/FBR is not registered",
+        ),
+        (
+            lambda s: ops.add_subsystem(
+                s, SubsystemCreate(id=MemberId("IN", "FED", "NADRA").subsystem("x"))
+            ),
+            BadRequestError,
+            "not this federation",
+        ),
+        (
+            lambda s: ops.add_key(s, KeyCreate(member=NADRA, jwk=NADRA_KEY.public().to_jwk())),
+            ConflictError,
+            "already registered",
+        ),
+        (lambda s: ops.revoke_key(s, "no-such-kid"), NotFoundError, "no key"),
+        (
+            lambda s: ops.add_service(
+                s, ServiceCreate(id=CIVIL.service("x"), title="x", purposes=["unknown"])
+            ),
+            NotFoundError,
+            "unknown purposes",
+        ),
+        (
+            lambda s: ops.add_service(
+                s, ServiceCreate(id=CIVIL.service("x"), title="x", requires_consent=True)
+            ),
+            BadRequestError,
+            "allowed purposes",
+        ),
+        (
+            lambda s: ops.grant(
+                s,
+                AccessRightCreate(service=PERSON, client=LMC_TAX, method="GET", path="/persons/*"),
+            ),
+            ConflictError,
+            "already exists",
+        ),
+        (
+            lambda s: ops.grant(s, AccessRightCreate(service=PERSON, global_group="nobody")),
+            NotFoundError,
+            "global group",
+        ),
+        (
+            lambda s: ops.grant(s, AccessRightCreate(service=PERSON, local_group="other")),
+            NotFoundError,
+            "local group",
+        ),
+        (lambda s: ops.revoke_access(s, 999), NotFoundError, "999"),
+        (
+            lambda s: ops.update_federation(
+                s, FederationSettings(globalconf_validity=100, globalconf_refresh=60)
+            ),
+            BadRequestError,
+            "twice the refresh",
+        ),
+        (
+            lambda s: ops.update_member(
+                s, MemberId("PK", "FED", "FBR"), MemberUpdate(status="suspended")
+            ),
+            NotFoundError,
+            "FBR",
+        ),
+    ],
+)
+async def test_refusals_are_precise(
+    seeded: Sessions, action: Any, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        await _run(seeded, action)
+
+
+async def test_local_group_of_another_subsystem_cannot_be_granted(seeded: Sessions) -> None:
+    await _run(
+        seeded, lambda s: ops.add_local_group(s, LocalGroupCreate(owner=LMC_TAX, code="mine"))
+    )
+    with pytest.raises(NotFoundError, match="local group 'mine' of PK/FED/NADRA/civil-registry"):
+        await _run(
+            seeded, lambda s: ops.grant(s, AccessRightCreate(service=PERSON, local_group="mine"))
+        )
+
+
+async def test_a_gateway_serves_only_its_own_members_subsystems(seeded: Sessions) -> None:
+    body = GatewayCreate(
+        id=NADRA.gateway("gw2"),
+        address="https://127.0.0.1:9444",
+        tls_sha256=PIN,
+        clients=[CIVIL, LMC_TAX],
+    )
+    with pytest.raises(BadRequestError, match="can only serve subsystems of PK/FED/NADRA"):
+        await _run(seeded, lambda s: ops.add_gateway(s, body))
+    # The refused action wrote nothing, not even the gateway row that came before the bad client.
+    async with transaction(seeded, write=False) as s:
+        assert [g.id for g in (await store.snapshot(s)).gateways] == [
+            GatewayId("PK", "FED", "NADRA", "gw1")
+        ]
+
+
+async def test_revoking_a_key_twice_is_a_conflict(seeded: Sessions) -> None:
+    info = await _run(seeded, lambda s: ops.revoke_key(s, NADRA_KEY.kid))
+    assert info.revoked_at is not None
+    with pytest.raises(ConflictError, match="already revoked"):
+        await _run(seeded, lambda s: ops.revoke_key(s, NADRA_KEY.kid))
+
+
+async def test_key_rotation_keeps_both_keys(seeded: Sessions) -> None:
+    new = PrivateKey.generate()
+    await _run(seeded, lambda s: ops.add_key(s, KeyCreate(member=NADRA, jwk=new.public().to_jwk())))
+    member = await _run(seeded, lambda s: ops.get_member(s, NADRA))
+    assert {k.kid for k in member.keys} == {NADRA_KEY.kid, new.kid}
+
+
+async def test_group_membership_and_endpoint_grants(seeded: Sessions) -> None:
+    await _run(seeded, lambda s: ops.add_global_group_member(s, "local-governments", LMC_TAX))
+    with pytest.raises(ConflictError):
+        await _run(seeded, lambda s: ops.add_global_group_member(s, "local-governments", LMC_TAX))
+    right = await _run(
+        seeded,
+        lambda s: ops.grant(s, AccessRightCreate(service=PERSON, global_group="local-governments")),
+    )
+    await _run(seeded, lambda s: ops.add_local_group_member(s, CIVIL, "land", PLRA_LAND))
+    await _run(
+        seeded,
+        lambda s: ops.grant(
+            s, AccessRightCreate(service=PERSON, local_group="land", method="POST", path="/search")
+        ),
+    )
+    await _run(seeded, lambda s: ops.revoke_access(s, right.id))
+    async with transaction(seeded, write=False) as s:
+        rights = (await store.snapshot(s)).access_rights
+    assert {(r.global_group, r.local_group, r.method) for r in rights} == {
+        (None, None, "GET"),
+        (None, "land", "POST"),
+    }
+    group = await _run(
+        seeded, lambda s: ops.remove_global_group_member(s, "local-governments", LMC_TAX)
+    )
+    assert group.members == []

@@ -1,0 +1,180 @@
+"""Member-authenticated HTTP requests to federation services.
+
+A gateway (or any member system holding a member signing key) proves who it
+is to a central service (consent, audit witness, schema registry reads) by
+signing a short-lived assertion bound to the request: audience, method, path
+with query, body digest, time and a nonce. The service checks it against the
+member keys in its verified global configuration, so no separate credential
+store is needed and a revoked key stops working from the next configuration.
+
+Header form::
+
+    Authorization: Shahrah-Member <compact JWS, typ shahrah-member-request+jws>
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core import jws
+from core.canonical import b64url_decode
+from core.errors import AccessDeniedError, BadRequestError, InvalidSignatureError, UnauthorizedError
+from core.fields import AwareDatetime, ClientIdField
+from core.ids import ClientId
+from core.keys import PrivateKey
+from registry.globalconf import GlobalConfView
+
+__all__ = [
+    "MEMBER_REQUEST_TYP",
+    "SCHEME",
+    "MemberRequestVerifier",
+    "sign_request",
+]
+
+MEMBER_REQUEST_TYP = "shahrah-member-request+jws"
+SCHEME = "Shahrah-Member"
+MAX_AGE = dt.timedelta(seconds=60)  # how long an assertion is accepted after it was made
+CLOCK_SKEW = dt.timedelta(seconds=30)
+
+
+class _Claims(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client: ClientIdField
+    aud: str = Field(max_length=255)
+    method: str = Field(max_length=16)
+    path: str = Field(max_length=8192)
+    body_sha256: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")
+    iat: AwareDatetime
+    nonce: str = Field(min_length=16, max_length=64)
+
+
+def _body_digest(body: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+
+
+def sign_request(
+    key: PrivateKey,
+    client: ClientId,
+    *,
+    audience: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    now: dt.datetime | None = None,
+) -> str:
+    """The ``Authorization`` header value for one request by ``client`` (a member or subsystem)."""
+    claims = {
+        "client": str(client),
+        "aud": audience,
+        "method": method.upper(),
+        "path": path,
+        "body_sha256": _body_digest(body),
+        "iat": (now or dt.datetime.now(dt.UTC))
+        .astimezone(dt.UTC)
+        .isoformat()
+        .replace("+00:00", "Z"),
+        "nonce": secrets.token_urlsafe(16),
+    }
+    return f"{SCHEME} {jws.sign_json(claims, key, typ=MEMBER_REQUEST_TYP)}"
+
+
+class MemberRequestVerifier:
+    """Checks member assertions for one service (``audience``) against the current configuration.
+
+    Nonces seen within the acceptance window are remembered, so an assertion
+    cannot be replayed within it either; the memory is bounded.
+    """
+
+    def __init__(
+        self,
+        audience: str,
+        view: Callable[[], GlobalConfView],
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        max_nonces: int = 100_000,
+    ) -> None:
+        self.audience = audience
+        self.view = view
+        self.clock = clock
+        self._seen: OrderedDict[str, dt.datetime] = OrderedDict()
+        self._max = max_nonces
+
+    def verify(self, header: str, *, method: str, path: str, body: bytes) -> ClientId:
+        """The authenticated client, or UnauthorizedError with the reason."""
+        scheme, _, token = header.partition(" ")
+        if scheme != SCHEME or not token:
+            raise UnauthorizedError(f"expected 'Authorization: {SCHEME} <signed assertion>'")
+        view = self.view()
+        now = self.clock()
+        try:
+            # Resolve the key through the claimed client's member, at the assertion's time.
+            unverified = _peek_claims(token)
+            claims_client = unverified.client
+            verified = jws.verify(
+                token,
+                lambda kid: view.signing_key(claims_client.member, kid, unverified.iat),
+                typ=MEMBER_REQUEST_TYP,
+            )
+            claims = _Claims.model_validate_json(verified.payload)
+        except (InvalidSignatureError, ValidationError) as e:
+            raise UnauthorizedError(f"member assertion refused: {_reason(e)}") from e
+        if claims.aud != self.audience:
+            raise UnauthorizedError(
+                f"member assertion is for {claims.aud!r}, not {self.audience!r}"
+            )
+        if claims.method != method.upper() or claims.path != path:
+            raise UnauthorizedError("member assertion was made for another request")
+        if claims.body_sha256 != _body_digest(body):
+            raise UnauthorizedError("member assertion does not match the request body")
+        if not (now - MAX_AGE <= claims.iat <= now + CLOCK_SKEW):
+            raise UnauthorizedError("member assertion is stale or from the future")
+        self._remember(claims.nonce, claims.iat, now)
+        try:
+            view.require_active_client(claims.client)
+        except AccessDeniedError as e:
+            raise UnauthorizedError(f"member assertion refused: {e.message}") from e
+        return claims.client
+
+    def _remember(self, nonce: str, iat: dt.datetime, now: dt.datetime) -> None:
+        while self._seen:
+            oldest, when = next(iter(self._seen.items()))
+            if when >= now - MAX_AGE - CLOCK_SKEW and len(self._seen) < self._max:
+                break
+            self._seen.pop(oldest)
+        if nonce in self._seen:
+            raise UnauthorizedError("member assertion was already used (replay)")
+        self._seen[nonce] = iat
+
+    async def authenticate(self, request: web.Request) -> ClientId:
+        """A ``core.web.Api`` authenticator: the request's verified client."""
+        header = request.headers.get("Authorization")
+        if header is None:
+            raise UnauthorizedError(f"missing 'Authorization: {SCHEME} ...'")
+        body = await request.read()
+        return self.verify(header, method=request.method, path=request.path_qs, body=body)
+
+
+def _peek_claims(token: str) -> _Claims:
+    """Read the claims before verification only to learn which member's keys to try."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidSignatureError("not a compact JWS")
+    try:
+        return _Claims.model_validate_json(b64url_decode(parts[1]))
+    except (ValidationError, BadRequestError) as e:
+        raise InvalidSignatureError("assertion payload is malformed") from e
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, InvalidSignatureError):
+        return e.message
+    return "malformed claims"

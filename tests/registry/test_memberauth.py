@@ -1,0 +1,103 @@
+"""Member-signed requests to federation services."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from core.db import Sessions, transaction
+from core.errors import UnauthorizedError
+from core.keys import PrivateKey
+from registry import publisher
+from registry import service as ops
+from registry.globalconf import GlobalConfView, verify_globalconf
+from registry.memberauth import MemberRequestVerifier, sign_request
+from registry.payloads import KeyCreate, SubsystemUpdate
+from tests.registry.federation import CIVIL, LMC_TAX, NADRA, NADRA_KEY, OPERATOR
+from tests.registry.test_globalconf import anchor_for
+
+# The seeded keys become valid when the test seeds them, so the clock here is the real one.
+NOW = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+
+
+async def _verifier(db: Sessions) -> MemberRequestVerifier:
+    pub = await publisher.publish(db, OPERATOR, now=NOW, force=True)
+    view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
+    return MemberRequestVerifier("consent", lambda: view, clock=lambda: NOW)
+
+
+def _sign(**kw: object) -> str:
+    args: dict[str, object] = {
+        "audience": "consent",
+        "method": "POST",
+        "path": "/v1/decisions?x=1",
+        "body": b'{"a":1}',
+        "now": NOW,
+    }
+    args.update(kw)
+    return sign_request(NADRA_KEY, CIVIL, **args)  # type: ignore[arg-type]
+
+
+async def test_a_signed_request_authenticates_its_client(seeded: Sessions) -> None:
+    verifier = await _verifier(seeded)
+    header = _sign()
+    assert (
+        verifier.verify(header, method="POST", path="/v1/decisions?x=1", body=b'{"a":1}') == CIVIL
+    )
+    with pytest.raises(UnauthorizedError, match="replay"):
+        verifier.verify(header, method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
+
+
+@pytest.mark.parametrize(
+    ("header_kw", "request_kw", "reason"),
+    [
+        ({}, {"body": b'{"a":2}'}, "body"),
+        ({}, {"path": "/v1/decisions?x=2"}, "another request"),
+        ({}, {"method": "GET"}, "another request"),
+        ({"audience": "audit"}, {}, "not 'consent'"),
+        ({"now": NOW - dt.timedelta(seconds=61)}, {}, "stale"),
+        ({"now": NOW + dt.timedelta(seconds=31)}, {}, "stale or from the future"),
+    ],
+)
+async def test_assertions_bound_to_other_requests_are_refused(
+    seeded: Sessions, header_kw: dict[str, object], request_kw: dict[str, object], reason: str
+) -> None:
+    verifier = await _verifier(seeded)
+    request: dict[str, object] = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
+    request.update(request_kw)
+    with pytest.raises(UnauthorizedError, match=reason):
+        verifier.verify(_sign(**header_kw), **request)  # type: ignore[arg-type]
+
+
+async def test_keys_of_another_member_unknown_keys_and_suspended_clients_fail(
+    seeded: Sessions,
+) -> None:
+    verifier = await _verifier(seeded)
+    forged = sign_request(NADRA_KEY, LMC_TAX, audience="consent", method="GET", path="/", now=NOW)
+    with pytest.raises(UnauthorizedError, match="not a registered key of PK/LG/LMC"):
+        verifier.verify(forged, method="GET", path="/", body=b"")
+    stranger = sign_request(
+        PrivateKey.generate(), CIVIL, audience="consent", method="GET", path="/", now=NOW
+    )
+    with pytest.raises(UnauthorizedError, match="not a registered key"):
+        verifier.verify(stranger, method="GET", path="/", body=b"")
+    with pytest.raises(UnauthorizedError, match="Shahrah-Member"):
+        verifier.verify("Bearer x", method="GET", path="/", body=b"")
+    async with transaction(seeded) as s:
+        await ops.update_subsystem(s, CIVIL, SubsystemUpdate(status="suspended"))
+    verifier = await _verifier(seeded)
+    with pytest.raises(UnauthorizedError, match="suspended"):
+        verifier.verify(_sign(), method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
+
+
+async def test_a_revoked_key_stops_at_the_next_configuration(seeded: Sessions) -> None:
+    spare = PrivateKey.generate()
+    async with transaction(seeded) as s:
+        await ops.add_key(s, KeyCreate(member=NADRA, jwk=spare.public().to_jwk()))
+        await ops.revoke_key(s, NADRA_KEY.kid)
+    verifier = await _verifier(seeded)
+    with pytest.raises(UnauthorizedError, match="revoked"):
+        verifier.verify(_sign(), method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
+    ok = sign_request(spare, CIVIL, audience="consent", method="GET", path="/", now=NOW)
+    assert verifier.verify(ok, method="GET", path="/", body=b"") == CIVIL

@@ -14,13 +14,13 @@ accepts too.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from registry.schemareg import nodes as n
+from registry.schemareg.documents import regex_search
 
 __all__ = ["Context", "Difference", "compare"]
 
@@ -336,7 +336,7 @@ def _partial(node: n.Object | n.Array, name: str | None) -> n.Node | None:
     """The schema a partially open content model gives an extra property (item), if any."""
     if isinstance(node, n.Object) and name is not None:
         for regex, schema in node.pattern_properties.items():
-            if _search(regex, name):
+            if regex_search(regex, name):
                 return schema
     if node.additional is not None:
         return node.additional
@@ -345,13 +345,6 @@ def _partial(node: n.Object | n.Array, name: str | None) -> n.Node | None:
         if not isinstance(target, n.FalseNode | n.TrueNode):
             return node.unevaluated
     return None
-
-
-def _search(regex: str, name: str) -> bool:
-    try:
-        return re.search(regex, name) is not None
-    except re.error:
-        return False
 
 
 def _covered(

@@ -15,10 +15,12 @@ as in Confluent's JSON Schema provider.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import unquote, urldefrag, urljoin
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +43,7 @@ __all__ = [
     "fingerprint",
     "parse_schema_text",
     "pointer",
+    "regex_search",
     "subschemas",
 ]
 
@@ -111,6 +114,15 @@ def pointer(parts: tuple[str | int, ...]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def regex_search(regex: str, text: str) -> bool:
+    """Whether ECMA-ish ``regex`` (as JSON Schema writes them) matches anywhere in ``text``;
+    a pattern Python cannot compile matches nothing."""
+    try:
+        return re.search(regex, text) is not None
+    except re.error:
+        return False
+
+
 _ONE = ("additionalProperties", "contains", "propertyNames", "not", "if", "then", "else")
 _ONE_2020 = ("unevaluatedProperties", "unevaluatedItems", "contentSchema")
 _MAPS = ("properties", "patternProperties", "definitions", "$defs", "dependentSchemas")
@@ -176,23 +188,62 @@ class Bundle:
         base = self.base_uri
         return [(urljoin(base, name), doc) for name, doc in sorted(self.references.items())]
 
+    def document(self, name: str) -> Any:
+        """The root (``""``) or the reference called ``name``."""
+        return self.root if name == "" else self.references[name]
 
-def _ids(document: Any, draft: str) -> set[str]:
-    found = set()
-    for _, node in _walk(document, draft):
-        if isinstance(node, dict) and isinstance(node.get("$id"), str):
-            found.add(urldefrag(node["$id"])[0])
-    return found
+    @cached_property
+    def _id_index(self) -> dict[str, tuple[str, Any]]:
+        found: dict[str, tuple[str, Any]] = {}
+        for name in ("", *self.references):
+            for _, node in _walk(self.document(name), self.draft):
+                if isinstance(node, dict) and isinstance(node.get("$id"), str):
+                    uri = urljoin(self.base_uri, urldefrag(node["$id"])[0])
+                    found.setdefault(uri, (name, node))
+        return found
+
+    def resolve(self, document: str, ref: str) -> tuple[str, Any]:
+        """(document name, subschema) that ``ref``, written in ``document``, points at."""
+        target, fragment = urldefrag(ref)
+        name, node = document, self.document(document)
+        if target in self.references:
+            name, node = target, self.references[target]
+        elif target:
+            found = self._id_index.get(urljoin(self.base_uri, target))
+            if found is None:
+                raise InvalidSchemaError(f"Invalid schema: cannot resolve $ref {ref!r}")
+            name, node = found
+        if fragment and not fragment.startswith("/"):
+            return name, _anchor(node, fragment, ref)
+        for token in fragment.split("/")[1:]:
+            token = unquote(token).replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                raise InvalidSchemaError(f"Invalid schema: $ref {ref!r} points at nothing")
+        return name, node
+
+
+def _anchor(document: Any, name: str, ref: str) -> Any:
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("$anchor") == name or node.get("$dynamicAnchor") == name:
+                return node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    raise InvalidSchemaError(f"Invalid schema: no $anchor for $ref {ref!r}")
 
 
 def _check_refs(bundle: Bundle) -> None:
     """Refuse every ``$ref`` that could only be satisfied from the network."""
     names = set(bundle.references)
     base = bundle.base_uri
-    resolvable = {urljoin(base, n) for n in names} | {base}
-    for doc in (bundle.root, *bundle.references.values()):
-        local_ids = _ids(doc, bundle.draft)
-        resolvable |= {urljoin(base, i) for i in local_ids} | local_ids
+    resolvable = {urljoin(base, n) for n in names} | {base} | set(bundle._id_index)
     for doc_name, doc in (("", bundle.root), *bundle.references.items()):
         for path, node in _walk(doc, bundle.draft):
             if not isinstance(node, dict):
@@ -216,13 +267,15 @@ def _check_refs(bundle: Bundle) -> None:
 def check_schema(bundle: Bundle) -> None:
     """Raise :class:`InvalidSchemaError` unless every document of ``bundle`` passes its
     draft's meta-schema and every ``$ref`` stays inside the bundle."""
-    validator_class = (
-        jsonschema.Draft7Validator if bundle.draft == DRAFT7 else jsonschema.Draft202012Validator
-    )
-    checker = validator_class(
-        validator_class.META_SCHEMA, format_checker=validator_class.FORMAT_CHECKER
-    )
     for name, doc in (("", bundle.root), *bundle.references.items()):
+        validator_class = (
+            jsonschema.Draft7Validator
+            if draft_of(doc) == DRAFT7
+            else jsonschema.Draft202012Validator
+        )
+        checker = validator_class(
+            validator_class.META_SCHEMA, format_checker=validator_class.FORMAT_CHECKER
+        )
         error = jsonschema.exceptions.best_match(checker.iter_errors(doc))
         if error is not None:
             where = pointer(tuple(error.absolute_path)) or "/"

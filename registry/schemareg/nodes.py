@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urldefrag, urljoin
 
 from core.canonical import canonical_json
 from registry.schemareg.documents import DRAFT7, Bundle, draft_of
@@ -213,28 +212,7 @@ class Loader:
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.documents: dict[str, Any] = {"": bundle.root, **bundle.references}
         self._cache: dict[tuple[str, int], Node] = {}
-        self._ids = self._index_ids()
-
-    def _index_ids(self) -> dict[str, tuple[str, Any]]:
-        found: dict[str, tuple[str, Any]] = {}
-        base = self.bundle.base_uri
-
-        def visit(doc: str, node: Any) -> None:
-            if isinstance(node, dict):
-                own = node.get("$id")
-                if isinstance(own, str):
-                    found.setdefault(urljoin(base, urldefrag(own)[0]), (doc, node))
-                for value in node.values():
-                    visit(doc, value)
-            elif isinstance(node, list):
-                for value in node:
-                    visit(doc, value)
-
-        for name, document in self.documents.items():
-            visit(name, document)
-        return found
 
     def root(self) -> Node:
         return self.load("", self.bundle.root)
@@ -252,43 +230,7 @@ class Loader:
 
     def resolve(self, document: str, ref: str) -> Node:
         """The node ``ref`` (written in ``document``) points at."""
-        target, fragment = urldefrag(ref)
-        doc_name, doc = document, self.documents[document]
-        if target:
-            if target in self.bundle.references:
-                doc_name, doc = target, self.bundle.references[target]
-            else:
-                found = self._ids.get(urljoin(self.bundle.base_uri, target))
-                if found is None:
-                    raise InvalidSchemaError(f"Invalid schema: cannot resolve $ref {ref!r}")
-                doc_name, doc = found
-        node = doc
-        for token in fragment.split("/")[1:] if fragment.startswith("/") else []:
-            token = unquote(token).replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and token in node:
-                node = node[token]
-            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-                node = node[int(token)]
-            else:
-                raise InvalidSchemaError(f"Invalid schema: $ref {ref!r} points at nothing")
-        if fragment and not fragment.startswith("/"):
-            node = self._anchor(doc, fragment, ref)
-        return self.load(doc_name, node)
-
-    def _anchor(self, doc: Any, name: str, ref: str) -> Any:
-        stack = [doc]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, dict):
-                if node.get("$anchor") == name or node.get("$dynamicAnchor") == name:
-                    return node
-                stack.extend(node.values())
-            elif isinstance(node, list):
-                stack.extend(node)
-        raise InvalidSchemaError(f"Invalid schema: no $anchor for $ref {ref!r}")
-
-    def _draft(self, document: str) -> str:
-        return draft_of(self.documents[document])
+        return self.load(*self.bundle.resolve(document, ref))
 
     def _build(self, document: str, raw: Any) -> Node:
         if raw is True:
@@ -297,7 +239,7 @@ class Loader:
             return FalseNode(raw=raw)
         if not isinstance(raw, dict):
             raise InvalidSchemaError(f"Invalid schema: {raw!r} is not a schema")
-        draft = self._draft(document)
+        draft = draft_of(self.bundle.document(document))
         child = _Children(self, document, draft)
         parts: list[Node] = []
         if isinstance(raw.get("$ref"), str):

@@ -251,7 +251,8 @@ def _not(ctx: Context, o: n.Not, u: n.Not) -> None:
     here = ctx.at("not")
     # What the update forbids must be forbidden by the original too: compare reversed.
     sub = _try(here, u.schema, o.schema)
-    here.add("NOT_TYPE_NARROWED" if sub.compatible else "NOT_TYPE_EXTENDED")
+    if sub.differences:
+        here.add("NOT_TYPE_NARROWED" if sub.compatible else "NOT_TYPE_EXTENDED")
 
 
 def _criterion_change(o: n.Combined, u: n.Combined) -> str | None:
@@ -306,16 +307,25 @@ def _combined(ctx: Context, o: n.Combined, u: n.Combined) -> None:
         ctx.add("COMBINED_TYPE_SUBSCHEMAS_CHANGED")
 
 
-def _max_matching(edges: dict[int, dict[int, Any]]) -> dict[int, int]:
-    """Maximum bipartite matching (augmenting paths; branch counts are small): left → right."""
+def _max_matching(edges: dict[int, dict[int, list[Difference]]]) -> dict[int, int]:
+    """Maximum bipartite matching (augmenting paths; branch counts are small): left → right.
+
+    Among maximum matchings it leans to pairing branches that differ least: each
+    branch tries its closest free partner before displacing another's.
+    """
     match_right: dict[int, int] = {}
 
     def augment(left: int, seen: set[int]) -> bool:
-        for right in edges.get(left, {}):
+        options = sorted(edges.get(left, {}).items(), key=lambda kv: (len(kv[1]), kv[0]))
+        for right, _ in options:
+            if right not in match_right:
+                match_right[right] = left
+                return True
+        for right, _ in options:
             if right in seen:
                 continue
             seen.add(right)
-            if right not in match_right or augment(match_right[right], seen):
+            if augment(match_right[right], seen):
                 match_right[right] = left
                 return True
         return False

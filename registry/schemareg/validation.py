@@ -26,7 +26,9 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
+import jsonschema
 import jsonschema_rs
+import referencing
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Sessions, transaction
@@ -36,6 +38,7 @@ from registry.globalconf import SchemaRef
 from registry.schemareg import service
 from registry.schemareg.documents import (
     DRAFT7,
+    DRAFT202012,
     Bundle,
     Reference,
     draft_of,
@@ -57,11 +60,16 @@ __all__ = [
     "defines_pointer",
     "parse_pointer",
     "project",
+    "reference_validator",
 ]
 
 MAX_VIOLATIONS = 50  # listed in an error's detail; the count says if there were more
 MAX_SCHEMA_BYTES = 1 * 2**20  # one registry answer
 MAX_DOCUMENTS = 64  # a schema and its references, transitively
+_SPEC = {
+    DRAFT7: referencing.jsonschema.DRAFT7,
+    DRAFT202012: referencing.jsonschema.DRAFT202012,
+}
 
 
 class SchemaViolationError(BadRequestError):
@@ -131,6 +139,22 @@ def compile_bundle(schema_id: int, bundle: Bundle) -> CompiledSchema:
         retriever=_refuse_retrieval,
     )
     return CompiledSchema(schema_id, bundle, validator)
+
+
+def reference_validator(bundle: Bundle) -> Any:
+    """The same bundle on jsonschema, the pure-Python reference implementation (formats
+    asserted too); tests and the benchmark compare the hot path against it."""
+    cls = jsonschema.Draft7Validator if bundle.draft == DRAFT7 else jsonschema.Draft202012Validator
+    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
+        (uri, referencing.Resource.from_contents(doc, default_specification=_SPEC[bundle.draft]))
+        for uri, doc in bundle.resources()
+    )
+    root = (
+        bundle.root
+        if not isinstance(bundle.root, dict)
+        else {"$id": bundle.base_uri, **bundle.root}
+    )
+    return cls(root, registry=registry, format_checker=cls.FORMAT_CHECKER)
 
 
 # --- where schemas come from -------------------------------------------------------------------

@@ -63,12 +63,16 @@ class CodeTableFile(BaseModel):
     file: str
 
 
+# A table inline ({CODE: VALUE, ...}) or in a CSV file ({file: PATH}); the file form wins.
+CodeTable = Annotated[CodeTableFile | dict[str, str], Field(union_mode="left_to_right")]
+
+
 class AdapterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     adapter: Literal[1]  # format version of this file
     state: str | None = None  # database URL for file sources (sqlite:///... or postgresql://...)
-    code_tables: dict[str, dict[str, str] | CodeTableFile] = Field(default_factory=dict)
+    code_tables: dict[str, CodeTable] = Field(default_factory=dict)
     services: dict[str, ServiceConfig] = Field(min_length=1)
 
     @field_validator("services")
@@ -199,8 +203,10 @@ def _mapping(
     if problems:
         pointer, message = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        first = pointer.split("[]")[0]
-        raise fail([first] if first in spec else [], f"{pointer}: {message}{more}")
+        # Point at the entry that writes the pointer, or the first one below it.
+        head = pointer.split("[]")[0]
+        near = [k for k in spec if k == head or k.startswith(head + "/")]
+        raise fail(near[:1], f"{pointer}: {message}{more}")
     return mapping
 
 

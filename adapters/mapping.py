@@ -56,7 +56,8 @@ class FieldMap(BaseModel):
     required: bool = False
     type: JsonType | None = Field(default=None, alias="as")
     each: str | None = None
-    mapping: dict[str, FieldMap] | None = None
+    mapping: dict[str, FieldMap] | None = None  # with each: every item becomes an object
+    item: FieldMap | None = None  # with each: every item becomes one value
 
     @model_validator(mode="before")
     @classmethod
@@ -69,10 +70,14 @@ class FieldMap(BaseModel):
         given = [k for k in ("from", "value", "each") if self._get(k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'from', 'value' or 'each'")
-        if (self.each is None) != (self.mapping is None):
-            raise ValueError("'each' and 'mapping' go together")
+        if (self.each is None) != (self.mapping is None and self.item is None):
+            raise ValueError("'each' goes with 'mapping' (objects) or 'item' (values)")
+        if self.mapping is not None and self.item is not None:
+            raise ValueError("give 'mapping' or 'item', not both")
+        if self.item is not None and self.item.each is not None:
+            raise ValueError("an 'item' is one value; nest 'each' inside a 'mapping'")
         if self.each is not None and (self.transforms or self.type or self.default is not None):
-            raise ValueError("'each' takes only 'mapping' and 'required'")
+            raise ValueError("'each' takes only 'mapping' or 'item', and 'required'")
         if isinstance(self.source, list) and not self.source:
             raise ValueError("'from' needs at least one path")
         return self
@@ -252,6 +257,7 @@ class CompiledField:
     type: JsonType | None = None
     each: str | None = None
     children: CompiledMapping | None = None
+    item: CompiledField | None = None
 
     @property
     def guaranteed(self) -> bool:
@@ -287,6 +293,8 @@ class CompiledMapping:
             out.update(f.sources)
             if f.children is not None:
                 out.update(f.children.sources())
+            if f.item is not None:
+                out.update(f.item.sources)
         return out
 
     def apply(self, node: Node, record: str) -> dict[str, Any]:
@@ -308,10 +316,13 @@ class CompiledMapping:
     @staticmethod
     def _field(f: CompiledField, node: Node, record: str) -> Any:
         if f.each is not None:
-            assert f.children is not None
             items = node.each(f.each)
             if not items and f.required:
                 raise TransformError("required, but the source has no items")
+            if f.item is not None:
+                values = [CompiledMapping._field(f.item, item, record) for item in items]
+                return [v for v in values if v is not None]
+            assert f.children is not None
             return [
                 f.children.apply(item, f"{record} {f.pointer}[{i}]") for i, item in enumerate(items)
             ]
@@ -362,19 +373,35 @@ def compile_mapping(
                 check_path(entry.each, True)
             except ValueError as e:
                 raise fail([pointer, "each"], str(e)) from None
-            assert entry.mapping is not None
+            part = "mapping" if entry.mapping is not None else "item"
 
-            def child_fail(where: Sequence[str | int], message: str, p: str = pointer) -> Exception:
-                return fail([p, "mapping", *where], message)
+            def child_fail(
+                where: Sequence[str | int], message: str, p: str = pointer, part: str = part
+            ) -> Exception:
+                return fail([p, part, *where], message)
 
-            children = compile_mapping(
-                entry.mapping, tables=tables, check_path=check_path, fail=child_fail
-            )
-            fields.append(
-                CompiledField(
-                    pointer, target, each=entry.each, children=children, required=entry.required
+            if entry.mapping is not None:
+                children = compile_mapping(
+                    entry.mapping, tables=tables, check_path=check_path, fail=child_fail
                 )
-            )
+                fields.append(
+                    CompiledField(
+                        pointer, target, each=entry.each, children=children, required=entry.required
+                    )
+                )
+            else:
+                assert entry.item is not None
+                (single,) = compile_mapping(
+                    {"/item": entry.item},
+                    tables=tables,
+                    check_path=check_path,
+                    fail=lambda where, message: child_fail(where[1:], message),
+                ).fields
+                fields.append(
+                    CompiledField(
+                        pointer, target, each=entry.each, item=single, required=entry.required
+                    )
+                )
             continue
         sources: tuple[str, ...] = ()
         if entry.source is not None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -38,6 +38,8 @@ _OVERPUNCH = {c: (i, 1) for i, c in enumerate(_POSITIVE)} | {
     c: (i, -1) for i, c in enumerate(_NEGATIVE)
 }
 _SEPARATORS = {"none": b"", "lf": b"\n", "crlf": b"\r\n"}
+# Scaling must never round: the default context keeps 28 digits, packed fields hold 31.
+_EXACT = Context(prec=64)
 
 
 class FieldError(ValueError):
@@ -227,7 +229,7 @@ class Layout(BaseModel):
         if f.type == "packed":
             return _unpack(f, raw)
         if f.type == "binary":
-            return Decimal(int.from_bytes(raw, "big", signed=f.signed)).scaleb(-f.scale)
+            return Decimal(int.from_bytes(raw, "big", signed=f.signed)).scaleb(-f.scale, _EXACT)
         text = self._text(f, raw)
         if f.type == "text":
             return text.rstrip(f.pad) if (f.align or "left") == "left" else text.lstrip(f.pad)
@@ -245,7 +247,7 @@ class Layout(BaseModel):
             body = body[:-1] + str(digit)
         if not body.isascii() or not body.isdigit():
             raise FieldError(f.name, f"not a {f.type} number")
-        value = Decimal(int(body)).scaleb(-f.scale)
+        value = Decimal(int(body)).scaleb(-f.scale, _EXACT)
         return -value if sign < 0 else value
 
     def encode(self, values: Mapping[str, Any]) -> bytes:
@@ -296,7 +298,7 @@ class Layout(BaseModel):
 
 def _scaled(f: LayoutField, value: Any) -> int:
     d = Decimal(value) if not isinstance(value, Decimal) else value
-    scaled = d.scaleb(f.scale)
+    scaled = d.scaleb(f.scale, _EXACT)
     if scaled != scaled.to_integral_value():
         raise FieldError(f.name, f"has more than {f.scale} decimal places")
     return int(scaled)
@@ -316,7 +318,7 @@ def _unpack(f: LayoutField, raw: bytes) -> Decimal:
         negative = True
     else:
         raise FieldError(f.name, "a packed decimal ends without a sign nibble")
-    value = Decimal(int("".join(map(str, digits)))).scaleb(-f.scale)
+    value = Decimal(int("".join(map(str, digits)))).scaleb(-f.scale, _EXACT)
     return -value if negative else value
 
 

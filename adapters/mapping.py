@@ -173,23 +173,27 @@ class RowsNode:
 
     A single value is read from the first row: a query that joins a parcel to
     its owners repeats the parcel's columns on every row. ``each('*')`` gives
-    every row, for the repeated part.
+    every row, for the repeated part. With ``fold`` the rows' keys are
+    case-folded and so are the paths asked for: databases fold unquoted names
+    differently (PostgreSQL to lower case, Oracle to upper case).
     """
 
     rows: Sequence[Mapping[str, Any]]
+    fold: bool = False
 
     def get(self, path: str) -> Any:
         if not self.rows:
             return None
         row = self.rows[0]
-        if path not in row:
+        key = path.casefold() if self.fold else path
+        if key not in row:
             raise ValueError(f"the result has no column {path!r}")
-        return row[path]
+        return row[key]
 
     def each(self, path: str) -> Sequence[Node]:
         if path != "*":
             raise ValueError("rows are repeated with each: '*'")
-        return [RowsNode([r]) for r in self.rows]
+        return [RowsNode([r], self.fold) for r in self.rows]
 
 
 # --- compiled mappings -------------------------------------------------------------------------

@@ -4,6 +4,9 @@ Parameters are always bound (``:cnic`` in the query), never written into SQL
 text; a query must be one ``SELECT`` (or ``WITH … SELECT``) statement and may
 only use declared parameters, which the configuration check enforces.
 
+Columns are matched without regard to case (``CNIC_NO`` finds PostgreSQL's
+``cnic_no``), since each database folds unquoted names its own way.
+
 Each backend has its own connection pool and a thread pool of the same size
 (drivers are synchronous, so any SQLAlchemy dialect works). Where the
 database allows, every connection is opened read-only and with a statement
@@ -158,7 +161,7 @@ class SqlSource:
 
     def __init__(self, spec: SqlService, ctx: BuildContext) -> None:
         self.spec = spec
-        self._routes: dict[str, tuple[sa.TextClause, SqlRoute]] = {}
+        self._routes: dict[str, tuple[sa.TextClause, frozenset[str], SqlRoute]] = {}
         self._by_key = dict(spec.routes)
         for key, route in spec.routes.items():
             declared = set(route.params) | placeholders(key.partition(" ")[2])
@@ -178,7 +181,8 @@ class SqlSource:
 
     def plan(self, route: CompiledRoute, key: str) -> None:
         spec = self._by_key[key]
-        self._routes[route.label] = (sa.text(spec.query), spec)
+        clause = sa.text(spec.query)
+        self._routes[route.label] = (clause, frozenset(clause.compile().binds), spec)
 
     def _run(
         self, clause: sa.TextClause, params: Mapping[str, Any], limit: int
@@ -189,7 +193,10 @@ class SqlSource:
                 deadline[0] = time.monotonic() + self.spec.statement_timeout
             try:
                 result = conn.execute(clause, dict(params))
-                return [dict(r) for r in result.mappings().fetchmany(limit)]
+                return [
+                    {str(k).casefold(): v for k, v in r.items()}
+                    for r in result.mappings().fetchmany(limit)
+                ]
             finally:
                 if deadline is not None:
                     deadline[0] = math.inf
@@ -197,9 +204,9 @@ class SqlSource:
     async def fetch(
         self, route: CompiledRoute, params: dict[str, str | None], request: BackendRequest
     ) -> Node | None:
-        clause, spec = self._routes[route.label]
+        clause, names, spec = self._routes[route.label]
         limit = 2 if spec.rows == "one" else spec.max_rows + 1
-        binds = {k: v for k, v in params.items() if k in clause.compile().binds}
+        binds = {k: v for k, v in params.items() if k in names}
         loop = asyncio.get_running_loop()
         try:
             rows = await loop.run_in_executor(self._pool, self._run, clause, binds, limit)
@@ -228,23 +235,23 @@ class SqlSource:
                 f"the query returned more than {spec.max_rows} rows",
                 detail={"backend": "sql", "route": route.label},
             )
-        return RowsNode(rows)
+        return RowsNode(rows, fold=True)
 
     def _failure(self, e: sa_exc.DBAPIError) -> BackendFailure:
         orig = e.orig
-        code = getattr(orig, "sqlstate", None)
-        if code is None and orig is not None and orig.args:
-            first = orig.args[0]
-            code = first if isinstance(first, int) else None
+        sqlstate = getattr(orig, "sqlstate", None)
+        first = orig.args[0] if orig is not None and orig.args else None
+        errno = first if isinstance(first, int) else None
         detail = {
             "backend": "sql",
             "dialect": self.dialect,
             "error": type(orig).__name__,
-            "code": code,
+            "sqlstate": sqlstate,
+            "errno": errno,
         }
         timed_out = (
-            code == "57014"
-            or code in _TIMEOUT_CODES
+            sqlstate == "57014"
+            or errno in _TIMEOUT_CODES
             or (self.dialect == "sqlite" and "interrupted" in str(orig))
         )
         if timed_out:

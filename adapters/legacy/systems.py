@@ -128,8 +128,10 @@ def create_nadra_database(url: str, people: list[Person], seed: int = 2026) -> N
     table = citizen_table(metadata)
     engine = sa.create_engine(_driver(url))
     try:
-        metadata.drop_all(engine)
-        metadata.create_all(engine)
+        with engine.begin() as conn:
+            # Unquoted, so each database folds the name as it created it.
+            conn.execute(sa.text("DROP TABLE IF EXISTS CITIZEN_MASTER"))
+        metadata.create_all(engine, checkfirst=False)
         rows = []
         for p in people:
             address = p.address.translate(_URDU_DIGITS) if rng.random() < 0.3 else p.address

@@ -163,7 +163,7 @@ async def test_parameters_are_bound_never_spliced(
                 query: SELECT COUNT(*) AS C FROM CITIZEN_MASTER WHERE FIRST_NM = :name
                 mapping:
                   /count: {{from: C, as: integer, required: true}}
-        """,
+        """,  # noqa: S608 (a configuration file, whose query binds :name)
     )
     service = ServiceId.parse("PK/FED/NADRA/civil-registry/names")
     adapters = await load_adapters(config)

@@ -1,4 +1,4 @@
-"""Transforms for Pakistani data: properties that hold for every input, and the examples that matter."""
+"""Transforms for Pakistani data: properties for every input, and the examples that matter."""
 
 from __future__ import annotations
 

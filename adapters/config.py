@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.adapter import Adapter
@@ -55,6 +55,18 @@ ServiceConfig = Annotated[
 ]
 
 
+def _service_key(value: str) -> str:
+    try:
+        ServiceId.parse(value)
+    except ShahrahError as e:
+        raise ValueError(e.message) from None
+    return value
+
+
+#: A key of ``services``: an X-Road service id, INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/VERSION].
+ServiceKey = Annotated[str, AfterValidator(_service_key)]
+
+
 class CodeTableFile(BaseModel):
     """A code table kept in a CSV file: first column the code, second the value, a header line."""
 
@@ -73,17 +85,7 @@ class AdapterConfig(BaseModel):
     adapter: Literal[1]  # format version of this file
     state: str | None = None  # database URL for file sources (sqlite:///... or postgresql://...)
     code_tables: dict[str, CodeTable] = Field(default_factory=dict)
-    services: dict[str, ServiceConfig] = Field(min_length=1)
-
-    @field_validator("services")
-    @classmethod
-    def _service_ids(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
-            try:
-                ServiceId.parse(key)
-            except ShahrahError as e:
-                raise ValueError(e.message) from None
-        return value
+    services: dict[ServiceKey, ServiceConfig] = Field(min_length=1)
 
 
 def load_config(
@@ -206,6 +208,9 @@ def _mapping(
         # Point at the entry that writes the pointer, or the first one below it.
         head = pointer.split("[]")[0]
         near = [k for k in spec if k == head or k.startswith(head + "/")]
+        while not near and "/" in head:
+            head = head.rsplit("/", 1)[0]  # a missing field: point at its siblings
+            near = [k for k in spec if k.startswith(head + "/")]
         raise fail(near[:1], f"{pointer}: {message}{more}")
     return mapping
 

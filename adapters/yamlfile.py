@@ -84,15 +84,18 @@ class _Converter:
         self.file = file
         self.variables = variables
         self.lines: dict[Path_, int] = {}
+        self.seen: set[int] = set()
         self.constructor = yaml.SafeLoader("")
 
     def convert(self, node: yaml.Node, path: Path_) -> Any:
         line = node.start_mark.line + 1
         self.lines.setdefault(path, line)
-        if getattr(node, "anchor", None):
+        # The composer turns an alias into the anchored node itself: a node met twice is one.
+        if id(node) in self.seen:
             raise ConfigError(
                 "YAML anchors and aliases are not accepted", file=self.file, line=line
             )
+        self.seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -156,6 +159,9 @@ def validate(model: type[M], doc: Document, context: dict[str, Any]) -> M:
     except ValidationError as e:
         err = e.errors()[0]
         loc = [p for p in err["loc"] if isinstance(p, str | int)]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # The error is about the tag itself: point at the key that holds it.
+            loc.append(str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         message = err["msg"].removeprefix("Value error, ")
         raise ConfigError(

@@ -105,7 +105,8 @@ def test_a_mapping_error_names_the_record_and_the_field(
         "field": "/out/field",
         "reason": e.value.reason,
     }
-    assert "999" not in e.value.message and "maybe" not in e.value.message
+    assert "999" not in e.value.message
+    assert "maybe" not in e.value.message
 
 
 def test_repeated_rows_become_arrays_of_objects_and_of_values() -> None:

@@ -123,7 +123,8 @@ async def test_faults_become_precise_errors_and_only_server_faults_are_retried(
 async def test_soap_12_fault_subcodes_are_reported(serve: Serve, tmp_path: Path) -> None:
     fault = envelope(
         "<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>lr:QuotaExceeded</s:Value>"
-        "</s:Subcode></s:Code><s:Reason><s:Text xml:lang='en'>too many calls</s:Text></s:Reason></s:Fault>",
+        "</s:Subcode></s:Code><s:Reason><s:Text xml:lang='en'>too many calls</s:Text></s:Reason>"
+        "</s:Fault>",
         SOAP12,
     )
     base = await serve(soap_server(lambda _: (400, "application/soap+xml", fault), []))
@@ -173,7 +174,8 @@ BOMB = (
     + envelope("<lr:GetParcelResponse><lr:Parcel id='&lol3;'/></lr:GetParcelResponse>")
 )
 XXE = '<?xml version="1.0"?><!DOCTYPE e [<!ENTITY secret SYSTEM "file:///etc/passwd">]>' + envelope(
-    "<lr:GetParcelResponse><lr:Parcel id='x'><lr:Mauza>&secret;</lr:Mauza></lr:Parcel></lr:GetParcelResponse>"
+    "<lr:GetParcelResponse><lr:Parcel id='x'><lr:Mauza>&secret;</lr:Mauza></lr:Parcel>"
+    "</lr:GetParcelResponse>"
 )
 
 
@@ -222,7 +224,7 @@ async def test_an_answer_in_the_other_soap_version_is_named(serve: Serve) -> Non
     adapters = await plra(base + PATH)
     try:
         with pytest.raises(
-            BackendFailure, match="SOAP version mismatch: the service answered SOAP 1.2"
+            BackendFailure, match=r"SOAP version mismatch: the service answered SOAP 1\.2"
         ):
             await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
     finally:

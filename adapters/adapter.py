@@ -29,7 +29,7 @@ from adapters.mapping import Node
 from adapters.metrics import AdapterMetrics
 from adapters.resilience import CircuitBreaker, Resilience, call_with_policy
 from adapters.routes import CompiledRoute, select
-from adapters.schemas import ResponseValidator
+from adapters.schemas import ResponseCheck
 from core.errors import BadRequestError, NotFoundError, ShahrahError
 from core.ids import ServiceId
 
@@ -67,7 +67,7 @@ class Adapter:
         service: ServiceId,
         source: Source,
         routes: Sequence[CompiledRoute],
-        validator: ResponseValidator,
+        validator: ResponseCheck,
         policy: Resilience,
         metrics: AdapterMetrics,
     ) -> None:

@@ -36,7 +36,13 @@ from adapters.mapping import CompiledMapping, FieldMap, compile_mapping
 from adapters.metrics import AdapterMetrics
 from adapters.rest import RestService, RestSource
 from adapters.routes import CompiledParam, CompiledRoute, ParamSpec, RoutePattern
-from adapters.schemas import FileSchemas, ResponseValidator, SchemaLookup, check_mapping
+from adapters.schemas import (
+    FileSchemas,
+    ResponseValidator,
+    SchemaLookup,
+    ValidatorFactory,
+    check_mapping,
+)
 from adapters.soap import SoapService, SoapSource
 from adapters.spec import BuildContext
 from adapters.sql import SqlService, SqlSource
@@ -216,10 +222,15 @@ def _mapping(
 
 
 def _build_service(
-    sid: ServiceId, spec: Any, schema: Mapping[str, Any], ctx: BuildContext, metrics: AdapterMetrics
+    sid: ServiceId,
+    spec: Any,
+    schema: Mapping[str, Any],
+    ctx: BuildContext,
+    metrics: AdapterMetrics,
+    make_validator: ValidatorFactory,
 ) -> tuple[Adapter, FileSource | None]:
     try:
-        validator = ResponseValidator(schema)
+        validator = make_validator(schema)
     except ValueError as e:
         raise ctx.fail(["response_schema"], f"the response schema is unusable: {e}") from None
     source: RestSource | SoapSource | SqlSource | FileSource
@@ -280,6 +291,7 @@ async def load_adapters(
     registry: CollectorRegistry | None = None,
     environ: Mapping[str, str] | None = None,
     migrate: bool = True,
+    validator: ValidatorFactory = ResponseValidator,
 ) -> Adapters:
     """Build the backends of every service in the file at ``path``, checked against their schemas.
 
@@ -288,6 +300,9 @@ async def load_adapters(
     ``response_schema`` file is read. A service with no schema is refused.
     ``registry`` receives the metrics (default: a new one). ``migrate``
     brings the ``state`` database to the newest migration first.
+    ``validator`` compiles a schema into the check every answer passes (default:
+    :class:`adapters.schemas.ResponseValidator`, on ``jsonschema``); a gateway
+    may pass its cached, compiled validators instead.
     """
     cfg, doc, base, tables = await asyncio.to_thread(_read_all, path, environ)
     metrics = AdapterMetrics(registry)
@@ -327,7 +342,7 @@ async def load_adapters(
                     "no response schema is registered for this service; the adapter cannot check "
                     "its mappings (give response_schema: FILE, or load it with a schema lookup)",
                 )
-            adapter, files = _build_service(sid, spec, schema, ctx, metrics)
+            adapter, files = _build_service(sid, spec, schema, ctx, metrics, validator)
             adapters.backends[sid] = adapter
             if files is not None:
                 adapters.file_sources.append(files)

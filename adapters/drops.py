@@ -44,7 +44,7 @@ from adapters.mapping import CompiledMapping, FieldMap, JsonNode, Node, pointer_
 from adapters.models import IngestedFile
 from adapters.records import CsvFormat, FixedWidthFormat, Outcome, RecordRules, parse_file
 from adapters.routes import CompiledRoute
-from adapters.schemas import ResponseValidator
+from adapters.schemas import ResponseCheck
 from adapters.spec import BuildContext, RouteSpec, ServiceSpec
 from core.db import Sessions, transaction
 from core.files import write_atomic
@@ -120,9 +120,7 @@ class FileSource:
         if isinstance(fmt, FixedWidthFormat) and path not in {f.name for f in fmt.fields}:
             raise ValueError(f"the layout has no field {path!r}")
 
-    def bind(
-        self, mapping: CompiledMapping, validator: ResponseValidator, ctx: BuildContext
-    ) -> None:
+    def bind(self, mapping: CompiledMapping, validator: ResponseCheck, ctx: BuildContext) -> None:
         """Complete the source with its checked mapping and the service's schema."""
         try:
             key = pointer_tokens(self.spec.key)
@@ -202,7 +200,7 @@ class FileSource:
             now = time.monotonic()
             for entry in self._candidates():
                 if self._ready(entry, now):
-                    report = await self._ingest(Path(entry.path))
+                    report = await self.ingest(Path(entry.path))
                     if report is not None:
                         reports.append(report)
             self.metrics.last_scan.labels(self.name).set(time.time())
@@ -221,7 +219,11 @@ class FileSource:
                 )
             await asyncio.sleep(self.spec.poll_seconds)
 
-    async def _ingest(self, path: Path) -> FileReport | None:
+    async def ingest(self, path: Path) -> FileReport | None:
+        """Load one file now, without the readiness rule: the caller vouches it is complete.
+
+        None if the file changed while it was read (it is left for a later scan).
+        """
         assert self._rules is not None, "bind() the schema first"
         read = await asyncio.to_thread(_read, path, self.spec.max_file_bytes)
         if read is None:

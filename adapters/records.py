@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.errors import MappingError
 from adapters.layout import FieldError, Layout, RawRecord
 from adapters.mapping import CompiledMapping, RowsNode, json_pointer
-from adapters.schemas import ResponseValidator
+from adapters.schemas import ResponseCheck
 
 __all__ = ["CsvFormat", "DeadLetter", "FixedWidthFormat", "Outcome", "RecordRules", "parse_file"]
 
@@ -81,7 +81,7 @@ class RecordRules:
     fmt: CsvFormat | FixedWidthFormat
     mapping: CompiledMapping
     key: tuple[str, ...]  # pointer tokens of the key in the mapped document
-    validator: ResponseValidator
+    validator: ResponseCheck
     max_bad_records: int | None = None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jsonschema import exceptions as js_exceptions
 from jsonschema import validators
@@ -23,10 +23,29 @@ from jsonschema import validators
 from adapters.mapping import CompiledField, CompiledMapping, json_pointer, pointer_tokens
 from core.ids import ServiceId
 
-__all__ = ["FileSchemas", "ResponseValidator", "SchemaLookup", "check_mapping"]
+__all__ = [
+    "FileSchemas",
+    "ResponseCheck",
+    "ResponseValidator",
+    "SchemaLookup",
+    "ValidatorFactory",
+    "check_mapping",
+]
 
 #: Returns the response schema registered for a service, or None when there is none.
 SchemaLookup = Callable[[ServiceId], Mapping[str, Any] | None]
+
+
+class ResponseCheck(Protocol):
+    """Validates answers against one schema (a gateway may plug in its cached validators)."""
+
+    def problem(self, document: Any) -> tuple[str, str] | None:
+        """``(JSON Pointer, reason)`` of the first violation, or None; the reason omits values."""
+        ...
+
+
+#: Builds the check for a schema; ValueError if the schema is unusable.
+ValidatorFactory = Callable[[Mapping[str, Any]], ResponseCheck]
 
 _JSON_TYPES: dict[str, set[str]] = {
     "string": {"string"},

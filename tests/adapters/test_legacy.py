@@ -32,11 +32,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> LegacyDemo:
 async def fetch(name: str, path: str, env: dict[str, str]) -> dict[str, Any]:
     adapters = await load_adapters(config_path(name), environ=env)
     try:
-        if adapters.file_sources:
-            for source in adapters.file_sources:
-                object.__setattr__(source.spec, "settle_seconds", 0)
-            await adapters.scan()
-            await adapters.scan()
+        for source in adapters.file_sources:  # the drops are complete: load them now
+            for drop in sorted(source.directory.iterdir()):
+                await source.ingest(drop)
         ((service, backend),) = adapters.backends.items()
         answer = await backend.call(
             BackendRequest(service=service, client=CLIENT, message_id="m", method="GET", path=path)

@@ -263,3 +263,32 @@ async def test_answers_that_break_the_schema_are_refused(
         )
         == 1
     )
+
+
+class Refuse:
+    """A plugged-in validator, as a gateway passes its compiled ones."""
+
+    def problem(self, document: Any) -> tuple[str, str]:
+        return "/gender", "fails 'enum' (schema /properties/gender/enum)"
+
+
+async def test_a_plugged_in_validator_checks_every_answer(
+    upstream: Upstream, serve: Serve, tmp_path: Path
+) -> None:
+    base = await serve(upstream.app())
+    schemas: list[Any] = []
+
+    def factory(schema: Any) -> Refuse:
+        schemas.append(schema)
+        return Refuse()
+
+    loaded = await load_adapters(
+        config(tmp_path, base), environ={"API_KEY": "k"}, validator=factory
+    )
+    try:
+        with pytest.raises(BackendFailure, match="the service's schema refuses it") as e:
+            await loaded.backends[PERSON].call(call("/persons/3520212345671"))
+    finally:
+        await loaded.close()
+    assert e.value.detail["field"] == "/gender"
+    assert schemas[0]["title"] == "Person (CNIC identity)"

@@ -90,8 +90,7 @@ class Adapter:
                 route_label = route.label
                 params = route.bind(path_values, request.query)
             except BadRequestError as e:
-                outcome = "not_found" if isinstance(e, NotFoundError) else "bad_request"
-                self.metrics.calls.labels(self._label, route_label, outcome).inc()
+                self.metrics.calls.labels(self._label, route_label, "bad_request").inc()
                 return _error_response(e)
             except NotFoundError as e:
                 self.metrics.calls.labels(self._label, route_label, "not_found").inc()

@@ -163,7 +163,11 @@ class FileSource:
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
-            return []
+            entries = []
+        present = {e.name for e in entries}
+        for memory in (self._seen, self._done):  # forget files that went away
+            for name in memory.keys() - present:
+                del memory[name]
         out = []
         for e in entries:
             name = e.name

@@ -47,7 +47,7 @@ from core.ids import ClientId, ServiceId
 
 PERSON = ServiceId.parse("PK/FED/NADRA/civil-registry/person/v1")
 CLIENT = ClientId.parse("PK/LG/LMC/property-tax")
-SCHEMA = Path(__file__).resolve().parent.parent / "adapters/legacy/schemas/pk.nadra.person.json"
+SCHEMA = Path(__file__).resolve().parent.parent / "schemas/records/pk.nadra.person.json"
 
 
 def _extract(directory: Path, records: int) -> bytes:
@@ -118,7 +118,7 @@ async def _sql_cases(
     pool = ThreadPoolExecutor(4)
     query = sa.text(
         "SELECT CNIC_NO, FIRST_NM, LAST_NM, NAME_URDU, FH_FLAG, FH_NAME, FH_NAME_URDU, GENDER_CD, "
-        "DOB_TXT, ADDR_LINE, UC_NM, TEHSIL_NM, DISTRICT_CD, PROVINCE_CD FROM CITIZEN_MASTER "
+        "DOB_TXT, ADDR_LINE, UC_CD, UC_NM, TEHSIL_NM, DISTRICT_CD, PROVINCE_CD FROM CITIZEN_MASTER "
         "WHERE CNIC_NO = :cnic AND REC_STATUS = 'A'"
     )
     cnics = [p.cnic for p in people]
@@ -153,7 +153,8 @@ async def _rest_cases(
             "fullName": "MUHAMMAD BILAL",
             "sex": "M",
             "birth": "12-04-1990",
-            "location": {"dist": "Lahore", "prov": "Punjab"},
+            "father": "TARIQ QURESHI",
+            "location": {"street": "12 Shadman", "dist": "Lahore", "prov": "Punjab"},
         }
     }
 
@@ -186,8 +187,11 @@ services:
             transforms: [{{map: {{M: male, F: female}}}}]
             required: true
           /date_of_birth: {{from: /data/birth, transforms: [{{date: DD-MM-YYYY}}], required: true}}
-          /address/district: {{from: /data/location/dist, required: true}}
-          /address/province: {{from: /data/location/prov, required: true}}
+          /guardian/relation: {{value: father}}
+          /guardian/name/en: {{from: /data/father, transforms: [title], required: true}}
+          /permanent_address/line1: {{from: /data/location/street, required: true}}
+          /permanent_address/district: {{from: /data/location/dist, required: true}}
+          /permanent_address/province: {{from: /data/location/prov, required: true}}
 """,
         encoding="utf-8",
     )

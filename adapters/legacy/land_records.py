@@ -70,15 +70,18 @@ def _parcel_xml(p: dict[str, Any]) -> str:
         f"<lr:Name>{e(o['name'])}</lr:Name><lr:NameUrdu>{e(o['name_ur'])}</lr:NameUrdu></lr:Owner>"
         for o in p["owners"]
     )
-    m = p["mutation"]
+    mutations = "".join(
+        f'<lr:Mutation no="{e(m["number"])}" date="{e(m["date"])}" type="{e(m["kind"])}"/>'
+        for m in p["mutations"]
+    )
     return (
         f'<lr:GetParcelResponse><lr:Parcel id="{e(p["id"])}" district="{e(p["district"])}" '
-        f'tehsil="{e(p["tehsil"])}">'
+        f'tehsil="{e(p["tehsil"])}" asOf="{e(p["as_of"])}">'
         f'<lr:Mauza code="{e(p["mauza_code"])}">{e(p["mauza"])}</lr:Mauza>'
         f"<lr:KhewatNo>{e(p['khewat'])}</lr:KhewatNo><lr:KhatooniNo>{e(p['khatooni'])}</lr:KhatooniNo>"
         f"<lr:KhasraNos>{khasras}</lr:KhasraNos>"
         f'<lr:Area kanal="{p["kanal"]}" marla="{p["marla"]}"/><lr:Owners>{owners}</lr:Owners>'
-        f'<lr:LastMutation no="{e(m["number"])}" date="{e(m["date"])}"/>'
+        f"<lr:Mutations>{mutations}</lr:Mutations>"
         "</lr:Parcel></lr:GetParcelResponse>"
     )
 

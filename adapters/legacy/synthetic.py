@@ -248,7 +248,8 @@ class Person:
     guardian_ur: str
     district: District
     tehsil: str
-    union_council: str
+    union_council: str  # code, e.g. UC-45
+    union_council_name: str
     address: str
 
     @property
@@ -301,6 +302,7 @@ def make_people(count: int, seed: int = 2026) -> list[Person]:
                 district=district,
                 tehsil=tehsil,
                 union_council=f"UC-{rng.randint(1, 150)}",
+                union_council_name=rng.choice(_STREETS),
                 address=f"House {rng.randint(1, 400)}, Street {rng.randint(1, 40)}, "
                 f"{rng.choice(_STREETS)}",
             )

@@ -20,6 +20,7 @@ reader cannot disagree.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import random
@@ -70,13 +71,9 @@ _TOWNS = (
     ("WGH", "Wahga"),
     ("RVI", "Ravi"),
 )
-_HOSPITALS = (
-    "Services Hospital",
-    "Lady Willingdon Hospital",
-    "Jinnah Hospital",
-    "Sir Ganga Ram Hospital",
-    "at home",
-)
+_MUTATIONS = ("BAI", "WIRASAT", "HIBA", "REHAN")  # sale, inheritance, gift, mortgage
+_PLACES = ("Hospital", "Hospital", "Home", "Other")  # as the sheets write it
+_COUNCILS = {45: "Shadman", 112: "Samanabad"}
 
 
 def config_path(name: str) -> Path:
@@ -104,7 +101,8 @@ def citizen_table(metadata: sa.MetaData) -> sa.Table:
         col("GENDER_CD", sa.CHAR(1), nullable=False),
         col("DOB_TXT", sa.String(11), nullable=False),
         col("ADDR_LINE", sa.String(120)),
-        col("UC_NM", sa.String(20)),
+        col("UC_CD", sa.String(10)),
+        col("UC_NM", sa.String(40)),
         col("TEHSIL_NM", sa.String(40)),
         col("DISTRICT_CD", sa.CHAR(3), nullable=False),
         col("PROVINCE_CD", sa.CHAR(2), nullable=False),
@@ -147,7 +145,8 @@ def create_nadra_database(url: str, people: list[Person], seed: int = 2026) -> N
                     "GENDER_CD": "M" if p.gender == "male" else "F",
                     "DOB_TXT": _legacy_date(p, rng),
                     "ADDR_LINE": f"  {address}  ",
-                    "UC_NM": p.union_council,
+                    "UC_CD": p.union_council,
+                    "UC_NM": p.union_council_name,
                     "TEHSIL_NM": p.tehsil,
                     "DISTRICT_CD": p.district.code,
                     "PROVINCE_CD": p.district.province_code,
@@ -191,7 +190,17 @@ def land_parcels(people: list[Person], rng: random.Random, count: int) -> list[d
         owners = rng.sample(punjabis, k=min(len(punjabis), rng.choice((1, 1, 2, 3))))
         district = owners[0].district
         mauza_no = rng.randrange(1, 400)
-        day = rng.randrange(1, 28)
+        khasras = sorted(
+            {f"{rng.randrange(1, 5000)}" + rng.choice(("", "", "/1", "/2")) for _ in range(3)}
+        )[: rng.randint(1, 3)]
+        mutations = sorted(
+            (
+                dt.date(rng.randrange(1995, 2025), rng.randrange(1, 13), rng.randrange(1, 29)),
+                str(rng.randrange(100, 99999)),
+                rng.choice(_MUTATIONS),
+            )
+            for _ in range(rng.randint(1, 3))
+        )
         parcels.append(
             {
                 "id": f"PB-{district.name[:3].upper()}-{mauza_no:04d}-{i + 1:05d}",
@@ -201,10 +210,7 @@ def land_parcels(people: list[Person], rng: random.Random, count: int) -> list[d
                 "mauza_code": f"{mauza_no:04d}",
                 "khewat": str(rng.randrange(1, 2000)),
                 "khatooni": str(rng.randrange(1, 3000)),
-                "khasras": [
-                    f"{rng.randrange(1, 5000)}" + rng.choice(("", "", "/1", "/2"))
-                    for _ in range(rng.randint(1, 3))
-                ],
+                "khasras": khasras,
                 "kanal": rng.randrange(0, 40),
                 "marla": rng.randrange(0, 20),
                 "owners": [
@@ -216,10 +222,12 @@ def land_parcels(people: list[Person], rng: random.Random, count: int) -> list[d
                     }
                     for j, o in enumerate(owners)
                 ],
-                "mutation": {
-                    "number": str(rng.randrange(100, 99999)),
-                    "date": f"{day:02d}-{rng.randrange(1, 13):02d}-{rng.randrange(1995, 2025)}",
-                },
+                # Dates as the fard prints them; kinds in the revenue department's words.
+                "mutations": [
+                    {"number": number, "date": day.strftime("%d-%m-%Y"), "kind": kind}
+                    for day, number, kind in mutations
+                ],
+                "as_of": mutations[-1][0].strftime("%d-%m-%Y"),
             }
         )
     return parcels
@@ -242,7 +250,8 @@ def property_tax_layout(environ: dict[str, str]) -> FixedWidthFormat:
 def property_tax_extract(
     people: list[Person], rng: random.Random, layout: FixedWidthFormat, year: int
 ) -> tuple[bytes, list[str]]:
-    """One night's extract for Lahore's property owners: (file bytes, property ids)."""
+    """One night's extract for fiscal year ``year``-``year+1``, for Lahore's property owners:
+    (file bytes, property ids). Amounts are whole rupees; the status says what was paid."""
     owners = [p for p in people if p.district.name == "Lahore"] or people[:10]
     records = []
     ids = []
@@ -250,6 +259,8 @@ def property_tax_extract(
         code, town = rng.choice(_TOWNS)
         rental = rng.randrange(60_000, 2_400_000)
         tax = (rental * rng.choice((5, 10, 20))) // 100
+        status = rng.choice("AAPQLE")
+        paid = {"P": tax, "Q": tax // 2}.get(status, 0)
         property_id = f"LHR-{code}-{i:06d}"
         ids.append(property_id)
         records.append(
@@ -258,14 +269,16 @@ def property_tax_extract(
                     "PROPERTY_ID": property_id,
                     "OWNER_CNIC": int(owner.cnic),
                     "OWNER_NAME": owner.name.upper(),
-                    "ADDRESS": f"{rng.randint(1, 300)}-{rng.choice('ABCDEFGH')} {town}, Lahore",
-                    "TOWN": town.upper(),
-                    "TAX_YEAR": year,
+                    "ADDRESS": f"{rng.randint(1, 300)}-{rng.choice('ABCDEFGH')} {town}",
+                    "RATING_AREA": town.upper(),
+                    "FISCAL_YR": year * 100 + (year + 1) % 100,
+                    "CATEGORY": rng.choice("RRTCI"),
+                    "COVERED_SQFT": rng.randrange(500, 12_000),
                     "ANNUAL_RENTAL_VALUE": rental,
-                    "TAX_DUE": tax + rng.choice((0, 0.5, 0.25)),
-                    "ARREARS": rng.choice((0, 0, -1200, 3500.75)),
-                    "ASSESSED_ON": f"{year}07{rng.randint(1, 28):02d}",
-                    "STATUS": rng.choice("PUUA"),
+                    "TAX_DUE": tax,
+                    "TAX_PAID": paid,
+                    "DUE_DATE": f"{year}0930" if status != "E" else "00000000",
+                    "STATUS": status,
                 }
             )
         )
@@ -276,12 +289,13 @@ def property_tax_extract(
 def birth_sheet(people: list[Person], rng: random.Random, council: int) -> tuple[bytes, list[str]]:
     """One union council's monthly sheet: (CSV bytes, registration numbers)."""
     fathers = [p for p in people if p.gender == "male"]
-    mothers = [p for p in people if p.gender == "female"]
+    mothers = [p for p in people if p.gender == "female"] or fathers
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(
         [
             "REG_NO",
+            "UC_CODE",
             "UC_NAME",
             "TEHSIL",
             "DISTRICT",
@@ -300,10 +314,10 @@ def birth_sheet(people: list[Person], rng: random.Random, council: int) -> tuple
     numbers = []
     for i in range(1, 1 + min(20, len(fathers))):
         father = rng.choice(fathers)
-        mother = rng.choice(mothers) if mothers else None
+        mother = rng.choice(mothers)
         girl = rng.random() < 0.5
         first, first_ur = ("Ayesha", "عائشہ") if girl else ("Hamza", "حمزہ")
-        born_day, born_month = rng.randint(1, 28), rng.randint(1, 12)
+        born_day, born_month = rng.randint(1, 28), rng.randint(1, 11)
         dob = f"{born_day:02d}/{born_month:02d}/2024"
         if rng.random() < 0.3:
             dob = dob.translate(_URDU_DIGITS)  # written by hand in Urdu digits
@@ -314,18 +328,19 @@ def birth_sheet(people: list[Person], rng: random.Random, council: int) -> tuple
             [
                 number,
                 f"UC-{council}",
-                father.tehsil,
-                father.district.name,
+                _COUNCILS.get(council, f"Union Council {council}"),
+                "Lahore City",
+                "Lahore",
                 f"{first} {father.first}",
                 f"{first_ur} {father.first_ur}",
                 "F" if girl else "M",
                 dob,
-                rng.choice(_HOSPITALS),
+                rng.choice(_PLACES),
                 father.name,
                 cnic,
-                mother.name if mother else "",
-                mother.dashed_cnic if mother else "",
-                f"{rng.randint(1, 28):02d}-{_MONTHS[rng.randrange(12)]}-24",
+                mother.name,
+                mother.dashed_cnic,
+                f"{rng.randint(1, 28):02d}-{_MONTHS[born_month]}-24",  # the month after
             ]
         )
     return ("\ufeff" + out.getvalue()).encode("utf-8"), numbers

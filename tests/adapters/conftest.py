@@ -21,7 +21,7 @@ from adapters.legacy.systems import create_nadra_database
 
 MARIADB_ENV = "SHAHRAH_TEST_MARIADB_URL"
 PG_ENV = "SHAHRAH_TEST_POSTGRES_URL"
-SCHEMAS = Path(__file__).resolve().parents[2] / "adapters" / "legacy" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "records"
 PERSON_SCHEMA = SCHEMAS / "pk.nadra.person.json"
 
 SQL_BACKENDS = (

@@ -53,11 +53,11 @@ async def test_one_citizen_across_four_legacy_shapes(demo: LegacyDemo, serve: Se
     owner = parcel["owners"][0]["cnic"]
     person = await fetch("nadra", f"/persons/{owner}", env)
     assert person["cnic"] == owner
-    assert person["name"]["en"] == parcel["owners"][0]["name"]
-    assert person["name"].get("ur") in (None, parcel["owners"][0]["name_ur"])
+    assert person["name"]["en"] == parcel["owners"][0]["name"]["en"]
+    assert person["name"].get("ur") in (None, parcel["owners"][0]["name"]["ur"])
     tax = await fetch("lmc", f"/assessments/{demo.property_ids[0]}", env)
     assert tax["property_id"] == demo.property_ids[0]
-    assert tax["tax_year"] == 2024
+    assert tax["fiscal_year"] == "2024-25"
     birth = await fetch("births", f"/registrations/{demo.birth_numbers[0]}", env)
     assert birth["registration_number"] == demo.birth_numbers[0]
     assert (demo.directory / "property-tax-rejects").exists() is False  # every record was good

@@ -28,7 +28,8 @@ CITIZEN = {
         "fullName": "  muhammad bilal  ",
         "sex": "M",
         "birth": "12-04-1990",
-        "location": {"dist": "Lahore", "prov": "Punjab"},
+        "father": "tariq qureshi",
+        "location": {"street": "12 Shadman", "dist": "Lahore", "prov": "Punjab"},
     }
 }
 
@@ -65,8 +66,11 @@ MAPPING = (
     " /name/en: {from: /data/fullName, transforms: [collapse, title], required: true},"
     " /gender: {from: /data/sex, transforms: [{map: {M: male, F: female}}], required: true},"
     " /date_of_birth: {from: /data/birth, transforms: [{date: DD-MM-YYYY}], required: true},"
-    " /address/district: {from: /data/location/dist, required: true},"
-    " /address/province: {from: /data/location/prov, required: true}}"
+    " /guardian/relation: {value: father},"
+    " /guardian/name/en: {from: /data/father, transforms: [title], required: true},"
+    " /permanent_address/line1: {from: /data/location/street, required: true},"
+    " /permanent_address/district: {from: /data/location/dist, required: true},"
+    " /permanent_address/province: {from: /data/location/prov, required: true}}"
 )
 
 
@@ -148,7 +152,8 @@ async def test_another_shape_is_mapped_to_the_service_json(
         "name": {"en": "Muhammad Bilal"},
         "gender": "male",
         "date_of_birth": "1990-04-12",
-        "address": {"district": "Lahore", "province": "Punjab"},
+        "guardian": {"relation": "father", "name": {"en": "Tariq Qureshi"}},
+        "permanent_address": {"line1": "12 Shadman", "district": "Lahore", "province": "Punjab"},
     }
     assert upstream.queries == [{"fields": "all", "lang": "ur"}]
     assert (await adapters.backends[PERSON].call(call("/persons/35202-7654321-2"))).status == 404
@@ -292,3 +297,4 @@ async def test_a_plugged_in_validator_checks_every_answer(
         await loaded.close()
     assert e.value.detail["field"] == "/gender"
     assert schemas[0]["title"] == "Person (CNIC identity)"
+    assert "pk.common.json" in schemas[0]["$defs"]  # bundled with what it references

@@ -18,7 +18,7 @@ from adapters.legacy.land_records import NS, PATH
 from adapters.soap import SOAP11, SOAP12
 from adapters.xmlsafe import XmlError, parse_xml
 from core.ids import ClientId, ServiceId
-from tests.adapters.conftest import write
+from tests.adapters.conftest import SCHEMAS, write
 
 PARCEL = ServiceId.parse("PK/PROV/PLRA/land-records/parcel/v1")
 CLIENT = ClientId.parse("PK/LG/LMC/property-tax")
@@ -41,7 +41,7 @@ async def plra(url: str, version: str = "1.1", tmp: Path | None = None) -> Adapt
     if version != "1.1":
         assert tmp is not None
         text = config.read_text().replace('version: "1.1"', f'version: "{version}"')
-        text = text.replace("../schemas/", str(config.parent.parent / "schemas") + "/")
+        text = text.replace("../../../schemas/records/", f"{SCHEMAS}/")
         config = write(tmp / "plra.yaml", text)
     return await load_adapters(config, environ={"PLRA_SOAP_URL": url})
 
@@ -59,13 +59,22 @@ async def test_parcel_is_mapped_from_the_soap_answer(
             assert answer.status == 200, answer.body
             doc = json.loads(answer.body)
             want = parcels[parcel_id]
-            assert doc["parcel_id"] == parcel_id  # an attribute
+            assert doc["mauza"]["district"] == want["district"]  # an attribute
+            assert doc["mauza"]["hadbast"] == want["mauza_code"]  # an attribute of a child
             assert doc["khasra_numbers"] == want["khasras"]  # repeated elements
             assert [o["cnic"] for o in doc["owners"]] == [
                 f"{o['cnic'][:5]}-{o['cnic'][5:12]}-{o['cnic'][12]}" for o in want["owners"]
             ]
-            assert [o["name_ur"] for o in doc["owners"]] == [o["name_ur"] for o in want["owners"]]
+            assert [o["name"]["ur"] for o in doc["owners"]] == [
+                o["name_ur"] for o in want["owners"]
+            ]
+            assert [
+                f"{o['share']['numerator']}/{o['share']['denominator']}" for o in doc["owners"]
+            ] == [o["share"] for o in want["owners"]]
             assert doc["area"] == {"kanal": want["kanal"], "marla": want["marla"]}
+            assert [m["number"] for m in doc["mutations"]] == [
+                m["number"] for m in want["mutations"]
+            ]
         missing = await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-99999"))
         assert missing.status == 404  # the ParcelNotFound fault
     finally:
@@ -148,7 +157,7 @@ async def test_parameters_are_escaped_into_the_envelope(serve: Serve, tmp_path: 
         .replace('pattern: "PB-[A-Z]{3}-[0-9]{4}-[0-9]{5}"', "pattern: '.+'")
     )
     text = text.replace("transforms: [trim, upper], ", "")
-    text = text.replace("../schemas/", str(config_path("plra").parent.parent / "schemas") + "/")
+    text = text.replace("../../../schemas/records/", f"{SCHEMAS}/")
     adapters = await load_adapters(
         write(tmp_path / "p.yaml", text), environ={"PLRA_SOAP_URL": base + PATH}
     )

@@ -50,9 +50,11 @@ async def test_person_is_mapped_from_the_legacy_layout(
         assert doc["name"]["en"] == p.name  # upper-case legacy names in title case
         assert doc["gender"] == p.gender
         assert doc["date_of_birth"] == p.born.isoformat()  # both legacy date formats
-        assert doc["address"]["district"] == p.district.name  # through the code table
-        assert doc["address"]["province"] == p.district.province
-        assert doc["address"]["line"] == p.address  # Urdu digits to ASCII, padding trimmed
+        address = doc["permanent_address"]
+        assert address["district"] == p.district.name  # through the code table
+        assert address["province"] == p.district.province
+        assert address["line1"] == p.address  # Urdu digits to ASCII, padding trimmed
+        assert address["union_council"] == {"code": p.union_council, "name": p.union_council_name}
         assert doc["guardian"]["relation"] == p.guardian_relation
 
 

@@ -58,6 +58,7 @@ from core.errors import (
     InvalidSignatureError,
     NotFoundError,
     ShahrahError,
+    UnauthorizedError,
     UnprocessableError,
 )
 from core.ids import ClientId, GatewayId
@@ -140,8 +141,16 @@ class Witness:
     async def _add(self, body: Submission, caller: ClientId | None) -> list[str]:
         now = self.clock()
         identity = resolve_log(self.view(), body.log_id, now)
-        if identity.member is not None and (caller is None or caller.member != identity.member):
-            raise ForbiddenError(f"only {identity.member} may submit checkpoints of {body.log_id}")
+        if identity.member is not None:
+            if caller is None:
+                raise UnauthorizedError(
+                    f"checkpoints of {body.log_id} must come in a request signed by "
+                    f"{identity.member} (Authorization: Shahrah-Member ...)"
+                )
+            if caller.member != identity.member:
+                raise ForbiddenError(
+                    f"only {identity.member} may submit checkpoints of {body.log_id}"
+                )
         note, checkpoint = _parse(body, identity)
         try:
             key = verify_log_signature(note, identity.origin, identity.keys)

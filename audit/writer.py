@@ -96,6 +96,7 @@ class AuditWriter:
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_witness = asyncio.Event()
+        self._witness_lock = asyncio.Lock()  # one submission at a time, never cut off midway
         self._closed = True
         self._size = 0
         self._checkpointed = 0
@@ -128,15 +129,26 @@ class AuditWriter:
         await self._queue.put(None)
         await self._tasks[0]
         for task in self._tasks[1:]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await self._stop(task, witness_timeout)
         try:
             await self.checkpoint()
             if self.witness is not None:
                 await asyncio.wait_for(self.sync_witness(), timeout=witness_timeout)
         except (ShahrahError, TimeoutError) as e:
             log.warning("audit log %s closed with work left for the next start: %s", self.log_id, e)
+
+    async def _stop(self, task: asyncio.Task[None], grace: float) -> None:
+        """Cancel a background task, letting a witness submission in flight finish first:
+        cutting it off could lose a cosignature the witness has already recorded."""
+        try:
+            await asyncio.wait_for(self._witness_lock.acquire(), grace)
+        except TimeoutError:
+            task.cancel()
+        else:
+            task.cancel()
+            self._witness_lock.release()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def __aenter__(self) -> AuditWriter:
         await self.start()
@@ -257,8 +269,9 @@ class AuditWriter:
     async def sync_witness(self) -> None:
         """Submit every checkpoint the witness has not cosigned yet, oldest first."""
         assert self.witness is not None
-        while await self._submit_next(self.witness):
-            pass
+        async with self._witness_lock:
+            while await self._submit_next(self.witness):
+                pass
 
     async def _submit_next(self, witness: WitnessClient) -> bool:
         """Submit the checkpoint after the witnessed one; False when there is none."""

@@ -8,6 +8,7 @@ from audit.merkle import Frontier, Node
 
 class MemoryTree:
     def __init__(self, entries: list[bytes] = []) -> None:  # noqa: B006 (never mutated)
+        self.entries: list[bytes] = []
         self.frontier = Frontier()
         self.nodes: dict[Node, bytes] = {}
         self.roots = [merkle.EMPTY_ROOT]
@@ -20,6 +21,7 @@ class MemoryTree:
 
     def append(self, entry: bytes) -> None:
         index = self.frontier.size
+        self.entries.append(entry)
         leaf = merkle.leaf_hash(entry)
         self.nodes[(0, index)] = leaf
         for level, i, h in self.frontier.append(leaf):

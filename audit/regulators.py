@@ -21,14 +21,16 @@ import datetime as dt
 from collections.abc import Callable
 
 from aiohttp import web
+from yarl import URL
 
 from core.db import utcnow
 from core.errors import ForbiddenError
 from core.ids import ClientId
+from core.keys import PrivateKey
 from registry.globalconf import GlobalConfView
-from registry.memberauth import SCHEME, MemberRequestVerifier
+from registry.memberauth import SCHEME, MemberRequestVerifier, sign_request
 
-__all__ = ["REGULATORS_GROUP", "SECURITY_SCHEME", "RegulatorAuthenticator"]
+__all__ = ["REGULATORS_GROUP", "SECURITY_SCHEME", "RegulatorAuthenticator", "authorization"]
 
 REGULATORS_GROUP = "audit-regulators"
 
@@ -66,3 +68,17 @@ class RegulatorAuthenticator:
         if group is None or client not in group.members:
             raise ForbiddenError(f"{client} is not in the global group {REGULATORS_GROUP!r}")
         return client
+
+
+def authorization(
+    key: PrivateKey, client: ClientId, *, audience: str, method: str, url: str, body: bytes = b""
+) -> str:
+    """The ``Authorization`` header for one regulator request to ``url``.
+
+    Signs the path and query exactly as the server will see them after URL
+    normalisation (``%2F`` in a query, say, arrives as ``/``), so a base64
+    hash in ``get-proof-by-hash`` needs no special care.
+    """
+    return sign_request(
+        key, client, audience=audience, method=method, path=URL(url).raw_path_qs, body=body
+    )

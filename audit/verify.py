@@ -413,13 +413,17 @@ class _Verifier:
 
     def end(self, line: dict[str, Any], digest: str) -> None:
         self.finish_log()
-        declared = line.get("entries")
+        declared, sealed = line.get("entries"), line.get("sha256")
         if declared != self.entry_lines:
             self.problem(f"the export declares {declared} entries but holds {self.entry_lines}")
-        if line.get("sha256") != digest:
+        if sealed != digest:
             self.problem("the file was edited after export: its digest does not match")
+        if type(declared) is not int or not isinstance(sealed, str):
+            self.problem("the export's end line is malformed")
+            return
+        # The seal covers what the end line declares; a mismatch with the file is reported above.
         signature = line.get("signature")
-        payload = seal_payload(self.created_at, self.entry_lines, digest, self.witness_name)
+        payload = seal_payload(self.created_at, declared, sealed, self.witness_name)
         for key in self.witness_keys:
             try:
                 jws.verify(str(signature), KeySet([key]), typ=EXPORT_TYP, payload=payload)

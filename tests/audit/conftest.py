@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from audit.regulators import authorization
 from audit.server import AuditServerConfig, build_app
 from audit.witness_client import WITNESS_SERVICE, WitnessClient
 from core.db import Sessions, transaction
@@ -19,7 +20,6 @@ from registry import publisher
 from registry import service as ops
 from registry.globalconf import Jwks
 from registry.globalconf_client import GlobalConfClient
-from registry.memberauth import sign_request
 from registry.payloads import (
     CentralServiceSet,
     GroupCreate,
@@ -73,16 +73,15 @@ class Federation:
     ) -> tuple[int, Any]:
         """A request signed by the regulator's console; returns (status, parsed body)."""
         data = json.dumps(body).encode() if body is not None else b""
+        url = (base or self.audit_url) + path
         headers = {
-            "Authorization": sign_request(
-                key, client, audience=audience, method=method, path=path, body=data
+            "Authorization": authorization(
+                key, client, audience=audience, method=method, url=url, body=data
             )
         }
         if body is not None:
             headers["Content-Type"] = "application/json"
-        async with self.http.request(
-            method, (base or self.audit_url) + path, data=data, headers=headers
-        ) as resp:
+        async with self.http.request(method, url, data=data, headers=headers) as resp:
             text = await resp.text()
             try:
                 return resp.status, json.loads(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 
 from audit.events import AuditEvent
 from core.canonical import b64url
@@ -12,7 +13,8 @@ from core.pseudonym import Pseudonymizer
 from tests.registry.federation import LMC_TAX, NADRA, PERSON
 
 GATEWAY = NADRA.gateway("gw1")
-PSEUDONYMS = Pseudonymizer(b"k" * 32)
+PSEUDONYM_KEY = b"k" * 32
+PSEUDONYMS = Pseudonymizer(PSEUDONYM_KEY)
 CITIZEN = Cnic("35202-1234567-1")
 OTHER = Cnic("42101-7654321-3")
 T0 = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
@@ -28,6 +30,7 @@ def event(
     """The n-th exchange: LMC's property-tax system reads a person record from NADRA."""
     return AuditEvent.model_validate(
         {
+            "event_id": str(uuid.UUID(int=n)),
             "time": T0 + dt.timedelta(seconds=n),
             "gateway": gateway,
             "role": "provider",

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import text
+
 from audit import store
 from audit.errors import AuditUnavailableError, WitnessConflictError
 from audit.events import AuditEvent
@@ -220,6 +222,9 @@ class AuditWriter:
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
             async with transaction(self.sessions) as s:
+                if (await s.connection()).dialect.name == "postgresql":
+                    # Durable whatever the server's default: this commit must reach the disk.
+                    await s.execute(text("SET LOCAL synchronous_commit TO on"))
                 head = await store.get_log(s, self.log_id, lock=True)
                 head, placed = await store.append(s, head, [entry for entry, _ in batch])
         except Exception as e:

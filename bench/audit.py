@@ -122,7 +122,7 @@ def bench_appends(url: str, *, appends: int, concurrency: int, rounds: int) -> N
             engine = create_engine(url, pool_size=4)
             db = sessions(engine)
             async with AuditWriter(
-                db, LOG, KEY, origin=log_origin(LOG), max_batch=max_batch, checkpoint_every=4096
+                db, LOG, KEY, origin=log_origin(LOG), max_batch=max_batch
             ) as writer:
                 queue = iter(entries)
 

@@ -13,15 +13,12 @@ from consent import models as m
 from core.db import transaction, utcnow
 from tests.consent.conftest import (
     CITIZEN,
-    LMC_TAX,
     PARCELS,
-    PERSON,
     PLRA_KEY,
-    PLRA_LAND,
     Harness,
     consent_body,
 )
-from tests.registry.federation import CIVIL, NADRA_KEY
+from tests.registry.federation import CIVIL, LMC_TAX, NADRA_KEY, PERSON, PLRA_LAND
 
 
 async def _counts(h: Harness) -> tuple[int, int, int]:
@@ -69,7 +66,7 @@ async def test_listing_pages_and_filters_and_shows_only_your_own(harness: Harnes
         "GET", f"/v1/consents/{ids[0]}", key=PLRA_KEY, client=PLRA_LAND
     )
     assert status == 404
-    status, body = await harness.member("GET", f"/v1/consents?consumer={PLRA_LAND}")
+    status, _ = await harness.member("GET", f"/v1/consents?consumer={PLRA_LAND}")
     assert status == 403
 
 
@@ -162,7 +159,7 @@ async def test_member_authentication_is_required_and_checked(harness: Harness) -
     status, body = await harness.member("POST", "/v1/consents", consent_body(), key=NADRA_KEY)
     assert status == 401
     # NADRA may speak for itself, but not request consents for LMC's system.
-    status, body = await harness.member(
+    status, _ = await harness.member(
         "POST", "/v1/consents", consent_body(), key=NADRA_KEY, client=CIVIL
     )
     assert status == 403

@@ -18,7 +18,7 @@ from tests.consent.conftest import (
     Harness,
     consent_body,
 )
-from tests.registry.federation import CIVIL, LMC_TAX, NADRA_KEY, PERSON, PLRA_LAND
+from tests.registry.federation import CIVIL, NADRA_KEY, PERSON, PLRA_LAND
 
 
 async def _counts(h: Harness) -> tuple[int, int, int]:
@@ -156,7 +156,7 @@ async def test_member_authentication_is_required_and_checked(harness: Harness) -
     async with harness.http.post(harness.base + "/v1/consents", json=consent_body()) as r:
         assert r.status == 401
     # NADRA's key cannot speak for LMC.
-    status, body = await harness.member("POST", "/v1/consents", consent_body(), key=NADRA_KEY)
+    status, _body = await harness.member("POST", "/v1/consents", consent_body(), key=NADRA_KEY)
     assert status == 401
     # NADRA may speak for itself, but not request consents for LMC's system.
     status, _ = await harness.member(

@@ -5,6 +5,7 @@ owns its own ``models.py`` and its own migration chain in
 ``alembic/versions/<package>/``.
 """
 
+import audit.models  # noqa: F401
 import consent.models  # noqa: F401
 import registry.models  # noqa: F401  (imported for its tables)
 from core.db import Base

@@ -13,15 +13,29 @@ SHA-256 of their canonical form (which never changes over a consent's life).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit import store as logstore
+from audit.note import Checkpoint, log_origin, sign_checkpoint
 from consent.artefact import ConsentView
 from core.canonical import canonical_digest, canonical_json
+from core.db import Sessions, transaction
+from core.keys import PrivateKey
 from core.pseudonym import Pseudonymizer
 
-__all__ = ["ENTRY_FORMAT", "LOG_ID", "ConsentLog", "entry", "terms_digest"]
+__all__ = [
+    "ENTRY_FORMAT",
+    "LOG_ID",
+    "ConsentLog",
+    "MerkleConsentLog",
+    "entry",
+    "terms_digest",
+]
+
+log = logging.getLogger(__name__)
 
 LOG_ID = "consent"
 ENTRY_FORMAT = "shahrah-consent-event/1"
@@ -36,6 +50,41 @@ class ConsentLog(Protocol):
     async def append(self, s: AsyncSession, entry: bytes) -> int:
         """Append ``entry`` inside the caller's transaction and return its leaf index."""
         ...
+
+
+class MerkleConsentLog:
+    """The consent log on :mod:`audit`'s SQL Merkle log storage (RFC 6962 hashing).
+
+    Appends take the log's row lock inside the change's transaction, after
+    the consent's row and the feed head, the same order on every path.
+    Checkpoints (C2SP signed notes, origin ``shahrah/consent``) are signed
+    with the consent service's key by :meth:`checkpoint`.
+    """
+
+    def __init__(self, log_id: str = LOG_ID) -> None:
+        self.log_id = log_id
+        self.origin = log_origin(log_id)
+
+    async def create(self, sessions: Sessions) -> None:
+        """Make the log if it is not there yet (at start, before any append)."""
+        async with transaction(sessions) as s:
+            await logstore.create_log(s, self.log_id, logstore.LOCAL, self.origin)
+
+    async def append(self, s: AsyncSession, entry: bytes) -> int:
+        head = await logstore.get_log(s, self.log_id, lock=True)
+        _, placed = await logstore.append(s, head, [entry])
+        return placed[0].index
+
+    async def checkpoint(self, sessions: Sessions, key: PrivateKey) -> int | None:
+        """Sign a checkpoint of the log's current size if it grew; returns the size signed."""
+        async with transaction(sessions) as s:
+            head = await logstore.get_log(s, self.log_id, lock=True)
+            last = await logstore.latest_checkpoint(s, head)
+            if head.size == 0 or (last is not None and last.size >= head.size):
+                return None
+            note = sign_checkpoint(Checkpoint(head.origin, head.size, head.root), key)
+            await logstore.add_checkpoint(s, head, head.size, head.root, note.render())
+        return head.size
 
 
 def terms_digest(consent: ConsentView, pseudonymize: Pseudonymizer) -> str:

@@ -12,18 +12,20 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 from argon2 import PasswordHasher
 
+from audit.api import register_read_api
+from audit.regulators import RegulatorAuthenticator
 from consent import api as _member_api  # noqa: F401  (declares the member routes)
 from consent import citizen_api as _citizen_api  # noqa: F401  (declares the citizen routes)
 from consent.citizens import SESSION_TTL, Accounts
 from consent.feed import FeedHub
-from consent.history import ConsentLog
+from consent.history import MerkleConsentLog
 from consent.schemafields import FieldChecker
 from consent.service import ConsentService
 from consent.state import AUDIENCE, AUTHENTICATORS, STATE, ConsentState, Metrics, api
@@ -39,6 +41,7 @@ __all__ = ["ConsentConfig", "build_app"]
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024  # bytes; a consent request with 20 services of 200 fields fits
+LOG_PREFIX = "/v1/log"  # the consent log's read API (audit.api) for regulators
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,11 @@ class ConsentConfig:
     signing_key: PrivateKey
     pseudonymizer: Pseudonymizer
     globalconf: GlobalConfClient
-    fields: FieldChecker
-    log: ConsentLog
+    fields: FieldChecker  # normally RegistryFields over the schema registry's HTTP API
     heartbeat: float = 0.25  # seconds between feed heartbeats
     poll_interval: float = 0.2  # seconds between feed reads of changes made by other processes
     sweep_interval: float = 60.0  # seconds between expiry sweeps
+    checkpoint_interval: float = 10.0  # seconds between consent log checkpoints (if it grew)
     session_ttl: dt.timedelta = SESSION_TTL
     hasher: PasswordHasher | None = None  # default: argon2id with argon2-cffi's parameters
     refresh_globalconf: bool = True  # run the configuration client's refresh loop
@@ -64,37 +67,56 @@ def build_app(config: ConsentConfig) -> web.Application:
         middlewares=[security_headers_middleware, error_middleware()],
     )
     api.register(app, AUTHENTICATORS)
+    # The engine connects lazily; it exists now so the log's read API can be mounted.
+    engine = create_engine(config.db_url)
+    factory = sessions(engine)
+    consent_log = MerkleConsentLog()
+    verifier = MemberRequestVerifier(AUDIENCE, config.globalconf.current)
+    # Regulators read the consent log (pseudonymous entries, proofs, checkpoints) as they read
+    # gateways' logs; one nonce memory serves every member-signed request of this server.
+    register_read_api(
+        app,
+        factory,
+        RegulatorAuthenticator(AUDIENCE, config.globalconf.current, verifier=verifier),
+        prefix=LOG_PREFIX,
+    )
+    hub = FeedHub(factory, poll_interval=config.poll_interval)
+    service = ConsentService(
+        sessions=factory,
+        log=consent_log,
+        pseudonymize=config.pseudonymizer,
+        conf=config.globalconf.current,
+        fields=config.fields,
+        clock=config.clock,
+        on_change=hub.wake,
+    )
+    app[STATE] = ConsentState(
+        sessions=factory,
+        service=service,
+        accounts=Accounts(factory, hasher=config.hasher, session_ttl=config.session_ttl),
+        hub=hub,
+        key=config.signing_key,
+        conf=config.globalconf.current,
+        verifier=verifier,
+        heartbeat=config.heartbeat,
+        metrics=Metrics(),
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        engine = create_engine(config.db_url)
-        factory = sessions(engine)
-        hub = FeedHub(factory, poll_interval=config.poll_interval)
         await hub.start()
-        service = ConsentService(
-            sessions=factory,
-            log=config.log,
-            pseudonymize=config.pseudonymizer,
-            conf=config.globalconf.current,
-            fields=config.fields,
-            clock=config.clock,
-            on_change=hub.wake,
-        )
-        app[STATE] = ConsentState(
-            sessions=factory,
-            service=service,
-            accounts=Accounts(factory, hasher=config.hasher, session_ttl=config.session_ttl),
-            hub=hub,
-            key=config.signing_key,
-            conf=config.globalconf.current,
-            verifier=MemberRequestVerifier(AUDIENCE, config.globalconf.current),
-            heartbeat=config.heartbeat,
-            metrics=Metrics(),
-        )
+        await consent_log.create(factory)
         stop = asyncio.Event()
         async with aiohttp.ClientSession() as http:
             tasks = [
                 asyncio.create_task(hub.run()),
-                asyncio.create_task(_sweep(service, config.sweep_interval)),
+                asyncio.create_task(_every(config.sweep_interval, "expiry sweep", service.sweep)),
+                asyncio.create_task(
+                    _every(
+                        config.checkpoint_interval,
+                        "consent log checkpoint",
+                        lambda: consent_log.checkpoint(factory, config.signing_key),
+                    )
+                ),
             ]
             if config.refresh_globalconf:
                 tasks.append(asyncio.create_task(config.globalconf.run(http, stop)))
@@ -108,20 +130,18 @@ def build_app(config: ConsentConfig) -> web.Application:
         await engine.dispose()
 
     async def end_streams(app: web.Application) -> None:
-        if STATE in app:
-            app[STATE].hub.close()
+        hub.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(end_streams)
     return app
 
 
-async def _sweep(service: ConsentService, interval: float) -> None:
+async def _every(interval: float, what: str, job: Callable[[], Awaitable[object]]) -> None:
+    """Run ``job`` every ``interval`` seconds; a failure is logged and retried next time."""
     while True:
         try:
-            expired = await service.sweep()
-            if expired:
-                log.info("expired %d consents", expired)
+            await job()
         except Exception:
-            log.exception("expiry sweep failed; retrying in %s s", interval)
+            log.exception("%s failed; retrying in %s s", what, interval)
         await asyncio.sleep(interval)

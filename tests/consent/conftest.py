@@ -18,8 +18,11 @@ import aiohttp
 import pytest
 from argon2 import PasswordHasher
 
+from audit import store as logstore
 from consent.citizens import Accounts, GuardianshipCreate, add_guardianship
 from consent.client import ConsentClient
+from consent.history import LOG_ID
+from consent.schemafields import RegistryFields
 from consent.server import ConsentConfig, build_app
 from consent.state import STATE
 from core.db import Sessions, transaction, utcnow
@@ -33,7 +36,9 @@ from registry.globalconf import CentralServiceInfo, Jwks, SchemaRef
 from registry.globalconf_client import GlobalConfClient
 from registry.memberauth import sign_request
 from registry.payloads import AccessRightCreate, KeyCreate, ServiceCreate, ServiceUpdate
-from tests.consent.fakes import MemoryLog, SchemaFields
+from registry.schemareg import service as schemas
+from registry.schemareg.payloads import SchemaRequest
+from registry.schemareg.validation import DatabaseSchemaSource, ValidatorCache
 from tests.registry.federation import (
     LMC_TAX,
     NADRA_KEY,
@@ -73,7 +78,6 @@ PERSON_SCHEMA: dict[str, Any] = {
     },
 }
 PARCEL_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"owner": {"type": "string"}}}
-SCHEMAS = SchemaFields({("nadra-person", 1): PERSON_SCHEMA, ("plra-parcel", 1): PARCEL_SCHEMA})
 
 
 async def seed_federation(db: Sessions) -> GlobalConfClient:
@@ -81,6 +85,10 @@ async def seed_federation(db: Sessions) -> GlobalConfClient:
     holding a freshly signed configuration."""
     await seed(db)
     async with transaction(db) as s:
+        for subject, schema in [("nadra-person", PERSON_SCHEMA), ("plra-parcel", PARCEL_SCHEMA)]:
+            await schemas.register(
+                s, subject, SchemaRequest.model_validate({"schema": json.dumps(schema)})
+            )
         await ops.add_key(s, KeyCreate(member=LMC, jwk=LMC_KEY.public().to_jwk()))
         await ops.add_key(s, KeyCreate(member=PLRA, jwk=PLRA_KEY.public().to_jwk()))
         await ops.update_service(
@@ -109,8 +117,13 @@ class Harness:
     db: Sessions
     http: aiohttp.ClientSession
     conf: GlobalConfClient
-    log: MemoryLog
     app: Any
+
+    async def log_entries(self) -> list[bytes]:
+        """Everything in the consent log, in order."""
+        async with transaction(self.db, write=False) as s:
+            head = await logstore.get_log(s, LOG_ID)
+            return [e for _, e in await logstore.entries(s, head, 0, head.size)]
 
     @property
     def accounts(self) -> Accounts:
@@ -196,6 +209,11 @@ class Harness:
             )
 
 
+def schema_fields(db: Sessions) -> RegistryFields:
+    """The real field check, reading the schema registry's tables."""
+    return RegistryFields(ValidatorCache(DatabaseSchemaSource(db)))
+
+
 def consent_body(**changes: Any) -> dict[str, Any]:
     now = utcnow()
     body: dict[str, Any] = {
@@ -215,14 +233,12 @@ def consent_body(**changes: Any) -> dict[str, Any]:
 @pytest.fixture
 async def harness(db: Sessions, db_url: str, serve: Any, http: aiohttp.ClientSession) -> Harness:
     conf = await seed_federation(db)
-    log = MemoryLog()
     config = ConsentConfig(
         db_url=db_url,
         signing_key=CONSENT_KEY,
         pseudonymizer=PSEUDONYMS,
         globalconf=conf,
-        fields=SCHEMAS,
-        log=log,
+        fields=schema_fields(db),
         hasher=FAST_HASH,
         refresh_globalconf=False,
         heartbeat=0.1,
@@ -230,4 +246,4 @@ async def harness(db: Sessions, db_url: str, serve: Any, http: aiohttp.ClientSes
     )
     app = build_app(config)
     base = await serve(app)
-    return Harness(base, db, http, conf, log, app)
+    return Harness(base, db, http, conf, app)

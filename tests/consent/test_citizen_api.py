@@ -123,7 +123,7 @@ async def test_the_lifecycle_through_the_api(harness: Harness) -> None:
         ("revoke", "REVOKED"),
     ]
     assert [h["log_index"] for h in history] == list(range(5))
-    assert [h["log_entry"].encode() for h in history] == harness.log.entries
+    assert [h["log_entry"].encode() for h in history] == await harness.log_entries()
     entry = json.loads(history[1]["log_entry"])
     assert entry["actor"] == PSEUDONYMS(CITIZEN)  # the log holds pseudonyms only
     assert entry["subject"] == PSEUDONYMS(CITIZEN)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from consent import store
+from consent.history import MerkleConsentLog
 from consent.messages import DECISION_TYP, DecisionAnswer
 from consent.rules import ConsentDenied, DecisionQuery, DenyReason
 from consent.service import ConsentService
@@ -25,10 +26,9 @@ from tests.consent.conftest import (
     PARCELS,
     PSEUDONYMS,
     PURPOSE,
-    SCHEMAS,
     Harness,
+    schema_fields,
 )
-from tests.consent.fakes import MemoryLog
 from tests.registry.federation import CIVIL, LMC_TAX, NADRA_KEY, PERSON, PLRA_LAND
 
 NADRA_MEMBER = ClientId("PK", "FED", "NADRA")
@@ -191,10 +191,10 @@ async def test_racing_gateways_spend_the_last_uses_exactly_once(
         services = [
             ConsentService(
                 sessions=sessions(e),
-                log=MemoryLog(),
+                log=MerkleConsentLog(),
                 pseudonymize=PSEUDONYMS,
                 conf=harness.conf.current,
-                fields=SCHEMAS,
+                fields=schema_fields(harness.db),
             )
             for e in engines
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from audit.cli import audit
+from consent.cli import consent
 from core import db
 from core.cli import echo_json, no_passphrase_option, resolve_passphrase, run_async
 from core.errors import ShahrahError
@@ -109,5 +110,6 @@ def key_public(path: Path, no_passphrase: bool) -> None:
 main.add_command(registry)
 registry.add_command(schema)
 main.add_command(audit)
+main.add_command(consent)
 
 __all__ = ["main", "run_async"]

@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from consent import feed
-from consent.artefact import ConsentPage, ConsentRequest, ConsentView
+from consent.artefact import ConsentPage, ConsentRequest, ConsentView, StatusName
 from consent.lifecycle import Status
 from consent.messages import (
     DECISION_TYP,
@@ -56,7 +56,7 @@ class ConsumerQuery(BaseModel):
 
     consumer: SubsystemIdField | None = None
     subject: CnicField | None = None
-    status: Status | None = None
+    status: StatusName | None = None
     after: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=50, ge=1, le=200)
 
@@ -99,7 +99,7 @@ async def list_consents(
         principal,
         consumer=query.consumer,
         subject=query.subject,
-        status=query.status,
+        status=Status(query.status) if query.status else None,
         after=query.after,
         limit=query.limit,
     )

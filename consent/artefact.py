@@ -202,5 +202,5 @@ class ConsentPage(BaseModel):
     next_after: str | None = Field(description="pass as ?after= for the next page; null at the end")
 
 
-ConsentId = Annotated[str, Field(pattern=CONSENT_ID_PATTERN)]
-ActorKind = Literal["citizen", "consumer", "system"]
+#: A status as a query parameter takes it (inline in OpenAPI, unlike the enum's $ref).
+StatusName = Literal["PENDING", "ACTIVE", "REJECTED", "PAUSED", "REVOKED", "EXPIRED"]

@@ -11,13 +11,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from consent import citizens
-from consent.artefact import ConsentPage, ConsentView, Relation
+from consent.artefact import ConsentPage, ConsentView, Relation, StatusName
 from consent.citizens import GuardianshipCreate, GuardianshipView
 from consent.lifecycle import Action, Status
 from consent.receipt import receipt_document, sign_receipt
 from consent.state import STATE, api
 from core.db import transaction, utcnow
-from core.errors import OutdatedGlobalConfError
+from core.errors import NotFoundError, OutdatedGlobalConfError
 from core.fields import AwareDatetime, CnicField
 from core.ids import Cnic, MemberId
 from core.web import bearer_token
@@ -55,7 +55,7 @@ class CitizenQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subject: CnicField | None = Field(default=None, description="yourself or one of your wards")
-    status: Status | None = Field(default=None, description="e.g. PENDING for open requests")
+    status: StatusName | None = Field(default=None, description="e.g. PENDING for open requests")
     after: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=50, ge=1, le=200)
 
@@ -135,7 +135,7 @@ async def my_consents(request: web.Request, principal: Cnic, query: CitizenQuery
     return await request.app[STATE].service.citizen_page(
         principal,
         subject=query.subject,
-        status=query.status,
+        status=Status(query.status) if query.status else None,
         after=query.after,
         limit=query.limit,
     )
@@ -287,7 +287,7 @@ async def list_guardianships(
 
 @api.route(
     "POST",
-    "/v1/operator/guardianships/{gid:[0-9]{1,18}}/end",
+    "/v1/operator/guardianships/{gid:[0-9]+}/end",
     summary="End a guardianship now",
     response=GuardianshipView,
     auth="operator",
@@ -295,5 +295,8 @@ async def list_guardianships(
     errors=(404,),
 )
 async def end_guardianship(request: web.Request, principal: str) -> GuardianshipView:
+    gid = request.match_info["gid"]
+    if len(gid) > 18:  # beyond any row id; never let it reach the database as an overflow
+        raise NotFoundError(f"no guardianship {gid} in force")
     async with transaction(request.app[STATE].sessions) as s:
-        return await citizens.end_guardianship(s, int(request.match_info["gid"]), utcnow())
+        return await citizens.end_guardianship(s, int(gid), utcnow())

@@ -35,4 +35,5 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.signatures
+	$(BIN)/python -m bench.consent
 	$(BIN)/python -m bench.schemas

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -135,7 +135,6 @@ async def stream(
     nonce: str,
     after: int | None,
     heartbeat: float,
-    on_open: Callable[[int], None] = lambda _: None,
 ) -> web.StreamResponse:
     """Serve one subscriber's stream until it disconnects or the server stops."""
     response = web.StreamResponse(
@@ -166,39 +165,43 @@ async def stream(
         ident = str(seq) if kind == "event" else None
         await response.write(sse.encode(sse.Message(kind, token, ident)))
 
-    with hub.subscribe(member) as sub:
-        on_open(hub.subscribers)
-        last = hub.head
-        if after is not None:
-            async with transaction(hub.sessions, write=False) as s:
-                newest = await store.head(s)
-            if after > newest:
-                await send("reset", newest)
-            else:
-                last = after
-                while True:
-                    async with transaction(hub.sessions, write=False) as s:
-                        backlog = await store.feed_after(s, last, member=member, limit=BACKLOG_PAGE)
-                    for event in backlog:
-                        await send("event", event.seq, event)
-                        last = event.seq
-                    if len(backlog) < BACKLOG_PAGE:
-                        break
-                last = max(last, newest)
-        if hub.healthy():
-            await send("heartbeat", last)
-        while not sub.overflowed:
-            try:
-                item = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
-            except TimeoutError:
-                # The hub queues a change before it advances its head, with no pause in
-                # between: with our queue empty, every change up to its head has been sent.
-                if sub.queue.empty() and hub.healthy():
-                    await send("heartbeat", max(last, hub.head))
-                continue
-            if item is None:
-                break
-            if item.seq > last:
-                await send("event", item.seq, item)
-                last = item.seq
+    try:
+        with hub.subscribe(member) as sub:
+            last = hub.head
+            if after is not None:
+                async with transaction(hub.sessions, write=False) as s:
+                    newest = await store.head(s)
+                if after > newest:
+                    await send("reset", newest)
+                else:
+                    last = after
+                    while True:
+                        async with transaction(hub.sessions, write=False) as s:
+                            backlog = await store.feed_after(
+                                s, last, member=member, limit=BACKLOG_PAGE
+                            )
+                        for event in backlog:
+                            await send("event", event.seq, event)
+                            last = event.seq
+                        if len(backlog) < BACKLOG_PAGE:
+                            break
+                    last = max(last, newest)
+            if hub.healthy():
+                await send("heartbeat", last)
+            while not sub.overflowed:
+                try:
+                    item = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
+                except TimeoutError:
+                    # The hub queues a change before it advances its head, with no pause in
+                    # between: with our queue empty, every change up to its head has been sent.
+                    if sub.queue.empty() and hub.healthy():
+                        await send("heartbeat", max(last, hub.head))
+                    continue
+                if item is None:
+                    break
+                if item.seq > last:
+                    await send("event", item.seq, item)
+                    last = item.seq
+    except ConnectionResetError:
+        pass  # the gateway went away; it resumes with Last-Event-ID when it comes back
     return response

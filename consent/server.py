@@ -41,6 +41,7 @@ __all__ = ["ConsentConfig", "build_app"]
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024  # bytes; a consent request with 20 services of 200 fields fits
+STARTUP_RETRY = 1.0  # seconds between configuration fetches until the first succeeds
 LOG_PREFIX = "/v1/log"  # the consent log's read API (audit.api) for regulators
 
 
@@ -119,7 +120,7 @@ def build_app(config: ConsentConfig) -> web.Application:
                 ),
             ]
             if config.refresh_globalconf:
-                tasks.append(asyncio.create_task(config.globalconf.run(http, stop)))
+                tasks.append(asyncio.create_task(_follow(config.globalconf, http, stop)))
             yield
             stop.set()
             for task in tasks:
@@ -135,6 +136,16 @@ def build_app(config: ConsentConfig) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(end_streams)
     return app
+
+
+async def _follow(conf: GlobalConfClient, http: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+    """Keep the configuration fresh. Until a first one is held, retry every second rather than
+    once a refresh interval: the service may start before the registry."""
+    while conf.view is None and not stop.is_set():
+        if not await conf.refresh(http):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=STARTUP_RETRY)
+    await conf.run(http, stop)
 
 
 async def _every(interval: float, what: str, job: Callable[[], Awaitable[object]]) -> None:

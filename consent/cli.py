@@ -409,7 +409,7 @@ def token() -> None:
 @click.argument("name")
 def token_create(data_dir: Path | None, db: str | None, name: str) -> None:
     """Create token NAME and print it (it is shown only this once)."""
-    click.echo(_act(_db(data_dir, db), lambda s: operators.create(s, name)))
+    click.echo(_act(_db(data_dir, db), lambda s: operators.tokens.create(s, name)))
 
 
 @token.command("revoke")
@@ -418,7 +418,7 @@ def token_create(data_dir: Path | None, db: str | None, name: str) -> None:
 @click.argument("name")
 def token_revoke(data_dir: Path | None, db: str | None, name: str) -> None:
     """Revoke token NAME."""
-    _act(_db(data_dir, db), lambda s: operators.revoke(s, name))
+    _act(_db(data_dir, db), lambda s: operators.tokens.revoke(s, name))
     click.echo(f"token {name!r} revoked", err=True)
 
 
@@ -427,5 +427,5 @@ def token_revoke(data_dir: Path | None, db: str | None, name: str) -> None:
 @db_option
 def token_list(data_dir: Path | None, db: str | None) -> None:
     """Token names and whether each is active."""
-    rows = _act(_db(data_dir, db), operators.names, write=False)
+    rows = _act(_db(data_dir, db), operators.tokens.names, write=False)
     echo_json([{"name": n, "active": a} for n, a in rows])

@@ -97,7 +97,7 @@ async def citizen(request: web.Request) -> Cnic:
 
 async def operator(request: web.Request) -> str:
     async with transaction(request.app[STATE].sessions, write=False) as s:
-        return await operators.check(s, bearer_token(request))
+        return await operators.tokens.check(s, bearer_token(request))
 
 
 AUTHENTICATORS: dict[str, Callable[[web.Request], Awaitable[Any]]] = {

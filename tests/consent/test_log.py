@@ -104,7 +104,7 @@ def test_the_openapi_document_is_valid() -> None:
 
 async def test_the_operator_api_registers_guardianships(harness: Harness) -> None:
     async with transaction(harness.db) as s:
-        token = await operators.create(s, "ops")
+        token = await operators.tokens.create(s, "ops")
     body = {
         "guardian": "35202-1234567-1",
         "ward": "35202-7654321-3",

@@ -33,13 +33,16 @@ from core.ids import ClientId, Cnic, ServiceId
 __all__ = [
     "FeedEvent",
     "add_use",
+    "claim_use",
     "consent",
     "count_uses_since",
     "due_for_expiry",
     "events_of",
     "feed_after",
+    "head",
     "next_seq",
     "page",
+    "services_of",
     "to_view",
     "views",
 ]

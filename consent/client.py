@@ -363,6 +363,9 @@ class ConsentClient:
                 raise
             except (ShahrahError, aiohttp.ClientError, TimeoutError, ValueError) as e:
                 log.warning("consent feed lost: %s", getattr(e, "message", repr(e)))
+            except Exception:
+                # Whatever went wrong, keep trying: a dead follower would fail closed forever.
+                log.exception("consent feed failed unexpectedly; reconnecting")
             finally:
                 self._connected = False
                 self._trusted_until = 0.0

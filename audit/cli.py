@@ -43,6 +43,8 @@ PSEUDONYM_FILE = "pseudonym.key"
 GLOBALCONF_FILE = "globalconf.jws"
 DB_FILE = "audit.db"
 
+_FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+
 data_dir_option = click.option(
     "--data-dir",
     required=True,
@@ -73,12 +75,12 @@ def audit() -> None:
     "--anchor",
     "anchor_file",
     required=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_FILE,
     help="The federation's configuration anchor (the registry's anchor.json).",
 )
 @click.option(
     "--pseudonym-key",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_FILE,
     help="The federation's CNIC pseudonym key, if it exists already (else one is made).",
 )
 @no_passphrase_option
@@ -160,8 +162,8 @@ def _pseudonyms(data_dir: Path) -> Pseudonymizer | None:
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--tls-cert", type=_FILE, help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", type=_FILE, help="Private key for --tls-cert (PEM).")
 @no_passphrase_option
 def serve(
     data_dir: Path,
@@ -310,16 +312,16 @@ class _Progress:
 
 
 @audit.command()
-@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("file", type=_FILE)
 @click.option(
     "--anchor",
     "anchor_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_FILE,
     help="Trust the keys the federation's configuration anchor vouches for.",
 )
 @click.option(
     "--witness-jwks",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_FILE,
     help="Trust this JWK Set as the witness's keys.",
 )
 @click.option(

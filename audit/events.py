@@ -29,7 +29,7 @@ Digest = Annotated[str, Field(pattern=r"^sha256:[A-Za-z0-9_-]{43}$")]
 #: A CNIC's keyed pseudonym as core.pseudonym makes it.
 Pseudonym = Annotated[str, Field(pattern=r"^ps1:[A-Za-z0-9_-]{43}$")]
 _Text = Annotated[str, Field(min_length=1, max_length=255)]
-_FieldName = Annotated[str, Field(min_length=1, max_length=512)]
+_FieldName = Annotated[str, Field(min_length=1, max_length=96)]
 
 
 class AuditEvent(BaseModel):
@@ -61,7 +61,7 @@ class AuditEvent(BaseModel):
     request_signature_digest: Digest | None = None
     response_signature_digest: Digest | None = None
     fields_released: list[_FieldName] = Field(
-        default=[], max_length=1000, description="response fields the consumer received"
+        default=[], max_length=128, description="response fields the consumer received"
     )
 
     @model_validator(mode="after")

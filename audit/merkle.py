@@ -41,6 +41,7 @@ __all__ = [
     "inclusion_ranges",
     "leaf_hash",
     "node_hash",
+    "node_key",
     "nodes_of",
     "perfect_cover",
     "range_hash",
@@ -245,6 +246,13 @@ def perfect_cover(begin: int, end: int) -> list[Node]:
         nodes.append((level, begin >> level))
         begin += 1 << level
     return nodes
+
+
+def node_key(node: Node) -> int:
+    """The in-order position of a perfect subtree in the infinite tree: leaves are the even
+    numbers, and a node sits between its two halves. One integer names any node."""
+    level, index = node
+    return (index << (level + 1)) | ((1 << level) - 1)
 
 
 def nodes_of(ranges: Iterable[Range]) -> set[Node]:

@@ -47,6 +47,7 @@ from audit.note import (
     NoteError,
     b64decode_hash,
     cosign,
+    log_key_id,
     verify_log_signature,
 )
 from audit.writer import MAX_CHECKPOINT_GAP
@@ -193,7 +194,13 @@ class Witness:
             await mirror.write_index(s, mirror.index_entries(grown, gateway, entries, placed))
             timestamp = int(now.timestamp())
             cosignature = cosign(note, self.key, self.name, timestamp)
-            cosigned = note.with_signatures([cosignature]).render()
+            # Keep only the signature that verified: a note carrying junk under the witness's
+            # name would otherwise make every later check of this checkpoint fail.
+            key_id = log_key_id(key)
+            own = tuple(
+                x for x in note.signatures if (x.name, x.key_id) == (identity.origin, key_id)
+            )
+            cosigned = Note(note.text, own).with_signatures([cosignature]).render()
             row = await store.checkpoint_at(s, grown, checkpoint.size)
             if row is None:
                 await store.add_checkpoint(

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import text
+
 from audit import store
 from audit.errors import AuditUnavailableError, WitnessConflictError
 from audit.events import AuditEvent
@@ -40,13 +42,14 @@ from core.canonical import canonical_json
 from core.db import Sessions, transaction, utcnow
 from core.errors import BadRequestError, ShahrahError
 from core.keys import PrivateKey
+from core.web import parse_json
 
 __all__ = ["MAX_CHECKPOINT_GAP", "Appended", "AuditWriter", "WriterStatus"]
 
 log = logging.getLogger(__name__)
 
 #: The most entries one checkpoint may add to the previous one (bounds a witness submission).
-MAX_CHECKPOINT_GAP = 4096
+MAX_CHECKPOINT_GAP = 1024
 _RETRY_MIN, _RETRY_MAX = 1.0, 60.0  # seconds between witness attempts after a failure
 
 
@@ -169,14 +172,23 @@ class AuditWriter:
         """
         if str(event.gateway) != self.log_id:
             raise BadRequestError(f"event of gateway {event.gateway} offered to log {self.log_id}")
-        return await self.append_entry(event.entry())
+        return await self._enqueue(event.entry())
 
     async def append_json(self, document: Mapping[str, Any]) -> Appended:
         """Append any JSON object as its RFC 8785 canonical form (for logs of other events)."""
-        return await self.append_entry(canonical_json(dict(document)))
+        return await self._enqueue(canonical_json(dict(document)))
 
     async def append_entry(self, entry: bytes) -> Appended:
-        """Append entry bytes (canonical JSON); returns once durable."""
+        """Append entry bytes, which must be RFC 8785 canonical JSON; returns once durable."""
+        try:
+            canonical = canonical_json(parse_json(entry))
+        except BadRequestError as e:
+            raise BadRequestError(f"an audit entry must be canonical JSON: {e.message}") from e
+        if canonical != entry:
+            raise BadRequestError("an audit entry must be canonical JSON (RFC 8785)")
+        return await self._enqueue(entry)
+
+    async def _enqueue(self, entry: bytes) -> Appended:
         if self._closed:
             raise AuditUnavailableError(f"audit log {self.log_id} is not open")
         if len(entry) > store.MAX_ENTRY:
@@ -210,6 +222,9 @@ class AuditWriter:
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
             async with transaction(self.sessions) as s:
+                if (await s.connection()).dialect.name == "postgresql":
+                    # Durable whatever the server's default: this commit must reach the disk.
+                    await s.execute(text("SET LOCAL synchronous_commit TO on"))
                 head = await store.get_log(s, self.log_id, lock=True)
                 head, placed = await store.append(s, head, [entry for entry, _ in batch])
         except Exception as e:

@@ -12,6 +12,7 @@ from audit.errors import WitnessConflictError, WitnessRefusedError
 from audit.note import (
     Checkpoint,
     Note,
+    NoteSignature,
     log_origin,
     sign_checkpoint,
     verify_cosignature,
@@ -220,3 +221,19 @@ async def test_only_the_gateways_member_may_submit(federation: Federation) -> No
         assert resp.status == 401
         assert "must come in a request signed by PK/FED/NADRA" in (await resp.json())["message"]
     assert await metric(fed, "shahrah_audit_witness_alarms_total") == {}
+
+
+async def test_the_witness_keeps_only_the_verified_signature(federation: Federation) -> None:
+    fed = federation
+    note = checkpoint(HONEST, 3)
+    junk = NoteSignature(witness_name("PK"), b"\0\0\0\0", b"\1" * 70)
+    await fed.witness_client().add_checkpoint(
+        LOG, 0, [], note.with_signatures([junk]), HONEST.entries[:3]
+    )
+    async with transaction(fed.db, write=False) as s:
+        row = await store.checkpoint_at(s, await store.get_log(s, LOG, store.MIRROR), 3)
+    assert row is not None
+    assert row.cosigned is not None
+    stored = Note.parse(row.cosigned)
+    assert [x.name for x in stored.signatures] == [ORIGIN, witness_name("PK")]
+    verify_cosignature(stored, witness_name("PK"), WITNESS_KEY.public())

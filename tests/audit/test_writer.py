@@ -127,3 +127,15 @@ async def test_events_of_another_gateway_and_closed_writers_are_refused(db: Sess
             await w.append(event(0, gateway=GATEWAY.member.gateway("gw2")))
     with pytest.raises(ValueError, match="checkpoint_every"):
         writer(db, checkpoint_every=0)
+
+
+async def test_other_logs_append_any_canonical_json(db: Sessions) -> None:
+    """The consent service keeps its own log of its own events through the same writer."""
+    async with AuditWriter(db, "consent", KEY, origin=log_origin("consent")) as w:
+        first = await w.append_json({"b": [1, 2], "a": "granted"})
+        second = await w.append_entry(b'{"a":"revoked","b":[]}')
+        for bad in (b'{"b":1,"a":2}', b'{"a": 2}', b"not json", rb'{"a":"\u00e9"}'):
+            with pytest.raises(BadRequestError, match="canonical JSON"):
+                await w.append_entry(bad)
+    assert (first.index, second.index) == (0, 1)
+    assert first.leaf_hash == merkle.leaf_hash(b'{"a":"granted","b":[1,2]}')

@@ -2,7 +2,7 @@
 
 Revision ID: aud0001
 Revises: 
-Create Date: 2026-11-28 00:33:07.821755
+Create Date: 2026-11-28 00:56:09.357352
 """
 
 from collections.abc import Sequence
@@ -91,11 +91,10 @@ def upgrade() -> None:
 
     op.create_table('audit_node',
     sa.Column('log_id', sa.Integer(), nullable=False),
-    sa.Column('level', sa.SmallInteger(), autoincrement=False, nullable=False),
-    sa.Column('idx', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('key', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('hash', sa.LargeBinary(length=32), nullable=False),
     sa.ForeignKeyConstraint(['log_id'], ['audit_log.id'], name=op.f('fk_audit_node_log_id_audit_log')),
-    sa.PrimaryKeyConstraint('log_id', 'level', 'idx', name=op.f('pk_audit_node'))
+    sa.PrimaryKeyConstraint('log_id', 'key', name=op.f('pk_audit_node'))
     )
     # ### end Alembic commands ###
 

@@ -19,11 +19,10 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit import store as logstore
-from audit.note import Checkpoint, log_origin, sign_checkpoint
+from audit.note import log_origin
 from consent.artefact import ConsentView
 from core.canonical import canonical_digest, canonical_json
 from core.db import Sessions, transaction
-from core.keys import PrivateKey
 from core.pseudonym import Pseudonymizer
 
 __all__ = [
@@ -56,9 +55,11 @@ class MerkleConsentLog:
     """The consent log on :mod:`audit`'s SQL Merkle log storage (RFC 6962 hashing).
 
     Appends take the log's row lock inside the change's transaction, after
-    the consent's row and the feed head, the same order on every path.
-    Checkpoints (C2SP signed notes, origin ``shahrah/consent``) are signed
-    with the consent service's key by :meth:`checkpoint`.
+    the consent's row and the feed head, the same order on every path (the
+    audit writer's own appends commit separately, so they cannot serve here).
+    Checkpoints (C2SP signed notes, origin ``shahrah/consent``, signed with
+    the consent service's key) and their witnessing are an
+    :class:`audit.writer.AuditWriter`'s job (:mod:`consent.server`).
     """
 
     def __init__(self, log_id: str = LOG_ID) -> None:
@@ -74,17 +75,6 @@ class MerkleConsentLog:
         head = await logstore.get_log(s, self.log_id, lock=True)
         _, placed = await logstore.append(s, head, [entry])
         return placed[0].index
-
-    async def checkpoint(self, sessions: Sessions, key: PrivateKey) -> int | None:
-        """Sign a checkpoint of the log's current size if it grew; returns the size signed."""
-        async with transaction(sessions) as s:
-            head = await logstore.get_log(s, self.log_id, lock=True)
-            last = await logstore.latest_checkpoint(s, head)
-            if head.size == 0 or (last is not None and last.size >= head.size):
-                return None
-            note = sign_checkpoint(Checkpoint(head.origin, head.size, head.root), key)
-            await logstore.add_checkpoint(s, head, head.size, head.root, note.render())
-        return head.size
 
 
 def terms_digest(consent: ConsentView, pseudonymize: Pseudonymizer) -> str:

@@ -21,11 +21,13 @@ from argon2 import PasswordHasher
 
 from audit.api import register_read_api
 from audit.regulators import RegulatorAuthenticator
+from audit.witness_client import WitnessClient
+from audit.writer import AuditWriter
 from consent import api as _member_api  # noqa: F401  (declares the member routes)
 from consent import citizen_api as _citizen_api  # noqa: F401  (declares the citizen routes)
 from consent.citizens import SESSION_TTL, Accounts
 from consent.feed import FeedHub
-from consent.history import MerkleConsentLog
+from consent.history import LOG_ID, MerkleConsentLog
 from consent.schemafields import FieldChecker
 from consent.service import ConsentService
 from consent.state import AUDIENCE, AUTHENTICATORS, STATE, ConsentState, Metrics, api
@@ -36,13 +38,14 @@ from core.web import error_middleware, security_headers_middleware
 from registry.globalconf_client import GlobalConfClient
 from registry.memberauth import MemberRequestVerifier
 
-__all__ = ["ConsentConfig", "build_app"]
+__all__ = ["LOG_WRITER", "ConsentConfig", "build_app"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024  # bytes; a consent request with 20 services of 200 fields fits
 STARTUP_RETRY = 1.0  # seconds between configuration fetches until the first succeeds
 LOG_PREFIX = "/v1/log"  # the consent log's read API (audit.api) for regulators
+LOG_WRITER = web.AppKey("consent_log_writer", AuditWriter)
 
 
 @dataclass(frozen=True)
@@ -105,18 +108,25 @@ def build_app(config: ConsentConfig) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
-        await consent_log.create(factory)
         stop = asyncio.Event()
         async with aiohttp.ClientSession() as http:
+            # Checkpoints of the consent log, cosigned by the federation's audit witness (when
+            # the configuration names one); the entries are appended by the changes themselves.
+            writer = AuditWriter(
+                factory,
+                LOG_ID,
+                config.signing_key,
+                origin=consent_log.origin,
+                checkpoint_interval=config.checkpoint_interval,
+                witness=WitnessClient(config.globalconf.current, http),
+            )
+            await writer.start()
+            app[LOG_WRITER] = writer
             tasks = [
                 asyncio.create_task(hub.run()),
                 asyncio.create_task(_every(config.sweep_interval, "expiry sweep", service.sweep)),
                 asyncio.create_task(
-                    _every(
-                        config.checkpoint_interval,
-                        "consent log checkpoint",
-                        lambda: consent_log.checkpoint(factory, config.signing_key),
-                    )
+                    _every(config.checkpoint_interval, "consent log checkpoint", writer.checkpoint)
                 ),
             ]
             if config.refresh_globalconf:
@@ -128,6 +138,7 @@ def build_app(config: ConsentConfig) -> web.Application:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await writer.close()
         await engine.dispose()
 
     async def end_streams(app: web.Application) -> None:

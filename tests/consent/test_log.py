@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import get_args
+from typing import Any, get_args
 from urllib.parse import quote
 
 from openapi_spec_validator import validate
@@ -13,17 +13,25 @@ from openapi_spec_validator import validate
 from audit.merkle import leaf_hash, verify_inclusion
 from audit.note import Checkpoint, Note, b64decode_hash, log_origin, verify_log_signature
 from audit.regulators import REGULATORS_GROUP, authorization
+from audit.server import AuditServerConfig
+from audit.server import build_app as audit_app
+from audit.witness_client import WITNESS_SERVICE
 from consent import operators
 from consent.artefact import StatusName
-from consent.history import LOG_ID, MerkleConsentLog
+from consent.history import LOG_ID
 from consent.lifecycle import Status
-from consent.state import STATE, api
+from consent.server import LOG_WRITER
+from consent.state import api
 from core.db import transaction, utcnow
+from core.keys import KeySet, PrivateKey
 from registry import publisher
 from registry import service as ops
-from registry.payloads import GroupCreate
+from registry.globalconf import Jwks
+from registry.globalconf_client import GlobalConfClient
+from registry.payloads import CentralServiceSet, GroupCreate
 from tests.consent.conftest import CONSENT_KEY, PLRA_KEY, Harness
 from tests.registry.federation import OPERATOR, PLRA_LAND
+from tests.registry.test_globalconf import anchor_for
 
 
 async def _as_regulator(harness: Harness) -> None:
@@ -50,8 +58,10 @@ async def test_a_citizens_history_is_provably_in_the_signed_consent_log(harness:
     _, history = await harness.citizen(
         "GET", f"/v1/citizen/consents/{consent['id']}/history", token
     )
-    size = await MerkleConsentLog().checkpoint(harness.app[STATE].sessions, CONSENT_KEY)
-    assert size == 2
+    writer = harness.app[LOG_WRITER]
+    signed = await writer.checkpoint()
+    assert signed is not None
+    assert Checkpoint.parse(signed.text).size == 2
 
     status, _ = await _read(harness, f"/logs/{LOG_ID}/checkpoint")
     assert status == 403  # not (yet) a regulator
@@ -80,8 +90,10 @@ async def test_a_citizens_history_is_provably_in_the_signed_consent_log(harness:
         [b64decode_hash(h, "audit_path") for h in proof["audit_path"]],
         checkpoint.root,
     )
-    # Nothing new: no new checkpoint.
-    assert await MerkleConsentLog().checkpoint(harness.app[STATE].sessions, CONSENT_KEY) is None
+    # Nothing new: the same checkpoint.
+    again = await writer.checkpoint()
+    assert again is not None
+    assert again.text == signed.text
 
 
 def test_the_openapi_document_is_valid() -> None:
@@ -126,3 +138,35 @@ async def test_the_operator_api_registers_guardianships(harness: Harness) -> Non
         assert (r.status, (await r.json())["ended_at"] is not None) == (200, True)
     async with harness.http.post(f"{url}/{made['id']}/end", headers=headers) as r:
         assert r.status == 404
+
+
+async def test_the_consent_log_is_cosigned_by_the_audit_witness(
+    harness: Harness, serve: Any, db_url: str
+) -> None:
+    """The federation's witness (the regulator's audit server) cosigns the consent log's
+    checkpoints, checking them against the consent service's key in the configuration."""
+    await harness.active_consent()
+    witness_key = PrivateKey.generate()
+    audit_conf = GlobalConfClient(anchor_for())
+    audit_url = await serve(audit_app(AuditServerConfig(db_url, witness_key), audit_conf))
+    async with transaction(harness.db) as s:
+        for name, url, key in [
+            (WITNESS_SERVICE, audit_url, witness_key),
+            ("consent", harness.base, CONSENT_KEY),
+        ]:
+            jwks = Jwks.model_validate(KeySet([key.public()]).to_jwks())
+            await ops.set_central_service(s, name, CentralServiceSet(url=url, keys=jwks))
+    signed = (await publisher.publish(harness.db, OPERATOR, now=utcnow())).signed
+    for conf in (harness.conf, audit_conf):
+        conf.accept(signed)
+
+    writer = harness.app[LOG_WRITER]
+    await writer.checkpoint()
+    await writer.sync_witness()
+    assert writer.status().witnessed_size == 2
+    await _as_regulator(harness)
+    status, text = await _read(harness, f"/logs/{LOG_ID}/checkpoint")
+    assert status == 200
+    note = Note.parse(text)
+    assert len(note.signatures) == 2  # the consent service's and the witness's
+    verify_log_signature(note, log_origin(LOG_ID), [CONSENT_KEY.public()])

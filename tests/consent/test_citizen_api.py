@@ -10,10 +10,12 @@ import pytest
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
+from consent import citizens
 from consent.citizens import MAX_FAILURES
 from consent.receipt import RECEIPT_TYP, verify_receipt
 from core import jws
 from core.canonical import b64url, b64url_decode
+from core.db import transaction, utcnow
 from core.errors import InvalidSignatureError
 from core.keys import KeySet, PrivateKey
 from tests.consent.conftest import (
@@ -146,6 +148,16 @@ async def test_a_guardian_acts_for_a_ward_and_is_recorded_as_grantor(harness: Ha
     assert status == 200
     assert approved["grantor"] == {"cnic": str(CITIZEN), "relation": "court_guardian"}
     status, _ = await harness.citizen("GET", f"/v1/citizen/consents?subject={STRANGER}", parent)
+    assert status == 404
+    # When the guardianship ends, so does the guardian's access to the ward's consents.
+    async with transaction(harness.db) as s:
+        (guardianship,) = await citizens.guardianships(s, WARD)
+        await citizens.end_guardianship(s, guardianship.id, utcnow())
+    status, _ = await harness.citizen("GET", f"/v1/citizen/consents/{consent['id']}", parent)
+    assert status == 404
+    status, _ = await harness.citizen(
+        "POST", f"/v1/citizen/consents/{consent['id']}/revoke", parent
+    )
     assert status == 404
 
 

@@ -248,7 +248,7 @@ class ConsentService:
 
     async def _count_use(self, consent: ConsentView, now: dt.datetime) -> ConsentView:
         async with transaction(self.sessions) as s:
-            if not await store.claim_use(s, consent.id):
+            if not await store.claim_use(s, consent.id, now):
                 # Lost: find out why from the committed row.
                 row = await store.consent(s, consent.id)
                 current = (await store.views(s, [row]))[0] if row is not None else consent
@@ -259,6 +259,8 @@ class ConsentService:
                 }.get(current.status)
                 if reason is not None:
                     raise ConsentDenied(reason, consent.id, f"it is {current.status.value}")
+                if now >= current.expires_at:
+                    raise ConsentDenied(DenyReason.EXPIRED, consent.id, "it has just expired")
                 check_counts(current, current.uses, 0)
                 raise ConflictError("use could not be counted; try again")
             row = await store.consent(s, consent.id)

@@ -225,8 +225,8 @@ async def feed_after(
     ]
 
 
-async def claim_use(s: AsyncSession, cid: str) -> bool:
-    """Count one use if the consent is active and under its total limit, atomically.
+async def claim_use(s: AsyncSession, cid: str, now: dt.datetime) -> bool:
+    """Count one use if the consent is active, unexpired and under its total limit, atomically.
 
     The conditional UPDATE takes the row lock; a concurrent claimant waits for
     it and then re-evaluates the condition on the committed row, so of two
@@ -237,6 +237,7 @@ async def claim_use(s: AsyncSession, cid: str) -> bool:
         .where(
             m.Consent.id == cid,
             m.Consent.status == Status.ACTIVE.value,
+            m.Consent.expires_at > now,
             or_(m.Consent.use_limit.is_(None), m.Consent.uses < m.Consent.use_limit),
         )
         .values(uses=m.Consent.uses + 1)

@@ -19,8 +19,9 @@ right-leaning fold of at most ``log2 n`` perfect subtrees
 (:func:`perfect_cover`), and perfect subtrees never change once complete,
 so a store that keeps their hashes answers any root or proof by reading
 O(log n) of them. :func:`inclusion_ranges` and :func:`consistency_ranges`
-name the subtrees a proof is made of; :func:`fold` turns the fetched perfect
-hashes into the proof.
+name the subtrees a proof is made of, :func:`nodes_of` the perfect subtrees
+to fetch for them, and :func:`inclusion_proof` / :func:`consistency_proof`
+fold the fetched hashes into the proof.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ __all__ = [
     "Frontier",
     "Node",
     "ProofError",
+    "consistency_proof",
     "consistency_ranges",
     "fold",
+    "inclusion_proof",
     "inclusion_ranges",
     "leaf_hash",
     "node_hash",
@@ -272,6 +275,19 @@ def range_hash(begin: int, end: int, nodes: Mapping[Node, bytes]) -> bytes:
 def fold(ranges: Iterable[Range], nodes: Mapping[Node, bytes]) -> list[bytes]:
     """The hash of each range, from the perfect subtree hashes in ``nodes``."""
     return [range_hash(b, e, nodes) for b, e in ranges]
+
+
+def inclusion_proof(index: int, size: int, nodes: Mapping[Node, bytes]) -> list[bytes]:
+    """The audit path of leaf ``index`` in the tree of ``size`` leaves.
+
+    ``nodes`` maps at least :func:`nodes_of` of :func:`inclusion_ranges` to their hashes.
+    """
+    return fold(inclusion_ranges(index, size), nodes)
+
+
+def consistency_proof(size1: int, size2: int, nodes: Mapping[Node, bytes]) -> list[bytes]:
+    """The consistency proof from ``size1`` to ``size2`` leaves (``nodes`` as above)."""
+    return fold(consistency_ranges(size1, size2), nodes)
 
 
 class Frontier:

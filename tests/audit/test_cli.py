@@ -84,33 +84,15 @@ async def test_export_and_verify_from_the_command_line(
     server_dir: Path, db_url: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "citizen.jsonl"
-    result = await _cli(
-        "audit",
-        "export",
-        "--data-dir",
-        str(server_dir),
-        "--db",
-        db_url,
-        "--out",
-        str(out),
-        "--cnic-stdin",
-        "--no-passphrase",
-        stdin=CITIZEN.value + "\n",
-    )
+
+    async def export(*options: str, **kw: Any) -> Result:
+        common = ("--data-dir", str(server_dir), "--db", db_url, "--out", str(out))
+        return await _cli("audit", "export", *common, "--no-passphrase", *options, **kw)
+
+    result = await export("--cnic-stdin", stdin=CITIZEN.value + "\n")
     assert f"exported {len(range(0, N, 3))} entries of 1 logs" in result.stderr
     assert CITIZEN.value not in out.read_text()
-    again = await _cli(
-        "audit",
-        "export",
-        "--data-dir",
-        str(server_dir),
-        "--db",
-        db_url,
-        "--out",
-        str(out),
-        "--no-passphrase",
-        ok=False,
-    )
+    again = await export(ok=False)
     assert "exists; refusing to overwrite" in again.stderr
 
     anchor = tmp_path / "anchor.json"

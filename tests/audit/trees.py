@@ -32,7 +32,7 @@ class MemoryTree:
         return merkle.range_hash(0, size, self.nodes) if size else merkle.EMPTY_ROOT
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
-        return merkle.fold(merkle.inclusion_ranges(index, size), self.nodes)
+        return merkle.inclusion_proof(index, size, self.nodes)
 
     def consistency(self, size1: int, size2: int) -> list[bytes]:
-        return merkle.fold(merkle.consistency_ranges(size1, size2), self.nodes)
+        return merkle.consistency_proof(size1, size2, self.nodes)

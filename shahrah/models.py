@@ -7,6 +7,7 @@ owns its own ``models.py`` and its own migration chain in
 
 import adapters.models  # noqa: F401
 import audit.models  # noqa: F401
+import consent.models  # noqa: F401
 import registry.models  # noqa: F401  (imported for its tables)
 from core.db import Base
 from registry.schemareg import models as schemareg_models  # noqa: F401

@@ -136,7 +136,8 @@ class MemberInfo(_Doc):
 class GatewayInfo(_Doc):
     id: GatewayIdField
     address: str
-    tls_sha256: Sha256Hex
+    tls_certificate: str = Field(description="PEM certificate the gateway presents in mutual TLS")
+    tls_sha256: Sha256Hex = Field(description="hex SHA-256 of the certificate's DER form")
     status: Status = "active"
     clients: list[SubsystemIdField] = []
 

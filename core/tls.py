@@ -120,7 +120,9 @@ def _base(purpose: ssl._SSLMethod) -> ssl.SSLContext:
     return ctx
 
 
-def server_context(cert_file: str, key_file: str, trusted: Iterable[str]) -> ssl.SSLContext:
+def server_context(
+    cert_file: str, key_file: str, trusted: Iterable[str], *, password: bytes | None = None
+) -> ssl.SSLContext:
     """Server side of gateway mTLS: require a client certificate among ``trusted`` (PEMs).
 
     More certificates can be added later with ``load_verify_locations``
@@ -128,14 +130,16 @@ def server_context(cert_file: str, key_file: str, trusted: Iterable[str]) -> ssl
     against the current configuration.
     """
     ctx = _base(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert_file, key_file)
+    ctx.load_cert_chain(cert_file, key_file, password=password)
     pems = "".join(trusted)
     if pems:
         ctx.load_verify_locations(cadata=pems)
     return ctx
 
 
-def client_context(cert_file: str, key_file: str, peer_pem: str) -> ssl.SSLContext:
+def client_context(
+    cert_file: str, key_file: str, peer_pem: str, *, password: bytes | None = None
+) -> ssl.SSLContext:
     """Client side: present our certificate and accept only the one registered peer certificate.
 
     Host names are not checked: gateways are identified by their pinned
@@ -144,7 +148,7 @@ def client_context(cert_file: str, key_file: str, peer_pem: str) -> ssl.SSLConte
     ctx = _base(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata=peer_pem)
-    ctx.load_cert_chain(cert_file, key_file)
+    ctx.load_cert_chain(cert_file, key_file, password=password)
     return ctx
 
 

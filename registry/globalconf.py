@@ -446,12 +446,13 @@ class GlobalConfView:
             (
                 sid
                 for sid, rights in self._rights.items()
-                if any(self._grants(r, client, sid) for r in rights)
+                if any(self.grants(r, client, sid) for r in rights)
             ),
             key=str,
         )
 
-    def _grants(self, right: AccessRightInfo, client: ClientId, sid: ServiceId) -> bool:
+    def grants(self, right: AccessRightInfo, client: ClientId, sid: ServiceId) -> bool:
+        """Whether ``right`` (on ``sid``) names ``client``, directly or through a group."""
         return (
             right.client == client
             or client in self._global_groups.get(right.global_group or "", ())

@@ -5,7 +5,8 @@ owns its own ``models.py`` and its own migration chain in
 ``alembic/versions/<package>/``.
 """
 
-import registry.models  # noqa: F401  (imported for its tables)
+import exchange.models  # noqa: F401  (imported for its tables)
+import registry.models  # noqa: F401
 from core.db import Base
 
 metadata = Base.metadata

@@ -153,6 +153,14 @@ def _first(e: Exception) -> str:
     return str(e)
 
 
+def peek_message_id(token: str) -> str:
+    """The message id an unverifiable request claims, to label a refusal (never trusted)."""
+    try:
+        return _peek(token, RequestEnvelope).message_id
+    except InvalidSignatureError:
+        return "-"
+
+
 def open_request(token: str, view: GlobalConfView) -> RequestEnvelope:
     """Verify a request envelope with a key the calling member held at the envelope's time."""
     claimed = _peek(token, RequestEnvelope)

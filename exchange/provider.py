@@ -313,6 +313,12 @@ async def _refuse(
     service_label: str,
 ) -> web.StreamResponse:
     error_id = str(uuid.uuid4())
+    if error.xroad_type.startswith("Server.ClientProxy."):
+        # Raised by shared code, but here it is the provider's side that failed.
+        kind = error.xroad_type.replace("Server.ClientProxy.", "Server.ServerProxy.", 1)
+        error = ShahrahError(error.message)
+        error.xroad_type = kind
+    message_id = env.message_id if env else env_.peek_message_id(token)
     log.info(
         "refused %s: %s (%s) [%s]",
         env.request_id if env else "-",
@@ -326,7 +332,7 @@ async def _refuse(
     status = r1_status(error)
     headers = {"Content-Type": "application/json; charset=utf-8", "X-Road-Error": error.xroad_type}
     renv = ResponseEnvelope(
-        message_id=env.message_id if env else "-",
+        message_id=message_id,
         request_hash=env_.request_hash(token),
         responder=gw.id,
         status=status,
@@ -339,7 +345,7 @@ async def _refuse(
     try:
         await gw.record(
             role="provider",
-            message_id=env.message_id if env else "-",
+            message_id=message_id,
             request_id=env.request_id if env else error_id,
             client=env.client if env else None,
             service=env.service if env else None,

@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import OutdatedGlobalConfError
-from core.web import Api, security_headers_middleware
+from core.web import Api, error_middleware, security_headers_middleware
 from exchange.consumer import consume
 from exchange.context import Gateway
 from exchange.metadata import list_clients
@@ -122,12 +122,14 @@ async def _r1(request: web.Request) -> web.StreamResponse:
 
 def local_app(gw: Gateway) -> web.Application:
     app = web.Application(
-        client_max_size=gw.limits.max_body, middlewares=[security_headers_middleware]
+        client_max_size=gw.limits.max_body,
+        middlewares=[security_headers_middleware, error_middleware(header="X-Road-Error")],
     )
     app[GATEWAY] = gw
     ops.register(app)
-    app.router.add_route("*", "/r1/{tail:.*}", _r1)
-    app.router.add_route("*", "/r1", _r1)
+    # Any protocol version reaches the r1 parser, which answers others with an X-Road error.
+    app.router.add_route("*", r"/{version:r[0-9]+}/{tail:.*}", _r1)
+    app.router.add_route("*", r"/{version:r[0-9]+}", _r1)
     return app
 
 

@@ -35,3 +35,4 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.signatures
+	$(BIN)/python -m bench.schemas

@@ -238,6 +238,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
     description: str = ""
+    documented_body: type[BaseModel] | None = None
 
 
 @dataclass
@@ -254,6 +255,8 @@ class Api:
     description: str = ""
     security_schemes: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: list[Operation] = field(default_factory=list)
+    #: JSON Schema of error bodies, for APIs that answer in another shape than X-Road's.
+    error_schema: dict[str, Any] | None = None
 
     def route(
         self,
@@ -269,9 +272,13 @@ class Api:
         tags: Iterable[str] = (),
         errors: Iterable[int] = (),
         content_type: str = "application/json",
+        documented_body: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare an operation. The handler gets ``body=`` and ``query=`` already parsed
-        and may return a model, a list of models, plain JSON, or a StreamResponse."""
+        and may return a model, a list of models, plain JSON, or a StreamResponse.
+
+        ``documented_body`` describes a body the handler parses itself (for APIs whose
+        error statuses for bad bodies differ from ours, such as Confluent's)."""
 
         def decorate(handler: Handler) -> Handler:
             self.operations.append(
@@ -289,6 +296,7 @@ class Api:
                     errors=tuple(errors),
                     content_type=content_type,
                     description=(handler.__doc__ or "").strip(),
+                    documented_body=documented_body,
                 )
             )
             return handler
@@ -336,10 +344,11 @@ class Api:
                 entry["description"] = op.description
             if op.query is not None:
                 entry["parameters"].extend(_query_parameters(op.query))
-            if op.body is not None:
+            body_model = op.body or op.documented_body
+            if body_model is not None:
                 entry["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": _schema(op.body, components)}},
+                    "content": {"application/json": {"schema": _schema(body_model, components)}},
                 }
             ok: dict[str, Any] = {"description": "success"}
             if op.response is not None:
@@ -353,7 +362,7 @@ class Api:
                 entry["responses"][str(code)] = {"$ref": "#/components/responses/Error"}
             item[op.method.lower()] = entry
         components.setdefault("schemas", {})
-        components["schemas"]["Error"] = {
+        components["schemas"]["Error"] = self.error_schema or {
             "type": "object",
             "required": ["type", "message"],
             "properties": {

@@ -83,7 +83,7 @@ OP = "operator"
 async def operator(request: web.Request) -> str:
     """Authenticate the operator's bearer token; returns the token's name."""
     token = bearer_token(request)
-    state = request.app[STATE]
+    state = request.config_dict[STATE]  # also reached from sub-applications
     async with transaction(state.sessions, write=False) as s:
         return await tokens.check(s, token, state.admin_token)
 

@@ -14,6 +14,7 @@ from core.ids import validate_part
 from core.keys import KeySet, PrivateKey
 from registry import service, tokens
 from registry.globalconf import Anchor, Jwks
+from registry.schemareg.records import register_records
 
 KEY_FILE = "operator-key.pem"
 DB_FILE = "registry.db"
@@ -43,7 +44,8 @@ async def init_registry(
     refresh: int = service.DEFAULT_REFRESH,
 ) -> Initialised:
     """Create the operator key, migrate the database, record the instance, mint the first
-    operator token and write ``anchor.json``. Refuses to touch an existing registry."""
+    operator token, register the canonical record schemas and write ``anchor.json``.
+    Refuses to touch an existing registry."""
     validate_part(instance, "instance")
     key_path = data_dir / KEY_FILE
     db_url = db_url or default_db_url(data_dir)
@@ -53,6 +55,7 @@ async def init_registry(
         async with transaction(sessions(engine)) as s:
             await service.init_federation(s, instance, validity=validity, refresh=refresh)
             token = await tokens.create(s, "initial")
+            await register_records(s)
     finally:
         await engine.dispose()
     key = PrivateKey.generate()

@@ -17,6 +17,7 @@ from core.keys import PrivateKey
 from core.web import error_middleware, security_headers_middleware
 from registry import publisher
 from registry.api import STATE, RegistryState, api, operator
+from registry.schemareg.api import MOUNT, build_schema_app
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def build_app(config: RegistryConfig) -> web.Application:
         middlewares=[security_headers_middleware, error_middleware()],
     )
     api.register(app, {"operator": operator})
+    app.add_subapp(MOUNT, build_schema_app())
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(config.db_url)

@@ -52,6 +52,7 @@ from registry.payloads import (
     SubsystemCreate,
     SubsystemUpdate,
 )
+from registry.schemareg import service as schemas
 
 #: X-Road's defaults: gateways fetch every 60 s, a configuration is valid for 10 minutes.
 DEFAULT_REFRESH = 60
@@ -333,7 +334,7 @@ async def add_service(s: AsyncSession, body: ServiceCreate) -> ServiceInfo:
         description=body.description,
         requires_consent=body.requires_consent,
     )
-    _set_schemas(row, body.request_schema, body.response_schema)
+    await _set_schemas(s, row, body.request_schema, body.response_schema)
     s.add(row)
     await _flush(s, f"service {body.id} already exists")
     await _set_purposes(s, row, body.purposes)
@@ -351,7 +352,8 @@ async def update_service(s: AsyncSession, sid: ServiceId, body: ServiceUpdate) -
         row.description = body.description
     if "request_schema" in fields or "response_schema" in fields:
         current = await get_service(s, sid)
-        _set_schemas(
+        await _set_schemas(
+            s,
             row,
             body.request_schema if "request_schema" in fields else current.request_schema,
             body.response_schema if "response_schema" in fields else current.response_schema,
@@ -369,7 +371,22 @@ async def update_service(s: AsyncSession, sid: ServiceId, body: ServiceUpdate) -
     return info
 
 
-def _set_schemas(row: m.Service, req: SchemaRef | None, resp: SchemaRef | None) -> None:
+async def _set_schemas(
+    s: AsyncSession, row: m.Service, req: SchemaRef | None, resp: SchemaRef | None
+) -> None:
+    """Point the service at registered schemas only: a gateway could not validate against
+    a schema the registry does not hold, and would fail every exchange."""
+    for role, ref in (("request", req), ("response", resp)):
+        if ref is None:
+            continue
+        try:
+            await schemas.require_version(s, ref.subject, ref.version)
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"{role}_schema {ref.subject}:{ref.version} is not registered in the schema "
+                f"registry ({e.message}); register it first (shahrah registry schema register)",
+                detail={"field": f"{role}_schema", "subject": ref.subject, "version": ref.version},
+            ) from e
     row.request_schema_subject = req.subject if req else None
     row.request_schema_version = req.version if req else None
     row.response_schema_subject = resp.subject if resp else None

@@ -13,6 +13,7 @@ from core.cli import echo_json, no_passphrase_option, resolve_passphrase, run_as
 from core.errors import ShahrahError
 from core.keys import PrivateKey
 from registry.cli import registry
+from registry.schemareg.cli import schema
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -105,5 +106,6 @@ def key_public(path: Path, no_passphrase: bool) -> None:
 
 
 main.add_command(registry)
+registry.add_command(schema)
 
 __all__ = ["main", "run_async"]

@@ -8,6 +8,7 @@ owns its own ``models.py`` and its own migration chain in
 import exchange.models  # noqa: F401  (imported for its tables)
 import registry.models  # noqa: F401
 from core.db import Base
+from registry.schemareg import models as schemareg_models  # noqa: F401
 
 metadata = Base.metadata
 

@@ -151,7 +151,7 @@ def test_operator_actions_and_publishing(data_dir: tuple[Path, str, str], tmp_pa
         *common,
     )
     assert json.loads(grant.stdout)["method"] == "GET"
-    run("registry", "key", "revoke", kid, *common)
+    run("registry", "key", "revoke", *common, "--", kid)  # a kid may start with "-"
 
     refused = run("registry", "globalconf", "publish", *common, ok=False)
     assert "SHAHRAH_KEY_PASSPHRASE" in refused.stderr

@@ -1,0 +1,589 @@
+"""Every difference between two JSON Schemas that matters to their readers and writers.
+
+``compare(original, update)`` walks two loaded schemas (:mod:`nodes`) side by
+side and lists each change with its JSON pointer: a maximum lowered, a
+property added to an open content model, an ``anyOf`` branch dropped, ...
+The change types and the walk follow Confluent's JSON Schema provider, so a
+subject moves between Confluent and Shahrah with the same verdicts; which
+changes are *compatible* is decided by :mod:`compat` from the policy.
+
+``original`` is the schema data was written with and ``update`` the one it is
+read with: the update is compatible when everything the original accepts, it
+accepts too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from registry.schemareg import nodes as n
+from registry.schemareg.documents import regex_search
+
+__all__ = ["Context", "Difference", "compare"]
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One change: its Confluent type name and where, as ``#/...`` (Confluent's notation)."""
+
+    type: str
+    path: tuple[str, ...] = ()
+
+    @property
+    def pointer(self) -> str:
+        return "#/" + "/".join(self.path)
+
+    def rebased(self, prefix: tuple[str, ...]) -> Difference:
+        return Difference(self.type, prefix + self.path)
+
+
+@dataclass
+class _Shared:
+    compatible: frozenset[str]
+    lenient: bool
+    memo: dict[tuple[int, int], list[Difference]] = field(default_factory=dict)
+    in_progress: set[tuple[int, int]] = field(default_factory=set)
+
+
+class Context:
+    """Collects differences under a current path; shares memo and cycle guard with its
+    sub-contexts so a recursive schema is compared in finite time."""
+
+    def __init__(self, shared: _Shared, path: tuple[str, ...] = ()) -> None:
+        self.shared = shared
+        self.path = path
+        self.differences: list[Difference] = []
+
+    @classmethod
+    def root(cls, compatible: Iterable[str], *, lenient: bool) -> Context:
+        return cls(_Shared(frozenset(compatible), lenient))
+
+    def sub(self) -> Context:
+        return Context(self.shared, self.path)
+
+    def at(self, *segments: str) -> Context:
+        """A context that adds to this one's list, one level deeper."""
+        child = Context(self.shared, self.path + segments)
+        child.differences = self.differences
+        return child
+
+    def add(self, kind: str, *segments: str) -> None:
+        self.differences.append(Difference(kind, self.path + segments))
+
+    def extend(self, differences: Iterable[Difference]) -> None:
+        self.differences.extend(differences)
+
+    @property
+    def compatible(self) -> bool:
+        return all(d.type in self.shared.compatible for d in self.differences)
+
+
+def _deref(node: n.Node | None) -> n.Node | None:
+    seen = 0
+    while isinstance(node, n.Ref):
+        node = node.target()
+        seen += 1
+        if seen > 64:  # a $ref chain that only points at $refs: nothing to compare
+            return n.TrueNode()
+    return node
+
+
+def compare(ctx: Context, original: n.Node | None, update: n.Node | None) -> None:
+    """Add to ``ctx`` every difference between ``original`` and ``update``."""
+    original, update = _deref(original), _deref(update)
+    if original is None and update is None:
+        return
+    if original is None:
+        ctx.add("SCHEMA_ADDED")
+        return
+    if update is None:
+        ctx.add("SCHEMA_REMOVED")
+        return
+    key = (id(original), id(update))
+    shared = ctx.shared
+    cached = shared.memo.get(key)
+    if cached is None:
+        if key in shared.in_progress:
+            return  # a recursive schema met itself: the enclosing comparison decides
+        shared.in_progress.add(key)
+        try:
+            inner = Context(shared)
+            _compare(inner, original, update)
+            cached = shared.memo[key] = list(inner.differences)
+        finally:
+            shared.in_progress.discard(key)
+    ctx.extend(d.rebased(ctx.path) for d in cached)
+
+
+def _try(ctx: Context, original: n.Node | None, update: n.Node | None) -> Context:
+    sub = ctx.sub()
+    compare(sub, original, update)
+    return sub
+
+
+def _compare(ctx: Context, original: n.Node, update: n.Node) -> None:
+    o_comb, u_comb = isinstance(original, n.Combined), isinstance(update, n.Combined)
+    if not o_comb and isinstance(update, n.Combined):
+        if len(update.subschemas) == 1:
+            sub = _try(ctx, original, update.subschemas[0])
+            if sub.compatible:
+                ctx.extend(sub.differences)
+                return
+        elif update.criterion in ("anyOf", "oneOf"):
+            for branch in update.subschemas:
+                sub = _try(ctx, original, branch)
+                if sub.compatible:
+                    ctx.extend(sub.differences)
+                    ctx.add("SUM_TYPE_EXTENDED")
+                    return
+    elif isinstance(original, n.Combined) and not u_comb:
+        if len(original.subschemas) == 1:
+            sub = _try(ctx, original.subschemas[0], update)
+            if sub.compatible:
+                ctx.extend(sub.differences)
+                return
+        elif original.criterion == "allOf":
+            for branch in original.subschemas:
+                sub = _try(ctx, branch, update)
+                if sub.compatible:
+                    ctx.extend(sub.differences)
+                    ctx.add("PRODUCT_TYPE_NARROWED")
+                    return
+    if type(original) is not type(update):
+        if not isinstance(original, n.FalseNode) and not isinstance(update, n.TrueNode):
+            ctx.add("TYPE_CHANGED")
+        return
+    for attr, kind in (
+        ("id", "ID_CHANGED"),
+        ("title", "TITLE_CHANGED"),
+        ("description", "DESCRIPTION_CHANGED"),
+        ("default", "DEFAULT_CHANGED"),
+    ):
+        if _differ(getattr(original, attr), getattr(update, attr)):
+            ctx.add(kind)
+    rule = _RULES.get(type(original))
+    if rule is not None:
+        rule(ctx, original, update)
+
+
+def _differ(a: Any, b: Any) -> bool:
+    if a is n.MISSING or b is n.MISSING:
+        return a is not b
+    return n.json_key(a) != n.json_key(b)
+
+
+def _bound(ctx: Context, keyword: str, old: float | None, new: float | None, stem: str) -> None:
+    """ADDED / REMOVED / INCREASED / DECREASED for one numeric keyword."""
+    if old == new:
+        return
+    if old is None:
+        ctx.add(f"{stem}_ADDED", keyword)
+    elif new is None:
+        ctx.add(f"{stem}_REMOVED", keyword)
+    elif old < new:
+        ctx.add(f"{stem}_INCREASED", keyword)
+    else:
+        ctx.add(f"{stem}_DECREASED", keyword)
+
+
+def _string(ctx: Context, o: n.String, u: n.String) -> None:
+    _bound(ctx, "maxLength", o.max_length, u.max_length, "MAX_LENGTH")
+    _bound(ctx, "minLength", o.min_length, u.min_length, "MIN_LENGTH")
+    if o.pattern is None and u.pattern is not None:
+        ctx.add("PATTERN_ADDED", "pattern")
+    elif o.pattern is not None and u.pattern is None:
+        ctx.add("PATTERN_REMOVED", "pattern")
+    elif o.pattern != u.pattern:
+        ctx.add("PATTERN_CHANGED", "pattern")
+
+
+def _decimal(value: float) -> Decimal | None:
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def _number(ctx: Context, o: n.Number, u: n.Number) -> None:
+    _bound(ctx, "maximum", o.maximum, u.maximum, "MAXIMUM")
+    _bound(ctx, "minimum", o.minimum, u.minimum, "MINIMUM")
+    _bound(ctx, "exclusiveMaximum", o.exclusive_maximum, u.exclusive_maximum, "EXCLUSIVE_MAXIMUM")
+    _bound(ctx, "exclusiveMinimum", o.exclusive_minimum, u.exclusive_minimum, "EXCLUSIVE_MINIMUM")
+    old = _decimal(o.multiple_of) if o.multiple_of is not None else None
+    new = _decimal(u.multiple_of) if u.multiple_of is not None else None
+    if old != new:
+        if old is None:
+            ctx.add("MULTIPLE_OF_ADDED", "multipleOf")
+        elif new is None:
+            ctx.add("MULTIPLE_OF_REMOVED", "multipleOf")
+        elif new != 0 and old != 0 and new % old == 0:
+            ctx.add("MULTIPLE_OF_EXPANDED", "multipleOf")  # fewer numbers are multiples now
+        elif new != 0 and old % new == 0:
+            ctx.add("MULTIPLE_OF_REDUCED", "multipleOf")
+        else:
+            ctx.add("MULTIPLE_OF_CHANGED", "multipleOf")
+    if o.requires_integer != u.requires_integer:
+        ctx.add("TYPE_EXTENDED" if o.requires_integer else "TYPE_NARROWED")
+
+
+def _enum(ctx: Context, o: n.Enum, u: n.Enum) -> None:
+    old = {n.json_key(v) for v in o.values}
+    new = {n.json_key(v) for v in u.values}
+    if old == new:
+        return
+    if new >= old:
+        ctx.add("ENUM_ARRAY_EXTENDED", "enum")
+    elif old >= new:
+        ctx.add("ENUM_ARRAY_NARROWED", "enum")
+    else:
+        ctx.add("ENUM_ARRAY_CHANGED", "enum")
+
+
+def _const(ctx: Context, o: n.Const, u: n.Const) -> None:
+    if n.json_key(o.value) != n.json_key(u.value):
+        ctx.add("ENUM_ARRAY_CHANGED", "const")
+
+
+def _not(ctx: Context, o: n.Not, u: n.Not) -> None:
+    here = ctx.at("not")
+    # What the update forbids must be forbidden by the original too: compare reversed.
+    sub = _try(here, u.schema, o.schema)
+    if sub.differences:
+        here.add("NOT_TYPE_NARROWED" if sub.compatible else "NOT_TYPE_EXTENDED")
+
+
+def _criterion_change(o: n.Combined, u: n.Combined) -> str | None:
+    if o.criterion == u.criterion:
+        return None
+    if u.criterion == "anyOf":
+        return "COMBINED_TYPE_EXTENDED"  # allOf/oneOf to anyOf accepts more
+    if u.criterion == "oneOf":
+        return "COMBINED_TYPE_EXTENDED" if len(o.subschemas) == 1 else "COMBINED_TYPE_CHANGED"
+    if len(o.subschemas) == 1 and len(u.subschemas) == 1:
+        return "COMBINED_TYPE_EXTENDED"
+    return "COMBINED_TYPE_CHANGED"
+
+
+def _distinct(nodes: list[n.Node]) -> list[n.Node]:
+    """Branches without repeats (``anyOf: [A, A]`` is ``anyOf: [A]``), in order."""
+    seen: set[tuple[str, str, bytes]] = set()
+    kept = []
+    for node in nodes:
+        criterion = node.criterion if isinstance(node, n.Combined) else ""
+        key = (type(node).__name__, criterion, n.json_key(node.raw))
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    return kept
+
+
+def _combined(ctx: Context, o: n.Combined, u: n.Combined) -> None:
+    change = _criterion_change(o, u)
+    if change is not None:
+        ctx.add(change)
+        if change == "COMBINED_TYPE_CHANGED":
+            return
+    olds, news = _distinct(o.subschemas), _distinct(u.subschemas)
+    if len(olds) != len(news):
+        grew = len(olds) < len(news)
+        product = u.criterion == "allOf"
+        ctx.add(
+            ("PRODUCT" if product else "SUM") + ("_TYPE_EXTENDED" if grew else "_TYPE_NARROWED")
+        )
+    edges: dict[int, dict[int, list[Difference]]] = {}
+    for i, old in enumerate(olds):
+        here = ctx.at(o.criterion, str(i))
+        for j, new in enumerate(news):
+            sub = _try(here, old, new)
+            if sub.compatible:
+                edges.setdefault(i, {})[j] = sub.differences
+    matching = _max_matching(edges)
+    for i, j in sorted(matching.items()):
+        ctx.extend(edges[i][j])
+    if len(matching) < min(len(olds), len(news)):
+        ctx.add("COMBINED_TYPE_SUBSCHEMAS_CHANGED")
+
+
+def _max_matching(edges: dict[int, dict[int, list[Difference]]]) -> dict[int, int]:
+    """Maximum bipartite matching (augmenting paths; branch counts are small): left → right.
+
+    Among maximum matchings it leans to pairing branches that differ least: each
+    branch tries its closest free partner before displacing another's.
+    """
+    match_right: dict[int, int] = {}
+
+    def augment(left: int, seen: set[int]) -> bool:
+        options = sorted(edges.get(left, {}).items(), key=lambda kv: (len(kv[1]), kv[0]))
+        for right, _ in options:
+            if right not in match_right:
+                match_right[right] = left
+                return True
+        for right, _ in options:
+            if right in seen:
+                continue
+            seen.add(right)
+            if augment(match_right[right], seen):
+                match_right[right] = left
+                return True
+        return False
+
+    for left in sorted(edges):
+        augment(left, set())
+    return {left: right for right, left in match_right.items()}
+
+
+def _open(node: n.Object | n.Array, patterns: dict[str, n.Node]) -> bool:
+    """An open content model admits any extra property (item) with any value."""
+    if not node.permits_additional or node.additional is not None or patterns:
+        return False
+    return node.unevaluated is None or isinstance(_deref(node.unevaluated), n.TrueNode)
+
+
+def _partial(node: n.Object | n.Array, name: str | None) -> n.Node | None:
+    """The schema a partially open content model gives an extra property (item), if any."""
+    if isinstance(node, n.Object) and name is not None:
+        for regex, schema in node.pattern_properties.items():
+            if regex_search(regex, name):
+                return schema
+    if node.additional is not None:
+        return node.additional
+    if node.permits_additional and node.unevaluated is not None:
+        target = _deref(node.unevaluated)
+        if not isinstance(target, n.FalseNode | n.TrueNode):
+            return node.unevaluated
+    return None
+
+
+def _covered(
+    ctx: Context, original: n.Node, update: n.Node, covered: str, not_covered: str
+) -> None:
+    """Whether a partially open model's schema takes over for a named property (item)."""
+    sub = _try(ctx, original, update)
+    if sub.compatible:
+        ctx.extend(sub.differences)
+        ctx.add(covered)
+    else:
+        # LENIENT trusts readers to ignore what they do not know, so the evidence against
+        # coverage is not itself a finding; STRICT reports it.
+        if not ctx.shared.lenient:
+            ctx.extend(sub.differences)
+        ctx.add(not_covered)
+
+
+def _object(ctx: Context, o: n.Object, u: n.Object) -> None:
+    required = ctx.at("required")
+    for name in o.properties:
+        if name in u.properties:
+            was, now = name in o.required, name in u.required
+            if was and not now:
+                required.add("REQUIRED_ATTRIBUTE_REMOVED", name)
+            elif now and not was:
+                with_default = _deref(u.properties[name])
+                kind = (
+                    "REQUIRED_ATTRIBUTE_WITH_DEFAULT_ADDED"
+                    if with_default is not None and with_default.has_default
+                    else "REQUIRED_ATTRIBUTE_ADDED"
+                )
+                required.add(kind, name)
+    _properties(ctx.at("properties"), o, u)
+    _dependencies(ctx, o, u)
+    _additional(
+        ctx.at("additionalProperties"), o.permits_additional, u.permits_additional,
+        o.additional, u.additional, "ADDITIONAL_PROPERTIES",
+    )  # fmt: skip
+    _unevaluated(ctx, o.unevaluated, u.unevaluated, "unevaluatedProperties", "PROPERTIES")
+    _bound(ctx, "maxProperties", o.max_properties, u.max_properties, "MAX_PROPERTIES")
+    _bound(ctx, "minProperties", o.min_properties, u.min_properties, "MIN_PROPERTIES")
+
+
+def _properties(ctx: Context, o: n.Object, u: n.Object) -> None:
+    names = list(o.properties) + [k for k in u.properties if k not in o.properties]
+    for name in names:
+        here = ctx.at(name)
+        old, new = o.properties.get(name), u.properties.get(name)
+        if old is not None and new is not None:
+            compare(here, old, new)
+        elif new is None:
+            assert old is not None
+            if _open(u, u.pattern_properties):
+                here.add("PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL")
+            elif (partial := _partial(u, name)) is not None:
+                _covered(
+                    here, old, partial,
+                    "PROPERTY_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                    "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                )  # fmt: skip
+            elif isinstance(_deref(old), n.FalseNode):
+                here.add("PROPERTY_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+            else:
+                here.add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+        else:
+            target = _deref(new)
+            has_default = target is not None and target.has_default
+            is_required = name in u.required
+            if _open(o, o.pattern_properties):
+                if isinstance(target, n.TrueNode):
+                    here.add("PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL")
+                elif is_required:
+                    here.add(
+                        "REQUIRED_PROPERTY_WITH_DEFAULT_ADDED_TO_OPEN_CONTENT_MODEL"
+                        if has_default
+                        else "REQUIRED_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL"
+                    )
+                else:
+                    here.add("OPTIONAL_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL")
+                continue
+            if (partial := _partial(o, name)) is not None:
+                _covered(
+                    here, partial, new,
+                    "PROPERTY_ADDED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                    "PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                )  # fmt: skip
+            if is_required:
+                here.add(
+                    "REQUIRED_PROPERTY_WITH_DEFAULT_ADDED_TO_UNOPEN_CONTENT_MODEL"
+                    if has_default
+                    else "REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL"
+                )
+            else:
+                here.add("OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL")
+
+
+def _dependencies(ctx: Context, o: n.Object, u: n.Object) -> None:
+    here = ctx.at(o.keywords["dependencies"])
+    for name in list(o.property_dependencies) + [
+        k for k in u.property_dependencies if k not in o.property_dependencies
+    ]:
+        old, new = o.property_dependencies.get(name), u.property_dependencies.get(name)
+        if new is None:
+            here.add("DEPENDENCY_ARRAY_REMOVED", name)
+        elif old is None:
+            here.add("DEPENDENCY_ARRAY_ADDED", name)
+        elif set(old) != set(new):
+            if set(new) >= set(old):
+                here.add("DEPENDENCY_ARRAY_EXTENDED", name)
+            elif set(old) >= set(new):
+                here.add("DEPENDENCY_ARRAY_NARROWED", name)
+            else:
+                here.add("DEPENDENCY_ARRAY_CHANGED", name)
+    here = ctx.at(o.keywords["dependentSchemas"])
+    for name in list(o.schema_dependencies) + [
+        k for k in u.schema_dependencies if k not in o.schema_dependencies
+    ]:
+        old_s, new_s = o.schema_dependencies.get(name), u.schema_dependencies.get(name)
+        if new_s is None:
+            here.add("DEPENDENCY_SCHEMA_REMOVED", name)
+        elif old_s is None:
+            here.add("DEPENDENCY_SCHEMA_ADDED", name)
+        else:
+            compare(here.at(name), old_s, new_s)
+
+
+def _additional(
+    ctx: Context,
+    o_permits: bool,
+    u_permits: bool,
+    o_schema: n.Node | None,
+    u_schema: n.Node | None,
+    stem: str,
+) -> None:
+    """``additionalProperties`` / ``additionalItems``: allowed at all, and with what schema."""
+    if o_permits != u_permits:
+        ctx.add(f"{stem}_ADDED" if u_permits else f"{stem}_REMOVED")
+    elif o_schema is None and u_schema is not None:
+        ctx.add(f"{stem}_NARROWED")
+    elif u_schema is None and o_schema is not None:
+        ctx.add(f"{stem}_EXTENDED")
+    else:
+        compare(ctx, o_schema, u_schema)
+
+
+def _unevaluated(
+    ctx: Context, old: n.Node | None, new: n.Node | None, keyword: str, what: str
+) -> None:
+    if old is None and new is None:
+        return
+    here = ctx.at(keyword)
+    old_t, new_t = _deref(old), _deref(new)
+    stem = f"UNEVALUATED_{what}"
+    if old_t is None:
+        here.add(f"{stem}_REMOVED" if isinstance(new_t, n.FalseNode) else f"{stem}_NARROWED")
+    elif new_t is None:
+        here.add(f"{stem}_ADDED" if isinstance(old_t, n.FalseNode) else f"{stem}_EXTENDED")
+    elif isinstance(old_t, n.FalseNode) and not isinstance(new_t, n.FalseNode):
+        here.add(f"{stem}_ADDED")
+    elif not isinstance(old_t, n.FalseNode) and isinstance(new_t, n.FalseNode):
+        here.add(f"{stem}_REMOVED")
+    elif isinstance(old_t, n.TrueNode) and not isinstance(new_t, n.TrueNode):
+        here.add(f"{stem}_NARROWED")
+    elif not isinstance(old_t, n.TrueNode) and isinstance(new_t, n.TrueNode):
+        here.add(f"{stem}_EXTENDED")
+    else:
+        compare(here, old, new)
+
+
+def _array(ctx: Context, o: n.Array, u: n.Array) -> None:
+    compare(ctx.at("items"), o.all_items, u.all_items)
+    _item_list(ctx, o, u)
+    _additional(
+        ctx.at(o.keywords["additionalItems"]), o.permits_additional, u.permits_additional,
+        o.additional, u.additional, "ADDITIONAL_ITEMS",
+    )  # fmt: skip
+    _unevaluated(ctx, o.unevaluated, u.unevaluated, "unevaluatedItems", "ITEMS")
+    _bound(ctx, "maxItems", o.max_items, u.max_items, "MAX_ITEMS")
+    _bound(ctx, "minItems", o.min_items, u.min_items, "MIN_ITEMS")
+    if o.unique_items != u.unique_items:
+        ctx.add("UNIQUE_ITEMS_REMOVED" if o.unique_items else "UNIQUE_ITEMS_ADDED", "uniqueItems")
+    _bound(ctx, "maxContains", o.max_contains, u.max_contains, "MAX_CONTAINS")
+    _bound(ctx, "minContains", o.min_contains, u.min_contains, "MIN_CONTAINS")
+
+
+def _item_list(ctx: Context, o: n.Array, u: n.Array) -> None:
+    olds, news = o.item_list or [], u.item_list or []
+    keyword = o.keywords["items"]
+    for i in range(max(len(olds), len(news))):
+        here = ctx.at(keyword, str(i))
+        if i < len(olds) and i < len(news):
+            compare(here, olds[i], news[i])
+        elif i < len(olds):
+            if _open(u, {}):
+                here.add("ITEM_REMOVED_FROM_OPEN_CONTENT_MODEL")
+            elif (partial := _partial(u, None)) is not None:
+                _covered(
+                    here, olds[i], partial,
+                    "ITEM_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                    "ITEM_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                )  # fmt: skip
+            elif isinstance(_deref(olds[i]), n.FalseNode):
+                here.add("ITEM_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+            else:
+                here.add("ITEM_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+        elif _open(o, {}):
+            here.add(
+                "ITEM_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL"
+                if isinstance(_deref(news[i]), n.TrueNode)
+                else "ITEM_ADDED_TO_OPEN_CONTENT_MODEL"
+            )
+        elif (partial := _partial(o, None)) is not None:
+            _covered(
+                here, partial, news[i],
+                "ITEM_ADDED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                "ITEM_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+            )  # fmt: skip
+        else:
+            here.add("ITEM_ADDED_TO_CLOSED_CONTENT_MODEL")
+
+
+_RULES: dict[type, Callable[[Context, Any, Any], None]] = {
+    n.String: _string,
+    n.Number: _number,
+    n.Enum: _enum,
+    n.Const: _const,
+    n.Not: _not,
+    n.Combined: _combined,
+    n.Object: _object,
+    n.Array: _array,
+}

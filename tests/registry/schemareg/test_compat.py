@@ -1,0 +1,318 @@
+"""The compatibility checker: its rules case by case, its levels and policies, and the
+properties every checker must have (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from registry.schemareg.compat import LEVELS, check, describe, differences, incompatibilities
+from registry.schemareg.documents import DRAFT202012, Bundle, draft_of, fingerprint
+
+
+def b(schema: Any, **refs: Any) -> Bundle:
+    return Bundle(schema, draft_of(schema), refs)
+
+
+def changes(old: Any, new: Any, policy: str = "STRICT") -> list[str]:
+    return sorted(f"{d.type} {d.pointer}" for d in differences(b(old), b(new), policy))  # type: ignore[arg-type]
+
+
+def compatible(old: Any, new: Any, policy: str = "STRICT") -> bool:
+    return not incompatibilities(b(old), b(new), policy)  # type: ignore[arg-type]
+
+
+S, N, I = {"type": "string"}, {"type": "number"}, {"type": "integer"}  # noqa: E741
+
+
+def obj(props: dict[str, Any], *, closed: bool = False, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props, **extra}
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+CASES = [
+    # (old, new, expected changes, compatible)
+    ({"type": "string", "maxLength": 5}, {"type": "string", "maxLength": 9},
+     ["MAX_LENGTH_INCREASED #/maxLength"], True),
+    ({"type": "string", "maxLength": 9}, {"type": "string", "maxLength": 5},
+     ["MAX_LENGTH_DECREASED #/maxLength"], False),
+    ({"type": "string"}, {"type": "string", "pattern": "^[0-9]+$"}, ["PATTERN_ADDED #/pattern"],
+     False),
+    ({"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"},
+     ["PATTERN_CHANGED #/pattern"], False),
+    ({"type": "number", "minimum": 1}, {"type": "number"}, ["MINIMUM_REMOVED #/minimum"], True),
+    ({"type": "number", "exclusiveMaximum": 5}, {"type": "number", "exclusiveMaximum": 3},
+     ["EXCLUSIVE_MAXIMUM_DECREASED #/exclusiveMaximum"], False),
+    ({"type": "number", "multipleOf": 0.5}, {"type": "number", "multipleOf": 1.5},
+     ["MULTIPLE_OF_EXPANDED #/multipleOf"], False),
+    ({"type": "number", "multipleOf": 1.5}, {"type": "number", "multipleOf": 0.5},
+     ["MULTIPLE_OF_REDUCED #/multipleOf"], True),
+    (I, N, ["TYPE_EXTENDED #/"], True),
+    (N, I, ["TYPE_NARROWED #/"], False),
+    (S, N, ["TYPE_CHANGED #/"], False),
+    (S, {"type": ["string", "null"]}, ["SUM_TYPE_EXTENDED #/"], True),
+    ({"type": ["string", "null"]}, S, ["TYPE_CHANGED #/"], False),
+    ({"enum": ["a", "b"]}, {"enum": ["a", "b", "c"]}, ["ENUM_ARRAY_EXTENDED #/enum"], True),
+    ({"enum": ["a", "b"]}, {"enum": ["a"]}, ["ENUM_ARRAY_NARROWED #/enum"], False),
+    ({"enum": [1]}, {"enum": [1.0]}, [], True),
+    ({"const": "x"}, {"const": "y"}, ["ENUM_ARRAY_CHANGED #/const"], False),
+    ({"not": I}, {"not": N}, ["NOT_TYPE_EXTENDED #/not"], False),
+    ({"anyOf": [S, N]}, {"anyOf": [S]}, ["SUM_TYPE_NARROWED #/"], False),
+    ({"anyOf": [S]}, {"anyOf": [N, S, {"type": "null"}]}, ["SUM_TYPE_EXTENDED #/"], True),
+    ({"allOf": [S, {"maxLength": 3}]}, {"allOf": [S]}, ["PRODUCT_TYPE_NARROWED #/"], True),
+    ({"oneOf": [S, I]}, {"anyOf": [S, I]}, ["COMBINED_TYPE_EXTENDED #/"], True),
+    ({"anyOf": [S, I]}, {"oneOf": [S, I]}, ["COMBINED_TYPE_CHANGED #/"], False),
+    ({"anyOf": [S, I]}, {"anyOf": [N, S]}, ["TYPE_EXTENDED #/anyOf/1"], True),
+    ({"anyOf": [S, I]}, {"anyOf": [{"type": "boolean"}, S]},
+     ["COMBINED_TYPE_SUBSCHEMAS_CHANGED #/"], False),
+    ({"type": "array", "items": S}, {"type": "array", "items": N}, ["TYPE_CHANGED #/items"], False),
+    ({"type": "array", "minItems": 1}, {"type": "array"}, ["MIN_ITEMS_REMOVED #/minItems"], True),
+    ({"type": "array"}, {"type": "array", "uniqueItems": True},
+     ["UNIQUE_ITEMS_ADDED #/uniqueItems"], False),
+    ({"type": "array", "items": [S], "additionalItems": False},
+     {"type": "array", "items": [S, N], "additionalItems": False},
+     ["ITEM_ADDED_TO_CLOSED_CONTENT_MODEL #/items/1"], True),
+    ({"type": "array", "items": [S, N], "additionalItems": False},
+     {"type": "array", "items": [S], "additionalItems": False},
+     ["ITEM_REMOVED_FROM_CLOSED_CONTENT_MODEL #/items/1"], False),
+    ({"$schema": DRAFT202012, "type": "array", "prefixItems": [S], "items": False},
+     {"$schema": DRAFT202012, "type": "array", "prefixItems": [S, N], "items": False},
+     ["ITEM_ADDED_TO_CLOSED_CONTENT_MODEL #/prefixItems/1"], True),
+    (obj({"a": S}, required=["a"]), obj({"a": S}), ["REQUIRED_ATTRIBUTE_REMOVED #/required/a"],
+     True),
+    (obj({"a": S}), obj({"a": S}, required=["a"]), ["REQUIRED_ATTRIBUTE_ADDED #/required/a"],
+     False),
+    (obj({"a": S}), obj({"a": {**S, "default": "x"}}, required=["a"]),
+     ["DEFAULT_CHANGED #/properties/a", "REQUIRED_ATTRIBUTE_WITH_DEFAULT_ADDED #/required/a"],
+     True),
+    (obj({"a": S}, closed=True), obj({"a": S, "b": N}, closed=True),
+     ["OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL #/properties/b"], True),
+    (obj({"a": S}, closed=True), obj({"a": S, "b": N}, closed=True, required=["b"]),
+     ["REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL #/properties/b"], False),
+    (obj({"a": S}), obj({"a": S, "b": N}),
+     ["OPTIONAL_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL #/properties/b"], False),
+    (obj({"a": S}), obj({"a": S, "b": {}}),
+     ["PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL #/properties/b"], True),
+    (obj({"a": S, "b": N}), obj({"a": S}),
+     ["PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL #/properties/b"], True),
+    (obj({"a": S, "b": N}, closed=True), obj({"a": S}, closed=True),
+     ["PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL #/properties/b"], False),
+    (obj({"a": S, "b": False}, closed=True), obj({"a": S}, closed=True),
+     ["PROPERTY_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL #/properties/b"], True),
+    (obj({"a": S}, additionalProperties=S), obj({"a": S, "b": S}, additionalProperties=S),
+     ["OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL #/properties/b",
+      "PROPERTY_ADDED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL #/properties/b"], True),
+    (obj({"a": S}, patternProperties={"^n_": N}, additionalProperties=False),
+     obj({"a": S, "n_1": S}, patternProperties={"^n_": N}, additionalProperties=False),
+     ["OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL #/properties/n_1",
+      "PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL #/properties/n_1",
+      "TYPE_CHANGED #/properties/n_1"], False),
+    (obj({"a": S}, closed=True), obj({"a": S}),
+     ["ADDITIONAL_PROPERTIES_ADDED #/additionalProperties"], True),
+    (obj({"a": S}), obj({"a": S}, closed=True),
+     ["ADDITIONAL_PROPERTIES_REMOVED #/additionalProperties"], False),
+    ({"type": "object", "maxProperties": 3}, {"type": "object", "maxProperties": 2},
+     ["MAX_PROPERTIES_DECREASED #/maxProperties"], False),
+    ({"type": "object", "dependencies": {"a": ["b", "c"]}},
+     {"type": "object", "dependencies": {"a": ["b"]}},
+     ["DEPENDENCY_ARRAY_NARROWED #/dependencies/a"], True),
+    ({"$schema": DRAFT202012, "type": "object", "dependentRequired": {"a": ["b"]}},
+     {"$schema": DRAFT202012, "type": "object", "dependentRequired": {"a": ["b", "c"]}},
+     ["DEPENDENCY_ARRAY_EXTENDED #/dependentRequired/a"], False),
+    ({"title": "x", "description": "y", "$id": "urn:a"}, {"title": "z", "$id": "urn:b"},
+     ["DESCRIPTION_CHANGED #/", "ID_CHANGED #/", "TITLE_CHANGED #/"], True),
+    (S, {}, [], True),
+    (False, S, [], True),
+    ({}, S, ["TYPE_CHANGED #/"], False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "expected", "ok"), CASES)
+def test_each_rule_names_the_change_and_its_pointer(
+    old: Any, new: Any, expected: list[str], ok: bool
+) -> None:
+    assert changes(old, new) == sorted(expected)
+    assert compatible(old, new) is ok
+
+
+def test_refs_are_followed_across_references_and_recursion_terminates() -> None:
+    tree = {
+        "type": "object",
+        "properties": {"name": S, "children": {"type": "array", "items": {"$ref": "#"}}},
+    }
+    assert changes(tree, tree) == []
+    deeper = json.loads(json.dumps(tree))
+    deeper["properties"]["name"] = {"type": "string", "maxLength": 3}
+    assert changes(tree, deeper) == ["MAX_LENGTH_ADDED #/properties/name/maxLength"]
+    common_v1 = {"$defs": {"cnic": {"type": "string"}}}
+    common_v2 = {"$defs": {"cnic": {"type": "string", "pattern": "^[0-9-]+$"}}}
+    person = {"$schema": DRAFT202012, **obj({"cnic": {"$ref": "common.json#/$defs/cnic"}})}
+    found = incompatibilities(
+        b(person, **{"common.json": common_v1}), b(person, **{"common.json": common_v2})
+    )
+    assert [(d.type, d.pointer) for d in found] == [("PATTERN_ADDED", "#/properties/cnic/pattern")]
+
+
+# The 24 combinations of policy x content model x add/remove x required/with default/optional.
+P_OPT = {"b": N}
+P_DEF = {"b": {**N, "default": 0}}
+
+
+@pytest.mark.parametrize(
+    ("closed", "added", "prop", "required", "strict", "lenient"),
+    [
+        (False, True, P_OPT, True, False, False),
+        (False, True, P_DEF, True, False, True),
+        (False, True, P_OPT, False, False, True),
+        (True, True, P_OPT, True, False, False),
+        (True, True, P_DEF, True, True, True),
+        (True, True, P_OPT, False, True, True),
+        (False, False, P_OPT, True, True, True),
+        (False, False, P_DEF, True, True, True),
+        (False, False, P_OPT, False, True, True),
+        (True, False, P_OPT, True, False, True),
+        (True, False, P_DEF, True, False, True),
+        (True, False, P_OPT, False, False, True),
+    ],
+)
+def test_strict_and_lenient_policies(
+    closed: bool, added: bool, prop: dict[str, Any], required: bool, strict: bool, lenient: bool
+) -> None:
+    small = obj({"a": S}, closed=closed)
+    big = obj({"a": S, **prop}, closed=closed, **({"required": ["b"]} if required else {}))
+    old, new = (small, big) if added else (big, small)
+    assert compatible(old, new, "STRICT") is strict
+    assert compatible(old, new, "LENIENT") is lenient
+
+
+def test_lenient_accepts_closing_a_model_but_never_a_type_change() -> None:
+    assert compatible(obj({"a": S}), obj({"a": S}, closed=True), "LENIENT")
+    assert not compatible(obj({"a": S}), obj({"a": N}, closed=True), "LENIENT")
+
+
+def test_levels_pick_directions_and_versions() -> None:
+    v1 = obj({"a": S}, closed=True)
+    v2 = obj({"a": S, "b": N}, closed=True)  # optional property added to a closed model
+    v3 = obj({"a": S, "b": N}, closed=True, required=["b"])
+    assert check(b(v2), [(1, b(v1))], "BACKWARD").compatible
+    forward = check(b(v2), [(1, b(v1))], "FORWARD")
+    assert not forward.compatible
+    assert forward.findings[0].difference.type == "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"
+    assert forward.findings[0].direction == "forward"
+    # v3 only adds "required" against v2, but against v1 it adds a required property.
+    assert not check(b(v3), [(1, b(v1)), (2, b(v2))], "BACKWARD").compatible
+    transitive = check(b(v3), [(1, b(v1)), (2, b(v2))], "BACKWARD_TRANSITIVE")
+    assert {f.version for f in transitive.findings} == {1, 2}
+    assert check(b(S), [(1, b(N))], "NONE").compatible
+
+
+def test_verbose_messages_follow_confluent() -> None:
+    verdict = check(b(obj({"a": N})), [(3, b(obj({"a": S})))], "BACKWARD")
+    assert verdict.messages == (
+        '{errorType:"TYPE_CHANGED", description:"A type at path \'#/properties/a\' is different '
+        'between the new schema and the old schema"}',
+        "{oldSchemaVersion: 3}",
+        '{oldSchema: \'{"type":"object","properties":{"a":{"type":"string"}}}\'}',
+        "{compatibility: 'BACKWARD'}",
+    )
+    forward = check(b(obj({"a": N})), [(1, b(obj({"a": S})))], "FORWARD")
+    assert "between the old schema and the new schema" in describe(
+        forward.findings[0].difference, backward=False
+    )
+
+
+# --- properties ------------------------------------------------------------------------------
+
+_leaf = st.sampled_from(
+    [
+        {"type": "string"},
+        {"type": "string", "maxLength": 8},
+        {"type": "string", "pattern": "^[a-z]+$"},
+        {"type": "integer", "minimum": 0},
+        {"type": "number", "maximum": 100},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"enum": ["a", "b", 1]},
+        {"const": "x"},
+        {},
+    ]
+)
+_names = st.sampled_from(["cnic", "name", "age", "district", "province", "x"])
+
+
+def _extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.builds(
+            lambda props, req, closed: {
+                "type": "object",
+                "properties": props,
+                "required": sorted(set(req) & set(props)),
+                **({"additionalProperties": False} if closed else {}),
+            },
+            st.dictionaries(_names, children, max_size=4),
+            st.lists(_names, max_size=3),
+            st.booleans(),
+        ),
+        st.builds(
+            lambda items, n: {"type": "array", "items": items, "maxItems": n},
+            children,
+            st.integers(1, 5),
+        ),
+        st.builds(lambda xs: {"anyOf": xs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"allOf": xs}, st.lists(children, min_size=1, max_size=2)),
+        st.builds(lambda x: {"not": x}, children),
+    )
+
+
+schemas_ = st.recursive(_leaf, _extend, max_leaves=10)
+policies = st.sampled_from(["STRICT", "LENIENT"])
+
+
+@given(schemas_, st.sampled_from(LEVELS), policies)
+def test_every_schema_is_compatible_with_itself(schema: Any, level: Any, policy: Any) -> None:
+    assert check(b(schema), [(1, b(schema))], level, policy).compatible
+
+
+@given(schemas_, schemas_, policies)
+def test_full_is_exactly_backward_and_forward(old: Any, new: Any, policy: Any) -> None:
+    previous = [(1, b(old))]
+    full = check(b(new), previous, "FULL", policy).compatible
+    backward = check(b(new), previous, "BACKWARD", policy).compatible
+    forward = check(b(new), previous, "FORWARD", policy).compatible
+    assert full == (backward and forward)
+
+
+@given(st.lists(schemas_, min_size=1, max_size=4), schemas_, policies)
+def test_transitive_levels_check_every_earlier_version(
+    history: list[Any], new: Any, policy: Any
+) -> None:
+    previous = [(i + 1, b(s)) for i, s in enumerate(history)]
+    for base in ("BACKWARD", "FORWARD", "FULL"):
+        transitive = check(b(new), previous, f"{base}_TRANSITIVE", policy)  # type: ignore[arg-type]
+        each = [check(b(new), [p], base, policy).compatible for p in previous]  # type: ignore[arg-type]
+        assert transitive.compatible == all(each)
+        failing = {v for (v, _), ok in zip(previous, each, strict=True) if not ok}
+        assert {f.version for f in transitive.findings} == failing
+
+
+def _shuffled(value: Any, data: st.DataObject) -> Any:
+    if isinstance(value, dict):
+        keys = data.draw(st.permutations(list(value)))
+        return {k: _shuffled(value[k], data) for k in keys}
+    if isinstance(value, list):
+        return [_shuffled(v, data) for v in value]
+    return value
+
+
+@given(schemas_, st.data())
+def test_fingerprints_ignore_key_order(schema: Any, data: st.DataObject) -> None:
+    reordered = _shuffled(schema, data)
+    assert fingerprint(reordered) == fingerprint(schema)
+    assert fingerprint({"wrapped": schema}) != fingerprint(schema)
+    assert not differences(b(schema), b(reordered))

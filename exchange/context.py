@@ -21,9 +21,10 @@ from core.ids import ClientId, Cnic, GatewayId, ServiceId
 from core.keys import PrivateKey
 from exchange.metrics import GatewayMetrics
 from exchange.peers import PeerPool
-from exchange.ports import AuditSink, ConsentGate, ExchangeEvent, SchemaGate
+from exchange.ports import AuditSink, ConsentGate, ExchangeEvent
 from exchange.replay import ReplayGuard
 from registry.globalconf_client import GlobalConfClient
+from registry.schemareg.validation import ValidatorCache
 
 __all__ = ["Gateway", "Limits", "read_body"]
 
@@ -55,7 +56,7 @@ class Gateway:
     metrics: GatewayMetrics
     backends: Mapping[ServiceId, Backend] = field(default_factory=dict)
     consent: ConsentGate | None = None
-    schemas: SchemaGate | None = None
+    schemas: ValidatorCache | None = None
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], dt.datetime] = utcnow
 

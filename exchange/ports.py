@@ -1,18 +1,16 @@
-"""What the gateway needs from the consent service, the schema registry and the audit log.
+"""What the gateway needs from the consent service and the audit log.
 
 The pipeline depends on these small interfaces; the server wires the real
-implementations (consent service client, schema validator cache, audit
-writer) behind them.
+implementations (the consent service's client, the audit writer) behind them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from core.ids import ClientId, Cnic, GatewayId, ServiceId
-from registry.globalconf import SchemaRef
 
 __all__ = [
     "AuditSink",
@@ -20,7 +18,6 @@ __all__ = [
     "ConsentPermit",
     "ConsentQuery",
     "ExchangeEvent",
-    "SchemaGate",
 ]
 
 
@@ -49,16 +46,6 @@ class ConsentGate(Protocol):
 
     async def pseudonym(self, subject: Cnic) -> str:
         """The federation pseudonym of ``subject`` for audit records."""
-        ...
-
-
-class SchemaGate(Protocol):
-    async def validate(self, ref: SchemaRef, instance: Any) -> None:
-        """Raise a BadRequestError subclass naming each violation's JSON pointer."""
-        ...
-
-    def project(self, instance: Any, pointers: list[str]) -> Any:
-        """Keep only the parts of ``instance`` that ``pointers`` name."""
         ...
 
 

@@ -42,7 +42,8 @@ from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
 from exchange.ports import ConsentPermit, ConsentQuery
 from exchange.r1 import forwardable_headers
-from registry.globalconf import GlobalConfView, ServiceInfo
+from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
+from registry.schemareg.validation import project
 
 __all__ = ["provide", "service_path"]
 
@@ -200,8 +201,7 @@ async def _call_backend(
     if info.response_schema is not None:
         document = await _validate(gw, info.response_schema, response.body, request_side=False)
         if permit is not None:
-            assert gw.schemas is not None
-            projected = gw.schemas.project(document, permit.released_fields)
+            projected = project(document, permit.released_fields)
             data = json.dumps(projected, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             return BackendResponse(
                 response.status, {**response.headers, "Content-Type": "application/json"}, data
@@ -225,7 +225,7 @@ def _backend_headers(env: RequestEnvelope) -> dict[str, str]:
     return headers
 
 
-async def _validate(gw: Gateway, ref: Any, data: bytes, *, request_side: bool) -> Any:
+async def _validate(gw: Gateway, ref: SchemaRef, data: bytes, *, request_side: bool) -> Any:
     """Parse JSON and validate it; a bad request body is the caller's fault, a bad response
     the backend's."""
     if gw.schemas is None:
@@ -241,7 +241,9 @@ async def _validate(gw: Gateway, ref: Any, data: bytes, *, request_side: bool) -
             ) from e
         raise ServiceFailedError("backend response is not JSON") from e
     try:
-        await gw.schemas.validate(ref, document)
+        await gw.schemas.validate(
+            ref, document, what="request body" if request_side else "response body"
+        )
     except BadRequestError as e:
         if request_side:
             raise

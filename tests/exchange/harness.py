@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from exchange.replay import ReplayGuard
 from exchange.server import TrustSync, local_app, remote_app
 from registry import publisher, tokens
 from registry import service as ops
-from registry.globalconf import Anchor, Jwks
+from registry.globalconf import Anchor, Jwks, SchemaRef
 from registry.globalconf_client import GlobalConfClient
 from registry.payloads import (
     AccessRightCreate,
@@ -48,12 +49,20 @@ from registry.payloads import (
     ServiceCreate,
     SubsystemCreate,
 )
+from registry.schemareg.records import register_records
+from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
 from registry.server import RegistryConfig, build_app
+
+PERSON_EXAMPLE = json.loads(
+    (Path(__file__).resolve().parents[2] / "schemas/records/pk.nadra.person.json").read_text()
+)["examples"][0]
 
 NADRA = MemberId("PK", "FED", "NADRA")
 CIVIL = NADRA.subsystem("civil-registry")
 PERSON = CIVIL.service("person", "v1")
 ECHO = CIVIL.service("echo")
+RECORDS = CIVIL.service("records")  # no consent needed; bodies checked against pk.nadra.person
+PERSON_SCHEMA = SchemaRef(subject="pk.nadra.person", version=1)
 LMC = MemberId("PK", "LG", "LMC")
 LMC_TAX = LMC.subsystem("property-tax")
 PLRA = MemberId("PK", "PROV", "PLRA")
@@ -97,6 +106,11 @@ class Backend:
                 await asyncio.sleep(self.delay)
             if request.path.startswith("/redirect"):
                 raise web.HTTPFound("/elsewhere")
+            if request.path.startswith("/persons/"):
+                record = dict(PERSON_EXAMPLE, cnic=request.path.rsplit("/", 1)[-1])
+                if request.path.endswith("/broken"):
+                    record["gender"] = "unknown-value"
+                return web.json_response(record)
             return web.json_response(
                 {
                     "method": request.method,
@@ -197,6 +211,7 @@ async def build(
     async with transaction(registry_db) as s:
         await ops.init_federation(s, "PK")
         token = await tokens.create(s, "tests")
+        await register_records(s)
     registry_url = await serve(
         build_app(
             RegistryConfig(
@@ -210,6 +225,7 @@ async def build(
         keys=Jwks.model_validate(KeySet([operator.public()]).to_jwks()),
         generated_at=utcnow(),
     )
+    schema_source = HttpSchemaSource(registry_url, session=http)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (make_certificate("shahrah test CA", ca_key, ca=True), ca_key)
     backend = Backend()
@@ -235,15 +251,14 @@ async def build(
             audit=audit,
             metrics=GatewayMetrics(client.age, lambda c=client: c.view.serial if c.view else None),
             backends={
-                PERSON: HttpBackend(
+                sid: HttpBackend(
                     backend_url, timeout=limits.backend_timeout, max_body=limits.max_body
-                ),
-                ECHO: HttpBackend(
-                    backend_url, timeout=limits.backend_timeout, max_body=limits.max_body
-                ),
+                )
+                for sid in (PERSON, ECHO, RECORDS)
             }
             if member == NADRA
             else {},
+            schemas=ValidatorCache(schema_source),
             limits=limits,
             clock=clock,
         )
@@ -295,8 +310,19 @@ async def build(
                 title="Person record",
                 requires_consent=True,
                 purposes=["identity-verification"],
+                response_schema=PERSON_SCHEMA,
             ),
         )
+        await ops.add_service(
+            s,
+            ServiceCreate(
+                id=RECORDS,
+                title="Person records (no consent)",
+                request_schema=PERSON_SCHEMA,
+                response_schema=PERSON_SCHEMA,
+            ),
+        )
+        await ops.grant(s, AccessRightCreate(service=RECORDS, client=LMC_TAX))
         await ops.add_service(s, ServiceCreate(id=ECHO, title="Echo"))
         await ops.grant(s, AccessRightCreate(service=ECHO, client=LMC_TAX))
         await ops.grant(

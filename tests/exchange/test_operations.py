@@ -22,7 +22,7 @@ async def test_list_clients_names_every_member_and_subsystem(fed: Federation) ->
 async def test_list_and_allowed_methods_come_from_the_provider(fed: Federation) -> None:
     listed = await (await fed.call("plra", "GET", META + "/listMethods", client=PLRA_LAND)).json()
     codes = {s["service_code"]: s for s in listed["service"]}
-    assert set(codes) == {"echo", "person"}
+    assert set(codes) == {"echo", "person", "records"}
     assert codes["person"]["service_version"] == "v1"
     assert {"method": "GET", "path": "/persons/*"} in codes["person"]["endpoint_list"]
     allowed = await (
@@ -32,7 +32,7 @@ async def test_list_and_allowed_methods_come_from_the_provider(fed: Federation) 
         ("echo", [{"method": "GET", "path": "/public/**"}])
     ]
     mine = await (await fed.call("lmc", "GET", META + "/allowedMethods", client=LMC_TAX)).json()
-    assert {s["service_code"] for s in mine["service"]} == {"echo", "person"}
+    assert {s["service_code"] for s in mine["service"]} == {"echo", "person", "records"}
 
 
 async def test_get_openapi_describes_a_service(fed: Federation) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tests.exchange.harness import (
     ECHO,
     LMC,
     LMC_TAX,
+    PERSON_EXAMPLE,
     PLRA,
     PLRA_LAND,
     Federation,
@@ -399,3 +401,40 @@ async def test_body_limit_and_backend_timeouts(tight: Federation) -> None:
     _status, kind, message = await _error(resp)
     assert kind == "Server.ServerProxy.NetworkError"
     assert "did not answer within 0.3 s" in message
+
+
+# --- schemas ---------------------------------------------------------------------------------
+
+RECORDS_PATH = "/r1/PK/FED/NADRA/civil-registry/records"
+
+
+async def test_bodies_are_checked_against_their_registered_schemas(fed: Federation) -> None:
+    good = await fed.call("lmc", "GET", RECORDS_PATH + "/persons/35202-7654321-1")
+    assert good.status == 200
+    assert (await good.json())["cnic"] == "35202-7654321-1"
+    bad_request = await fed.call(
+        "lmc",
+        "POST",
+        RECORDS_PATH + "/persons/x",
+        data=b'{"cnic": "3520212345671"}',
+        headers={"Content-Type": "application/json"},
+    )
+    status, kind, message = await _error(bad_request)
+    assert (status, kind) == (400, "Client.SchemaViolation")
+    assert "pk.nadra.person" in message
+    assert len(fed.backend.seen) == 1  # the refused request never reached the backend
+    not_json = await fed.call("lmc", "POST", RECORDS_PATH + "/x", data=b"<xml/>")
+    assert (await _error(not_json))[1] == "Client.BadRequest"
+    broken = await fed.call("lmc", "GET", RECORDS_PATH + "/persons/broken")
+    status, kind, message = await _error(broken)
+    assert kind == "Server.ServerProxy.ServiceFailed"
+    assert "violates pk.nadra.person" in message
+    assert b"unknown-value" not in await broken.read()
+    ok_post = await fed.call(
+        "lmc",
+        "POST",
+        RECORDS_PATH + "/persons/35202-1234567-1",
+        data=json.dumps(PERSON_EXAMPLE).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert ok_post.status == 200

@@ -36,3 +36,4 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m bench.signatures
 	$(BIN)/python -m bench.schemas
+	$(BIN)/python -m bench.adapters

@@ -1,0 +1,320 @@
+"""File drops: CSV and fixed-width files ingested from a directory, served by key.
+
+A legacy system drops files into ``directory``; the adapter loads each one
+once and serves the loaded records by key. The conventions that make this
+safe while files are still arriving:
+
+- **Never a half-written file.** With ``ready: marker`` a file is complete
+  when ``NAME.done`` exists beside it (the writer creates the marker after
+  closing the file). With ``ready: stable`` (the default) a file is complete
+  when its size and modification time have not changed for ``settle_seconds``
+  across two scans. Names starting with ``.`` or ending ``.part``/``.tmp`` are
+  never read, so a writer that renames into place is always safe. A file that
+  changes while it is read is put back for the next scan.
+- **Never twice.** The ledger (``adapter_files``) knows each file by the
+  SHA-256 of its content; the same bytes dropped again, under any name, are
+  skipped.
+- **All or nothing per file.** The ledger entry and the file's records are
+  written in one transaction. Bad records go to ``dead_letter/NAME.<sha
+  prefix>.rejects.jsonl`` with the reason, written before the transaction
+  commits; see :mod:`adapters.records` for what rejects a whole file.
+- Loaded files may be moved to ``archive`` (with their marker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from adapters import store
+from adapters.base import BackendRequest
+from adapters.errors import BackendFailure
+from adapters.mapping import CompiledMapping, FieldMap, JsonNode, Node, pointer_tokens
+from adapters.models import IngestedFile
+from adapters.records import CsvFormat, FixedWidthFormat, Outcome, RecordRules, parse_file
+from adapters.routes import CompiledRoute
+from adapters.schemas import ResponseCheck
+from adapters.spec import BuildContext, RouteSpec, ServiceSpec
+from core.db import Sessions, transaction
+from core.files import write_atomic
+
+__all__ = ["FileReport", "FileRoute", "FileSource", "FilesService"]
+
+log = logging.getLogger(__name__)
+
+_NEVER_READ = (".part", ".tmp")
+
+
+class FileRoute(RouteSpec):
+    key: str | None = None  # the parameter that holds the key; default: the path's only one
+
+
+class FilesService(ServiceSpec):
+    kind: Literal["files"]
+    directory: str  # where files are dropped
+    pattern: str = "*"  # shell pattern of the file names to load
+    ready: Literal["stable", "marker"] = "stable"
+    marker_suffix: str = Field(default=".done", min_length=1)
+    settle_seconds: float = Field(default=2.0, ge=0, le=3600)  # unchanged this long = complete
+    poll_seconds: float = Field(default=5.0, gt=0, le=86400)  # between scans
+    dead_letter: str  # directory for the rejects files
+    archive: str | None = None  # move loaded files here
+    max_file_bytes: int = Field(default=256 * 2**20, gt=0)  # bytes; larger files are rejected
+    max_bad_records: int | None = Field(default=None, ge=0)  # more bad records reject the file
+    record: Annotated[CsvFormat | FixedWidthFormat, Field(discriminator="format")]
+    key: str  # JSON Pointer, in the mapped document, of the key records are served by
+    mapping: dict[str, FieldMap]
+    routes: dict[str, FileRoute]
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What one scan did with one file."""
+
+    name: str
+    status: Literal["loaded", "rejected", "duplicate"]
+    loaded: int = 0
+    dead_letters: int = 0
+    reason: str | None = None
+
+
+class FileSource:
+    """Ingests a drop directory and answers routes from what it loaded."""
+
+    kind = "files"
+
+    def __init__(self, spec: FilesService, ctx: BuildContext) -> None:
+        if ctx.state is None:
+            raise ctx.fail(["kind"], "file sources need a database: set 'state' at the top level")
+        self.spec = spec
+        self.name = str(ctx.service)
+        self.state: Sessions = ctx.state
+        self.metrics = ctx.metrics
+        self.directory = ctx.path(spec.directory)
+        self.dead_letter = ctx.path(spec.dead_letter)
+        self.archive = ctx.path(spec.archive) if spec.archive else None
+        self._rules: RecordRules | None = None
+        self._keys: dict[str, str] = {}
+        self._by_key = dict(spec.routes)
+        # name -> (size, mtime_ns, first seen with that stat) for the stability rule
+        self._seen: dict[str, tuple[int, int, float]] = {}
+        # name -> (size, mtime_ns) already handled, so a kept file is not read at every scan
+        self._done: dict[str, tuple[int, int]] = {}
+        self._lock = asyncio.Lock()
+
+    def check_path(self, path: str, repeated: bool) -> None:
+        if repeated:
+            raise ValueError("a file record has no repeated part")
+        fmt = self.spec.record
+        if isinstance(fmt, FixedWidthFormat) and path not in {f.name for f in fmt.fields}:
+            raise ValueError(f"the layout has no field {path!r}")
+
+    def bind(self, mapping: CompiledMapping, validator: ResponseCheck, ctx: BuildContext) -> None:
+        """Complete the source with its checked mapping and the service's schema."""
+        try:
+            key = pointer_tokens(self.spec.key)
+        except ValueError as e:
+            raise ctx.fail(["key"], str(e)) from None
+        if not any(f.target == key and f.required for f in mapping.fields):
+            raise ctx.fail(["key"], "the mapping must write this pointer with required: true")
+        self._rules = RecordRules(
+            self.name, self.spec.record, mapping, key, validator, self.spec.max_bad_records
+        )
+
+    def plan(self, route: CompiledRoute, key: str) -> None:
+        spec = self._by_key[key]
+        names = [p.name for p in route.params]
+        param = spec.key or (route.pattern.names[0] if len(route.pattern.names) == 1 else None)
+        if param is None or param not in names:
+            raise ValueError(f"route {key!r} must say which parameter is the key (key: NAME)")
+        self._keys[route.label] = param
+
+    async def fetch(
+        self, route: CompiledRoute, params: dict[str, str | None], request: BackendRequest
+    ) -> Node | None:
+        key = params.get(self._keys[route.label])
+        if key is None:
+            return None
+        try:
+            async with transaction(self.state, write=False) as s:
+                document = await store.get_record(s, self.name, key)
+        except Exception as e:
+            raise BackendFailure(
+                f"cannot read the loaded records: {type(e).__name__}",
+                detail={"backend": "files"},
+                retryable=True,
+            ) from e
+        return None if document is None else JsonNode(json.loads(document))
+
+    # --- ingestion --------------------------------------------------------------------------
+
+    def _candidates(self) -> list[os.DirEntry[str]]:
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            entries = []
+        present = {e.name for e in entries}
+        for memory in (self._seen, self._done):  # forget files that went away
+            for name in memory.keys() - present:
+                del memory[name]
+        out = []
+        for e in entries:
+            name = e.name
+            if name.startswith(".") or name.endswith(_NEVER_READ):
+                continue
+            if self.spec.ready == "marker" and name.endswith(self.spec.marker_suffix):
+                continue
+            if not fnmatch.fnmatchcase(name, self.spec.pattern) or not e.is_file(
+                follow_symlinks=False
+            ):
+                continue
+            out.append(e)
+        return sorted(out, key=lambda e: (e.stat().st_mtime_ns, e.name))
+
+    def _ready(self, entry: os.DirEntry[str], now: float) -> bool:
+        st = entry.stat(follow_symlinks=False)
+        stat = (st.st_size, st.st_mtime_ns)
+        if self._done.get(entry.name) == stat:
+            return False
+        if self.spec.ready == "marker":
+            return (self.directory / (entry.name + self.spec.marker_suffix)).exists()
+        seen = self._seen.get(entry.name)
+        if seen is None or seen[:2] != stat:
+            self._seen[entry.name] = (*stat, now)
+            return False
+        settled = now - seen[2] >= self.spec.settle_seconds
+        quiet = time.time() - st.st_mtime_ns / 1e9 >= self.spec.settle_seconds
+        return settled and quiet
+
+    async def scan(self) -> list[FileReport]:
+        """One pass over the directory: load every complete file not loaded before."""
+        async with self._lock:
+            reports = []
+            now = time.monotonic()
+            for entry in self._candidates():
+                if self._ready(entry, now):
+                    report = await self.ingest(Path(entry.path))
+                    if report is not None:
+                        reports.append(report)
+            self.metrics.last_scan.labels(self.name).set(time.time())
+            return reports
+
+    async def run(self) -> None:
+        """Scan every ``poll_seconds`` until cancelled; a failed scan is logged and retried."""
+        while True:
+            try:
+                await self.scan()
+            except Exception:
+                log.exception(
+                    "scan of %s failed; trying again in %s s",
+                    self.directory,
+                    self.spec.poll_seconds,
+                )
+            await asyncio.sleep(self.spec.poll_seconds)
+
+    async def ingest(self, path: Path) -> FileReport | None:
+        """Load one file now, without the readiness rule: the caller vouches it is complete.
+
+        None if the file changed while it was read (it is left for a later scan).
+        """
+        assert self._rules is not None, "bind() the schema first"
+        read = await asyncio.to_thread(_read, path, self.spec.max_file_bytes)
+        if read is None:
+            self._seen.pop(path.name, None)  # still being written: wait for it to settle again
+            return None
+        data, digest, stat = read
+        too_big = stat[0] > self.spec.max_file_bytes
+        async with transaction(self.state, write=False) as s:
+            known = await store.file_known(s, self.name, digest)
+        if known:
+            self._finish(path, stat)
+            self.metrics.files.labels(self.name, "duplicate").inc()
+            log.info("skipped %s: the same content was loaded before", path.name)
+            return FileReport(path.name, "duplicate")
+        if too_big:
+            outcome = Outcome(rejected=f"larger than {self.spec.max_file_bytes} bytes")
+        else:
+            outcome = await asyncio.to_thread(parse_file, self._rules, path.name, data)
+        if outcome.dead or outcome.rejected:
+            self._write_dead_letters(path.name, digest, outcome)
+        status: Literal["loaded", "rejected"] = "rejected" if outcome.rejected else "loaded"
+        entry = IngestedFile(
+            source=self.name,
+            name=path.name,
+            sha256=digest,
+            size=stat[0],
+            status=status,
+            reason=outcome.rejected,
+            records_loaded=len(outcome.loaded),
+            records_rejected=len(outcome.dead),
+        )
+        async with transaction(self.state) as s:
+            file_id = await store.record_file(s, entry)
+            await store.upsert_records(s, self.name, file_id, outcome.loaded)
+        self._finish(path, stat)
+        self.metrics.files.labels(self.name, status).inc()
+        self.metrics.records.labels(self.name, "loaded").inc(len(outcome.loaded))
+        self.metrics.records.labels(self.name, "dead_letter").inc(len(outcome.dead))
+        log.info(
+            "%s %s: %d records loaded, %d dead letters%s",
+            status,
+            path.name,
+            len(outcome.loaded),
+            len(outcome.dead),
+            f" ({outcome.rejected})" if outcome.rejected else "",
+        )
+        return FileReport(
+            path.name, status, len(outcome.loaded), len(outcome.dead), outcome.rejected
+        )
+
+    def _write_dead_letters(self, name: str, digest: str, outcome: Outcome) -> None:
+        lines = [json.dumps(d.to_json(name, digest), ensure_ascii=False) for d in outcome.dead]
+        if outcome.rejected:
+            whole = {"file": name, "sha256": digest, "record": None, "reason": outcome.rejected}
+            lines.insert(0, json.dumps(whole, ensure_ascii=False))
+        target = self.dead_letter / f"{name}.{digest[:12]}.rejects.jsonl"
+        write_atomic(target, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o600)
+
+    def _finish(self, path: Path, stat: tuple[int, int]) -> None:
+        self._seen.pop(path.name, None)
+        if self.archive is None:
+            self._done[path.name] = stat
+            return
+        self.archive.mkdir(parents=True, exist_ok=True)
+        os.replace(path, self.archive / path.name)
+        marker = path.with_name(path.name + self.spec.marker_suffix)
+        if self.spec.ready == "marker":
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(marker, self.archive / marker.name)
+
+    async def close(self) -> None:
+        return None
+
+
+def _read(path: Path, limit: int) -> tuple[bytes, str, tuple[int, int]] | None:
+    """The file's bytes (if at most ``limit``), SHA-256 and (size, mtime); None if it changed."""
+    before = path.stat()
+    keep = before.st_size <= limit
+    digest = hashlib.sha256()
+    chunks: list[bytes] = []
+    with path.open("rb") as f:
+        while block := f.read(2**20):
+            digest.update(block)
+            if keep:
+                chunks.append(block)
+    after = path.stat()
+    stat = (after.st_size, after.st_mtime_ns)
+    if (before.st_size, before.st_mtime_ns) != stat:
+        return None
+    return b"".join(chunks), digest.hexdigest(), stat

@@ -1,0 +1,223 @@
+"""Configuration files: every mistake is reported with its file, line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.config import load_adapters
+from adapters.errors import ConfigError
+from tests.adapters.conftest import write
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["cnic", "name"],
+    "properties": {
+        "cnic": {"type": "string"},
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "address": {
+            "type": "object",
+            "required": ["district"],
+            "properties": {"district": {"type": "string"}, "tehsil": {"type": "string"}},
+        },
+        "owners": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}},
+            },
+        },
+    },
+}
+
+GOOD = """
+adapter: 1
+code_tables:
+  district: {"101": Lahore}
+services:
+  PK/FED/NADRA/civil-registry/person/v1:
+    kind: sql
+    url: "sqlite:///{db}"
+    response_schema: schema.json
+    routes:
+      GET /persons/{{cnic}}:
+        params:
+          cnic: {{transforms: [cnic_digits]}}
+        query: SELECT * FROM P WHERE CNIC = :cnic
+        mapping:
+          /cnic: {{from: CNIC, transforms: [cnic], required: true}}
+          /name: {{from: [FIRST, LAST], required: true}}
+          /age: {{from: AGE, as: integer}}
+"""
+
+
+async def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> None:
+    (tmp_path / "schema.json").write_text(json.dumps(SCHEMA))
+    config = write(tmp_path / "adapter.yaml", text.replace("{db}", str(tmp_path / "x.db")))
+    adapters = await load_adapters(config, environ=env or {})
+    await adapters.close()
+
+
+async def fails(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        await load(tmp_path, text, env)
+    return e.value
+
+
+def edit(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+def line_of(text: str, needle: str) -> int:
+    lines = text.lstrip().splitlines()
+    return next(i for i, line in enumerate(lines, start=1) if needle in line)
+
+
+async def test_a_good_file_loads(tmp_path: Path) -> None:
+    await load(tmp_path, GOOD.replace("{{", "{").replace("}}", "}"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        ("kind: sql", "kind: ftp", "kind: ftp", "does not match any of the expected tags"),
+        ("adapter: 1", "adapter: 2", "adapter: 2", "Input should be 1"),
+        ('url: "sqlite', 'pool_size: many\n    url: "sqlite', "pool_size", "valid integer"),
+        ("[cnic_digits]", "[soundex]", "soundex", "unknown transform 'soundex'"),
+        ("as: integer}", "as: date}", "AGE", "Input should be 'string'"),
+        ("GET /persons/{{cnic}}:", "FETCH /persons/{{cnic}}:", "FETCH", "must start with a method"),
+        (
+            "WHERE CNIC = :cnic",
+            "WHERE CNIC = :cnic AND X = :other",
+            "SELECT",
+            "undeclared parameters",
+        ),
+        ("SELECT * FROM P", "DELETE FROM P", "DELETE", "must be a SELECT"),
+        ("WHERE CNIC = :cnic", "WHERE CNIC = '{{cnic}}'", "SELECT", "never written as {name}"),
+        (
+            "PK/FED/NADRA/civil-registry/person/v1:",
+            "PK/FED/NADRA/person:",
+            "PK/FED",
+            "SUBSYSTEM/SERVICE",
+        ),
+        ("/age: {{from: AGE", "/agee: {{from: AGE", "/agee", "no such property"),
+        (
+            "/age: {{from: AGE, as: integer}}",
+            "/age: {{from: AGE, as: string}}",
+            "/age",
+            "schema wants integer",
+        ),
+        (
+            "/name: {{from: [FIRST, LAST], required: true}}",
+            "/name: {{from: [FIRST, LAST]}}",
+            "/name",
+            "the schema requires it",
+        ),
+        (
+            "/age: {{from: AGE, as: integer}}",
+            "/age: {{from: AGE, as: integer}}\n          /address/tehsil: T",
+            "/address/tehsil",
+            "/address/district: the schema requires it",
+        ),
+        (
+            "/age: {{from: AGE, as: integer}}",
+            "/age: {{from: AGE, value: 3}}",
+            "/age",
+            "exactly one of",
+        ),
+        ("/age: {{from: AGE, as: integer}}", "/cnic/x: AGE", "/cnic/x", "overlaps with /cnic"),
+        (
+            "/age: {{from: AGE, as: integer}}",
+            "/owners: {{each: '*', mapping: {{/nom: N}}}}",
+            "/owners",
+            "/owners[]/name: the schema requires it",
+        ),
+        (
+            "/age: {{from: AGE, as: integer}}",
+            "/age: {{from: AGE, transforms: [{{code: tehsil}}]}}",
+            "/age",
+            "code table 'tehsil'",
+        ),
+        (
+            "response_schema: schema.json",
+            "response_schema: missing.json",
+            "response_schema",
+            "cannot read the JSON Schema",
+        ),
+    ],
+)
+async def test_mistakes_name_their_line_and_field(
+    tmp_path: Path, old: str, new: str, needle: str, message: str
+) -> None:
+    text = edit(old, new).replace("{{", "{").replace("}}", "}")
+    error = await fails(tmp_path, text)
+    assert message in error.message
+    assert error.file == str(tmp_path / "adapter.yaml")
+    assert error.line == line_of(text, needle), error.message
+
+
+async def test_duplicate_keys_anchors_and_unknown_variables_are_refused(tmp_path: Path) -> None:
+    text = GOOD.replace("{{", "{").replace("}}", "}")
+    dup = text.replace('  district: {"101": Lahore}', '  district: {"101": Lahore}\n  district: {}')
+    error = await fails(tmp_path, dup)
+    assert "duplicate key 'district'" in error.message
+    assert error.line == line_of(dup, "district: {}")
+    anchored = text.replace(
+        '  district: {"101": Lahore}', '  district: &d {"101": Lahore}\n  again: *d'
+    )
+    assert "anchors and aliases" in (await fails(tmp_path, anchored)).message
+    variable = text.replace('url: "sqlite:///', 'url: "${NADRA_URL}')
+    error = await fails(tmp_path, variable)
+    assert "variable ${NADRA_URL} is not set" in error.message
+    assert error.line == line_of(variable, "NADRA_URL")
+
+
+async def test_variables_fill_strings_and_double_dollar_escapes(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace("{{", "{").replace("}}", "}").replace('url: "sqlite:///', 'url: "${DB_PREFIX}')
+    )
+    await load(tmp_path, text, {"DB_PREFIX": "sqlite:///"})
+    escaped = text.replace(
+        "/age: {from: AGE, as: integer}", "/age: {from: AGE, as: integer, default: 0}"
+    )
+    await load(
+        tmp_path,
+        escaped.replace("FROM P", "FROM P -- $${not a variable}"),
+        {"DB_PREFIX": "sqlite:///"},
+    )
+
+
+async def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
+    error = await fails(tmp_path, "adapter: 1\nservices:\n  - [unclosed\n")
+    assert "YAML syntax" in error.message
+    assert error.line == 4
+
+
+async def test_a_service_without_a_schema_is_refused(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace("{{", "{").replace("}}", "}").replace("    response_schema: schema.json\n", "")
+    )
+    error = await fails(tmp_path, text)
+    assert "no response schema is registered" in error.message
+
+
+async def test_a_schema_lookup_replaces_the_files(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace("{{", "{").replace("}}", "}").replace("    response_schema: schema.json\n", "")
+    )
+    config = write(tmp_path / "adapter.yaml", text.replace("{db}", str(tmp_path / "x.db")))
+    asked = []
+
+    def lookup(service: object) -> dict[str, object]:
+        asked.append(str(service))
+        return SCHEMA
+
+    adapters = await load_adapters(config, schemas=lookup)
+    await adapters.close()
+    assert asked == ["PK/FED/NADRA/civil-registry/person/v1"]

@@ -1,0 +1,367 @@
+"""File drops against real files written while the ingester runs, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.base import BackendRequest
+from adapters.config import Adapters, load_adapters
+from adapters.drops import FileSource
+from adapters.records import FixedWidthFormat
+from core.ids import ClientId, ServiceId
+from tests.adapters.conftest import SCHEMAS, write
+
+TAX = ServiceId.parse("PK/LG/LMC/property-tax/assessment/v1")
+BIRTH = ServiceId.parse("PK/PROV/LGCD/birth-registry/birth/v1")
+CLIENT = ClientId.parse("PK/FED/NADRA/civil-registry")
+
+FIXED = """
+adapter: 1
+state: "${STATE}"
+services:
+  PK/LG/LMC/property-tax/assessment/v1:
+    kind: files
+    directory: drops
+    pattern: "*.DAT"
+    ready: ${READY}
+    settle_seconds: 0.3
+    dead_letter: rejects
+    response_schema: SCHEMA
+    record:
+      format: fixed-width
+      encoding: cp037
+      record_length: 60
+      separator: none
+      trailer: {value: TRL, count_start: 4, count_length: 6}
+      fields:
+        - {name: ID, start: 1, length: 14}
+        - {name: CNIC, start: 15, length: 13, type: unsigned}
+        - {name: NAME, start: 28, length: 20}
+        - {name: YEAR, start: 48, length: 4, type: unsigned}
+        - {name: DUE, start: 52, length: 5, type: packed}
+        - {name: STATUS, start: 57, length: 1}
+    key: /property_id
+    mapping:
+      /property_id: {from: ID, transforms: [trim], required: true}
+      /fiscal_year: {value: "2024-25"}
+      /owner_cnic: {from: CNIC, transforms: [cnic], required: true}
+      /owner_name/en: {from: NAME, transforms: [collapse, title], required: true}
+      /address/line1: {value: 12 Gulberg}
+      /address/district: {value: Lahore}
+      /address/province: {value: Punjab}
+      /rating_area: {value: Gulberg}
+      /category: {value: commercial}
+      /annual_rental_value: {value: 0}
+      /tax_due: {from: DUE, as: integer, required: true}
+      /status: {from: STATUS, transforms: [{map: {P: paid, U: assessed}}], required: true}
+    routes:
+      GET /assessments/{id}:
+        params:
+          id: {transforms: [upper]}
+""".replace("SCHEMA", str(SCHEMAS / "pk.lmc.property-tax-assessment.json"))
+
+
+@pytest.fixture
+async def tax(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
+    config = write(tmp_path / "tax.yaml", FIXED)
+    adapters = await load_adapters(
+        config, environ={"STATE": db_url, "READY": "stable"}, migrate=False
+    )
+    yield adapters
+    await adapters.close()
+
+
+def layout(adapters: Adapters) -> FixedWidthFormat:
+    source = adapters.file_sources[0]
+    assert isinstance(source.spec.record, FixedWidthFormat)
+    return source.spec.record
+
+
+def record(fmt: FixedWidthFormat, i: int, **over: Any) -> bytes:
+    values = {
+        "ID": f"LHR-GLB-{i:06d}",
+        "CNIC": Decimal(f"35202{i:07d}1"),
+        "NAME": f"OWNER {chr(65 + i % 26) * 2}",  # names are letters only
+        "YEAR": Decimal(2024),
+        "DUE": Decimal(i * 100 + 50),
+        "STATUS": "P" if i % 2 else "U",
+    } | over
+    return fmt.encode(values)
+
+
+def extract(fmt: FixedWidthFormat, records: list[bytes]) -> bytes:
+    return b"".join(records) + fmt.encode_trailer(len(records))
+
+
+async def get(adapters: Adapters, key: str, service: ServiceId = TAX) -> tuple[int, Any]:
+    answer = await adapters.backends[service].call(
+        BackendRequest(service=service, client=CLIENT, message_id="m", method="GET", path=key)
+    )
+    return answer.status, json.loads(answer.body)
+
+
+async def settle() -> None:
+    await asyncio.sleep(0.35)
+
+
+async def test_a_file_still_being_written_is_never_read(tax: Adapters, tmp_path: Path) -> None:
+    fmt = layout(tax)
+    data = extract(fmt, [record(fmt, i) for i in range(1, 41)])
+    drops = tmp_path / "drops"
+    drops.mkdir()
+    path = drops / "PTAX.D1.DAT"
+    with path.open("wb") as f:
+        for start in range(0, len(data), 700):  # the mainframe transfer, in blocks
+            f.write(data[start : start + 700])
+            f.flush()
+            assert await tax.scan() == {str(TAX): []}
+            await asyncio.sleep(0.05)
+    assert (await get(tax, "/assessments/LHR-GLB-000001"))[0] == 404
+    assert await tax.scan() == {str(TAX): []}  # complete, but not yet quiet for settle_seconds
+    await settle()
+    (report,) = (await tax.scan())[str(TAX)]
+    assert (report.status, report.loaded, report.dead_letters) == ("loaded", 40, 0)
+    status, doc = await get(tax, "/assessments/lhr-glb-000007")
+    assert status == 200
+    assert (doc["owner_cnic"], doc["owner_name"]) == ("35202-0000007-1", {"en": "Owner Hh"})
+    assert doc["tax_due"] == 750
+    assert doc["status"] == "paid"
+
+
+async def test_a_file_is_loaded_once_whatever_its_name_and_however_often_it_is_seen(
+    tax: Adapters, tmp_path: Path, db_url: str
+) -> None:
+    fmt = layout(tax)
+    data = extract(fmt, [record(fmt, 1)])
+    write_drop(tmp_path, "PTAX.A.DAT", data)
+    await tax.scan()
+    await settle()
+    assert [r.status for r in (await tax.scan())[str(TAX)]] == ["loaded"]
+    assert (await tax.scan())[str(TAX)] == []  # a kept file is not read at every scan
+    write_drop(tmp_path, "PTAX.COPY.DAT", data)
+    await tax.scan()
+    await settle()
+    assert [r.status for r in (await tax.scan())[str(TAX)]] == ["duplicate"]
+    # A restarted adapter knows from its ledger what it loaded.
+    again = await load_adapters(
+        tmp_path / "tax.yaml", environ={"STATE": db_url, "READY": "stable"}, migrate=False
+    )
+    try:
+        await again.scan()
+        await settle()
+        assert [r.status for r in (await again.scan())[str(TAX)]] == ["duplicate", "duplicate"]
+    finally:
+        await again.close()
+
+
+def write_drop(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / "drops" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+async def test_bad_records_go_to_the_dead_letter_file_and_the_rest_load(
+    tax: Adapters, tmp_path: Path
+) -> None:
+    fmt = layout(tax)
+    good = record(fmt, 1)
+    bad_status = record(fmt, 2, STATUS="Z")
+    bad_packed = record(fmt, 3)[:51] + b"\x12\x3a\x56\x78\x9c" + record(fmt, 3)[56:]
+    duplicate = record(fmt, 1, NAME="SOMEONE ELSE")
+    write_drop(tmp_path, "PTAX.B.DAT", extract(fmt, [good, bad_status, bad_packed, duplicate]))
+    await tax.scan()
+    await settle()
+    (report,) = (await tax.scan())[str(TAX)]
+    assert (report.status, report.loaded, report.dead_letters) == ("loaded", 1, 3)
+    (rejects,) = (tmp_path / "rejects").iterdir()
+    letters = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(d["record"], d["field"], d["reason"]) for d in letters] == [
+        (2, "/status", "code not in map"),
+        (3, "DUE", "a packed decimal holds a nibble that is not a digit"),
+        (4, "/property_id", "the key is used by record 1 of the same file"),
+    ]
+    assert letters[1]["raw"] == bad_packed.hex()
+    assert letters[0]["raw"]["STATUS"] == "Z"
+    assert (await get(tax, "/assessments/LHR-GLB-000001"))[1]["owner_name"]["en"] == "Owner Bb"
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda d, n: d[: -n - 25], "the file ends without its trailer record (truncated?)"),
+        (lambda d, n: d[:60] + d[120:], "the trailer counts 3 records, the file has 2"),
+    ],
+)
+async def test_a_truncated_file_loads_nothing(
+    tax: Adapters, tmp_path: Path, damage: Any, reason: str
+) -> None:
+    fmt = layout(tax)
+    data = extract(fmt, [record(fmt, i) for i in (1, 2, 3)])
+    write_drop(tmp_path, "PTAX.C.DAT", damage(data, 60))
+    await tax.scan()
+    await settle()
+    (report,) = (await tax.scan())[str(TAX)]
+    assert (report.status, report.loaded, report.reason) == ("rejected", 0, reason)
+    assert (await get(tax, "/assessments/LHR-GLB-000001"))[0] == 404
+    (rejects,) = (tmp_path / "rejects").iterdir()
+    assert json.loads(rejects.read_text().splitlines()[0])["reason"] == reason
+
+
+async def test_files_renamed_into_place_or_hidden_are_handled(
+    tax: Adapters, tmp_path: Path
+) -> None:
+    fmt = layout(tax)
+    for name in (".PTAX.D.DAT", "PTAX.D.DAT.part", "PTAX.D.DAT.tmp", "OTHER.TXT"):
+        write_drop(tmp_path, name, extract(fmt, [record(fmt, 9)]))
+    await tax.scan()
+    await settle()
+    assert (await tax.scan())[str(TAX)] == []
+    os.replace(tmp_path / "drops" / ".PTAX.D.DAT", tmp_path / "drops" / "PTAX.D.DAT")
+    await tax.scan()
+    await settle()
+    assert [r.name for r in (await tax.scan())[str(TAX)]] == ["PTAX.D.DAT"]
+
+
+async def test_with_markers_only_a_marked_file_is_read(tmp_path: Path, db_url: str) -> None:
+    config = write(tmp_path / "tax.yaml", FIXED)
+    adapters = await load_adapters(
+        config, environ={"STATE": db_url, "READY": "marker"}, migrate=False
+    )
+    try:
+        fmt = layout(adapters)
+        write_drop(tmp_path, "PTAX.E.DAT", extract(fmt, [record(fmt, 5)]))
+        await settle()
+        assert (await adapters.scan())[str(TAX)] == []
+        (tmp_path / "drops" / "PTAX.E.DAT.done").touch()
+        assert [r.status for r in (await adapters.scan())[str(TAX)]] == ["loaded"]
+    finally:
+        await adapters.close()
+
+
+BIRTHS = """
+adapter: 1
+state: "${STATE}"
+services:
+  PK/PROV/LGCD/birth-registry/birth/v1:
+    kind: files
+    directory: births
+    settle_seconds: 0
+    dead_letter: rejects
+    response_schema: SCHEMA
+    record: {format: csv, encoding: ENCODING}
+    key: /registration_number
+    mapping:
+      /registration_number: {from: REG_NO, transforms: [trim, upper], required: true}
+      /union_council/name: {from: UC, required: true}
+      /district: {value: Lahore}
+      /province: {value: Punjab}
+      /child/name/en: {from: CHILD, transforms: [title], required: true}
+      /child/name/ur: {from: CHILD_UR}
+      /child/gender: {from: SEX, transforms: [{map: {M: male, F: female}}], required: true}
+      /date_of_birth: {from: DOB, transforms: [{date: DD/MM/YYYY}], required: true}
+      /place_of_birth: {value: hospital}
+      /father/name/en: {from: FATHER, required: true}
+      /father/cnic: {from: FATHER_CNIC, transforms: [cnic], required: true}
+      /mother/name/en: {from: MOTHER, required: true}
+      /mother/cnic: {from: MOTHER_CNIC, transforms: [cnic], required: true}
+      /registered_on:
+        from: REG_DATE
+        transforms: [{date: {format: DD-MON-YY, century: {pivot: 50}}}]
+        required: true
+    routes:
+      GET /registrations/{number}: {}
+""".replace("SCHEMA", str(SCHEMAS / "pk.nadra.birth-registration.json"))
+
+SHEET = (
+    "REG_NO,UC,CHILD,CHILD_UR,SEX,DOB,FATHER,FATHER_CNIC,MOTHER,MOTHER_CNIC,REG_DATE\n"
+    "lhr-uc045-2024-00001,Shadman,ayesha bilal,عائشہ بلال,F,@DOB@,"
+    "Bilal Qureshi,3520212345671,Sana Bilal,35202-7654321-2,20-MAR-24\n"
+    "LHR-UC045-2024-00002,Shadman,hamza ali,حمزہ خان,M,31/02/2024,"
+    "Ali Khan,35202-7654321-3,Hina Ali,3520211111112,21-MAR-24\n"
+    "LHR-UC045-2024-00003,UC-45,zainab\n"
+)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1256"])
+async def test_csv_sheets_load_and_bad_rows_are_dead_letters(
+    tmp_path: Path, db_url: str, encoding: str
+) -> None:
+    config = write(tmp_path / "births.yaml", BIRTHS.replace("ENCODING", encoding))
+    adapters = await load_adapters(config, environ={"STATE": db_url}, migrate=False)
+    try:
+        path = tmp_path / "births" / "uc045.csv"
+        path.parent.mkdir()
+        # Urdu digits where the code page has them (cp1256, Windows Arabic, has none).
+        dob = "۰۲/۰۳/۲۰۲۴" if encoding.startswith("utf") else "02/03/2024"
+        path.write_bytes(SHEET.replace("@DOB@", dob).encode(encoding))
+        await adapters.scan()
+        (report,) = (await adapters.scan())[str(BIRTH)]
+        assert (report.status, report.loaded, report.dead_letters) == ("loaded", 1, 2)
+        status, doc = await get(adapters, "/registrations/LHR-UC045-2024-00001", BIRTH)
+        assert status == 200
+        assert doc["child"] == {
+            "name": {"en": "Ayesha Bilal", "ur": "عائشہ بلال"},
+            "gender": "female",
+        }
+        assert doc["date_of_birth"] == "2024-03-02"
+        assert doc["father"] == {"name": {"en": "Bilal Qureshi"}, "cnic": "35202-1234567-1"}
+        letters = [
+            json.loads(x) for x in next((tmp_path / "rejects").iterdir()).read_text().splitlines()
+        ]
+        assert [(d["record"], d["field"], d["reason"]) for d in letters] == [
+            (2, "/date_of_birth", "not a calendar date (DD/MM/YYYY)"),
+            (3, None, "truncated record: 3 fields, the header has 11"),
+        ]
+    finally:
+        await adapters.close()
+
+
+async def test_a_sheet_in_the_wrong_encoding_or_without_the_columns_loads_nothing(
+    tmp_path: Path, db_url: str
+) -> None:
+    config = write(tmp_path / "births.yaml", BIRTHS.replace("ENCODING", "utf-8"))
+    adapters = await load_adapters(config, environ={"STATE": db_url}, migrate=False)
+    try:
+        (tmp_path / "births").mkdir()
+        windows = SHEET.replace("@DOB@", "02/03/2024").encode("cp1256")
+        (tmp_path / "births" / "a.csv").write_bytes(windows)
+        first = next(i for i, b in enumerate(windows) if b >= 0x80)
+        (tmp_path / "births" / "b.csv").write_text("REG_NO,UC\nX-1,UC-1\n")
+        await adapters.scan()
+        reports = sorted((await adapters.scan())[str(BIRTH)], key=lambda r: r.name)
+        assert [(r.status, r.reason) for r in reports] == [
+            ("rejected", f"byte {first} (line 2) is not valid utf-8"),
+            (
+                "rejected",
+                "the header lacks the mapped columns "
+                "['CHILD', 'CHILD_UR', 'DOB', 'FATHER', 'FATHER_CNIC', 'MOTHER', 'MOTHER_CNIC', "
+                "'REG_DATE', 'SEX']",
+            ),
+        ]
+    finally:
+        await adapters.close()
+
+
+async def test_the_background_watcher_loads_drops_while_serving(
+    tax: Adapters, tmp_path: Path
+) -> None:
+    source = tax.file_sources[0]
+    assert isinstance(source, FileSource)
+    object.__setattr__(source.spec, "poll_seconds", 0.1)
+    await tax.start()
+    fmt = layout(tax)
+    write_drop(tmp_path, "PTAX.F.DAT", extract(fmt, [record(fmt, 11)]))
+    for _ in range(50):
+        if (await get(tax, "/assessments/LHR-GLB-000011"))[0] == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert (await get(tax, "/assessments/LHR-GLB-000011"))[0] == 200

@@ -1,0 +1,240 @@
+"""SOAP adapters against real SOAP servers on loopback: both versions, faults and hostile XML."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from adapters.base import BackendRequest
+from adapters.config import Adapters, load_adapters
+from adapters.errors import BackendFailure
+from adapters.legacy import build, config_path, land_records_app
+from adapters.legacy.land_records import NS, PATH
+from adapters.soap import SOAP11, SOAP12
+from adapters.xmlsafe import XmlError, parse_xml
+from core.ids import ClientId, ServiceId
+from tests.adapters.conftest import SCHEMAS, write
+
+PARCEL = ServiceId.parse("PK/PROV/PLRA/land-records/parcel/v1")
+CLIENT = ClientId.parse("PK/LG/LMC/property-tax")
+Serve = Callable[[web.Application], Awaitable[str]]
+
+
+def request(path: str) -> BackendRequest:
+    return BackendRequest(
+        service=PARCEL, client=CLIENT, message_id="msg-7", method="GET", path=path
+    )
+
+
+@pytest.fixture(scope="module")
+def land(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return build(tmp_path_factory.mktemp("legacy"), people=40, seed=11)
+
+
+async def plra(url: str, version: str = "1.1", tmp: Path | None = None) -> Adapters:
+    config = config_path("plra")
+    if version != "1.1":
+        assert tmp is not None
+        text = config.read_text().replace('version: "1.1"', f'version: "{version}"')
+        text = text.replace("../../../schemas/records/", f"{SCHEMAS}/")
+        config = write(tmp / "plra.yaml", text)
+    return await load_adapters(config, environ={"PLRA_SOAP_URL": url})
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+async def test_parcel_is_mapped_from_the_soap_answer(
+    land: Any, serve: Serve, tmp_path: Path, version: str
+) -> None:
+    base = await serve(land_records_app(land.land_records))
+    adapters = await plra(base + PATH, version, tmp_path)
+    parcels = {p["id"]: p for p in json.loads(land.land_records.read_text())}
+    try:
+        for parcel_id in land.parcel_ids[:4]:
+            answer = await adapters.backends[PARCEL].call(request(f"/parcels/{parcel_id.lower()}"))
+            assert answer.status == 200, answer.body
+            doc = json.loads(answer.body)
+            want = parcels[parcel_id]
+            assert doc["mauza"]["district"] == want["district"]  # an attribute
+            assert doc["mauza"]["hadbast"] == want["mauza_code"]  # an attribute of a child
+            assert doc["khasra_numbers"] == want["khasras"]  # repeated elements
+            assert [o["cnic"] for o in doc["owners"]] == [
+                f"{o['cnic'][:5]}-{o['cnic'][5:12]}-{o['cnic'][12]}" for o in want["owners"]
+            ]
+            assert [o["name"]["ur"] for o in doc["owners"]] == [
+                o["name_ur"] for o in want["owners"]
+            ]
+            assert [
+                f"{o['share']['numerator']}/{o['share']['denominator']}" for o in doc["owners"]
+            ] == [o["share"] for o in want["owners"]]
+            assert doc["area"] == {"kanal": want["kanal"], "marla": want["marla"]}
+            assert [m["number"] for m in doc["mutations"]] == [
+                m["number"] for m in want["mutations"]
+            ]
+        missing = await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-99999"))
+        assert missing.status == 404  # the ParcelNotFound fault
+    finally:
+        await adapters.close()
+
+
+def soap_server(
+    answer: Callable[[bytes], tuple[int, str, str]], seen: list[bytes]
+) -> web.Application:
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append(body)
+        status, ctype, text = answer(body)
+        return web.Response(status=status, text=text, content_type=ctype)
+
+    app = web.Application()
+    app.router.add_post(PATH, handle)
+    return app
+
+
+def envelope(body: str, ns: str = SOAP11) -> str:
+    return f'<s:Envelope xmlns:s="{ns}" xmlns:lr="{NS}"><s:Body>{body}</s:Body></s:Envelope>'
+
+
+FAULT_11 = envelope(
+    "<s:Fault><faultcode>s:{code}</faultcode><faultstring>{reason}</faultstring>"
+    "<detail><lr:{detail}/></detail></s:Fault>"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "retried"),
+    [("Server", True), ("Client", False), ("Client.Authentication", False)],
+)
+async def test_faults_become_precise_errors_and_only_server_faults_are_retried(
+    serve: Serve, code: str, retried: bool
+) -> None:
+    seen: list[bytes] = []
+    text = FAULT_11.format(code=code, reason="registry offline", detail="Maintenance")
+    base = await serve(soap_server(lambda _: (500, "text/xml", text), seen))
+    adapters = await plra(base + PATH)
+    try:
+        with pytest.raises(BackendFailure) as e:
+            await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
+    finally:
+        await adapters.close()
+    assert len(seen) == (3 if retried else 1)  # retries: 2
+    assert e.value.xroad_type == "Server.ServerProxy.ServiceFailed"
+    assert e.value.message == f"SOAP fault {code}: registry offline"
+    assert e.value.detail["fault_code"] == code
+    assert e.value.detail["fault_detail"] == ["Maintenance"]
+    assert e.value.detail["message_id"] == "msg-7"
+
+
+async def test_soap_12_fault_subcodes_are_reported(serve: Serve, tmp_path: Path) -> None:
+    fault = envelope(
+        "<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>lr:QuotaExceeded</s:Value>"
+        "</s:Subcode></s:Code><s:Reason><s:Text xml:lang='en'>too many calls</s:Text></s:Reason>"
+        "</s:Fault>",
+        SOAP12,
+    )
+    base = await serve(soap_server(lambda _: (400, "application/soap+xml", fault), []))
+    adapters = await plra(base + PATH, "1.2", tmp_path)
+    try:
+        with pytest.raises(BackendFailure) as e:
+            await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
+    finally:
+        await adapters.close()
+    assert e.value.message == "SOAP fault Sender/QuotaExceeded: too many calls"
+    assert e.value.detail["fault_subcodes"] == ["QuotaExceeded"]
+
+
+async def test_parameters_are_escaped_into_the_envelope(serve: Serve, tmp_path: Path) -> None:
+    seen: list[bytes] = []
+    empty = envelope("<lr:GetParcelResponse/>")
+    base = await serve(soap_server(lambda _: (200, "text/xml", empty), seen))
+    text = (
+        config_path("plra")
+        .read_text()
+        .replace('pattern: "PB-[A-Z]{3}-[0-9]{4}-[0-9]{5}"', "pattern: '.+'")
+    )
+    text = text.replace("transforms: [trim, upper], ", "")
+    text = text.replace("../../../schemas/records/", f"{SCHEMAS}/")
+    adapters = await load_adapters(
+        write(tmp_path / "p.yaml", text), environ={"PLRA_SOAP_URL": base + PATH}
+    )
+    hostile = "x</lr:ParcelId><lr:Admin>1</lr:Admin><lr:ParcelId>&amp;\"'"
+    try:
+        answer = await adapters.backends[PARCEL].call(
+            request("/parcels/" + hostile.replace("/", "%2F"))
+        )
+    finally:
+        await adapters.close()
+    assert answer.status == 404  # no Parcel element in the answer
+    sent = parse_xml(seen[0])
+    call = sent.find(f"{{{SOAP11}}}Body/{{{NS}}}GetParcel")
+    assert call is not None
+    assert [child.tag for child in call] == [f"{{{NS}}}ParcelId"]
+    assert call.findtext(f"{{{NS}}}ParcelId") == hostile
+
+
+BOMB = (
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+    '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
+    + envelope("<lr:GetParcelResponse><lr:Parcel id='&lol3;'/></lr:GetParcelResponse>")
+)
+XXE = '<?xml version="1.0"?><!DOCTYPE e [<!ENTITY secret SYSTEM "file:///etc/passwd">]>' + envelope(
+    "<lr:GetParcelResponse><lr:Parcel id='x'><lr:Mauza>&secret;</lr:Mauza></lr:Parcel>"
+    "</lr:GetParcelResponse>"
+)
+
+
+@pytest.mark.parametrize("hostile", [BOMB, XXE])
+async def test_entity_bombs_and_external_entities_are_refused(serve: Serve, hostile: str) -> None:
+    base = await serve(soap_server(lambda _: (200, "text/xml", hostile), []))
+    adapters = await plra(base + PATH)
+    try:
+        with pytest.raises(BackendFailure) as e:
+            await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
+    finally:
+        await adapters.close()
+    assert (
+        e.value.message == "the SOAP answer is refused: the document has a DTD, which SOAP forbids"
+    )
+    assert "root:" not in json.dumps(e.value.detail)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (BOMB.encode(), "has a DTD"),
+        (XXE.encode(), "has a DTD"),
+        (b"<a><b></a>", "not well-formed XML at line 1"),
+    ],
+)
+def test_the_parser_refuses_what_soap_forbids(data: bytes, reason: str) -> None:
+    with pytest.raises(XmlError, match=reason):
+        parse_xml(data)
+
+
+async def test_the_land_records_server_refuses_hostile_requests_too(
+    land: Any, serve: Serve, http: Any
+) -> None:
+    base = await serve(land_records_app(land.land_records))
+    async with http.post(base + PATH, data=XXE.encode(), headers={"Content-Type": "text/xml"}) as r:
+        text = await r.text()
+    assert r.status == 500
+    assert "has a DTD" in text
+    assert "root:" not in text
+
+
+async def test_an_answer_in_the_other_soap_version_is_named(serve: Serve) -> None:
+    answer = envelope("<lr:GetParcelResponse/>", SOAP12)
+    base = await serve(soap_server(lambda _: (200, "application/soap+xml", answer), []))
+    adapters = await plra(base + PATH)
+    try:
+        with pytest.raises(
+            BackendFailure, match=r"SOAP version mismatch: the service answered SOAP 1\.2"
+        ):
+            await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
+    finally:
+        await adapters.close()

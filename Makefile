@@ -37,3 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.signatures
 	$(BIN)/python -m bench.schemas
 	$(BIN)/python -m bench.adapters
+	$(BIN)/python -m bench.audit

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from adapters.cli import adapter
+from audit.cli import audit
 from core import db
 from core.cli import echo_json, no_passphrase_option, resolve_passphrase, run_async
 from core.errors import ShahrahError
@@ -109,5 +110,6 @@ def key_public(path: Path, no_passphrase: bool) -> None:
 main.add_command(registry)
 registry.add_command(schema)
 main.add_command(adapter)
+main.add_command(audit)
 
 __all__ = ["main", "run_async"]

@@ -1,0 +1,414 @@
+"""``shahrah audit``: the regulator's audit server, exports and the offline verifier.
+
+The audit server's folder (``--data-dir``) holds ``anchor.json`` (the
+federation's configuration anchor), ``witness-key.pem`` and
+``witness.jwks.json`` (the witness key, published by the operator as central
+service ``audit-witness``), ``pseudonym.key`` (the federation's CNIC
+pseudonym key), ``globalconf.jws`` (the last verified global configuration)
+and, unless ``--db`` names another database, ``audit.db``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from audit import mirror
+from audit.export import write_export
+from audit.note import witness_name
+from audit.verify import verify_export
+from core.cli import db_url_for, echo_json, no_passphrase_option, resolve_passphrase, run_async
+from core.db import create_engine, sessions, transaction, upgrade
+from core.errors import BadRequestError, ShahrahError
+from core.ids import Cnic
+from core.keys import KeySet, PrivateKey
+from core.pseudonym import Pseudonymizer
+from core.web import parse_json, parse_model
+from registry.globalconf import Anchor
+
+__all__ = ["audit"]
+
+ANCHOR_FILE = "anchor.json"
+KEY_FILE = "witness-key.pem"
+JWKS_FILE = "witness.jwks.json"
+PSEUDONYM_FILE = "pseudonym.key"
+GLOBALCONF_FILE = "globalconf.jws"
+DB_FILE = "audit.db"
+
+_FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+data_dir_option = click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SHAHRAH_AUDIT_DIR",
+    help="The audit server's folder (keys, anchor, SQLite database). Env: SHAHRAH_AUDIT_DIR.",
+)
+db_option = click.option(
+    "--db",
+    envvar="SHAHRAH_DB",
+    help="Database URL (sqlite:///... or postgresql://...); default: audit.db in --data-dir.",
+)
+
+
+def _fail(e: ShahrahError) -> click.ClickException:
+    return click.ClickException(e.message)
+
+
+@click.group()
+def audit() -> None:
+    """The audit trail: the regulator's witness and mirror, exports and the offline verifier."""
+
+
+@audit.command()
+@data_dir_option
+@db_option
+@click.option(
+    "--anchor",
+    "anchor_file",
+    required=True,
+    type=_FILE,
+    help="The federation's configuration anchor (the registry's anchor.json).",
+)
+@click.option(
+    "--pseudonym-key",
+    type=_FILE,
+    help="The federation's CNIC pseudonym key, if it exists already (else one is made).",
+)
+@no_passphrase_option
+def init(
+    data_dir: Path,
+    db: str | None,
+    anchor_file: Path,
+    pseudonym_key: Path | None,
+    no_passphrase: bool,
+) -> None:
+    """Create an audit server: witness key, pseudonym key, anchor and database.
+
+    Prints the witness's JWK Set; the operator publishes it with
+    `shahrah registry central-service audit-witness --url URL --jwks FILE`."""
+    key_path = data_dir / KEY_FILE
+    if key_path.exists():
+        raise click.ClickException(f"{key_path} exists: {data_dir} already holds an audit server")
+    try:
+        anchor = Anchor.load(anchor_file)
+    except ShahrahError as e:
+        raise _fail(e) from e
+    passphrase = resolve_passphrase(no_passphrase, confirm=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    try:
+        upgrade(db_url_for(data_dir, db, DB_FILE))
+        key = PrivateKey.generate()
+        key.save(key_path, passphrase)
+        if pseudonym_key is not None:
+            shutil.copyfile(pseudonym_key, data_dir / PSEUDONYM_FILE)
+            os.chmod(data_dir / PSEUDONYM_FILE, 0o600)
+        else:
+            Pseudonymizer.generate(data_dir / PSEUDONYM_FILE)
+    except ShahrahError as e:
+        raise _fail(e) from e
+    shutil.copyfile(anchor_file, data_dir / ANCHOR_FILE)
+    jwks = KeySet([key.public()]).to_jwks()
+    (data_dir / JWKS_FILE).write_text(json.dumps(jwks, indent=2) + "\n")
+    if passphrase is None:
+        click.echo("warning: the witness key is stored WITHOUT a passphrase", err=True)
+    click.echo(f"audit server for {anchor.instance} created in {data_dir}", err=True)
+    click.echo(f"witness key name: {witness_name(anchor.instance)}, key id {key.kid}", err=True)
+    if pseudonym_key is None:
+        click.echo(
+            f"a new pseudonym key is in {data_dir / PSEUDONYM_FILE}: give the same file to the "
+            "consent service (it must be one key for the whole federation)",
+            err=True,
+        )
+    click.echo(
+        "publish the witness key: shahrah registry central-service audit-witness "
+        f"--url https://HOST:PORT --jwks {data_dir / JWKS_FILE}",
+        err=True,
+    )
+    echo_json(jwks)
+
+
+def _witness_key(data_dir: Path, no_passphrase: bool) -> PrivateKey:
+    path = data_dir / KEY_FILE
+    try:
+        return PrivateKey.load(path, None if no_passphrase else resolve_passphrase(False))
+    except ShahrahError as e:
+        raise click.ClickException(f"{path}: {e.message}") from e
+
+
+def _anchor(data_dir: Path) -> Anchor:
+    try:
+        return Anchor.load(data_dir / ANCHOR_FILE)
+    except ShahrahError as e:
+        raise _fail(e) from e
+
+
+def _pseudonyms(data_dir: Path) -> Pseudonymizer | None:
+    path = data_dir / PSEUDONYM_FILE
+    return Pseudonymizer.load(path) if path.exists() else None
+
+
+@audit.command()
+@data_dir_option
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--tls-cert", type=_FILE, help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", type=_FILE, help="Private key for --tls-cert (PEM).")
+@no_passphrase_option
+def serve(
+    data_dir: Path,
+    db: str | None,
+    host: str,
+    port: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    no_passphrase: bool,
+) -> None:
+    """Run the witness, the mirror and the regulators' search API.
+
+    Gateways submit checkpoints to POST /witness/v1/add-checkpoint; regulators
+    (subsystems in the global group audit-regulators) search with POST
+    /api/v1/search and read mirrored logs under /mirror; /metrics counts alarms."""
+    from aiohttp import web
+
+    from audit.server import AuditServerConfig, build_app
+    from registry.globalconf_client import GlobalConfClient
+    from registry.server import tls_context
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    config = AuditServerConfig(
+        db_url=db_url_for(data_dir, db, DB_FILE),
+        witness_key=_witness_key(data_dir, no_passphrase),
+        pseudonyms=_pseudonyms(data_dir),
+    )
+    conf = GlobalConfClient(_anchor(data_dir), cache_file=data_dir / GLOBALCONF_FILE)
+    ssl_ctx = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
+    click.echo(f"audit server on {'https' if ssl_ctx else 'http'}://{host}:{port}", err=True)
+    web.run_app(build_app(config, conf), host=host, port=port, ssl_context=ssl_ctx, print=None)
+
+
+def _filter_options(f: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--gateway", help="Gateway id INSTANCE/CLASS/MEMBER/CODE."),
+            click.option("--member", help="Member id INSTANCE/CLASS/CODE."),
+            click.option("--client", help="Consumer client id."),
+            click.option("--service", help="Service id."),
+            click.option("--outcome", type=click.Choice(["delivered", "denied"])),
+            click.option("--subject", help="The data subject's pseudonym (ps1:...)."),
+            click.option(
+                "--cnic-stdin",
+                is_flag=True,
+                help="Read the data subject's CNIC from standard input (kept off the command "
+                "line, which other users of the machine can see).",
+            ),
+            click.option("--since", help="Events at or after this RFC 3339 time."),
+            click.option("--until", help="Events before this RFC 3339 time."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _filters(model: type[mirror.Filters], **values: Any) -> Any:
+    if values.pop("cnic_stdin"):
+        try:
+            values["cnic"] = str(Cnic.parse(sys.stdin.readline()))
+        except BadRequestError as e:
+            raise click.BadParameter(e.message, param_hint="standard input") from e
+    try:
+        return parse_model(
+            model, {k: v for k, v in values.items() if v is not None}, where="option"
+        )
+    except BadRequestError as e:
+        raise click.BadParameter(e.message) from e
+
+
+@audit.command()
+@data_dir_option
+@db_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="The export file to write (refused if it exists).",
+)
+@_filter_options
+@no_passphrase_option
+def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **values: Any) -> None:
+    """Export witnessed audit entries, with proofs and keys, to one self-contained file.
+
+    Without filters (or with only --gateway/--member) every entry of each log is
+    exported; otherwise the matching entries with their inclusion proofs. Check
+    the file anywhere with `shahrah audit verify FILE`."""
+    filters = _filters(mirror.Filters, **values)
+    if out.exists():
+        raise click.ClickException(f"{out} exists; refusing to overwrite it")
+    key = _witness_key(data_dir, no_passphrase)
+    anchor = _anchor(data_dir)
+    cached = data_dir / GLOBALCONF_FILE
+    globalconf = cached.read_text("ascii") if cached.exists() else None
+    if globalconf is None:
+        click.echo("warning: no global configuration cached; the export cannot carry it", err=True)
+
+    async def go() -> Any:
+        engine = create_engine(db_url_for(data_dir, db, DB_FILE), pool_size=1)
+        try:
+            partial = out.with_name(out.name + ".partial")
+            with partial.open("xb") as f:
+                summary = await write_export(
+                    sessions(engine),
+                    f,
+                    filters=filters,
+                    pseudonymize=_pseudonyms(data_dir),
+                    witness_key=key,
+                    witness_name=witness_name(anchor.instance),
+                    globalconf=globalconf,
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            partial.rename(out)
+            return summary
+        finally:
+            await engine.dispose()
+
+    summary = run_async(go())
+    click.echo(
+        f"exported {summary.entries} entries of {summary.logs} logs with {summary.checkpoints} "
+        f"checkpoints to {out} (sha256 {summary.sha256})",
+        err=True,
+    )
+
+
+class _Progress:
+    """A one-line progress report on stderr, redrawn at most five times a second."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.last = 0.0
+
+    def __call__(self, done: int, entries: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and done < self.total:
+            return
+        self.last = now
+        click.echo(
+            f"\rverifying: {100 * done // self.total:3d}% ({entries:,} entries)", err=True, nl=False
+        )
+
+    def finish(self) -> None:
+        click.echo("", err=True)
+
+
+@audit.command()
+@click.argument("file", type=_FILE)
+@click.option(
+    "--anchor",
+    "anchor_file",
+    type=_FILE,
+    help="Trust the keys the federation's configuration anchor vouches for.",
+)
+@click.option(
+    "--witness-jwks",
+    type=_FILE,
+    help="Trust this JWK Set as the witness's keys.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show progress on stderr (default: only when stderr is a terminal).",
+)
+def verify(
+    file: Path, anchor_file: Path | None, witness_jwks: Path | None, progress: bool | None
+) -> None:
+    """Check an export offline: signatures, cosignatures, consistency, every entry.
+
+    Exits 0 if everything verifies and 1 naming every problem found: a changed,
+    missing, duplicated or reordered entry, a forged or inconsistent checkpoint,
+    or a file edited after export."""
+    try:
+        anchor = Anchor.load(anchor_file) if anchor_file else None
+        pinned = KeySet.from_jwks(parse_json(witness_jwks.read_bytes())) if witness_jwks else None
+    except ShahrahError as e:
+        raise _fail(e) from e
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _Progress(file.stat().st_size) if show else None
+    started = time.monotonic()
+    report = verify_export(file, anchor=anchor, witness_keys=pinned, progress=bar)
+    if bar is not None:
+        bar.finish()
+    elapsed = time.monotonic() - started
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    for problem in report.problems:
+        click.echo(f"PROBLEM: {problem}")
+    summary = (
+        f"{report.logs} logs, {report.checkpoints} checkpoints, {report.entries} entries "
+        f"in {elapsed:.1f} s"
+    )
+    if report.ok:
+        click.echo(f"OK: {summary}")
+        return
+    click.echo(f"FAILED: {len(report.problems)} problem(s); {summary}")
+    sys.exit(1)
+
+
+@audit.command()
+@data_dir_option
+@db_option
+@_filter_options
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, mirror.MAX_PAGE))
+def search(data_dir: Path, db: str | None, **values: Any) -> None:
+    """Search the mirrored events on this server's database, newest first (JSON)."""
+    query = _filters(mirror.SearchQuery, **values)
+
+    async def go() -> mirror.SearchPage:
+        engine = create_engine(db_url_for(data_dir, db, DB_FILE), pool_size=1)
+        try:
+            async with transaction(sessions(engine), write=False) as s:
+                return await mirror.search(s, query, _pseudonyms(data_dir))
+        finally:
+            await engine.dispose()
+
+    echo_json(run_async(go()))
+
+
+@audit.command()
+@data_dir_option
+@db_option
+def alarms(data_dir: Path, db: str | None) -> None:
+    """List the checkpoints the witness refused as contradicting a log's history (JSON)."""
+    from sqlalchemy import select
+
+    from audit.models import AuditAlarm
+
+    async def go() -> list[dict[str, Any]]:
+        engine = create_engine(db_url_for(data_dir, db, DB_FILE), pool_size=1)
+        try:
+            async with transaction(sessions(engine), write=False) as s:
+                rows = await s.scalars(select(AuditAlarm).order_by(AuditAlarm.id))
+                return [
+                    {
+                        "log_id": r.log_name,
+                        "reason": r.reason,
+                        "message": r.message,
+                        "time": r.created_at.astimezone(dt.UTC).isoformat(),
+                        "evidence": r.evidence,
+                    }
+                    for r in rows
+                ]
+        finally:
+            await engine.dispose()
+
+    echo_json(run_async(go()))

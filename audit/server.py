@@ -1,0 +1,236 @@
+"""The audit server the regulator runs (``shahrah audit serve``): witness, mirror and search.
+
+Routes:
+
+* ``POST /witness/v1/add-checkpoint``: logs submit checkpoints (audit.witness);
+* ``POST /api/v1/search``: regulators search every mirrored entry (audit.mirror);
+* ``GET /api/v1/alarms``: the evidence of every refused, contradicting checkpoint;
+* ``/mirror/...``: the RFC 6962 read API over the mirrored logs (audit.api);
+* ``GET /metrics`` (Prometheus) and ``GET /healthz``.
+
+The server learns the federation from a GlobalConfClient started from the
+anchor; until it holds a verified, unexpired configuration it refuses work
+with ``Server.ClientProxy.OutdatedGlobalConf`` (503), so it fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from audit import mirror, store
+from audit.api import register_read_api
+from audit.models import AuditAlarm
+from audit.note import witness_name
+from audit.regulators import SECURITY_SCHEME, RegulatorAuthenticator
+from audit.witness import Submission, Witness, WitnessMetrics
+from audit.witness_client import ADD_CHECKPOINT, WITNESS_SERVICE
+from core.db import Sessions, create_engine, sessions, transaction
+from core.fields import AwareDatetime
+from core.ids import ClientId
+from core.keys import PrivateKey
+from core.pseudonym import Pseudonymizer
+from core.web import Api, error_middleware, security_headers_middleware
+from registry.globalconf_client import GlobalConfClient
+from registry.memberauth import MemberRequestVerifier
+
+__all__ = ["AuditServerConfig", "build_app", "server_api"]
+
+# bytes: a submission carries at most 1024 entries of at most 16 KiB, JSON-escaped
+MAX_BODY = 40 * 2**20
+
+
+@dataclass(frozen=True)
+class AuditServerConfig:
+    db_url: str
+    witness_key: PrivateKey
+    pseudonyms: Pseudonymizer | None = None
+
+
+class Cosignatures(BaseModel):
+    cosignatures: list[str]
+
+
+class AlarmView(BaseModel):
+    id: int
+    log_id: str
+    reason: str
+    message: str
+    evidence: str
+    time: AwareDatetime
+
+
+@dataclass
+class _State:
+    sessions: Sessions
+    witness: Witness
+    members: MemberRequestVerifier
+    regulator: RegulatorAuthenticator
+    pseudonyms: Pseudonymizer | None
+    conf: GlobalConfClient
+    metrics: CollectorRegistry
+    witnessed_size: Gauge
+
+
+STATE = web.AppKey("audit_server_state", _State)
+REG = "regulator"
+
+server_api = Api(
+    title="Shahrah audit server",
+    version="1",
+    description="Witness, mirror and search of the federation's audit logs (run by the regulator).",
+    security_schemes={REG: SECURITY_SCHEME},
+)
+
+
+@server_api.route(
+    "POST",
+    ADD_CHECKPOINT,
+    summary="Submit a checkpoint with its consistency proof and new entries (tlog-witness)",
+    body=Submission,
+    response=Cosignatures,
+    errors=(401, 403, 404, 409, 413, 422, 503),
+    tags=("witness",),
+)
+async def add_checkpoint(request: web.Request, body: Submission) -> Cosignatures:
+    """A gateway signs the request as its member (``Authorization: Shahrah-Member``); a
+    central service's log is authenticated by its checkpoint signature alone."""
+    state = request.app[STATE]
+    caller: ClientId | None = None
+    if "Authorization" in request.headers:
+        caller = await state.members.authenticate(request)
+    return Cosignatures(cosignatures=await state.witness.add_checkpoint(body, caller))
+
+
+async def _regulator(request: web.Request) -> ClientId:
+    return await request.config_dict[STATE].regulator(request)
+
+
+@server_api.route(
+    "POST",
+    "/api/v1/search",
+    summary="Search every mirrored audit event",
+    body=mirror.SearchQuery,
+    response=mirror.SearchPage,
+    auth=REG,
+    tags=("search",),
+)
+async def search(
+    request: web.Request, principal: ClientId, body: mirror.SearchQuery
+) -> mirror.SearchPage:
+    """A POST, so a CNIC never appears in a URL or an access log."""
+    state = request.app[STATE]
+    async with transaction(state.sessions, write=False) as s:
+        return await mirror.search(s, body, state.pseudonyms)
+
+
+@server_api.route(
+    "GET",
+    "/api/v1/alarms",
+    summary="Checkpoints the witness refused as evidence of a misbehaving log",
+    response=list[AlarmView],
+    auth=REG,
+    tags=("witness",),
+)
+async def alarms(request: web.Request, principal: ClientId) -> list[AlarmView]:
+    async with transaction(request.app[STATE].sessions, write=False) as s:
+        rows = await s.scalars(select(AuditAlarm).order_by(AuditAlarm.id.desc()).limit(1000))
+        return [
+            AlarmView(
+                id=r.id,
+                log_id=r.log_name,
+                reason=r.reason,
+                message=r.message,
+                evidence=r.evidence,
+                time=r.created_at,
+            )
+            for r in rows
+        ]
+
+
+@server_api.route("GET", "/healthz", summary="Liveness", response={"type": "object"})
+async def healthz(request: web.Request) -> dict[str, Any]:
+    conf = request.app[STATE].conf
+    view = conf.view
+    return {
+        "status": "ok" if view is not None else "no-globalconf",
+        "globalconf_serial": view.serial if view else None,
+        "globalconf_age": conf.age(),
+        "globalconf_error": conf.last_error,
+    }
+
+
+@server_api.route(
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics",
+    response={"type": "string"},
+    content_type="text/plain",
+)
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    async with transaction(state.sessions, write=False) as s:
+        heads = await store.logs(s, store.MIRROR)
+    for head in heads:
+        state.witnessed_size.labels(head.name).set(head.size)
+    return web.Response(
+        body=generate_latest(state.metrics), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def build_app(config: AuditServerConfig, conf: GlobalConfClient) -> web.Application:
+    """The audit server's application; ``conf`` (started from the anchor) is refreshed in
+    the background while it runs."""
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[security_headers_middleware, error_middleware()],
+    )
+    engine = create_engine(config.db_url)
+    factory = sessions(engine)
+    registry = CollectorRegistry()
+    members = MemberRequestVerifier(WITNESS_SERVICE, conf.current)
+    app[STATE] = _State(
+        sessions=factory,
+        witness=Witness(
+            factory,
+            config.witness_key,
+            witness_name(conf.anchor.instance),
+            conf.current,
+            WitnessMetrics(registry),
+        ),
+        members=members,
+        regulator=RegulatorAuthenticator(WITNESS_SERVICE, conf.current, verifier=members),
+        pseudonyms=config.pseudonyms,
+        conf=conf,
+        metrics=registry,
+        witnessed_size=Gauge(
+            "shahrah_audit_witnessed_size",
+            "Entries of each log up to its newest cosigned checkpoint",
+            ["log"],
+            registry=registry,
+        ),
+    )
+    server_api.register(app, {REG: _regulator})
+    register_read_api(app, factory, _regulator, prefix="/mirror", kind=store.MIRROR)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        async with aiohttp.ClientSession() as http:
+            task = asyncio.create_task(conf.run(http, stop))
+            yield
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await engine.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,505 @@
+"""The offline verifier of regulator exports: no network, one streaming pass, every problem named.
+
+What it checks, per log (format: audit.export_format):
+
+* every checkpoint carries a valid signature by one of the log's keys and a
+  valid cosignature by the witness (else: *forged checkpoint*);
+* checkpoint sizes increase, and each consecutive pair has a consistency
+  proof that verifies (else: *inconsistent checkpoints*);
+* every entry hashes to its stated leaf hash (else: *changed entry*); entry
+  indices increase (else: *duplicated* or *reordered entry*);
+* complete logs: indices run from 0 without a gap (else: *missing entry*)
+  and the leaf hashes rebuild the root of every checkpoint they pass;
+* selected logs: exactly the listed indices are present and each inclusion
+  proof leads to the root of the newest checkpoint;
+* the closing line: the digest of all bytes before it and the witness's
+  signature over it (else: the file was *edited after export*).
+
+Trust: with ``anchor`` (the federation's configuration anchor) the operator's
+signature on the embedded global configuration is checked and the witness
+and log keys must be the ones it publishes; with ``witness_keys`` the
+witness key is pinned; with neither, the keys in the file are used and the
+report says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from audit import merkle
+from audit.export_format import EXPORT_TYP, FORMAT, seal_payload
+from audit.merkle import Frontier, ProofError
+from audit.note import (
+    Checkpoint,
+    Note,
+    NoteError,
+    verify_cosignature,
+    verify_log_signature,
+)
+from audit.witness_client import WITNESS_SERVICE
+from core import jws
+from core.errors import BadRequestError, InvalidSignatureError, ShahrahError
+from core.ids import GatewayId
+from core.keys import KeySet, PublicKey
+from registry.globalconf import GLOBALCONF_TYP, Anchor, GlobalConf, GlobalConfView, KeyInfo
+
+__all__ = ["Report", "verify_export"]
+
+Progress = Callable[[int, int], None]  # (bytes read, entries checked)
+
+
+@dataclass
+class Report:
+    """The verdict: ``problems`` empty means the export verified."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    logs: int = 0
+    entries: int = 0
+    checkpoints: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Bad(Exception):
+    """A line that cannot be read at all."""
+
+
+def _hash(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise _Bad(f"{what} is not a base64 string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise _Bad(f"{what} is not base64") from e
+    if len(raw) != merkle.HASH_SIZE:
+        raise _Bad(f"{what} is not a 32-byte hash")
+    return raw
+
+
+def _int(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise _Bad(f"{what} is not a non-negative integer")
+    return value
+
+
+@dataclass
+class _Log:
+    """What the verifier knows about the log it is reading."""
+
+    log_id: str
+    origin: str
+    size: int
+    complete: bool
+    keys: list[PublicKey]
+    indices: set[int] | None
+    roots: dict[int, bytes] = field(default_factory=dict)  # checkpoints that verified
+    sizes: list[int] = field(default_factory=list)  # every checkpoint line, in file order
+    proven: set[tuple[int, int]] = field(default_factory=set)
+    last_index: int = -1
+    seen: set[int] = field(default_factory=set)  # selected mode, and late entries
+    gaps: list[list[int]] = field(default_factory=list)  # complete mode: [first, last] missing
+    frontier: Frontier = field(default_factory=Frontier)
+    broken_at: int | None = None  # complete mode: first index the tree could not follow
+
+
+class _Verifier:
+    def __init__(self, anchor: Anchor | None, witness_keys: KeySet | None) -> None:
+        self.anchor = anchor
+        self.pinned = witness_keys
+        self.report = Report()
+        self.view: GlobalConfView | None = None
+        self.witness_name = ""
+        self.witness_keys: list[PublicKey] = []
+        self.created_at = ""
+        self.log: _Log | None = None
+        self.logs_seen: set[str] = set()
+        self.entry_lines = 0
+
+    def problem(self, text: str) -> None:
+        self.report.problems.append(text)
+
+    # --- header and keys ------------------------------------------------------------------
+
+    def header(self, line: dict[str, Any]) -> None:
+        if line.get("format") != FORMAT:
+            raise _Bad(f"not a Shahrah audit export (format {line.get('format')!r})")
+        witness = line.get("witness")
+        if not isinstance(witness, dict) or not isinstance(witness.get("name"), str):
+            raise _Bad("header names no witness")
+        self.witness_name = witness["name"]
+        self.created_at = str(line.get("created_at", ""))
+        try:
+            file_key = PublicKey.from_jwk(witness.get("jwk") or {})
+        except BadRequestError as e:
+            raise _Bad(f"witness key: {e.message}") from e
+        if self.anchor is not None:
+            self.view = self._anchored(line.get("globalconf"))
+        if self.pinned is not None:
+            self.witness_keys = list(self.pinned.values())
+            self.report.notes.append("witness key pinned by --witness-jwks")
+        elif self.view is not None:
+            try:
+                keys = self.view.central_service(WITNESS_SERVICE).keys.keyset()
+            except ShahrahError:
+                self.problem("the anchored global configuration publishes no audit witness")
+                keys = KeySet()
+            self.witness_keys = list(keys.values())
+        else:
+            self.witness_keys = [file_key]
+            self.report.notes.append(
+                f"keys taken from the file itself (witness key {file_key.kid}); "
+                "pass --anchor or --witness-jwks to check them against a trusted source"
+            )
+        if file_key.kid not in {k.kid for k in self.witness_keys}:
+            self.problem(f"the export names witness key {file_key.kid}, which is not trusted")
+
+    def _anchored(self, signed: Any) -> GlobalConfView | None:
+        assert self.anchor is not None
+        if not isinstance(signed, str):
+            self.problem("the export carries no global configuration to check against the anchor")
+            return None
+        try:
+            verified = jws.verify(signed, self.anchor.keyset(), typ=GLOBALCONF_TYP)
+            conf = GlobalConf.model_validate_json(verified.payload)
+        except (InvalidSignatureError, ValidationError) as e:
+            self.problem(f"the embedded global configuration does not verify with the anchor: {e}")
+            return None
+        if conf.instance != self.anchor.instance:
+            self.problem(f"the embedded global configuration is for instance {conf.instance}")
+            return None
+        self.report.notes.append(
+            f"keys checked against the anchor of {conf.instance} (configuration serial "
+            f"{conf.serial})"
+        )
+        return GlobalConfView(conf, signed)
+
+    # --- logs -------------------------------------------------------------------------------
+
+    def start_log(self, line: dict[str, Any]) -> None:
+        self.finish_log()
+        log_id = line.get("log_id")
+        if not isinstance(log_id, str) or not isinstance(line.get("origin"), str):
+            raise _Bad("log line without log_id and origin")
+        if log_id in self.logs_seen:
+            self.problem(f"{log_id}: the log appears twice")
+        self.logs_seen.add(log_id)
+        keys: list[PublicKey] = []
+        for jwk in line.get("keys") or []:
+            try:
+                keys.append(PublicKey.from_jwk(jwk))
+            except BadRequestError as e:
+                self.problem(f"{log_id}: unusable key: {e.message}")
+        mode = line.get("mode")
+        if mode not in ("complete", "selected"):
+            raise _Bad(f"log {log_id}: unknown mode {mode!r}")
+        indices = line.get("indices")
+        if mode == "selected" and not (
+            isinstance(indices, list) and all(type(i) is int for i in indices)
+        ):
+            raise _Bad(f"log {log_id}: a selected log must list its indices")
+        self.log = _Log(
+            log_id=log_id,
+            origin=line["origin"],
+            size=_int(line.get("tree_size"), "tree_size"),
+            complete=mode == "complete",
+            keys=self._trusted_log_keys(log_id, keys),
+            indices=set(indices) if isinstance(indices, list) else None,
+        )
+        self.report.logs += 1
+
+    def _trusted_log_keys(self, log_id: str, keys: list[PublicKey]) -> list[PublicKey]:
+        """The file's keys for ``log_id`` that the anchored configuration publishes for it."""
+        if self.view is None:
+            return keys
+        published = self._published(log_id)
+        if published is None:
+            self.problem(f"{log_id}: not a log of the anchored federation")
+            return []
+        for key in keys:
+            if key.kid not in published:
+                self.problem(f"{log_id}: key {key.kid} is not published for this log")
+        return [k for k in keys if k.kid in published]
+
+    def _published(self, log_id: str) -> dict[str, KeyInfo | None] | None:
+        """Keys the configuration publishes for a log, with their validity (gateways only)."""
+        assert self.view is not None
+        service = self.view.central_services.get(log_id)
+        if service is not None:
+            return dict.fromkeys(service.keys.keyset())
+        try:
+            member = self.view.members.get(GatewayId.parse(log_id).member)
+        except ShahrahError:
+            return None
+        return {k.kid: k for k in member.keys} if member else None
+
+    def _current(self, what: str) -> _Log:
+        if self.log is None:
+            raise _Bad(f"{what} line before any log line")
+        return self.log
+
+    def checkpoint(self, line: dict[str, Any]) -> None:
+        log = self._current("checkpoint")
+        try:
+            note = Note.parse(str(line.get("note", "")))
+            cp = Checkpoint.parse(note.text)
+        except NoteError as e:
+            self.problem(f"{log.log_id}: malformed checkpoint: {e.message}")
+            return
+        where = f"{log.log_id} checkpoint at size {cp.size}"
+        self.report.checkpoints += 1
+        if log.sizes and cp.size <= log.sizes[-1]:
+            kind = "duplicated" if cp.size == log.sizes[-1] else "out of order"
+            self.problem(f"{where}: {kind} (after size {log.sizes[-1]})")
+            return
+        log.sizes.append(cp.size)
+        if cp.origin != log.origin or cp.size > log.size:
+            self.problem(f"{where}: does not belong to this log (origin {cp.origin})")
+            return
+        try:
+            key = verify_log_signature(note, log.origin, log.keys)
+        except InvalidSignatureError as e:
+            self.problem(f"{where}: forged: {e.message}")
+            return
+        witnessed = self._cosigned(note)
+        if witnessed is None:
+            self.problem(f"{where}: no valid cosignature by the witness {self.witness_name}")
+            return
+        if self.view is not None:
+            info = (self._published(log.log_id) or {}).get(key.kid)
+            if info is not None and not _valid(info, witnessed):
+                self.problem(
+                    f"{where}: signed with key {key.kid}, which was not valid when it was "
+                    f"witnessed ({witnessed.isoformat()})"
+                )
+                return
+        log.roots[cp.size] = cp.root
+
+    def _cosigned(self, note: Note) -> dt.datetime | None:
+        """When the witness cosigned ``note``, or None if no trusted cosignature verifies."""
+        for key in self.witness_keys:
+            try:
+                timestamp = verify_cosignature(note, self.witness_name, key)
+            except InvalidSignatureError:
+                continue
+            return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+        return None
+
+    def consistency(self, line: dict[str, Any]) -> None:
+        log = self._current("consistency")
+        size1, size2 = _int(line.get("size1"), "size1"), _int(line.get("size2"), "size2")
+        proof = [_hash(h, "consistency proof hash") for h in line.get("proof") or []]
+        if size1 not in log.roots or size2 not in log.roots:
+            self.problem(f"{log.log_id}: consistency proof {size1} -> {size2} joins no checkpoints")
+            return
+        try:
+            merkle.verify_consistency(size1, size2, proof, log.roots[size1], log.roots[size2])
+        except ProofError as e:
+            self.problem(
+                f"{log.log_id}: checkpoints at sizes {size1} and {size2} are inconsistent: "
+                f"{e.message}"
+            )
+            return
+        log.proven.add((size1, size2))
+
+    # --- entries ----------------------------------------------------------------------------
+
+    def entry(self, line: dict[str, Any]) -> None:
+        log = self._current("entry")
+        self.entry_lines += 1
+        self.report.entries += 1
+        index = _int(line.get("index"), "index")
+        text = line.get("entry")
+        if not isinstance(text, str):
+            raise _Bad(f"{log.log_id} entry #{index} has no entry text")
+        claimed = _hash(line.get("leaf_hash"), f"{log.log_id} entry #{index} leaf_hash")
+        where = f"{log.log_id} entry #{index}"
+        if merkle.leaf_hash(text.encode("utf-8")) != claimed:
+            self.problem(f"{where}: changed (its content does not hash to its leaf hash)")
+        if index <= log.last_index:
+            late = _take(log.gaps, index) if log.complete else index not in log.seen
+            kind = "reordered" if late else "duplicated"
+            self.problem(f"{where}: {kind} (found after entry #{log.last_index})")
+            if log.complete and log.broken_at is None:
+                log.broken_at = index
+            log.seen.add(index)
+            return
+        if log.complete and index > log.last_index + 1:
+            log.gaps.append([log.last_index + 1, index - 1])
+            if log.broken_at is None:
+                log.broken_at = log.last_index + 1
+        log.last_index = index
+        if log.complete:
+            self._grow(log, claimed)
+        else:
+            log.seen.add(index)
+            self._prove(log, index, claimed, line.get("proof"))
+
+    def _grow(self, log: _Log, leaf: bytes) -> None:
+        """Add the next leaf of a complete log and check every checkpoint it reaches."""
+        if log.broken_at is not None:
+            return
+        log.frontier.append(leaf)
+        size = log.frontier.size
+        if size in log.roots and log.frontier.root() != log.roots[size]:
+            previous = max((s for s in log.roots if s < size), default=0)
+            self.problem(
+                f"{log.log_id}: entries #{previous}..#{size - 1} do not produce the root of the "
+                f"checkpoint at size {size} (an entry was changed, added, removed or reordered)"
+            )
+            log.broken_at = size
+
+    def _prove(self, log: _Log, index: int, leaf: bytes, proof_value: Any) -> None:
+        where = f"{log.log_id} entry #{index}"
+        assert log.indices is not None
+        if index not in log.indices:
+            self.problem(f"{where}: not listed in the export's manifest (added)")
+        root = log.roots.get(log.size)
+        if root is None:
+            return  # reported with the log: its newest checkpoint did not verify
+        proof = [_hash(h, f"{where} proof hash") for h in proof_value or []]
+        try:
+            merkle.verify_inclusion(leaf, index, log.size, proof, root)
+        except ProofError as e:
+            self.problem(f"{where}: not in the witnessed log ({e.message}): changed or forged")
+
+    def finish_log(self) -> None:
+        log = self.log
+        if log is None:
+            return
+        self.log = None
+        if log.size and log.size not in log.roots:
+            self.problem(f"{log.log_id}: no verified checkpoint at its size {log.size}")
+        verified = sorted(log.roots)
+        for first, second in itertools.pairwise(verified):
+            if (first, second) not in log.proven:
+                self.problem(
+                    f"{log.log_id}: no consistency proof between sizes {first} and {second}"
+                )
+        if log.complete:
+            if log.last_index < log.size - 1:
+                log.gaps.append([log.last_index + 1, log.size - 1])
+                if log.broken_at is None:
+                    log.broken_at = log.last_index + 1
+            for first, last in log.gaps:
+                span = f"#{first}" + (f"..#{last}" if last > first else "")
+                self.problem(f"{log.log_id} entry {span}: missing")
+            if log.broken_at is not None:
+                unchecked = [s for s in verified if s > log.broken_at]
+                if unchecked:
+                    self.problem(
+                        f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[-1]} could "
+                        "not be checked against the entries"
+                    )
+        else:
+            assert log.indices is not None
+            for index in sorted(log.indices - log.seen):
+                self.problem(f"{log.log_id} entry #{index}: missing (listed in the manifest)")
+
+    # --- the seal ---------------------------------------------------------------------------
+
+    def end(self, line: dict[str, Any], digest: str) -> None:
+        self.finish_log()
+        declared, sealed = line.get("entries"), line.get("sha256")
+        if declared != self.entry_lines:
+            self.problem(f"the export declares {declared} entries but holds {self.entry_lines}")
+        if sealed != digest:
+            self.problem("the file was edited after export: its digest does not match")
+        if type(declared) is not int or not isinstance(sealed, str):
+            self.problem("the export's end line is malformed")
+            return
+        # The seal covers what the end line declares; a mismatch with the file is reported above.
+        signature = line.get("signature")
+        payload = seal_payload(self.created_at, declared, sealed, self.witness_name)
+        for key in self.witness_keys:
+            try:
+                jws.verify(str(signature), KeySet([key]), typ=EXPORT_TYP, payload=payload)
+            except InvalidSignatureError:
+                continue
+            return
+        self.problem("the export's closing signature by the witness does not verify")
+
+
+def _valid(info: KeyInfo, at: dt.datetime) -> bool:
+    """Whether a member key was valid during the second ``at`` (cosignatures have whole seconds)."""
+    limits = (info.not_after, info.revoked_at)
+    return info.not_before < at + dt.timedelta(seconds=1) and all(
+        limit is None or limit > at for limit in limits
+    )
+
+
+def _take(gaps: list[list[int]], index: int) -> bool:
+    """Remove ``index`` from the missing ranges; whether it was missing (so: late, not a copy)."""
+    for n, (first, last) in enumerate(gaps):
+        if first <= index <= last:
+            gaps[n : n + 1] = [r for r in ([first, index - 1], [index + 1, last]) if r[0] <= r[1]]
+            return True
+    return False
+
+
+def verify_export(
+    path: Path,
+    *,
+    anchor: Anchor | None = None,
+    witness_keys: KeySet | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Verify the export at ``path`` without any network access."""
+    v = _Verifier(anchor, witness_keys)
+    digest = hashlib.sha256()
+    handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+        "log": v.start_log,
+        "checkpoint": v.checkpoint,
+        "consistency": v.consistency,
+        "entry": v.entry,
+    }
+    read = 0
+    ended = False
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            read += len(raw)
+            if progress is not None and number % 4096 == 0:
+                progress(read, v.report.entries)
+            if ended:
+                v.problem(f"line {number}: data after the end of the export")
+                break
+            try:
+                line = json.loads(raw)
+                if not isinstance(line, dict):
+                    raise _Bad("not a JSON object")
+                kind = line.get("type")
+                if number == 1:
+                    if kind != "header":
+                        raise _Bad("the export does not start with its header")
+                    v.header(line)
+                elif kind == "end":
+                    v.end(line, digest.hexdigest())
+                    ended = True
+                elif kind in handlers:
+                    handlers[kind](line)
+                else:
+                    raise _Bad(f"unknown line type {kind!r}")
+            except (_Bad, ValueError, UnicodeDecodeError) as e:
+                v.problem(f"line {number}: unreadable: {e}")
+                if number == 1:
+                    return v.report
+            digest.update(raw)
+    if progress is not None:
+        progress(read, v.report.entries)
+    if not ended:
+        v.finish_log()
+        v.problem("the export is truncated: it has no end line")
+    return v.report

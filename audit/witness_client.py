@@ -1,0 +1,173 @@
+"""The log's side of the witness protocol: submit a checkpoint, get a verified cosignature.
+
+The witness is the federation's central service ``audit-witness``: its URL
+and public key come from the verified global configuration, so a gateway
+needs no separate witness settings. A gateway signs each submission as its
+member (registry.memberauth, audience ``audit-witness``); a central service
+that keeps a log (e.g. consent) submits without, its checkpoint signature
+being its credential.
+
+The request is tlog-witness's ``add-checkpoint`` carried as JSON, plus the
+entries the checkpoint adds, which the witness needs to mirror the log. The
+statuses are tlog-witness's: 409 says which size the witness holds, 403 that
+no signature verified, 422 that the proof or entries do not add up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from audit.errors import (
+    WitnessConflictError,
+    WitnessRefusedError,
+    WitnessUnavailableError,
+)
+from audit.note import (
+    Note,
+    NoteError,
+    NoteSignature,
+    b64encode_hash,
+    cosignature_key_id,
+    verify_cosignature,
+    witness_name,
+)
+from core.errors import InvalidSignatureError
+from core.ids import ClientId
+from core.keys import PrivateKey
+from registry.globalconf import GlobalConfView
+from registry.memberauth import sign_request
+
+__all__ = ["ADD_CHECKPOINT", "WITNESS_SERVICE", "Cosigned", "WitnessClient"]
+
+WITNESS_SERVICE = "audit-witness"
+ADD_CHECKPOINT = "/witness/v1/add-checkpoint"
+TIMEOUT = 30.0  # seconds for one submission
+_MAX_ANSWER = 64 * 1024  # bytes
+
+
+@dataclass(frozen=True)
+class Cosigned:
+    """The witness's verified cosignature and the time it states (POSIX seconds)."""
+
+    signature: NoteSignature
+    timestamp: int
+
+
+class WitnessClient:
+    """Submits checkpoints of one federation's logs to its audit witness."""
+
+    def __init__(
+        self,
+        view: Callable[[], GlobalConfView],
+        http: aiohttp.ClientSession,
+        *,
+        key: PrivateKey | None = None,
+        client: ClientId | None = None,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        """``key`` and ``client`` sign submissions as a member (gateways); leave both out for
+        a central service's log."""
+        if (key is None) != (client is None):
+            raise ValueError("give both the member key and the client, or neither")
+        self.view = view
+        self.http = http
+        self.key = key
+        self.client = client
+        self.timeout = timeout
+
+    async def add_checkpoint(
+        self,
+        log_id: str,
+        old_size: int,
+        consistency: Sequence[bytes],
+        checkpoint: Note,
+        entries: Sequence[bytes],
+    ) -> Cosigned:
+        """Submit ``checkpoint``, which extends the witness's ``old_size`` by ``entries``.
+
+        Returns the cosignature after checking it against the witness key in
+        the global configuration. Raises WitnessConflictError (with the size
+        the witness holds), WitnessRefusedError or WitnessUnavailableError.
+        """
+        view = self.view()
+        service = view.central_service(WITNESS_SERVICE)
+        url = service.url.rstrip("/") + ADD_CHECKPOINT
+        body = json.dumps(
+            {
+                "log_id": log_id,
+                "old_size": old_size,
+                "consistency": [b64encode_hash(h) for h in consistency],
+                "checkpoint": checkpoint.render(),
+                "entries": [e.decode("utf-8") for e in entries],
+            },
+            ensure_ascii=False,
+        ).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if self.key is not None and self.client is not None:
+            headers["Authorization"] = sign_request(
+                self.key,
+                self.client,
+                audience=WITNESS_SERVICE,
+                method="POST",
+                path=urlsplit(url).path,
+                body=body,
+            )
+        try:
+            async with self.http.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,
+            ) as resp:
+                answer = await resp.content.read(_MAX_ANSWER)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise WitnessUnavailableError(f"cannot reach the audit witness at {url}: {e!r}") from e
+        document = _json(answer)
+        if status == 200:
+            return self._cosignature(view, checkpoint, document)
+        message = str(document.get("message", f"HTTP {status}"))
+        if status == 409 and isinstance(document.get("detail"), dict):
+            size = document["detail"].get("size")
+            if type(size) is int:
+                raise WitnessConflictError(message, size=size)
+        if status in (400, 401, 403, 404, 409, 413, 422):
+            raise WitnessRefusedError(f"the audit witness refused the checkpoint: {message}")
+        raise WitnessUnavailableError(f"the audit witness answered HTTP {status}: {message}")
+
+    def _cosignature(
+        self, view: GlobalConfView, checkpoint: Note, document: dict[str, Any]
+    ) -> Cosigned:
+        name = witness_name(view.conf.instance)
+        lines = document.get("cosignatures")
+        if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+            raise WitnessUnavailableError("the audit witness answered without cosignatures")
+        try:
+            note = Note.parse(checkpoint.text + "\n" + "".join(lines))
+        except NoteError as e:
+            raise WitnessUnavailableError(f"the witness's cosignature is malformed: {e}") from e
+        keys = view.central_service(WITNESS_SERVICE).keys.keyset()
+        for key in keys.values():
+            try:
+                timestamp = verify_cosignature(note, name, key)
+            except InvalidSignatureError:
+                continue
+            key_id = cosignature_key_id(name, key)
+            signature = next(s for s in note.signatures if s.name == name and s.key_id == key_id)
+            return Cosigned(signature, timestamp)
+        raise WitnessUnavailableError("the witness's cosignature does not verify with its key")
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}

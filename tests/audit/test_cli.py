@@ -1,0 +1,135 @@
+"""``shahrah audit`` as a regulator runs it: init, export, verify, search, alarms, help."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from audit.cli import audit
+from core.keys import KeySet
+from shahrah.cli import main
+from tests.audit.conftest import WITNESS_KEY, Federation
+from tests.audit.events import CITIZEN, PSEUDONYM_KEY
+from tests.audit.test_export import N, witnessed  # noqa: F401 (fixture)
+from tests.registry.test_globalconf import anchor_for
+
+
+def run(*args: str, ok: bool = True, stdin: str | None = None) -> Result:
+    result = CliRunner().invoke(main, list(args), input=stdin, catch_exceptions=False, env={})
+    if ok:
+        assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+def test_every_audit_command_explains_itself() -> None:
+    for name, command in audit.commands.items():
+        result = run("audit", name, "--help")
+        assert command.help
+        assert "Usage: main audit " + name in result.output
+
+
+def test_init_makes_keys_and_prints_the_jwks_to_publish(tmp_path: Path, db_url: str) -> None:
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(anchor_for().dumps())
+    d = tmp_path / "audit"
+    result = run(
+        "audit",
+        "init",
+        "--data-dir",
+        str(d),
+        "--anchor",
+        str(anchor),
+        "--db",
+        db_url,
+        "--no-passphrase",
+    )
+    jwks = json.loads(result.stdout)
+    assert len(KeySet.from_jwks(jwks)) == 1
+    assert json.loads((d / "witness.jwks.json").read_text()) == jwks
+    assert "shahrah registry central-service audit-witness" in result.stderr
+    assert "witness key name: shahrah/PK/audit-witness" in result.stderr
+    for name in ("witness-key.pem", "pseudonym.key"):
+        assert stat.S_IMODE((d / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    again = run(
+        "audit", "init", "--data-dir", str(d), "--anchor", str(anchor), "--no-passphrase", ok=False
+    )
+    assert "already holds an audit server" in again.stderr
+
+
+@pytest.fixture
+def server_dir(tmp_path: Path, witnessed: Federation) -> Path:  # noqa: F811
+    """The folder of the audit server the federation fixture runs."""
+    d = tmp_path / "server"
+    d.mkdir()
+    (d / "anchor.json").write_text(anchor_for().dumps())
+    WITNESS_KEY.save(d / "witness-key.pem", None)
+    (d / "pseudonym.key").write_bytes(PSEUDONYM_KEY)
+    (d / "globalconf.jws").write_text(witnessed.audit_conf.current().signed)
+    return d
+
+
+async def _cli(*args: str, **kw: Any) -> Result:
+    """The CLI runs its own event loop, so it gets a thread of its own."""
+    return await asyncio.to_thread(run, *args, **kw)
+
+
+async def test_export_and_verify_from_the_command_line(
+    server_dir: Path, db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "citizen.jsonl"
+
+    async def export(*options: str, **kw: Any) -> Result:
+        common = ("--data-dir", str(server_dir), "--db", db_url, "--out", str(out))
+        return await _cli("audit", "export", *common, "--no-passphrase", *options, **kw)
+
+    result = await export("--cnic-stdin", stdin=CITIZEN.value + "\n")
+    assert f"exported {len(range(0, N, 3))} entries of 1 logs" in result.stderr
+    assert CITIZEN.value not in out.read_text()
+    again = await export(ok=False)
+    assert "exists; refusing to overwrite" in again.stderr
+
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(anchor_for().dumps())
+    verified = await _cli("audit", "verify", str(out), "--anchor", str(anchor), "--progress")
+    assert verified.stdout.splitlines()[-1].startswith("OK: 1 logs, 6 checkpoints, 7 entries")
+    assert "verifying: 100%" in verified.stderr
+    quiet = await _cli("audit", "verify", str(out))
+    assert "verifying" not in quiet.stderr  # not a terminal and no --progress
+
+    text = out.read_text().replace('\\"msg-3\\"', '\\"msg-X\\"')
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text(text)
+    failed = await _cli("audit", "verify", str(tampered), ok=False)
+    assert failed.exit_code == 1
+    assert "PROBLEM: PK/FED/NADRA/gw1 entry #3: changed" in failed.stdout
+    assert failed.stdout.splitlines()[-1].startswith("FAILED: 2 problem(s)")
+
+
+async def test_search_and_alarms_on_the_servers_database(server_dir: Path, db_url: str) -> None:
+    result = await _cli(
+        "audit", "search", "--data-dir", str(server_dir), "--db", db_url, "--outcome", "denied"
+    )
+    page = json.loads(result.stdout)
+    assert [r["index"] for r in page["results"]] == [9]
+    assert page["results"][0]["witnessed"]["tree_size"] == 12
+    bad = await _cli(
+        "audit", "search", "--data-dir", str(server_dir), "--outcome", "maybe", ok=False
+    )
+    assert bad.exit_code == 2
+    alarms = await _cli("audit", "alarms", "--data-dir", str(server_dir), "--db", db_url)
+    assert json.loads(alarms.stdout) == []
+
+
+def test_verify_refuses_a_file_that_is_not_an_export(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text('{"type": "header", "format": "something else"}\n')
+    result = run("audit", "verify", str(junk), ok=False)
+    assert result.exit_code == 1
+    assert "not a Shahrah audit export" in result.stdout

@@ -1,0 +1,110 @@
+"""The audit server's regulator APIs: search by every filter, paging, proofs, the mirror's
+read API, health and metrics, and who may call them."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from openapi_spec_validator import validate
+
+from audit import merkle
+from audit.note import Checkpoint, Note, verify_cosignature, witness_name
+from tests.audit.conftest import NADRA_CLIENT, WITNESS_KEY, Federation
+from tests.audit.events import CITIZEN, GATEWAY, PSEUDONYMS, T0
+from tests.audit.test_export import N, witnessed  # noqa: F401 (fixture)
+from tests.registry.federation import LMC_TAX, NADRA_KEY, PERSON
+
+LOG = str(GATEWAY)
+
+
+async def search(fed: Federation, **query: Any) -> dict[str, Any]:
+    status, page = await fed.regulator("POST", "/api/v1/search", query)
+    assert status == 200, page
+    return page
+
+
+def indices(page: dict[str, Any]) -> list[int]:
+    return [r["index"] for r in page["results"]]
+
+
+async def test_search_by_each_filter(witnessed: Federation) -> None:  # noqa: F811
+    fed = witnessed
+    citizen = list(range(0, N, 3))[::-1]
+    assert indices(await search(fed, cnic=CITIZEN.value)) == citizen
+    assert indices(await search(fed, subject=PSEUDONYMS(CITIZEN))) == citizen
+    assert indices(await search(fed, outcome="denied")) == [9]
+    assert len(indices(await search(fed, member="PK/FED/NADRA", limit=1000))) == N
+    assert len(indices(await search(fed, client=str(LMC_TAX), service=str(PERSON)))) == N
+    assert indices(await search(fed, gateway="PK/FED/NADRA/gw2")) == []
+    since, until = (T0.replace(second=5).isoformat(), T0.replace(second=8).isoformat())
+    assert indices(await search(fed, since=since, until=until)) == [7, 6, 5]
+    page = await search(fed, cnic=CITIZEN.value, limit=1)
+    found = page["results"][0]
+    assert found["event"]["subject"] == PSEUDONYMS(CITIZEN)
+    assert found["witnessed"]["tree_size"] == 20  # the first checkpoint with entry 18
+    assert CITIZEN.value not in str(page)
+
+
+async def test_paging_and_proofs(witnessed: Federation) -> None:  # noqa: F811
+    fed = witnessed
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = await search(fed, limit=4, cursor=cursor)
+        seen += indices(page)
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(range(N))[::-1]
+    page = await search(fed, cnic=CITIZEN.value, with_proofs=True)
+    note = Note.parse(page["checkpoints"][LOG])
+    verify_cosignature(note, witness_name("PK"), WITNESS_KEY.public())
+    head = Checkpoint.parse(note.text)
+    for r in page["results"]:
+        leaf = base64.b64decode(r["leaf_hash"])
+        assert leaf == merkle.leaf_hash(r["entry"].encode())
+        proof = [base64.b64decode(h) for h in r["proof"]]
+        merkle.verify_inclusion(leaf, r["index"], head.size, proof, head.root)
+
+
+async def test_bad_searches_and_strangers_are_refused(witnessed: Federation) -> None:  # noqa: F811
+    fed = witnessed
+    for query, message in [
+        ({"cnic": "1234"}, "CNIC '1234' must be 13 digits"),
+        ({"cnic": CITIZEN.value, "subject": PSEUDONYMS(CITIZEN)}, "not both"),
+        ({"cursor": "nonsense"}, "cursor is not one this server issued"),
+        ({"limit": 0}, "limit"),
+        ({"since": "2026-11-28T09:00:00"}, "time zone"),
+    ]:
+        status, body = await fed.regulator("POST", "/api/v1/search", query)
+        assert status == 400, query
+        assert message in body["message"], body
+    status, body = await fed.regulator(
+        "POST", "/api/v1/search", {}, key=NADRA_KEY, client=NADRA_CLIENT
+    )
+    assert status == 403
+    async with fed.http.post(fed.audit_url + "/api/v1/search", json={}) as resp:
+        assert resp.status == 401
+
+
+async def test_the_mirror_serves_the_read_api_and_operations(witnessed: Federation) -> None:  # noqa: F811
+    fed = witnessed
+    status, sth = await fed.regulator("GET", f"/mirror/logs/{LOG}/ct/v1/get-sth")
+    assert status == 200, sth
+    assert (sth["tree_size"], sth["witnessed"]) == (N, True)
+    status, body = await fed.regulator(
+        "GET", f"/mirror/logs/{LOG}/ct/v1/get-sth-consistency?first=4&second={N}"
+    )
+    assert status == 200
+    assert body["consistency"]
+    async with fed.http.get(fed.audit_url + "/healthz") as resp:
+        health = await resp.json()
+    assert health["status"] == "ok"
+    assert health["globalconf_serial"] == fed.audit_conf.current().serial
+    async with fed.http.get(fed.audit_url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert f'shahrah_audit_witnessed_size{{log="{LOG}"}} {float(N)}' in metrics
+    for path in ("/openapi.json", "/mirror/openapi.json"):
+        async with fed.http.get(fed.audit_url + path) as resp:
+            validate(await resp.json())

@@ -1,0 +1,239 @@
+"""The witness over real HTTP, on a configuration the real registry published: it cosigns a
+growing log, mirrors it, and refuses forks, rollbacks and malformed submissions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audit import store
+from audit.errors import WitnessConflictError, WitnessRefusedError
+from audit.note import (
+    Checkpoint,
+    Note,
+    NoteSignature,
+    log_origin,
+    sign_checkpoint,
+    verify_cosignature,
+    witness_name,
+)
+from audit.witness_client import ADD_CHECKPOINT
+from audit.writer import AuditWriter
+from core.db import transaction
+from core.keys import PrivateKey
+from registry import service as ops
+from registry.memberauth import sign_request
+from registry.payloads import KeyCreate
+from tests.audit.conftest import NADRA_CLIENT, WITNESS_KEY, Federation
+from tests.audit.events import GATEWAY, event
+from tests.audit.trees import MemoryTree
+from tests.registry.federation import LMC_TAX, NADRA_KEY
+
+LOG = str(GATEWAY)
+ORIGIN = log_origin(LOG)
+ENTRIES = [event(n).entry() for n in range(40)]
+HONEST = MemoryTree(ENTRIES)
+FORK = MemoryTree([*ENTRIES[:6], *(event(100 + n).entry() for n in range(34))])  # agrees on 6
+
+
+def checkpoint(tree: MemoryTree, size: int, key: PrivateKey = NADRA_KEY) -> Note:
+    return sign_checkpoint(Checkpoint(ORIGIN, size, tree.root(size)), key)
+
+
+async def submit(fed: Federation, tree: MemoryTree, old: int, new: int, **kw: object) -> int:
+    client = fed.witness_client(**kw)  # type: ignore[arg-type]
+    proof = tree.consistency(old, new)
+    cosigned = await client.add_checkpoint(
+        LOG, old, proof, checkpoint(tree, new), tree.entries[old:new]
+    )
+    return cosigned.timestamp
+
+
+async def mirrored(fed: Federation) -> int:
+    async with transaction(fed.db, write=False) as s:
+        return (await store.get_log(s, LOG, store.MIRROR)).size
+
+
+async def metric(fed: Federation, name: str) -> dict[str, float]:
+    async with fed.http.get(fed.audit_url + "/metrics") as resp:
+        text = await resp.text()
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith(name)
+    }
+
+
+async def test_a_gateway_log_is_witnessed_mirrored_and_indexed(federation: Federation) -> None:
+    fed = federation
+    async with AuditWriter(
+        fed.db,
+        LOG,
+        NADRA_KEY,
+        origin=ORIGIN,
+        checkpoint_every=5,
+        witness=fed.witness_client(),
+    ) as writer:
+        for n in range(12):
+            await writer.append(event(n))
+    async with transaction(fed.db, write=False) as s:
+        local = await store.get_log(s, LOG)
+        rows = await store.checkpoints(s, local)
+        mirror = await store.get_log(s, LOG, store.MIRROR)
+    assert [r.size for r in rows] == [5, 10, 12]
+    for r in rows:
+        assert r.cosigned is not None
+        assert verify_cosignature(Note.parse(r.cosigned), witness_name("PK"), WITNESS_KEY.public())
+    assert (mirror.size, mirror.root) == (local.size, local.root)
+    status, page = await fed.regulator("POST", "/api/v1/search", {"gateway": LOG, "limit": 5})
+    assert status == 200, page
+    assert [r["index"] for r in page["results"]] == [11, 10, 9, 8, 7]
+    assert page["results"][0]["witnessed"]["tree_size"] == 12
+    counts = await metric(fed, "shahrah_audit_witness_submissions_total")
+    assert counts['shahrah_audit_witness_submissions_total{result="cosigned"}'] == 3
+
+
+async def test_the_witness_refuses_a_forked_log_with_an_alarm(federation: Federation) -> None:
+    fed = federation
+    await submit(fed, HONEST, 0, 10)
+    with pytest.raises(WitnessRefusedError, match="consistency proof does not verify"):
+        await submit(fed, FORK, 10, 14)  # a history that agrees only on its first 6 entries
+    with pytest.raises(WitnessConflictError, match=r"contradicts the witnessed log \(fork\)"):
+        await fed.witness_client().add_checkpoint(LOG, 10, [], checkpoint(FORK, 10), [])
+    with pytest.raises(WitnessConflictError, match=r"\(rollback\)"):
+        await fed.witness_client().add_checkpoint(LOG, 8, [], checkpoint(FORK, 8), [])
+    assert await mirrored(fed) == 10
+    alarms = await metric(fed, "shahrah_audit_witness_alarms_total")
+    assert alarms == {
+        f'shahrah_audit_witness_alarms_total{{log="{LOG}",reason="inconsistent"}}': 1.0,
+        f'shahrah_audit_witness_alarms_total{{log="{LOG}",reason="fork"}}': 1.0,
+        f'shahrah_audit_witness_alarms_total{{log="{LOG}",reason="rollback"}}': 1.0,
+    }
+    status, listed = await fed.regulator("GET", "/api/v1/alarms")
+    assert status == 200
+    assert [a["reason"] for a in listed] == ["rollback", "fork", "inconsistent"]
+    assert Checkpoint.parse(Note.parse(listed[2]["evidence"]).text).size == 14
+    await submit(fed, HONEST, 10, 20)  # the honest log goes on
+    assert await mirrored(fed) == 20
+
+
+async def test_entries_that_do_not_produce_the_signed_root_raise_an_alarm(
+    federation: Federation,
+) -> None:
+    fed = federation
+    await submit(fed, HONEST, 0, 4)
+    swapped = [ENTRIES[5], ENTRIES[4]]
+    with pytest.raises(WitnessRefusedError, match="entries do not produce"):
+        await fed.witness_client().add_checkpoint(
+            LOG, 4, HONEST.consistency(4, 6), checkpoint(HONEST, 6), swapped
+        )
+    assert await mirrored(fed) == 4
+    alarms = await metric(fed, "shahrah_audit_witness_alarms_total")
+    assert list(alarms.values()) == [1.0]
+
+
+async def test_stale_and_out_of_step_submissions_get_409_with_the_size(
+    federation: Federation,
+) -> None:
+    fed = federation
+    await submit(fed, HONEST, 0, 10)
+    with pytest.raises(WitnessConflictError) as stale:
+        await submit(fed, HONEST, 0, 5)  # an older checkpoint of the same history
+    assert stale.value.size == 10
+    with pytest.raises(WitnessConflictError) as behind:
+        await submit(fed, HONEST, 5, 15)
+    assert behind.value.size == 10
+    assert await metric(fed, "shahrah_audit_witness_alarms_total") == {}
+    # The same checkpoint again is cosigned again, changing nothing.
+    await fed.witness_client().add_checkpoint(LOG, 10, [], checkpoint(HONEST, 10), [])
+    assert await mirrored(fed) == 10
+
+
+@pytest.mark.parametrize(
+    ("tamper", "status", "message"),
+    [
+        (
+            lambda b: b | {"entries": b["entries"][:-1]},
+            400,
+            "3 entries given; the checkpoint adds 4",
+        ),
+        (lambda b: b | {"old_size": 9}, 400, "old_size 9 is larger than the checkpoint size 4"),
+        (lambda b: b | {"consistency": ["!" * 44]}, 400, "not base64"),
+        (lambda b: b | {"checkpoint": "junk"}, 400, "no blank line"),
+        (lambda b: b | {"log_id": "PK/FED/NADRA/gw9"}, 404, "not in the global configuration"),
+        (lambda b: b | {"log_id": "PK/LG/LMC/gw1"}, 404, "not in the global configuration"),
+        (lambda b: b | {"extra": 1}, 400, "extra"),
+        (
+            lambda b: b | {"checkpoint": checkpoint(HONEST, 4, PrivateKey.generate()).render()},
+            403,
+            "no signature by a known key",
+        ),
+    ],
+)
+async def test_malformed_submissions_change_nothing(
+    federation: Federation, tamper: object, status: int, message: str
+) -> None:
+    fed = federation
+    body = {
+        "log_id": LOG,
+        "old_size": 0,
+        "consistency": [],
+        "checkpoint": checkpoint(HONEST, 4).render(),
+        "entries": [e.decode() for e in ENTRIES[:4]],
+    }
+    body = tamper(body)  # type: ignore[operator]
+    data = json.dumps(body).encode()
+    auth = sign_request(
+        NADRA_KEY,
+        NADRA_CLIENT,
+        audience="audit-witness",
+        method="POST",
+        path=ADD_CHECKPOINT,
+        body=data,
+    )
+    async with fed.http.post(
+        fed.audit_url + ADD_CHECKPOINT,
+        data=data,
+        headers={"Authorization": auth, "Content-Type": "application/json"},
+    ) as resp:
+        assert resp.status == status
+        assert message in (await resp.json())["message"]
+    async with transaction(fed.db, write=False) as s:
+        assert await store.logs(s, store.MIRROR) == []
+    assert await metric(fed, "shahrah_audit_witness_alarms_total") == {}
+
+
+async def test_only_the_gateways_member_may_submit(federation: Federation) -> None:
+    fed = federation
+    lmc_key = PrivateKey.generate()
+    with pytest.raises(WitnessRefusedError, match="not a registered key of PK/LG/LMC"):
+        await submit(fed, HONEST, 0, 3, key=lmc_key, client=LMC_TAX)
+    async with transaction(fed.db) as s:
+        await ops.add_key(s, KeyCreate(member=LMC_TAX.member, jwk=lmc_key.public().to_jwk()))
+    await fed.publish()
+    with pytest.raises(WitnessRefusedError, match="only PK/FED/NADRA may submit"):
+        await submit(fed, HONEST, 0, 3, key=lmc_key, client=LMC_TAX)
+    async with fed.http.post(
+        fed.audit_url + ADD_CHECKPOINT,
+        json={"log_id": LOG, "old_size": 0, "consistency": [], "checkpoint": "", "entries": []},
+    ) as resp:
+        assert resp.status == 401
+        assert "must come in a request signed by PK/FED/NADRA" in (await resp.json())["message"]
+    assert await metric(fed, "shahrah_audit_witness_alarms_total") == {}
+
+
+async def test_the_witness_keeps_only_the_verified_signature(federation: Federation) -> None:
+    fed = federation
+    note = checkpoint(HONEST, 3)
+    junk = NoteSignature(witness_name("PK"), b"\0\0\0\0", b"\1" * 70)
+    await fed.witness_client().add_checkpoint(
+        LOG, 0, [], note.with_signatures([junk]), HONEST.entries[:3]
+    )
+    async with transaction(fed.db, write=False) as s:
+        row = await store.checkpoint_at(s, await store.get_log(s, LOG, store.MIRROR), 3)
+    assert row is not None
+    assert row.cosigned is not None
+    stored = Note.parse(row.cosigned)
+    assert [x.name for x in stored.signatures] == [ORIGIN, witness_name("PK")]
+    verify_cosignature(stored, witness_name("PK"), WITNESS_KEY.public())

@@ -26,7 +26,6 @@ from core.errors import (
     InvalidSignatureError,
     ShahrahError,
     UnknownServiceError,
-    r1_status,
 )
 from core.ids import ServiceId
 from exchange import envelope as env_
@@ -34,7 +33,7 @@ from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import ClientNetworkError, ClientProxyInvalidSignatureError
 from exchange.provider import service_path
-from exchange.r1 import LocalRequest, error_response, parse_local, response_headers
+from exchange.r1 import LocalRequest, error_response, located, parse_local, response_headers
 from registry.globalconf import GatewayInfo, GlobalConfView
 
 __all__ = ["consume"]
@@ -87,8 +86,8 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             request_id=env.request_id,
             client=env.client,
             service=sid,
+            method=env.method,
             error=_error_of(answer),
-            status=answer.status,
             subject=local.subject,
             purpose=local.purpose,
             consent_id=local.consent,
@@ -307,16 +306,20 @@ async def _refuse(
     service_label: str,
 ) -> web.StreamResponse:
     error_id = str(uuid.uuid4())
+    error = located(error, "ClientProxy")
     log.info("refused local request: %s (%s) [%s]", error.xroad_type, error.message, error_id)
     try:
         await gw.record(
             role="consumer",
             message_id=local.message_id if local else "-",
-            request_id=env.request_id if env else error_id,
+            request_id=env.request_id if env else None,
             client=local.client if local else None,
-            service=env.service if env else None,
+            # What the caller asked for, even if no such service is registered.
+            service=env.service
+            if env
+            else (local.provider.service(local.service_code) if local else None),
+            method=local.method if local else None,
             error=error,
-            status=r1_status(error),
             subject=local.subject if local else None,
             purpose=local.purpose if local else None,
             consent_id=local.consent if local else None,

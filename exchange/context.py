@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -14,6 +13,7 @@ from typing import Literal
 from aiohttp import web
 
 from adapters.base import Backend
+from audit.events import AuditEvent
 from core.canonical import b64url
 from core.db import utcnow
 from core.errors import PayloadTooLargeError, ShahrahError
@@ -21,7 +21,7 @@ from core.ids import ClientId, Cnic, GatewayId, ServiceId
 from core.keys import PrivateKey
 from exchange.metrics import GatewayMetrics
 from exchange.peers import PeerPool
-from exchange.ports import AuditSink, ConsentGate, ExchangeEvent
+from exchange.ports import AuditSink, ConsentGate
 from exchange.replay import ReplayGuard
 from registry.globalconf_client import GlobalConfClient
 from registry.schemareg.validation import ValidatorCache
@@ -76,11 +76,11 @@ class Gateway:
         *,
         role: Literal["consumer", "provider"],
         message_id: str,
-        request_id: str,
+        request_id: str | None,
         client: ClientId | None,
         service: ServiceId | None,
+        method: str | None,
         error: ShahrahError | None,
-        status: int | None,
         subject: Cnic | None = None,
         subject_pseudonym: str | None = None,
         purpose: str | None = None,
@@ -92,9 +92,15 @@ class Gateway:
         response_token: str | None = None,
         fields_released: list[str] | None = None,
     ) -> None:
-        """Append the exchange to the audit log; returns once it is durable."""
-        event = ExchangeEvent(
-            event_id=str(uuid.uuid4()),
+        """Append the exchange to the audit log; returns once it is durable.
+
+        A request too malformed to name its client and service is no exchange
+        about anyone: it is refused and logged, but has no place in the trail.
+        """
+        if client is None or service is None:
+            log.info("not recorded in the audit trail (no client or service): %s", error)
+            return
+        event = AuditEvent(
             time=self.clock(),
             gateway=self.id,
             role=role,
@@ -102,24 +108,27 @@ class Gateway:
             request_id=request_id,
             client=client,
             service=service,
-            outcome="denied" if error else "delivered",
-            error_type=error.xroad_type if error else None,
-            status=status,
-            subject_pseudonym=subject_pseudonym or await self.pseudonym(subject),
+            method=method if method in _METHODS else None,
+            subject=subject_pseudonym or await self.pseudonym(subject),
             purpose=purpose,
             legal_basis=legal_basis,
             consent_id=consent_id,
-            request_sha256=_digest(request_body),
-            response_sha256=_digest(response_body),
-            request_signature_sha256=_digest(request_token.encode() if request_token else None),
-            response_signature_sha256=_digest(response_token.encode() if response_token else None),
-            fields_released=fields_released,
+            outcome="denied" if error else "delivered",
+            error_type=error.xroad_type if error else None,
+            request_digest=_digest(request_body),
+            response_digest=_digest(response_body),
+            request_signature_digest=_digest(request_token.encode() if request_token else None),
+            response_signature_digest=_digest(response_token.encode() if response_token else None),
+            fields_released=(fields_released or []) if not error else [],
         )
         await self.audit.append(event)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _digest(data: bytes | None) -> str | None:
-    return None if data is None else b64url(hashlib.sha256(data).digest())
+    return None if data is None else "sha256:" + b64url(hashlib.sha256(data).digest())
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -153,12 +153,12 @@ def _first(e: Exception) -> str:
     return str(e)
 
 
-def peek_message_id(token: str) -> str:
-    """The message id an unverifiable request claims, to label a refusal (never trusted)."""
+def peek_request(token: str) -> RequestEnvelope | None:
+    """What an unverifiable request claims, to label and record its refusal (never trusted)."""
     try:
-        return _peek(token, RequestEnvelope).message_id
+        return _peek(token, RequestEnvelope)
     except InvalidSignatureError:
-        return "-"
+        return None
 
 
 def open_request(token: str, view: GlobalConfView) -> RequestEnvelope:

@@ -7,17 +7,17 @@ implementations (the consent service's client, the audit writer) behind them.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from core.ids import ClientId, Cnic, GatewayId, ServiceId
+from audit.events import AuditEvent
+from core.ids import ClientId, Cnic, ServiceId
 
 __all__ = [
     "AuditSink",
     "ConsentGate",
     "ConsentPermit",
     "ConsentQuery",
-    "ExchangeEvent",
 ]
 
 
@@ -49,33 +49,9 @@ class ConsentGate(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class ExchangeEvent:
-    """One exchange as a gateway records it (the fields of the audit trail)."""
-
-    event_id: str
-    time: dt.datetime
-    gateway: GatewayId
-    role: Literal["consumer", "provider"]
-    message_id: str
-    request_id: str
-    client: ClientId | None
-    service: ServiceId | None
-    outcome: Literal["delivered", "denied"]
-    error_type: str | None = None
-    status: int | None = None
-    subject_pseudonym: str | None = None
-    purpose: str | None = None
-    legal_basis: str | None = None
-    consent_id: str | None = None
-    request_sha256: str | None = None
-    response_sha256: str | None = None
-    request_signature_sha256: str | None = None
-    response_signature_sha256: str | None = None
-    fields_released: list[str] | None = field(default=None)
-
-
 class AuditSink(Protocol):
-    async def append(self, event: ExchangeEvent) -> None:
-        """Return only once the event is durable."""
+    """The gateway's audit log (audit.writer.AuditWriter)."""
+
+    async def append(self, event: AuditEvent) -> object:
+        """Return only once the event is durable; raise if it cannot be made so."""
         ...

@@ -41,7 +41,7 @@ from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
 from exchange.ports import ConsentPermit, ConsentQuery
-from exchange.r1 import forwardable_headers
+from exchange.r1 import forwardable_headers, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
 from registry.schemareg.validation import project
 
@@ -282,8 +282,8 @@ async def _answer(
         request_id=env.request_id,
         client=env.client,
         service=env.service,
+        method=env.method,
         error=None,
-        status=response.status,
         subject=Cnic.from_user_id(env.subject) if env.subject else None,
         subject_pseudonym=permit.subject_pseudonym if permit else None,
         purpose=env.purpose,
@@ -315,12 +315,9 @@ async def _refuse(
     service_label: str,
 ) -> web.StreamResponse:
     error_id = str(uuid.uuid4())
-    if error.xroad_type.startswith("Server.ClientProxy."):
-        # Raised by shared code, but here it is the provider's side that failed.
-        kind = error.xroad_type.replace("Server.ClientProxy.", "Server.ServerProxy.", 1)
-        error = ShahrahError(error.message)
-        error.xroad_type = kind
-    message_id = env.message_id if env else env_.peek_message_id(token)
+    error = located(error, "ServerProxy")
+    claimed = env_.peek_request(token)
+    message_id = env.message_id if env else (claimed.message_id if claimed else "-")
     log.info(
         "refused %s: %s (%s) [%s]",
         env.request_id if env else "-",
@@ -344,15 +341,17 @@ async def _refuse(
         time=gw.clock(),
     )
     rtoken = env_.seal(renv, gw.key)
+    # An envelope that did not verify is recorded with what it claimed: evidence of the attempt.
+    seen = env or claimed
     try:
         await gw.record(
             role="provider",
             message_id=message_id,
-            request_id=env.request_id if env else error_id,
-            client=env.client if env else None,
-            service=env.service if env else None,
+            request_id=seen.request_id if seen else None,
+            client=seen.client if seen else None,
+            service=seen.service if seen else None,
+            method=seen.method if seen else None,
             error=error,
-            status=status,
             subject=Cnic.from_user_id(env.subject) if env and env.subject else None,
             subject_pseudonym=permit.subject_pseudonym if permit else None,
             purpose=env.purpose if env else None,

@@ -216,6 +216,29 @@ def response_headers(
     return out
 
 
+def located(error: ShahrahError, proxy: str) -> ShahrahError:
+    """``error`` with its type naming the gateway that failed (PR-REST 4.6 example 5).
+
+    Shared code raises plain ``Server.X``; on this side it becomes
+    ``Server.<proxy>.X``. On the provider, the consumer-side types that shared
+    code raises (an outdated configuration) become ServerProxy types. A
+    consumer keeps ServerProxy types it raises early on the provider's behalf
+    (an unknown service), since they say what the provider would answer.
+    """
+    kind = error.xroad_type
+    if kind.startswith("Server.ClientProxy.") and proxy == "ServerProxy":
+        rest = kind.split(".", 2)[2]
+    elif kind.startswith("Server.") and not kind.startswith(
+        ("Server.ClientProxy.", "Server.ServerProxy.")
+    ):
+        rest = kind.split(".", 1)[1]
+    else:
+        return error
+    moved = ShahrahError(error.message, detail=error.detail)
+    moved.status, moved.xroad_type = error.status, f"Server.{proxy}.{rest}"
+    return moved
+
+
 def error_response(
     error: ShahrahError, error_id: str, xroad: Mapping[str, str] | None = None
 ) -> web.Response:

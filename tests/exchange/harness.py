@@ -25,7 +25,13 @@ from cryptography.x509 import Certificate as X509
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from audit import store as audit_store
+from audit.errors import AuditUnavailableError
+from audit.events import AuditEvent
+from audit.note import log_origin
+from audit.writer import AuditWriter
 from core.db import Sessions, create_engine, sessions, transaction, utcnow
+from core.errors import NotFoundError
 from core.ids import ClientId, MemberId
 from core.keys import KeySet, PrivateKey
 from core.tls import make_certificate, server_context
@@ -33,7 +39,6 @@ from exchange.context import Gateway, Limits
 from exchange.metrics import GatewayMetrics
 from exchange.passthrough import HttpBackend
 from exchange.peers import PeerPool, TlsFiles
-from exchange.ports import ExchangeEvent
 from exchange.replay import ReplayGuard
 from exchange.server import TrustSync, local_app, remote_app
 from registry import publisher, tokens
@@ -69,17 +74,11 @@ PLRA = MemberId("PK", "PROV", "PLRA")
 PLRA_LAND = PLRA.subsystem("land-records")
 
 
-class MemoryAudit:
-    """Keeps what a gateway records, in order (tests read it)."""
+class FailingAudit:
+    """Stands in for an audit log whose storage is gone (to show nothing is released then)."""
 
-    def __init__(self) -> None:
-        self.events: list[ExchangeEvent] = []
-        self.fail = False
-
-    async def append(self, event: ExchangeEvent) -> None:
-        if self.fail:
-            raise OSError("audit storage unavailable")
-        self.events.append(event)
+    async def append(self, event: AuditEvent) -> None:
+        raise AuditUnavailableError("audit storage unavailable")
 
 
 class Clock:
@@ -132,7 +131,8 @@ class Node:
     gateway: Gateway
     local_url: str
     remote_url: str
-    audit: MemoryAudit
+    audit: AuditWriter
+    sessions: Sessions
     tls: TlsFiles
     cert: X509
     clock: Clock
@@ -153,6 +153,19 @@ class Federation:
     engines: list[AsyncEngine]
     tmp: Path
     http: aiohttp.ClientSession
+
+    async def events(self, node: str) -> list[AuditEvent]:
+        """What gateway ``node`` durably recorded, in log order."""
+        n = self.nodes[node]
+        async with transaction(n.sessions, write=False) as s:
+            try:
+                head = await audit_store.get_log(s, str(n.gateway.id))
+            except NotFoundError:
+                return []
+            return [
+                AuditEvent.model_validate_json(e)
+                for _, e in await audit_store.entries(s, head, 0, head.size)
+            ]
 
     async def refresh(self) -> None:
         """Publish the registry's current state now and have every gateway fetch it."""
@@ -237,10 +250,11 @@ async def build(
         gid = member.gateway("gw1")
         tls, cert = _write_tls(tmp, name, ca)
         clock = Clock()
-        audit = MemoryAudit()
         gw_db_url = gateway_db(name) if gateway_db else db_url
         engines.append(create_engine(gw_db_url))
         gw_sessions = sessions(engines[-1])
+        audit = AuditWriter(gw_sessions, str(gid), member_keys[member], origin=log_origin(str(gid)))
+        await audit.start()
         client = GlobalConfClient(anchor, clock=clock)
         gw = Gateway(
             id=gid,
@@ -265,7 +279,7 @@ async def build(
         ctx = server_context(tls.cert, tls.key, [])
         remote = await serve(remote_app(gw), ssl_context=ctx)
         local = await serve(local_app(gw))
-        nodes[name] = Node(gw, local, remote, audit, tls, cert, clock, TrustSync(ctx))
+        nodes[name] = Node(gw, local, remote, audit, gw_sessions, tls, cert, clock, TrustSync(ctx))
 
     async with transaction(registry_db) as s:
         for member, name in (
@@ -351,6 +365,7 @@ async def build(
 
 async def close(fed: Federation) -> None:
     for node in fed.nodes.values():
+        await node.audit.close()
         await node.gateway.peers.close()
         await node.gateway.replay.close()
         for backend in node.gateway.backends.values():

@@ -55,14 +55,14 @@ async def test_both_gateways_record_the_exchange(fed: Federation) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert resp.status == 200
-    consumer = fed.nodes["lmc"].audit.events[-1]
-    provider = fed.nodes["nadra"].audit.events[-1]
+    consumer = (await fed.events("lmc"))[-1]
+    provider = (await fed.events("nadra"))[-1]
     assert (consumer.role, provider.role) == ("consumer", "provider")
     assert consumer.outcome == provider.outcome == "delivered"
     assert consumer.request_id == provider.request_id
-    assert consumer.request_sha256 == provider.request_sha256 is not None
-    assert consumer.response_sha256 == provider.response_sha256 is not None
-    assert consumer.response_signature_sha256 == provider.response_signature_sha256
+    assert consumer.request_digest == provider.request_digest is not None
+    assert consumer.response_digest == provider.response_digest is not None
+    assert consumer.response_signature_digest == provider.response_signature_digest
 
 
 async def test_message_id_is_generated_when_absent(fed: Federation) -> None:

@@ -61,6 +61,8 @@ class GatewayConfig(_Section):
     remote: Listener = Listener(port=8443)
     limits: LimitSettings = LimitSettings()
     services: dict[ServiceIdField, BackendSettings] = {}
+    adapters: list[Path] = Field([], description="adapter configurations loaded in-process")
+    schema_registry: str = Field("", description="registry base URL; default: from the anchor")
 
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
@@ -85,6 +87,7 @@ class GatewayConfig(_Section):
                 "tls_certificate": base / config.tls_certificate,
                 "tls_key": base / config.tls_key,
                 "globalconf_cache": base / config.globalconf_cache,
+                "adapters": [base / a for a in config.adapters],
                 "database": database,
             }
         )

@@ -14,6 +14,7 @@ from core import db
 from core.cli import echo_json, no_passphrase_option, resolve_passphrase, run_async
 from core.errors import ShahrahError
 from core.keys import PrivateKey
+from exchange.cli import gateway
 from registry.cli import registry
 from registry.schemareg.cli import schema
 
@@ -111,5 +112,6 @@ main.add_command(registry)
 registry.add_command(schema)
 main.add_command(adapter)
 main.add_command(audit)
+main.add_command(gateway)
 
 __all__ = ["main", "run_async"]

@@ -37,4 +37,5 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.signatures
 	$(BIN)/python -m bench.schemas
 	$(BIN)/python -m bench.adapters
+	$(BIN)/python -m bench.consent
 	$(BIN)/python -m bench.audit

@@ -10,6 +10,7 @@ import click
 
 from adapters.cli import adapter
 from audit.cli import audit
+from consent.cli import consent
 from core import db
 from core.cli import echo_json, no_passphrase_option, resolve_passphrase, run_async
 from core.errors import ShahrahError
@@ -112,6 +113,7 @@ main.add_command(registry)
 registry.add_command(schema)
 main.add_command(adapter)
 main.add_command(audit)
+main.add_command(consent)
 main.add_command(gateway)
 
 __all__ = ["main", "run_async"]

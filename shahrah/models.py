@@ -8,6 +8,7 @@ owns its own ``models.py`` and its own migration chain in
 # Each import is for its tables only.
 import adapters.models  # noqa: F401
 import audit.models  # noqa: F401
+import consent.models  # noqa: F401
 import exchange.models  # noqa: F401
 import registry.models  # noqa: F401
 from core.db import Base

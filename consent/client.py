@@ -1,0 +1,439 @@
+"""The gateway's side of the consent service: decisions with a cache kept honest by the feed.
+
+A provider's gateway calls :meth:`ConsentClient.decide` on every exchange
+that needs consent. Permits for consents without use limits are cached
+(uses of the others must be counted centrally, so those always ask). The
+client follows the revocation feed and drops a consent's cached permits
+the moment a change to it arrives, so a revoke is enforced within about
+the feed's delivery time (milliseconds; the test asserts under a second).
+
+Cached permits are used only while the feed is *live*: a heartbeat, which
+the service sends only after everything before it, arrived within
+``cache_trust`` seconds. When the feed goes quiet the client asks the
+service for every decision instead; when it has heard no heartbeat for
+``feed_bound`` seconds it denies every decision (fail closed) until the
+feed is back. Every answer is a JWS signed by the consent service and bound
+to the request (:mod:`consent.messages`); anything else is a denial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from consent import sse
+from consent.messages import (
+    DECISION_TYP,
+    FEED_TYP,
+    PSEUDONYM_TYP,
+    DecisionAnswer,
+    FeedMessage,
+    PseudonymAnswer,
+    body_digest,
+)
+from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit
+from core import jws
+from core.errors import InvalidSignatureError, ServiceFailedError, ShahrahError
+from core.ids import ClientId, Cnic, ServiceId
+from core.keys import KeySet, PrivateKey
+from registry.globalconf import CentralServiceInfo
+from registry.globalconf_client import GlobalConfClient
+from registry.memberauth import sign_request
+
+__all__ = ["ConsentClient", "ConsentUnavailableError", "FeedStatus"]
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+_CacheKey = tuple[str, Cnic, ClientId, ServiceId, str]
+MAX_ANSWER = 64 * 1024  # bytes
+
+
+class ConsentUnavailableError(ServiceFailedError):
+    """The consent service could not be asked, or its answer did not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    consent_id: str
+    fields: tuple[str, ...]
+    legal_basis: str
+    pseudonym: str
+    valid_from: dt.datetime
+    expires_at: dt.datetime
+
+
+@dataclass(eq=False)
+class _Watch:
+    """An outstanding question about one consent; a change arriving meanwhile spoils it."""
+
+    consent_id: str
+    spoiled: bool = False
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    connected: bool
+    last_seq: int | None
+    seconds_since_heartbeat: float
+    cache_trusted: bool
+    failing_closed: bool
+    cached_permits: int
+
+
+@dataclass
+class _Counters:
+    hits: int = 0
+    asked: int = 0
+    invalidations: int = 0
+    reconnects: int = 0
+
+
+class ConsentClient:
+    """Decisions, pseudonyms and the revocation feed for one member's gateway.
+
+    ``locate`` returns the consent service's entry from the current global
+    configuration (URL and JWK Set); :meth:`for_globalconf` builds it from a
+    :class:`GlobalConfClient`. ``key`` is one of ``member``'s registered
+    signing keys: the service authenticates the gateway as that member.
+    """
+
+    def __init__(
+        self,
+        locate: Callable[[], CentralServiceInfo],
+        *,
+        key: PrivateKey,
+        member: ClientId,
+        feed_bound: float = 10.0,
+        cache_trust: float = 0.75,
+        cache_size: int = 100_000,
+        timeout: float = 5.0,
+    ) -> None:
+        if not 0 < cache_trust < feed_bound:
+            raise ValueError("cache_trust must be positive and shorter than feed_bound")
+        self._locate = locate
+        self._key = key
+        self._member = member
+        self.feed_bound = feed_bound  # seconds without a heartbeat before denying everything
+        self.cache_trust = cache_trust  # seconds a heartbeat vouches for the cache
+        self._cache_size = cache_size
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._cache: OrderedDict[_CacheKey, _Cached] = OrderedDict()
+        self._by_consent: dict[str, set[_CacheKey]] = {}
+        self._pseudonyms: OrderedDict[Cnic, str] = OrderedDict()
+        self._watches: dict[str, list[_Watch]] = {}
+        self._keys: tuple[CentralServiceInfo, KeySet] | None = None
+        self._heartbeat_at = time.monotonic()  # the bound counts from start until the first one
+        self._trusted_until = 0.0
+        self._last_seq: int | None = None
+        self._connected = False
+        self._http: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.counters = _Counters()
+
+    @classmethod
+    def for_globalconf(cls, conf: GlobalConfClient, **kwargs: Any) -> ConsentClient:
+        """A client that finds the consent service in the current global configuration."""
+        return cls(lambda: conf.current().central_service("consent"), **kwargs)
+
+    # --- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the HTTP session and subscribe to the feed (in the background)."""
+        if self._task is not None:
+            return
+        self._http = aiohttp.ClientSession()
+        self._heartbeat_at = time.monotonic()
+        self._task = asyncio.create_task(self._follow())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def __aenter__(self) -> ConsentClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def status(self) -> FeedStatus:
+        now = time.monotonic()
+        return FeedStatus(
+            connected=self._connected,
+            last_seq=self._last_seq,
+            seconds_since_heartbeat=now - self._heartbeat_at,
+            cache_trusted=now < self._trusted_until,
+            failing_closed=now - self._heartbeat_at > self.feed_bound,
+            cached_permits=len(self._cache),
+        )
+
+    # --- decisions --------------------------------------------------------------------------
+
+    async def decide(self, query: DecisionQuery) -> Permit:
+        """Permit with the released fields, or raise ConsentDenied with the reason."""
+        now = time.monotonic()
+        if now - self._heartbeat_at > self.feed_bound:
+            raise ConsentDenied(
+                DenyReason.FEED_LOST,
+                query.consent_id,
+                f"this gateway has not heard the consent service's revocation feed for "
+                f"{now - self._heartbeat_at:.0f} s (bound {self.feed_bound:g} s); "
+                "failing closed until it is back",
+            )
+        key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
+        if now < self._trusted_until:
+            hit = self._cache.get(key)
+            if hit is not None and hit.valid_from <= query.at < hit.expires_at:
+                self._cache.move_to_end(key)
+                self.counters.hits += 1
+                return Permit(hit.consent_id, list(hit.fields), hit.legal_basis, hit.pseudonym)
+        return await self._ask(query, key)
+
+    async def _ask(self, query: DecisionQuery, key: _CacheKey) -> Permit:
+        self.counters.asked += 1
+        body = json.dumps(
+            {
+                "consent_id": query.consent_id,
+                "subject": str(query.subject),
+                "consumer": str(query.consumer),
+                "service": str(query.service),
+                "purpose": query.purpose,
+                "at": query.at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+                "nonce": secrets.token_urlsafe(16),
+            }
+        ).encode("utf-8")
+        watch = _Watch(query.consent_id)
+        self._watches.setdefault(query.consent_id, []).append(watch)
+        try:
+            answer = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
+        except ConsentUnavailableError as e:
+            raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, e.message) from e
+        finally:
+            watches = self._watches[query.consent_id]
+            watches.remove(watch)
+            if not watches:
+                del self._watches[query.consent_id]
+        if answer.consent_id != query.consent_id:
+            raise ConsentDenied(
+                DenyReason.UNAVAILABLE, query.consent_id, "the answer is about another consent"
+            )
+        if answer.decision == "deny":
+            try:
+                reason = DenyReason(answer.reason or "")
+            except ValueError:
+                reason = DenyReason.UNAVAILABLE
+            raise ConsentDenied(reason, query.consent_id, answer.message or reason.value)
+        if answer.subject_pseudonym is None or answer.legal_basis is None:
+            raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, "incomplete permit")
+        if (
+            answer.cacheable
+            and not watch.spoiled
+            and answer.valid_from is not None
+            and answer.expires_at is not None
+        ):
+            self._store(
+                key,
+                _Cached(
+                    answer.consent_id,
+                    tuple(answer.released_fields),
+                    answer.legal_basis,
+                    answer.subject_pseudonym,
+                    answer.valid_from,
+                    answer.expires_at,
+                ),
+            )
+        return Permit(
+            answer.consent_id,
+            list(answer.released_fields),
+            answer.legal_basis,
+            answer.subject_pseudonym,
+        )
+
+    def _store(self, key: _CacheKey, value: _Cached) -> None:
+        self._cache[key] = value
+        self._cache.move_to_end(key)
+        self._by_consent.setdefault(value.consent_id, set()).add(key)
+        while len(self._cache) > self._cache_size:
+            old, dropped = self._cache.popitem(last=False)
+            keys = self._by_consent.get(dropped.consent_id)
+            if keys is not None:
+                keys.discard(old)
+                if not keys:
+                    del self._by_consent[dropped.consent_id]
+
+    def _invalidate(self, consent_id: str) -> None:
+        for key in self._by_consent.pop(consent_id, ()):
+            self._cache.pop(key, None)
+        for watch in self._watches.get(consent_id, ()):
+            watch.spoiled = True
+        self.counters.invalidations += 1
+
+    def _clear(self) -> None:
+        self._cache.clear()
+        self._by_consent.clear()
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.spoiled = True
+
+    # --- pseudonyms -------------------------------------------------------------------------
+
+    async def pseudonym(self, subject: Cnic) -> str:
+        """The federation pseudonym of ``subject`` (stable, so cached)."""
+        known = self._pseudonyms.get(subject)
+        if known is not None:
+            return known
+        body = json.dumps({"subject": str(subject), "nonce": secrets.token_urlsafe(16)}).encode()
+        answer = await self._post("/v1/pseudonyms", body, PSEUDONYM_TYP, PseudonymAnswer)
+        self._pseudonyms[subject] = answer.pseudonym
+        while len(self._pseudonyms) > self._cache_size:
+            self._pseudonyms.popitem(last=False)
+        return answer.pseudonym
+
+    # --- transport ----------------------------------------------------------------------------
+
+    def _service(self) -> tuple[str, KeySet]:
+        try:
+            info = self._locate()
+        except ShahrahError as e:
+            raise ConsentUnavailableError(f"consent service unknown: {e.message}") from e
+        if self._keys is None or self._keys[0] is not info:
+            self._keys = (info, info.keys.keyset())
+        return info.url.rstrip("/"), self._keys[1]
+
+    def _headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        auth = sign_request(
+            self._key, self._member, audience="consent", method=method, path=path, body=body
+        )
+        return {"Authorization": auth, "Content-Type": "application/json"}
+
+    async def _post(self, path: str, body: bytes, typ: str, model: type[M]) -> M:
+        if self._http is None:
+            raise ConsentUnavailableError("the consent client is not started")
+        base, keys = self._service()
+        try:
+            async with self._http.post(
+                base + path,
+                data=body,
+                headers=self._headers("POST", path, body),
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                data = await resp.content.read(MAX_ANSWER + 1)
+                if resp.status != 200:
+                    raise ConsentUnavailableError(
+                        f"consent service answered HTTP {resp.status}: {_error_message(data)}"
+                    )
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ConsentUnavailableError(f"cannot reach the consent service: {e!r}") from e
+        if len(data) > MAX_ANSWER:
+            raise ConsentUnavailableError("the consent service's answer is too large")
+        answer = _verified(data, keys, typ, model)
+        if getattr(answer, "request_sha256", None) != body_digest(body):
+            raise ConsentUnavailableError("the consent service's answer is for another request")
+        return answer
+
+    # --- the feed -----------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._stream()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (ShahrahError, aiohttp.ClientError, TimeoutError, ValueError) as e:
+                log.warning("consent feed lost: %s", getattr(e, "message", repr(e)))
+            except Exception:
+                # Whatever went wrong, keep trying: a dead follower would fail closed forever.
+                log.exception("consent feed failed unexpectedly; reconnecting")
+            finally:
+                self._connected = False
+                self._trusted_until = 0.0
+            self.counters.reconnects += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _stream(self) -> None:
+        assert self._http is not None
+        base, keys = self._service()
+        nonce = secrets.token_urlsafe(24)
+        path = f"/v1/feed?stream={nonce}"
+        headers = self._headers("GET", path, b"")
+        headers["Accept"] = "text/event-stream"
+        if self._last_seq is not None:
+            headers["Last-Event-ID"] = str(self._last_seq)
+        timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=self.feed_bound)
+        async with self._http.get(base + path, headers=headers, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise ConsentUnavailableError(f"feed refused: HTTP {resp.status}")
+            self._connected = True
+            parser = sse.Parser()
+            expected = 1
+            while True:
+                raw = await resp.content.readline()
+                if not raw:
+                    raise ConsentUnavailableError("the consent service closed the feed")
+                if len(raw) > sse.MAX_LINE:
+                    raise ConsentUnavailableError("feed line too long")
+                message = parser.line(raw.decode("utf-8").rstrip("\r\n"))
+                if message is None:
+                    continue
+                feed = _verified(message.data.encode("ascii"), keys, FEED_TYP, FeedMessage)
+                if feed.stream != nonce or feed.n != expected:
+                    raise ConsentUnavailableError(
+                        "feed message out of order or from another stream"
+                    )
+                expected += 1
+                self._apply(feed)
+
+    def _apply(self, message: FeedMessage) -> None:
+        if message.kind == "event" and message.consent_id is not None:
+            self._invalidate(message.consent_id)
+            self._last_seq = message.seq
+        elif message.kind == "reset":
+            self._clear()
+            self._last_seq = message.seq
+        else:
+            now = time.monotonic()
+            self._heartbeat_at = now
+            self._trusted_until = now + self.cache_trust
+            if self._last_seq is None or message.seq > self._last_seq:
+                self._last_seq = message.seq
+
+
+def _verified(data: bytes, keys: KeySet, typ: str, model: type[M]) -> M:
+    try:
+        verified = jws.verify(data, keys, typ=typ)
+        return model.model_validate_json(verified.payload)
+    except InvalidSignatureError as e:
+        raise ConsentUnavailableError(f"consent service answer refused: {e.message}") from e
+    except ValidationError as e:
+        raise ConsentUnavailableError("consent service answer is malformed") from e
+
+
+def _error_message(data: bytes) -> str:
+    try:
+        value = json.loads(data)
+        return str(value.get("message", ""))[:300] if isinstance(value, dict) else ""
+    except ValueError:
+        return ""

@@ -1,0 +1,146 @@
+"""Enforcement decisions: does this consent permit this exchange, and what may it release?
+
+A provider's gateway asks with the consent id from the ``Shahrah-Consent``
+header, the data subject, the calling consumer, the service, the purpose
+and the time. The answer is a :class:`Permit` with the fields the citizen
+agreed to release, or a :class:`ConsentDenied` naming the precise reason.
+
+The checks run in a fixed order: who and what first (subject, consumer,
+service, purpose), then the consent's state, then its validity window, then
+its use limits, so the reason a gateway logs is the most specific one.
+:func:`evaluate` is pure; counting uses is the store's job
+(:mod:`consent.service`), because it must be atomic across gateways.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from consent.artefact import ConsentView
+from consent.lifecycle import Status
+from core.errors import ConsentDeniedError
+from core.ids import ClientId, Cnic, ServiceId
+
+__all__ = ["ConsentDenied", "DecisionQuery", "DenyReason", "Permit", "check_counts", "evaluate"]
+
+
+class DenyReason(StrEnum):
+    UNKNOWN_CONSENT = "unknown_consent"
+    OTHER_SUBJECT = "other_subject"
+    OTHER_CONSUMER = "other_consumer"
+    SERVICE_NOT_COVERED = "service_not_covered"
+    PURPOSE_MISMATCH = "purpose_mismatch"
+    PENDING = "pending"
+    REJECTED = "rejected"
+    PAUSED = "paused"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    USE_LIMIT_REACHED = "use_limit_reached"
+    FREQUENCY_EXCEEDED = "frequency_exceeded"
+    #: The gateway-side client lost the revocation feed longer than its bound (fail closed).
+    FEED_LOST = "feed_lost"
+    #: The gateway-side client could not get an answer from the consent service.
+    UNAVAILABLE = "unavailable"
+
+
+_STATE_REASONS = {
+    Status.PENDING: DenyReason.PENDING,
+    Status.REJECTED: DenyReason.REJECTED,
+    Status.PAUSED: DenyReason.PAUSED,
+    Status.REVOKED: DenyReason.REVOKED,
+    Status.EXPIRED: DenyReason.EXPIRED,
+}
+
+
+class ConsentDenied(ConsentDeniedError):
+    """``Server.ServerProxy.ConsentDenied`` with a machine-readable ``reason``."""
+
+    def __init__(self, reason: DenyReason, consent_id: str, message: str) -> None:
+        super().__init__(
+            f"consent {consent_id} does not permit this exchange: {message}",
+            detail={"reason": reason.value, "consent_id": consent_id},
+        )
+        self.reason = reason
+        self.consent_id = consent_id
+        self.why = message
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionQuery:
+    """What a provider's gateway asks about one exchange."""
+
+    consent_id: str
+    subject: Cnic
+    consumer: ClientId
+    service: ServiceId
+    purpose: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """The consent holds: release only ``released_fields`` (JSON Pointers into the response)."""
+
+    consent_id: str
+    released_fields: list[str]
+    legal_basis: str
+    subject_pseudonym: str
+
+
+def evaluate(consent: ConsentView, query: DecisionQuery) -> list[str]:
+    """The fields ``consent`` releases for ``query``, or ConsentDenied with the reason.
+
+    Use limits are not checked here (see :func:`check_counts`).
+    """
+    cid = consent.id
+    if consent.subject != query.subject:
+        raise ConsentDenied(DenyReason.OTHER_SUBJECT, cid, "it is about another data subject")
+    if consent.consumer != query.consumer:
+        raise ConsentDenied(
+            DenyReason.OTHER_CONSUMER,
+            cid,
+            f"it was granted to {consent.consumer}, not to the caller",
+        )
+    fields = consent.released(str(query.service))
+    if fields is None:
+        raise ConsentDenied(
+            DenyReason.SERVICE_NOT_COVERED, cid, f"it does not cover {query.service}"
+        )
+    if consent.purpose != query.purpose:
+        raise ConsentDenied(
+            DenyReason.PURPOSE_MISMATCH,
+            cid,
+            f"it was granted for purpose {consent.purpose!r}, not {query.purpose!r}",
+        )
+    reason = _STATE_REASONS.get(consent.status)
+    if reason is not None:
+        raise ConsentDenied(reason, cid, f"it is {consent.status.value}")
+    if query.at < consent.valid_from:
+        raise ConsentDenied(
+            DenyReason.NOT_YET_VALID, cid, f"it is valid from {_iso(consent.valid_from)}"
+        )
+    if query.at >= consent.expires_at:
+        raise ConsentDenied(DenyReason.EXPIRED, cid, f"it expired at {_iso(consent.expires_at)}")
+    return fields
+
+
+def check_counts(consent: ConsentView, uses: int, uses_in_window: int) -> None:
+    """Refuse one more use when the total limit or the frequency limit is reached."""
+    if consent.use_limit is not None and uses >= consent.use_limit:
+        raise ConsentDenied(
+            DenyReason.USE_LIMIT_REACHED, consent.id, f"all {consent.use_limit} uses are spent"
+        )
+    freq = consent.frequency
+    if freq is not None and uses_in_window >= freq.max:
+        raise ConsentDenied(
+            DenyReason.FREQUENCY_EXCEEDED,
+            consent.id,
+            f"it allows {freq.max} uses per {freq.per.value} and they are spent",
+        )
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,174 @@
+"""The revocation feed and the gateway-side cache it keeps honest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import pytest
+
+from consent import sse
+from consent.client import ConsentClient
+from consent.messages import FEED_TYP, FeedMessage
+from consent.rules import ConsentDenied, DenyReason
+from consent.state import STATE
+from core import jws
+from core.keys import KeySet, PrivateKey
+from registry.globalconf import CentralServiceInfo, Jwks
+from registry.memberauth import sign_request
+from tests.consent.conftest import CONSENT_KEY, PLRA_KEY, Harness
+from tests.consent.test_decisions import query
+from tests.registry.federation import CIVIL, NADRA_KEY, PLRA_LAND
+
+
+async def until(condition: Callable[[], bool], within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_revoke_reaches_a_subscribed_gateway_within_a_second(harness: Harness) -> None:
+    consent = await harness.active_consent()
+    token = await harness.sign_in()
+    async with harness.client() as client:
+        await until(lambda: client.status().cache_trusted)
+        await client.decide(query(consent["id"]))  # asks, and caches the permit
+        for _ in range(100):
+            await client.decide(query(consent["id"]))
+        assert client.counters.hits == 100
+        assert client.counters.asked == 1
+
+        started = time.monotonic()
+        status, _ = await harness.citizen(
+            "POST", f"/v1/citizen/consents/{consent['id']}/revoke", token
+        )
+        assert status == 200
+        denied: ConsentDenied | None = None
+        while denied is None:
+            try:
+                await client.decide(query(consent["id"]))
+            except ConsentDenied as e:
+                denied = e
+            await asyncio.sleep(0.001)
+        elapsed = time.monotonic() - started
+        assert denied.reason is DenyReason.REVOKED
+        assert elapsed < 1.0, f"revoke took {elapsed:.3f} s to reach the gateway"
+        assert client.counters.invalidations >= 1
+        assert client.status().cached_permits == 0
+
+
+async def test_the_cache_is_trusted_only_while_heartbeats_arrive(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    consent = await harness.active_consent()
+    hub = harness.app[STATE].hub
+    async with harness.client(cache_trust=0.3, feed_bound=0.8) as client:
+        await until(lambda: client.status().cache_trusted)
+        await client.decide(query(consent["id"]))
+        await client.decide(query(consent["id"]))
+        assert client.counters.hits == 1
+
+        healthy = hub.healthy
+        hub.healthy = lambda: False  # the hub cannot read changes: it stops vouching
+        await until(lambda: not client.status().cache_trusted)
+        await client.decide(query(consent["id"]))  # still permitted, but asked centrally
+        assert (client.counters.hits, client.counters.asked) == (1, 2)
+
+        await until(lambda: client.status().failing_closed)
+        with pytest.raises(ConsentDenied) as caught:
+            await client.decide(query(consent["id"]))
+        assert caught.value.reason is DenyReason.FEED_LOST
+        assert "failing closed" in caught.value.message
+
+        hub.healthy = healthy  # back: heartbeats resume and so does the cache
+        await until(lambda: client.status().cache_trusted)
+        await client.decide(query(consent["id"]))
+        assert client.counters.hits == 2
+    await asyncio.sleep(0.3)  # the service notices the gateway hung up: not an error
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_gateway_that_never_hears_the_feed_fails_closed(harness: Harness) -> None:
+    consent = await harness.active_consent()
+    info = harness.service_info.model_copy(update={"url": "http://127.0.0.1:1"})
+    async with ConsentClient(
+        lambda: info, key=NADRA_KEY, member=CIVIL, cache_trust=0.1, feed_bound=0.3
+    ) as client:
+        with pytest.raises(ConsentDenied) as caught:
+            await client.decide(query(consent["id"]))
+        assert caught.value.reason is DenyReason.UNAVAILABLE
+        await asyncio.sleep(0.35)
+        with pytest.raises(ConsentDenied) as caught:
+            await client.decide(query(consent["id"]))
+        assert caught.value.reason is DenyReason.FEED_LOST
+
+
+async def test_answers_signed_by_another_key_are_refused(harness: Harness) -> None:
+    consent = await harness.active_consent()
+    impostor = CentralServiceInfo(
+        name="consent",
+        url=harness.base,
+        keys=Jwks.model_validate(KeySet([PrivateKey.generate().public()]).to_jwks()),
+    )
+    async with ConsentClient(lambda: impostor, key=NADRA_KEY, member=CIVIL) as client:
+        with pytest.raises(ConsentDenied) as caught:
+            await client.decide(query(consent["id"]))
+        assert caught.value.reason is DenyReason.UNAVAILABLE
+        assert "refused" in caught.value.message
+        await asyncio.sleep(0.3)
+        assert not client.status().cache_trusted  # its feed never verifies either
+
+
+async def _read_stream(
+    harness: Harness, *, after: int | None, key: PrivateKey, client: object, count: int
+) -> list[tuple[str | None, FeedMessage]]:
+    nonce = "s" * 22
+    path = f"/v1/feed?stream={nonce}" + (f"&after={after}" if after is not None else "")
+    headers = {
+        "Authorization": sign_request(
+            key,
+            client,
+            audience="consent",
+            method="GET",
+            path=path,  # type: ignore[arg-type]
+        )
+    }
+    got: list[tuple[str | None, FeedMessage]] = []
+    parser = sse.Parser()
+    async with harness.http.get(harness.base + path, headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/event-stream"
+        while len(got) < count:
+            line = await asyncio.wait_for(resp.content.readline(), timeout=3)
+            message = parser.line(line.decode().rstrip("\n"))
+            if message is not None:
+                verified = jws.verify(message.data, KeySet([CONSENT_KEY.public()]), typ=FEED_TYP)
+                got.append((message.id, FeedMessage.model_validate_json(verified.payload)))
+    return got
+
+
+async def test_the_feed_resumes_after_a_change_number_and_filters_by_member(
+    harness: Harness,
+) -> None:
+    first = await harness.active_consent()  # changes 1 (request) and 2 (approve)
+    await harness.request_consent()  # change 3
+    messages = await _read_stream(harness, after=1, key=NADRA_KEY, client=CIVIL, count=3)
+    kinds = [(m.kind, m.seq, m.consent_id, ident) for ident, m in messages]
+    assert kinds[0] == ("event", 2, first["id"], "2")
+    assert kinds[1][:2] == ("event", 3)
+    assert kinds[2][:2] == ("heartbeat", 3)
+    assert [m.n for _, m in messages] == [1, 2, 3]
+    assert {m.stream for _, m in messages} == {"s" * 22}
+    assert json.dumps(messages[0][1].model_dump(mode="json")).count("35202") == 0  # no CNIC
+
+    # PLRA neither provides nor consumes these consents: it hears only heartbeats.
+    theirs = await _read_stream(harness, after=0, key=PLRA_KEY, client=PLRA_LAND, count=2)
+    assert [m.kind for _, m in theirs] == ["heartbeat", "heartbeat"]
+
+    # A resume point the service never issued: the gateway is told to drop its cache.
+    reset = await _read_stream(harness, after=999, key=NADRA_KEY, client=CIVIL, count=1)
+    assert (reset[0][1].kind, reset[0][1].seq) == ("reset", 3)

@@ -1,46 +1,24 @@
 """What the gateway needs from the consent service and the audit log.
 
-The pipeline depends on these small interfaces; the server wires the real
-implementations (the consent service's client, the audit writer) behind them.
+The pipeline depends on these small interfaces; the runtime wires the real
+implementations (consent.client.ConsentClient, audit.writer.AuditWriter).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
 from typing import Protocol
 
 from audit.events import AuditEvent
-from core.ids import ClientId, Cnic, ServiceId
+from consent.rules import DecisionQuery, Permit
+from core.ids import Cnic
 
-__all__ = [
-    "AuditSink",
-    "ConsentGate",
-    "ConsentPermit",
-    "ConsentQuery",
-]
-
-
-@dataclass(frozen=True)
-class ConsentQuery:
-    consent_id: str
-    subject: Cnic
-    consumer: ClientId
-    service: ServiceId
-    purpose: str
-    at: dt.datetime
-
-
-@dataclass(frozen=True)
-class ConsentPermit:
-    consent_id: str
-    released_fields: list[str]  # JSON Pointers into the response
-    legal_basis: str
-    subject_pseudonym: str
+__all__ = ["AuditSink", "ConsentGate"]
 
 
 class ConsentGate(Protocol):
-    async def decide(self, query: ConsentQuery) -> ConsentPermit:
+    """The consent service as a provider's gateway asks it."""
+
+    async def decide(self, query: DecisionQuery) -> Permit:
         """Permit with the released fields, or raise ConsentDeniedError with the reason."""
         ...
 

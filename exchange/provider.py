@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.base import BackendRequest, BackendResponse
+from consent.rules import DecisionQuery, Permit
 from core.errors import (
     AccessDeniedError,
     BadRequestError,
@@ -40,7 +41,6 @@ from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
-from exchange.ports import ConsentPermit, ConsentQuery
 from exchange.r1 import forwardable_headers, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
 from registry.schemareg.validation import project
@@ -63,7 +63,7 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     token = request.headers.get(env_.ENVELOPE_HEADER, "")
     env: RequestEnvelope | None = None
-    permit: ConsentPermit | None = None
+    permit: Permit | None = None
     body = b""
     service_label = "unknown"
     try:
@@ -139,7 +139,7 @@ def _check_request_line(request: web.Request, env: RequestEnvelope, body: bytes)
         raise InvalidSignatureError("headers do not match their signed envelope")
 
 
-async def _consent(gw: Gateway, info: ServiceInfo, env: RequestEnvelope) -> ConsentPermit | None:
+async def _consent(gw: Gateway, info: ServiceInfo, env: RequestEnvelope) -> Permit | None:
     if not info.requires_consent:
         return None
     missing = [
@@ -162,7 +162,7 @@ async def _consent(gw: Gateway, info: ServiceInfo, env: RequestEnvelope) -> Cons
         raise ConsentDeniedError(
             "this gateway has no consent service configured; refusing (fail closed)"
         )
-    query = ConsentQuery(
+    query = DecisionQuery(
         consent_id=env.consent,
         subject=Cnic.from_user_id(env.subject),
         consumer=env.client,
@@ -178,7 +178,7 @@ async def _consent(gw: Gateway, info: ServiceInfo, env: RequestEnvelope) -> Cons
 
 
 async def _call_backend(
-    gw: Gateway, info: ServiceInfo, env: RequestEnvelope, body: bytes, permit: ConsentPermit | None
+    gw: Gateway, info: ServiceInfo, env: RequestEnvelope, body: bytes, permit: Permit | None
 ) -> BackendResponse:
     if info.request_schema is not None and body:
         await _validate(gw, info.request_schema, body, request_side=True)
@@ -258,7 +258,7 @@ async def _answer(
     env: RequestEnvelope,
     token: str,
     response: BackendResponse,
-    permit: ConsentPermit | None,
+    permit: Permit | None,
     body: bytes,
     started: float,
     service_label: str,
@@ -310,7 +310,7 @@ async def _refuse(
     env: RequestEnvelope | None,
     token: str,
     body: bytes,
-    permit: ConsentPermit | None,
+    permit: Permit | None,
     started: float,
     service_label: str,
 ) -> web.StreamResponse:

@@ -21,6 +21,7 @@ from audit.note import log_origin
 from audit.regulators import RegulatorAuthenticator
 from audit.witness_client import WitnessClient
 from audit.writer import AuditWriter
+from consent.client import ConsentClient
 from core.db import create_engine, sessions, upgrade
 from core.errors import BadRequestError
 from core.ids import ClientId, ServiceId
@@ -31,7 +32,6 @@ from exchange.context import Gateway, Limits
 from exchange.metrics import GatewayMetrics
 from exchange.passthrough import HttpBackend
 from exchange.peers import PeerPool, TlsFiles
-from exchange.ports import ConsentGate
 from exchange.replay import ReplayGuard
 from exchange.server import TrustSync, listening, local_app, remote_app, run_background
 from registry.globalconf import Anchor
@@ -68,12 +68,14 @@ async def running(
     config: GatewayConfig,
     *,
     passphrase: bytes | None,
-    consent: ConsentGate | None = None,
+    consent_feed_bound: float = 10.0,
 ) -> AsyncIterator[Running]:
     """Start the gateway described by ``config``; stop it when the block ends.
 
-    ``consent`` is the consent service's gateway client (without one, services
-    that require consent are refused: fail closed).
+    The consent service is found in the global configuration (central service
+    ``consent``); while it cannot be reached, or its revocation feed has been
+    lost for ``consent_feed_bound`` seconds, services that require consent are
+    refused (fail closed).
     """
     key = PrivateKey.load(config.signing_key, passphrase)
     anchor = Anchor.load(config.anchor)
@@ -93,6 +95,12 @@ async def running(
         )
         await audit.start()
         stack.push_async_callback(audit.close)
+
+        consent = ConsentClient.for_globalconf(
+            conf, key=key, member=member, feed_bound=consent_feed_bound
+        )
+        await consent.start()
+        stack.push_async_callback(consent.close)
 
         backends: dict[ServiceId, Backend] = {
             sid: HttpBackend(b.url, timeout=limits.backend_timeout, max_body=limits.max_body)

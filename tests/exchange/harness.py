@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509 import Certificate as X509
@@ -30,10 +31,15 @@ from audit.errors import AuditUnavailableError
 from audit.events import AuditEvent
 from audit.note import log_origin
 from audit.writer import AuditWriter
+from consent.client import ConsentClient
+from consent.schemafields import RegistryFields
+from consent.server import ConsentConfig
+from consent.server import build_app as build_consent_app
 from core.db import Sessions, create_engine, sessions, transaction, utcnow
 from core.errors import NotFoundError
 from core.ids import ClientId, MemberId
 from core.keys import KeySet, PrivateKey
+from core.pseudonym import Pseudonymizer
 from core.tls import make_certificate, server_context
 from exchange.context import Gateway, Limits
 from exchange.metrics import GatewayMetrics
@@ -47,6 +53,7 @@ from registry.globalconf import Anchor, Jwks, SchemaRef
 from registry.globalconf_client import GlobalConfClient
 from registry.payloads import (
     AccessRightCreate,
+    CentralServiceSet,
     GatewayCreate,
     KeyCreate,
     MemberCreate,
@@ -57,6 +64,10 @@ from registry.payloads import (
 from registry.schemareg.records import register_records
 from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
 from registry.server import RegistryConfig, build_app
+
+CONSENT_KEY = PrivateKey.generate()
+PSEUDONYMS = Pseudonymizer(b"exchange-test-pseudonym-key-32by")
+FAST_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 PERSON_EXAMPLE = json.loads(
     (Path(__file__).resolve().parents[2] / "schemas/records/pk.nadra.person.json").read_text()
@@ -132,6 +143,7 @@ class Node:
     local_url: str
     remote_url: str
     audit: AuditWriter
+    consent: ConsentClient
     sessions: Sessions
     tls: TlsFiles
     cert: X509
@@ -151,6 +163,9 @@ class Federation:
     ca: tuple[X509, ec.EllipticCurvePrivateKey]
     backend: Backend
     engines: list[AsyncEngine]
+    consent_url: str
+    consent_app: web.Application
+    consent_conf: GlobalConfClient
     tmp: Path
     http: aiohttp.ClientSession
 
@@ -170,6 +185,7 @@ class Federation:
     async def refresh(self) -> None:
         """Publish the registry's current state now and have every gateway fetch it."""
         await publisher.publish(self.registry_db, self.operator, force=True)
+        await self.consent_conf.refresh(self.http)
         for node in self.nodes.values():
             await node.gateway.globalconf.refresh(self.http)
             assert node.gateway.globalconf.view is not None
@@ -239,6 +255,22 @@ async def build(
         generated_at=utcnow(),
     )
     schema_source = HttpSchemaSource(registry_url, session=http)
+    # The consent service, a central service found by gateways in the configuration.
+    consent_conf = GlobalConfClient(anchor)
+    consent_app = build_consent_app(
+        ConsentConfig(
+            db_url=db_url,
+            signing_key=CONSENT_KEY,
+            pseudonymizer=PSEUDONYMS,
+            globalconf=consent_conf,
+            fields=RegistryFields(ValidatorCache(schema_source)),
+            hasher=FAST_HASH,
+            refresh_globalconf=False,
+            heartbeat=0.1,
+            poll_interval=0.1,
+        )
+    )
+    consent_url = await serve(consent_app)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (make_certificate("shahrah test CA", ca_key, ca=True), ca_key)
     backend = Backend()
@@ -256,9 +288,14 @@ async def build(
         audit = AuditWriter(gw_sessions, str(gid), member_keys[member], origin=log_origin(str(gid)))
         await audit.start()
         client = GlobalConfClient(anchor, clock=clock)
+        consent = ConsentClient.for_globalconf(
+            client, key=member_keys[member], member=ClientId(*member.parts()), feed_bound=2.0
+        )
+        await consent.start()
         gw = Gateway(
             id=gid,
             key=member_keys[member],
+            consent=consent,
             globalconf=client,
             replay=ReplayGuard(gw_sessions, window=dt.timedelta(seconds=limits.freshness)),
             peers=PeerPool(tls, connect_timeout=limits.connect_timeout),
@@ -279,7 +316,9 @@ async def build(
         ctx = server_context(tls.cert, tls.key, [])
         remote = await serve(remote_app(gw), ssl_context=ctx)
         local = await serve(local_app(gw))
-        nodes[name] = Node(gw, local, remote, audit, gw_sessions, tls, cert, clock, TrustSync(ctx))
+        nodes[name] = Node(
+            gw, local, remote, audit, consent, gw_sessions, tls, cert, clock, TrustSync(ctx)
+        )
 
     async with transaction(registry_db) as s:
         for member, name in (
@@ -314,6 +353,13 @@ async def build(
                     clients=[sub],
                 ),
             )
+        await ops.set_central_service(
+            s,
+            "consent",
+            CentralServiceSet(
+                url=consent_url, keys=Jwks.model_validate(KeySet([CONSENT_KEY.public()]).to_jwks())
+            ),
+        )
         await ops.add_purpose(
             s, PurposeCreate(code="identity-verification", name="Identity verification")
         )
@@ -346,18 +392,21 @@ async def build(
             s, AccessRightCreate(service=ECHO, client=PLRA_LAND, method="GET", path="/public/**")
         )
     fed = Federation(
-        registry_url,
-        registry_db,
-        operator,
-        token,
-        anchor,
-        nodes,
-        member_keys,
-        ca,
-        backend,
-        engines,
-        tmp,
-        http,
+        registry_url=registry_url,
+        registry_db=registry_db,
+        operator=operator,
+        token=token,
+        anchor=anchor,
+        nodes=nodes,
+        member_keys=member_keys,
+        ca=ca,
+        backend=backend,
+        engines=engines,
+        consent_url=consent_url,
+        consent_app=consent_app,
+        consent_conf=consent_conf,
+        tmp=tmp,
+        http=http,
     )
     await fed.refresh()
     return fed
@@ -365,6 +414,7 @@ async def build(
 
 async def close(fed: Federation) -> None:
     for node in fed.nodes.values():
+        await node.consent.close()
         await node.audit.close()
         await node.gateway.peers.close()
         await node.gateway.replay.close()

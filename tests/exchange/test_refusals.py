@@ -138,29 +138,6 @@ async def test_missing_access_right_and_endpoint_rights(fed: Federation) -> None
     assert (await _error(denied))[1] == "Server.ServerProxy.AccessDenied"
 
 
-async def test_consent_is_required_and_fails_closed(fed: Federation) -> None:
-    resp = await fed.call("lmc", "GET", PERSON_PATH + "/persons/1")
-    _status, kind, message = await _error(resp)
-    assert kind == "Server.ServerProxy.ConsentDenied"
-    assert "Shahrah-Data-Subject" in message
-    consent = {"Shahrah-Data-Subject": "PK3520212345671", "Shahrah-Consent": "c-1"}
-    wrong_purpose = await fed.call(
-        "lmc",
-        "GET",
-        PERSON_PATH + "/persons/1",
-        headers={**consent, "Shahrah-Purpose": "marketing"},
-    )
-    assert "not allowed" in (await _error(wrong_purpose))[2]
-    no_service = await fed.call(
-        "lmc",
-        "GET",
-        PERSON_PATH + "/persons/1",
-        headers={**consent, "Shahrah-Purpose": "identity-verification"},
-    )
-    assert "fail closed" in (await _error(no_service))[2]
-    assert fed.backend.seen == []
-
-
 async def test_suspended_client_member_is_refused(fed: Federation) -> None:
     async with transaction(fed.registry_db) as s:
         await ops.update_member(s, LMC, MemberUpdate(status="suspended"))

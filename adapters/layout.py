@@ -248,7 +248,8 @@ class Layout(BaseModel):
         if not body.isascii() or not body.isdigit():
             raise FieldError(f.name, f"not a {f.type} number")
         value = Decimal(int(body)).scaleb(-f.scale, _EXACT)
-        return -value if sign < 0 else value
+        # copy_negate is exact; unary minus would round to the default 28-digit context.
+        return value.copy_negate() if sign < 0 else value
 
     def encode(self, values: Mapping[str, Any]) -> bytes:
         """One record from field values (the inverse of :meth:`decode`); pads the gaps."""
@@ -319,7 +320,7 @@ def _unpack(f: LayoutField, raw: bytes) -> Decimal:
     else:
         raise FieldError(f.name, "a packed decimal ends without a sign nibble")
     value = Decimal(int("".join(map(str, digits)))).scaleb(-f.scale, _EXACT)
-    return -value if negative else value
+    return value.copy_negate() if negative else value
 
 
 def _pack(f: LayoutField, value: Any) -> bytes:

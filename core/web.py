@@ -402,11 +402,25 @@ def _schema(model: Any, components: dict[str, Any]) -> dict[str, Any]:
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     schema = model.model_json_schema(mode="validation")
+    defs = schema.get("$defs", {})
     required = set(schema.get("required", []))
     return [
-        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        {"name": name, "in": "query", "required": name in required, "schema": _inline(prop, defs)}
         for name, prop in schema.get("properties", {}).items()
     ]
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """Replace ``#/$defs/...`` references (an enum, say) by their definitions: a parameter's
+    schema has no ``$defs`` of its own to point into."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
 
 
 def _bind(op: Operation, authenticate: Callable[[web.Request], Awaitable[Any]] | None) -> Handler:

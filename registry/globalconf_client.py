@@ -147,9 +147,19 @@ class GlobalConfClient:
         self.last_error = None
         return changed
 
+    def next_wait(self, failures: int) -> float:
+        """Seconds until the next fetch: the refresh interval, or sooner after failures
+        (1, 2, 4 ... seconds), so a gateway started before the registry does not sit idle
+        for a whole interval."""
+        if failures == 0:
+            return self.refresh_interval
+        return min(self.refresh_interval, float(2 ** min(failures - 1, 10)))
+
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
-        """Refresh every ``refresh_interval`` seconds until ``stop`` is set."""
+        """Refresh until ``stop`` is set: every interval, sooner while fetches fail."""
+        failures = 0
         while not stop.is_set():
             await self.refresh(session)
+            failures = failures + 1 if self.last_error else 0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.refresh_interval)
+                await asyncio.wait_for(stop.wait(), timeout=self.next_wait(failures))

@@ -184,3 +184,30 @@ def test_truncated_and_overlong_records_are_found() -> None:
 def test_impossible_layouts_are_refused(fields: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Layout(record_length=10, fields=fields)
+
+
+def test_long_negative_packed_and_zoned_numbers_keep_every_digit() -> None:
+    # Found by the round-trip property: 29 digits exceed Python's default Decimal precision.
+    from decimal import Decimal
+
+    from adapters.layout import Layout
+
+    for kind in ("packed", "zoned"):
+        layout = Layout.model_validate(
+            {
+                "encoding": "cp037",
+                "record_length": 31,
+                "separator": "none",
+                "fields": [
+                    {
+                        "name": "N",
+                        "start": 1,
+                        "length": 15 if kind == "packed" else 31,
+                        "type": kind,
+                        "signed": True,
+                    }
+                ],
+            }
+        )
+        value = Decimal("-10000000000000000000000000001")
+        assert layout.decode(layout.encode({"N": value}))["N"] == value

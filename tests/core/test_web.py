@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -12,6 +13,11 @@ from pydantic import BaseModel, Field
 
 from core.errors import BadRequestError, ConflictError, UnauthorizedError
 from core.web import Api, bearer_token, error_middleware, parse_json, tokens_equal
+
+
+class Tone(enum.StrEnum):
+    dark = "dark"
+    light = "light"
 
 
 class Thing(BaseModel):
@@ -163,3 +169,22 @@ def test_parse_json_is_strict() -> None:
     assert parse_json(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
     with pytest.raises(BadRequestError, match="Infinity"):
         parse_json("[Infinity]")
+
+
+class Colour(BaseModel):
+    shade: Literal["red", "green"] | None = None
+    tone: Tone = Tone.dark
+
+
+async def test_enum_query_parameters_give_a_valid_document() -> None:
+    local = Api(title="t", version="1")
+
+    @local.route("GET", "/paint", summary="paint", query=Colour)
+    async def paint(request: web.Request, query: Colour) -> dict[str, str]:
+        return {}
+
+    doc = local.document()
+    validate(doc)
+    params = {p["name"]: p["schema"] for p in doc["paths"]["/paint"]["get"]["parameters"]}
+    assert "$ref" not in str(params)
+    assert params["tone"]["enum"] == ["dark", "light"]

@@ -155,3 +155,10 @@ async def test_the_last_good_configuration_survives_a_restart(
     cache.write_text(cache.read_text()[:-3] + "abc")
     with pytest.raises(OutdatedGlobalConfError):
         client_for(url, Clock(T0), cache).current()
+
+
+def test_fetches_are_retried_sooner_after_failures() -> None:
+    client = client_for("http://127.0.0.1:1/globalconf", Clock(T0))
+    assert client.next_wait(0) == 60.0
+    assert [client.next_wait(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert client.next_wait(30) == 60.0

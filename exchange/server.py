@@ -163,15 +163,19 @@ class TrustSync:
 async def run_background(gw: Gateway, trust: TrustSync, stop: asyncio.Event) -> None:
     """Refresh the configuration on its interval, keep the trust store in step, purge the
     replay cache; until ``stop``."""
+    failures = 0
     async with aiohttp.ClientSession() as http:
         while not stop.is_set():
             await gw.globalconf.refresh(http)
+            failures = failures + 1 if gw.globalconf.last_error else 0
             if gw.globalconf.view is not None:
                 trust.sync(gw.globalconf.view)
-            with contextlib.suppress(Exception):
+            try:
                 await gw.replay.purge()
+            except Exception:
+                log.exception("purging the replay cache failed; trying again next round")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=gw.globalconf.refresh_interval)
+                await asyncio.wait_for(stop.wait(), timeout=gw.globalconf.next_wait(failures))
 
 
 @contextlib.asynccontextmanager

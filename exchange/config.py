@@ -62,6 +62,9 @@ class GatewayConfig(_Section):
     limits: LimitSettings = LimitSettings()
     services: dict[ServiceIdField, BackendSettings] = {}
     adapters: list[Path] = Field([], description="adapter configurations loaded in-process")
+    adapter_variables: dict[str, str] = Field(
+        {}, description="${NAME} values for the adapter configurations (beside the environment)"
+    )
     schema_registry: str = Field("", description="registry base URL; default: from the anchor")
 
     @classmethod

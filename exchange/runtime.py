@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import aiohttp
 
 from adapters.base import Backend
 from adapters.config import Adapters, load_adapters
+from adapters.metrics import AdapterMetrics
 from audit.api import register_read_api
 from audit.note import log_origin
 from audit.regulators import RegulatorAuthenticator
@@ -107,8 +109,12 @@ async def running(
             for sid, b in config.services.items()
         }
         metrics = GatewayMetrics(conf.age, lambda: conf.view.serial if conf.view else None)
+        adapter_metrics = AdapterMetrics(metrics.registry) if config.adapters else None
         for path in config.adapters:
-            loaded: Adapters = await load_adapters(path, registry=metrics.registry)
+            loaded: Adapters = await load_adapters(
+                path, metrics=adapter_metrics, environ={**os.environ, **config.adapter_variables}
+            )
+            await loaded.scan()  # what already waits in the drop folders, before serving
             await loaded.start()
             stack.push_async_callback(loaded.close)
             clash = backends.keys() & loaded.backends.keys()

@@ -35,3 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.adapters
 	$(BIN)/python -m bench.consent
 	$(BIN)/python -m bench.audit
+	$(BIN)/python -m bench.exchange

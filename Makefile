@@ -1,5 +1,5 @@
 # The two set-up commands of the README:
-#   make demo   runs the main job (for now the central registry, on SQLite)
+#   make demo   runs the main job: the embedded federation, on SQLite
 #   make test   runs the checks and the test suite
 # Both create the virtualenv in .venv on first use.
 
@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-data
-DEMO_PORT ?= 8080
+DEMO_PORT ?= 8400
 
 .PHONY: demo test lint bench
 
@@ -19,11 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@test -f $(DEMO_DIR)/anchor.json || $(BIN)/shahrah registry init --data-dir $(DEMO_DIR) \
-		--instance PK --url http://127.0.0.1:$(DEMO_PORT)/globalconf --no-passphrase \
-		> $(DEMO_DIR).operator-token
-	@echo "operator token: $$(cat $(DEMO_DIR).operator-token 2>/dev/null)"
-	$(BIN)/shahrah registry serve --data-dir $(DEMO_DIR) --port $(DEMO_PORT) --no-passphrase
+	$(BIN)/shahrah demo --data-dir $(DEMO_DIR) --base-port $(DEMO_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,3 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.adapters
 	$(BIN)/python -m bench.consent
 	$(BIN)/python -m bench.audit
+	$(BIN)/python -m bench.exchange

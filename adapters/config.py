@@ -289,6 +289,7 @@ async def load_adapters(
     *,
     schemas: SchemaLookup | None = None,
     registry: CollectorRegistry | None = None,
+    metrics: AdapterMetrics | None = None,
     environ: Mapping[str, str] | None = None,
     migrate: bool = True,
     validator: ValidatorFactory = ResponseValidator,
@@ -298,14 +299,15 @@ async def load_adapters(
     ``schemas`` gives each service's registered response schema (a gateway
     passes the schema registry's); without it each service's
     ``response_schema`` file is read. A service with no schema is refused.
-    ``registry`` receives the metrics (default: a new one). ``migrate``
+    ``registry`` receives the metrics (default: a new one); several files
+    loaded into one process share one ``metrics`` instead. ``migrate``
     brings the ``state`` database to the newest migration first.
     ``validator`` compiles a schema into the check every answer passes (default:
     :class:`adapters.schemas.ResponseValidator`, on ``jsonschema``); a gateway
     may pass its cached, compiled validators instead.
     """
     cfg, doc, base, tables = await asyncio.to_thread(_read_all, path, environ)
-    metrics = AdapterMetrics(registry)
+    metrics = metrics or AdapterMetrics(registry)
     engine: AsyncEngine | None = None
     if cfg.state is not None:
         try:

@@ -11,9 +11,7 @@ and, unless ``--db`` names another database, ``audit.db``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,11 +20,20 @@ from typing import Any
 import click
 
 from audit import mirror
+from audit.bootstrap import (
+    ANCHOR_FILE,
+    DB_FILE,
+    GLOBALCONF_FILE,
+    JWKS_FILE,
+    KEY_FILE,
+    PSEUDONYM_FILE,
+    init_audit_server,
+)
 from audit.export import write_export
 from audit.note import witness_name
 from audit.verify import verify_export
 from core.cli import db_url_for, echo_json, no_passphrase_option, resolve_passphrase, run_async
-from core.db import create_engine, sessions, transaction, upgrade
+from core.db import create_engine, sessions, transaction
 from core.errors import BadRequestError, ShahrahError
 from core.ids import Cnic
 from core.keys import KeySet, PrivateKey
@@ -36,12 +43,6 @@ from registry.globalconf import Anchor
 
 __all__ = ["audit"]
 
-ANCHOR_FILE = "anchor.json"
-KEY_FILE = "witness-key.pem"
-JWKS_FILE = "witness.jwks.json"
-PSEUDONYM_FILE = "pseudonym.key"
-GLOBALCONF_FILE = "globalconf.jws"
-DB_FILE = "audit.db"
 
 _FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 
@@ -95,30 +96,14 @@ def init(
 
     Prints the witness's JWK Set; the operator publishes it with
     `shahrah registry central-service audit-witness --url URL --jwks FILE`."""
-    key_path = data_dir / KEY_FILE
-    if key_path.exists():
-        raise click.ClickException(f"{key_path} exists: {data_dir} already holds an audit server")
-    try:
-        anchor = Anchor.load(anchor_file)
-    except ShahrahError as e:
-        raise _fail(e) from e
     passphrase = resolve_passphrase(no_passphrase, confirm=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
     try:
-        upgrade(db_url_for(data_dir, db, DB_FILE))
-        key = PrivateKey.generate()
-        key.save(key_path, passphrase)
-        if pseudonym_key is not None:
-            shutil.copyfile(pseudonym_key, data_dir / PSEUDONYM_FILE)
-            os.chmod(data_dir / PSEUDONYM_FILE, 0o600)
-        else:
-            Pseudonymizer.generate(data_dir / PSEUDONYM_FILE)
+        made = init_audit_server(
+            data_dir, anchor_file, passphrase=passphrase, db_url=db, pseudonym_key=pseudonym_key
+        )
     except ShahrahError as e:
         raise _fail(e) from e
-    shutil.copyfile(anchor_file, data_dir / ANCHOR_FILE)
-    jwks = KeySet([key.public()]).to_jwks()
-    (data_dir / JWKS_FILE).write_text(json.dumps(jwks, indent=2) + "\n")
+    anchor, key, jwks = made.anchor, made.key, made.jwks
     if passphrase is None:
         click.echo("warning: the witness key is stored WITHOUT a passphrase", err=True)
     click.echo(f"audit server for {anchor.instance} created in {data_dir}", err=True)

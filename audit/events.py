@@ -47,6 +47,9 @@ class AuditEvent(BaseModel):
     gateway: GatewayIdField = Field(description="the gateway that wrote this record")
     role: Literal["consumer", "provider"]
     message_id: _Text = Field(description="X-Road-Id of the exchange")
+    request_id: _Text | None = Field(
+        None, description="X-Road-Request-Id: unique per forwarded request, the same on both sides"
+    )
     client: ClientIdField = Field(description="the consumer subsystem (X-Road-Client)")
     service: ServiceIdField
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] | None = None

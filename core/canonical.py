@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 from typing import Any
 
 import rfc8785
@@ -24,11 +26,45 @@ def canonical_json(value: Any) -> bytes:
 
     Raises :class:`BadRequestError` for values JCS cannot represent (NaN,
     integers beyond IEEE 754 precision, non-string keys).
+
+    Documents without floats and without keys beyond the Basic Multilingual
+    Plane (every envelope, event and configuration Shahrah signs) go through
+    the standard library's C encoder, whose output is then byte for byte the
+    JCS form: the same escapes, and code-point order equals UTF-16 order below
+    U+10000. A property test holds the two to that. Anything else goes to the
+    ``rfc8785`` library.
     """
+    if _plain(value, 0):
+        return _STDLIB.encode(value).encode("utf-8")
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as e:
         raise BadRequestError(f"value has no canonical JSON form: {e}") from e
+
+
+_STDLIB = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+_SAFE_INT = 2**53 - 1
+_MAX_DEPTH = 100
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether the standard library's encoding of ``value`` is its JCS form."""
+    if depth > _MAX_DEPTH:
+        return False
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -_SAFE_INT <= value <= _SAFE_INT
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, str) and (k.isascii() or max(k) <= "\uffff") and _plain(v, depth + 1)
+            for k, v in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return all(_plain(v, depth + 1) for v in value)
+    return False
 
 
 def sha256(data: bytes) -> bytes:
@@ -45,14 +81,21 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# The last character of a 2- or 3-character tail may only use its high bits; anything else
+# decodes to the same bytes as another spelling.
+_TAIL_MASK = {2: 0b001111, 3: 0b000011}
+
+
 def b64url_decode(text: str) -> bytes:
-    """Strict inverse of :func:`b64url`; raises :class:`BadRequestError` on bad input."""
-    if not isinstance(text, str) or any(c in text for c in "=+/ \n"):
+    """Strict inverse of :func:`b64url`: unpadded, and in the one canonical spelling of its
+    bytes; raises :class:`BadRequestError` otherwise."""
+    if not isinstance(text, str) or _B64URL.fullmatch(text) is None:
         raise BadRequestError("value is not unpadded base64url")
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError as e:
-        raise BadRequestError("value is not unpadded base64url") from e
-    if b64url(data) != text:
+    tail = len(text) % 4
+    if tail == 1:
+        raise BadRequestError("value is not unpadded base64url")
+    if tail and _ALPHABET.index(text[-1]) & _TAIL_MASK[tail]:
         raise BadRequestError("value is not in canonical base64url form")
-    return data
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -13,9 +13,11 @@ hashable, so they serve as dictionary keys in the global configuration.
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
-from typing import ClassVar, Self, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self, TypeVar, cast
 from urllib.parse import quote, unquote
 
 from core.errors import BadRequestError, InvalidClientIdentifierError, InvalidServiceIdentifierError
@@ -39,6 +41,23 @@ MEMBER_CLASSES: tuple[str, ...] = ("FED", "PROV", "LG", "PRIV")
 MAX_PART_LENGTH = 255
 
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _memoized(parse: _F) -> _F:
+    """Memoize an identifier class's ``parse``: messages carry the same few identifiers over
+    and over, and identifiers are immutable, so one parsed instance serves them all.
+    Failures are not cached; a bounded number of distinct strings is remembered."""
+    cached = functools.lru_cache(maxsize=16_384)(parse)
+
+    @functools.wraps(parse)
+    def parse_once(cls: type, text: object, **options: bool) -> object:
+        if not isinstance(text, str):
+            return parse(cls, text, **options)
+        return cached(cls, text, **options)
+
+    return cast(_F, parse_once)
+
 
 _PART = re.compile(r"[A-Za-z0-9'()+,\-.=?]+")
 # Characters of the allowed set that may stand unencoded in a URL path segment (RFC 3986).
@@ -51,6 +70,8 @@ class IdentifierError(BadRequestError):
 
 def validate_part(value: str, what: str) -> str:
     """Return ``value`` if it is a valid identifier part, else raise naming ``what``."""
+    if isinstance(value, str) and _well_formed(value):
+        return value
     if not value:
         raise IdentifierError(f"{what} is empty", detail={"part": what})
     if len(value) > MAX_PART_LENGTH:
@@ -64,6 +85,12 @@ def validate_part(value: str, what: str) -> str:
             detail={"part": what},
         )
     return value
+
+
+@functools.lru_cache(maxsize=65_536)
+def _well_formed(value: str) -> bool:
+    # Memoized: every message carries the same few codes, and a regex per part adds up.
+    return 0 < len(value) <= MAX_PART_LENGTH and _PART.fullmatch(value) is not None
 
 
 def encode_part(value: str) -> str:
@@ -90,6 +117,15 @@ class _Identifier:
 
     __slots__ = ()
     _labels: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def _trusted(cls, *parts: str | None) -> Self:
+        """Build from parts already validated (those of another identifier): derived
+        identifiers are made on every message, and checking known-good parts again is waste."""
+        obj = object.__new__(cls)
+        for f, value in zip(fields(cls), parts, strict=True):  # type: ignore[arg-type]
+            object.__setattr__(obj, f.name, value)
+        return obj
 
     def parts(self) -> tuple[str, ...]:
         raise NotImplementedError
@@ -120,6 +156,7 @@ class MemberId(_Identifier):
         return (self.instance, self.member_class, self.member_code)
 
     @classmethod
+    @_memoized
     def parse(cls, text: str, *, encoded: bool = False) -> Self:
         parts = _split(text, encoded=encoded, kind="member", error=InvalidClientIdentifierError)
         if len(parts) != 3:
@@ -129,10 +166,12 @@ class MemberId(_Identifier):
         return _wrap(cls, parts, InvalidClientIdentifierError)
 
     def subsystem(self, code: str) -> ClientId:
-        return ClientId(self.instance, self.member_class, self.member_code, code)
+        validate_part(code, "subsystem")
+        return ClientId._trusted(self.instance, self.member_class, self.member_code, code)
 
     def gateway(self, code: str) -> GatewayId:
-        return GatewayId(self.instance, self.member_class, self.member_code, code)
+        validate_part(code, "gateway code")
+        return GatewayId._trusted(self.instance, self.member_class, self.member_code, code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +195,10 @@ class ClientId(_Identifier):
 
     @property
     def member(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return MemberId._trusted(self.instance, self.member_class, self.member_code)
 
     @classmethod
+    @_memoized
     def parse(cls, text: str, *, encoded: bool = False, require_subsystem: bool = False) -> Self:
         parts = _split(text, encoded=encoded, kind="client", error=InvalidClientIdentifierError)
         allowed = (4,) if require_subsystem else (3, 4)
@@ -176,7 +216,10 @@ class ClientId(_Identifier):
     def service(self, code: str, version: str | None = None) -> ServiceId:
         if self.subsystem is None:
             raise InvalidServiceIdentifierError("a service belongs to a subsystem, not a member")
-        return ServiceId(
+        validate_part(code, "service code")
+        if version is not None:
+            validate_part(version, "service version")
+        return ServiceId._trusted(
             self.instance, self.member_class, self.member_code, self.subsystem, code, version
         )
 
@@ -218,13 +261,14 @@ class ServiceId(_Identifier):
     @property
     def provider(self) -> ClientId:
         """The subsystem that owns the service."""
-        return ClientId(self.instance, self.member_class, self.member_code, self.subsystem)
+        return ClientId._trusted(self.instance, self.member_class, self.member_code, self.subsystem)
 
     @property
     def member(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return MemberId._trusted(self.instance, self.member_class, self.member_code)
 
     @classmethod
+    @_memoized
     def parse(cls, text: str, *, encoded: bool = False) -> Self:
         parts = _split(text, encoded=encoded, kind="service", error=InvalidServiceIdentifierError)
         if len(parts) not in (5, 6):
@@ -255,9 +299,10 @@ class GatewayId(_Identifier):
 
     @property
     def member(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return MemberId._trusted(self.instance, self.member_class, self.member_code)
 
     @classmethod
+    @_memoized
     def parse(cls, text: str, *, encoded: bool = False) -> Self:
         parts = _split(text, encoded=encoded, kind="gateway", error=BadRequestError)
         if len(parts) != 4:

@@ -8,7 +8,6 @@ in its next global configuration within its publishing interval.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -17,8 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.canonical import b64url_decode
@@ -344,16 +341,13 @@ def subsystem_set(
 # --- gateways ----------------------------------------------------------------------------------
 
 
-def _pin(tls_sha256: str | None, tls_cert: Path | None) -> str | None:
-    if tls_cert is not None:
-        cert = x509.load_pem_x509_certificate(tls_cert.read_bytes())
-        return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-    return tls_sha256
+def _read_cert(path: Path | None) -> str | None:
+    return path.read_text("ascii", errors="replace") if path is not None else None
 
 
 @registry.group()
 def gateway() -> None:
-    """Gateways: members' security servers, their addresses and TLS pins."""
+    """Gateways: members' security servers, their addresses and TLS certificates."""
 
 
 @gateway.command("add")
@@ -361,11 +355,11 @@ def gateway() -> None:
 @db_option
 @click.argument("gateway_id", metavar="GATEWAY")
 @click.option("--address", required=True, help="https://host:port other gateways reach it at.")
-@click.option("--tls-sha256", help="Hex SHA-256 of the gateway's DER TLS certificate.")
 @click.option(
     "--tls-cert",
+    required=True,
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The gateway's TLS certificate (PEM), to pin instead of --tls-sha256.",
+    help="The gateway's TLS certificate (PEM); peers will trust exactly this certificate.",
 )
 @click.option("--client", "clients", multiple=True, help="A subsystem it serves (repeatable).")
 def gateway_add(
@@ -373,16 +367,15 @@ def gateway_add(
     db: str | None,
     gateway_id: str,
     address: str,
-    tls_sha256: str | None,
-    tls_cert: Path | None,
+    tls_cert: Path,
     clients: tuple[str, ...],
 ) -> None:
-    """Register GATEWAY (INSTANCE/CLASS/MEMBER/CODE) with its address and certificate pin."""
+    """Register GATEWAY (INSTANCE/CLASS/MEMBER/CODE) with its address and TLS certificate."""
     body = _model(
         GatewayCreate,
         id=gateway_id,
         address=address,
-        tls_sha256=_pin(tls_sha256, tls_cert),
+        tls_certificate=_read_cert(tls_cert),
         clients=list(clients),
     )
     echo_json(_act(_db(data_dir, db), lambda s: service.add_gateway(s, body)))
@@ -393,22 +386,24 @@ def gateway_add(
 @db_option
 @click.argument("gateway_id", metavar="GATEWAY")
 @click.option("--address")
-@click.option("--tls-sha256")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A renewed TLS certificate (PEM).",
+)
 @click.option("--status", type=click.Choice(["active", "suspended"]))
 def gateway_set(
     data_dir: Path | None,
     db: str | None,
     gateway_id: str,
     address: str | None,
-    tls_sha256: str | None,
     tls_cert: Path | None,
     status: str | None,
 ) -> None:
-    """Change a gateway's address or pin (certificate renewal), or suspend it."""
+    """Change a gateway's address or certificate (renewal), or suspend it."""
     gid = _parse(GatewayId.parse, gateway_id)
     body = _model(
-        GatewayUpdate, address=address, tls_sha256=_pin(tls_sha256, tls_cert), status=status
+        GatewayUpdate, address=address, tls_certificate=_read_cert(tls_cert), status=status
     )
     echo_json(_act(_db(data_dir, db), lambda s: service.update_gateway(s, gid, body)))
 

@@ -136,7 +136,8 @@ class MemberInfo(_Doc):
 class GatewayInfo(_Doc):
     id: GatewayIdField
     address: str
-    tls_sha256: Sha256Hex
+    tls_certificate: str = Field(description="PEM certificate the gateway presents in mutual TLS")
+    tls_sha256: Sha256Hex = Field(description="hex SHA-256 of the certificate's DER form")
     status: Status = "active"
     clients: list[SubsystemIdField] = []
 
@@ -445,12 +446,13 @@ class GlobalConfView:
             (
                 sid
                 for sid, rights in self._rights.items()
-                if any(self._grants(r, client, sid) for r in rights)
+                if any(self.grants(r, client, sid) for r in rights)
             ),
             key=str,
         )
 
-    def _grants(self, right: AccessRightInfo, client: ClientId, sid: ServiceId) -> bool:
+    def grants(self, right: AccessRightInfo, client: ClientId, sid: ServiceId) -> bool:
+        """Whether ``right`` (on ``sid``) names ``client``, directly or through a group."""
         return (
             right.client == client
             or client in self._global_groups.get(right.global_group or "", ())

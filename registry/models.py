@@ -89,7 +89,8 @@ class Gateway(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("registry_members.id", ondelete="RESTRICT"))
     code: Mapped[str] = mapped_column(String(CODE))
     address: Mapped[str] = mapped_column(String(2048))  # https://host:port of the gateway
-    tls_sha256: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of the DER certificate
+    tls_certificate: Mapped[str] = mapped_column(Text)  # PEM; peers trust exactly this certificate
+    tls_sha256: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of its DER form (the pin)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[CreatedAt]
 

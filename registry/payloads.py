@@ -21,7 +21,6 @@ from registry.globalconf import (
     PathPattern,
     PurposeCode,
     SchemaRef,
-    Sha256Hex,
     Status,
 )
 
@@ -62,13 +61,15 @@ class SubsystemUpdate(_Body):
 class GatewayCreate(_Body):
     id: GatewayIdField
     address: HttpsUrl = Field(description="base URL other gateways reach this one at")
-    tls_sha256: Sha256Hex = Field(description="hex SHA-256 of the gateway's DER TLS certificate")
+    tls_certificate: str = Field(
+        max_length=16_384, description="the gateway's TLS certificate (PEM); its pin is derived"
+    )
     clients: list[SubsystemId] = []
 
 
 class GatewayUpdate(_Body):
     address: HttpsUrl | None = None
-    tls_sha256: Sha256Hex | None = None
+    tls_certificate: Annotated[str, Field(max_length=16_384)] | None = None
     status: Status | None = None
 
 

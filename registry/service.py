@@ -20,6 +20,7 @@ from core.db import utcnow
 from core.errors import BadRequestError, ConflictError, NotFoundError
 from core.ids import ClientId, GatewayId, MemberId, ServiceId
 from core.keys import PublicKey
+from core.tls import Certificate
 from registry import models as m
 from registry import store
 from registry.globalconf import (
@@ -144,11 +145,13 @@ async def update_subsystem(s: AsyncSession, cid: ClientId, body: SubsystemUpdate
 
 async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
     owner = await store.member(s, body.id.member)
+    cert = Certificate.from_pem(body.tls_certificate)
     row = m.Gateway(
         member_id=owner.id,
         code=body.id.gateway_code,
         address=body.address,
-        tls_sha256=body.tls_sha256,
+        tls_certificate=cert.pem,
+        tls_sha256=cert.sha256,
     )
     s.add(row)
     await _flush(s, f"gateway {body.id} already exists")
@@ -171,8 +174,9 @@ async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -
     row = await store.gateway(s, gid)
     if body.address is not None:
         row.address = body.address
-    if body.tls_sha256 is not None:
-        row.tls_sha256 = body.tls_sha256
+    if body.tls_certificate is not None:
+        cert = Certificate.from_pem(body.tls_certificate)
+        row.tls_certificate, row.tls_sha256 = cert.pem, cert.sha256
     if body.status is not None:
         row.status = body.status
     return await get_gateway(s, gid)

@@ -194,6 +194,7 @@ async def snapshot(s: AsyncSession) -> Snapshot:
                     inst, members[g.member_id].member_class, members[g.member_id].member_code
                 ).gateway(g.code),
                 address=g.address,
+                tls_certificate=g.tls_certificate,
                 tls_sha256=g.tls_sha256,
                 status=g.status,
                 clients=sorted(clients_by_gateway[g.id], key=str),

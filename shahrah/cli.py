@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import signal
 from pathlib import Path
 
 import click
@@ -15,6 +17,7 @@ from core import db
 from core.cli import echo_json, no_passphrase_option, resolve_passphrase, run_async
 from core.errors import ShahrahError
 from core.keys import PrivateKey
+from exchange.cli import gateway
 from registry.cli import registry
 from registry.schemareg.cli import schema
 
@@ -108,10 +111,76 @@ def key_public(path: Path, no_passphrase: bool) -> None:
     echo_json(key.public().to_jwk())
 
 
+@main.command()
+@click.option(
+    "--data-dir",
+    default=Path("demo-data"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the federation lives; made on the first run, reused after.",
+)
+@click.option(
+    "--base-port",
+    default=8400,
+    show_default=True,
+    type=click.IntRange(1024, 65495),
+    help="First of the ports used (registry P, consent P+1, audit P+2, gateways P+10...).",
+)
+@click.option(
+    "--scenario",
+    is_flag=True,
+    help="Run the story (consent, revoke, refusals, SOAP, fixed-width, audit export), "
+    "print each step, and exit 0 only if every step holds.",
+)
+@click.option(
+    "--people",
+    default=200,
+    show_default=True,
+    type=click.IntRange(5, 100_000),
+    help="Synthetic citizens in the legacy systems (first run only).",
+)
+@click.pass_context
+def demo(ctx: click.Context, data_dir: Path, base_port: int, scenario: bool, people: int) -> None:
+    """Run the embedded federation: registry, consent service, audit witness, and the gateways
+    of NADRA, Punjab land records and the Lahore corporation over their legacy systems.
+
+    Keys are kept without a passphrase: this is a demonstration. DATA_DIR/federation.json lists
+    every URL, identifier and the demo credentials."""
+    from shahrah.demo import describe, running
+    from shahrah.scenario import run_scenario
+
+    if not ctx.find_root().params.get("verbose"):
+        logging.getLogger().setLevel(logging.WARNING)
+
+    async def go() -> bool:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        click.echo(f"starting the federation in {data_dir} ...", err=True)
+        async with running(data_dir, base_port, people=people) as live:
+            if scenario:
+                steps = await run_scenario(live)
+                for n, step in enumerate(steps, 1):
+                    mark = "ok  " if step.ok else "FAIL"
+                    click.echo(f"{mark} {n}. {step.name}\n        {step.detail}")
+                passed = sum(s.ok for s in steps)
+                click.echo(f"{passed} passed, {len(steps) - passed} failed")
+                return passed == len(steps)
+            click.echo(describe(live))
+            await stop.wait()
+            click.echo("stopping ...", err=True)
+        return True
+
+    if not run_async(go()):
+        ctx.exit(1)
+
+
 main.add_command(registry)
 registry.add_command(schema)
 main.add_command(adapter)
 main.add_command(audit)
 main.add_command(consent)
+main.add_command(gateway)
 
 __all__ = ["main", "run_async"]

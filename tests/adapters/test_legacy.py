@@ -101,6 +101,6 @@ async def test_ingest_once_from_the_command_line(tmp_path: Path) -> None:
         run, "adapter", "ingest", str(config_path("births")), env=legacy.variables
     )
     assert result.exit_code == 0, result.output
-    reports = json.loads(result.stdout)["PK/PROV/LGCD/birth-registry/birth/v1"]
+    reports = json.loads(result.stdout)["PK/LG/LMC/civil-registration/birth/v1"]
     assert sorted(r["name"] for r in reports) == ["uc045-2024.csv", "uc112-2024.csv"]
     assert {r["status"] for r in reports} == {"loaded"}

@@ -83,3 +83,40 @@ def test_b64url_round_trip(data: bytes) -> None:
 def test_b64url_refuses_non_canonical_text(text: str) -> None:
     with pytest.raises(BadRequestError):
         b64url_decode(text)
+
+
+text_anywhere = st.text(alphabet=st.characters(codec="utf-8"))
+plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | text_anywhere,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(text_anywhere, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@given(plain_values)
+def test_the_fast_path_is_byte_for_byte_rfc8785(value: object) -> None:
+    # Keys and strings from all of Unicode (astral keys take the library's path); ints and
+    # nesting as documents hold them.
+    import rfc8785
+
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_astral_keys_sort_by_utf16_even_beside_high_bmp_keys() -> None:
+    # U+1F600 is D83D DE00 in UTF-16, which sorts before U+FB33: the opposite of code points.
+    assert canonical_json({"\ufb33": 1, "\U0001f600": 2}) == '{"\U0001f600":2,"\ufb33":1}'.encode()
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(0, 63))
+def test_only_the_canonical_spelling_of_bytes_is_accepted(data: bytes, replacement: int) -> None:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    text = b64url(data)
+    other = text[:-1] + alphabet[replacement]
+    try:
+        decoded = b64url_decode(other)
+    except BadRequestError:
+        return
+    # Whatever is accepted is the canonical spelling of what it decodes to.
+    assert b64url(decoded) == other

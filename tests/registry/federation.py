@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from core.db import Sessions, transaction
 from core.ids import ClientId, MemberId
 from core.keys import PrivateKey
+from core.tls import Certificate, make_certificate
 from registry import service as ops
 from registry.payloads import (
     AccessRightCreate,
@@ -26,7 +30,10 @@ CIVIL = NADRA.subsystem("civil-registry")
 PERSON = CIVIL.service("person", "v1")
 LMC_TAX = ClientId("PK", "LG", "LMC", "property-tax")
 PLRA_LAND = ClientId("PK", "PROV", "PLRA", "land-records")
-PIN = "ab" * 32
+# NADRA's gateway presents a self-signed TLS certificate; the registry derives its pin.
+NADRA_TLS_KEY = ec.generate_private_key(ec.SECP256R1())
+NADRA_TLS_PEM = make_certificate("nadra-gw1", NADRA_TLS_KEY).public_bytes(Encoding.PEM).decode()
+PIN = Certificate.from_pem(NADRA_TLS_PEM).sha256
 
 
 async def seed(db: Sessions) -> None:
@@ -47,7 +54,7 @@ async def seed(db: Sessions) -> None:
             GatewayCreate(
                 id=NADRA.gateway("gw1"),
                 address="https://127.0.0.1:9443",
-                tls_sha256=PIN,
+                tls_certificate=NADRA_TLS_PEM,
                 clients=[CIVIL],
             ),
         )

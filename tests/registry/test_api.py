@@ -17,7 +17,7 @@ from core.canonical import b64url_decode
 from core.db import Sessions, transaction
 from registry import tokens
 from registry.server import RegistryConfig, build_app
-from tests.registry.federation import LMC_TAX, OPERATOR, PERSON
+from tests.registry.federation import LMC_TAX, NADRA_TLS_PEM, OPERATOR, PERSON
 
 ENV_TOKEN = "env-admin-token-for-tests"
 
@@ -111,16 +111,16 @@ async def test_writes_need_a_valid_operator_token(
         (
             "POST",
             "/api/v1/gateways",
-            {"id": "PK/FED/NADRA/gw9", "address": "ftp://x", "tls_sha256": "00" * 32},
+            {"id": "PK/FED/NADRA/gw9", "address": "ftp://x", "tls_certificate": NADRA_TLS_PEM},
             400,
             "'address'",
         ),
         (
             "POST",
             "/api/v1/gateways",
-            {"id": "PK/FED/NADRA/gw9", "address": "https://x:1", "tls_sha256": "zz"},
+            {"id": "PK/FED/NADRA/gw9", "address": "https://x:1", "tls_certificate": "zz"},
             400,
-            "'tls_sha256'",
+            "exactly one PEM certificate",
         ),
         ("POST", "/api/v1/keys", {"member": "PK/FED/NADRA", "jwk": {"kty": "RSA"}}, 400, "P-256"),
         (

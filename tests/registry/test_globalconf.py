@@ -29,7 +29,16 @@ from registry.globalconf import (
     verify_globalconf,
 )
 from registry.payloads import AccessRightCreate, KeyCreate, MemberUpdate, SubsystemUpdate
-from tests.registry.federation import CIVIL, LMC_TAX, NADRA, NADRA_KEY, OPERATOR, PERSON, PLRA_LAND
+from tests.registry.federation import (
+    CIVIL,
+    LMC_TAX,
+    NADRA,
+    NADRA_KEY,
+    OPERATOR,
+    PERSON,
+    PIN,
+    PLRA_LAND,
+)
 
 T0 = dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -231,4 +240,4 @@ async def test_r1_service_resolution_takes_the_version_from_the_path(seeded: Ses
     with pytest.raises(UnknownServiceError):
         view.resolve_service(CIVIL, "vehicles", [])
     assert [g.address for g in view.gateways_for(CIVIL)] == ["https://127.0.0.1:9443"]
-    assert view.gateway_by_pin("ab" * 32) is not None
+    assert view.gateway_by_pin(PIN) is not None

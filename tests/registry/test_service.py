@@ -23,7 +23,15 @@ from registry.payloads import (
     ServiceCreate,
     SubsystemCreate,
 )
-from tests.registry.federation import CIVIL, LMC_TAX, NADRA, NADRA_KEY, PERSON, PIN, PLRA_LAND
+from tests.registry.federation import (
+    CIVIL,
+    LMC_TAX,
+    NADRA,
+    NADRA_KEY,
+    NADRA_TLS_PEM,
+    PERSON,
+    PLRA_LAND,
+)
 
 
 async def _run(db: Sessions, action: Any) -> Any:
@@ -148,7 +156,7 @@ async def test_a_gateway_serves_only_its_own_members_subsystems(seeded: Sessions
     body = GatewayCreate(
         id=NADRA.gateway("gw2"),
         address="https://127.0.0.1:9444",
-        tls_sha256=PIN,
+        tls_certificate=NADRA_TLS_PEM,
         clients=[CIVIL, LMC_TAX],
     )
     with pytest.raises(BadRequestError, match="can only serve subsystems of PK/FED/NADRA"):

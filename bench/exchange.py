@@ -1,0 +1,319 @@
+"""The full exchange pipeline under load, against a plain two-hop aiohttp proxy chain.
+
+A server process runs the embedded federation (every gateway, the registry,
+the consent service and the audit witness, on SQLite) plus, in the same
+process, a plain aiohttp proxy chain (proxy -> proxy -> backend, no TLS, no
+signatures, no checks) to the same JSON backend. This process is the load
+generator, on the other core. Rounds alternate between the two paths, so load
+from elsewhere on the machine hits both alike.
+
+The Shahrah path is the real one: r1 at the Lahore corporation's gateway,
+signed envelope over pinned mutual TLS to NADRA's gateway, replay check,
+access right, backend call, response validated against ``pk.nadra.person``,
+signed answer, audit appends on both sides (durable, group-committed).
+
+    python -m bench.exchange [--requests N] [--concurrency C] [--rounds R] [--peak 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+SERVICE = "PK/FED/NADRA/civil-registry/bench/v1"
+CLIENT = "PK/LG/LMC/property-tax"
+PERSON = json.loads(
+    (Path(__file__).resolve().parents[1] / "schemas/records/pk.nadra.person.json").read_text()
+)["examples"][0]
+
+
+# --- the server process ------------------------------------------------------------------------
+
+
+def _backend() -> web.Application:
+    async def person(request: web.Request) -> web.Response:
+        return web.json_response(dict(PERSON, cnic=request.match_info["cnic"]))
+
+    app = web.Application()
+    app.router.add_get("/persons/{cnic}", person)
+    return app
+
+
+def _proxy(target: str, session_box: list[aiohttp.ClientSession]) -> web.Application:
+    """One hop of the baseline: forward method, path, headers and body; return the answer."""
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        async with session_box[0].request(
+            request.method,
+            target + request.path_qs,
+            headers={"Accept": "application/json"},
+            data=body or None,
+        ) as r:
+            return web.Response(status=r.status, body=await r.read(), content_type=r.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+async def _serve(data_dir: Path, base: int) -> None:
+    from exchange.server import listening
+    from shahrah.demo import running
+
+    backend_port, proxy1, proxy2 = base + 50, base + 51, base + 52
+    session_box: list[aiohttp.ClientSession] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000)) as session:
+        session_box.append(session)
+        async with (
+            listening(_backend(), "127.0.0.1", backend_port),
+            listening(_proxy(f"http://127.0.0.1:{backend_port}", session_box), "127.0.0.1", proxy2),
+            listening(_proxy(f"http://127.0.0.1:{proxy2}", session_box), "127.0.0.1", proxy1),
+            running(data_dir, base, people=20),
+        ):
+            print(
+                json.dumps(
+                    {
+                        "ready": True,
+                        "baseline": f"http://127.0.0.1:{proxy1}",
+                        "shahrah": f"http://127.0.0.1:{base + 30}",
+                    }
+                ),
+                flush=True,
+            )
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
+
+
+async def _prepare(data_dir: Path, base: int) -> None:
+    """The demo federation plus a service without consent on a plain JSON backend."""
+    from core.db import create_engine, sessions, transaction
+    from core.ids import ServiceId
+    from registry import service as ops
+    from registry.globalconf import SchemaRef
+    from registry.payloads import AccessRightCreate, ServiceCreate
+    from shahrah.federation import Ports, create
+
+    await create(data_dir, Ports(base), people=20)
+    engine = create_engine(f"sqlite:///{data_dir / 'registry' / 'registry.db'}")
+    try:
+        async with transaction(sessions(engine)) as s:
+            sid = ServiceId.parse(SERVICE)
+            await ops.add_service(
+                s,
+                ServiceCreate(
+                    id=sid,
+                    title="Benchmark: person records without consent",
+                    response_schema=SchemaRef(subject="pk.nadra.person", version=1),
+                ),
+            )
+            await ops.grant(
+                s, AccessRightCreate(service=sid, client=CLIENT, method="GET", path="/persons/*")
+            )
+    finally:
+        await engine.dispose()
+    config = data_dir / "gateways" / "nadra" / "gateway.toml"
+    text = config.read_text()
+    text = text.replace(
+        "\n[local]", f'\n[services."{SERVICE}"]\nurl = "http://127.0.0.1:{base + 50}"\n\n[local]', 1
+    )
+    config.write_text(text)
+
+
+# --- the load generator --------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+
+async def _load(url: str, headers: dict[str, str], requests: int, concurrency: int) -> Round:
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(range(requests))
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in queue:
+                cnic = f"35202-{1000000 + i % 9000000:07d}-{i % 10}"
+                started = time.perf_counter()
+                try:
+                    async with session.get(f"{url}/persons/{cnic}", headers=headers) as r:
+                        await r.read()
+                        if r.status != 200:
+                            errors += 1
+                            continue
+                except aiohttp.ClientError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return Round(time.perf_counter() - started, latencies, errors)
+
+
+async def _open_loop(
+    url: str, headers: dict[str, str], connections: int, rate: float, seconds: float
+) -> Round:
+    """``connections`` clients, each with its own connection, together offering ``rate``
+    requests per second at evenly spread times: latency under many open connections at a
+    load the system can carry (a closed loop would only measure queueing)."""
+    latencies: list[float] = []
+    errors = 0
+    period = connections / rate  # seconds between one client's requests
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) for _ in range(connections)
+    ]
+    try:
+
+        async def client(k: int, session: aiohttp.ClientSession) -> None:
+            nonlocal errors
+            await asyncio.sleep(k * period / connections)  # spread the clients' phases
+            deadline = time.perf_counter() + seconds
+            i = 0
+            while time.perf_counter() < deadline:
+                next_at = time.perf_counter() + period
+                cnic = f"35202-{1000000 + (k * 7919 + i) % 9000000:07d}-{i % 10}"
+                started = time.perf_counter()
+                try:
+                    async with session.get(f"{url}/persons/{cnic}", headers=headers) as r:
+                        await r.read()
+                        if r.status == 200:
+                            latencies.append(time.perf_counter() - started)
+                        else:
+                            errors += 1
+                except aiohttp.ClientError:
+                    errors += 1
+                i += 1
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(k, s) for k, s in enumerate(sessions)))
+        return Round(time.perf_counter() - started, latencies, errors)
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
+
+
+async def _measure(endpoints: dict[str, str], args: argparse.Namespace) -> None:
+    shahrah_url = f"{endpoints['shahrah']}/r1/{SERVICE}"
+    shahrah_headers = {"X-Road-Client": CLIENT}
+    baseline_url = endpoints["baseline"]
+    await _load(shahrah_url, shahrah_headers, 200, 20)  # warm-up: caches, connections, validators
+    await _load(baseline_url, {}, 200, 20)
+    rounds: dict[str, list[Round]] = {"shahrah": [], "baseline": []}
+    for _ in range(args.rounds):
+        rounds["shahrah"].append(
+            await _load(shahrah_url, shahrah_headers, args.requests, args.concurrency)
+        )
+        rounds["baseline"].append(await _load(baseline_url, {}, args.requests, args.concurrency))
+    print(
+        f"{args.rounds} rounds of {args.requests} requests, {args.concurrency} concurrent, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(f"{'path':<46}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    summary = {}
+    for name, label in (
+        ("shahrah", "Shahrah full pipeline (2 gateways, mTLS)"),
+        ("baseline", "plain aiohttp two-hop proxy chain"),
+    ):
+        rate = statistics.median(r.rate for r in rounds[name])
+        lat = [x for r in rounds[name] for x in r.latencies]
+        errors = sum(r.errors for r in rounds[name])
+        summary[name] = rate
+        p50, p99 = 1000 * _pct(lat, 0.5), 1000 * _pct(lat, 0.99)
+        print(f"{label:<46}{rate:>10,.0f}{p50:>10.1f}{p99:>10.1f}{errors:>8}")
+    ratio = summary["shahrah"] / summary["baseline"]
+    print(f"throughput ratio Shahrah / baseline: {ratio:.2f} (target >= 0.5)")
+    if args.peak:
+        rate = summary["shahrah"] / 2
+        steady = await _open_loop(shahrah_url, shahrah_headers, args.peak, rate, seconds=20)
+        print(
+            f"{args.peak} open connections offering {rate:,.0f} req/s (half capacity): "
+            f"p50 {1000 * _pct(steady.latencies, 0.5):.0f} ms, "
+            f"p99 {1000 * _pct(steady.latencies, 0.99):.0f} ms (target p99 < 1000 ms), "
+            f"errors {steady.errors}"
+        )
+        peak = await _load(shahrah_url, shahrah_headers, args.peak * 2, args.peak)
+        print(
+            "saturated, every client sending back to back: "
+            + f"{args.peak} clients: {peak.rate:,.0f} req/s, "
+            f"p50 {1000 * _pct(peak.latencies, 0.5):.0f} ms, "
+            f"p99 {1000 * _pct(peak.latencies, 0.99):.0f} ms (target p99 < 1000 ms), "
+            f"errors {peak.errors}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="requests per round and path")
+    parser.add_argument("--concurrency", type=int, default=50, help="concurrent clients per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--peak", type=int, default=1000, help="connections for the p99 check (0: skip)"
+    )
+    parser.add_argument("--base-port", type=int, default=28400)
+    parser.add_argument(
+        "--serve", type=Path, help=argparse.SUPPRESS
+    )  # the server process's own flag
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.serve, args.base_port))
+        return
+    with tempfile.TemporaryDirectory(prefix="shahrah-bench-") as tmp:
+        data = Path(tmp) / "federation"
+        asyncio.run(_prepare(data, args.base_port))
+        server = subprocess.Popen(  # noqa: S603 (this very module, with our own arguments)
+            [
+                sys.executable,
+                "-m",
+                "bench.exchange",
+                "--serve",
+                str(data),
+                "--base-port",
+                str(args.base_port),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            if not line:
+                raise SystemExit("the federation did not start")
+            asyncio.run(_measure(json.loads(line), args))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""``shahrah gateway``: set up and run a member's gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import click
+
+from core.cli import no_passphrase_option, resolve_passphrase, run_async
+from core.errors import BadRequestError, ShahrahError
+from core.ids import GatewayId
+from exchange.config import GatewayConfig
+from exchange.runtime import running
+from exchange.setup import CONFIG_FILE, init_gateway
+
+data_dir_option = click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SHAHRAH_DATA_DIR",
+    help="The gateway's folder (keys, certificate, gateway.toml, database). Env: SHAHRAH_DATA_DIR.",
+)
+
+
+@click.group()
+def gateway() -> None:
+    """A member's gateway (X-Road's security server): r1 for local systems, signed
+    exchanges over mutual TLS with other gateways."""
+
+
+@gateway.command()
+@data_dir_option
+@click.option("--id", "gateway_id", required=True, help="INSTANCE/CLASS/MEMBER/GATEWAYCODE")
+@click.option(
+    "--anchor",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The federation's configuration anchor (anchor.json from the operator).",
+)
+@click.option("--local-port", default=8080, show_default=True, help="Port for local systems (r1).")
+@click.option(
+    "--remote-port", default=8443, show_default=True, help="Port for other gateways (mTLS)."
+)
+@click.option(
+    "--remote-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address other gateways reach this one at.",
+)
+@no_passphrase_option
+def init(
+    data_dir: Path,
+    gateway_id: str,
+    anchor: Path,
+    local_port: int,
+    remote_port: int,
+    remote_host: str,
+    no_passphrase: bool,
+) -> None:
+    """Create a gateway: signing key, TLS key and certificate, gateway.toml.
+
+    Then ask the operator to register the printed key and certificate."""
+    try:
+        gid = GatewayId.parse(gateway_id)
+    except BadRequestError as e:
+        raise click.BadParameter(e.message, param_hint="--id") from e
+    passphrase = resolve_passphrase(no_passphrase, confirm=True)
+    try:
+        made = init_gateway(
+            data_dir,
+            gid,
+            anchor,
+            passphrase=passphrase,
+            local_port=local_port,
+            remote_port=remote_port,
+            remote_host=remote_host,
+        )
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    if passphrase is None:
+        click.echo("warning: the gateway's keys are stored WITHOUT a passphrase", err=True)
+    click.echo(f"gateway {gid} created in {data_dir} (config {made.config})", err=True)
+    click.echo("Ask the operator to run:", err=True)
+    click.echo(f"  shahrah registry key add --member {gid.member} --jwk {made.signing_jwk}")
+    click.echo(
+        f"  shahrah registry gateway add {gid} --address https://{remote_host}:{remote_port} "
+        f"--tls-cert {made.tls_certificate} --client {gid.member}/SUBSYSTEM"
+    )
+
+
+@gateway.command()
+@data_dir_option
+@no_passphrase_option
+def serve(data_dir: Path, no_passphrase: bool) -> None:
+    """Run the gateway configured in DATA_DIR/gateway.toml until Ctrl-C or SIGTERM."""
+    try:
+        config = GatewayConfig.load(data_dir / CONFIG_FILE)
+    except BadRequestError as e:
+        raise click.ClickException(e.message) from e
+    passphrase = resolve_passphrase(no_passphrase)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running(config, passphrase=passphrase) as gw:
+            click.echo(
+                f"gateway {config.id}: local {gw.local_url}, remote {gw.remote_url}", err=True
+            )
+            await stop.wait()
+        click.echo("gateway stopped", err=True)
+
+    run_async(main())

@@ -1,0 +1,96 @@
+"""A gateway's configuration file (``gateway.toml``), validated with precise errors.
+
+Relative paths are resolved against the file's folder, so a gateway's data
+directory can move as a whole.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import BadRequestError
+from core.fields import GatewayIdField, ServiceIdField
+
+__all__ = ["BackendSettings", "GatewayConfig", "LimitSettings", "Listener"]
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listener(_Section):
+    host: str = "127.0.0.1"
+    port: Port
+
+
+class LimitSettings(_Section):
+    max_body: int = Field(10 * 2**20, ge=1024, description="bytes, request and response bodies")
+    backend_timeout: float = Field(
+        30.0, gt=0, le=600, description="seconds for a backend to answer"
+    )
+    peer_timeout: float = Field(
+        60.0, gt=0, le=900, description="seconds to wait for a provider gateway"
+    )
+    connect_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open a connection")
+    freshness: float = Field(
+        120.0, ge=5, le=3600, description="seconds an envelope's time may be off"
+    )
+
+
+class BackendSettings(_Section):
+    """Where a service this gateway provides is answered: a REST URL."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
+
+
+class GatewayConfig(_Section):
+    id: GatewayIdField
+    anchor: Path = Path("anchor.json")
+    database: str = Field("", description="database URL; default: gateway.db beside this file")
+    signing_key: Path = Path("signing-key.pem")
+    tls_certificate: Path = Path("tls-cert.pem")
+    tls_key: Path = Path("tls-key.pem")
+    globalconf_cache: Path = Path("globalconf.jws")
+    local: Listener = Listener(port=8080)
+    remote: Listener = Listener(port=8443)
+    limits: LimitSettings = LimitSettings()
+    services: dict[ServiceIdField, BackendSettings] = {}
+    adapters: list[Path] = Field([], description="adapter configurations loaded in-process")
+    adapter_variables: dict[str, str] = Field(
+        {}, description="${NAME} values for the adapter configurations (beside the environment)"
+    )
+    schema_registry: str = Field("", description="registry base URL; default: from the anchor")
+
+    @classmethod
+    def load(cls, path: Path) -> GatewayConfig:
+        try:
+            raw = tomllib.loads(path.read_text("utf-8"))
+        except OSError as e:
+            raise BadRequestError(f"cannot read {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise BadRequestError(f"{path}: {e}") from e
+        try:
+            config = cls.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise BadRequestError(f"{path}: {where}: {err['msg']}") from e
+        base = path.parent.resolve()
+        database = config.database or f"sqlite:///{base / 'gateway.db'}"
+        return config.model_copy(
+            update={
+                "anchor": base / config.anchor,
+                "signing_key": base / config.signing_key,
+                "tls_certificate": base / config.tls_certificate,
+                "tls_key": base / config.tls_key,
+                "globalconf_cache": base / config.globalconf_cache,
+                "adapters": [base / a for a in config.adapters],
+                "database": database,
+            }
+        )

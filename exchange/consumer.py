@@ -1,0 +1,336 @@
+"""The consumer gateway: r1 requests from local systems, forwarded signed over mutual TLS.
+
+The caller must be one of this gateway's own subsystems. The request is
+described in a signed envelope and sent to a gateway that serves the
+provider (trying the next one if a gateway cannot be reached). The answer is
+accepted only if its response envelope verifies with the provider member's
+key, is bound to our request, and describes exactly the status, headers and
+body received; it is recorded before the local system sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from core.errors import (
+    ClientProxyError,
+    InternalError,
+    InvalidClientIdentifierError,
+    InvalidSignatureError,
+    ShahrahError,
+    UnknownServiceError,
+)
+from core.ids import ServiceId
+from exchange import envelope as env_
+from exchange.context import METASERVICES, Gateway, read_body
+from exchange.envelope import RequestEnvelope, ResponseEnvelope
+from exchange.errors import ClientNetworkError, ClientProxyInvalidSignatureError
+from exchange.provider import service_path
+from exchange.r1 import LocalRequest, error_response, located, parse_local, response_headers
+from registry.globalconf import GatewayInfo, GlobalConfView
+
+__all__ = ["consume"]
+
+log = logging.getLogger(__name__)
+
+
+class _Answer:
+    def __init__(
+        self, status: int, headers: dict[str, str], body: bytes, token: str, renv: ResponseEnvelope
+    ):
+        self.status, self.headers, self.body, self.token, self.renv = (
+            status,
+            headers,
+            body,
+            token,
+            renv,
+        )
+
+
+async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    local: LocalRequest | None = None
+    env: RequestEnvelope | None = None
+    token: str | None = None
+    body = b""
+    service_label = "unknown"
+    try:
+        view = gw.globalconf.current()
+        local = parse_local(request)
+        own = view.gateways.get(gw.id)
+        if own is None or own.status != "active":
+            raise ClientProxyError(
+                f"gateway {gw.id} is not an active gateway in the global configuration"
+            )
+        if local.client not in own.clients:
+            raise InvalidClientIdentifierError(f"{local.client} is not a client of gateway {gw.id}")
+        view.require_active_client(local.client)
+        body = await read_body(request, gw.limits.max_body)
+        sid, path = _resolve(view, local)
+        service_label = str(sid)
+        targets = view.gateways_for(sid.provider)
+        if not targets:
+            raise ClientNetworkError(f"no active gateway serves {sid.provider}")
+        answer, env, token = await _send(gw, view, local, sid, path, body, targets)
+        xroad = _xroad_headers(env, answer.renv)
+        await gw.record(
+            role="consumer",
+            message_id=env.message_id,
+            request_id=env.request_id,
+            client=env.client,
+            service=sid,
+            method=env.method,
+            error=_error_of(answer),
+            subject=local.subject,
+            purpose=local.purpose,
+            consent_id=local.consent,
+            request_body=body,
+            response_body=answer.body,
+            request_token=token,
+            response_token=answer.token,
+            fields_released=answer.renv.released_fields,
+        )
+        outcome = answer.renv.headers.get("x-road-error", "delivered")
+        gw.metrics.requests.labels("consumer", service_label, outcome).inc()
+        gw.metrics.latency.labels("consumer", service_label).observe(time.perf_counter() - started)
+        # Only what the provider signed reaches the local system, plus X-Road's own headers.
+        return web.Response(
+            status=answer.status,
+            headers=response_headers(answer.renv.headers, xroad),
+            body=answer.body,
+        )
+    except ShahrahError as e:
+        return await _refuse(gw, e, local, env, token, body, started, service_label)
+    except Exception:
+        log.exception("consumer pipeline failed on %s", request.path)
+        return await _refuse(
+            gw,
+            InternalError("internal error in the consumer gateway"),
+            local,
+            env,
+            token,
+            body,
+            started,
+            service_label,
+        )
+
+
+def _resolve(view: GlobalConfView, local: LocalRequest) -> tuple[ServiceId, str]:
+    """The service id and the backend path for an r1 URL (metaservices included)."""
+    if local.service_code in METASERVICES:
+        sid = local.provider.service(local.service_code)
+        if sid not in view.services:
+            if local.rest:
+                raise UnknownServiceError(f"{local.service_code} takes no path")
+            return sid, ""
+    sid, rest = view.resolve_service(local.provider, local.service_code, list(local.rest))
+    return sid, ("/" + "/".join(rest)) if rest else ""
+
+
+async def _send(
+    gw: Gateway,
+    view: GlobalConfView,
+    local: LocalRequest,
+    sid: ServiceId,
+    path: str,
+    body: bytes,
+    targets: list[GatewayInfo],
+) -> tuple[_Answer, RequestEnvelope, str]:
+    headers = dict(local.headers)
+    for name, value in (
+        ("X-Road-UserId", local.user_id),
+        ("X-Road-Issue", local.issue),
+        ("X-Road-Represented-Party", local.represented_party),
+    ):
+        if value is not None:
+            headers[name] = value
+    failures = []
+    for target in targets:
+        env = RequestEnvelope(
+            message_id=local.message_id,
+            request_id=str(uuid.uuid4()),
+            client=local.client,
+            service=sid,
+            sender=gw.id,
+            recipient=target.id,
+            method=local.method,
+            path=path,
+            query=local.query,
+            headers=env_.envelope_headers(headers),
+            body_sha256=env_.body_digest(body),
+            body_length=len(body),
+            subject=local.subject.to_user_id() if local.subject else None,
+            purpose=local.purpose,
+            consent=local.consent,
+            time=gw.clock(),
+            nonce=env_.new_nonce(),
+        )
+        token = env_.seal(env, gw.key)
+        url = (
+            target.address.rstrip("/")
+            + service_path(sid)
+            + path
+            + (f"?{local.query}" if local.query else "")
+        )
+        try:
+            answer = await _post(gw, view, target, url, env, token, headers, body)
+        except ClientNetworkError as e:
+            failures.append(f"{target.id}: {e.message}")
+            continue
+        return answer, env, token
+    raise ClientNetworkError("no provider gateway answered: " + "; ".join(failures))
+
+
+async def _post(
+    gw: Gateway,
+    view: GlobalConfView,
+    target: GatewayInfo,
+    url: str,
+    env: RequestEnvelope,
+    token: str,
+    headers: dict[str, str],
+    body: bytes,
+) -> _Answer:
+    timeout = aiohttp.ClientTimeout(total=gw.limits.peer_timeout, connect=gw.limits.connect_timeout)
+    try:
+        async with gw.peers.session.request(
+            env.method,
+            URL(url, encoded=True),
+            headers={**headers, env_.ENVELOPE_HEADER: token},
+            data=body or None,
+            ssl=gw.peers.context(target),
+            allow_redirects=False,
+            timeout=timeout,
+        ) as resp:
+            limit = gw.limits.max_body
+            data = await resp.content.read(limit + 1)
+            if len(data) > limit:
+                raise ClientProxyInvalidSignatureError(
+                    f"provider answer is larger than {limit} bytes"
+                )
+            rtoken = resp.headers.get(env_.ENVELOPE_HEADER, "")
+            rheaders = {
+                k: v for k, v in resp.headers.items() if k.lower() != env_.ENVELOPE_HEADER.lower()
+            }
+            status = resp.status
+    except TimeoutError as e:
+        raise ClientNetworkError(f"no answer within {gw.limits.peer_timeout} s") from e
+    except aiohttp.ClientError as e:
+        raise ClientNetworkError(f"cannot reach {target.address}: {type(e).__name__}") from e
+    renv = _verify(view, env, token, target, status, rheaders, data, rtoken)
+    return _Answer(status, rheaders, data, rtoken, renv)
+
+
+def _verify(
+    view: GlobalConfView,
+    env: RequestEnvelope,
+    token: str,
+    target: GatewayInfo,
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    rtoken: str,
+) -> ResponseEnvelope:
+    """The provider's answer, accepted only if signed, bound to our request, and intact."""
+    if not rtoken:
+        raise ClientProxyInvalidSignatureError(
+            "the provider's answer carries no signed response envelope"
+        )
+    try:
+        renv = env_.open_response(rtoken, view, env)
+    except InvalidSignatureError as e:
+        raise ClientProxyInvalidSignatureError(f"response signature: {e.message}") from e
+    if renv.request_hash != env_.request_hash(token) or renv.message_id != env.message_id:
+        raise ClientProxyInvalidSignatureError("the provider's answer is not bound to this request")
+    if renv.responder != target.id:
+        raise ClientProxyInvalidSignatureError(
+            f"the answer was signed for {renv.responder}, not {target.id}"
+        )
+    if (
+        renv.status != status
+        or renv.body_sha256 != env_.body_digest(body)
+        or renv.body_length != len(body)
+    ):
+        raise ClientProxyInvalidSignatureError(
+            "the provider's answer does not match its signed envelope"
+        )
+    if not env_.matches(headers, renv.headers):
+        raise ClientProxyInvalidSignatureError(
+            "the provider's answer headers do not match its envelope"
+        )
+    return renv
+
+
+def _xroad_headers(env: RequestEnvelope, renv: ResponseEnvelope) -> dict[str, str]:
+    headers = {
+        "X-Road-Client": str(env.client),
+        "X-Road-Service": str(env.service),
+        "X-Road-Id": env.message_id,
+        "X-Road-Request-Id": env.request_id,
+        "X-Road-Request-Hash": renv.request_hash,
+    }
+    if "x-road-error" in renv.headers:  # a refusal by the provider gateway, signed by it
+        headers["X-Road-Error"] = renv.headers["x-road-error"]
+    return headers
+
+
+def _error_of(answer: _Answer) -> ShahrahError | None:
+    """The provider's refusal as an error for our record (None when delivered)."""
+    kind = answer.renv.headers.get("x-road-error")
+    if kind is None:
+        return None
+    try:
+        message = str(json.loads(answer.body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = ""
+    error = ShahrahError(message)
+    error.xroad_type = kind
+    return error
+
+
+async def _refuse(
+    gw: Gateway,
+    error: ShahrahError,
+    local: LocalRequest | None,
+    env: RequestEnvelope | None,
+    token: str | None,
+    body: bytes,
+    started: float,
+    service_label: str,
+) -> web.StreamResponse:
+    error_id = str(uuid.uuid4())
+    error = located(error, "ClientProxy")
+    log.info("refused local request: %s (%s) [%s]", error.xroad_type, error.message, error_id)
+    try:
+        await gw.record(
+            role="consumer",
+            message_id=local.message_id if local else "-",
+            request_id=env.request_id if env else None,
+            client=local.client if local else None,
+            # What the caller asked for, even if no such service is registered.
+            service=env.service
+            if env
+            else (local.provider.service(local.service_code) if local else None),
+            method=local.method if local else None,
+            error=error,
+            subject=local.subject if local else None,
+            purpose=local.purpose if local else None,
+            consent_id=local.consent if local else None,
+            request_body=body or None,
+            request_token=token,
+        )
+    except Exception:
+        log.exception("could not record refusal %s in the audit log", error_id)
+    gw.metrics.requests.labels("consumer", service_label, error.xroad_type).inc()
+    gw.metrics.latency.labels("consumer", service_label).observe(time.perf_counter() - started)
+    xroad = {"X-Road-Id": local.message_id} if local else {}
+    if local:
+        xroad["X-Road-Client"] = str(local.client)
+    return error_response(error, error_id, xroad)

@@ -1,0 +1,141 @@
+"""What both sides of a gateway share: identity, keys, configuration, limits and the seams
+to consent, schemas, audit and backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiohttp import web
+
+from adapters.base import Backend
+from audit.events import AuditEvent
+from core.canonical import b64url
+from core.db import utcnow
+from core.errors import PayloadTooLargeError, ShahrahError
+from core.ids import ClientId, Cnic, GatewayId, ServiceId
+from core.keys import PrivateKey
+from exchange.metrics import GatewayMetrics
+from exchange.peers import PeerPool
+from exchange.ports import AuditSink, ConsentGate
+from exchange.replay import ReplayGuard
+from registry.globalconf_client import GlobalConfClient
+from registry.schemareg.validation import ValidatorCache
+
+__all__ = ["Gateway", "Limits", "read_body"]
+
+log = logging.getLogger(__name__)
+
+#: X-Road's REST metaservices, answered by the provider gateway itself (PR-MREST).
+METASERVICES = frozenset({"listMethods", "allowedMethods", "getOpenAPI"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body: int = 10 * 2**20  # bytes, request and response bodies
+    backend_timeout: float = 30.0  # seconds for the system behind a service to answer
+    peer_timeout: float = 60.0  # seconds a consumer gateway waits for the provider gateway
+    connect_timeout: float = 5.0  # seconds to open a connection to a peer
+    freshness: float = 120.0  # seconds a request envelope's time may differ from ours
+
+
+@dataclass
+class Gateway:
+    """One gateway: the consumer side (r1 from local systems) and the provider side (mTLS)."""
+
+    id: GatewayId
+    key: PrivateKey
+    globalconf: GlobalConfClient
+    replay: ReplayGuard
+    peers: PeerPool
+    audit: AuditSink
+    metrics: GatewayMetrics
+    backends: Mapping[ServiceId, Backend] = field(default_factory=dict)
+    consent: ConsentGate | None = None
+    schemas: ValidatorCache | None = None
+    limits: Limits = field(default_factory=Limits)
+    clock: Callable[[], dt.datetime] = utcnow
+
+    async def pseudonym(self, subject: Cnic | None) -> str | None:
+        """The subject's federation pseudonym for the audit record (never the CNIC itself)."""
+        if subject is None or self.consent is None:
+            return None
+        try:
+            return await self.consent.pseudonym(subject)
+        except ShahrahError:
+            # The exchange was refused or answered already; the record must not be lost for this.
+            log.warning("no pseudonym for the data subject; the audit record omits it")
+            return None
+
+    async def record(
+        self,
+        *,
+        role: Literal["consumer", "provider"],
+        message_id: str,
+        request_id: str | None,
+        client: ClientId | None,
+        service: ServiceId | None,
+        method: str | None,
+        error: ShahrahError | None,
+        subject: Cnic | None = None,
+        subject_pseudonym: str | None = None,
+        purpose: str | None = None,
+        legal_basis: str | None = None,
+        consent_id: str | None = None,
+        request_body: bytes | None = None,
+        response_body: bytes | None = None,
+        request_token: str | None = None,
+        response_token: str | None = None,
+        fields_released: list[str] | None = None,
+    ) -> None:
+        """Append the exchange to the audit log; returns once it is durable.
+
+        A request too malformed to name its client and service is no exchange
+        about anyone: it is refused and logged, but has no place in the trail.
+        """
+        if client is None or service is None:
+            log.info("not recorded in the audit trail (no client or service): %s", error)
+            return
+        event = AuditEvent(
+            time=self.clock(),
+            gateway=self.id,
+            role=role,
+            message_id=message_id,
+            request_id=request_id,
+            client=client,
+            service=service,
+            method=method if method in _METHODS else None,
+            subject=subject_pseudonym or await self.pseudonym(subject),
+            purpose=purpose,
+            legal_basis=legal_basis,
+            consent_id=consent_id,
+            outcome="denied" if error else "delivered",
+            error_type=error.xroad_type if error else None,
+            request_digest=_digest(request_body),
+            response_digest=_digest(response_body),
+            request_signature_digest=_digest(request_token.encode() if request_token else None),
+            response_signature_digest=_digest(response_token.encode() if response_token else None),
+            fields_released=(fields_released or []) if not error else [],
+        )
+        await self.audit.append(event)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else "sha256:" + b64url(hashlib.sha256(data).digest())
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading them all."""
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+    return body

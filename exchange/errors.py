@@ -1,0 +1,40 @@
+"""X-Road error types that only gateways raise."""
+
+from __future__ import annotations
+
+from core.errors import ClientProxyError, ServerProxyError
+
+__all__ = [
+    "ClientNetworkError",
+    "ClientProxyInvalidSignatureError",
+    "ProviderNetworkError",
+    "SslAuthenticationFailedError",
+]
+
+
+class ProviderNetworkError(ServerProxyError):
+    """The provider gateway could not reach the system behind the service."""
+
+    status = 502
+    xroad_type = "Server.ServerProxy.NetworkError"
+
+
+class SslAuthenticationFailedError(ServerProxyError):
+    """The TLS peer is not a registered, active gateway of the sending member."""
+
+    status = 403
+    xroad_type = "Server.ServerProxy.SslAuthenticationFailed"
+
+
+class ClientNetworkError(ClientProxyError):
+    """The consumer gateway could not reach any provider gateway."""
+
+    status = 502
+    xroad_type = "Server.ClientProxy.NetworkError"
+
+
+class ClientProxyInvalidSignatureError(ClientProxyError):
+    """The provider's answer did not verify or was not bound to our request."""
+
+    status = 502
+    xroad_type = "Server.ClientProxy.InvalidSignature"

@@ -1,0 +1,141 @@
+"""X-Road's REST metaservices (PR-MREST) answered from the global configuration.
+
+``listClients`` is served by any gateway to its local systems;
+``listMethods``, ``allowedMethods`` and ``getOpenAPI`` are called like any
+service on a provider subsystem and answered by the provider's gateway.
+A service's endpoints are the method/path patterns of its access rights; its
+OpenAPI description is generated from the registry's view of it (title,
+endpoints, schema references), or taken from a document the gateway
+operator configured for the service.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from core.errors import BadRequestError, UnknownServiceError
+from core.ids import ClientId, ServiceId
+from exchange.envelope import RequestEnvelope
+from registry.globalconf import GlobalConfView
+
+__all__ = ["answer_metaservice", "list_clients"]
+
+
+def list_clients(view: GlobalConfView, instance: str | None = None) -> dict[str, Any]:
+    """``GET /listClients``: every member and subsystem, in PR-META's JSON form."""
+    members = []
+    for client in view.clients():
+        if instance is not None and client.instance != instance:
+            continue
+        member = view.members[client.member]
+        ident: dict[str, str] = {
+            "member_class": client.member_class,
+            "member_code": client.member_code,
+            "object_type": "SUBSYSTEM" if client.subsystem else "MEMBER",
+            "xroad_instance": client.instance,
+        }
+        if client.subsystem:
+            ident["subsystem_code"] = client.subsystem
+        members.append({"id": ident, "name": member.name})
+    return {"member": members}
+
+
+def _service_entry(
+    view: GlobalConfView, sid: ServiceId, endpoints: list[dict[str, str]]
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "object_type": "SERVICE",
+        "xroad_instance": sid.instance,
+        "member_class": sid.member_class,
+        "member_code": sid.member_code,
+        "subsystem_code": sid.subsystem,
+        "service_code": sid.service_code,
+        "service_type": "REST",
+        "endpoint_list": endpoints,
+    }
+    if sid.version is not None:
+        entry["service_version"] = sid.version
+    return entry
+
+
+def _endpoints(
+    view: GlobalConfView, sid: ServiceId, client: ClientId | None
+) -> list[dict[str, str]]:
+    """The service's endpoint patterns; only those granted to ``client`` when one is given."""
+    seen: dict[tuple[str, str], None] = {}
+    for right in view.conf.access_rights:
+        if right.service == sid and (client is None or view.grants(right, client, sid)):
+            seen[(right.method, right.path)] = None
+    return [{"method": m, "path": p} for m, p in seen]
+
+
+def answer_metaservice(view: GlobalConfView, env: RequestEnvelope) -> bytes:
+    """The JSON body for a listMethods, allowedMethods or getOpenAPI call."""
+    provider = env.service.provider
+    code = env.service.service_code
+    if code in ("listMethods", "allowedMethods"):
+        caller = env.client if code == "allowedMethods" else None
+        services = []
+        for sid in view.versions_of(provider):
+            if view.services[sid].status != "active":
+                continue
+            endpoints = _endpoints(view, sid, caller)
+            if caller is not None and not endpoints:
+                continue
+            services.append(_service_entry(view, sid, endpoints))
+        return json.dumps({"service": services}).encode()
+    params = parse_qs(env.query, strict_parsing=False)
+    wanted = params.get("serviceCode", [None])[-1]
+    if not wanted:
+        raise BadRequestError("getOpenAPI needs the query parameter serviceCode")
+    candidates = [sid for sid in view.versions_of(provider) if sid.service_code == wanted]
+    if not candidates:
+        raise UnknownServiceError(f"service {provider}/{wanted} is not registered")
+    return json.dumps(openapi_for(view, candidates)).encode()
+
+
+def openapi_for(view: GlobalConfView, services: list[ServiceId]) -> dict[str, Any]:
+    """An OpenAPI 3.1 description of a service's versions, built from the configuration."""
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for sid in services:
+        info = view.services[sid]
+        prefix = f"/{sid.version}" if sid.version else ""
+        for ep in _endpoints(view, sid, None):
+            path = prefix + (
+                "/{path}" if ep["path"] in ("**",) else ep["path"].replace("**", "{rest}")
+            )
+            methods = (
+                ["get", "post", "put", "patch", "delete"]
+                if ep["method"] == "*"
+                else [ep["method"].lower()]
+            )
+            item = paths.setdefault(path, {})
+            for method in methods:
+                op: dict[str, Any] = {
+                    "summary": info.title,
+                    "responses": {"200": {"description": "success"}},
+                }
+                if info.response_schema is not None:
+                    ref = f"{info.response_schema.subject}.v{info.response_schema.version}"
+                    schemas[ref] = {
+                        "description": f"schema registry subject {info.response_schema.subject}, "
+                        f"version {info.response_schema.version}"
+                    }
+                    op["responses"]["200"]["content"] = {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}
+                    }
+                item[method] = op
+    first = view.services[services[0]]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": first.title,
+            "version": services[0].version or "1",
+            "description": first.description,
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

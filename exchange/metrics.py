@@ -1,0 +1,55 @@
+"""Prometheus metrics of one gateway (its own registry, so several gateways can share a process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["GatewayMetrics"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class GatewayMetrics:
+    def __init__(
+        self,
+        globalconf_age: Callable[[], float | None],
+        globalconf_serial: Callable[[], int | None],
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "shahrah_exchange_requests",
+            "Exchanges handled, by role, service and outcome (delivered or the X-Road error type).",
+            ["role", "service", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shahrah_exchange_duration_seconds",
+            "Time to answer an exchange, by role and service.",
+            ["role", "service"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.consent_denials = Counter(
+            "shahrah_consent_denials",
+            "Exchanges refused for want of consent, by service.",
+            ["service"],
+            registry=self.registry,
+        )
+        age = Gauge(
+            "shahrah_globalconf_age_seconds",
+            "Seconds since the held global configuration was issued (NaN before the first).",
+            registry=self.registry,
+        )
+        age.set_function(lambda: _nan(globalconf_age()))
+        serial = Gauge(
+            "shahrah_globalconf_serial",
+            "Serial of the held global configuration.",
+            registry=self.registry,
+        )
+        serial.set_function(lambda: _nan(globalconf_serial()))
+
+
+def _nan(value: float | int | None) -> float:
+    return float("nan") if value is None else float(value)

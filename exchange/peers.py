@@ -1,0 +1,53 @@
+"""Outgoing mutual-TLS connections from a consumer gateway to provider gateways.
+
+Each provider gateway gets an SSL context that trusts only its registered
+certificate (see core.tls), cached by pin, so connection pools are kept per
+peer and a peer's certificate change (a new pin in the configuration) gets a
+fresh context and fresh connections.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+import aiohttp
+
+from core.tls import client_context
+from registry.globalconf import GatewayInfo
+
+__all__ = ["PeerPool", "TlsFiles"]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: str
+    key: str
+    password: bytes | None = None  # of the key file; never logged (repr=False below)
+
+    def __repr__(self) -> str:
+        return f"TlsFiles(cert={self.cert!r}, key={self.key!r})"
+
+
+class PeerPool:
+    def __init__(self, tls: TlsFiles, *, connect_timeout: float, limit: int = 200) -> None:
+        self.tls = tls
+        self.connect_timeout = connect_timeout
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+        )
+
+    def context(self, peer: GatewayInfo) -> ssl.SSLContext:
+        ctx = self._contexts.get(peer.tls_sha256)
+        if ctx is None:
+            ctx = client_context(
+                self.tls.cert, self.tls.key, peer.tls_certificate, password=self.tls.password
+            )
+            self._contexts[peer.tls_sha256] = ctx
+        return ctx
+
+    async def close(self) -> None:
+        await self.session.close()

@@ -1,0 +1,35 @@
+"""What the gateway needs from the consent service and the audit log.
+
+The pipeline depends on these small interfaces; the runtime wires the real
+implementations (consent.client.ConsentClient, audit.writer.AuditWriter).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from audit.events import AuditEvent
+from consent.rules import DecisionQuery, Permit
+from core.ids import Cnic
+
+__all__ = ["AuditSink", "ConsentGate"]
+
+
+class ConsentGate(Protocol):
+    """The consent service as a provider's gateway asks it."""
+
+    async def decide(self, query: DecisionQuery) -> Permit:
+        """Permit with the released fields, or raise ConsentDeniedError with the reason."""
+        ...
+
+    async def pseudonym(self, subject: Cnic) -> str:
+        """The federation pseudonym of ``subject`` for audit records."""
+        ...
+
+
+class AuditSink(Protocol):
+    """The gateway's audit log (audit.writer.AuditWriter)."""
+
+    async def append(self, event: AuditEvent) -> object:
+        """Return only once the event is durable; raise if it cannot be made so."""
+        ...

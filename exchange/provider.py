@@ -1,0 +1,368 @@
+"""The provider gateway's pipeline, in the order the checks must run.
+
+TLS pin → signature by a current key of the claimed member → freshness and
+replay → request line and body exactly as signed → member and subsystem
+status → access right (service or endpoint) → consent when the service
+requires it → request body against its schema → backend call with a timeout
+→ response against its schema → projection to the consented fields → sign →
+durable audit append → respond.
+
+A refusal at any step forwards nothing to the backend, is signed like any
+answer (so the consumer can prove what it was told), and is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from adapters.base import BackendRequest, BackendResponse
+from consent.rules import DecisionQuery, Permit
+from core.errors import (
+    AccessDeniedError,
+    BadRequestError,
+    ConsentDeniedError,
+    InternalError,
+    InvalidSignatureError,
+    ServiceFailedError,
+    ShahrahError,
+    UnknownServiceError,
+    r1_status,
+)
+from core.ids import Cnic, ServiceId
+from core.tls import peer_pin
+from exchange import envelope as env_
+from exchange.context import METASERVICES, Gateway, read_body
+from exchange.envelope import RequestEnvelope, ResponseEnvelope
+from exchange.errors import SslAuthenticationFailedError
+from exchange.metadata import answer_metaservice
+from exchange.r1 import forwardable_headers, located
+from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
+from registry.schemareg.validation import project
+
+__all__ = ["provide", "service_path"]
+
+log = logging.getLogger(__name__)
+
+
+def service_path(sid: ServiceId) -> str:
+    """The r1 URL path of a service: its five parts, then its version as the first segment."""
+    return "/r1/" + sid.to_path()
+
+
+class _Refused(Exception):
+    """Carries a refusal out of the pipeline with what is known so far."""
+
+
+async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    token = request.headers.get(env_.ENVELOPE_HEADER, "")
+    env: RequestEnvelope | None = None
+    permit: Permit | None = None
+    body = b""
+    service_label = "unknown"
+    try:
+        view = gw.globalconf.current()
+        env = _authenticate(gw, view, request, token)
+        service_label = str(env.service)
+        await gw.replay.admit(env.request_id, str(env.client), env.time, gw.clock())
+        body = await read_body(request, gw.limits.max_body)
+        _check_request_line(request, env, body)
+        view.require_active_client(env.client)
+        own = view.gateways.get(gw.id)
+        if own is None or env.service.provider not in own.clients:
+            raise UnknownServiceError(f"{env.service.provider} is not served by gateway {gw.id}")
+        if env.service.service_code in METASERVICES and env.service not in view.services:
+            payload = answer_metaservice(view, env)
+            response = BackendResponse(200, {"Content-Type": "application/json"}, payload)
+        else:
+            info = view.service(env.service)
+            view.require_active_client(env.service.provider)
+            if not view.is_allowed(env.client, env.service, env.method, env.path or "/"):
+                raise AccessDeniedError(
+                    f"{env.client} has no access right to {env.method} {env.path or '/'} "
+                    f"of {env.service}"
+                )
+            permit = await _consent(gw, info, env)
+            response = await _call_backend(gw, info, env, body, permit)
+        return await _answer(gw, env, token, response, permit, body, started, service_label)
+    except ShahrahError as e:
+        return await _refuse(gw, e, env, token, body, permit, started, service_label)
+    except Exception:
+        log.exception("provider pipeline failed on %s", request.path)
+        error = InternalError("internal error in the provider gateway")
+        return await _refuse(gw, error, env, token, body, permit, started, service_label)
+
+
+def _authenticate(
+    gw: Gateway, view: GlobalConfView, request: web.Request, token: str
+) -> RequestEnvelope:
+    """TLS pin, then the envelope's signature, sender, client and recipient."""
+    pin = peer_pin(request.transport.get_extra_info("ssl_object") if request.transport else None)
+    peer = view.gateway_by_pin(pin) if pin else None
+    if peer is None or peer.status != "active":
+        raise SslAuthenticationFailedError("the TLS peer is not a registered, active gateway")
+    if not token:
+        raise BadRequestError(f"the request carries no {env_.ENVELOPE_HEADER}")
+    try:
+        env = env_.open_request(token, view)
+    except InvalidSignatureError as e:
+        raise InvalidSignatureError(f"request signature: {e.message}") from e
+    if env.sender != peer.id:
+        raise SslAuthenticationFailedError(
+            f"envelope names sender {env.sender}, but the TLS peer is {peer.id}"
+        )
+    if env.client not in peer.clients:
+        raise SslAuthenticationFailedError(
+            f"{env.client} is not a client of the sending gateway {peer.id}"
+        )
+    if env.recipient != gw.id:
+        raise AccessDeniedError(f"the request is addressed to {env.recipient}, not to {gw.id}")
+    return env
+
+
+def _check_request_line(request: web.Request, env: RequestEnvelope, body: bytes) -> None:
+    """The HTTP request received must be the one the envelope describes."""
+    expected = service_path(env.service) + env.path
+    if request.method != env.method or request.rel_url.raw_path != expected:
+        raise InvalidSignatureError("request line does not match its signed envelope")
+    if request.rel_url.raw_query_string != env.query:
+        raise InvalidSignatureError("query does not match its signed envelope")
+    if env_.body_digest(body) != env.body_sha256 or len(body) != env.body_length:
+        raise InvalidSignatureError("body does not match its signed envelope")
+    if not env_.matches(request.headers, env.headers):
+        raise InvalidSignatureError("headers do not match their signed envelope")
+
+
+async def _consent(gw: Gateway, info: ServiceInfo, env: RequestEnvelope) -> Permit | None:
+    if not info.requires_consent:
+        return None
+    missing = [
+        name
+        for name, v in (
+            ("Shahrah-Data-Subject", env.subject),
+            ("Shahrah-Purpose", env.purpose),
+            ("Shahrah-Consent", env.consent),
+        )
+        if v is None
+    ]
+    if missing:
+        raise ConsentDeniedError(f"{env.service} requires consent: send {', '.join(missing)}")
+    assert env.subject is not None
+    assert env.purpose is not None
+    assert env.consent is not None
+    if env.purpose not in info.purposes:
+        raise ConsentDeniedError(f"purpose {env.purpose!r} is not allowed for {env.service}")
+    if gw.consent is None:
+        raise ConsentDeniedError(
+            "this gateway has no consent service configured; refusing (fail closed)"
+        )
+    query = DecisionQuery(
+        consent_id=env.consent,
+        subject=Cnic.from_user_id(env.subject),
+        consumer=env.client,
+        service=env.service,
+        purpose=env.purpose,
+        at=gw.clock(),
+    )
+    try:
+        return await gw.consent.decide(query)
+    except ConsentDeniedError:
+        gw.metrics.consent_denials.labels(str(env.service)).inc()
+        raise
+
+
+async def _call_backend(
+    gw: Gateway, info: ServiceInfo, env: RequestEnvelope, body: bytes, permit: Permit | None
+) -> BackendResponse:
+    if info.request_schema is not None and body:
+        await _validate(gw, info.request_schema, body, request_side=True)
+    backend = gw.backends.get(env.service)
+    if backend is None:
+        raise ServiceFailedError(f"no backend is configured for {env.service} on {gw.id}")
+    call = BackendRequest(
+        service=env.service,
+        client=env.client,
+        message_id=env.message_id,
+        method=env.method,
+        path=env.path or "/",
+        query=env.query,
+        headers=_backend_headers(env),
+        body=body,
+    )
+    response = await backend.call(call)
+    if not 200 <= response.status < 300:
+        return response
+    if info.response_schema is not None:
+        document = await _validate(gw, info.response_schema, response.body, request_side=False)
+        if permit is not None:
+            projected = project(document, permit.released_fields)
+            data = json.dumps(projected, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            return BackendResponse(
+                response.status, {**response.headers, "Content-Type": "application/json"}, data
+            )
+    elif permit is not None:
+        # Without a response schema the consented fields cannot be checked: release nothing.
+        raise ServiceFailedError(
+            f"{env.service} requires consent but has no response schema to project"
+        )
+    return response
+
+
+def _backend_headers(env: RequestEnvelope) -> dict[str, str]:
+    headers = dict(env.headers)
+    extra = {
+        "X-Road-Request-Id": env.request_id,
+        "Shahrah-Purpose": env.purpose,
+        "Shahrah-Consent": env.consent,
+    }
+    headers.update({k: v for k, v in extra.items() if v is not None})
+    return headers
+
+
+async def _validate(gw: Gateway, ref: SchemaRef, data: bytes, *, request_side: bool) -> Any:
+    """Parse JSON and validate it; a bad request body is the caller's fault, a bad response
+    the backend's."""
+    if gw.schemas is None:
+        raise ServiceFailedError(
+            "this gateway has no schema validator configured; refusing (fail closed)"
+        )
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        if request_side:
+            raise BadRequestError(
+                f"request body is not JSON, but {ref.subject} v{ref.version} requires it"
+            ) from e
+        raise ServiceFailedError("backend response is not JSON") from e
+    try:
+        await gw.schemas.validate(
+            ref, document, what="request body" if request_side else "response body"
+        )
+    except BadRequestError as e:
+        if request_side:
+            raise
+        raise ServiceFailedError(
+            f"backend response violates {ref.subject} v{ref.version}: {e.message}"
+        ) from e
+    return document
+
+
+async def _answer(
+    gw: Gateway,
+    env: RequestEnvelope,
+    token: str,
+    response: BackendResponse,
+    permit: Permit | None,
+    body: bytes,
+    started: float,
+    service_label: str,
+) -> web.StreamResponse:
+    headers = forwardable_headers(response.headers)
+    renv = ResponseEnvelope(
+        message_id=env.message_id,
+        request_hash=env_.request_hash(token),
+        responder=gw.id,
+        status=response.status,
+        headers=env_.envelope_headers(headers),
+        body_sha256=env_.body_digest(response.body),
+        body_length=len(response.body),
+        released_fields=permit.released_fields if permit else None,
+        time=gw.clock(),
+    )
+    rtoken = env_.seal(renv, gw.key)
+    await gw.record(
+        role="provider",
+        message_id=env.message_id,
+        request_id=env.request_id,
+        client=env.client,
+        service=env.service,
+        method=env.method,
+        error=None,
+        subject=Cnic.from_user_id(env.subject) if env.subject else None,
+        subject_pseudonym=permit.subject_pseudonym if permit else None,
+        purpose=env.purpose,
+        legal_basis=permit.legal_basis if permit else None,
+        consent_id=env.consent,
+        request_body=body,
+        response_body=response.body,
+        request_token=token,
+        response_token=rtoken,
+        fields_released=permit.released_fields if permit else None,
+    )
+    gw.metrics.requests.labels("provider", service_label, "delivered").inc()
+    gw.metrics.latency.labels("provider", service_label).observe(time.perf_counter() - started)
+    return web.Response(
+        status=response.status,
+        headers={**headers, env_.ENVELOPE_HEADER: rtoken},
+        body=response.body,
+    )
+
+
+async def _refuse(
+    gw: Gateway,
+    error: ShahrahError,
+    env: RequestEnvelope | None,
+    token: str,
+    body: bytes,
+    permit: Permit | None,
+    started: float,
+    service_label: str,
+) -> web.StreamResponse:
+    error_id = str(uuid.uuid4())
+    error = located(error, "ServerProxy")
+    claimed = env_.peek_request(token)
+    message_id = env.message_id if env else (claimed.message_id if claimed else "-")
+    log.info(
+        "refused %s: %s (%s) [%s]",
+        env.request_id if env else "-",
+        error.xroad_type,
+        error.message,
+        error_id,
+    )
+    data = json.dumps(
+        {"type": error.xroad_type, "message": error.message, "detail": error_id}
+    ).encode()
+    status = r1_status(error)
+    headers = {"Content-Type": "application/json; charset=utf-8", "X-Road-Error": error.xroad_type}
+    renv = ResponseEnvelope(
+        message_id=message_id,
+        request_hash=env_.request_hash(token),
+        responder=gw.id,
+        status=status,
+        headers=env_.envelope_headers(headers),
+        body_sha256=env_.body_digest(data),
+        body_length=len(data),
+        time=gw.clock(),
+    )
+    rtoken = env_.seal(renv, gw.key)
+    # An envelope that did not verify is recorded with what it claimed: evidence of the attempt.
+    seen = env or claimed
+    try:
+        await gw.record(
+            role="provider",
+            message_id=message_id,
+            request_id=seen.request_id if seen else None,
+            client=seen.client if seen else None,
+            service=seen.service if seen else None,
+            method=seen.method if seen else None,
+            error=error,
+            subject=Cnic.from_user_id(env.subject) if env and env.subject else None,
+            subject_pseudonym=permit.subject_pseudonym if permit else None,
+            purpose=env.purpose if env else None,
+            consent_id=env.consent if env else None,
+            request_body=body if env else None,
+            request_token=token or None,
+            response_token=rtoken,
+        )
+    except Exception:
+        # Nothing was released; the refusal still goes out, and the failure is loud.
+        log.exception("could not record refusal %s in the audit log", error_id)
+    gw.metrics.requests.labels("provider", service_label, error.xroad_type).inc()
+    gw.metrics.latency.labels("provider", service_label).observe(time.perf_counter() - started)
+    return web.Response(status=status, headers={**headers, env_.ENVELOPE_HEADER: rtoken}, body=data)

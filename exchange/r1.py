@@ -1,0 +1,248 @@
+"""X-Road's Message Protocol for REST (r1, PR-REST 1.0.4) as the local side speaks it.
+
+``{METHOD} /r1/{INSTANCE}/{CLASS}/{MEMBER}/{SUBSYSTEM}/{SERVICE}[/path][?query]`` with
+``X-Road-Client`` naming the caller. Each identifier part is percent-encoded on
+its own. URIs are validated strictly (PR-REST 4.2): no dot segments, no empty
+inner segments, no control characters, bounded length, so that nothing the
+caller sends can steer the provider's backend request elsewhere.
+
+Shahrah's consent travels in extension headers: ``Shahrah-Data-Subject``
+(``PK`` + the 13 CNIC digits, as ``X-Road-UserId`` prefixes a country code),
+``Shahrah-Purpose`` and ``Shahrah-Consent``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from core.errors import (
+    BadRequestError,
+    InvalidClientIdentifierError,
+    InvalidServiceIdentifierError,
+    ShahrahError,
+    r1_status,
+)
+from core.ids import ClientId, Cnic, validate_part
+
+__all__ = [
+    "CONSENT",
+    "DATA_SUBJECT",
+    "PURPOSE",
+    "LocalRequest",
+    "error_response",
+    "forwardable_headers",
+    "parse_local",
+    "response_headers",
+]
+
+PROTOCOL = "r1"
+MAX_URI = 4096  # characters of path + query; PR-REST suggests clients stay under 2,000
+
+DATA_SUBJECT = "Shahrah-Data-Subject"
+PURPOSE = "Shahrah-Purpose"
+CONSENT = "Shahrah-Consent"
+
+#: Rewritten or dropped by every gateway (PR-REST 4.3 "filtered headers").
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "user-agent",
+        "server",
+        "content-length",
+        "expect",
+        "date",
+    }
+)
+#: Headers the gateways set themselves; a caller's or backend's values are discarded.
+GATEWAY_SET = frozenset(
+    {
+        "x-road-client",
+        "x-road-service",
+        "x-road-id",
+        "x-road-request-id",
+        "x-road-request-hash",
+        "x-road-error",
+        "x-road-security-server",
+        "shahrah-envelope",
+    }
+)
+
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
+_PURPOSE = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
+_PRINTABLE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
+_BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+@dataclass(frozen=True)
+class LocalRequest:
+    """A local system's r1 request, validated but not yet resolved against the configuration."""
+
+    client: ClientId
+    provider: ClientId
+    service_code: str
+    rest: list[str]  # path segments after the service code, still percent-encoded
+    query: str
+    method: str
+    message_id: str
+    user_id: str | None
+    issue: str | None
+    represented_party: str | None
+    subject: Cnic | None
+    purpose: str | None
+    consent: str | None
+    headers: dict[str, str]  # end-to-end headers to forward
+
+
+def _header(headers: CIMultiDictProxy[str], name: str, pattern: re.Pattern[str]) -> str | None:
+    values = headers.getall(name, [])
+    if not values:
+        return None
+    value = values[-1].strip()
+    if pattern.fullmatch(value) is None:
+        raise BadRequestError(f"header {name} has a malformed value", detail={"header": name})
+    return value
+
+
+def _segments(raw_path: str) -> list[str]:
+    """Split the encoded path and check every segment; returns encoded segments."""
+    if len(raw_path) > MAX_URI:
+        raise BadRequestError(f"request URI is longer than {MAX_URI} characters")
+    if _BAD_PATH_CHARS.search(raw_path):
+        raise BadRequestError("request path contains control characters or a backslash")
+    segments = raw_path.split("/")[1:]
+    for i, seg in enumerate(segments):
+        try:
+            decoded = unquote(seg, errors="strict")
+        except UnicodeDecodeError as e:
+            raise BadRequestError("request path is not valid percent-encoded UTF-8") from e
+        if decoded in (".", ".."):
+            raise BadRequestError("request path may not contain '.' or '..' segments")
+        if _BAD_PATH_CHARS.search(decoded):
+            raise BadRequestError("request path segment contains a forbidden character")
+        if seg == "" and i != len(segments) - 1:
+            raise BadRequestError("request path contains an empty segment ('//')")
+        if re.search(r"%(?![0-9A-Fa-f]{2})", seg):
+            raise BadRequestError("request path has a malformed percent-encoding")
+    return segments
+
+
+def parse_local(request: web.Request) -> LocalRequest:
+    """Validate an r1 request's URI and X-Road/Shahrah headers (the body is read elsewhere)."""
+    segments = _segments(request.rel_url.raw_path)
+    if not segments or segments[0] != PROTOCOL:
+        raise BadRequestError(
+            f"unsupported protocol: the path must start with /{PROTOCOL}/ (X-Road REST protocol r1)"
+        )
+    if len(segments) < 6 or not all(segments[1:6]):
+        raise InvalidServiceIdentifierError(
+            "service identifier must be /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE"
+        )
+    parts = [unquote(p) for p in segments[1:6]]
+    try:
+        provider = ClientId(*parts[:4])
+        code = validate_part(parts[4], "service code")
+    except ShahrahError as e:
+        raise InvalidServiceIdentifierError(e.message) from e
+    rest = segments[6:]
+
+    headers = request.headers
+    clients = headers.getall("X-Road-Client", [])
+    if not clients:
+        raise InvalidClientIdentifierError("header X-Road-Client is required")
+    # PR-REST: if the header is repeated, the last one wins.
+    client = ClientId.parse(clients[-1].strip(), encoded=True)
+
+    message_id = _header(headers, "X-Road-Id", _PRINTABLE) or str(uuid.uuid4())
+    subject_text = _header(headers, DATA_SUBJECT, re.compile(r".{1,64}"))
+    subject = Cnic.from_user_id(subject_text) if subject_text is not None else None
+    return LocalRequest(
+        client=client,
+        provider=provider,
+        service_code=code,
+        rest=rest,
+        query=request.rel_url.raw_query_string,
+        method=request.method,
+        message_id=message_id,
+        user_id=_header(headers, "X-Road-UserId", _PRINTABLE),
+        issue=_header(headers, "X-Road-Issue", _PRINTABLE),
+        represented_party=_header(headers, "X-Road-Represented-Party", _PRINTABLE),
+        subject=subject,
+        purpose=_header(headers, PURPOSE, _PURPOSE),
+        consent=_header(headers, CONSENT, _CODE),
+        headers=forwardable_headers(headers),
+    )
+
+
+def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> dict[str, str]:
+    """End-to-end headers, minus hop-by-hop and the ones gateways set themselves.
+
+    Repeated headers are joined with ', ' as HTTP allows for list-valued fields.
+    """
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in GATEWAY_SET:
+            continue
+        out.add(name, value)
+    merged: dict[str, str] = {}
+    for name in {k.lower(): k for k in out}.values():
+        merged[name] = ", ".join(out.getall(name))
+    return merged
+
+
+def response_headers(
+    backend_headers: Mapping[str, str], xroad: Mapping[str, str]
+) -> dict[str, str]:
+    """Headers for the local system: the backend's end-to-end ones, then X-Road's own."""
+    out = forwardable_headers(backend_headers)
+    out.update(xroad)
+    return out
+
+
+def located(error: ShahrahError, proxy: str) -> ShahrahError:
+    """``error`` with its type naming the gateway that failed (PR-REST 4.6 example 5).
+
+    Shared code raises plain ``Server.X``; on this side it becomes
+    ``Server.<proxy>.X``. On the provider, the consumer-side types that shared
+    code raises (an outdated configuration) become ServerProxy types. A
+    consumer keeps ServerProxy types it raises early on the provider's behalf
+    (an unknown service), since they say what the provider would answer.
+    """
+    kind = error.xroad_type
+    if kind.startswith("Server.ClientProxy.") and proxy == "ServerProxy":
+        rest = kind.split(".", 2)[2]
+    elif kind.startswith("Server.") and not kind.startswith(
+        ("Server.ClientProxy.", "Server.ServerProxy.")
+    ):
+        rest = kind.split(".", 1)[1]
+    else:
+        return error
+    moved = ShahrahError(error.message, detail=error.detail)
+    moved.status, moved.xroad_type = error.status, f"Server.{proxy}.{rest}"
+    return moved
+
+
+def error_response(
+    error: ShahrahError, error_id: str, xroad: Mapping[str, str] | None = None
+) -> web.Response:
+    """An r1 error: ``{"type","message","detail"}``, status by PR-REST 4.6, ``X-Road-Error``."""
+    body: dict[str, Any] = {"type": error.xroad_type, "message": error.message, "detail": error_id}
+    headers = {"X-Road-Error": error.xroad_type, **(xroad or {})}
+    return web.json_response(body, status=r1_status(error), headers=headers)

@@ -1,0 +1,184 @@
+"""Running a configured gateway: everything it needs, started in order and stopped cleanly.
+
+``shahrah gateway serve`` and the embedded federation both use :func:`running`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from adapters.base import Backend
+from adapters.config import Adapters, load_adapters
+from adapters.metrics import AdapterMetrics
+from audit.api import register_read_api
+from audit.note import log_origin
+from audit.regulators import RegulatorAuthenticator
+from audit.witness_client import WitnessClient
+from audit.writer import AuditWriter
+from consent.client import ConsentClient
+from core.db import create_engine, sessions, upgrade
+from core.errors import BadRequestError
+from core.ids import ClientId, ServiceId
+from core.keys import PrivateKey
+from core.tls import server_context
+from exchange.config import GatewayConfig
+from exchange.context import Gateway, Limits
+from exchange.metrics import GatewayMetrics
+from exchange.passthrough import HttpBackend
+from exchange.peers import PeerPool, TlsFiles
+from exchange.replay import ReplayGuard
+from exchange.server import TrustSync, listening, local_app, remote_app, run_background
+from registry.globalconf import Anchor
+from registry.globalconf_client import GlobalConfClient
+from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
+
+__all__ = ["Running", "registry_base", "running"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Running:
+    gateway: Gateway
+    local_url: str
+    remote_url: str
+    audit: AuditWriter
+
+
+def registry_base(anchor: Anchor, configured: str = "") -> str:
+    """The registry's base URL (for its schema API): configured, or the anchor's without
+    ``/globalconf``."""
+    if configured:
+        return configured.rstrip("/")
+    if not anchor.url.endswith("/globalconf"):
+        raise BadRequestError(
+            "cannot tell the schema registry's URL from the anchor: set schema_registry"
+        )
+    return anchor.url.removesuffix("/globalconf")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config: GatewayConfig,
+    *,
+    passphrase: bytes | None,
+    consent_feed_bound: float = 10.0,
+) -> AsyncIterator[Running]:
+    """Start the gateway described by ``config``; stop it when the block ends.
+
+    The consent service is found in the global configuration (central service
+    ``consent``); while it cannot be reached, or its revocation feed has been
+    lost for ``consent_feed_bound`` seconds, services that require consent are
+    refused (fail closed).
+    """
+    key = PrivateKey.load(config.signing_key, passphrase)
+    anchor = Anchor.load(config.anchor)
+    await asyncio.to_thread(upgrade, config.database)
+    engine = create_engine(config.database)
+    db = sessions(engine)
+    limits = Limits(**config.limits.model_dump())
+    conf = GlobalConfClient(anchor, cache_file=config.globalconf_cache)
+    stack = contextlib.AsyncExitStack()
+    try:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        await conf.refresh(http)
+        member = ClientId(config.id.instance, config.id.member_class, config.id.member_code)
+        witness = WitnessClient(conf.current, http, key=key, client=member)
+        audit = AuditWriter(
+            db, str(config.id), key, origin=log_origin(str(config.id)), witness=witness
+        )
+        await audit.start()
+        stack.push_async_callback(audit.close)
+
+        consent = ConsentClient.for_globalconf(
+            conf, key=key, member=member, feed_bound=consent_feed_bound
+        )
+        await consent.start()
+        stack.push_async_callback(consent.close)
+
+        backends: dict[ServiceId, Backend] = {
+            sid: HttpBackend(b.url, timeout=limits.backend_timeout, max_body=limits.max_body)
+            for sid, b in config.services.items()
+        }
+        metrics = GatewayMetrics(conf.age, lambda: conf.view.serial if conf.view else None)
+        adapter_metrics = AdapterMetrics(metrics.registry) if config.adapters else None
+        for path in config.adapters:
+            loaded: Adapters = await load_adapters(
+                path, metrics=adapter_metrics, environ={**os.environ, **config.adapter_variables}
+            )
+            await loaded.scan()  # what already waits in the drop folders, before serving
+            await loaded.start()
+            stack.push_async_callback(loaded.close)
+            clash = backends.keys() & loaded.backends.keys()
+            if clash:
+                raise BadRequestError(f"services configured twice: {sorted(map(str, clash))}")
+            backends.update(loaded.backends)
+        for backend in backends.values():
+            stack.push_async_callback(backend.close)
+
+        tls = TlsFiles(str(config.tls_certificate), str(config.tls_key), passphrase)
+        peers = PeerPool(tls, connect_timeout=limits.connect_timeout)
+        stack.push_async_callback(peers.close)
+        replay = ReplayGuard(db, window=dt.timedelta(seconds=limits.freshness))
+        stack.push_async_callback(replay.close)
+        gateway = Gateway(
+            id=config.id,
+            key=key,
+            globalconf=conf,
+            replay=replay,
+            peers=peers,
+            audit=audit,
+            metrics=metrics,
+            backends=backends,
+            consent=consent,
+            schemas=ValidatorCache(
+                HttpSchemaSource(registry_base(anchor, config.schema_registry), session=http)
+            ),
+            limits=limits,
+        )
+        ctx = server_context(tls.cert, tls.key, [], password=passphrase)
+        trust = TrustSync(ctx)
+        if conf.view is not None:
+            trust.sync(conf.view)
+        local = local_app(gateway)
+        register_read_api(
+            local, db, RegulatorAuthenticator(str(config.id), conf.current), prefix="/audit"
+        )
+        stop = asyncio.Event()
+        background = asyncio.create_task(run_background(gateway, trust, stop))
+        try:
+            async with (
+                listening(local, config.local.host, config.local.port) as local_port,
+                listening(
+                    remote_app(gateway), config.remote.host, config.remote.port, ctx
+                ) as remote_port,
+            ):
+                log.info(
+                    "gateway %s: local http://%s:%d, remote https://%s:%d",
+                    config.id,
+                    config.local.host,
+                    local_port,
+                    config.remote.host,
+                    remote_port,
+                )
+                yield Running(
+                    gateway,
+                    f"http://{config.local.host}:{local_port}",
+                    f"https://{config.remote.host}:{remote_port}",
+                    audit,
+                )
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
+    finally:
+        await stack.aclose()
+        await engine.dispose()

@@ -1,0 +1,193 @@
+"""Running a gateway: its two listeners and the background work that keeps it current.
+
+* The **local** listener speaks r1 to the member's own systems and serves
+  ``/listClients``, ``/metrics``, ``/healthz`` and ``/readyz``.
+* The **remote** listener accepts other gateways over mutual TLS; its trust
+  store holds exactly the registered gateway certificates, and grows as the
+  global configuration registers new ones.
+
+Readiness is false (503) while the gateway holds no valid global
+configuration, in which case every exchange is refused anyway (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from core.errors import OutdatedGlobalConfError
+from core.web import Api, error_middleware, security_headers_middleware
+from exchange.consumer import consume
+from exchange.context import Gateway
+from exchange.metadata import list_clients
+from exchange.provider import provide
+from registry.globalconf import GlobalConfView
+
+__all__ = ["TrustSync", "local_app", "remote_app", "run_background"]
+
+log = logging.getLogger(__name__)
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+ops = Api(
+    title="Shahrah gateway (local side)",
+    version="1",
+    description=(
+        "X-Road Message Protocol for REST (r1) towards the member's own systems, "
+        "X-Road's REST metaservices, and operations endpoints."
+    ),
+)
+
+
+@ops.route(
+    "GET",
+    "/healthz",
+    summary="Liveness, with the configuration's state",
+    response={"type": "object"},
+    tags=("operations",),
+)
+async def healthz(request: web.Request) -> dict[str, Any]:
+    gw = request.app[GATEWAY]
+    view = gw.globalconf.view
+    return {
+        "status": "ok",
+        "gateway": str(gw.id),
+        "ready": _ready(gw),
+        "globalconf_serial": view.serial if view else None,
+        "globalconf_age_seconds": gw.globalconf.age(),
+        "globalconf_error": gw.globalconf.last_error,
+    }
+
+
+def _ready(gw: Gateway) -> bool:
+    try:
+        gw.globalconf.current()
+    except OutdatedGlobalConfError:
+        return False
+    return True
+
+
+@ops.route(
+    "GET",
+    "/readyz",
+    summary="Ready: a valid global configuration is held",
+    response={"type": "object"},
+    errors=(503,),
+    tags=("operations",),
+)
+async def readyz(request: web.Request) -> web.StreamResponse:
+    ready = _ready(request.app[GATEWAY])
+    return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+
+@ops.route(
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics",
+    response={"type": "string"},
+    content_type="text/plain",
+    tags=("operations",),
+)
+async def metrics(request: web.Request) -> web.StreamResponse:
+    body = generate_latest(request.app[GATEWAY].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@ops.route(
+    "GET",
+    "/listClients",
+    summary="Members and subsystems of the federation (X-Road listClients)",
+    response={"type": "object"},
+    errors=(503,),
+    tags=("metaservices",),
+)
+async def list_clients_route(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    view = gw.globalconf.current()
+    return web.json_response(list_clients(view, request.query.get("xRoadInstance")))
+
+
+async def _r1(request: web.Request) -> web.StreamResponse:
+    return await consume(request.app[GATEWAY], request)
+
+
+def local_app(gw: Gateway) -> web.Application:
+    app = web.Application(
+        client_max_size=gw.limits.max_body,
+        middlewares=[security_headers_middleware, error_middleware(header="X-Road-Error")],
+    )
+    app[GATEWAY] = gw
+    ops.register(app)
+    # Any protocol version reaches the r1 parser, which answers others with an X-Road error.
+    app.router.add_route("*", r"/{version:r[0-9]+}/{tail:.*}", _r1)
+    app.router.add_route("*", r"/{version:r[0-9]+}", _r1)
+    return app
+
+
+async def _remote(request: web.Request) -> web.StreamResponse:
+    return await provide(request.app[GATEWAY], request)
+
+
+def remote_app(gw: Gateway) -> web.Application:
+    app = web.Application(client_max_size=gw.limits.max_body)
+    app[GATEWAY] = gw
+    app.router.add_route("*", "/{tail:.*}", _remote)
+    return app
+
+
+@dataclass
+class TrustSync:
+    """Adds newly registered gateway certificates to the remote listener's trust store."""
+
+    context: ssl.SSLContext
+    known: set[str] = field(default_factory=set)
+
+    def sync(self, view: GlobalConfView) -> int:
+        new = [g for g in view.conf.gateways if g.tls_sha256 not in self.known]
+        if new:
+            self.context.load_verify_locations(cadata="".join(g.tls_certificate for g in new))
+            self.known.update(g.tls_sha256 for g in new)
+            log.info("trusting %d more gateway certificate(s)", len(new))
+        return len(new)
+
+
+async def run_background(gw: Gateway, trust: TrustSync, stop: asyncio.Event) -> None:
+    """Refresh the configuration on its interval, keep the trust store in step, purge the
+    replay cache; until ``stop``."""
+    failures = 0
+    async with aiohttp.ClientSession() as http:
+        while not stop.is_set():
+            await gw.globalconf.refresh(http)
+            failures = failures + 1 if gw.globalconf.last_error else 0
+            if gw.globalconf.view is not None:
+                trust.sync(gw.globalconf.view)
+            try:
+                await gw.replay.purge()
+            except Exception:
+                log.exception("purging the replay cache failed; trying again next round")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=gw.globalconf.next_wait(failures))
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """Serve ``app`` until the block ends; yields the bound port (``port=0`` picks one)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    await site.start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,275 @@
+"""The embedded federation: every Shahrah component on one machine, on SQLite.
+
+``shahrah demo --data-dir DIR --base-port P`` creates (on first run) and runs
+the central registry, the consent service, the audit witness, the legacy
+systems of three agencies behind adapters, and each agency's gateway:
+
+* NADRA (federal civil registry): a legacy SQL registry behind ``person/v1``,
+  which requires the citizen's consent;
+* the Punjab Land Records Authority: a SOAP service behind ``parcel/v1``;
+* the Lahore Metropolitan Corporation: a mainframe's fixed-width EBCDIC
+  extracts behind ``assessment/v1``, and union councils' CSV birth sheets
+  behind ``birth/v1``;
+
+plus a regulator (the data protection commission) allowed to search and
+export the audit trail. Everything is described in ``DIR/federation.json``
+(URLs, identifiers, the operator token, demo citizens' passwords); it and the
+keys stay in DIR with owner-only permissions. Keys are kept without a
+passphrase: this is a demonstration, and it says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from adapters.legacy import land_records_app
+from audit.server import AuditServerConfig
+from audit.server import build_app as audit_app
+from consent import bootstrap as consent_bootstrap
+from consent.schemafields import RegistryFields
+from consent.server import ConsentConfig
+from consent.server import build_app as consent_app
+from core.errors import ShahrahError
+from core.ids import Cnic, MemberId
+from core.keys import PrivateKey
+from core.pseudonym import Pseudonymizer
+from exchange.config import GatewayConfig
+from exchange.runtime import Running
+from exchange.runtime import running as running_gateway
+from exchange.server import listening
+from exchange.setup import CONFIG_FILE
+from registry import bootstrap as registry_bootstrap
+from registry.globalconf import Anchor
+from registry.globalconf_client import GlobalConfClient
+from registry.memberauth import sign_request
+from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
+from registry.server import RegistryConfig
+from registry.server import build_app as registry_app
+from shahrah.federation import (
+    CONSENTED_FIELDS,
+    FEDERATION_FILE,
+    HOST,
+    INSTANCE,
+    LMC,
+    MEMBERS,
+    PERSON,
+    TAX_OFFICE,
+    Ports,
+    create,
+    follow_ports,
+    url,
+    write_federation,
+)
+
+__all__ = ["Live", "citizen_action", "describe", "request_consent", "running"]
+
+log = logging.getLogger(__name__)
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Live:
+    """A running embedded federation."""
+
+    data_dir: Path
+    ports: Ports
+    federation: dict[str, Any]
+    gateways: dict[str, Running]
+    http: aiohttp.ClientSession
+    audit_db_url: str
+
+    def citizen(self, index: int = 0) -> dict[str, str]:
+        return dict(self.federation["citizens"][index])
+
+    def key(self, member: MemberId) -> PrivateKey:
+        m = next(m for m in MEMBERS if m.id == member)
+        return PrivateKey.load(self.data_dir / "gateways" / m.name / "signing-key.pem", None)
+
+
+@contextlib.asynccontextmanager
+async def running(data_dir: Path, base_port: int, *, people: int = 200) -> AsyncIterator[Live]:
+    """Create the federation in ``data_dir`` if needed, then run every component until the
+    block ends."""
+    ports = Ports(base_port)
+    federation_file = data_dir / FEDERATION_FILE
+    if federation_file.exists():
+        federation = json.loads(federation_file.read_text())
+        if federation.get("base_port") != base_port:
+            await follow_ports(data_dir, ports)
+            write_federation(data_dir, federation, ports)
+    else:
+        federation = await create(data_dir, ports, people=people)
+
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        reg_dir = data_dir / "registry"
+        operator_key = PrivateKey.load(reg_dir / registry_bootstrap.KEY_FILE, None)
+        await stack.enter_async_context(
+            listening(
+                registry_app(
+                    RegistryConfig(
+                        db_url=registry_bootstrap.default_db_url(reg_dir),
+                        instance=INSTANCE,
+                        operator_key=operator_key,
+                        publish_interval=5.0,
+                    )
+                ),
+                HOST,
+                ports.registry,
+            )
+        )
+        anchor = Anchor.load(reg_dir / registry_bootstrap.ANCHOR_FILE)
+
+        # The witness starts before, and so stops after, the consent service, whose log it cosigns.
+        audit_dir = data_dir / "audit"
+        audit_db = f"sqlite:///{(audit_dir / 'audit.db').resolve()}"
+        await stack.enter_async_context(
+            listening(
+                audit_app(
+                    AuditServerConfig(
+                        db_url=audit_db,
+                        witness_key=PrivateKey.load(audit_dir / "witness-key.pem", None),
+                        pseudonyms=Pseudonymizer.load(audit_dir / "pseudonym.key"),
+                    ),
+                    GlobalConfClient(anchor, cache_file=audit_dir / "globalconf.jws"),
+                ),
+                HOST,
+                ports.audit,
+            )
+        )
+
+        consent_dir = data_dir / "consent"
+        source = HttpSchemaSource(url(ports.registry), session=http)
+        await stack.enter_async_context(
+            listening(
+                consent_app(
+                    ConsentConfig(
+                        db_url=consent_bootstrap.default_db_url(consent_dir),
+                        signing_key=PrivateKey.load(consent_dir / consent_bootstrap.KEY_FILE, None),
+                        pseudonymizer=Pseudonymizer.load(
+                            consent_dir / consent_bootstrap.PSEUDONYM_FILE
+                        ),
+                        globalconf=GlobalConfClient(
+                            anchor, cache_file=consent_dir / "globalconf.jws"
+                        ),
+                        fields=RegistryFields(ValidatorCache(source)),
+                    )
+                ),
+                HOST,
+                ports.consent,
+            )
+        )
+
+        await stack.enter_async_context(
+            listening(land_records_app(data_dir / "legacy" / "land-records.json"), HOST, ports.soap)
+        )
+
+        gateways: dict[str, Running] = {}
+        for m in MEMBERS:
+            config = GatewayConfig.load(data_dir / "gateways" / m.name / CONFIG_FILE)
+            gateways[m.name] = await stack.enter_async_context(
+                running_gateway(config, passphrase=None, consent_feed_bound=10.0)
+            )
+
+        live = Live(data_dir, ports, federation, gateways, http, audit_db)
+        if not federation.get("seeded"):
+            await _seed_consents(live)
+            federation["seeded"] = True
+            write_federation(data_dir, federation, ports)
+        yield live
+
+
+async def _seed_consents(live: Live) -> None:
+    """A standing consent for the first citizen, and a pending request for the second, made the
+    way members and citizens make them (over the consent service's APIs)."""
+    first = await request_consent(live, Cnic(live.citizen(0)["cnic"]))
+    await citizen_action(live, 0, first, "approve")
+    pending = await request_consent(live, Cnic(live.citizen(1)["cnic"]))
+    live.federation["consents"] = {"active": first, "pending": pending}
+
+
+async def request_consent(live: Live, subject: Cnic, *, days: int = 90) -> str:
+    """The corporation's property-tax office asks for a consent (it starts PENDING)."""
+    now = dt.datetime.now(dt.UTC)
+    body = json.dumps(
+        {
+            "subject": str(subject),
+            "consumer": str(TAX_OFFICE),
+            "purpose": "property-tax-assessment",
+            "services": [{"service": str(PERSON), "fields": CONSENTED_FIELDS}],
+            "legal_basis": "consent",
+            "valid_from": (now - dt.timedelta(minutes=1)).isoformat(),
+            "expires_at": (now + dt.timedelta(days=days)).isoformat(),
+            "notice": "The Lahore Metropolitan Corporation will use your name, CNIC and "
+            "address to assess property tax on your plot.",
+        }
+    ).encode()
+    auth = sign_request(
+        live.key(LMC), TAX_OFFICE, audience="consent", method="POST", path="/v1/consents", body=body
+    )
+    async with live.http.post(
+        f"{url(live.ports.consent)}/v1/consents",
+        data=body,
+        headers={"Authorization": auth, "Content-Type": "application/json"},
+    ) as r:
+        answer = await r.json()
+        if r.status != 201:
+            raise ShahrahError(f"the consent service refused the request: {answer}")
+        return str(answer["id"])
+
+
+async def citizen_action(live: Live, index: int, consent_id: str, action: str) -> dict[str, Any]:
+    """Sign in as demo citizen ``index`` and approve, revoke, ... a consent."""
+    citizen = live.citizen(index)
+    base = f"{url(live.ports.consent)}/v1/citizen"
+    async with live.http.post(
+        f"{base}/session", json={"cnic": citizen["cnic"], "password": citizen["password"]}
+    ) as r:
+        session = await r.json()
+        if r.status not in (200, 201):
+            raise ShahrahError(f"citizen sign-in refused: {session}")
+    token = session["token"]
+    async with live.http.post(
+        f"{base}/consents/{consent_id}/{action}", headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        answer: dict[str, Any] = await r.json()
+        if r.status != 200:
+            raise ShahrahError(f"citizen {action} refused: {answer}")
+        return answer
+
+
+def describe(live: Live) -> str:
+    """Where to look, for the person who started the demo."""
+    f = live.federation
+    lines = [
+        "Shahrah embedded federation is running (Ctrl-C stops it).",
+        f"  registry        {f['registry']['url']}  (configuration {f['registry']['globalconf']})",
+        f"  schema registry {f['registry']['schema_registry']}",
+        f"  consent service {f['consent']['url']}  (citizen API {f['consent']['citizen_api']})",
+        f"  audit witness   {f['audit']['url']}",
+    ]
+    for name, g in f["gateways"].items():
+        lines.append(f"  gateway {name:<6} r1 {g['local']}   mTLS {g['remote']}   {g['id']}")
+    c = live.citizen(0)
+    lines += [
+        "Everything, with the operator token and the demo citizens' passwords:",
+        f"  {live.data_dir / FEDERATION_FILE}",
+        "Try (the corporation asks NADRA about a citizen who consented):",
+        f"  curl -H 'X-Road-Client: {TAX_OFFICE}' \\",
+        f"       -H 'Shahrah-Data-Subject: {Cnic(c['cnic']).to_user_id()}' \\",
+        "       -H 'Shahrah-Purpose: property-tax-assessment' \\",
+        f"       -H 'Shahrah-Consent: {f.get('consents', {}).get('active', '<consent id>')}' \\",
+        f"       {f['gateways']['lmc']['local']}/r1/{PERSON.to_path()}/persons/{c['cnic']}",
+    ]
+    return "\n".join(lines)

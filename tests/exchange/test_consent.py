@@ -1,0 +1,166 @@
+"""Consent enforced on the exchange: only consented fields leave, a revoke stops the next call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from consent.state import STATE
+from core.db import utcnow
+from core.errors import ConflictError
+from core.ids import Cnic
+from registry.memberauth import sign_request
+from tests.exchange.harness import LMC, LMC_TAX, PERSON, PSEUDONYMS, Federation
+
+PERSON_PATH = "/r1/PK/FED/NADRA/civil-registry/person/v1/persons/"
+CITIZEN = Cnic("35202-1234567-1")
+PASSWORD = "a long citizen passphrase"
+RELEASED = ["/name", "/present_address/district", "/cnic"]
+
+
+async def _consent(
+    fed: Federation, subject: Cnic = CITIZEN, fields: list[str] | None = None
+) -> str:
+    """An ACTIVE consent: LMC requests it, the citizen signs in and approves it."""
+    now = utcnow()
+    body = json.dumps(
+        {
+            "subject": str(subject),
+            "consumer": str(LMC_TAX),
+            "purpose": "identity-verification",
+            "services": [{"service": str(PERSON), "fields": fields or RELEASED}],
+            "legal_basis": "consent",
+            "valid_from": (now - dt.timedelta(minutes=1)).isoformat(),
+            "expires_at": (now + dt.timedelta(days=7)).isoformat(),
+            "notice": "Property tax assessment.",
+        }
+    ).encode()
+    auth = sign_request(
+        fed.member_keys[LMC],
+        LMC_TAX,
+        audience="consent",
+        method="POST",
+        path="/v1/consents",
+        body=body,
+    )
+    async with fed.http.post(
+        fed.consent_url + "/v1/consents",
+        data=body,
+        headers={"Authorization": auth, "Content-Type": "application/json"},
+    ) as r:
+        assert r.status == 201, await r.text()
+        consent_id = str((await r.json())["id"])
+    token = await _sign_in(fed, subject)
+    async with fed.http.post(
+        f"{fed.consent_url}/v1/citizen/consents/{consent_id}/approve",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as r:
+        assert r.status == 200, await r.text()
+    return consent_id
+
+
+async def _sign_in(fed: Federation, cnic: Cnic) -> str:
+    accounts = fed.consent_app[STATE].accounts
+    with contextlib.suppress(ConflictError):
+        await accounts.add(cnic, "Muhammad Ali", PASSWORD)
+    return str((await accounts.sign_in(cnic, PASSWORD)).token)
+
+
+def _headers(consent_id: str, subject: Cnic = CITIZEN) -> dict[str, str]:
+    return {
+        "Shahrah-Data-Subject": subject.to_user_id(),
+        "Shahrah-Purpose": "identity-verification",
+        "Shahrah-Consent": consent_id,
+    }
+
+
+async def _error(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    body: dict[str, Any] = await resp.json()
+    assert resp.headers["X-Road-Error"] == body["type"]
+    return body
+
+
+async def test_only_the_consented_fields_are_released_and_recorded(fed: Federation) -> None:
+    consent_id = await _consent(fed)
+    resp = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body == {
+        "cnic": str(CITIZEN),
+        "name": {"en": "Muhammad Ali", "ur": "محمد علی"},
+        "present_address": {"district": "Lahore"},
+    }
+    for node in ("lmc", "nadra"):
+        event = (await fed.events(node))[-1]
+        assert event.outcome == "delivered"
+        assert event.subject == PSEUDONYMS(CITIZEN)  # a pseudonym, never the CNIC
+        assert event.consent_id == consent_id
+        assert event.fields_released == RELEASED
+        assert event.purpose == "identity-verification"
+        assert str(CITIZEN.digits) not in event.model_dump_json()
+
+
+async def test_a_revoke_stops_the_next_call_within_a_second(fed: Federation) -> None:
+    consent_id = await _consent(fed)
+    assert (
+        await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    ).status == 200
+    token = await _sign_in(fed, CITIZEN)
+    async with fed.http.post(
+        f"{fed.consent_url}/v1/citizen/consents/{consent_id}/revoke",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as r:
+        assert r.status == 200
+    revoked_at = time.monotonic()
+    while True:
+        resp = await fed.call(
+            "lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id)
+        )
+        if resp.status != 200:
+            break
+        assert time.monotonic() - revoked_at < 1.0, (
+            "a revoked consent still released data after 1 s"
+        )
+        await asyncio.sleep(0.02)
+    assert time.monotonic() - revoked_at < 1.0
+    error = await _error(resp)
+    assert error["type"] == "Server.ServerProxy.ConsentDenied"
+    assert "REVOKED" in error["message"]
+    assert (await fed.events("nadra"))[-1].error_type == "Server.ServerProxy.ConsentDenied"
+
+
+async def test_consent_must_match_subject_purpose_and_exist(fed: Federation) -> None:
+    consent_id = await _consent(fed)
+    other = Cnic("42101-1111111-1")
+    resp = await fed.call(
+        "lmc", "GET", PERSON_PATH + str(other), headers=_headers(consent_id, other)
+    )
+    assert "another data subject" in (await _error(resp))["message"]
+    unknown = await fed.call(
+        "lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers("no-such-consent")
+    )
+    assert (await _error(unknown))["type"] == "Server.ServerProxy.ConsentDenied"
+    wrong = await fed.call(
+        "lmc",
+        "GET",
+        PERSON_PATH + str(CITIZEN),
+        headers={**_headers(consent_id), "Shahrah-Purpose": "marketing"},
+    )
+    assert "not allowed" in (await _error(wrong))["message"]
+    missing = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN))
+    assert "Shahrah-Data-Subject" in (await _error(missing))["message"]
+    assert len(fed.backend.seen) == 0
+
+
+async def test_without_a_consent_service_it_fails_closed(fed: Federation) -> None:
+    consent_id = await _consent(fed)
+    fed.nodes["nadra"].gateway.consent = None
+    resp = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    assert "fail closed" in (await _error(resp))["message"]
+    assert fed.backend.seen == []

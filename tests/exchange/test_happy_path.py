@@ -1,0 +1,88 @@
+"""An exchange end to end over real sockets and real mutual TLS."""
+
+from __future__ import annotations
+
+import base64
+
+from exchange.envelope import ENVELOPE_HEADER
+from tests.exchange.harness import ECHO, LMC_TAX, Federation
+
+ECHO_PATH = "/r1/PK/FED/NADRA/civil-registry/echo"
+
+
+async def test_a_request_crosses_two_gateways_and_comes_back_signed(fed: Federation) -> None:
+    resp = await fed.call(
+        "lmc",
+        "GET",
+        ECHO_PATH + "/records/42?fields=a,b&x=%2F",
+        headers={
+            "X-Road-Id": "msg-1",
+            "X-Road-UserId": "PK3520212345671",
+            "X-Custom-In": "yes",
+            "Connection": "close",
+            "Shahrah-Envelope": "forged by caller",
+        },
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert body == {
+        "method": "GET",
+        "path": "/records/42",
+        "query": "fields=a,b&x=%2F",
+        "client": str(LMC_TAX),
+        "user": "PK3520212345671",
+    }
+    # X-Road's response headers, the backend's end-to-end headers, not its hop-by-hop ones.
+    assert resp.headers["X-Road-Client"] == str(LMC_TAX)
+    assert resp.headers["X-Road-Service"] == str(ECHO)
+    assert resp.headers["X-Road-Id"] == "msg-1"
+    assert len(base64.b64decode(resp.headers["X-Road-Request-Hash"])) == 64
+    assert resp.headers["X-Custom"] == "kept"
+    assert resp.headers.get("Server") != "legacy/1.0"
+    assert ENVELOPE_HEADER not in resp.headers
+    seen = fed.backend.seen[-1]
+    assert seen.headers["X-Custom-In"] == "yes"
+    assert seen.headers["X-Road-Id"] == "msg-1"
+    assert "Shahrah-Envelope" not in seen.headers
+
+
+async def test_both_gateways_record_the_exchange(fed: Federation) -> None:
+    resp = await fed.call(
+        "lmc",
+        "POST",
+        ECHO_PATH + "/x",
+        data=b'{"a": 1}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status == 200
+    consumer = (await fed.events("lmc"))[-1]
+    provider = (await fed.events("nadra"))[-1]
+    assert (consumer.role, provider.role) == ("consumer", "provider")
+    assert consumer.outcome == provider.outcome == "delivered"
+    assert consumer.request_id == provider.request_id
+    assert consumer.request_digest == provider.request_digest is not None
+    assert consumer.response_digest == provider.response_digest is not None
+    assert consumer.response_signature_digest == provider.response_signature_digest
+
+
+async def test_message_id_is_generated_when_absent(fed: Federation) -> None:
+    resp = await fed.call("lmc", "GET", ECHO_PATH)
+    assert resp.status == 200
+    assert len(resp.headers["X-Road-Id"]) == 36
+    assert fed.backend.seen[-1].path == "/"
+
+
+async def test_last_x_road_client_header_wins(fed: Federation) -> None:
+    resp = await fed.http.get(
+        fed.nodes["lmc"].local_url + ECHO_PATH,
+        headers=[("X-Road-Client", "PK/PROV/PLRA/land-records"), ("X-Road-Client", str(LMC_TAX))],
+    )
+    assert resp.status == 200
+    assert resp.headers["X-Road-Client"] == str(LMC_TAX)
+
+
+async def test_redirects_are_passed_through_not_followed(fed: Federation) -> None:
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/redirect")
+    assert resp.status == 302
+    assert resp.headers["Location"] == "/elsewhere"
+    assert len(fed.backend.seen) == 1

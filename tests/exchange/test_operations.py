@@ -1,0 +1,66 @@
+"""Metaservices, metrics and health: what operators and local systems ask a gateway."""
+
+from __future__ import annotations
+
+from tests.exchange.harness import LMC_TAX, PLRA_LAND, Federation
+
+META = "/r1/PK/FED/NADRA/civil-registry"
+
+
+async def test_list_clients_names_every_member_and_subsystem(fed: Federation) -> None:
+    resp = await fed.http.get(fed.nodes["lmc"].local_url + "/listClients")
+    members = (await resp.json())["member"]
+    ids = {
+        (m["id"]["object_type"], m["id"]["member_code"], m["id"].get("subsystem_code"))
+        for m in members
+    }
+    assert ("MEMBER", "NADRA", None) in ids
+    assert ("SUBSYSTEM", "LMC", "property-tax") in ids
+    assert {m["name"] for m in members} >= {"NADRA", "Lahore Metropolitan Corporation"}
+
+
+async def test_list_and_allowed_methods_come_from_the_provider(fed: Federation) -> None:
+    listed = await (await fed.call("plra", "GET", META + "/listMethods", client=PLRA_LAND)).json()
+    codes = {s["service_code"]: s for s in listed["service"]}
+    assert set(codes) == {"echo", "person", "records"}
+    assert codes["person"]["service_version"] == "v1"
+    assert {"method": "GET", "path": "/persons/*"} in codes["person"]["endpoint_list"]
+    allowed = await (
+        await fed.call("plra", "GET", META + "/allowedMethods", client=PLRA_LAND)
+    ).json()
+    assert [(s["service_code"], s["endpoint_list"]) for s in allowed["service"]] == [
+        ("echo", [{"method": "GET", "path": "/public/**"}])
+    ]
+    mine = await (await fed.call("lmc", "GET", META + "/allowedMethods", client=LMC_TAX)).json()
+    assert {s["service_code"] for s in mine["service"]} == {"echo", "person", "records"}
+
+
+async def test_get_openapi_describes_a_service(fed: Federation) -> None:
+    resp = await fed.call("lmc", "GET", META + "/getOpenAPI?serviceCode=person")
+    doc = await resp.json()
+    assert doc["openapi"] == "3.1.0"
+    assert "/v1/persons/*" in doc["paths"]
+    missing = await fed.call("lmc", "GET", META + "/getOpenAPI")
+    assert missing.headers["X-Road-Error"] == "Client.BadRequest"
+
+
+async def test_metrics_count_outcomes_and_report_configuration_age(fed: Federation) -> None:
+    await fed.call("lmc", "GET", META + "/echo/a")
+    await fed.call("lmc", "GET", META + "/nothing")
+    text = await (await fed.http.get(fed.nodes["lmc"].local_url + "/metrics")).text()
+    delivered = 'outcome="delivered",role="consumer",service="PK/FED/NADRA/civil-registry/echo"'
+    assert f"shahrah_exchange_requests_total{{{delivered}}} 1.0" in text
+    assert 'outcome="Server.ServerProxy.UnknownService"' in text
+    assert "shahrah_globalconf_age_seconds" in text
+    assert "shahrah_exchange_duration_seconds_bucket" in text
+    provider = await (await fed.http.get(fed.nodes["nadra"].local_url + "/metrics")).text()
+    assert 'role="provider"' in provider
+
+
+async def test_health_and_readiness(fed: Federation) -> None:
+    health = await (await fed.http.get(fed.nodes["lmc"].local_url + "/healthz")).json()
+    assert health["ready"] is True
+    assert health["globalconf_serial"] >= 1
+    assert (await fed.http.get(fed.nodes["lmc"].local_url + "/readyz")).status == 200
+    openapi = await (await fed.http.get(fed.nodes["lmc"].local_url + "/openapi.json")).json()
+    assert "/listClients" in openapi["paths"]

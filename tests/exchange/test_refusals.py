@@ -1,0 +1,427 @@
+"""Every refusal in the pipeline: precise r1 error, nothing reaches the backend, recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from yarl import URL
+
+from core.db import transaction, utcnow
+from core.keys import PrivateKey
+from core.tls import client_context, make_certificate
+from exchange import envelope as env_
+from exchange.context import Limits
+from exchange.envelope import RequestEnvelope
+from exchange.provider import service_path
+from exchange.replay import ReplayGuard
+from registry import service as ops
+from registry.payloads import MemberUpdate
+from tests.exchange.harness import (
+    ECHO,
+    LMC,
+    LMC_TAX,
+    PERSON_EXAMPLE,
+    PLRA,
+    PLRA_LAND,
+    FailingAudit,
+    Federation,
+    build,
+    close,
+    sqlite_copy,
+)
+
+ECHO_PATH = "/r1/PK/FED/NADRA/civil-registry/echo"
+PERSON_PATH = "/r1/PK/FED/NADRA/civil-registry/person/v1"
+
+
+async def _error(resp: aiohttp.ClientResponse) -> tuple[int, str, str]:
+    body = await resp.json()
+    assert resp.headers["X-Road-Error"] == body["type"]
+    assert set(body) == {"type", "message", "detail"}
+    return resp.status, body["type"], body["message"]
+
+
+# --- the local side ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "kind", "message"),
+    [
+        (
+            ECHO_PATH,
+            {"X-Road-Client": ""},
+            400,
+            "Client.InvalidClientIdentifier",
+            "INSTANCE/CLASS/MEMBER",
+        ),
+        ("/r2/PK/FED/NADRA/civil-registry/echo", {}, 400, "Client.BadRequest", "/r1/"),
+        ("/r1/PK/FED/NADRA/civil-registry", {}, 400, "Client.InvalidServiceIdentifier", "SERVICE"),
+        (
+            "/r1/PK/FED/NA%20DRA/civil-registry/echo",
+            {},
+            400,
+            "Client.InvalidServiceIdentifier",
+            "does not allow",
+        ),
+        (ECHO_PATH + "/a/../../etc", {}, 400, "Client.BadRequest", "'..'"),
+        (ECHO_PATH + "/a//b", {}, 400, "Client.BadRequest", "empty segment"),
+        (ECHO_PATH + "/a%2", {}, 400, "Client.BadRequest", "percent"),
+        (ECHO_PATH, {"Shahrah-Data-Subject": "35202-1234567-1"}, 400, "Client.BadRequest", "'PK'"),
+        (ECHO_PATH, {"Shahrah-Purpose": "Not A Code"}, 400, "Client.BadRequest", "Shahrah-Purpose"),
+        (
+            ECHO_PATH,
+            {"X-Road-Client": "PK/PROV/PLRA/land-records"},
+            400,
+            "Client.InvalidClientIdentifier",
+            "not a client of gateway",
+        ),
+        (
+            "/r1/PK/FED/NADRA/civil-registry/nothing",
+            {},
+            500,
+            "Server.ServerProxy.UnknownService",
+            "not registered",
+        ),
+        (
+            PERSON_PATH.replace("/v1", "/v9") + "/persons/1",
+            {},
+            500,
+            "Server.ServerProxy.UnknownService",
+            "not registered",
+        ),
+    ],
+)
+async def test_malformed_local_requests_are_refused_before_leaving(
+    fed: Federation, path: str, headers: dict[str, str], status: int, kind: str, message: str
+) -> None:
+    all_headers = {"X-Road-Client": str(LMC_TAX), **headers}
+    resp = await fed.http.get(
+        URL(fed.nodes["lmc"].local_url + path, encoded=True), headers=all_headers
+    )
+    got = await _error(resp)
+    assert got[:2] == (status, kind)
+    assert message in got[2]
+    assert await fed.events("nadra") == []  # it never left the consumer gateway
+    recorded = await fed.events("lmc")
+    # A request that names a client and a service is an exchange refused, and is recorded;
+    # one too malformed to name them is only logged.
+    if (
+        "X-Road-Client" not in headers
+        and not path.startswith("/r2")
+        and "InvalidService" not in kind
+        and kind != "Client.BadRequest"
+    ):
+        assert recorded[-1].outcome == "denied"
+        assert recorded[-1].error_type == kind
+    assert fed.backend.seen == []
+
+
+async def test_missing_access_right_and_endpoint_rights(fed: Federation) -> None:
+    resp = await fed.call("plra", "GET", ECHO_PATH + "/private/1", client=PLRA_LAND)
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (500, "Server.ServerProxy.AccessDenied")
+    assert "no access right to GET /private/1" in message
+    assert fed.backend.seen == []
+    assert (await fed.events("nadra"))[-1].error_type == "Server.ServerProxy.AccessDenied"
+    assert (
+        await fed.call("plra", "GET", ECHO_PATH + "/public/a/b", client=PLRA_LAND)
+    ).status == 200
+    denied = await fed.call("plra", "POST", ECHO_PATH + "/public/a", client=PLRA_LAND)
+    assert (await _error(denied))[1] == "Server.ServerProxy.AccessDenied"
+
+
+async def test_suspended_client_member_is_refused(fed: Federation) -> None:
+    async with transaction(fed.registry_db) as s:
+        await ops.update_member(s, LMC, MemberUpdate(status="suspended"))
+    await fed.refresh()
+    resp = await fed.call("lmc", "GET", ECHO_PATH)
+    assert "suspended" in (await _error(resp))[2]
+    assert fed.backend.seen == []
+
+
+async def test_expired_configuration_fails_closed_on_both_sides(fed: Federation) -> None:
+    fed.nodes["lmc"].clock.offset = dt.timedelta(minutes=11)
+    resp = await fed.call("lmc", "GET", ECHO_PATH)
+    assert (await _error(resp))[:2] == (500, "Server.ClientProxy.OutdatedGlobalConf")
+    ready = await fed.http.get(fed.nodes["lmc"].local_url + "/readyz")
+    assert ready.status == 503
+    fed.nodes["lmc"].clock.offset = dt.timedelta(0)
+    fed.nodes["nadra"].clock.offset = dt.timedelta(minutes=11)
+    resp = await fed.call("lmc", "GET", ECHO_PATH)
+    assert (await _error(resp))[1] == "Server.ServerProxy.OutdatedGlobalConf"
+    assert fed.backend.seen == []
+
+
+async def test_a_revoked_key_stops_at_the_next_configuration(fed: Federation) -> None:
+    assert (await fed.call("lmc", "GET", ECHO_PATH)).status == 200
+    async with transaction(fed.registry_db) as s:
+        await ops.revoke_key(s, fed.member_keys[LMC].kid)
+    await fed.refresh()
+    resp = await fed.call("lmc", "GET", ECHO_PATH)
+    _status, kind, message = await _error(resp)
+    assert kind == "Server.ServerProxy.InvalidSignature"
+    assert "revoked" in message
+    assert len(fed.backend.seen) == 1
+
+
+async def test_a_provider_answer_signed_by_the_wrong_key_is_refused(fed: Federation) -> None:
+    fed.nodes["nadra"].gateway.key = PrivateKey.generate()
+    resp = await fed.call("lmc", "GET", ECHO_PATH)
+    _status, kind, message = await _error(resp)
+    assert kind == "Server.ClientProxy.InvalidSignature"
+    assert "not a registered key of PK/FED/NADRA" in message
+    assert (await fed.events("lmc"))[-1].outcome == "denied"
+
+
+async def test_nothing_is_released_when_the_audit_log_cannot_record(fed: Federation) -> None:
+    fed.nodes["nadra"].gateway.audit = FailingAudit()
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/secret")
+    _status, kind, _ = await _error(resp)
+    assert kind == "Server.ServerProxy.AuditLogUnavailable"
+    assert b"secret" not in await resp.read()
+    fed.nodes["nadra"].gateway.audit = fed.nodes["nadra"].audit
+    fed.nodes["lmc"].gateway.audit = FailingAudit()
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/secret")
+    assert resp.status == 500
+    assert b"/secret" not in await resp.read()
+
+
+# --- forged traffic straight at the provider's mutual-TLS listener --------------------------
+
+
+def _envelope(fed: Federation, **changes: Any) -> RequestEnvelope:
+    fields: dict[str, Any] = {
+        "message_id": "m-1",
+        "request_id": str(uuid.uuid4()),
+        "client": LMC_TAX,
+        "service": ECHO,
+        "sender": fed.nodes["lmc"].gateway.id,
+        "recipient": fed.nodes["nadra"].gateway.id,
+        "method": "GET",
+        "path": "/x",
+        "query": "",
+        "headers": {},
+        "body_sha256": env_.body_digest(b""),
+        "body_length": 0,
+        "time": utcnow(),
+        "nonce": env_.new_nonce(),
+    }
+    fields.update(changes)
+    return RequestEnvelope(**fields)
+
+
+async def _raw(
+    fed: Federation,
+    token: str,
+    *,
+    body: bytes = b"",
+    tls_node: str = "lmc",
+    path: str = "/x",
+    method: str = "GET",
+) -> aiohttp.ClientResponse:
+    nadra = fed.nodes["nadra"]
+    tls = fed.nodes[tls_node].tls
+    ctx = client_context(tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode())
+    url = URL(nadra.remote_url + service_path(ECHO) + path, encoded=True)
+    resp = await fed.http.request(
+        method, url, headers={env_.ENVELOPE_HEADER: token}, data=body or None, ssl=ctx
+    )
+    await resp.read()
+    return resp
+
+
+async def test_a_well_formed_raw_request_is_accepted(fed: Federation) -> None:
+    token = env_.seal(_envelope(fed), fed.member_keys[LMC])
+    assert (await _raw(fed, token)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind", "message"),
+    [
+        (
+            {"sender": "PK/PROV/PLRA/gw1"},
+            "Server.ServerProxy.SslAuthenticationFailed",
+            "TLS peer is PK/LG/LMC/gw1",
+        ),
+        (
+            # Signed with PLRA's own key, but sent through LMC's gateway.
+            {"client": PLRA_LAND, "_key": PLRA},
+            "Server.ServerProxy.SslAuthenticationFailed",
+            "not a client of the sending",
+        ),
+        ({"recipient": "PK/PROV/PLRA/gw1"}, "Server.ServerProxy.AccessDenied", "addressed to"),
+        (
+            {"time": utcnow() - dt.timedelta(minutes=10)},
+            "Server.ServerProxy.StaleMessage",
+            "freshness",
+        ),
+        (
+            {"time": utcnow() + dt.timedelta(minutes=10)},
+            "Server.ServerProxy.StaleMessage",
+            "freshness",
+        ),
+        ({"path": "/y"}, "Server.ServerProxy.InvalidSignature", "request line"),
+        (
+            {"body_sha256": env_.body_digest(b"other")},
+            "Server.ServerProxy.InvalidSignature",
+            "body",
+        ),
+        ({"headers": {"x-road-userid": "PK1"}}, "Server.ServerProxy.InvalidSignature", "headers"),
+    ],
+)
+async def test_envelopes_that_do_not_hold_are_refused(
+    fed: Federation, changes: dict[str, Any], kind: str, message: str
+) -> None:
+    changes = dict(changes)  # parametrized values are shared between the backends' runs
+    key = fed.member_keys[changes.pop("_key", LMC)]
+    token = env_.seal(_envelope(fed, **changes), key)
+    resp = await _raw(fed, token)
+    _status, got, text = await _error(resp)
+    assert got == kind
+    assert message in text
+    assert fed.backend.seen == []
+
+
+async def test_forged_and_tampered_signatures_are_refused(fed: Federation) -> None:
+    forged = env_.seal(_envelope(fed), PrivateKey.generate())
+    assert "not a registered key" in (await _error(await _raw(fed, forged)))[2]
+    good = env_.seal(_envelope(fed), fed.member_keys[LMC])
+    head, payload, sig = good.split(".")
+    flipped = sig[:-2] + ("AA" if sig[-2:] != "AA" else "BA")
+    assert (await _error(await _raw(fed, f"{head}.{payload}.{flipped}")))[
+        1
+    ] == "Server.ServerProxy.InvalidSignature"
+    assert (await _error(await _raw(fed, "")))[2].startswith("the request carries no")
+    assert fed.backend.seen == []
+
+
+async def test_a_replayed_request_is_refused_even_after_a_restart(fed: Federation) -> None:
+    token = env_.seal(_envelope(fed), fed.member_keys[LMC])
+    assert (await _raw(fed, token)).status == 200
+    again = await _error(await _raw(fed, token))
+    assert again[1] == "Server.ServerProxy.ReplayedMessage"
+    nadra = fed.nodes["nadra"].gateway
+    await nadra.replay.close()
+    nadra.replay = ReplayGuard(nadra.replay.sessions, window=nadra.replay.window)
+    assert (await _error(await _raw(fed, token)))[1] == "Server.ServerProxy.ReplayedMessage"
+    assert len(fed.backend.seen) == 1
+
+
+async def test_an_unregistered_certificate_fails_the_handshake(
+    fed: Federation, tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = make_certificate(
+        "rogue", key, issuer=fed.ca
+    )  # same CA as everyone: the CA is not trusted
+    (tmp_path / "rogue.crt").write_bytes(cert.public_bytes(Encoding.PEM))
+    (tmp_path / "rogue.key").write_bytes(
+        key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
+    nadra = fed.nodes["nadra"]
+    ctx = client_context(
+        str(tmp_path / "rogue.crt"),
+        str(tmp_path / "rogue.key"),
+        nadra.cert.public_bytes(Encoding.PEM).decode(),
+    )
+    token = env_.seal(_envelope(fed), fed.member_keys[LMC])
+    with pytest.raises(aiohttp.ClientError):
+        await fed.http.get(
+            nadra.remote_url + service_path(ECHO) + "/x",
+            headers={env_.ENVELOPE_HEADER: token},
+            ssl=ctx,
+        )
+    # And a consumer that expects another certificate never sends its request.
+    wrong = client_context(
+        fed.nodes["lmc"].tls.cert,
+        fed.nodes["lmc"].tls.key,
+        cert.public_bytes(Encoding.PEM).decode(),
+    )
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await fed.http.get(nadra.remote_url + service_path(ECHO) + "/x", ssl=wrong)
+    assert fed.backend.seen == []
+
+
+# --- limits and backend failures -----------------------------------------------------------
+
+
+@pytest.fixture
+async def tight(
+    db_url: str,
+    tmp_path: Path,
+    serve: Any,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
+) -> Any:
+    per_gateway = (
+        sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
+        if db_url.startswith("sqlite")
+        else None
+    )
+    federation = await build(
+        db_url,
+        tmp_path,
+        serve,
+        http,
+        gateway_db=per_gateway,
+        limits=Limits(max_body=64 * 1024, backend_timeout=0.3),
+    )
+    yield federation
+    await close(federation)
+
+
+async def test_body_limit_and_backend_timeouts(tight: Federation) -> None:
+    resp = await tight.call("lmc", "POST", ECHO_PATH, data=b"x" * (64 * 1024 + 1))
+    assert (resp.status, resp.headers["X-Road-Error"]) == (400, "Client.PayloadTooLarge")
+    assert tight.backend.seen == []
+    assert (await tight.call("lmc", "POST", ECHO_PATH, data=b"x" * 1000)).status == 200
+    tight.backend.delay = 1.0
+    resp = await tight.call("lmc", "GET", ECHO_PATH + "/slow")
+    _status, kind, message = await _error(resp)
+    assert kind == "Server.ServerProxy.NetworkError"
+    assert "did not answer within 0.3 s" in message
+
+
+# --- schemas ---------------------------------------------------------------------------------
+
+RECORDS_PATH = "/r1/PK/FED/NADRA/civil-registry/records"
+
+
+async def test_bodies_are_checked_against_their_registered_schemas(fed: Federation) -> None:
+    good = await fed.call("lmc", "GET", RECORDS_PATH + "/persons/35202-7654321-1")
+    assert good.status == 200
+    assert (await good.json())["cnic"] == "35202-7654321-1"
+    bad_request = await fed.call(
+        "lmc",
+        "POST",
+        RECORDS_PATH + "/persons/x",
+        data=b'{"cnic": "3520212345671"}',
+        headers={"Content-Type": "application/json"},
+    )
+    status, kind, message = await _error(bad_request)
+    assert (status, kind) == (400, "Client.SchemaViolation")
+    assert "pk.nadra.person" in message
+    assert len(fed.backend.seen) == 1  # the refused request never reached the backend
+    not_json = await fed.call("lmc", "POST", RECORDS_PATH + "/x", data=b"<xml/>")
+    assert (await _error(not_json))[1] == "Client.BadRequest"
+    broken = await fed.call("lmc", "GET", RECORDS_PATH + "/persons/broken")
+    status, kind, message = await _error(broken)
+    assert kind == "Server.ServerProxy.ServiceFailed"
+    assert "violates pk.nadra.person" in message
+    assert b"unknown-value" not in await broken.read()
+    ok_post = await fed.call(
+        "lmc",
+        "POST",
+        RECORDS_PATH + "/persons/35202-1234567-1",
+        data=json.dumps(PERSON_EXAMPLE).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert ok_post.status == 200

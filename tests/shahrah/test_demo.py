@@ -1,0 +1,64 @@
+"""The README's main job: the embedded federation, and its scenario, on real sockets."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import stat
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from shahrah.cli import main
+from shahrah.demo import running
+from shahrah.federation import FEDERATION_FILE, MEMBERS
+from shahrah.scenario import run_scenario
+
+
+def _free_base() -> int:
+    """A base port whose next 40 ports are free now (the federation uses P..P+31)."""
+    for _ in range(50):
+        base = random.randrange(20000, 60000, 100)
+        sockets = []
+        try:
+            for port in range(base, base + 40):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    async with running(data, _free_base(), people=20) as live:
+        steps = await run_scenario(live)
+        assert [s.name for s in steps if not s.ok] == [], [s.detail for s in steps if not s.ok]
+        assert len(steps) == 7
+    federation = json.loads((data / FEDERATION_FILE).read_text())
+    assert stat.S_IMODE((data / FEDERATION_FILE).stat().st_mode) == 0o600
+    assert set(federation["gateways"]) == {m.name for m in MEMBERS}
+    assert federation["consents"]["active"].startswith("cns-")
+    assert len(federation["citizens"]) == 3
+    assert federation["operator_token"].startswith("shr_op_")
+
+    moved = _free_base()
+    async with running(data, moved, people=20) as live:
+        assert live.federation["gateways"]["lmc"]["local"] == f"http://127.0.0.1:{moved + 30}"
+        steps = await run_scenario(live)
+        assert all(s.ok for s in steps), [s.detail for s in steps if not s.ok]
+
+
+def test_a_half_made_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "stray.txt").write_text("x")
+    result = CliRunner().invoke(
+        main, ["demo", "--data-dir", str(tmp_path), "--base-port", "30000", "--scenario"]
+    )
+    assert result.exit_code != 0
+    assert "stopped half-way" in result.stderr

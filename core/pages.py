@@ -305,6 +305,7 @@ class Console:
         home: str = "/",
         session_idle: dt.timedelta = SESSION_IDLE,
         secure_cookies: bool = True,
+        on_sign_out: Callable[[PageContext], Awaitable[None]] | None = None,
     ) -> None:
         if not prefix.startswith("/") or prefix.endswith("/"):
             raise ValueError("a console prefix starts with '/' and does not end with one")
@@ -317,6 +318,9 @@ class Console:
         self.login = login
         self.home = home
         self.secure_cookies = secure_cookies
+        # Runs before a session ends, for consoles whose session holds a credential of their
+        # own service (the citizen portal's account session) that must end with it.
+        self.on_sign_out = on_sign_out
         self.cookie = f"shahrah-{name}"
         self.sessions = SessionStore(idle=session_idle)
         self.limiter = LoginLimiter()
@@ -519,6 +523,8 @@ class Console:
     # -- built-in routes -------------------------------------------------------------------
 
     async def _logout(self, request: web.Request, ctx: PageContext) -> web.StreamResponse:
+        if self.on_sign_out is not None and ctx.principal is not None:
+            await self.on_sign_out(ctx)
         self.sign_out(ctx)
         ctx.flash("core.signed_out")
         return ctx.redirect(self.login)

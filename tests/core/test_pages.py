@@ -97,6 +97,7 @@ async def test_signing_out_ends_the_session(site: tuple[PageClient, list[str]]) 
     held = client.cookies["shahrah-kit"]
     page = await client.submit("/kit/logout", form_page="/kit/")
     assert "You have signed out." in page.visible
+    assert site[1] == ["goodbye visitor"]  # the console's own sign-out ran first
     stale = PageClient(client.http, client.base)
     stale.cookies["shahrah-kit"] = held
     assert "/kit/login" in (await stale.get("/kit/")).url

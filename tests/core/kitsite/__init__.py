@@ -13,12 +13,17 @@ WORD = "open sesame"
 
 def build() -> tuple[web.Application, list[str]]:
     notes: list[str] = []
+
+    async def signed_out(ctx: PageContext) -> None:
+        notes.append(f"goodbye {ctx.principal}")
+
     console = Console(
         "kit",
         prefix="/kit",
         package="tests.core.kitsite",
         title="kit.title",
         nav=[("/", "kit.notes")],
+        on_sign_out=signed_out,
     )
 
     @console.page("/login", methods=("GET", "POST"), auth=False)

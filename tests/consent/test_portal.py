@@ -98,7 +98,9 @@ async def test_my_consents_say_who_what_why_and_until_when(harness: Harness) -> 
     client = await signed_in(harness)
     page = await client.get("/portal/consents")
     text = page.visible
-    waiting, _, decided = text.partition("Requests waiting for a decision")[2].partition("Consents")
+    waiting, _, decided = text.partition("Requests waiting for a decision")[2].partition(
+        "Active and past consents"
+    )
     assert "Waiting for you" in waiting
     assert "Active" not in waiting
     assert "Active" in decided

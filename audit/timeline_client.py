@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from audit.errors import TimelineUnavailableError
 from audit.timeline import Timeline, TimelineQuery
-from audit.witness_client import WITNESS_SERVICE
+from audit.witness_client import WITNESS_SERVICE, post_bounded
 from core.errors import OutdatedGlobalConfError
 from core.ids import Cnic
 from core.keys import PrivateKey
@@ -75,15 +75,9 @@ class TimelineClient:
             ),
         }
         try:
-            async with self.http.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                allow_redirects=False,
-            ) as resp:
-                answer = await resp.content.read(_MAX_ANSWER)
-                status = resp.status
+            status, answer = await post_bounded(
+                self.http, url, body, headers, seconds=self.timeout, limit=_MAX_ANSWER
+            )
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("the audit server at %s cannot be reached: %r", url, e)
             raise TimelineUnavailableError("the audit server cannot be reached") from e

@@ -11,6 +11,7 @@ import pytest
 from consent.receipt import verify_receipt
 from core.db import transaction
 from core.keys import KeySet
+from core.pages import Catalog
 from registry import publisher
 from registry import service as ops
 from registry.payloads import PurposeCreate, ServiceUpdate
@@ -290,3 +291,10 @@ async def test_without_the_audit_server_the_timeline_says_so_plainly(harness: Ha
     assert "cannot be reached right now" in page.visible
     assert "Traceback" not in page.text
     assert "consents" in page.text  # the rest of the portal is still a click away
+
+
+def test_every_portal_text_has_an_urdu_translation() -> None:
+    catalog = Catalog.load(["core", "consent"])
+    portal = {k for k in catalog.keys("en") if k.startswith("portal.")}
+    assert portal
+    assert portal == {k for k in catalog.keys("ur") if k.startswith("portal.")}

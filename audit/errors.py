@@ -6,6 +6,7 @@ from core.errors import ShahrahError
 
 __all__ = [
     "AuditUnavailableError",
+    "TimelineUnavailableError",
     "WitnessConflictError",
     "WitnessError",
     "WitnessRefusedError",
@@ -19,6 +20,14 @@ class AuditUnavailableError(ShahrahError):
 
     status = 503
     xroad_type = "Server.AuditLogUnavailable"
+
+
+class TimelineUnavailableError(ShahrahError):
+    """A citizen's timeline cannot be read now: the audit server is unreachable, answered
+    unexpectedly, or holds no pseudonym key."""
+
+    status = 503
+    xroad_type = "Server.TimelineUnavailable"
 
 
 class WitnessError(ShahrahError):

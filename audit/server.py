@@ -5,6 +5,8 @@ Routes:
 * ``POST /witness/v1/add-checkpoint``: logs submit checkpoints (audit.witness);
 * ``POST /api/v1/search``: regulators search every mirrored entry (audit.mirror);
 * ``GET /api/v1/alarms``: the evidence of every refused, contradicting checkpoint;
+* ``POST /api/v1/timeline``: one citizen's exchanges, for the consent service's citizen
+  portal only (audit.timeline);
 * ``/mirror/...``: the RFC 6962 read API over the mirrored logs (audit.api);
 * ``GET /metrics`` (Prometheus) and ``GET /healthz``.
 
@@ -27,8 +29,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from audit import mirror, store
+from audit import mirror, store, timeline
 from audit.api import register_read_api
+from audit.errors import TimelineUnavailableError
 from audit.models import AuditAlarm
 from audit.note import witness_name
 from audit.regulators import SECURITY_SCHEME, RegulatorAuthenticator
@@ -42,6 +45,8 @@ from core.pseudonym import Pseudonymizer
 from core.web import Api, error_middleware, security_headers_middleware
 from registry.globalconf_client import GlobalConfClient
 from registry.memberauth import MemberRequestVerifier
+from registry.serviceauth import SCHEME as SERVICE_SCHEME
+from registry.serviceauth import ServiceRequestVerifier
 
 __all__ = ["AuditServerConfig", "build_app", "server_api"]
 
@@ -75,6 +80,7 @@ class _State:
     witness: Witness
     members: MemberRequestVerifier
     regulator: RegulatorAuthenticator
+    portal: ServiceRequestVerifier
     pseudonyms: Pseudonymizer | None
     conf: GlobalConfClient
     metrics: CollectorRegistry
@@ -83,12 +89,24 @@ class _State:
 
 STATE = web.AppKey("audit_server_state", _State)
 REG = "regulator"
+PORTAL = "consent-service"
+#: The one central service that may read citizens' timelines (for its citizen portal).
+TIMELINE_CALLERS = frozenset({"consent"})
 
 server_api = Api(
     title="Shahrah audit server",
     version="1",
     description="Witness, mirror and search of the federation's audit logs (run by the regulator).",
-    security_schemes={REG: SECURITY_SCHEME},
+    security_schemes={
+        REG: SECURITY_SCHEME,
+        PORTAL: {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": f"'{SERVICE_SCHEME} <JWS>': a request signed by the consent service "
+            "with its key from the global configuration (registry.serviceauth)",
+        },
+    },
 )
 
 
@@ -131,6 +149,32 @@ async def search(
     state = request.app[STATE]
     async with transaction(state.sessions, write=False) as s:
         return await mirror.search(s, body, state.pseudonyms)
+
+
+async def _consent_service(request: web.Request) -> str:
+    return await request.config_dict[STATE].portal.authenticate(request)
+
+
+@server_api.route(
+    "POST",
+    "/api/v1/timeline",
+    summary="One citizen's exchanges, newest first, for the citizen portal",
+    body=timeline.TimelineQuery,
+    response=timeline.Timeline,
+    auth=PORTAL,
+    errors=(503,),
+    tags=("search",),
+)
+async def citizen_timeline(
+    request: web.Request, principal: str, body: timeline.TimelineQuery
+) -> timeline.Timeline:
+    """Only the consent service may ask, for a citizen signed in to its portal; a POST, so
+    the CNIC never appears in a URL or an access log."""
+    state = request.app[STATE]
+    if state.pseudonyms is None:
+        raise TimelineUnavailableError("this audit server holds no pseudonym key")
+    async with transaction(state.sessions, write=False) as s:
+        return await timeline.timeline(s, body, state.pseudonyms)
 
 
 @server_api.route(
@@ -209,6 +253,7 @@ def build_app(config: AuditServerConfig, conf: GlobalConfClient) -> web.Applicat
         ),
         members=members,
         regulator=RegulatorAuthenticator(WITNESS_SERVICE, conf.current, verifier=members),
+        portal=ServiceRequestVerifier(WITNESS_SERVICE, conf.current, TIMELINE_CALLERS),
         pseudonyms=config.pseudonyms,
         conf=conf,
         metrics=registry,
@@ -219,7 +264,7 @@ def build_app(config: AuditServerConfig, conf: GlobalConfClient) -> web.Applicat
             registry=registry,
         ),
     )
-    server_api.register(app, {REG: _regulator})
+    server_api.register(app, {REG: _regulator, PORTAL: _consent_service})
     register_read_api(app, factory, _regulator, prefix="/mirror", kind=store.MIRROR)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -43,7 +43,7 @@ from core.keys import PrivateKey
 from registry.globalconf import GlobalConfView
 from registry.memberauth import sign_request
 
-__all__ = ["ADD_CHECKPOINT", "WITNESS_SERVICE", "Cosigned", "WitnessClient"]
+__all__ = ["ADD_CHECKPOINT", "WITNESS_SERVICE", "Cosigned", "WitnessClient", "post_bounded"]
 
 WITNESS_SERVICE = "audit-witness"
 ADD_CHECKPOINT = "/witness/v1/add-checkpoint"
@@ -119,15 +119,9 @@ class WitnessClient:
                 body=body,
             )
         try:
-            async with self.http.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                allow_redirects=False,
-            ) as resp:
-                answer = await resp.content.read(_MAX_ANSWER)
-                status = resp.status
+            status, answer = await post_bounded(
+                self.http, url, body, headers, seconds=self.timeout, limit=_MAX_ANSWER
+            )
         except (aiohttp.ClientError, TimeoutError) as e:
             raise WitnessUnavailableError(f"cannot reach the audit witness at {url}: {e!r}") from e
         document = _json(answer)
@@ -163,6 +157,29 @@ class WitnessClient:
             signature = next(s for s in note.signatures if s.name == name and s.key_id == key_id)
             return Cosigned(signature, timestamp)
         raise WitnessUnavailableError("the witness's cosignature does not verify with its key")
+
+
+async def post_bounded(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    seconds: float,
+    limit: int,
+) -> tuple[int, bytes]:
+    """POST to a central service; its status and at most ``limit`` bytes of its answer.
+
+    Redirects are not followed (a signed request is bound to its path); connection
+    failures and timeouts propagate as aiohttp.ClientError and TimeoutError."""
+    async with http.post(
+        url,
+        data=body,
+        headers=headers,
+        timeout=aiohttp.ClientTimeout(total=seconds),
+        allow_redirects=False,
+    ) as resp:
+        return resp.status, await resp.content.read(limit)
 
 
 def _json(data: bytes) -> dict[str, Any]:

@@ -15,14 +15,14 @@ from consent.artefact import ConsentPage, ConsentView, Relation, StatusName
 from consent.citizens import GuardianshipCreate, GuardianshipView
 from consent.lifecycle import Action, Status
 from consent.receipt import receipt_document, sign_receipt
-from consent.state import STATE, api
+from consent.state import STATE, ConsentState, api
 from core.db import transaction, utcnow
 from core.errors import NotFoundError, OutdatedGlobalConfError
 from core.fields import AwareDatetime, CnicField
 from core.ids import Cnic, MemberId
 from core.web import bearer_token
 
-__all__ = ["api"]
+__all__ = ["api", "signed_receipt"]
 
 CITIZEN_ACTIONS = "approve|reject|pause|resume|revoke"
 
@@ -214,8 +214,16 @@ async def history(request: web.Request, principal: Cnic) -> list[HistoryItem]:
 )
 async def receipt(request: web.Request, principal: Cnic) -> web.Response:
     """Verify it with the consent service's JWK Set from the global configuration."""
-    state = request.app[STATE]
     cid = request.match_info["consent_id"]
+    return web.Response(
+        text=await signed_receipt(request.app[STATE], principal, cid),
+        content_type="application/jose",
+        headers={"Content-Disposition": f'attachment; filename="{cid}.receipt.jws"'},
+    )
+
+
+async def signed_receipt(state: ConsentState, principal: Cnic, cid: str) -> str:
+    """A freshly signed receipt of a consent visible to ``principal`` (else NotFoundError)."""
     consent = await state.service.citizen_get(principal, cid)
     events = await state.service.citizen_history(principal, cid)
     try:
@@ -236,11 +244,7 @@ async def receipt(request: web.Request, principal: Cnic) -> web.Response:
         purpose_name=purpose.name if purpose else None,
         now=utcnow(),
     )
-    return web.Response(
-        text=sign_receipt(document, state.key),
-        content_type="application/jose",
-        headers={"Content-Disposition": f'attachment; filename="{cid}.receipt.jws"'},
-    )
+    return sign_receipt(document, state.key)
 
 
 # --- operator ----------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Running the consent service: the aiohttp application and its background tasks.
 
+It also serves the citizen portal's pages under ``/portal/`` (consent.portal).
+
 Background tasks: the global configuration client's refresh loop (the
 service learns members, their keys, services, purposes and schemas from
 it, and refuses member requests once what it holds has expired), the
@@ -21,6 +23,7 @@ from argon2 import PasswordHasher
 
 from audit.api import register_read_api
 from audit.regulators import RegulatorAuthenticator
+from audit.timeline_client import TimelineClient
 from audit.witness_client import WitnessClient
 from audit.writer import AuditWriter
 from consent import api as _member_api  # noqa: F401  (declares the member routes)
@@ -28,6 +31,7 @@ from consent import citizen_api as _citizen_api  # noqa: F401  (declares the cit
 from consent.citizens import SESSION_TTL, Accounts
 from consent.feed import FeedHub
 from consent.history import LOG_ID, MerkleConsentLog
+from consent.portal import TIMELINE, build_console
 from consent.schemafields import FieldChecker
 from consent.service import ConsentService
 from consent.state import AUDIENCE, AUTHENTICATORS, STATE, ConsentState, Metrics, api
@@ -71,6 +75,7 @@ def build_app(config: ConsentConfig) -> web.Application:
         middlewares=[security_headers_middleware, error_middleware()],
     )
     api.register(app, AUTHENTICATORS)
+    build_console().mount(app)
     # The engine connects lazily; it exists now so the log's read API can be mounted.
     engine = create_engine(config.db_url)
     factory = sessions(engine)
@@ -122,6 +127,8 @@ def build_app(config: ConsentConfig) -> web.Application:
             )
             await writer.start()
             app[LOG_WRITER] = writer
+            # The portal reads citizens' timelines from the audit server, signed as this service.
+            app[TIMELINE] = TimelineClient(config.globalconf.current, http, config.signing_key)
             tasks = [
                 asyncio.create_task(hub.run()),
                 asyncio.create_task(_every(config.sweep_interval, "expiry sweep", service.sweep)),

@@ -10,6 +10,9 @@ store is needed and a revoked key stops working from the next configuration.
 Header form::
 
     Authorization: Shahrah-Member <compact JWS, typ shahrah-member-request+jws>
+
+The binding claims and their checks (:class:`RequestChecks`) are shared with
+:mod:`registry.serviceauth`, the same scheme for central services.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +40,11 @@ __all__ = [
     "MEMBER_REQUEST_TYP",
     "SCHEME",
     "MemberRequestVerifier",
+    "RequestBinding",
+    "RequestChecks",
+    "binding_claims",
+    "peek_claims",
+    "refusal_reason",
     "sign_request",
 ]
 
@@ -45,10 +54,11 @@ MAX_AGE = dt.timedelta(seconds=60)  # how long an assertion is accepted after it
 CLOCK_SKEW = dt.timedelta(seconds=30)
 
 
-class _Claims(BaseModel):
+class RequestBinding(BaseModel):
+    """What ties a signed assertion to one request; each scheme adds who signed it."""
+
     model_config = ConfigDict(extra="forbid")
 
-    client: ClientIdField
     aud: str = Field(max_length=255)
     method: str = Field(max_length=16)
     path: str = Field(max_length=8192)
@@ -57,8 +67,32 @@ class _Claims(BaseModel):
     nonce: str = Field(min_length=16, max_length=64)
 
 
+class _Claims(RequestBinding):
+    client: ClientIdField
+
+
+_B = TypeVar("_B", bound=RequestBinding)
+
+
 def _body_digest(body: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+
+
+def binding_claims(
+    *, audience: str, method: str, path: str, body: bytes, now: dt.datetime | None
+) -> dict[str, str]:
+    """The claims binding an assertion to one request (a fresh nonce each time)."""
+    return {
+        "aud": audience,
+        "method": method.upper(),
+        "path": path,
+        "body_sha256": _body_digest(body),
+        "iat": (now or dt.datetime.now(dt.UTC))
+        .astimezone(dt.UTC)
+        .isoformat()
+        .replace("+00:00", "Z"),
+        "nonce": secrets.token_urlsafe(16),
+    }
 
 
 def sign_request(
@@ -74,17 +108,52 @@ def sign_request(
     """The ``Authorization`` header value for one request by ``client`` (a member or subsystem)."""
     claims = {
         "client": str(client),
-        "aud": audience,
-        "method": method.upper(),
-        "path": path,
-        "body_sha256": _body_digest(body),
-        "iat": (now or dt.datetime.now(dt.UTC))
-        .astimezone(dt.UTC)
-        .isoformat()
-        .replace("+00:00", "Z"),
-        "nonce": secrets.token_urlsafe(16),
+        **binding_claims(audience=audience, method=method, path=path, body=body, now=now),
     }
     return f"{SCHEME} {jws.sign_json(claims, key, typ=MEMBER_REQUEST_TYP)}"
+
+
+class RequestChecks:
+    """The checks every signed-request scheme shares once the signature verified: audience,
+    request, body, age, and no replay (nonces are remembered for the acceptance window, in
+    bounded memory)."""
+
+    def __init__(
+        self,
+        audience: str,
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        max_nonces: int = 100_000,
+    ) -> None:
+        self.audience = audience
+        self.clock = clock
+        self._seen: OrderedDict[str, dt.datetime] = OrderedDict()
+        self._max = max_nonces
+
+    def check(
+        self, claims: RequestBinding, *, method: str, path: str, body: bytes, what: str
+    ) -> None:
+        """Raise UnauthorizedError naming ``what`` (e.g. "member assertion") and the reason."""
+        now = self.clock()
+        if claims.aud != self.audience:
+            raise UnauthorizedError(f"{what} is for {claims.aud!r}, not {self.audience!r}")
+        if claims.method != method.upper() or claims.path != path:
+            raise UnauthorizedError(f"{what} was made for another request")
+        if claims.body_sha256 != _body_digest(body):
+            raise UnauthorizedError(f"{what} does not match the request body")
+        if not (now - MAX_AGE <= claims.iat <= now + CLOCK_SKEW):
+            raise UnauthorizedError(f"{what} is stale or from the future")
+        self._remember(claims.nonce, claims.iat, now, what)
+
+    def _remember(self, nonce: str, iat: dt.datetime, now: dt.datetime, what: str) -> None:
+        while self._seen:
+            oldest, when = next(iter(self._seen.items()))
+            if when >= now - MAX_AGE - CLOCK_SKEW and len(self._seen) < self._max:
+                break
+            self._seen.pop(oldest)
+        if nonce in self._seen:
+            raise UnauthorizedError(f"{what} was already used (replay)")
+        self._seen[nonce] = iat
 
 
 class MemberRequestVerifier:
@@ -104,9 +173,7 @@ class MemberRequestVerifier:
     ) -> None:
         self.audience = audience
         self.view = view
-        self.clock = clock
-        self._seen: OrderedDict[str, dt.datetime] = OrderedDict()
-        self._max = max_nonces
+        self.checks = RequestChecks(audience, clock=clock, max_nonces=max_nonces)
 
     def verify(self, header: str, *, method: str, path: str, body: bytes) -> ClientId:
         """The authenticated client, or UnauthorizedError with the reason."""
@@ -114,10 +181,9 @@ class MemberRequestVerifier:
         if scheme != SCHEME or not token:
             raise UnauthorizedError(f"expected 'Authorization: {SCHEME} <signed assertion>'")
         view = self.view()
-        now = self.clock()
         try:
             # Resolve the key through the claimed client's member, at the assertion's time.
-            unverified = _peek_claims(token)
+            unverified = peek_claims(token, _Claims)
             claims_client = unverified.client
             verified = jws.verify(
                 token,
@@ -126,33 +192,13 @@ class MemberRequestVerifier:
             )
             claims = _Claims.model_validate_json(verified.payload)
         except (InvalidSignatureError, ValidationError) as e:
-            raise UnauthorizedError(f"member assertion refused: {_reason(e)}") from e
-        if claims.aud != self.audience:
-            raise UnauthorizedError(
-                f"member assertion is for {claims.aud!r}, not {self.audience!r}"
-            )
-        if claims.method != method.upper() or claims.path != path:
-            raise UnauthorizedError("member assertion was made for another request")
-        if claims.body_sha256 != _body_digest(body):
-            raise UnauthorizedError("member assertion does not match the request body")
-        if not (now - MAX_AGE <= claims.iat <= now + CLOCK_SKEW):
-            raise UnauthorizedError("member assertion is stale or from the future")
-        self._remember(claims.nonce, claims.iat, now)
+            raise UnauthorizedError(f"member assertion refused: {refusal_reason(e)}") from e
+        self.checks.check(claims, method=method, path=path, body=body, what="member assertion")
         try:
             view.require_active_client(claims.client)
         except AccessDeniedError as e:
             raise UnauthorizedError(f"member assertion refused: {e.message}") from e
         return claims.client
-
-    def _remember(self, nonce: str, iat: dt.datetime, now: dt.datetime) -> None:
-        while self._seen:
-            oldest, when = next(iter(self._seen.items()))
-            if when >= now - MAX_AGE - CLOCK_SKEW and len(self._seen) < self._max:
-                break
-            self._seen.pop(oldest)
-        if nonce in self._seen:
-            raise UnauthorizedError("member assertion was already used (replay)")
-        self._seen[nonce] = iat
 
     async def authenticate(self, request: web.Request) -> ClientId:
         """A ``core.web.Api`` authenticator: the request's verified client."""
@@ -163,18 +209,18 @@ class MemberRequestVerifier:
         return self.verify(header, method=request.method, path=request.path_qs, body=body)
 
 
-def _peek_claims(token: str) -> _Claims:
-    """Read the claims before verification only to learn which member's keys to try."""
+def peek_claims(token: str, model: type[_B]) -> _B:
+    """Read the claims before verification, only to learn whose keys to try."""
     parts = token.split(".")
     if len(parts) != 3:
         raise InvalidSignatureError("not a compact JWS")
     try:
-        return _Claims.model_validate_json(b64url_decode(parts[1]))
+        return model.model_validate_json(b64url_decode(parts[1]))
     except (ValidationError, BadRequestError) as e:
         raise InvalidSignatureError("assertion payload is malformed") from e
 
 
-def _reason(e: Exception) -> str:
+def refusal_reason(e: InvalidSignatureError | ValidationError) -> str:
     if isinstance(e, InvalidSignatureError):
         return e.message
     return "malformed claims"

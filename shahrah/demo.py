@@ -191,12 +191,16 @@ async def running(data_dir: Path, base_port: int, *, people: int = 200) -> Async
 
 
 async def _seed_consents(live: Live) -> None:
-    """A standing consent for the first citizen, and a pending request for the second, made the
-    way members and citizens make them (over the consent service's APIs)."""
+    """A standing consent for the first citizen, a pending request for the second, and one for
+    the first citizen's child (their ward), made the way members and citizens make them (over
+    the consent service's APIs)."""
     first = await request_consent(live, Cnic(live.citizen(0)["cnic"]))
     await citizen_action(live, 0, first, "approve")
     pending = await request_consent(live, Cnic(live.citizen(1)["cnic"]))
-    live.federation["consents"] = {"active": first, "pending": pending}
+    consents = {"active": first, "pending": pending}
+    for ward in live.federation.get("wards", []):
+        consents["ward_pending"] = await request_consent(live, Cnic(ward["cnic"]))
+    live.federation["consents"] = consents
 
 
 async def request_consent(live: Live, subject: Cnic, *, days: int = 90) -> str:
@@ -252,16 +256,19 @@ async def citizen_action(live: Live, index: int, consent_id: str, action: str) -
 def describe(live: Live) -> str:
     """Where to look, for the person who started the demo."""
     f = live.federation
+    c = live.citizen(0)
     lines = [
         "Shahrah embedded federation is running (Ctrl-C stops it).",
         f"  registry        {f['registry']['url']}  (configuration {f['registry']['globalconf']})",
         f"  schema registry {f['registry']['schema_registry']}",
         f"  consent service {f['consent']['url']}  (citizen API {f['consent']['citizen_api']})",
+        f"  citizen portal  {f['consent']['portal']}",
+        f"    sign in as {c['name']}: CNIC {c['cnic']}  password {c['password']}"
+        + ("  (parent of a ward)" if f.get("wards") else ""),
         f"  audit witness   {f['audit']['url']}",
     ]
     for name, g in f["gateways"].items():
         lines.append(f"  gateway {name:<6} r1 {g['local']}   mTLS {g['remote']}   {g['id']}")
-    c = live.citizen(0)
     lines += [
         "Everything, with the operator token and the demo citizens' passwords:",
         f"  {live.data_dir / FEDERATION_FILE}",

@@ -22,8 +22,9 @@ from adapters.legacy import config_path
 from adapters.legacy.land_records import PATH as SOAP_PATH
 from audit.bootstrap import init_audit_server
 from consent import bootstrap as consent_bootstrap
-from consent.citizens import Accounts
-from core.db import create_engine, sessions, transaction
+from consent.artefact import Relation
+from consent.citizens import Accounts, GuardianshipCreate, add_guardianship
+from core.db import create_engine, sessions, transaction, utcnow
 from core.errors import ConflictError, ShahrahError
 from core.files import write_atomic
 from core.ids import Cnic, MemberId, ServiceId
@@ -287,12 +288,32 @@ async def create(data_dir: Path, ports: Ports, *, people: int = 200) -> dict[str
         }
         for p in legacy.people[:3]
     ]
+    # The first citizen is a parent who acts for a minor child (a ward with no account).
+    child = legacy.people[len(citizens)]
+    ward = {
+        "cnic": str(Cnic.parse(child.cnic)),
+        "name": f"{child.first} {child.family}",
+        "guardian": citizens[0]["cnic"],
+        "relation": Relation.PARENT.value,
+    }
     consent_db = consent_bootstrap.default_db_url(data_dir / "consent")
     engine = create_engine(consent_db)
     try:
-        accounts = Accounts(sessions(engine))
+        factory = sessions(engine)
+        accounts = Accounts(factory)
         for c in citizens:
             await accounts.add(Cnic(c["cnic"]), c["name"], c["password"])
+        async with transaction(factory) as s:
+            await add_guardianship(
+                s,
+                GuardianshipCreate(
+                    guardian=Cnic(ward["guardian"]),
+                    ward=Cnic(ward["cnic"]),
+                    relation=Relation.PARENT,
+                    reference="B-form (child registration certificate), demonstration",
+                ),
+                utcnow(),
+            )
     finally:
         await engine.dispose()
 
@@ -306,6 +327,7 @@ async def create(data_dir: Path, ports: Ports, *, people: int = 200) -> dict[str
             "group": REGULATORS,
         },
         "citizens": citizens,
+        "wards": [ward],
         "samples": {
             "parcel_id": legacy.parcel_ids[0],
             "property_id": legacy.property_ids[0],
@@ -432,6 +454,7 @@ def write_federation(data_dir: Path, federation: dict[str, Any], ports: Ports) -
     federation["consent"] = {
         "url": url(ports.consent),
         "citizen_api": f"{url(ports.consent)}/v1/citizen",
+        "portal": f"{url(ports.consent)}/portal/",
     }
     federation["audit"] = {"url": url(ports.audit)}
     federation["legacy"] = {"land_records_soap": f"{url(ports.soap)}{SOAP_PATH}"}

@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from shahrah.cli import main
-from shahrah.demo import running
+from shahrah.demo import describe, running
 from shahrah.federation import FEDERATION_FILE, MEMBERS
 from shahrah.scenario import run_scenario
 from tests.ports import free_base
@@ -21,12 +21,21 @@ async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) 
         steps = await run_scenario(live)
         assert [s.name for s in steps if not s.ok] == [], [s.detail for s in steps if not s.ok]
         assert len(steps) == 7
+        told = describe(live)
     federation = json.loads((data / FEDERATION_FILE).read_text())
     assert stat.S_IMODE((data / FEDERATION_FILE).stat().st_mode) == 0o600
     assert set(federation["gateways"]) == {m.name for m in MEMBERS}
     assert federation["consents"]["active"].startswith("cns-")
     assert len(federation["citizens"]) == 3
     assert federation["operator_token"].startswith("shr_op_")
+    # The first citizen acts for a child, who has a request waiting for the parent's decision.
+    (ward,) = federation["wards"]
+    assert (ward["guardian"], ward["relation"]) == (federation["citizens"][0]["cnic"], "parent")
+    assert ward["cnic"] not in {c["cnic"] for c in federation["citizens"]}
+    assert federation["consents"]["ward_pending"].startswith("cns-")
+    first = federation["citizens"][0]
+    assert f"citizen portal  {federation['consent']['url']}/portal/" in told
+    assert f"CNIC {first['cnic']}  password {first['password']}" in told
 
     moved = free_base()
     async with running(data, moved, people=20) as live:

@@ -1,0 +1,88 @@
+"""One citizen's timeline: every mirrored exchange about them, for the citizen portal.
+
+The consent service asks (signed as itself, registry.serviceauth) with the
+citizen's CNIC; the audit server turns it into the keyed pseudonym the
+entries carry and answers newest first. Both gateways of an exchange log it
+(the consumer's and the provider's); the two records of one exchange are
+shown as one item, the provider's account first, since only it knows which
+fields were released. The pair is merged when both records fall on the same
+page, which they do unless a page ends between them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit.events import AuditEvent
+from audit.mirror import SearchQuery, search
+from core.fields import AwareDatetime, ClientIdField, CnicField, ServiceIdField
+from core.pseudonym import Pseudonymizer
+
+__all__ = ["MAX_ITEMS", "Timeline", "TimelineItem", "TimelineQuery", "timeline"]
+
+MAX_ITEMS = 200
+
+
+class TimelineQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cnic: CnicField = Field(description="the citizen; pseudonymised here, never stored or logged")
+    limit: Annotated[int, Field(ge=1, le=MAX_ITEMS)] = 50
+    cursor: str | None = Field(None, max_length=200, description="next_cursor of the last page")
+
+
+class TimelineItem(BaseModel):
+    time: AwareDatetime
+    client: ClientIdField = Field(description="who asked: the consumer subsystem")
+    service: ServiceIdField
+    purpose: str | None
+    legal_basis: str | None
+    consent_id: str | None
+    outcome: Literal["delivered", "denied"]
+    error_type: str | None = Field(description="why it was denied (X-Road error type)")
+    fields_released: list[str]
+    witnessed: bool = Field(description="whether a witness-cosigned checkpoint includes it")
+
+
+class Timeline(BaseModel):
+    items: list[TimelineItem]
+    next_cursor: str | None
+
+
+async def timeline(s: AsyncSession, query: TimelineQuery, pseudonymize: Pseudonymizer) -> Timeline:
+    """One page of the citizen's exchanges, newest first."""
+    page = await search(
+        s,
+        SearchQuery(cnic=query.cnic, limit=query.limit, cursor=query.cursor),
+        pseudonymize,
+    )
+    merged: dict[tuple[str, str, str], list[tuple[AuditEvent, bool]]] = {}
+    for found in page.results:
+        event = AuditEvent.model_validate(found.event)
+        key = (event.message_id, str(event.client), str(event.service))
+        merged.setdefault(key, []).append((event, found.witnessed is not None))
+    return Timeline(
+        items=[_item(records) for records in merged.values()], next_cursor=page.next_cursor
+    )
+
+
+def _item(records: list[tuple[AuditEvent, bool]]) -> TimelineItem:
+    # Provider first: it decided on the consent and knows what it released.
+    records.sort(key=lambda r: r[0].role != "provider")
+    first = records[0][0]
+    denied = next((e for e, _ in records if e.outcome == "denied"), None)
+    return TimelineItem(
+        time=first.time,
+        client=first.client,
+        service=first.service,
+        purpose=next((e.purpose for e, _ in records if e.purpose), None),
+        legal_basis=next((e.legal_basis for e, _ in records if e.legal_basis), None),
+        consent_id=next((e.consent_id for e, _ in records if e.consent_id), None),
+        outcome="denied" if denied else "delivered",
+        error_type=denied.error_type if denied else None,
+        fields_released=[] if denied else first.fields_released,
+        witnessed=all(w for _, w in records),
+    )

@@ -132,7 +132,7 @@ class PageClient:
         headers = {} if origin is None else {"Origin": origin or self.base}
         return await self.request("POST", path, data=data, headers=headers, follow=follow)
 
-    async def submit(self, path: str, *, form_page: str | None = None, **fields: str) -> Fetched:
+    async def submit(self, path: str, /, *, form_page: str | None = None, **fields: str) -> Fetched:
         """Open the page holding the form (``form_page``, else ``path``) and submit it."""
         page = await self.get(form_page or path)
         return await self.post(path, {"csrf": page.csrf, **fields})

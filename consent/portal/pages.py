@@ -62,6 +62,7 @@ def build_console() -> Console:
         nav=[("/consents", "portal.nav.consents"), ("/timeline", "portal.nav.timeline")],
         stylesheets=["portal.css"],
         home="/consents",
+        on_sign_out=_end_account_session,
     )
     console.page("/login", methods=("GET", "POST"), auth=False)(_login)
     for path, methods, handler in _PAGES:
@@ -135,6 +136,13 @@ async def _login(request: web.Request, ctx: PageContext) -> web.StreamResponse:
         error=error,
         cnic=cnic_text,
     )
+
+
+async def _end_account_session(ctx: PageContext) -> None:
+    """Signing out of the portal ends the account session behind it, not only the cookie."""
+    token = ctx.session.data.get("token")
+    if token:
+        await ctx.request.app[STATE].accounts.sign_out(str(token))
 
 
 # --- whose data --------------------------------------------------------------------------------

@@ -151,13 +151,23 @@ def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": WIDTHS[1280]}, locale="en-GB")
     context.set_default_timeout(15_000)
     tab = context.new_page()
-    problems: list[str] = []
-    tab.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    documents: set[str] = set()
+    errors: list[tuple[str, str]] = []
+    tab.on(
+        "response",
+        lambda r: documents.add(r.url) if r.request.resource_type == "document" else None,
+    )
+    tab.on(
+        "console",
+        lambda m: errors.append((m.text, m.location.get("url", ""))) if m.type == "error" else None,
+    )
     try:
         yield tab
     finally:
         context.close()
-    # A CSP violation or a broken resource shows up as a console error.
+    # A CSP violation or a broken stylesheet shows up as a console error. A page answered
+    # with an error status (a refused form's 400) is reported too, and is not a fault.
+    problems = [text for text, url in errors if url not in documents]
     assert not problems, f"the browser reported errors: {problems}"
 
 

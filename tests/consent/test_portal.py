@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from consent import models as m
 from consent.receipt import verify_receipt
 from core.db import transaction
 from core.keys import KeySet
@@ -68,6 +70,23 @@ async def test_sign_in_remembers_the_page_and_sign_out_ends_it(harness: Harness)
         .redirects[0]
         .endswith("/portal/login?next=%2Fportal%2Fconsents")
     )
+
+
+async def open_account_sessions(harness: Harness) -> int:
+    async with transaction(harness.db, write=False) as s:
+        rows = await s.scalars(
+            select(m.CitizenSession).where(
+                m.CitizenSession.cnic == str(CITIZEN), m.CitizenSession.ended_at.is_(None)
+            )
+        )
+        return len(list(rows))
+
+
+async def test_signing_out_ends_the_account_session_behind_the_portal(harness: Harness) -> None:
+    client = await signed_in(harness)
+    before = await open_account_sessions(harness)
+    await client.submit("/portal/logout", form_page="/portal/consents")
+    assert await open_account_sessions(harness) == before - 1
 
 
 async def test_an_ended_account_session_sends_the_citizen_back_to_sign_in(

@@ -21,6 +21,7 @@ from core.errors import NotFoundError, OutdatedGlobalConfError
 from core.ids import ClientId, GatewayId, MemberId, ServiceId
 from core.web import Api, bearer_token, parse_model
 from registry import publisher, service, store, tokens
+from registry.fetch_reports import FetchReports
 from registry.globalconf import (
     CentralServiceInfo,
     GatewayInfo,
@@ -73,6 +74,7 @@ class RegistryState:
     instance: str
     wake_publisher: asyncio.Event
     admin_token: str | None
+    fetches: FetchReports
 
 
 STATE = web.AppKey("registry_state", RegistryState)
@@ -135,10 +137,13 @@ def _gateway(request: web.Request) -> GatewayId:
     tags=("globalconf",),
 )
 async def get_globalconf(request: web.Request) -> web.StreamResponse:
-    """Served as ``application/jose`` with a strong ETag; ``If-None-Match`` gets 304."""
-    latest = await publisher.latest(request.app[STATE].sessions)
+    """Served as ``application/jose`` with a strong ETag; ``If-None-Match`` gets 304.
+    A fetch signed with a member key is recorded (see :mod:`registry.fetch_reports`)."""
+    state = request.app[STATE]
+    latest = await publisher.latest(state.sessions)
     if latest is None:
         raise OutdatedGlobalConfError("no global configuration has been published yet")
+    await state.fetches.observe(request, latest)
     headers = {"ETag": latest.etag, "Cache-Control": "no-cache"}
     if request.headers.get("If-None-Match") == latest.etag:
         return web.Response(status=304, headers=headers)

@@ -13,10 +13,11 @@ from pathlib import Path
 from aiohttp import web
 
 from core.db import create_engine, sessions
-from core.keys import PrivateKey
+from core.keys import KeySet, PrivateKey
 from core.web import error_middleware, security_headers_middleware
 from registry import publisher
 from registry.api import STATE, RegistryState, api, operator
+from registry.fetch_reports import FetchReports
 from registry.schemareg.api import MOUNT, build_schema_app
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ def build_app(config: RegistryConfig) -> web.Application:
         engine = create_engine(config.db_url)
         factory = sessions(engine)
         wake = asyncio.Event()
-        app[STATE] = RegistryState(factory, config.instance, wake, config.admin_token)
+        fetches = FetchReports(factory, KeySet([config.operator_key.public()]))
+        app[STATE] = RegistryState(factory, config.instance, wake, config.admin_token, fetches)
         # Publish before serving, so the first gateway fetch finds a configuration.
         await publisher.publish(factory, config.operator_key)
         task = asyncio.create_task(

@@ -86,7 +86,6 @@ def register(console: Console) -> None:
             return await overview(request, ctx, form, errors_of(e, {}, blame="schema"))
         return ctx.render(
             "preview.html",
-            status=200 if verdict.compatible else 409,
             page_title=ctx.t("op.schemas.preview_title"),
             form=form,
             verdict=verdict,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -12,43 +13,32 @@ from core.pages import Console, PageContext
 from registry import service, store
 from registry.api import read
 from registry.console._forms import Outcome, perform
+from registry.console._listing import Listing, listing
 from registry.console.pages_members import member_options
 from registry.payloads import GatewayCreate, GatewayUpdate
 
 
-def register(console: Console) -> None:
-    async def gateways_page(
-        request: web.Request, ctx: PageContext, form: dict[str, str], outcome: Outcome[Any]
-    ) -> web.Response:
-        snap = await read(request, store.snapshot)
-        return ctx.render(
-            "gateways.html",
-            status=200 if outcome.ok else 400,
-            page_title=ctx.t("op.nav.gateways"),
-            gateways=snap.gateways,
-            member_options=member_options(ctx, snap.members),
-            form=form,
-            errors=outcome.errors,
-        )
+def _gateway_body(form: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "id": f"{form['member']}/{form['code']}",
+        "address": form["address"],
+        "tls_certificate": form["tls_certificate"],
+        # Subsystem codes of the member, separated by spaces or commas.
+        "clients": [f"{form['member']}/{c}" for c in form["clients"].replace(",", " ").split()],
+    }
 
-    @console.page("/gateways", methods=("GET", "POST"))
-    async def gateways(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        names = ("member", "code", "address", "tls_certificate", "clients")
-        form = {k: ctx.form.get(k, "").strip() for k in names}
-        if request.method == "GET":
-            return await gateways_page(request, ctx, form, Outcome())
-        body = {
-            "id": f"{form['member']}/{form['code']}",
-            "address": form["address"],
-            "tls_certificate": form["tls_certificate"],
-            # Subsystem codes of the member, one per line or separated by commas.
-            "clients": [f"{form['member']}/{c}" for c in form["clients"].replace(",", " ").split()],
-        }
-        done = await perform(
-            request,
-            GatewayCreate,
-            body,
-            service.add_gateway,
+
+def register(console: Console) -> None:
+    listing(
+        console,
+        Listing(
+            path="/gateways",
+            template="gateways.html",
+            title="op.nav.gateways",
+            names=("member", "code", "address", "tls_certificate", "clients"),
+            model=GatewayCreate,
+            action=service.add_gateway,
+            body=_gateway_body,
             fields={
                 "id": "code",
                 "address": "address",
@@ -56,11 +46,13 @@ def register(console: Console) -> None:
                 "clients": "clients",
             },
             blame="code",
-        )
-        if not done.ok:
-            return await gateways_page(request, ctx, form, done)
-        ctx.flash("op.gateways.added", id=body["id"])
-        return ctx.redirect("/gateways")
+            done=lambda ctx, form, made: ctx.flash("op.gateways.added", id=str(made.id)),
+            values=lambda ctx, snap: {
+                "gateways": snap.gateways,
+                "member_options": member_options(ctx, snap.members),
+            },
+        ),
+    )
 
     @console.page("/gateway", methods=("GET", "POST"))
     async def gateway(request: web.Request, ctx: PageContext) -> web.StreamResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,8 @@ from core.ids import MEMBER_CLASSES, ClientId, MemberId
 from core.pages import Console, PageContext
 from registry import service, store
 from registry.api import read
-from registry.console._forms import Outcome, attempt, choices, perform
+from registry.console._forms import attempt, choices
+from registry.console._listing import Listing, listing, status_toggle
 from registry.globalconf import KeyInfo, MemberInfo
 from registry.payloads import (
     KeyCreate,
@@ -49,154 +51,102 @@ def key_state(key: KeyInfo, now: dt.datetime) -> str:
     return "op.keys.valid"
 
 
+def _key_body(form: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        jwk: Any = json.loads(form["jwk"])
+    except ValueError:
+        jwk = form["jwk"]  # not JSON: the API's validation says the key must be an object
+    return {
+        "member": form["member"],
+        "jwk": jwk,
+        "not_before": utc_field(form["not_before"]),
+        "not_after": utc_field(form["not_after"]),
+    }
+
+
 def register(console: Console) -> None:
-    async def members_page(
-        request: web.Request, ctx: PageContext, form: dict[str, str], outcome: Outcome[Any]
-    ) -> web.Response:
-        snap = await read(request, store.snapshot)
-        return ctx.render(
-            "members.html",
-            status=200 if outcome.ok else 400,
-            page_title=ctx.t("op.nav.members"),
-            members=snap.members,
-            class_options=[(c, c) for c in MEMBER_CLASSES],
-            form=form,
-            errors=outcome.errors,
-        )
-
-    @console.page("/members", methods=("GET", "POST"))
-    async def members(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        form = {k: ctx.form.get(k, "").strip() for k in ("member_class", "member_code", "name")}
-        if request.method == "GET":
-            return await members_page(request, ctx, form, Outcome())
-        done = await perform(
-            request,
-            MemberCreate,
-            form,
-            service.add_member,
-            fields={k: k for k in form},
+    members = listing(
+        console,
+        Listing(
+            path="/members",
+            template="members.html",
+            title="op.nav.members",
+            names=("member_class", "member_code", "name"),
+            model=MemberCreate,
+            action=service.add_member,
+            done=lambda ctx, form, made: ctx.flash("op.members.added", id=str(made.id)),
+            values=lambda ctx, snap: {
+                "members": snap.members,
+                "class_options": [(c, c) for c in MEMBER_CLASSES],
+            },
             blame="member_code",
-        )
-        if not done.ok:
-            return await members_page(request, ctx, form, done)
-        ctx.flash("op.members.added", id=str(done.value.id) if done.value else "")
-        return ctx.redirect("/members")
+        ),
+    )
+    status_toggle(
+        console,
+        "/members/status",
+        target="member",
+        model=MemberUpdate,
+        change=lambda s, ident, body: service.update_member(s, MemberId.parse(ident), body),
+        back="/members",
+        show=members,
+    )
 
-    @console.page("/members/status", methods=("POST",))
-    async def member_status(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        mid = MemberId.parse(ctx.form.get("member", ""))
-        status = ctx.form.get("status", "")
-        done = await perform(
-            request,
-            MemberUpdate,
-            {"status": status},
-            lambda s, body: service.update_member(s, mid, body),
-            fields={"status": "status"},
-        )
-        if not done.ok:
-            return await members_page(request, ctx, {}, done)
-        ctx.flash("op.status_changed", id=str(mid), status=ctx.t(f"op.status.{status}"))
-        return ctx.redirect("/members")
-
-    # --- subsystems -------------------------------------------------------------------------
-
-    async def subsystems_page(
-        request: web.Request, ctx: PageContext, form: dict[str, str], outcome: Outcome[Any]
-    ) -> web.Response:
-        snap = await read(request, store.snapshot)
-        return ctx.render(
-            "subsystems.html",
-            status=200 if outcome.ok else 400,
-            page_title=ctx.t("op.nav.subsystems"),
-            members=snap.members,
-            member_options=member_options(ctx, snap.members),
-            form=form,
-            errors=outcome.errors,
-        )
-
-    @console.page("/subsystems", methods=("GET", "POST"))
-    async def subsystems(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        form = {k: ctx.form.get(k, "").strip() for k in ("member", "code", "name")}
-        if request.method == "GET":
-            return await subsystems_page(request, ctx, form, Outcome())
-        body = {"id": f"{form['member']}/{form['code']}", "name": form["name"]}
-        done = await perform(
-            request,
-            SubsystemCreate,
-            body,
-            service.add_subsystem,
+    subsystems = listing(
+        console,
+        Listing(
+            path="/subsystems",
+            template="subsystems.html",
+            title="op.nav.subsystems",
+            names=("member", "code", "name"),
+            model=SubsystemCreate,
+            action=service.add_subsystem,
+            body=lambda form: {"id": f"{form['member']}/{form['code']}", "name": form["name"]},
             fields={"id": "code", "name": "name"},
             blame="code",
-        )
-        if not done.ok:
-            return await subsystems_page(request, ctx, form, done)
-        ctx.flash("op.subsystems.added", id=body["id"])
-        return ctx.redirect("/subsystems")
+            done=lambda ctx, form, _: ctx.flash(
+                "op.subsystems.added", id=f"{form['member']}/{form['code']}"
+            ),
+            values=lambda ctx, snap: {
+                "members": snap.members,
+                "member_options": member_options(ctx, snap.members),
+            },
+        ),
+    )
+    status_toggle(
+        console,
+        "/subsystems/status",
+        target="subsystem",
+        model=SubsystemUpdate,
+        change=lambda s, ident, body: service.update_subsystem(
+            s, ClientId.parse(ident, require_subsystem=True), body
+        ),
+        back="/subsystems",
+        show=subsystems,
+    )
 
-    @console.page("/subsystems/status", methods=("POST",))
-    async def subsystem_status(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        cid = ClientId.parse(ctx.form.get("subsystem", ""), require_subsystem=True)
-        status = ctx.form.get("status", "")
-        done = await perform(
-            request,
-            SubsystemUpdate,
-            {"status": status},
-            lambda s, body: service.update_subsystem(s, cid, body),
-            fields={"status": "status"},
-        )
-        if not done.ok:
-            return await subsystems_page(request, ctx, {}, done)
-        ctx.flash("op.status_changed", id=str(cid), status=ctx.t(f"op.status.{status}"))
-        return ctx.redirect("/subsystems")
-
-    # --- signing keys -----------------------------------------------------------------------
-
-    async def keys_page(
-        request: web.Request, ctx: PageContext, form: dict[str, str], outcome: Outcome[Any]
-    ) -> web.Response:
-        snap = await read(request, store.snapshot)
-        now = dt.datetime.now(dt.UTC)
-        keys = [(m.id, k, key_state(k, now)) for m in snap.members for k in m.keys]
-        return ctx.render(
-            "keys.html",
-            status=200 if outcome.ok else 400,
-            page_title=ctx.t("op.nav.keys"),
-            member_options=member_options(ctx, snap.members),
-            keys=keys,
-            form=form,
-            errors=outcome.errors,
-        )
-
-    @console.page("/keys", methods=("GET", "POST"))
-    async def keys(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        names = ("member", "jwk", "not_before", "not_after")
-        form = {k: ctx.form.get(k, "").strip() for k in names}
-        if request.method == "GET":
-            return await keys_page(request, ctx, form, Outcome())
-        try:
-            jwk: Any = json.loads(form["jwk"]) if form["jwk"] else None
-        except ValueError:
-            return await keys_page(
-                request, ctx, form, Outcome(errors={"jwk": ctx.t("op.keys.not_json")})
-            )
-        body = {
-            "member": form["member"],
-            "jwk": jwk,
-            "not_before": utc_field(form["not_before"]),
-            "not_after": utc_field(form["not_after"]),
-        }
-        done = await perform(
-            request,
-            KeyCreate,
-            body,
-            service.add_key,
-            fields={k: k for k in names},
+    listing(
+        console,
+        Listing(
+            path="/keys",
+            template="keys.html",
+            title="op.nav.keys",
+            names=("member", "jwk", "not_before", "not_after"),
+            model=KeyCreate,
+            action=service.add_key,
+            body=_key_body,
             blame="jwk",
-        )
-        if not done.ok:
-            return await keys_page(request, ctx, form, done)
-        ctx.flash("op.keys.added", kid=done.value.kid if done.value else "")
-        return ctx.redirect("/keys")
+            done=lambda ctx, form, key: ctx.flash("op.keys.added", kid=key.kid),
+            values=lambda ctx, snap: {
+                "member_options": member_options(ctx, snap.members),
+                "keys": [
+                    (m.id, k, key_state(k, dt.datetime.now(dt.UTC)))
+                    for m in snap.members
+                    for k in m.keys
+                ],
+            },
+        ),
+    )
 
     @console.page("/keys/{kid}/revoke", methods=("GET", "POST"))
     async def revoke_key(request: web.Request, ctx: PageContext) -> web.StreamResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, get_args
 
 from aiohttp import web
@@ -10,7 +11,8 @@ from core.errors import NotFoundError
 from core.pages import Console, PageContext
 from registry import service, store
 from registry.api import read
-from registry.console._forms import Outcome, attempt, choices, perform
+from registry.console._forms import attempt, choices
+from registry.console._listing import Listing, listing
 from registry.globalconf import HttpMethod
 from registry.payloads import AccessRightCreate, AccessRightView
 
@@ -21,59 +23,45 @@ def grantee(right: AccessRightView) -> str:
     return str(right.client or right.global_group or right.local_group)
 
 
+def _grant_body(form: Mapping[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {k: v or None for k, v in form.items()}
+    body["method"], body["path"] = form["method"] or "*", form["path"] or "**"
+    return body
+
+
 def register(console: Console) -> None:
-    async def rights_page(
-        request: web.Request, ctx: PageContext, form: dict[str, str], outcome: Outcome[Any]
-    ) -> web.Response:
-        snap = await read(request, store.snapshot)
-        prompt = ctx.t("op.choose")
-        return ctx.render(
-            "rights.html",
-            status=200 if outcome.ok else 400,
-            page_title=ctx.t("op.nav.rights"),
-            rights=snap.access_rights,
-            service_options=choices(((str(s.id), str(s.id)) for s in snap.services), prompt),
-            client_options=choices(
-                (
-                    (f"{m.id}/{s.code}", f"{m.id}/{s.code}")
-                    for m in snap.members
-                    for s in m.subsystems
-                ),
-                ctx.t("op.rights.none_chosen"),
+    def values(ctx: PageContext, snap: store.Snapshot) -> dict[str, Any]:
+        none = ctx.t("op.rights.none_chosen")
+        subsystems = [f"{m.id}/{s.code}" for m in snap.members for s in m.subsystems]
+        return {
+            "rights": snap.access_rights,
+            "service_options": choices(
+                ((str(s.id), str(s.id)) for s in snap.services), ctx.t("op.choose")
             ),
-            group_options=choices(
-                ((g.code, g.code) for g in snap.global_groups), ctx.t("op.rights.none_chosen")
-            ),
-            method_options=[
+            "client_options": choices(((c, c) for c in subsystems), none),
+            "group_options": choices(((g.code, g.code) for g in snap.global_groups), none),
+            "method_options": [
                 (m, ctx.t("op.rights.any_method") if m == "*" else m) for m in get_args(HttpMethod)
             ],
-            form=form,
-            errors=outcome.errors,
-        )
+        }
 
-    @console.page("/access-rights", methods=("GET", "POST"))
-    async def rights(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        form = {k: ctx.form.get(k, "").strip() for k in GRANT_FIELDS}
-        if request.method == "GET":
-            return await rights_page(request, ctx, {"method": "*", "path": "**"}, Outcome())
-        body = {k: v or None for k, v in form.items()}
-        body["method"], body["path"] = form["method"] or "*", form["path"] or "**"
-        done = await perform(
-            request,
-            AccessRightCreate,
-            body,
-            service.grant,
-            fields={k: k for k in GRANT_FIELDS},
-        )
-        if not done.ok or done.value is None:
-            return await rights_page(request, ctx, form, done)
-        ctx.flash(
-            "op.rights.granted",
-            id=done.value.id,
-            service=form["service"],
-            grantee=grantee(done.value),
-        )
-        return ctx.redirect("/access-rights")
+    listing(
+        console,
+        Listing(
+            path="/access-rights",
+            template="rights.html",
+            title="op.nav.rights",
+            names=GRANT_FIELDS,
+            model=AccessRightCreate,
+            action=service.grant,
+            body=_grant_body,
+            done=lambda ctx, form, made: ctx.flash(
+                "op.rights.granted", id=made.id, service=str(made.service), grantee=grantee(made)
+            ),
+            values=values,
+            initial={"method": "*", "path": "**"},
+        ),
+    )
 
     @console.page("/access-rights/{id:[0-9]{1,18}}/revoke", methods=("GET", "POST"))
     async def revoke(request: web.Request, ctx: PageContext) -> web.StreamResponse:

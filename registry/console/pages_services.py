@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from core.pages import Console, PageContext
 from registry import service, store
 from registry.api import read
 from registry.console._forms import Outcome, perform
+from registry.console._listing import Listing, listing
 from registry.globalconf import ServiceInfo
 from registry.payloads import PurposeCreate, ServiceCreate, ServiceUpdate
 
@@ -35,7 +37,7 @@ def schema_ref(text: str) -> dict[str, str] | None:
     return {"subject": subject or text, "version": version if subject else ""}
 
 
-def service_body(form: dict[str, str]) -> dict[str, Any]:
+def service_body(form: Mapping[str, str]) -> dict[str, Any]:
     return {
         "title": form["title"],
         "description": form["description"],
@@ -65,39 +67,25 @@ def register(console: Console) -> None:
     def yes_no(ctx: PageContext) -> list[tuple[str, str]]:
         return [("no", ctx.t("op.no")), ("yes", ctx.t("op.yes"))]
 
-    async def services_page(
-        request: web.Request, ctx: PageContext, form: dict[str, str], outcome: Outcome[Any]
-    ) -> web.Response:
-        snap = await read(request, store.snapshot)
-        return ctx.render(
-            "services.html",
-            status=200 if outcome.ok else 400,
-            page_title=ctx.t("op.nav.services"),
-            services=snap.services,
-            purposes=snap.purposes,
-            yes_no=yes_no(ctx),
-            form=form,
-            errors=outcome.errors,
-        )
-
-    @console.page("/services", methods=("GET", "POST"))
-    async def services(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        form = {k: ctx.form.get(k, "").strip() for k in ("id", *SERVICE_FIELDS)}
-        if request.method == "GET":
-            return await services_page(request, ctx, form, Outcome())
-        body = {"id": form["id"], **service_body(form)}
-        done = await perform(
-            request,
-            ServiceCreate,
-            body,
-            service.add_service,
-            fields={k: k for k in form},
+    listing(
+        console,
+        Listing(
+            path="/services",
+            template="services.html",
+            title="op.nav.services",
+            names=("id", *SERVICE_FIELDS),
+            model=ServiceCreate,
+            action=service.add_service,
+            body=lambda form: {"id": form["id"], **service_body(form)},
             blame="id",
-        )
-        if not done.ok:
-            return await services_page(request, ctx, form, done)
-        ctx.flash("op.services.added", id=form["id"])
-        return ctx.redirect("/services")
+            done=lambda ctx, form, made: ctx.flash("op.services.added", id=str(made.id)),
+            values=lambda ctx, snap: {
+                "services": snap.services,
+                "purposes": snap.purposes,
+                "yes_no": yes_no(ctx),
+            },
+        ),
+    )
 
     @console.page("/service", methods=("GET", "POST"))
     async def edit_service(request: web.Request, ctx: PageContext) -> web.StreamResponse:
@@ -136,33 +124,17 @@ def register(console: Console) -> None:
 
     # --- purposes ---------------------------------------------------------------------------
 
-    async def purposes_page(
-        request: web.Request, ctx: PageContext, form: dict[str, str], outcome: Outcome[Any]
-    ) -> web.Response:
-        snap = await read(request, store.snapshot)
-        return ctx.render(
-            "purposes.html",
-            status=200 if outcome.ok else 400,
-            page_title=ctx.t("op.nav.purposes"),
-            purposes=snap.purposes,
-            form=form,
-            errors=outcome.errors,
-        )
-
-    @console.page("/purposes", methods=("GET", "POST"))
-    async def purposes(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        form = {k: ctx.form.get(k, "").strip() for k in ("code", "name", "description")}
-        if request.method == "GET":
-            return await purposes_page(request, ctx, form, Outcome())
-        done = await perform(
-            request,
-            PurposeCreate,
-            form,
-            service.add_purpose,
-            fields={k: k for k in form},
+    listing(
+        console,
+        Listing(
+            path="/purposes",
+            template="purposes.html",
+            title="op.nav.purposes",
+            names=("code", "name", "description"),
+            model=PurposeCreate,
+            action=service.add_purpose,
             blame="code",
-        )
-        if not done.ok:
-            return await purposes_page(request, ctx, form, done)
-        ctx.flash("op.purposes.added", code=form["code"])
-        return ctx.redirect("/purposes")
+            done=lambda ctx, form, made: ctx.flash("op.purposes.added", code=made.code),
+            values=lambda ctx, snap: {"purposes": snap.purposes},
+        ),
+    )

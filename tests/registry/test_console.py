@@ -18,8 +18,10 @@ from consent.operators import tokens as consent_tokens
 from core.canonical import b64url_decode
 from core.db import Sessions, transaction
 from core.ids import ClientId
+from core.keys import PrivateKey
 from registry import models as m
 from registry import service as ops
+from registry import store
 from registry import tokens
 from registry.globalconf import Jwks
 from registry.globalconf_client import FetchIdentity, GlobalConfClient
@@ -190,6 +192,79 @@ async def test_suspending_a_member_goes_through_the_service(
     assert "PK/FED/NADRA is now suspended." in answer.visible
     async with transaction(registry.db, write=False) as s:
         assert (await ops.get_member(s, NADRA)).status == "suspended"
+
+
+async def test_the_other_forms_change_the_registry_or_say_which_field_is_wrong(
+    registry: Registry, operator: PageClient
+) -> None:
+    purpose = await operator.submit(
+        "/console/purposes", code="land-transfer", name="Land transfer", description=""
+    )
+    assert "Purpose land-transfer added." in purpose.visible
+    sub = await operator.submit(
+        "/console/subsystems", member="PK/PROV/PLRA", code="mutations", name="Mutations"
+    )
+    assert "Subsystem PK/PROV/PLRA/mutations added." in sub.visible
+
+    service = await operator.submit(
+        "/console/services",
+        id="PK/PROV/PLRA/mutations/mutation/v1",
+        title="Mutation",
+        description="",
+        requires_consent="yes",
+        purposes="",
+        request_schema="",
+        response_schema="nobody:1",
+    )
+    assert service.status == 400
+    assert 'id="response_schema-error">response_schema nobody:1 is not registered' in service.text
+    consented = await operator.submit(
+        "/console/services",
+        id="PK/PROV/PLRA/mutations/mutation/v1",
+        title="Mutation",
+        description="",
+        requires_consent="yes",
+        purposes="land-transfer",
+        request_schema="",
+        response_schema="",
+    )
+    assert "Service PK/PROV/PLRA/mutations/mutation/v1 registered." in consented.visible
+
+    not_json = await operator.submit(
+        "/console/keys", member="PK/PROV/PLRA", jwk="{not json", not_before="", not_after=""
+    )
+    assert not_json.status == 400
+    assert 'id="jwk-error"' in not_json.text
+    key = PrivateKey.generate()
+    added = await operator.submit(
+        "/console/keys",
+        member="PK/PROV/PLRA",
+        jwk=json.dumps(key.public().to_jwk()),
+        not_before="2026-01-01T00:00",
+        not_after="",
+    )
+    assert f"Key {key.kid} registered." in added.visible
+    confirm = await operator.get(f"/console/keys/{key.kid}/revoke")
+    assert "Revoke this key of PK/PROV/PLRA?" in confirm.visible
+    revoked = await operator.post(f"/console/keys/{key.kid}/revoke", {"csrf": confirm.csrf})
+    assert f"Key {key.kid} revoked." in revoked.visible
+
+    edit = f"/console/gateway?id={NADRA}/gw1"
+    bad_pem = await operator.submit(
+        edit, address="https://127.0.0.1:9443", tls_certificate="not a certificate", status=""
+    )
+    assert bad_pem.status == 400
+    assert 'id="tls_certificate-error"' in bad_pem.text
+    moved = await operator.submit(
+        edit, address="https://10.0.0.7:9443", tls_certificate="", status="active"
+    )
+    assert "Gateway PK/FED/NADRA/gw1 changed." in moved.visible
+    async with transaction(registry.db, write=False) as s:
+        snap = await store.snapshot(s)
+    assert [g.address for g in snap.gateways] == ["https://10.0.0.7:9443"]
+    assert "land-transfer" in [p.code for p in snap.purposes]
+    [plra] = [m for m in snap.members if m.id.member_code == "PLRA"]
+    assert [k.revoked_at is not None for k in plra.keys] == [True]
 
 
 # --- access rights and the global configuration ----------------------------------------------

@@ -21,8 +21,7 @@ from core.ids import ClientId
 from core.keys import PrivateKey
 from registry import models as m
 from registry import service as ops
-from registry import store
-from registry import tokens
+from registry import store, tokens
 from registry.globalconf import Jwks
 from registry.globalconf_client import FetchIdentity, GlobalConfClient
 from registry.payloads import CentralServiceSet

@@ -24,6 +24,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from core import jws
 from core.db import Sessions, transaction, utcnow
@@ -103,7 +104,12 @@ class FetchReports:
             log.info("unrecorded configuration fetch from %s: %s", request.remote, e.message)
             return None
         report = FetchReport(str(client.member), gateway, latest.serial, self.clock())
-        await self._record(report)
+        try:
+            await self._record(report)
+        except SQLAlchemyError:
+            # A report is bookkeeping: the gateway still gets its configuration.
+            log.warning("could not record the configuration fetch of %s", client, exc_info=True)
+            return None
         return report
 
     def _gateway(self, request: web.Request, client: ClientId) -> str:

@@ -205,27 +205,20 @@ async def test_the_other_forms_change_the_registry_or_say_which_field_is_wrong(
     )
     assert "Subsystem PK/PROV/PLRA/mutations added." in sub.visible
 
+    mutation = {
+        "id": "PK/PROV/PLRA/mutations/mutation/v1",
+        "title": "Mutation",
+        "description": "",
+        "requires_consent": "yes",
+        "request_schema": "",
+    }
     service = await operator.submit(
-        "/console/services",
-        id="PK/PROV/PLRA/mutations/mutation/v1",
-        title="Mutation",
-        description="",
-        requires_consent="yes",
-        purposes="",
-        request_schema="",
-        response_schema="nobody:1",
+        "/console/services", **mutation, purposes="", response_schema="nobody:1"
     )
     assert service.status == 400
     assert 'id="response_schema-error">response_schema nobody:1 is not registered' in service.text
     consented = await operator.submit(
-        "/console/services",
-        id="PK/PROV/PLRA/mutations/mutation/v1",
-        title="Mutation",
-        description="",
-        requires_consent="yes",
-        purposes="land-transfer",
-        request_schema="",
-        response_schema="",
+        "/console/services", **mutation, purposes="land-transfer", response_schema=""
     )
     assert "Service PK/PROV/PLRA/mutations/mutation/v1 registered." in consented.visible
 
@@ -415,23 +408,12 @@ async def test_guardianships_are_registered_and_ended_in_the_consent_service(
     page = PageClient(http, base)
     await page.submit("/console/login", token=token)
 
-    bad = await page.submit(
-        "/console/guardianships",
-        guardian="35202-1234567-1",
-        ward="35202-1234567-1",
-        relation="parent",
-        reference="B-form 7",
-    )
+    parent = {"guardian": "35202-1234567-1", "relation": "parent", "reference": "B-form 7"}
+    bad = await page.submit("/console/guardianships", **parent, ward="35202-1234567-1")
     assert bad.status == 400
     assert "a citizen cannot be their own guardian" in bad.visible
 
-    added = await page.submit(
-        "/console/guardianships",
-        guardian="35202-1234567-1",
-        ward="35202-7654321-3",
-        relation="parent",
-        reference="B-form 7",
-    )
+    added = await page.submit("/console/guardianships", **parent, ward="35202-7654321-3")
     assert "Guardianship" in added.visible
     assert "35202-7654321-3" in added.visible
     [gid] = re.findall(r"/console/guardianships/([0-9]+)/end", added.text)

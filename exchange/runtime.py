@@ -37,7 +37,7 @@ from exchange.peers import PeerPool, TlsFiles
 from exchange.replay import ReplayGuard
 from exchange.server import TrustSync, listening, local_app, remote_app, run_background
 from registry.globalconf import Anchor
-from registry.globalconf_client import GlobalConfClient
+from registry.globalconf_client import FetchIdentity, GlobalConfClient
 from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
 
 __all__ = ["Running", "registry_base", "running"]
@@ -85,12 +85,17 @@ async def running(
     engine = create_engine(config.database)
     db = sessions(engine)
     limits = Limits(**config.limits.model_dump())
-    conf = GlobalConfClient(anchor, cache_file=config.globalconf_cache)
+    member = ClientId(config.id.instance, config.id.member_class, config.id.member_code)
+    # Signed fetches let the operator see which configuration this gateway holds.
+    conf = GlobalConfClient(
+        anchor,
+        cache_file=config.globalconf_cache,
+        identity=FetchIdentity(key, member, config.id.gateway_code),
+    )
     stack = contextlib.AsyncExitStack()
     try:
         http = await stack.enter_async_context(aiohttp.ClientSession())
         await conf.refresh(http)
-        member = ClientId(config.id.instance, config.id.member_class, config.id.member_code)
         witness = WitnessClient(conf.current, http, key=key, client=member)
         audit = AuditWriter(
             db, str(config.id), key, origin=log_origin(str(config.id)), witness=witness

@@ -21,6 +21,7 @@ from core.errors import NotFoundError, OutdatedGlobalConfError
 from core.ids import ClientId, GatewayId, MemberId, ServiceId
 from core.web import Api, bearer_token, parse_model
 from registry import publisher, service, store, tokens
+from registry.fetch_reports import FetchReports
 from registry.globalconf import (
     CentralServiceInfo,
     GatewayInfo,
@@ -73,6 +74,7 @@ class RegistryState:
     instance: str
     wake_publisher: asyncio.Event
     admin_token: str | None
+    fetches: FetchReports
 
 
 STATE = web.AppKey("registry_state", RegistryState)
@@ -88,7 +90,9 @@ async def operator(request: web.Request) -> str:
         return await tokens.check(s, token, state.admin_token)
 
 
-async def _write(request: web.Request, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+async def write(request: web.Request, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run one operator action in one transaction, then wake the publisher (the API and the
+    operator console both change the registry through here)."""
     state = request.app[STATE]
     async with transaction(state.sessions) as s:
         result = await action(s)
@@ -96,7 +100,7 @@ async def _write(request: web.Request, action: Callable[[AsyncSession], Awaitabl
     return result
 
 
-async def _read(request: web.Request, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+async def read(request: web.Request, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
     async with transaction(request.app[STATE].sessions, write=False) as s:
         return await action(s)
 
@@ -135,10 +139,13 @@ def _gateway(request: web.Request) -> GatewayId:
     tags=("globalconf",),
 )
 async def get_globalconf(request: web.Request) -> web.StreamResponse:
-    """Served as ``application/jose`` with a strong ETag; ``If-None-Match`` gets 304."""
-    latest = await publisher.latest(request.app[STATE].sessions)
+    """Served as ``application/jose`` with a strong ETag; ``If-None-Match`` gets 304.
+    A fetch signed with a member key is recorded (see :mod:`registry.fetch_reports`)."""
+    state = request.app[STATE]
+    latest = await publisher.latest(state.sessions)
     if latest is None:
         raise OutdatedGlobalConfError("no global configuration has been published yet")
+    await state.fetches.observe(request, latest)
     headers = {"ETag": latest.etag, "Cache-Control": "no-cache"}
     if request.headers.get("If-None-Match") == latest.etag:
         return web.Response(status=304, headers=headers)
@@ -165,7 +172,7 @@ async def healthz(request: web.Request) -> dict[str, Any]:
 async def get_federation(request: web.Request, principal: str) -> FederationView:
     sessions = request.app[STATE].sessions
     latest = await publisher.latest(sessions)
-    fed = await _read(request, store.federation)
+    fed = await read(request, store.federation)
     return FederationView(
         instance=fed.instance,
         globalconf_validity=fed.globalconf_validity,
@@ -186,7 +193,7 @@ async def get_federation(request: web.Request, principal: str) -> FederationView
     tags=("federation",),
 )
 async def patch_federation(request: web.Request, principal: str, body: FederationSettings) -> Any:
-    await _write(request, lambda s: service.update_federation(s, body))
+    await write(request, lambda s: service.update_federation(s, body))
     return await get_federation(request, principal)
 
 
@@ -204,7 +211,7 @@ M = "/api/v1/members/{cls}/{code}"
     tags=("members",),
 )
 async def list_members(request: web.Request, principal: str) -> list[MemberInfo]:
-    return (await _read(request, store.snapshot)).members
+    return (await read(request, store.snapshot)).members
 
 
 @api.route(
@@ -219,14 +226,14 @@ async def list_members(request: web.Request, principal: str) -> list[MemberInfo]
     tags=("members",),
 )
 async def create_member(request: web.Request, principal: str, body: MemberCreate) -> MemberInfo:
-    return await _write(request, lambda s: service.add_member(s, body))
+    return await write(request, lambda s: service.add_member(s, body))
 
 
 @api.route(
     "GET", M, summary="One member", response=MemberInfo, auth=OP, errors=(404,), tags=("members",)
 )
 async def read_member(request: web.Request, principal: str) -> MemberInfo:
-    return await _read(request, lambda s: service.get_member(s, _member(request)))
+    return await read(request, lambda s: service.get_member(s, _member(request)))
 
 
 @api.route(
@@ -240,7 +247,7 @@ async def read_member(request: web.Request, principal: str) -> MemberInfo:
     tags=("members",),
 )
 async def patch_member(request: web.Request, principal: str, body: MemberUpdate) -> MemberInfo:
-    return await _write(request, lambda s: service.update_member(s, _member(request), body))
+    return await write(request, lambda s: service.update_member(s, _member(request), body))
 
 
 @api.route(
@@ -257,7 +264,7 @@ async def patch_member(request: web.Request, principal: str, body: MemberUpdate)
 async def create_subsystem(
     request: web.Request, principal: str, body: SubsystemCreate
 ) -> MemberInfo:
-    return await _write(request, lambda s: service.add_subsystem(s, body))
+    return await write(request, lambda s: service.add_subsystem(s, body))
 
 
 @api.route(
@@ -273,7 +280,7 @@ async def create_subsystem(
 async def patch_subsystem(
     request: web.Request, principal: str, body: SubsystemUpdate
 ) -> MemberInfo:
-    return await _write(request, lambda s: service.update_subsystem(s, _subsystem(request), body))
+    return await write(request, lambda s: service.update_subsystem(s, _subsystem(request), body))
 
 
 # --- keys ----------------------------------------------------------------------------------------
@@ -291,7 +298,7 @@ async def patch_subsystem(
     tags=("keys",),
 )
 async def create_key(request: web.Request, principal: str, body: KeyCreate) -> KeyInfo:
-    return await _write(request, lambda s: service.add_key(s, body))
+    return await write(request, lambda s: service.add_key(s, body))
 
 
 @api.route(
@@ -304,7 +311,7 @@ async def create_key(request: web.Request, principal: str, body: KeyCreate) -> K
     tags=("keys",),
 )
 async def revoke_key(request: web.Request, principal: str) -> KeyInfo:
-    return await _write(request, lambda s: service.revoke_key(s, request.match_info["kid"]))
+    return await write(request, lambda s: service.revoke_key(s, request.match_info["kid"]))
 
 
 # --- gateways ------------------------------------------------------------------------------------
@@ -321,7 +328,7 @@ G = M + "/gateways/{gw}"
     tags=("gateways",),
 )
 async def list_gateways(request: web.Request, principal: str) -> list[GatewayInfo]:
-    return (await _read(request, store.snapshot)).gateways
+    return (await read(request, store.snapshot)).gateways
 
 
 @api.route(
@@ -336,7 +343,7 @@ async def list_gateways(request: web.Request, principal: str) -> list[GatewayInf
     tags=("gateways",),
 )
 async def create_gateway(request: web.Request, principal: str, body: GatewayCreate) -> GatewayInfo:
-    return await _write(request, lambda s: service.add_gateway(s, body))
+    return await write(request, lambda s: service.add_gateway(s, body))
 
 
 @api.route(
@@ -350,7 +357,7 @@ async def create_gateway(request: web.Request, principal: str, body: GatewayCrea
     tags=("gateways",),
 )
 async def patch_gateway(request: web.Request, principal: str, body: GatewayUpdate) -> GatewayInfo:
-    return await _write(request, lambda s: service.update_gateway(s, _gateway(request), body))
+    return await write(request, lambda s: service.update_gateway(s, _gateway(request), body))
 
 
 @api.route(
@@ -364,7 +371,7 @@ async def patch_gateway(request: web.Request, principal: str, body: GatewayUpdat
     tags=("gateways",),
 )
 async def add_gateway_client(request: web.Request, principal: str, body: ClientRef) -> GatewayInfo:
-    return await _write(
+    return await write(
         request, lambda s: service.add_gateway_client(s, _gateway(request), body.client)
     )
 
@@ -380,7 +387,7 @@ async def add_gateway_client(request: web.Request, principal: str, body: ClientR
 )
 async def remove_gateway_client(request: web.Request, principal: str) -> GatewayInfo:
     client = ClientId.parse(request.match_info["client"], require_subsystem=True)
-    return await _write(
+    return await write(
         request, lambda s: service.remove_gateway_client(s, _gateway(request), client)
     )
 
@@ -397,7 +404,7 @@ async def remove_gateway_client(request: web.Request, principal: str) -> Gateway
     tags=("groups",),
 )
 async def list_global_groups(request: web.Request, principal: str) -> list[GroupInfo]:
-    return (await _read(request, store.snapshot)).global_groups
+    return (await read(request, store.snapshot)).global_groups
 
 
 @api.route(
@@ -412,7 +419,7 @@ async def list_global_groups(request: web.Request, principal: str) -> list[Group
     tags=("groups",),
 )
 async def create_global_group(request: web.Request, principal: str, body: GroupCreate) -> GroupInfo:
-    return await _write(request, lambda s: service.add_global_group(s, body))
+    return await write(request, lambda s: service.add_global_group(s, body))
 
 
 @api.route(
@@ -429,7 +436,7 @@ async def add_global_group_member(
     request: web.Request, principal: str, body: ClientRef
 ) -> GroupInfo:
     code = request.match_info["group"]
-    return await _write(request, lambda s: service.add_global_group_member(s, code, body.client))
+    return await write(request, lambda s: service.add_global_group_member(s, code, body.client))
 
 
 @api.route(
@@ -444,7 +451,7 @@ async def add_global_group_member(
 async def remove_global_group_member(request: web.Request, principal: str) -> GroupInfo:
     code = request.match_info["group"]
     client = ClientId.parse(request.match_info["client"], require_subsystem=True)
-    return await _write(request, lambda s: service.remove_global_group_member(s, code, client))
+    return await write(request, lambda s: service.remove_global_group_member(s, code, client))
 
 
 LG = M + "/subsystems/{sub}/local-groups/{group}"
@@ -459,7 +466,7 @@ LG = M + "/subsystems/{sub}/local-groups/{group}"
     tags=("groups",),
 )
 async def list_local_groups(request: web.Request, principal: str) -> list[LocalGroupInfo]:
-    return (await _read(request, store.snapshot)).local_groups
+    return (await read(request, store.snapshot)).local_groups
 
 
 @api.route(
@@ -476,7 +483,7 @@ async def list_local_groups(request: web.Request, principal: str) -> list[LocalG
 async def create_local_group(
     request: web.Request, principal: str, body: LocalGroupCreate
 ) -> LocalGroupInfo:
-    return await _write(request, lambda s: service.add_local_group(s, body))
+    return await write(request, lambda s: service.add_local_group(s, body))
 
 
 @api.route(
@@ -493,7 +500,7 @@ async def add_local_group_member(
     request: web.Request, principal: str, body: ClientRef
 ) -> LocalGroupInfo:
     owner, code = _subsystem(request), request.match_info["group"]
-    return await _write(
+    return await write(
         request, lambda s: service.add_local_group_member(s, owner, code, body.client)
     )
 
@@ -510,9 +517,7 @@ async def add_local_group_member(
 async def remove_local_group_member(request: web.Request, principal: str) -> LocalGroupInfo:
     owner, code = _subsystem(request), request.match_info["group"]
     client = ClientId.parse(request.match_info["client"], require_subsystem=True)
-    return await _write(
-        request, lambda s: service.remove_local_group_member(s, owner, code, client)
-    )
+    return await write(request, lambda s: service.remove_local_group_member(s, owner, code, client))
 
 
 # --- purposes and services -----------------------------------------------------------------------
@@ -527,7 +532,7 @@ async def remove_local_group_member(request: web.Request, principal: str) -> Loc
     tags=("services",),
 )
 async def list_purposes(request: web.Request, principal: str) -> list[PurposeInfo]:
-    return (await _read(request, store.snapshot)).purposes
+    return (await read(request, store.snapshot)).purposes
 
 
 @api.route(
@@ -542,7 +547,7 @@ async def list_purposes(request: web.Request, principal: str) -> list[PurposeInf
     tags=("services",),
 )
 async def create_purpose(request: web.Request, principal: str, body: PurposeCreate) -> PurposeInfo:
-    return await _write(request, lambda s: service.add_purpose(s, body))
+    return await write(request, lambda s: service.add_purpose(s, body))
 
 
 S = M + "/subsystems/{sub}/services/{service}"
@@ -557,7 +562,7 @@ S = M + "/subsystems/{sub}/services/{service}"
     tags=("services",),
 )
 async def list_services(request: web.Request, principal: str) -> list[ServiceInfo]:
-    return (await _read(request, store.snapshot)).services
+    return (await read(request, store.snapshot)).services
 
 
 @api.route(
@@ -572,11 +577,11 @@ async def list_services(request: web.Request, principal: str) -> list[ServiceInf
     tags=("services",),
 )
 async def create_service(request: web.Request, principal: str, body: ServiceCreate) -> ServiceInfo:
-    return await _write(request, lambda s: service.add_service(s, body))
+    return await write(request, lambda s: service.add_service(s, body))
 
 
 async def _patch_service(request: web.Request, body: ServiceUpdate) -> ServiceInfo:
-    return await _write(request, lambda s: service.update_service(s, _service(request), body))
+    return await write(request, lambda s: service.update_service(s, _service(request), body))
 
 
 @api.route(
@@ -621,7 +626,7 @@ async def patch_service_version(
     tags=("access rights",),
 )
 async def list_access_rights(request: web.Request, principal: str) -> list[AccessRightView]:
-    return (await _read(request, store.snapshot)).access_rights
+    return (await read(request, store.snapshot)).access_rights
 
 
 @api.route(
@@ -638,7 +643,7 @@ async def list_access_rights(request: web.Request, principal: str) -> list[Acces
 async def create_access_right(
     request: web.Request, principal: str, body: AccessRightCreate
 ) -> AccessRightView:
-    return await _write(request, lambda s: service.grant(s, body))
+    return await write(request, lambda s: service.grant(s, body))
 
 
 @api.route(
@@ -654,7 +659,7 @@ async def delete_access_right(request: web.Request, principal: str) -> web.Strea
     raw = request.match_info["id"]
     if not raw.isdigit():
         raise NotFoundError(f"no access right with id {raw!r}")
-    await _write(request, lambda s: service.revoke_access(s, int(raw)))
+    await write(request, lambda s: service.revoke_access(s, int(raw)))
     return web.Response(status=204)
 
 
@@ -674,7 +679,7 @@ class _CentralList(BaseModel):
     tags=("federation",),
 )
 async def list_central_services(request: web.Request, principal: str) -> _CentralList:
-    return _CentralList(services=(await _read(request, store.snapshot)).central_services)
+    return _CentralList(services=(await read(request, store.snapshot)).central_services)
 
 
 @api.route(
@@ -693,4 +698,4 @@ async def put_central_service(
     parse_model(
         CentralServiceInfo, {"name": name, "url": body.url, "keys": body.keys}, where="path"
     )
-    return await _write(request, lambda s: service.set_central_service(s, name, body))
+    return await write(request, lambda s: service.set_central_service(s, name, body))

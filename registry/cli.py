@@ -196,7 +196,9 @@ def serve(
 ) -> None:
     """Serve the management API and GET /globalconf, publishing new versions as things change.
 
-    SHAHRAH_ADMIN_TOKEN, if set, is accepted as an operator token."""
+    SHAHRAH_ADMIN_TOKEN, if set, is accepted as an operator token. The operator console is
+    at /console; SHAHRAH_CONSENT_OPERATOR_TOKEN (a consent service operator token) lets its
+    guardianship pages work."""
     from aiohttp import web
 
     from registry.server import RegistryConfig, build_app, tls_context
@@ -213,6 +215,7 @@ def serve(
         instance=fed.instance,
         operator_key=key,
         admin_token=os.environ.get("SHAHRAH_ADMIN_TOKEN") or None,
+        consent_operator_token=os.environ.get("SHAHRAH_CONSENT_OPERATOR_TOKEN") or None,
     )
     ssl_ctx = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     click.echo(

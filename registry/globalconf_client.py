@@ -8,6 +8,10 @@ which fails closed with ``Server.ClientProxy.OutdatedGlobalConf`` once that
 configuration has expired. The last good document is also written to disk,
 so a restarted gateway does not depend on the registry being up, and is
 verified again when read back.
+
+Given a :class:`FetchIdentity` (a gateway's member key), every fetch is signed
+so the registry can record which configuration each gateway holds
+(:mod:`registry.fetch_reports`); without one the fetch is anonymous.
 """
 
 from __future__ import annotations
@@ -17,26 +21,41 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from yarl import URL
 
 from core.db import utcnow
 from core.errors import OutdatedGlobalConfError
 from core.files import write_atomic
+from core.ids import ClientId
+from core.keys import PrivateKey
+from registry.fetch_reports import AUDIENCE, GATEWAY_PARAM
 from registry.globalconf import (
     Anchor,
     GlobalConfRejectedError,
     GlobalConfView,
     verify_globalconf,
 )
+from registry.memberauth import sign_request
 
-__all__ = ["GlobalConfClient"]
+__all__ = ["FetchIdentity", "GlobalConfClient"]
 
 log = logging.getLogger(__name__)
 
 MAX_DOCUMENT = 32 * 2**20  # bytes; a configuration larger than this is refused unread
 FETCH_TIMEOUT = 10.0  # seconds
+
+
+@dataclass(frozen=True)
+class FetchIdentity:
+    """Who signs the fetches: a member's key, and the gateway's code if it is a gateway."""
+
+    key: PrivateKey
+    member: ClientId
+    gateway: str | None = None
 
 
 class GlobalConfClient:
@@ -47,8 +66,10 @@ class GlobalConfClient:
         cache_file: Path | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         timeout: float = FETCH_TIMEOUT,
+        identity: FetchIdentity | None = None,
     ) -> None:
         self.anchor = anchor
+        self.identity = identity
         self.cache_file = cache_file
         self.clock = clock
         self.timeout = timeout
@@ -114,9 +135,10 @@ class GlobalConfClient:
         """Fetch once. Returns whether a new configuration was accepted; never raises for
         network or verification failures (they are logged and kept in ``last_error``)."""
         headers = {"If-None-Match": self._etag} if self._etag and self._view else {}
+        target = self._target(headers)
         try:
             async with session.get(
-                self.anchor.url,
+                target,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 allow_redirects=False,
@@ -146,6 +168,24 @@ class GlobalConfClient:
         self.last_success = self.clock()
         self.last_error = None
         return changed
+
+    def _target(self, headers: dict[str, str]) -> URL:
+        """The URL to fetch, signing the request into ``headers`` when there is an identity."""
+        target = URL(self.anchor.url)
+        who = self.identity
+        if who is None:
+            return target
+        if who.gateway:
+            target = target.update_query({GATEWAY_PARAM: who.gateway})
+        headers["Authorization"] = sign_request(
+            who.key,
+            who.member,
+            audience=AUDIENCE,
+            method="GET",
+            path=target.raw_path_qs,
+            now=self.clock(),
+        )
+        return target
 
     def next_wait(self, failures: int) -> float:
         """Seconds until the next fetch: the refresh interval, or sooner after failures

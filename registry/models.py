@@ -290,3 +290,20 @@ class GlobalConfVersion(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     content_sha256: Mapped[str] = mapped_column(String(64))  # of the content without times/serial
     signed: Mapped[str] = mapped_column(Text)  # the compact JWS served at /globalconf
+
+
+class GatewayFetch(Base):
+    """The last global configuration each gateway fetched, as it reported it.
+
+    A gateway that holds a member key signs its fetch (:mod:`registry.fetch_reports`); the
+    registry keeps one row per (member, gateway) with the serial it served and when, so the
+    operator can see which gateways lag behind. Plain strings rather than foreign keys: a
+    report describes what happened and outlives later changes to the member's registration.
+    """
+
+    __tablename__ = "registry_gateway_fetches"
+
+    member: Mapped[str] = mapped_column(String(1024), primary_key=True)  # X-Road member id
+    gateway: Mapped[str] = mapped_column(String(CODE), primary_key=True)  # '' if not named
+    serial: Mapped[int] = mapped_column(Integer)  # the configuration served (or confirmed by 304)
+    fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -64,6 +64,7 @@ from shahrah.federation import (
     PERSON,
     TAX_OFFICE,
     Ports,
+    consent_operator_token,
     create,
     follow_ports,
     url,
@@ -110,6 +111,9 @@ async def running(data_dir: Path, base_port: int, *, people: int = 200) -> Async
             write_federation(data_dir, federation, ports)
     else:
         federation = await create(data_dir, ports, people=people)
+    if "consent_operator_token" not in federation:  # a folder made before the console
+        federation["consent_operator_token"] = await consent_operator_token(data_dir)
+        write_federation(data_dir, federation, ports)
 
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -123,6 +127,7 @@ async def running(data_dir: Path, base_port: int, *, people: int = 200) -> Async
                         instance=INSTANCE,
                         operator_key=operator_key,
                         publish_interval=5.0,
+                        consent_operator_token=federation["consent_operator_token"],
                     )
                 ),
                 HOST,
@@ -266,6 +271,8 @@ def describe(live: Live) -> str:
         f"    sign in as {c['name']}: CNIC {c['cnic']}  password {c['password']}"
         + ("  (parent of a ward)" if f.get("wards") else ""),
         f"  audit witness   {f['audit']['url']}",
+        f"  operator console {f['registry']['url']}/console"
+        f"  (sign in with the operator token: {f['operator_token']})",
     ]
     for name, g in f["gateways"].items():
         lines.append(f"  gateway {name:<6} r1 {g['local']}   mTLS {g['remote']}   {g['id']}")

@@ -22,6 +22,7 @@ from adapters.legacy import config_path
 from adapters.legacy.land_records import PATH as SOAP_PATH
 from audit.bootstrap import init_audit_server
 from consent import bootstrap as consent_bootstrap
+from consent import operators as consent_operators
 from consent.artefact import Relation
 from consent.citizens import Accounts, GuardianshipCreate, add_guardianship
 from core.db import create_engine, sessions, transaction, utcnow
@@ -321,6 +322,8 @@ async def create(data_dir: Path, ports: Ports, *, people: int = 200) -> dict[str
         "instance": INSTANCE,
         "note": "demonstration federation: keys are stored without a passphrase",
         "operator_token": made.operator_token,
+        # The registry's operator console registers guardianships in the consent service.
+        "consent_operator_token": await consent_operator_token(data_dir),
         "regulator": {
             "client": str(REGULATOR),
             "key": str(data_dir / "regulator-key.pem"),
@@ -443,6 +446,17 @@ async def follow_ports(data_dir: Path, ports: Ports) -> None:
         await engine.dispose()
 
 
+async def consent_operator_token(data_dir: Path) -> str:
+    """A new consent-service operator token for the registry's operator console, which
+    registers guardianships through the consent service's operator API."""
+    engine = create_engine(consent_bootstrap.default_db_url(data_dir / "consent"))
+    try:
+        async with transaction(sessions(engine)) as s:
+            return await consent_operators.tokens.create(s, f"registry-console-{time.time_ns()}")
+    finally:
+        await engine.dispose()
+
+
 def write_federation(data_dir: Path, federation: dict[str, Any], ports: Ports) -> None:
     federation["base_port"] = ports.base
     federation["registry"] = {
@@ -457,6 +471,10 @@ def write_federation(data_dir: Path, federation: dict[str, Any], ports: Ports) -
         "portal": f"{url(ports.consent)}/portal/",
     }
     federation["audit"] = {"url": url(ports.audit)}
+    federation["operator_console"] = {
+        "url": f"{url(ports.registry)}/console",
+        "sign_in": "with operator_token",
+    }
     federation["legacy"] = {"land_records_soap": f"{url(ports.soap)}{SOAP_PATH}"}
     for m in MEMBERS:
         entry = federation["gateways"][m.name]

@@ -100,12 +100,14 @@ async def _body(request: web.Request, model: type[M]) -> M:
     return parse_request(model, parse_json(await request.read()))
 
 
-async def _read(request: web.Request, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+async def read(request: web.Request, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
     async with transaction(request.config_dict[STATE].sessions, write=False) as s:
         return await action(s)
 
 
-async def _write(request: web.Request, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+async def write(request: web.Request, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """One schema registry action in one transaction, retried when a concurrent registration
+    took the same version number (shared with the operator console)."""
     sessions = request.config_dict[STATE].sessions
     for attempt in range(WRITE_RETRIES):
         try:
@@ -175,7 +177,7 @@ async def schema_types(request: web.Request) -> web.StreamResponse:
     "GET", "/schemas/ids/{id}", summary="A schema by global id", response=_VERSION, errors=(404,)
 )
 async def schema_by_id(request: web.Request) -> web.StreamResponse:
-    row = await _read(request, lambda s: service.get_schema(s, _schema_id(request)))
+    row = await read(request, lambda s: service.get_schema(s, _schema_id(request)))
     body: dict[str, Any] = {"schemaType": "JSON", "schema": row.schema_text}
     refs = store.references_of(row)
     if refs:
@@ -191,7 +193,7 @@ async def schema_by_id(request: web.Request) -> web.StreamResponse:
     errors=(404,),
 )
 async def raw_schema_by_id(request: web.Request) -> web.StreamResponse:
-    row = await _read(request, lambda s: service.get_schema(s, _schema_id(request)))
+    row = await read(request, lambda s: service.get_schema(s, _schema_id(request)))
     return web.Response(text=row.schema_text, content_type=CONTENT_TYPE)
 
 
@@ -203,7 +205,7 @@ async def raw_schema_by_id(request: web.Request) -> web.StreamResponse:
     errors=(404,),
 )
 async def versions_of_id(request: web.Request) -> web.StreamResponse:
-    found = await _read(request, lambda s: service.schema_versions(s, _schema_id(request)))
+    found = await read(request, lambda s: service.schema_versions(s, _schema_id(request)))
     return _respond([{"subject": subj, "version": v} for subj, v in found])
 
 
@@ -212,7 +214,7 @@ async def versions_of_id(request: web.Request) -> web.StreamResponse:
 
 @api.route("GET", "/subjects", summary="All subjects", query=Deleted, response=_STRINGS)
 async def subjects(request: web.Request, query: Deleted) -> web.StreamResponse:
-    return _respond(await _read(request, lambda s: service.list_subjects(s, deleted=query.deleted)))
+    return _respond(await read(request, lambda s: service.list_subjects(s, deleted=query.deleted)))
 
 
 @api.route(
@@ -225,7 +227,7 @@ async def subjects(request: web.Request, query: Deleted) -> web.StreamResponse:
 )
 async def versions(request: web.Request, query: Deleted) -> web.StreamResponse:
     subject = _subject(request)
-    found = await _read(request, lambda s: service.list_versions(s, subject, deleted=query.deleted))
+    found = await read(request, lambda s: service.list_versions(s, subject, deleted=query.deleted))
     return _respond(found)
 
 
@@ -239,7 +241,7 @@ async def versions(request: web.Request, query: Deleted) -> web.StreamResponse:
 )
 async def get_version(request: web.Request, query: Deleted) -> web.StreamResponse:
     subject, spec = _subject(request), _version(request)
-    info = await _read(
+    info = await read(
         request, lambda s: service.get_version(s, subject, spec, deleted=query.deleted)
     )
     return _respond(info.to_json())
@@ -254,7 +256,7 @@ async def get_version(request: web.Request, query: Deleted) -> web.StreamRespons
 )
 async def get_version_schema(request: web.Request) -> web.StreamResponse:
     subject, spec = _subject(request), _version(request)
-    info = await _read(request, lambda s: service.get_version(s, subject, spec))
+    info = await read(request, lambda s: service.get_version(s, subject, spec))
     return web.Response(text=info.schema, content_type=CONTENT_TYPE)
 
 
@@ -267,7 +269,7 @@ async def get_version_schema(request: web.Request) -> web.StreamResponse:
 )
 async def referenced_by(request: web.Request) -> web.StreamResponse:
     subject, spec = _subject(request), _version(request)
-    return _respond(await _read(request, lambda s: service.referenced_by(s, subject, spec)))
+    return _respond(await read(request, lambda s: service.referenced_by(s, subject, spec)))
 
 
 @api.route(
@@ -284,7 +286,7 @@ async def register(request: web.Request, principal: str) -> web.StreamResponse:
     409 with the reasons when the subject's compatibility level refuses it."""
     subject = _subject(request)
     body = await _body(request, SchemaRequest)
-    done = await _write(request, lambda s: service.register(s, subject, body))
+    done = await write(request, lambda s: service.register(s, subject, body))
     return _respond({"id": done.id})
 
 
@@ -299,7 +301,7 @@ async def register(request: web.Request, principal: str) -> web.StreamResponse:
 async def lookup(request: web.Request) -> web.StreamResponse:
     subject = _subject(request)
     body = await _body(request, SchemaRequest)
-    info = await _read(request, lambda s: service.lookup(s, subject, body))
+    info = await read(request, lambda s: service.lookup(s, subject, body))
     return _respond(info.to_json())
 
 
@@ -314,7 +316,7 @@ async def lookup(request: web.Request) -> web.StreamResponse:
 )
 async def delete_subject(request: web.Request, principal: str, query: Permanent) -> Any:
     subject = _subject(request)
-    done = await _write(
+    done = await write(
         request, lambda s: service.delete_subject(s, subject, permanent=query.permanent)
     )
     return _respond(done)
@@ -331,7 +333,7 @@ async def delete_subject(request: web.Request, principal: str, query: Permanent)
 )
 async def delete_version(request: web.Request, principal: str, query: Permanent) -> Any:
     subject, spec = _subject(request), _version(request)
-    done = await _write(
+    done = await write(
         request, lambda s: service.delete_version(s, subject, spec, permanent=query.permanent)
     )
     return _respond(done)
@@ -345,7 +347,7 @@ async def _compatibility(
 ) -> web.StreamResponse:
     subject = _subject(request)
     body = await _body(request, SchemaRequest)
-    verdict = await _read(request, lambda s: service.check_compatibility(s, subject, spec, body))
+    verdict = await read(request, lambda s: service.check_compatibility(s, subject, spec, body))
     answer: dict[str, Any] = {"is_compatible": verdict.compatible}
     if verbose:
         answer["messages"] = list(verdict.messages)
@@ -389,7 +391,7 @@ def _config_json(view: service.ConfigView, *, key: str = "compatibilityLevel") -
 
 @api.route("GET", "/config", summary="Global compatibility level and policy", response=_CONFIG)
 async def get_global_config(request: web.Request) -> web.StreamResponse:
-    return _respond(_config_json(await _read(request, lambda s: service.get_config(s))))
+    return _respond(_config_json(await read(request, lambda s: service.get_config(s))))
 
 
 @api.route(
@@ -403,7 +405,7 @@ async def get_global_config(request: web.Request) -> web.StreamResponse:
 )
 async def put_global_config(request: web.Request, principal: str) -> web.StreamResponse:
     body = await _body(request, ConfigRequest)
-    view = await _write(request, lambda s: service.set_config(s, None, body))
+    view = await write(request, lambda s: service.set_config(s, None, body))
     return _respond(_config_json(view, key="compatibility"))
 
 
@@ -415,7 +417,7 @@ async def put_global_config(request: web.Request, principal: str) -> web.StreamR
     auth=OP,
 )
 async def delete_global_config(request: web.Request, principal: str) -> web.StreamResponse:
-    view = await _write(request, lambda s: service.delete_config(s, None))
+    view = await write(request, lambda s: service.delete_config(s, None))
     return _respond(_config_json(view))
 
 
@@ -430,7 +432,7 @@ async def delete_global_config(request: web.Request, principal: str) -> web.Stre
 async def get_subject_config(request: web.Request, query: DefaultToGlobal) -> Any:
     """40408 when the subject has no config of its own, unless ``defaultToGlobal=true``."""
     subject = _subject(request)
-    view = await _read(
+    view = await read(
         request,
         lambda s: service.get_config(s, subject, default_to_global=query.defaultToGlobal),
     )
@@ -449,7 +451,7 @@ async def get_subject_config(request: web.Request, query: DefaultToGlobal) -> An
 async def put_subject_config(request: web.Request, principal: str) -> web.StreamResponse:
     subject = _subject(request)
     body = await _body(request, ConfigRequest)
-    view = await _write(request, lambda s: service.set_config(s, subject, body))
+    view = await write(request, lambda s: service.set_config(s, subject, body))
     return _respond(_config_json(view, key="compatibility"))
 
 
@@ -463,7 +465,7 @@ async def put_subject_config(request: web.Request, principal: str) -> web.Stream
 )
 async def delete_subject_config(request: web.Request, principal: str) -> web.StreamResponse:
     subject = _subject(request)
-    view = await _write(request, lambda s: service.delete_config(s, subject))
+    view = await write(request, lambda s: service.delete_config(s, subject))
     return _respond(_config_json(view))
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "ServerProxyError",
     "ServiceFailedError",
     "ShahrahError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UnknownServiceError",
     "UnprocessableError",
@@ -92,6 +93,13 @@ class UnprocessableError(BadRequestError):
 class PayloadTooLargeError(BadRequestError):
     status = 413
     xroad_type = "Client.PayloadTooLarge"
+
+
+class TooManyRequestsError(ShahrahError):
+    """Too many attempts in a short time (sign-in failures): wait ``detail['retry_after']`` s."""
+
+    status = 429
+    xroad_type = "Client.TooManyRequests"
 
 
 class UnauthorizedError(ShahrahError):

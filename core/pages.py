@@ -1,0 +1,569 @@
+"""Server-rendered web consoles: templates, languages, sessions, CSRF and a strict CSP.
+
+Each console (the citizen portal, the regulator console, the operator console)
+is a :class:`Console` mounted under a path prefix of its service's aiohttp
+application. The package that owns the console declares its pages with
+:meth:`Console.page`; the kit does everything a page must never forget:
+
+- **Language.** English or Urdu, from a cookie set by the switch on every page
+  (``{prefix}/lang/{code}``), else from ``Accept-Language``. Urdu pages are
+  laid out right to left (``<html dir="rtl">``). Text comes from message
+  catalogues (``core/messages.json`` plus the package's ``messages.json``).
+- **Sessions.** A random session id in an ``HttpOnly``, ``Secure``,
+  ``SameSite=Strict`` cookie scoped to the prefix; the state stays on the
+  server, bounded in number, with an idle and an absolute expiry. Signing in
+  rotates the id, so a session fixed before sign-in is worth nothing.
+- **CSRF.** Every form carries the session's token; every POST must return it
+  (compared in constant time) and come from this origin (``Origin``, else
+  ``Referer``). A refused POST changes nothing: the handler never runs.
+- **Escaping and CSP.** Jinja2 autoescapes everything, and the policy allows
+  no script at all, inline or not; confirmations are pages of their own.
+- **Errors.** A :class:`core.errors.ShahrahError` raised by a page becomes an
+  HTML error page with its status; anything else is logged with an id and
+  shown as a generic failure.
+
+Sign-in itself belongs to each console (a CNIC and password, a username and
+password, an operator token); :class:`LoginLimiter` gives them all the same
+throttling of repeated failures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+
+from core.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ShahrahError,
+    TooManyRequestsError,
+)
+
+__all__ = [
+    "CSP",
+    "LANGS",
+    "Catalog",
+    "Console",
+    "LoginLimiter",
+    "PageContext",
+    "Session",
+    "SessionStore",
+    "safe_next",
+]
+
+log = logging.getLogger(__name__)
+
+LANGS = ("en", "ur")
+RTL = frozenset({"ur"})
+LANG_NAMES = {"en": "English", "ur": "اردو"}
+LANG_COOKIE = "shahrah-lang"
+MAX_FORM = 64 * 1024  # bytes; the largest form is a schema pasted for a compatibility preview
+SESSION_IDLE = dt.timedelta(minutes=30)
+SESSION_ABSOLUTE = dt.timedelta(hours=12)
+MAX_SESSIONS = 10_000  # per console; the oldest are dropped first when more are opened
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+Page = Callable[[web.Request, "PageContext"], Awaitable[web.StreamResponse]]
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+class Catalog:
+    """Messages by language; a message missing in Urdu falls back to English."""
+
+    def __init__(self, messages: Mapping[str, Mapping[str, str]]) -> None:
+        self._messages = {lang: dict(messages.get(lang, {})) for lang in LANGS}
+
+    @classmethod
+    def load(cls, packages: Iterable[str]) -> Catalog:
+        merged: dict[str, dict[str, str]] = {lang: {} for lang in LANGS}
+        for package in packages:
+            source = resources.files(package) / "messages.json"
+            if not source.is_file():
+                continue
+            for lang, texts in json.loads(source.read_text("utf-8")).items():
+                if lang not in merged:
+                    raise ValueError(f"{package}/messages.json: unknown language {lang!r}")
+                clash = merged[lang].keys() & texts.keys()
+                if clash:
+                    raise ValueError(f"{package}/messages.json redefines {sorted(clash)}")
+                merged[lang].update(texts)
+        return cls(merged)
+
+    def keys(self, lang: str) -> set[str]:
+        return set(self._messages[lang])
+
+    def text(self, lang: str, key: str, **values: Any) -> str:
+        template = self._messages[lang].get(key) or self._messages["en"].get(key)
+        if template is None:
+            raise KeyError(f"no message {key!r}")
+        return template.format(**values) if values else template
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    id: str
+    csrf: str
+    created: float
+    seen: float
+    principal: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    flashes: list[str] = field(default_factory=list)
+
+
+class SessionStore:
+    """Server-side sessions with idle and absolute expiry, bounded in number."""
+
+    def __init__(
+        self,
+        idle: dt.timedelta = SESSION_IDLE,
+        absolute: dt.timedelta = SESSION_ABSOLUTE,
+        *,
+        limit: int = MAX_SESSIONS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._idle = idle.total_seconds()
+        self._absolute = absolute.total_seconds()
+        self._limit = limit
+        self._clock = clock
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+
+    def new(self) -> Session:
+        now = self._clock()
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now)
+        self._sessions[session.id] = session
+        while len(self._sessions) > self._limit:
+            self._sessions.popitem(last=False)
+        return session
+
+    def get(self, sid: str) -> Session | None:
+        """The live session with this id (and mark it used), or None if unknown or expired."""
+        session = self._sessions.get(sid)
+        if session is None:
+            return None
+        now = self._clock()
+        if now - session.seen > self._idle or now - session.created > self._absolute:
+            del self._sessions[sid]
+            return None
+        session.seen = now
+        self._sessions.move_to_end(sid)
+        return session
+
+    def drop(self, sid: str) -> None:
+        self._sessions.pop(sid, None)
+
+
+class LoginLimiter:
+    """Throttles repeated sign-in failures per key (an account, a client address).
+
+    After ``limit`` failures within ``window`` the key is refused for ``lock``,
+    doubling with each further lock-out until a success clears it.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int = 5,
+        window: dt.timedelta = dt.timedelta(minutes=5),
+        lock: dt.timedelta = dt.timedelta(minutes=1),
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
+        self._limit = limit
+        self._window = window.total_seconds()
+        self._lock = lock.total_seconds()
+        self._clock = clock
+        self._max_keys = max_keys
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._locked: dict[str, tuple[float, int]] = {}  # key -> (until, lock-outs so far)
+
+    def check(self, *keys: str) -> None:
+        """Raise TooManyRequestsError if any key is locked out now."""
+        now = self._clock()
+        for key in keys:
+            until, _ = self._locked.get(key, (0.0, 0))
+            if until > now:
+                wait = int(until - now) + 1
+                raise TooManyRequestsError(
+                    f"too many failed sign-ins; try again in {wait} s",
+                    detail={"retry_after": wait},
+                )
+
+    def failed(self, *keys: str) -> None:
+        now = self._clock()
+        for key in keys:
+            recent = [t for t in self._failures.pop(key, []) if now - t < self._window]
+            recent.append(now)
+            if len(recent) >= self._limit:
+                _, times = self._locked.get(key, (0.0, 0))
+                self._locked[key] = (now + self._lock * 2**times, times + 1)
+                recent = []
+            self._failures[key] = recent
+            while len(self._failures) > self._max_keys:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, *keys: str) -> None:
+        for key in keys:
+            self._failures.pop(key, None)
+            self._locked.pop(key, None)
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+def safe_next(value: str | None, prefix: str, default: str) -> str:
+    """A local path inside the console to go back to after sign-in, or ``default``.
+
+    Anything that could leave the site (a scheme, a host, ``//``, a backslash)
+    or the console is replaced by the default.
+    """
+    if not value or len(value) > 2048:
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or "\\" in value or value.startswith("//"):
+        return default
+    if not (parts.path == prefix or parts.path.startswith(prefix + "/")):
+        return default
+    return value
+
+
+@dataclass
+class PageContext:
+    """What a page handler gets besides the request: language, session, form, rendering."""
+
+    request: web.Request
+    console: Console
+    lang: str
+    session: Session
+    form: MultiDictProxy[str] = field(default_factory=lambda: MultiDictProxy(MultiDict()))
+
+    @property
+    def principal(self) -> str | None:
+        return self.session.principal
+
+    @property
+    def dir(self) -> str:
+        return "rtl" if self.lang in RTL else "ltr"
+
+    def t(self, key: str, **values: Any) -> str:
+        return self.console.catalog.text(self.lang, key, **values)
+
+    def url(self, path: str = "/") -> str:
+        return self.console.url(path)
+
+    def flash(self, key: str, **values: Any) -> None:
+        """A message for the next page shown in this session ("Consent revoked.")."""
+        self.session.flashes.append(self.t(key, **values))
+
+    def redirect(self, path: str) -> web.Response:
+        """303 See Other to a page of this console (after a POST, so reload does not repeat)."""
+        return web.Response(status=303, headers={"Location": self.url(path)})
+
+    def render(self, template: str, *, status: int = 200, **values: Any) -> web.Response:
+        return self.console.render(self, template, status=status, **values)
+
+
+class Console:
+    """One web console: its pages, templates, messages and sessions, under ``prefix``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        prefix: str,
+        package: str,
+        title: str,
+        nav: Sequence[tuple[str, str]] = (),
+        stylesheets: Sequence[str] = (),
+        login: str = "/login",
+        home: str = "/",
+        session_idle: dt.timedelta = SESSION_IDLE,
+        secure_cookies: bool = True,
+    ) -> None:
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError("a console prefix starts with '/' and does not end with one")
+        self.name = name
+        self.prefix = prefix
+        self.package = package
+        self.title = title
+        self.nav = tuple(nav)
+        self.stylesheets = tuple(stylesheets)
+        self.login = login
+        self.home = home
+        self.secure_cookies = secure_cookies
+        self.cookie = f"shahrah-{name}"
+        self.sessions = SessionStore(idle=session_idle)
+        self.limiter = LoginLimiter()
+        self.catalog = Catalog.load(["core", package])
+        self._static = self._load_static()
+        self._pages: list[tuple[str, tuple[str, ...], Route]] = []
+        self._env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(
+                [jinja2.PackageLoader(package, "templates"), jinja2.PackageLoader("core")]
+            ),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._env.filters["when"] = _when
+
+    # -- declaring ---------------------------------------------------------------------------
+
+    def url(self, path: str = "/") -> str:
+        return self.prefix + (path if path.startswith("/") else "/" + path)
+
+    def page(
+        self, path: str, *, methods: Sequence[str] = ("GET",), auth: bool = True
+    ) -> Callable[[Page], Page]:
+        """Declare a page at ``prefix + path``; ``auth=False`` for the sign-in page."""
+
+        def declare(handler: Page) -> Page:
+            self._pages.append((path, tuple(methods), self._guard(handler, auth)))
+            return handler
+
+        return declare
+
+    def mount(self, app: web.Application) -> None:
+        """Add every page, the stylesheets, the language switch and sign-out to ``app``."""
+        for path, methods, handler in self._pages:
+            for method in methods:
+                app.router.add_route(method, self.url(path), handler)
+        app.router.add_get(self.url("/static/{name}"), self._serve_static)
+        app.router.add_get(self.url("/lang/{lang}"), self._switch_language)
+        app.router.add_post(self.url("/logout"), self._guard(self._logout, auth=False))
+        if self.home != "/":
+            app.router.add_get(self.prefix + "/", self._to_home)
+        app.router.add_get(self.prefix, self._to_home)
+
+    # -- sign-in -----------------------------------------------------------------------------
+
+    def sign_in(self, ctx: PageContext, principal: str, data: dict[str, Any] | None = None) -> None:
+        """Start an authenticated session under a new id (the old one stops working)."""
+        self.sessions.drop(ctx.session.id)
+        fresh = self.sessions.new()
+        fresh.principal = principal
+        fresh.data = dict(data or {})
+        ctx.session = fresh
+
+    def sign_out(self, ctx: PageContext) -> None:
+        self.sessions.drop(ctx.session.id)
+        ctx.session = self.sessions.new()
+
+    def client_address(self, request: web.Request) -> str:
+        """The peer address, for per-address throttling (proxies are not trusted)."""
+        return f"addr:{request.remote or 'unknown'}"
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def render(
+        self, ctx: PageContext, template: str, *, status: int = 200, **values: Any
+    ) -> web.Response:
+        flashes, ctx.session.flashes = ctx.session.flashes, []
+        other = "ur" if ctx.lang == "en" else "en"
+        here = ctx.request.path_qs
+        values.setdefault("page_title", "")
+        html = self._env.get_template(template).render(
+            t=ctx.t,
+            lang=ctx.lang,
+            dir=ctx.dir,
+            console=self,
+            url=self.url,
+            static=lambda name: self.url(f"/static/{name}"),
+            csrf=ctx.session.csrf,
+            principal=ctx.principal,
+            flashes=flashes,
+            current=ctx.request.path,
+            other_lang=other,
+            other_lang_name=LANG_NAMES[other],
+            lang_switch=self.url(f"/lang/{other}") + "?next=" + quote(here, safe=""),
+            **values,
+        )
+        return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+    def _error_page(self, ctx: PageContext, error: ShahrahError) -> web.Response:
+        return self.render(
+            ctx,
+            "error.html",
+            status=error.status,
+            page_title=ctx.t("core.error.title"),
+            error=error,
+        )
+
+    # -- the guard around every page -------------------------------------------------------
+
+    def _language(self, request: web.Request) -> str:
+        chosen = request.cookies.get(LANG_COOKIE)
+        if chosen in LANGS:
+            return chosen
+        for part in request.headers.get("Accept-Language", "").split(","):
+            code = part.split(";")[0].strip().lower()[:2]
+            if code in LANGS:
+                return code
+        return "en"
+
+    def _session(self, request: web.Request) -> tuple[Session, bool]:
+        """The request's session and whether it is one the browser already holds."""
+        sid = request.cookies.get(self.cookie)
+        if sid:
+            session = self.sessions.get(sid)
+            if session is not None:
+                return session, True
+        return self.sessions.new(), False
+
+    def _same_origin(self, request: web.Request) -> bool:
+        expected = f"{request.scheme}://{request.host}"
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            return hmac.compare_digest(origin.encode(), expected.encode())
+        referer = request.headers.get("Referer", "")
+        parts = urlsplit(referer)
+        return bool(parts.scheme) and f"{parts.scheme}://{parts.netloc}" == expected
+
+    async def _read_form(self, request: web.Request) -> MultiDictProxy[str]:
+        if request.content_length is not None and request.content_length > MAX_FORM:
+            raise PayloadTooLargeError(f"the form is larger than {MAX_FORM} bytes")
+        if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            raise BadRequestError("expected a form submission")
+        raw = await request.post()
+        if any(not isinstance(v, str) for v in raw.values()):
+            raise BadRequestError("file uploads are not accepted here")
+        return MultiDictProxy(MultiDict((k, str(v)) for k, v in raw.items()))
+
+    def _guard(self, handler: Page, auth: bool) -> Route:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            session, known = self._session(request)
+            ctx = PageContext(request, self, self._language(request), session)
+            try:
+                if request.method == "POST":
+                    await self._check_post(request, ctx, known)
+                if auth and ctx.principal is None:
+                    response: web.StreamResponse = self._to_login(ctx, expired=known is False)
+                else:
+                    response = await handler(request, ctx)
+            except ShahrahError as e:
+                response = self._error_page(ctx, e)
+            except web.HTTPException:
+                raise
+            except Exception:
+                error_id = str(uuid.uuid4())
+                log.exception(
+                    "page %s %s failed (error %s)", request.method, request.path, error_id
+                )
+                response = self._error_page(
+                    ctx, ShahrahError(ctx.t("core.error.internal", id=error_id))
+                )
+            self._finish(request, ctx, response)
+            return response
+
+        return guarded
+
+    async def _check_post(self, request: web.Request, ctx: PageContext, known: bool) -> None:
+        if not self._same_origin(request):
+            raise ForbiddenError(ctx.t("core.error.origin"))
+        ctx.form = await self._read_form(request)
+        token = ctx.form.get("csrf", "")
+        if not known or not hmac.compare_digest(token.encode(), ctx.session.csrf.encode()):
+            # Nothing was done; a stale page after the session expired lands here too.
+            raise ForbiddenError(ctx.t("core.error.csrf"))
+
+    def _to_login(self, ctx: PageContext, *, expired: bool) -> web.Response:
+        if expired and ctx.request.cookies.get(self.cookie):
+            ctx.flash("core.session_expired")
+        target = self.url(self.login)
+        if ctx.request.method == "GET":
+            target += "?next=" + quote(ctx.request.path_qs, safe="")
+        return web.Response(status=303, headers={"Location": target})
+
+    def _finish(self, request: web.Request, ctx: PageContext, response: web.StreamResponse) -> None:
+        if request.cookies.get(self.cookie) != ctx.session.id:
+            response.set_cookie(
+                self.cookie,
+                ctx.session.id,
+                path=self.prefix,
+                httponly=True,
+                secure=self.secure_cookies,
+                samesite="Strict",
+            )
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+
+    # -- built-in routes -------------------------------------------------------------------
+
+    async def _logout(self, request: web.Request, ctx: PageContext) -> web.StreamResponse:
+        self.sign_out(ctx)
+        ctx.flash("core.signed_out")
+        return ctx.redirect(self.login)
+
+    async def _to_home(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther(self.url(self.home))
+
+    async def _switch_language(self, request: web.Request) -> web.StreamResponse:
+        lang = request.match_info["lang"]
+        if lang not in LANGS:
+            raise NotFoundError(f"no language {lang!r}")
+        target = safe_next(request.query.get("next"), self.prefix, self.url(self.home))
+        response = web.Response(status=303, headers={"Location": target})
+        response.set_cookie(
+            LANG_COOKIE,
+            lang,
+            path="/",
+            max_age=365 * 24 * 3600,
+            secure=self.secure_cookies,
+            samesite="Lax",
+        )
+        return response
+
+    def _load_static(self) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+        for package in ("core", self.package):
+            folder = resources.files(package) / "static"
+            if folder.is_dir():
+                files.update({f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()})
+        return files
+
+    async def _serve_static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        body = self._static.get(name)
+        if body is None or not name.endswith(".css"):
+            raise NotFoundError(f"no stylesheet {name!r}")
+        return web.Response(
+            body=body,
+            content_type="text/css",
+            charset="utf-8",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+
+def _when(value: dt.datetime | None) -> str:
+    """A time as people read it: ``2026-11-28 14:05 UTC``."""
+    if value is None:
+        return "—"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -32,6 +32,9 @@ from registry.globalconf import GlobalConfView
 __all__ = ["EntryStatus", "MirroredEntry", "State", "load_entry", "verify_entry"]
 
 
+_SECOND = dt.timedelta(seconds=1) - dt.timedelta(microseconds=1)
+
+
 class State(StrEnum):
     VERIFIED = "verified"
     PENDING = "pending"  # not yet in a checkpoint the witness cosigned
@@ -99,8 +102,14 @@ async def verify_entry(
         checkpoint = Checkpoint.parse(note.text)
         if checkpoint.origin != head.origin or checkpoint.size != size:
             raise _Failed(f"the stored checkpoint does not state size {size} of {head.origin}")
-        identity = resolve_log(view, found.log_id, row.cosigned_at)
-        verify_log_signature(note, identity.origin, identity.keys)
+        # The cosignature's time has whole seconds, so it was made within [t, t + 1 s): a
+        # key valid at either end of that second may have signed.
+        keys = {
+            key.kid: key
+            for at in (row.cosigned_at, row.cosigned_at + _SECOND)
+            for key in resolve_log(view, found.log_id, at).keys
+        }
+        verify_log_signature(note, head.origin, keys.values())
         timestamp = verify_cosignature(note, witness_name, witness_key)
         leaf = merkle.leaf_hash(found.entry)
         if leaf != found.leaf_hash:

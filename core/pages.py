@@ -78,6 +78,7 @@ MAX_FORM = 64 * 1024  # bytes; the largest form is a schema pasted for a compati
 SESSION_IDLE = dt.timedelta(minutes=30)
 SESSION_ABSOLUTE = dt.timedelta(hours=12)
 MAX_SESSIONS = 10_000  # per console; the oldest are dropped first when more are opened
+STATIC_TYPES = {"css": "text/css", "svg": "image/svg+xml"}
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -552,11 +553,12 @@ class Console:
     async def _serve_static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         body = self._static.get(name)
-        if body is None or not name.endswith(".css"):
-            raise NotFoundError(f"no stylesheet {name!r}")
+        kind = STATIC_TYPES.get(name.rpartition(".")[2])
+        if body is None or kind is None:
+            raise NotFoundError(f"no static file {name!r}")
         return web.Response(
             body=body,
-            content_type="text/css",
+            content_type=kind,
             charset="utf-8",
             headers={"Cache-Control": "public, max-age=3600"},
         )

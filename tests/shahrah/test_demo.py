@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
-import socket
 import stat
 from pathlib import Path
 
@@ -14,30 +12,12 @@ from shahrah.cli import main
 from shahrah.demo import running
 from shahrah.federation import FEDERATION_FILE, MEMBERS
 from shahrah.scenario import run_scenario
-
-
-def _free_base() -> int:
-    """A base port whose next 40 ports are free now (the federation uses P..P+31)."""
-    for _ in range(50):
-        base = random.randrange(20000, 60000, 100)
-        sockets = []
-        try:
-            for port in range(base, base + 40):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port range")
+from tests.ports import free_base
 
 
 async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    async with running(data, _free_base(), people=20) as live:
+    async with running(data, free_base(), people=20) as live:
         steps = await run_scenario(live)
         assert [s.name for s in steps if not s.ok] == [], [s.detail for s in steps if not s.ok]
         assert len(steps) == 7
@@ -48,7 +28,7 @@ async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) 
     assert len(federation["citizens"]) == 3
     assert federation["operator_token"].startswith("shr_op_")
 
-    moved = _free_base()
+    moved = free_base()
     async with running(data, moved, people=20) as live:
         assert live.federation["gateways"]["lmc"]["local"] == f"http://127.0.0.1:{moved + 30}"
         steps = await run_scenario(live)

@@ -19,7 +19,6 @@ def build() -> tuple[web.Application, list[str]]:
         package="tests.core.kitsite",
         title="kit.title",
         nav=[("/", "kit.notes")],
-        secure_cookies=False,
     )
 
     @console.page("/login", methods=("GET", "POST"), auth=False)

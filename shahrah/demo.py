@@ -258,6 +258,8 @@ def describe(live: Live) -> str:
         f"  schema registry {f['registry']['schema_registry']}",
         f"  consent service {f['consent']['url']}  (citizen API {f['consent']['citizen_api']})",
         f"  audit witness   {f['audit']['url']}",
+        f"  regulator console {f['regulator']['console']}  (user {f['regulator']['username']}, "
+        f"password {f['regulator']['password']})",
     ]
     for name, g in f["gateways"].items():
         lines.append(f"  gateway {name:<6} r1 {g['local']}   mTLS {g['remote']}   {g['id']}")

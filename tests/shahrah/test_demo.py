@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from shahrah.cli import main
-from shahrah.demo import running
+from shahrah.demo import describe, running
 from shahrah.federation import FEDERATION_FILE, MEMBERS
 from shahrah.scenario import run_scenario
 from tests.ports import free_base
@@ -27,10 +27,17 @@ async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) 
     assert federation["consents"]["active"].startswith("cns-")
     assert len(federation["citizens"]) == 3
     assert federation["operator_token"].startswith("shr_op_")
+    regulator = federation["regulator"]
+    assert regulator["console"] == f"{federation['audit']['url']}/console/"
+    assert regulator["username"] == "regulator"
+    assert len(regulator["password"]) >= 12
 
     moved = free_base()
     async with running(data, moved, people=20) as live:
         assert live.federation["gateways"]["lmc"]["local"] == f"http://127.0.0.1:{moved + 30}"
+        described = describe(live)
+        assert f"regulator console http://127.0.0.1:{moved + 2}/console/" in described
+        assert live.federation["regulator"]["password"] in described
         steps = await run_scenario(live)
         assert all(s.ok for s in steps), [s.detail for s in steps if not s.ok]
 

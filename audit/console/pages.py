@@ -68,21 +68,19 @@ def _form_time(value: str) -> str:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).isoformat()
 
 
-def parse_filters(form: dict[str, str]) -> tuple[mirror.Filters | None, dict[str, str]]:
-    """The filters a search form asks for, or the name of each field in error."""
+def parse_filters(form: dict[str, str]) -> tuple[mirror.Filters | None, set[str]]:
+    """The filters a search form asks for, or the names of the fields in error (a rule
+    between fields, such as the time range's order, is reported on ``until``)."""
     values: dict[str, Any] = {}
     for name in _FILTER_FIELDS:
         value = form.get(name, "").strip()
         if value:
             values[name] = _form_time(value) if name in ("since", "until") else value
     try:
-        return mirror.Filters.model_validate(values), {}
+        return mirror.Filters.model_validate(values), set()
     except ValidationError as e:
-        errors: dict[str, str] = {}
-        for problem in e.errors():
-            where = str(problem["loc"][0]) if problem["loc"] else "until"
-            errors.setdefault(where if where in _FILTER_FIELDS else "until", where)
-        return None, errors
+        where = {str(p["loc"][0]) if p["loc"] else "until" for p in e.errors()}
+        return None, {w if w in _FILTER_FIELDS else "until" for w in where}
 
 
 def build_console(deps: ConsoleDeps) -> Console:
@@ -177,7 +175,7 @@ def build_console(deps: ConsoleDeps) -> Console:
         await regulator(ctx)
         log_id = request.query.get("log", "")
         index_text = request.query.get("index", "")
-        if not index_text.isdigit() or len(index_text) > 19 or not log_id:
+        if not index_text.isdigit() or len(index_text) > 18 or not 0 < len(log_id) <= 1100:
             raise BadRequestError(ctx.t("reg.entry.bad_address"))
         async with transaction(deps.sessions, write=False) as s:
             found = await load_entry(s, log_id, int(index_text))

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from audit.console import pages
@@ -59,6 +61,30 @@ def entry_links(html: str) -> list[tuple[str, int]]:
         (log.replace("%2F", "/"), int(index))
         for log, index in re.findall(r'/console/entry\?log=([^&"]+)&amp;index=(\d+)', html)
     ]
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["member", "service", "cnic", "outcome", "since", "until", "other"]),
+        st.text(max_size=40),
+    )
+)
+def test_any_search_form_gives_filters_or_names_its_bad_fields(form: dict[str, str]) -> None:
+    filters, errors = pages.parse_filters(form)
+    assert (filters is None) == bool(errors)
+    assert errors <= {"member", "service", "cnic", "outcome", "since", "until"}
+
+
+def test_search_form_times_are_utc_and_their_order_is_checked() -> None:
+    filters, errors = pages.parse_filters({"since": "2026-11-28T09:00", "cnic": str(CITIZEN)})
+    assert filters is not None
+    assert filters.since is not None
+    assert filters.since.isoformat() == "2026-11-28T09:00:00+00:00"
+    assert filters.cnic == CITIZEN
+    _, errors = pages.parse_filters({"since": "2026-11-28T09:00", "until": "2026-11-28T08:00"})
+    assert errors == {"until"}
+    _, errors = pages.parse_filters({"member": "PK/FED", "outcome": "maybe"})
+    assert errors == {"member", "outcome"}
 
 
 async def test_every_page_needs_a_signed_in_regulator(fed: Federation) -> None:

@@ -29,6 +29,8 @@ from audit.bootstrap import (
     PSEUDONYM_FILE,
     init_audit_server,
 )
+from audit.cli_options import data_dir_option, db_option
+from audit.console.cli import regulator
 from audit.export import write_export
 from audit.note import witness_name
 from audit.verify import verify_export
@@ -46,19 +48,6 @@ __all__ = ["audit"]
 
 _FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 
-data_dir_option = click.option(
-    "--data-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SHAHRAH_AUDIT_DIR",
-    help="The audit server's folder (keys, anchor, SQLite database). Env: SHAHRAH_AUDIT_DIR.",
-)
-db_option = click.option(
-    "--db",
-    envvar="SHAHRAH_DB",
-    help="Database URL (sqlite:///... or postgresql://...); default: audit.db in --data-dir.",
-)
-
 
 def _fail(e: ShahrahError) -> click.ClickException:
     return click.ClickException(e.message)
@@ -67,6 +56,9 @@ def _fail(e: ShahrahError) -> click.ClickException:
 @click.group()
 def audit() -> None:
     """The audit trail: the regulator's witness and mirror, exports and the offline verifier."""
+
+
+audit.add_command(regulator)
 
 
 @audit.command()

@@ -17,6 +17,7 @@ import datetime as dt
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -37,6 +38,7 @@ __all__ = [
     "AuditEventIndex",
     "AuditLog",
     "AuditNode",
+    "AuditRegulator",
 ]
 
 
@@ -149,3 +151,24 @@ class AuditAlarm(Base):
     message: Mapped[str] = mapped_column(Text)
     evidence: Mapped[str] = mapped_column(Text)  # the signed checkpoint that was refused
     created_at: Mapped[CreatedAt]
+
+
+class AuditRegulator(Base):
+    """A person's account on the regulator console, acting for a regulator organisation.
+
+    The organisation is a subsystem that must be in the global group
+    ``audit-regulators`` whenever the person signs in or uses the console, so
+    removing it from the group ends every account tied to it.
+    """
+
+    __tablename__ = "audit_regulator"
+    __table_args__ = (CheckConstraint("failed_signins >= 0", name="failed_signins"),)
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organisation: Mapped[str] = mapped_column(String(1100))  # a ClientId
+    password_hash: Mapped[str] = mapped_column(String(300))  # argon2id PHC string
+    failed_signins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[CreatedAt]
+    password_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -30,7 +30,13 @@ from core.keys import PrivateKey
 from registry.globalconf import GlobalConfView
 from registry.memberauth import SCHEME, MemberRequestVerifier, sign_request
 
-__all__ = ["REGULATORS_GROUP", "SECURITY_SCHEME", "RegulatorAuthenticator", "authorization"]
+__all__ = [
+    "REGULATORS_GROUP",
+    "SECURITY_SCHEME",
+    "RegulatorAuthenticator",
+    "authorization",
+    "require_regulator",
+]
 
 REGULATORS_GROUP = "audit-regulators"
 
@@ -44,6 +50,14 @@ SECURITY_SCHEME = {
         f"in the global group '{REGULATORS_GROUP}'"
     ),
 }
+
+
+def require_regulator(view: GlobalConfView, client: ClientId) -> ClientId:
+    """``client`` if ``view`` lists it in the regulators' global group, else ForbiddenError."""
+    group = next((g for g in view.conf.global_groups if g.code == REGULATORS_GROUP), None)
+    if group is None or client not in group.members:
+        raise ForbiddenError(f"{client} is not in the global group {REGULATORS_GROUP!r}")
+    return client
 
 
 class RegulatorAuthenticator:
@@ -63,11 +77,7 @@ class RegulatorAuthenticator:
 
     async def __call__(self, request: web.Request) -> ClientId:
         client = await self.verifier.authenticate(request)
-        groups = {g.code: g for g in self.view().conf.global_groups}
-        group = groups.get(REGULATORS_GROUP)
-        if group is None or client not in group.members:
-            raise ForbiddenError(f"{client} is not in the global group {REGULATORS_GROUP!r}")
-        return client
+        return require_regulator(self.view(), client)
 
 
 def authorization(

@@ -8,7 +8,8 @@ Routes:
 * ``POST /api/v1/timeline``: one citizen's exchanges, for the consent service's citizen
   portal only (audit.timeline);
 * ``/mirror/...``: the RFC 6962 read API over the mirrored logs (audit.api);
-* ``GET /metrics`` (Prometheus) and ``GET /healthz``.
+* ``GET /metrics`` (Prometheus) and ``GET /healthz``;
+* ``/console/``: the regulator console's web pages (audit.console.pages).
 
 The server learns the federation from a GlobalConfClient started from the
 anchor; until it holds a verified, unexpired configuration it refuses work
@@ -25,12 +26,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from argon2 import PasswordHasher
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from audit import mirror, store, timeline
 from audit.api import register_read_api
+from audit.console.accounts import RegulatorAccounts
+from audit.console.pages import ConsoleDeps, build_console
 from audit.errors import TimelineUnavailableError
 from audit.models import AuditAlarm
 from audit.note import witness_name
@@ -59,6 +63,9 @@ class AuditServerConfig:
     db_url: str
     witness_key: PrivateKey
     pseudonyms: Pseudonymizer | None = None
+    # The console's password hashing; None is argon2-cffi's argon2id defaults (tests go cheaper).
+    password_hasher: PasswordHasher | None = None
+    secure_cookies: bool = True  # False only for tests that speak plain HTTP to a non-local host
 
 
 class Cosignatures(BaseModel):
@@ -266,6 +273,17 @@ def build_app(config: AuditServerConfig, conf: GlobalConfClient) -> web.Applicat
     )
     server_api.register(app, {REG: _regulator, PORTAL: _consent_service})
     register_read_api(app, factory, _regulator, prefix="/mirror", kind=store.MIRROR)
+    build_console(
+        ConsoleDeps(
+            sessions=factory,
+            accounts=RegulatorAccounts(factory, hasher=config.password_hasher),
+            conf=conf,
+            pseudonyms=config.pseudonyms,
+            witness_key=config.witness_key,
+            witness_name=witness_name(conf.anchor.instance),
+            secure_cookies=config.secure_cookies,
+        )
+    ).mount(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()

@@ -271,8 +271,10 @@ def describe(live: Live) -> str:
         f"    sign in as {c['name']}: CNIC {c['cnic']}  password {c['password']}"
         + ("  (parent of a ward)" if f.get("wards") else ""),
         f"  audit witness   {f['audit']['url']}",
-        f"  operator console {f['registry']['url']}/console"
+        f"  operator console {f['operator_console']['url']}"
         f"  (sign in with the operator token: {f['operator_token']})",
+        f"  regulator console {f['regulator']['console']}  (user {f['regulator']['username']}, "
+        f"password {f['regulator']['password']})",
     ]
     for name, g in f["gateways"].items():
         lines.append(f"  gateway {name:<6} r1 {g['local']}   mTLS {g['remote']}   {g['id']}")

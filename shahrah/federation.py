@@ -20,7 +20,9 @@ from typing import Any
 from adapters.legacy import build as build_legacy
 from adapters.legacy import config_path
 from adapters.legacy.land_records import PATH as SOAP_PATH
+from audit.bootstrap import default_db_url as audit_db_url
 from audit.bootstrap import init_audit_server
+from audit.console.accounts import RegulatorAccounts
 from consent import bootstrap as consent_bootstrap
 from consent import operators as consent_operators
 from consent.artefact import Relation
@@ -101,6 +103,7 @@ MEMBERS = (
     ),
 )
 REGULATOR = NCPDP.subsystem("audit")
+REGULATOR_USER = "regulator"  # the demo's account on the regulator console
 
 PERSON = NADRA.subsystem("civil-registry").service("person", "v1")
 PARCEL = PLRA.subsystem("land-records").service("parcel", "v1")
@@ -318,6 +321,13 @@ async def create(data_dir: Path, ports: Ports, *, people: int = 200) -> dict[str
     finally:
         await engine.dispose()
 
+    regulator_password = secrets.token_urlsafe(12)
+    engine = create_engine(audit_db_url(data_dir / "audit"))
+    try:
+        await RegulatorAccounts(sessions(engine)).add(REGULATOR_USER, REGULATOR, regulator_password)
+    finally:
+        await engine.dispose()
+
     federation = {
         "instance": INSTANCE,
         "note": "demonstration federation: keys are stored without a passphrase",
@@ -328,6 +338,8 @@ async def create(data_dir: Path, ports: Ports, *, people: int = 200) -> dict[str
             "client": str(REGULATOR),
             "key": str(data_dir / "regulator-key.pem"),
             "group": REGULATORS,
+            "username": REGULATOR_USER,
+            "password": regulator_password,
         },
         "citizens": citizens,
         "wards": [ward],
@@ -472,9 +484,10 @@ def write_federation(data_dir: Path, federation: dict[str, Any], ports: Ports) -
     }
     federation["audit"] = {"url": url(ports.audit)}
     federation["operator_console"] = {
-        "url": f"{url(ports.registry)}/console",
+        "url": f"{url(ports.registry)}/console/",
         "sign_in": "with operator_token",
     }
+    federation["regulator"]["console"] = f"{url(ports.audit)}/console/"
     federation["legacy"] = {"land_records_soap": f"{url(ports.soap)}{SOAP_PATH}"}
     for m in MEMBERS:
         entry = federation["gateways"][m.name]

@@ -36,10 +36,17 @@ async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) 
     first = federation["citizens"][0]
     assert f"citizen portal  {federation['consent']['url']}/portal/" in told
     assert f"CNIC {first['cnic']}  password {first['password']}" in told
+    regulator = federation["regulator"]
+    assert regulator["console"] == f"{federation['audit']['url']}/console/"
+    assert regulator["username"] == "regulator"
+    assert len(regulator["password"]) >= 12
 
     moved = free_base()
     async with running(data, moved, people=20) as live:
         assert live.federation["gateways"]["lmc"]["local"] == f"http://127.0.0.1:{moved + 30}"
+        described = describe(live)
+        assert f"regulator console http://127.0.0.1:{moved + 2}/console/" in described
+        assert live.federation["regulator"]["password"] in described
         steps = await run_scenario(live)
         assert all(s.ok for s in steps), [s.detail for s in steps if not s.ok]
 

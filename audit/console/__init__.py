@@ -1,0 +1,1 @@
+"""The regulator console: accounts, entry verification and the web pages under ``/console/``."""

@@ -1,0 +1,219 @@
+"""Regulator console accounts: a person's username and password, acting for an organisation.
+
+The organisation is a regulator subsystem (``audit.regulators``): it must be
+in the global group ``audit-regulators`` of the current configuration for the
+person to sign in or use the console, so the operator ends access for a whole
+agency by taking it out of the group, and the audit server's administrator ends
+one person's access with ``shahrah audit regulator disable``.
+
+Passwords are argon2id (argon2-cffi's RFC 9106 defaults) hashed in a worker
+thread. After ``MAX_FAILURES`` wrong passwords in a row the account is locked
+for ``LOCKOUT``, stored in the database so a restart does not reset it; an
+unknown username costs the same hashing as a known one and gets the same
+answer, so sign-in does not tell who has an account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from audit.models import AuditRegulator
+from core.db import Sessions, transaction, utcnow
+from core.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    ShahrahError,
+    UnauthorizedError,
+)
+from core.ids import ClientId
+
+__all__ = [
+    "LOCKOUT",
+    "MAX_FAILURES",
+    "AccountLockedError",
+    "Regulator",
+    "RegulatorAccounts",
+    "RegulatorView",
+    "parse_username",
+]
+
+MAX_FAILURES = 5
+LOCKOUT = dt.timedelta(minutes=15)
+MIN_PASSWORD = 12  # characters: regulators read everyone's audit trail
+MAX_PASSWORD = 1024  # characters; bounds the hashing work a caller can ask for
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
+
+
+class AccountLockedError(ShahrahError):
+    """Too many wrong passwords: the account is locked until ``detail['locked_until']``."""
+
+    status = 429
+    xroad_type = "Client.AccountLocked"
+
+
+def parse_username(text: str) -> str:
+    """A username: 2 to 64 of lower-case letters, digits, ``.``, ``_``, ``-``, starting
+    with a letter or digit."""
+    if not _USERNAME.fullmatch(text):
+        raise BadRequestError(
+            "a username has 2 to 64 characters: a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Regulator:
+    """A signed-in regulator: who, and for which organisation."""
+
+    username: str
+    organisation: ClientId
+
+
+@dataclass(frozen=True)
+class RegulatorView:
+    username: str
+    organisation: str
+    disabled_at: dt.datetime | None
+    locked_until: dt.datetime | None
+    created_at: dt.datetime
+
+
+class RegulatorAccounts:
+    """The console's accounts on the audit server's database.
+
+    ``hasher`` defaults to argon2-cffi's argon2id parameters; tests pass a cheaper one.
+    """
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        *,
+        hasher: PasswordHasher | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.hasher = hasher or PasswordHasher()
+        self.clock = clock
+        # Unknown usernames are checked against this, so they cost what a known one costs.
+        self._decoy = self.hasher.hash(secrets.token_urlsafe(16))
+
+    async def add(self, username: str, organisation: ClientId, password: str) -> None:
+        """Create an account (the audit server administrator's action)."""
+        parse_username(username)
+        if len(password) < MIN_PASSWORD:
+            raise BadRequestError(f"a password needs at least {MIN_PASSWORD} characters")
+        if len(password) > MAX_PASSWORD:
+            raise BadRequestError(f"a password may have at most {MAX_PASSWORD} characters")
+        hashed = await asyncio.to_thread(self.hasher.hash, password)
+        try:
+            async with transaction(self.sessions) as s:
+                s.add(
+                    AuditRegulator(
+                        username=username,
+                        organisation=str(organisation),
+                        password_hash=hashed,
+                        failed_signins=0,
+                        password_changed_at=self.clock(),
+                    )
+                )
+        except IntegrityError as e:
+            raise ConflictError(f"regulator account {username!r} exists already") from e
+
+    async def disable(self, username: str) -> None:
+        """Close an account for good; a signed-in session of it stops at its next page."""
+        async with transaction(self.sessions) as s:
+            row = await s.get(AuditRegulator, username)
+            if row is None:
+                raise NotFoundError(f"no regulator account {username!r}")
+            if row.disabled_at is None:
+                row.disabled_at = self.clock()
+
+    async def list(self) -> list[RegulatorView]:
+        async with transaction(self.sessions, write=False) as s:
+            rows = await s.scalars(select(AuditRegulator).order_by(AuditRegulator.username))
+            return [
+                RegulatorView(
+                    r.username, r.organisation, r.disabled_at, r.locked_until, r.created_at
+                )
+                for r in rows
+            ]
+
+    async def active(self, username: str) -> Regulator:
+        """The account if it may still use the console, else UnauthorizedError."""
+        async with transaction(self.sessions, write=False) as s:
+            row = await s.get(AuditRegulator, username)
+        if row is None or row.disabled_at is not None:
+            raise UnauthorizedError("this regulator account is closed; sign in again")
+        return Regulator(row.username, ClientId.parse(row.organisation))
+
+    async def sign_in(self, username: str, password: str) -> Regulator:
+        """The account, or UnauthorizedError (wrong username or password, or disabled) /
+        AccountLockedError."""
+        wrong = UnauthorizedError("wrong username or password")
+        if len(password) > MAX_PASSWORD or not _USERNAME.fullmatch(username):
+            raise wrong
+        async with transaction(self.sessions, write=False) as s:
+            row = await s.get(AuditRegulator, username)
+            stored = row.password_hash if row else self._decoy
+        if row is not None:
+            self._refuse_if_locked(row.locked_until)
+        ok = await asyncio.to_thread(self._verify, stored, password)
+        if row is None:
+            raise wrong
+        if not ok:
+            await self._failed(username)
+            raise wrong
+        rehash = self.hasher.check_needs_rehash(stored)
+        new_hash = await asyncio.to_thread(self.hasher.hash, password) if rehash else None
+        async with transaction(self.sessions) as s:
+            current = await s.get(AuditRegulator, username)
+            if current is None or current.disabled_at is not None:
+                raise wrong  # a disabled account answers like a wrong password
+            # Failures by others while this password was hashed may have locked it.
+            self._refuse_if_locked(current.locked_until)
+            current.failed_signins = 0
+            current.locked_until = None
+            if new_hash is not None:
+                current.password_hash = new_hash
+            return Regulator(username, ClientId.parse(current.organisation))
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def _refuse_if_locked(self, locked_until: dt.datetime | None) -> None:
+        if locked_until is not None and locked_until > self.clock():
+            when = locked_until.isoformat().replace("+00:00", "Z")
+            raise AccountLockedError(
+                f"this account is locked after {MAX_FAILURES} wrong passwords until {when}",
+                detail={"locked_until": when},
+            )
+
+    async def _failed(self, username: str) -> None:
+        async with transaction(self.sessions) as s:
+            count = await s.scalar(
+                update(AuditRegulator)
+                .where(AuditRegulator.username == username)
+                .values(failed_signins=AuditRegulator.failed_signins + 1)
+                .returning(AuditRegulator.failed_signins)
+            )
+            if count is not None and count >= MAX_FAILURES:
+                await s.execute(
+                    update(AuditRegulator)
+                    .where(AuditRegulator.username == username)
+                    .values(locked_until=self.clock() + LOCKOUT, failed_signins=0)
+                )

@@ -35,4 +35,5 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.adapters
 	$(BIN)/python -m bench.consent
 	$(BIN)/python -m bench.audit
+	$(BIN)/python -m bench.consoles
 	$(BIN)/python -m bench.exchange

@@ -31,11 +31,23 @@ async def until(condition: Callable[[], bool], within: float = 3.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def caught_up(harness: Harness, client: ConsentClient) -> None:
+    """Wait until ``client`` trusts its cache and has heard every change made so far.
+
+    A fresh stream starts at the point the service's feed hub has read up to, which may lag
+    the database by a poll: changes committed just before (the approval of the consent a
+    test is about to use) can still arrive after the first heartbeat and, rightly, drop the
+    permit the test has just cached.
+    """
+    head = await harness.feed_head()
+    await until(lambda: client.status().cache_trusted and (client.status().last_seq or 0) >= head)
+
+
 async def test_a_revoke_reaches_a_subscribed_gateway_within_a_second(harness: Harness) -> None:
     consent = await harness.active_consent()
     token = await harness.sign_in()
     async with harness.client() as client:
-        await until(lambda: client.status().cache_trusted)
+        await caught_up(harness, client)
         await client.decide(query(consent["id"]))  # asks, and caches the permit
         for _ in range(100):
             await client.decide(query(consent["id"]))
@@ -67,7 +79,7 @@ async def test_the_cache_is_trusted_only_while_heartbeats_arrive(
     consent = await harness.active_consent()
     hub = harness.app[STATE].hub
     async with harness.client(cache_trust=0.3, feed_bound=0.8) as client:
-        await until(lambda: client.status().cache_trusted)
+        await caught_up(harness, client)
         await client.decide(query(consent["id"]))
         await client.decide(query(consent["id"]))
         assert client.counters.hits == 1

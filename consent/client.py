@@ -380,7 +380,11 @@ class ConsentClient:
         path = f"/v1/feed?stream={nonce}"
         headers = self._headers("GET", path, b"")
         headers["Accept"] = "text/event-stream"
-        if self._last_seq is not None:
+        # With nothing to resume from, the stream starts wherever the service's hub has read
+        # up to, and changes before that point never come: permits cached until the stream
+        # speaks (asked before, or in flight) cannot be vouched for by its heartbeats.
+        fresh = self._last_seq is None
+        if not fresh:
             headers["Last-Event-ID"] = str(self._last_seq)
         timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=self.feed_bound)
         async with self._http.get(base + path, headers=headers, timeout=timeout) as resp:
@@ -403,6 +407,9 @@ class ConsentClient:
                     raise ConsentUnavailableError(
                         "feed message out of order or from another stream"
                     )
+                if fresh:
+                    self._clear()
+                    fresh = False
                 expected += 1
                 self._apply(feed)
 

@@ -19,6 +19,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from audit import store as logstore
+from consent import store
 from consent.citizens import Accounts, GuardianshipCreate, add_guardianship
 from consent.client import ConsentClient
 from consent.history import LOG_ID
@@ -124,6 +125,11 @@ class Harness:
         async with transaction(self.db, write=False) as s:
             head = await logstore.get_log(s, LOG_ID)
             return [e for _, e in await logstore.entries(s, head, 0, head.size)]
+
+    async def feed_head(self) -> int:
+        """The newest change number: where a gateway that has caught up on the feed stands."""
+        async with transaction(self.db, write=False) as s:
+            return await store.head(s)
 
     @property
     def accounts(self) -> Accounts:

@@ -16,6 +16,7 @@ from consent.messages import FEED_TYP, FeedMessage
 from consent.rules import ConsentDenied, DenyReason
 from consent.state import STATE
 from core import jws
+from core.errors import OutdatedGlobalConfError
 from core.keys import KeySet, PrivateKey
 from registry.globalconf import CentralServiceInfo, Jwks
 from registry.memberauth import sign_request
@@ -31,11 +32,23 @@ async def until(condition: Callable[[], bool], within: float = 3.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def caught_up(harness: Harness, client: ConsentClient) -> None:
+    """Wait until ``client`` trusts its cache and has heard every change made so far.
+
+    A fresh stream starts at the point the service's feed hub has read up to, which may lag
+    the database by a poll: changes committed just before (the approval of the consent a
+    test is about to use) can still arrive after the first heartbeat and, rightly, drop the
+    permit the test has just cached.
+    """
+    head = await harness.feed_head()
+    await until(lambda: client.status().cache_trusted and (client.status().last_seq or 0) >= head)
+
+
 async def test_a_revoke_reaches_a_subscribed_gateway_within_a_second(harness: Harness) -> None:
     consent = await harness.active_consent()
     token = await harness.sign_in()
     async with harness.client() as client:
-        await until(lambda: client.status().cache_trusted)
+        await caught_up(harness, client)
         await client.decide(query(consent["id"]))  # asks, and caches the permit
         for _ in range(100):
             await client.decide(query(consent["id"]))
@@ -67,7 +80,7 @@ async def test_the_cache_is_trusted_only_while_heartbeats_arrive(
     consent = await harness.active_consent()
     hub = harness.app[STATE].hub
     async with harness.client(cache_trust=0.3, feed_bound=0.8) as client:
-        await until(lambda: client.status().cache_trusted)
+        await caught_up(harness, client)
         await client.decide(query(consent["id"]))
         await client.decide(query(consent["id"]))
         assert client.counters.hits == 1
@@ -90,6 +103,40 @@ async def test_the_cache_is_trusted_only_while_heartbeats_arrive(
         assert client.counters.hits == 2
     await asyncio.sleep(0.3)  # the service notices the gateway hung up: not an error
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_permits_cached_before_a_fresh_stream_are_not_trusted_by_it(
+    harness: Harness,
+) -> None:
+    """A gateway asks (and caches) before its feed connects; the consent is revoked; the
+    service's hub reads the revoke before the gateway subscribes. A fresh stream begins
+    after that change and never carries it, so the permit cached before must not be
+    vouched for by the stream's heartbeats."""
+    consent = await harness.active_consent()
+    token = await harness.sign_in()
+    test_task = asyncio.current_task()
+    feed_blocked = True
+
+    def locate() -> CentralServiceInfo:
+        # Only the feed follower runs in another task: hold it back, let decisions through.
+        if feed_blocked and asyncio.current_task() is not test_task:
+            raise OutdatedGlobalConfError("held back by the test")
+        return harness.service_info
+
+    async with ConsentClient(locate, key=NADRA_KEY, member=CIVIL) as client:
+        await client.decide(query(consent["id"]))  # asked and cached, feed not yet heard
+        assert client.status().cached_permits == 1
+        status, _ = await harness.citizen(
+            "POST", f"/v1/citizen/consents/{consent['id']}/revoke", token
+        )
+        assert status == 200
+        head = await harness.feed_head()
+        await until(lambda: harness.app[STATE].hub.head >= head)
+        feed_blocked = False
+        await until(lambda: client.status().cache_trusted)
+        with pytest.raises(ConsentDenied) as caught:
+            await client.decide(query(consent["id"]))
+        assert caught.value.reason is DenyReason.REVOKED
 
 
 async def test_a_gateway_that_never_hears_the_feed_fails_closed(harness: Harness) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import json
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,7 +292,6 @@ async def build(
         consent = ConsentClient.for_globalconf(
             client, key=member_keys[member], member=ClientId(*member.parts()), feed_bound=2.0
         )
-        await consent.start()
         gw = Gateway(
             id=gid,
             key=member_keys[member],
@@ -409,7 +409,26 @@ async def build(
         http=http,
     )
     await fed.refresh()
+    await _follow_consent_feeds(nodes)
     return fed
+
+
+async def _follow_consent_feeds(nodes: dict[str, Node], within: float = 15.0) -> None:
+    """Start every gateway's consent client and wait until each has heard a heartbeat.
+
+    As ``exchange.runtime`` does, the clients start only once their gateway holds a
+    configuration naming the consent service: the feed bound counts from start, and setting
+    up the federation under load can take longer than the tests' tight 2 s bound. Waiting
+    for the first heartbeat means no test begins on a gateway that is still failing closed.
+    """
+    for node in nodes.values():
+        await node.consent.start()
+    deadline = time.monotonic() + within
+    while not all(node.consent.status().cache_trusted for node in nodes.values()):
+        assert time.monotonic() < deadline, {
+            name: node.consent.status() for name, node in nodes.items()
+        }
+        await asyncio.sleep(0.01)
 
 
 async def close(fed: Federation) -> None:

@@ -262,10 +262,14 @@ class WorkerConnection:
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        if self._engine is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, self._engine.dispose)
+        # In the worker, behind any transaction still queued there.
+        await asyncio.get_running_loop().run_in_executor(executor, self._dispose)
         executor.shutdown(wait=True)
-        self._engine = None
+
+    def _dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 def migrations_dir() -> Path:

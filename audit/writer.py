@@ -5,7 +5,11 @@ with ``synchronous=FULL``, PostgreSQL's durable commit), so no exchange can
 answer while its record could still be lost. Appends that arrive while a
 transaction is being committed wait and go into the next one together: one
 commit, one fsync for the whole batch. Under load the batches grow by
-themselves; alone, an append costs one transaction as before.
+themselves; alone, an append costs one transaction as before. A batch is
+written by a worker thread on a plain synchronous connection
+(:class:`core.db.WorkerConnection`): a few driver statements, where the async
+session cost several times the CPU, and the event loop serves on while the
+commit waits for the disk.
 
 Several processes may write one log through one PostgreSQL database: every
 batch takes the log's row lock, so indices are assigned inside the
@@ -30,8 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-
 from audit import store
 from audit.errors import AuditUnavailableError, WitnessConflictError
 from audit.events import AuditEvent
@@ -39,7 +41,7 @@ from audit.note import Checkpoint, Note, sign_checkpoint
 from audit.store import Appended
 from audit.witness_client import WitnessClient
 from core.canonical import canonical_json
-from core.db import Sessions, transaction, utcnow
+from core.db import Sessions, WorkerConnection, transaction, utcnow
 from core.errors import BadRequestError, ShahrahError
 from core.keys import PrivateKey
 from core.web import parse_json
@@ -97,6 +99,7 @@ class AuditWriter:
         self.witness = witness
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._worker = WorkerConnection(sessions, name=f"audit {log_id}")
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_witness = asyncio.Event()
         self._witness_lock = asyncio.Lock()  # one submission at a time, never cut off midway
@@ -131,6 +134,7 @@ class AuditWriter:
         self._closed = True
         await self._queue.put(None)
         await self._tasks[0]
+        await self._worker.close()
         for task in self._tasks[1:]:
             await self._stop(task, witness_timeout)
         try:
@@ -220,13 +224,11 @@ class AuditWriter:
                 await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        entries = [entry for entry, _ in batch]
         try:
-            async with transaction(self.sessions) as s:
-                if (await s.connection()).dialect.name == "postgresql":
-                    # Durable whatever the server's default: this commit must reach the disk.
-                    await s.execute(text("SET LOCAL synchronous_commit TO on"))
-                head = await store.get_log(s, self.log_id, lock=True)
-                head, placed = await store.append(s, head, [entry for entry, _ in batch])
+            head, placed = await self._worker.write(
+                lambda conn: store.append_locked(conn, self.log_id, entries)
+            )
         except Exception as e:
             log.exception("audit log %s: %d entries could not be stored", self.log_id, len(batch))
             error = AuditUnavailableError(f"audit log {self.log_id} could not store the record")

@@ -1,11 +1,14 @@
 """The full exchange pipeline under load, against a plain two-hop aiohttp proxy chain.
 
-A server process runs the embedded federation (every gateway, the registry,
-the consent service and the audit witness, on SQLite) plus, in the same
-process, a plain aiohttp proxy chain (proxy -> proxy -> backend, no TLS, no
-signatures, no checks) to the same JSON backend. This process is the load
-generator, on the other core. Rounds alternate between the two paths, so load
-from elsewhere on the machine hits both alike.
+Every component runs in a process of its own, as a deployment would: each
+gateway of the embedded federation (on SQLite), the registry, the consent
+service, the audit witness, the JSON backend, and each hop of the baseline,
+a plain aiohttp proxy chain (proxy -> proxy -> backend, no TLS, no
+signatures, no checks) to the same backend. So both paths cross three
+processes, and neither gets a core the other lacks. This process is the load
+generator. Rounds alternate between the two paths, so load from elsewhere on
+the machine hits both alike; each round also reads the CPU time every
+process of its path used, per request.
 
 The Shahrah path is the real one: r1 at the Lahore corporation's gateway,
 signed envelope over pinned mutual TLS to NADRA's gateway, replay check,
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -52,12 +56,12 @@ def _backend() -> web.Application:
     return app
 
 
-def _proxy(target: str, session_box: list[aiohttp.ClientSession]) -> web.Application:
+def _proxy(target: str, session: aiohttp.ClientSession) -> web.Application:
     """One hop of the baseline: forward method, path, headers and body; return the answer."""
 
     async def forward(request: web.Request) -> web.Response:
         body = await request.read()
-        async with session_box[0].request(
+        async with session.request(
             request.method,
             target + request.path_qs,
             headers={"Accept": "application/json"},
@@ -70,33 +74,32 @@ def _proxy(target: str, session_box: list[aiohttp.ClientSession]) -> web.Applica
     return app
 
 
-async def _serve(data_dir: Path, base: int) -> None:
+async def _serve(role: str, data_dir: Path, base: int) -> None:
+    """Run one component until SIGTERM: ``backend``, ``proxy1``, ``proxy2`` or one of the
+    federation's components (shahrah.demo.COMPONENTS)."""
     from exchange.server import listening
-    from shahrah.demo import running
+    from shahrah.demo import serving
+    from shahrah.federation import Ports
 
-    backend_port, proxy1, proxy2 = base + 50, base + 51, base + 52
-    session_box: list[aiohttp.ClientSession] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000)) as session:
-        session_box.append(session)
-        async with (
-            listening(_backend(), "127.0.0.1", backend_port),
-            listening(_proxy(f"http://127.0.0.1:{backend_port}", session_box), "127.0.0.1", proxy2),
-            listening(_proxy(f"http://127.0.0.1:{proxy2}", session_box), "127.0.0.1", proxy1),
-            running(data_dir, base, people=20),
-        ):
-            print(
-                json.dumps(
-                    {
-                        "ready": True,
-                        "baseline": f"http://127.0.0.1:{proxy1}",
-                        "shahrah": f"http://127.0.0.1:{base + 30}",
-                    }
-                ),
-                flush=True,
-            )
-            stop = asyncio.Event()
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-            await stop.wait()
+    backend, proxy1, proxy2 = base + 50, base + 51, base + 52
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+        )
+        if role == "backend":
+            await stack.enter_async_context(listening(_backend(), "127.0.0.1", backend))
+        elif role == "proxy2":
+            app = _proxy(f"http://127.0.0.1:{backend}", session)
+            await stack.enter_async_context(listening(app, "127.0.0.1", proxy2))
+        elif role == "proxy1":
+            app = _proxy(f"http://127.0.0.1:{proxy2}", session)
+            await stack.enter_async_context(listening(app, "127.0.0.1", proxy1))
+        else:
+            await stack.enter_async_context(serving(role, data_dir, Ports(base), session))
+        print("ready", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
 
 
 async def _prepare(data_dir: Path, base: int) -> None:
@@ -142,6 +145,7 @@ class Round:
     seconds: float
     latencies: list[float]
     errors: int
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process, this round
 
     @property
     def rate(self) -> float:
@@ -223,23 +227,78 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
 
 
-async def _measure(endpoints: dict[str, str], args: argparse.Namespace) -> None:
-    shahrah_url = f"{endpoints['shahrah']}/r1/{SERVICE}"
-    shahrah_headers = {"X-Road-Client": CLIENT}
-    baseline_url = endpoints["baseline"]
-    await _load(shahrah_url, shahrah_headers, 200, 20)  # warm-up: caches, connections, validators
-    await _load(baseline_url, {}, 200, 20)
+class _Processes:
+    """The component processes, started in order (each once it answers ``ready``), stopped
+    in reverse."""
+
+    def __init__(self, data_dir: Path, base: int) -> None:
+        self.data_dir, self.base = data_dir, base
+        self.running: dict[str, subprocess.Popen[str]] = {}
+
+    def start(self, role: str) -> None:
+        process = subprocess.Popen(  # noqa: S603 (this very module, with our own arguments)
+            [
+                sys.executable,
+                "-m",
+                "bench.exchange",
+                "--serve",
+                role,
+                "--data-dir",
+                str(self.data_dir),
+                "--base-port",
+                str(self.base),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.running[role] = process
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{role} did not start")
+
+    def cpu(self, roles: tuple[str, ...]) -> dict[str, float]:
+        """CPU seconds (user and system) each process of ``roles`` has used so far."""
+        used = {}
+        for role in roles:
+            with open(f"/proc/{self.running[role].pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            # utime and stime, fields 14 and 15 of proc(5), in clock ticks
+            used[role] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return used
+
+    def stop(self) -> None:
+        for process in reversed(self.running.values()):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+async def _measure(
+    endpoints: dict[str, str], processes: _Processes, args: argparse.Namespace
+) -> None:
+    from shahrah.demo import COMPONENTS
+
+    paths = {
+        "shahrah": (
+            f"{endpoints['shahrah']}/r1/{SERVICE}",
+            {"X-Road-Client": CLIENT},
+            (*COMPONENTS, "backend"),  # the central services' background work counts too
+        ),
+        "baseline": (endpoints["baseline"], {}, ("proxy1", "proxy2", "backend")),
+    }
+    for url, headers, _ in paths.values():  # warm-up: caches, connections, validators
+        await _load(url, headers, 200, 20)
     rounds: dict[str, list[Round]] = {"shahrah": [], "baseline": []}
     for _ in range(args.rounds):
-        rounds["shahrah"].append(
-            await _load(shahrah_url, shahrah_headers, args.requests, args.concurrency)
-        )
-        rounds["baseline"].append(await _load(baseline_url, {}, args.requests, args.concurrency))
+        for name, (url, headers, roles) in paths.items():
+            before = processes.cpu(roles)
+            done = await _load(url, headers, args.requests, args.concurrency)
+            done.cpu = {r: t - before[r] for r, t in processes.cpu(roles).items()}
+            rounds[name].append(done)
     print(
         f"{args.rounds} rounds of {args.requests} requests, {args.concurrency} concurrent, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, every component in its own process"
     )
-    print(f"{'path':<46}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(f"{'path':<46}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU ms/req':>11}{'errors':>7}")
     summary = {}
     for name, label in (
         ("shahrah", "Shahrah full pipeline (2 gateways, mTLS)"),
@@ -248,21 +307,33 @@ async def _measure(endpoints: dict[str, str], args: argparse.Namespace) -> None:
         rate = statistics.median(r.rate for r in rounds[name])
         lat = [x for r in rounds[name] for x in r.latencies]
         errors = sum(r.errors for r in rounds[name])
+        per_role = {
+            role: 1000 * sum(r.cpu[role] for r in rounds[name]) / max(1, len(lat))
+            for role in rounds[name][0].cpu
+        }
         summary[name] = rate
         p50, p99 = 1000 * _pct(lat, 0.5), 1000 * _pct(lat, 0.99)
-        print(f"{label:<46}{rate:>10,.0f}{p50:>10.1f}{p99:>10.1f}{errors:>8}")
-    ratio = summary["shahrah"] / summary["baseline"]
-    print(f"throughput ratio Shahrah / baseline: {ratio:.2f} (target >= 0.5)")
+        cpu = sum(per_role.values())
+        print(f"{label:<46}{rate:>8,.0f}{p50:>8.1f}{p99:>8.1f}{cpu:>11.2f}{errors:>7}")
+        print(
+            "    CPU ms/req by process: " + ", ".join(f"{r} {t:.2f}" for r, t in per_role.items())
+        )
+    ratios = [s.rate / b.rate for s, b in zip(rounds["shahrah"], rounds["baseline"], strict=True)]
+    print(
+        f"throughput ratio Shahrah / baseline: {summary['shahrah'] / summary['baseline']:.2f} "
+        f"(rounds {min(ratios):.2f} to {max(ratios):.2f}; target >= 0.5)"
+    )
     if args.peak:
+        url, headers, _ = paths["shahrah"]
         rate = summary["shahrah"] / 2
-        steady = await _open_loop(shahrah_url, shahrah_headers, args.peak, rate, seconds=20)
+        steady = await _open_loop(url, headers, args.peak, rate, seconds=20)
         print(
             f"{args.peak} open connections offering {rate:,.0f} req/s (half capacity): "
             f"p50 {1000 * _pct(steady.latencies, 0.5):.0f} ms, "
             f"p99 {1000 * _pct(steady.latencies, 0.99):.0f} ms (target p99 < 1000 ms), "
             f"errors {steady.errors}"
         )
-        peak = await _load(shahrah_url, shahrah_headers, args.peak * 2, args.peak)
+        peak = await _load(url, headers, args.peak * 2, args.peak)
         print(
             "saturated, every client sending back to back: "
             + f"{args.peak} clients: {peak.rate:,.0f} req/s, "
@@ -281,38 +352,29 @@ def main() -> None:
         "--peak", type=int, default=1000, help="connections for the p99 check (0: skip)"
     )
     parser.add_argument("--base-port", type=int, default=28400)
-    parser.add_argument(
-        "--serve", type=Path, help=argparse.SUPPRESS
-    )  # the server process's own flag
+    # A component process's own flags.
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(_serve(args.serve, args.base_port))
+        asyncio.run(_serve(args.serve, args.data_dir, args.base_port))
         return
+    from shahrah.demo import COMPONENTS
+
     with tempfile.TemporaryDirectory(prefix="shahrah-bench-") as tmp:
         data = Path(tmp) / "federation"
         asyncio.run(_prepare(data, args.base_port))
-        server = subprocess.Popen(  # noqa: S603 (this very module, with our own arguments)
-            [
-                sys.executable,
-                "-m",
-                "bench.exchange",
-                "--serve",
-                str(data),
-                "--base-port",
-                str(args.base_port),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        processes = _Processes(data, args.base_port)
         try:
-            assert server.stdout is not None
-            line = server.stdout.readline()
-            if not line:
-                raise SystemExit("the federation did not start")
-            asyncio.run(_measure(json.loads(line), args))
+            for role in ("backend", "proxy2", "proxy1", *COMPONENTS):
+                processes.start(role)
+            endpoints = {
+                "baseline": f"http://127.0.0.1:{args.base_port + 51}",
+                "shahrah": f"http://127.0.0.1:{args.base_port + 30}",
+            }
+            asyncio.run(_measure(endpoints, processes, args))
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+            processes.stop()
 
 
 if __name__ == "__main__":

@@ -49,21 +49,32 @@ _SAFE_INT = 2**53 - 1
 _MAX_DEPTH = 100
 
 
+# Leaves the standard library always writes in their JCS form.
+_PLAIN_LEAVES = frozenset({str, bool, type(None)})
+
+
 def _plain(value: Any, depth: int) -> bool:
-    """Whether the standard library's encoding of ``value`` is its JCS form."""
+    """Whether the standard library's encoding of ``value`` is its JCS form.
+
+    Every exchange runs this over an envelope and an audit event, so the common leaves are
+    tested inline by exact type (no call per string); anything unusual takes the general
+    checks, which accept subclasses the encoder writes the same way.
+    """
     if depth > _MAX_DEPTH:
         return False
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or not (k.isascii() or max(k) <= "\uffff"):
+                return False
+            if type(v) not in _PLAIN_LEAVES and not _plain(v, depth + 1):
+                return False
+        return True
+    if isinstance(value, list | tuple):
+        return all(type(v) in _PLAIN_LEAVES or _plain(v, depth + 1) for v in value)
     if isinstance(value, str) or value is None or isinstance(value, bool):
         return True
     if isinstance(value, int):
         return -_SAFE_INT <= value <= _SAFE_INT
-    if isinstance(value, dict):
-        return all(
-            isinstance(k, str) and (k.isascii() or max(k) <= "\uffff") and _plain(v, depth + 1)
-            for k, v in value.items()
-        )
-    if isinstance(value, list | tuple):
-        return all(_plain(v, depth + 1) for v in value)
     return False
 
 

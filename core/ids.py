@@ -123,8 +123,8 @@ class _Identifier:
         """Build from parts already validated (those of another identifier): derived
         identifiers are made on every message, and checking known-good parts again is waste."""
         obj = object.__new__(cls)
-        for f, value in zip(fields(cls), parts, strict=True):  # type: ignore[arg-type]
-            object.__setattr__(obj, f.name, value)
+        for name, value in zip(_field_names(cast("type", cls)), parts, strict=True):
+            object.__setattr__(obj, name, value)
         return obj
 
     def parts(self) -> tuple[str, ...]:
@@ -135,7 +135,18 @@ class _Identifier:
 
     def to_path(self) -> str:
         """The identifier as URL path segments, each percent-encoded."""
-        return "/".join(encode_part(p) for p in self.parts())
+        return _path_of(self)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@functools.lru_cache(maxsize=16_384)
+def _path_of(identifier: _Identifier) -> str:
+    # Every exchange builds its service's URL path; identifiers are immutable, so once will do.
+    return "/".join(encode_part(p) for p in identifier.parts())
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from core.errors import (
@@ -41,6 +41,7 @@ __all__ = [
     "json_response",
     "parse_json",
     "parse_model",
+    "read_up_to",
     "render_xroad",
     "security_headers_middleware",
     "tokens_equal",
@@ -54,6 +55,24 @@ ErrorRenderer = Callable[[ShahrahError], tuple[int, dict[str, Any]]]
 
 JSON_TYPES = ("application/json",)
 MAX_JSON_DEPTH = 64
+
+
+async def read_up_to(stream: StreamReader, n: int) -> bytes:
+    """The body in ``stream`` up to ``n`` bytes: all of it if shorter, else its first ``n``.
+
+    ``StreamReader.read(n)`` returns only what is buffered, which for a body arriving in
+    several TCP segments is its first piece: a caller that reads ``limit + 1`` bytes to
+    refuse oversized bodies would silently take a truncated one. This keeps reading.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < n:
+        chunk = await stream.read(n - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 # --- errors --------------------------------------------------------------------------------

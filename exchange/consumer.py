@@ -28,6 +28,7 @@ from core.errors import (
     UnknownServiceError,
 )
 from core.ids import ServiceId
+from core.web import read_up_to
 from exchange import envelope as env_
 from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
@@ -210,7 +211,7 @@ async def _post(
             timeout=timeout,
         ) as resp:
             limit = gw.limits.max_body
-            data = await resp.content.read(limit + 1)
+            data = await read_up_to(resp.content, limit + 1)
             if len(data) > limit:
                 raise ClientProxyInvalidSignatureError(
                     f"provider answer is larger than {limit} bytes"

@@ -19,6 +19,7 @@ from core.db import utcnow
 from core.errors import PayloadTooLargeError, ShahrahError
 from core.ids import ClientId, Cnic, GatewayId, ServiceId
 from core.keys import PrivateKey
+from core.web import read_up_to
 from exchange.metrics import GatewayMetrics
 from exchange.peers import PeerPool
 from exchange.ports import AuditSink, ConsentGate
@@ -135,7 +136,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes without reading them all."""
     if (request.content_length or 0) > limit:
         raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
+    body = await read_up_to(request.content, limit + 1)
     if len(body) > limit:
         raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
     return body

@@ -11,6 +11,7 @@ from yarl import URL
 
 from adapters.base import BackendRequest, BackendResponse
 from core.errors import ServiceFailedError
+from core.web import read_up_to
 from exchange.errors import ProviderNetworkError
 from exchange.r1 import forwardable_headers
 
@@ -57,7 +58,7 @@ class HttpBackend:
                     raise ServiceFailedError(
                         f"backend response is larger than {self.max_body} bytes"
                     )
-                body = await resp.content.read(self.max_body + 1)
+                body = await read_up_to(resp.content, self.max_body + 1)
                 if len(body) > self.max_body:
                     raise ServiceFailedError(
                         f"backend response is larger than {self.max_body} bytes"

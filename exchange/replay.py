@@ -3,22 +3,23 @@
 A request envelope is accepted only if its time lies within the freshness
 window of the provider's clock and its request id has not been seen. Seen
 ids are written to the database (group-committed, since every exchange
-writes one) and kept for twice the window, so a replay is refused even after
-a restart or by another gateway process sharing the database.
+writes one, by a worker thread on a plain connection) and kept for twice the
+window, so a replay is refused even after a restart or by another gateway
+process sharing the database.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, delete
 
 from core.batching import GroupCommitter
-from core.db import Sessions, transaction, utcnow
+from core.db import Sessions, WorkerConnection, transaction, utcnow
 from core.errors import AccessDeniedError
 from exchange.models import SeenRequest
 
@@ -47,6 +48,7 @@ class ReplayGuard:
         self.sessions = sessions
         self.window = window
         self._batch: GroupCommitter[_Seen, bool] = GroupCommitter(self._write)
+        self._worker = WorkerConnection(sessions, name="replay")
 
     async def admit(
         self, request_id: str, client: str, sent_at: dt.datetime, now: dt.datetime
@@ -62,21 +64,7 @@ class ReplayGuard:
             raise ReplayError(f"request {request_id} was already received (replay)")
 
     async def _write(self, items: Sequence[_Seen]) -> list[bool]:
-        async with transaction(self.sessions) as s:
-            dialect = (await s.connection()).dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            stmt = (
-                insert(SeenRequest)
-                .values(
-                    [
-                        {"request_id": i.request_id, "client": i.client, "expires_at": i.expires_at}
-                        for i in items
-                    ]
-                )
-                .on_conflict_do_nothing(index_elements=["request_id"])
-                .returning(SeenRequest.request_id)
-            )
-            inserted = set((await s.execute(stmt)).scalars())
+        inserted = await self._worker.write(lambda conn: _insert_new(conn, items))
         # Within one batch the first occurrence of an id wins; later ones are replays.
         results, taken = [], set()
         for item in items:
@@ -95,3 +83,29 @@ class ReplayGuard:
 
     async def close(self) -> None:
         await self._batch.close()
+        await self._worker.close()
+
+
+@functools.cache
+def _insert_sql(paramstyle: str, rows: int) -> str:
+    """One multi-row insert that skips ids already stored and names the ones it stored."""
+    mark = "?" if paramstyle == "qmark" else "%s"
+    values = ", ".join([f"({mark}, {mark}, {mark})"] * rows)
+    # Only placeholders and our own table name are interpolated; every value is bound.
+    return (
+        f"INSERT INTO {SeenRequest.__tablename__} (request_id, client, expires_at) "  # noqa: S608
+        f"VALUES {values} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+    )
+
+
+def _insert_new(conn: Connection, items: Sequence[_Seen]) -> set[str]:
+    """Store the ids not yet seen, in the caller's transaction; returns those it stored."""
+    # The column type's own conversion, so rows read the same whichever path wrote them.
+    column = SeenRequest.__table__.c.expires_at.type
+    expires = column.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    assert expires is not None
+    params: list[object] = []
+    for i in items:
+        params += (i.request_id, i.client, expires(i.expires_at))
+    sql = _insert_sql(conn.dialect.paramstyle, len(items))
+    return {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}

@@ -71,7 +71,15 @@ from shahrah.federation import (
     write_federation,
 )
 
-__all__ = ["Live", "citizen_action", "describe", "request_consent", "running"]
+__all__ = [
+    "COMPONENTS",
+    "Live",
+    "citizen_action",
+    "describe",
+    "request_consent",
+    "running",
+    "serving",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,82 +125,88 @@ async def running(data_dir: Path, base_port: int, *, people: int = 200) -> Async
 
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        reg_dir = data_dir / "registry"
-        operator_key = PrivateKey.load(reg_dir / registry_bootstrap.KEY_FILE, None)
-        await stack.enter_async_context(
-            listening(
-                registry_app(
-                    RegistryConfig(
-                        db_url=registry_bootstrap.default_db_url(reg_dir),
-                        instance=INSTANCE,
-                        operator_key=operator_key,
-                        publish_interval=5.0,
-                        consent_operator_token=federation["consent_operator_token"],
-                    )
-                ),
-                HOST,
-                ports.registry,
-            )
-        )
-        anchor = Anchor.load(reg_dir / registry_bootstrap.ANCHOR_FILE)
-
-        # The witness starts before, and so stops after, the consent service, whose log it cosigns.
-        audit_dir = data_dir / "audit"
-        audit_db = f"sqlite:///{(audit_dir / 'audit.db').resolve()}"
-        await stack.enter_async_context(
-            listening(
-                audit_app(
-                    AuditServerConfig(
-                        db_url=audit_db,
-                        witness_key=PrivateKey.load(audit_dir / "witness-key.pem", None),
-                        pseudonyms=Pseudonymizer.load(audit_dir / "pseudonym.key"),
-                    ),
-                    GlobalConfClient(anchor, cache_file=audit_dir / "globalconf.jws"),
-                ),
-                HOST,
-                ports.audit,
-            )
-        )
-
-        consent_dir = data_dir / "consent"
-        source = HttpSchemaSource(url(ports.registry), session=http)
-        await stack.enter_async_context(
-            listening(
-                consent_app(
-                    ConsentConfig(
-                        db_url=consent_bootstrap.default_db_url(consent_dir),
-                        signing_key=PrivateKey.load(consent_dir / consent_bootstrap.KEY_FILE, None),
-                        pseudonymizer=Pseudonymizer.load(
-                            consent_dir / consent_bootstrap.PSEUDONYM_FILE
-                        ),
-                        globalconf=GlobalConfClient(
-                            anchor, cache_file=consent_dir / "globalconf.jws"
-                        ),
-                        fields=RegistryFields(ValidatorCache(source)),
-                    )
-                ),
-                HOST,
-                ports.consent,
-            )
-        )
-
-        await stack.enter_async_context(
-            listening(land_records_app(data_dir / "legacy" / "land-records.json"), HOST, ports.soap)
-        )
-
         gateways: dict[str, Running] = {}
-        for m in MEMBERS:
-            config = GatewayConfig.load(data_dir / "gateways" / m.name / CONFIG_FILE)
-            gateways[m.name] = await stack.enter_async_context(
-                running_gateway(config, passphrase=None, consent_feed_bound=10.0)
-            )
-
-        live = Live(data_dir, ports, federation, gateways, http, audit_db)
+        for name in COMPONENTS:
+            started = await stack.enter_async_context(serving(name, data_dir, ports, http))
+            if started is not None:
+                gateways[name] = started
+        live = Live(data_dir, ports, federation, gateways, http, _audit_db(data_dir))
         if not federation.get("seeded"):
             await _seed_consents(live)
             federation["seeded"] = True
             write_federation(data_dir, federation, ports)
         yield live
+
+
+#: Every component of the federation, in the order they must start (and the reverse of the one
+#: they stop in): the registry first, whose configuration everyone loads; the witness before
+#: the consent service, whose log it cosigns; the gateways last.
+COMPONENTS = ("registry", "audit", "consent", "land-records", *(m.name for m in MEMBERS))
+
+
+def _audit_db(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'audit' / 'audit.db').resolve()}"
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    name: str, data_dir: Path, ports: Ports, http: aiohttp.ClientSession
+) -> AsyncIterator[Running | None]:
+    """Run one component of a created federation (one of :data:`COMPONENTS`) until the block
+    ends; yields the gateway for a gateway. The benchmark runs each in a process of its own,
+    as a real deployment would."""
+    reg_dir = data_dir / "registry"
+    anchor = Anchor.load(reg_dir / registry_bootstrap.ANCHOR_FILE)
+    if name == "registry":
+        app = registry_app(
+            RegistryConfig(
+                db_url=registry_bootstrap.default_db_url(reg_dir),
+                instance=INSTANCE,
+                operator_key=PrivateKey.load(reg_dir / registry_bootstrap.KEY_FILE, None),
+                publish_interval=5.0,
+                # For the operator console's guardianship pages (the consent service's API).
+                consent_operator_token=json.loads((data_dir / FEDERATION_FILE).read_text()).get(
+                    "consent_operator_token"
+                ),
+            )
+        )
+        port = ports.registry
+    elif name == "audit":
+        audit_dir = data_dir / "audit"
+        app = audit_app(
+            AuditServerConfig(
+                db_url=_audit_db(data_dir),
+                witness_key=PrivateKey.load(audit_dir / "witness-key.pem", None),
+                pseudonyms=Pseudonymizer.load(audit_dir / "pseudonym.key"),
+            ),
+            GlobalConfClient(anchor, cache_file=audit_dir / "globalconf.jws"),
+        )
+        port = ports.audit
+    elif name == "consent":
+        consent_dir = data_dir / "consent"
+        source = HttpSchemaSource(url(ports.registry), session=http)
+        app = consent_app(
+            ConsentConfig(
+                db_url=consent_bootstrap.default_db_url(consent_dir),
+                signing_key=PrivateKey.load(consent_dir / consent_bootstrap.KEY_FILE, None),
+                pseudonymizer=Pseudonymizer.load(consent_dir / consent_bootstrap.PSEUDONYM_FILE),
+                globalconf=GlobalConfClient(anchor, cache_file=consent_dir / "globalconf.jws"),
+                fields=RegistryFields(ValidatorCache(source)),
+            )
+        )
+        port = ports.consent
+    elif name == "land-records":
+        app = land_records_app(data_dir / "legacy" / "land-records.json")
+        port = ports.soap
+    elif name in {m.name for m in MEMBERS}:
+        config = GatewayConfig.load(data_dir / "gateways" / name / CONFIG_FILE)
+        async with running_gateway(config, passphrase=None, consent_feed_bound=10.0) as gateway:
+            yield gateway
+        return
+    else:
+        raise ShahrahError(f"no component {name!r}: one of {', '.join(COMPONENTS)}")
+    async with listening(app, HOST, port):
+        yield None
 
 
 async def _seed_consents(live: Live) -> None:

@@ -4,12 +4,14 @@ out-of-range requests and damaged storage."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete, event, update
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import merkle, store
 from audit.models import AuditEntry, AuditNode
-from core.db import Sessions, transaction
+from core.db import Sessions, WorkerConnection, transaction
 from core.errors import BadRequestError, ConflictError, NotFoundError
 from tests.audit.trees import MemoryTree
 
@@ -107,3 +109,70 @@ async def test_damaged_storage_is_reported_not_answered(db: Sessions) -> None:
         merkle.verify_inclusion(
             merkle.leaf_hash(ENTRIES[4]), 4, 8, proof, MemoryTree(ENTRIES).root(8)
         )
+
+
+_example = iter(range(10**6))
+
+
+@settings(max_examples=15)
+@given(
+    batches=st.lists(
+        st.tuples(st.booleans(), st.lists(st.binary(max_size=40), min_size=1, max_size=9)),
+        min_size=1,
+        max_size=6,
+    )
+)
+async def test_the_worker_path_builds_the_same_tree_as_the_session_path(
+    db: Sessions, batches: list[tuple[bool, list[bytes]]]
+) -> None:
+    """Appends through a worker connection and through a session, in any mix, store the very
+    tree (every node and the head) that appending everything through the session stores."""
+    n = next(_example)
+    mixed, reference = f"PK/FED/NADRA/mixed{n}", f"PK/FED/NADRA/reference{n}"
+    async with transaction(db) as s:
+        for name in (mixed, reference):
+            await store.create_log(s, name, store.LOCAL, f"shahrah/{name}")
+    worker = WorkerConnection(db, name="test")
+    try:
+        for in_worker, entries in batches:
+            if in_worker:
+                await worker.write(lambda conn, e=entries: store.append_locked(conn, mixed, e))
+            else:
+                async with transaction(db) as s:
+                    await store.append(s, await store.get_log(s, mixed, lock=True), entries)
+            async with transaction(db) as s:
+                await store.append(s, await store.get_log(s, reference, lock=True), entries)
+    finally:
+        await worker.close()
+    everything = [e for _, entries in batches for e in entries]
+    async with transaction(db, write=False) as s:
+        heads = [await store.get_log(s, name) for name in (mixed, reference)]
+        nodes = []
+        for h in heads:
+            rows = await s.execute(
+                select(AuditNode.key, AuditNode.hash).where(AuditNode.log_id == h.id)
+            )
+            nodes.append({(key, bytes(value)) for key, value in rows})
+        stored = [await store.entries(s, h, 0, h.size) for h in heads]
+    assert heads[0].size == heads[1].size == len(everything)
+    assert heads[0].root == heads[1].root == MemoryTree(everything).root(len(everything))
+    assert nodes[0] == nodes[1]
+    assert stored[0] == stored[1] == list(enumerate(everything))
+
+
+async def test_the_worker_path_refuses_an_unknown_log_and_rolls_back(db: Sessions) -> None:
+    worker = WorkerConnection(db, name="test")
+    try:
+        with pytest.raises(NotFoundError):
+            await worker.write(lambda conn: store.append_locked(conn, "PK/FED/NADRA/none", [b"x"]))
+        await _fill(db, [3])
+        with pytest.raises(BadRequestError, match="larger than"):
+            await worker.write(
+                lambda conn: store.append_locked(
+                    conn, "PK/FED/NADRA/gw1", [b"ok", b"x" * (store.MAX_ENTRY + 1)]
+                )
+            )
+    finally:
+        await worker.close()
+    async with transaction(db, write=False) as s:
+        assert (await store.get_log(s, "PK/FED/NADRA/gw1")).size == 3

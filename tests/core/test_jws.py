@@ -7,6 +7,8 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from joserfc import jws as joserfc_jws
+from joserfc.errors import JoseError
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
@@ -113,3 +115,47 @@ def test_another_jose_library_verifies_our_signatures() -> None:
     checker.deserialize(token)
     checker.verify(jwcrypto_jwk.JWK(**KEY.public().to_jwk()))
     assert checker.payload == canonical_json(value)
+
+
+@given(
+    st.binary(min_size=1, max_size=300), st.booleans(), st.integers(0, 10_000), st.integers(0, 7)
+)
+def test_tokens_are_interchangeable_with_joserfc(
+    payload: bytes, detached: bool, index: int, bit: int
+) -> None:
+    """Our framing on cryptography and a general JOSE library accept each other's tokens, and
+    neither accepts ours once one bit of its signature is flipped."""
+    ours = jws.sign(payload, KEY, typ=TYP, detached=detached)
+    public = KEY.public().jose
+    seen = joserfc_jws.deserialize_compact(
+        ours, public, algorithms=["ES256"], payload=payload if detached else None
+    )
+    assert seen.payload == payload
+    assert seen.protected == {"alg": "ES256", "typ": TYP, "kid": KEY.kid}
+
+    theirs = joserfc_jws.serialize_compact(
+        {"alg": "ES256", "typ": TYP, "kid": KEY.kid}, payload, KEY.jose, algorithms=["ES256"]
+    )
+    if detached:
+        head, _, sig = theirs.split(".")
+        theirs = f"{head}..{sig}"
+    assert jws.verify(theirs, TRUSTED, typ=TYP, payload=payload if detached else None).payload == (
+        payload
+    )
+
+    head, body, sig = ours.split(".")
+    tampered = f"{head}.{body}.{_flip(sig, index, bit)}"
+    with pytest.raises(InvalidSignatureError):
+        jws.verify(tampered, TRUSTED, typ=TYP, payload=payload if detached else None)
+    with pytest.raises(JoseError):
+        joserfc_jws.deserialize_compact(
+            tampered, public, algorithms=["ES256"], payload=payload if detached else None
+        )
+
+
+@pytest.mark.parametrize("length", [0, 63, 65, 96])
+def test_signatures_of_the_wrong_length_are_refused(length: int) -> None:
+    head, body, _ = jws.sign(b"x", KEY, typ=TYP).split(".")
+    sig = b64url(bytes([1]) * length)
+    with pytest.raises(InvalidSignatureError, match="64 bytes"):
+        jws.verify(f"{head}.{body}.{sig}", TRUSTED, typ=TYP)

@@ -117,6 +117,8 @@ class Backend:
                 await asyncio.sleep(self.delay)
             if request.path.startswith("/redirect"):
                 raise web.HTTPFound("/elsewhere")
+            if request.path.startswith("/upload"):  # echo the body: large answers, too
+                return web.Response(body=self.bodies[-1], content_type="application/octet-stream")
             if request.path.startswith("/persons/"):
                 record = dict(PERSON_EXAMPLE, cnic=request.path.rsplit("/", 1)[-1])
                 if request.path.endswith("/broken"):

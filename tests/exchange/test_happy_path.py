@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 
 from exchange.envelope import ENVELOPE_HEADER
 from tests.exchange.harness import ECHO, LMC_TAX, Federation
@@ -86,3 +87,13 @@ async def test_redirects_are_passed_through_not_followed(fed: Federation) -> Non
     assert resp.status == 302
     assert resp.headers["Location"] == "/elsewhere"
     assert len(fed.backend.seen) == 1
+
+
+async def test_a_large_body_arrives_whole(fed: Federation) -> None:
+    """Bodies arrive over TCP in many chunks; none may be cut at the first one, on the way
+    in (both gateways) or back (from the backend, from the provider gateway)."""
+    body = os.urandom(900 * 1024)  # under aiohttp's 1 MiB warning for raw bytes bodies
+    resp = await fed.call("lmc", "POST", ECHO_PATH + "/upload", data=body)
+    assert resp.status == 200, await resp.text()
+    assert fed.backend.bodies[-1] == body
+    assert await resp.read() == body

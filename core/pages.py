@@ -571,7 +571,12 @@ class Console:
 
 
 def _when(value: dt.datetime | None) -> str:
-    """A time as people read it: ``2026-11-28 14:05 UTC``."""
+    """A time as people read it: ``2026-11-28 14:05 UTC``.
+
+    Wrapped in Unicode's left-to-right isolate (LRI ... PDI) so that inside Urdu text the
+    date keeps its order instead of being rearranged around its hyphens and spaces. It is
+    text, not markup, so it also works inside translated messages.
+    """
     if value is None:
         return "—"
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "\u2066" + value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") + "\u2069"

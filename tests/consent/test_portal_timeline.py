@@ -94,7 +94,7 @@ async def test_my_timeline_shows_who_got_what_and_what_was_refused(witnessed: Ha
     assert "Fields released name and address" in delivered
     assert f"Purpose {purpose}" in delivered
     assert "Record National Database and Registration Authority" in delivered
-    assert "2026-11-28 09:00 UTC (verified by the witness)" in delivered
+    assert "\u20662026-11-28 09:00 UTC\u2069 (verified by the witness)" in delivered
     assert items.count(LMC_TAX_NAME) == 2  # neither the stranger's nor the ward's
 
 

@@ -207,3 +207,16 @@ async def serving(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+def regulator_sign_in(page: Page, federation: Federation) -> None:
+    """Sign in to the regulator console as the demo's regulator (several stories end there)."""
+    from playwright.sync_api import expect
+
+    regulator = federation.live.federation["regulator"]
+    page.goto(regulator["console"])
+    expect(page.get_by_role("heading", name="Regulator sign-in")).to_be_visible()
+    page.get_by_label("Username").fill(regulator["username"])
+    page.get_by_label("Password").fill(regulator["password"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Search the audit trail")).to_be_visible()

@@ -1,6 +1,7 @@
 """The citizen portal in a real browser, on the whole embedded federation: a citizen signs in,
 revokes the corporation's consent, the corporation's next request is refused, and the refusal
-shows in the citizen's timeline; in Urdu the page reads right to left."""
+shows in the citizen's timeline; in Urdu the page reads right to left. A regulator then finds
+that refused exchange and sees it verified in a witnessed checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from yarl import URL
 
 from core.ids import Cnic
 from shahrah.federation import PERSON, TAX_OFFICE
-from tests.browser.conftest import Federation, assert_light, shoot
+from tests.browser.conftest import Federation, assert_light, regulator_sign_in, shoot
 
 MIRROR_WAIT = 30.0  # seconds for the gateways' records to reach the witness's mirror
 
@@ -122,6 +123,20 @@ def test_revoke_then_the_refusal_shows_in_my_timeline(page: Page, federation: Fe
         _consent_status(federation, consent_id, citizen["cnic"], citizen["password"])
     )
     assert status == "REVOKED"
+
+    # The regulator finds that refused exchange across the federation and sees it verified.
+    page.goto(f"{federation.url('audit')}/console/lang/en?next=/console/")
+    regulator_sign_in(page, federation)
+    page.get_by_label("Citizen's CNIC").fill(citizen["cnic"])
+    page.get_by_label("Outcome").select_option("denied")
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("tbody tr")
+    expect(rows.first).to_contain_text("Denied")
+    expect(rows.first).to_contain_text(str(PERSON))
+    rows.first.get_by_role("link").click()
+    expect(page.locator("main")).to_contain_text("Verified in checkpoint")
+    expect(page.locator("main")).to_contain_text(consent_id)
+    expect(page.locator("main")).to_contain_text("denied")
 
 
 async def _consent_status(federation: Federation, cid: str, cnic: str, password: str) -> str:

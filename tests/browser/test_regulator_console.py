@@ -16,7 +16,7 @@ from core.ids import Cnic
 from registry.globalconf import Anchor
 from shahrah.demo import citizen_action, request_consent
 from shahrah.federation import PERSON, TAX_OFFICE
-from tests.browser.conftest import Federation, assert_light, shoot
+from tests.browser.conftest import Federation, assert_light, regulator_sign_in, shoot
 
 CITIZEN = 2  # the demo citizen with no seeded consent: only this test's exchange is theirs
 
@@ -52,23 +52,13 @@ def exchanged(federation: Federation) -> str:
     return str(cnic)
 
 
-def sign_in(page: Page, federation: Federation) -> None:
-    regulator = federation.live.federation["regulator"]
-    page.goto(regulator["console"])
-    expect(page.get_by_role("heading", name="Regulator sign-in")).to_be_visible()
-    page.get_by_label("Username").fill(regulator["username"])
-    page.get_by_label("Password").fill(regulator["password"])
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Search the audit trail")).to_be_visible()
-
-
 def test_a_regulator_finds_the_exchange_verified_and_exports_it(
     page: Page, federation: Federation, exchanged: str, tmp_path: Path
 ) -> None:
     page.goto(federation.live.federation["regulator"]["console"])
     assert_light(page)
     shoot(page, "regulator-sign-in")
-    sign_in(page, federation)
+    regulator_sign_in(page, federation)
 
     page.get_by_label("Citizen's CNIC").fill(exchanged)
     page.get_by_role("button", name="Search").click()

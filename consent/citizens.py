@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -40,11 +39,17 @@ from core.errors import (
     BadRequestError,
     ConflictError,
     NotFoundError,
-    ShahrahError,
     UnauthorizedError,
 )
 from core.fields import AwareDatetime, CnicField
 from core.ids import Cnic
+from core.passwords import (
+    MAX_FAILURES,
+    AccountLockedError,
+    count_failure,
+    password_matches,
+    refuse_if_locked,
+)
 from core.web import tokens_equal
 
 __all__ = [
@@ -61,19 +66,10 @@ __all__ = [
     "wards",
 ]
 
-MAX_FAILURES = 5
-LOCKOUT = dt.timedelta(minutes=15)
 SESSION_TTL = dt.timedelta(hours=1)
 MIN_PASSWORD = 10  # characters
 MAX_PASSWORD = 1024  # characters; bounds the hashing work an attacker can ask for
 TOKEN_PREFIX = "shr_cz_"  # noqa: S105 (a recognisable prefix for secret scanners)
-
-
-class AccountLockedError(ShahrahError):
-    """Too many wrong passwords: the account is locked until ``detail['locked_until']``."""
-
-    status = 429
-    xroad_type = "Client.AccountLocked"
 
 
 def _digest(token: str) -> str:
@@ -203,35 +199,14 @@ class Accounts:
         return SignedIn(token, cnic, now + self.session_ttl)
 
     def _verify(self, stored: str, password: str) -> bool:
-        try:
-            return self.hasher.verify(stored, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+        return password_matches(self.hasher, stored, password)
 
     def _refuse_if_locked(self, locked_until: dt.datetime | None) -> None:
-        if locked_until is not None and locked_until > self.clock():
-            when = locked_until.isoformat().replace("+00:00", "Z")
-            raise AccountLockedError(
-                f"this account is locked after {MAX_FAILURES} wrong passwords; "
-                f"try again after {when}",
-                detail={"locked_until": when},
-            )
+        refuse_if_locked(locked_until, self.clock())
 
     async def _failed(self, cnic: Cnic) -> None:
-        now = self.clock()
         async with transaction(self.sessions) as s:
-            count = await s.scalar(
-                update(m.Citizen)
-                .where(m.Citizen.cnic == str(cnic))
-                .values(failed_signins=m.Citizen.failed_signins + 1)
-                .returning(m.Citizen.failed_signins)
-            )
-            if count is not None and count >= MAX_FAILURES:
-                await s.execute(
-                    update(m.Citizen)
-                    .where(m.Citizen.cnic == str(cnic))
-                    .values(locked_until=now + LOCKOUT, failed_signins=0)
-                )
+            await count_failure(s, m.Citizen.cnic, str(cnic), self.clock())
 
     async def authenticate(self, token: str) -> Cnic:
         """The citizen a session token belongs to, or UnauthorizedError."""

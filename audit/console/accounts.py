@@ -23,8 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from audit.models import AuditRegulator
@@ -33,10 +32,17 @@ from core.errors import (
     BadRequestError,
     ConflictError,
     NotFoundError,
-    ShahrahError,
     UnauthorizedError,
 )
 from core.ids import ClientId
+from core.passwords import (
+    LOCKOUT,
+    MAX_FAILURES,
+    AccountLockedError,
+    count_failure,
+    password_matches,
+    refuse_if_locked,
+)
 
 __all__ = [
     "LOCKOUT",
@@ -48,18 +54,9 @@ __all__ = [
     "parse_username",
 ]
 
-MAX_FAILURES = 5
-LOCKOUT = dt.timedelta(minutes=15)
 MIN_PASSWORD = 12  # characters: regulators read everyone's audit trail
 MAX_PASSWORD = 1024  # characters; bounds the hashing work a caller can ask for
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
-
-
-class AccountLockedError(ShahrahError):
-    """Too many wrong passwords: the account is locked until ``detail['locked_until']``."""
-
-    status = 429
-    xroad_type = "Client.AccountLocked"
 
 
 def parse_username(text: str) -> str:
@@ -190,30 +187,11 @@ class RegulatorAccounts:
             return Regulator(username, ClientId.parse(current.organisation))
 
     def _verify(self, stored: str, password: str) -> bool:
-        try:
-            return self.hasher.verify(stored, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+        return password_matches(self.hasher, stored, password)
 
     def _refuse_if_locked(self, locked_until: dt.datetime | None) -> None:
-        if locked_until is not None and locked_until > self.clock():
-            when = locked_until.isoformat().replace("+00:00", "Z")
-            raise AccountLockedError(
-                f"this account is locked after {MAX_FAILURES} wrong passwords until {when}",
-                detail={"locked_until": when},
-            )
+        refuse_if_locked(locked_until, self.clock())
 
     async def _failed(self, username: str) -> None:
         async with transaction(self.sessions) as s:
-            count = await s.scalar(
-                update(AuditRegulator)
-                .where(AuditRegulator.username == username)
-                .values(failed_signins=AuditRegulator.failed_signins + 1)
-                .returning(AuditRegulator.failed_signins)
-            )
-            if count is not None and count >= MAX_FAILURES:
-                await s.execute(
-                    update(AuditRegulator)
-                    .where(AuditRegulator.username == username)
-                    .values(locked_until=self.clock() + LOCKOUT, failed_signins=0)
-                )
+            await count_failure(s, AuditRegulator.username, username, self.clock())

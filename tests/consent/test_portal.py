@@ -130,7 +130,7 @@ async def test_my_consents_say_who_what_why_and_until_when(harness: Harness) -> 
         assert "What name, address › city" in part
         assert "From National Database and Registration Authority" in part
         assert f"Why {purpose}" in part
-    assert f"Valid until {active['expires_at'][:10]}" in decided
+    assert f"Valid until \u2066{active['expires_at'][:10]}" in decided
     assert "Uses left 5" in decided
     assert "Uses left no limit" in waiting
     assert f"/portal/consents/{pending['id']}" in page.text

@@ -123,7 +123,8 @@ def batch(
     return lambda: loop.run_until_complete(run())
 
 
-async def setup(url: str) -> tuple[web.AppRunner, ConsentClient, ConsentClient, DecisionQuery]:
+async def start_service(url: str) -> tuple[web.AppRunner, str]:
+    """The consent service over the seeded federation, on a loopback port; and its URL."""
     conf = await seed(url)
     engine = create_engine(url)
     config = ConsentConfig(
@@ -135,13 +136,16 @@ async def setup(url: str) -> tuple[web.AppRunner, ConsentClient, ConsentClient, 
         hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
         refresh_globalconf=False,
     )
-    app = build_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(build_app(config), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    service = app[STATE].service
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def setup(url: str) -> tuple[web.AppRunner, ConsentClient, ConsentClient, DecisionQuery]:
+    runner, base = await start_service(url)
+    service = runner.app[STATE].service
     now = utcnow()
     consent = await service.request(
         ClientId("PK", "LG", "LMC"),

@@ -20,46 +20,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import re
 import tempfile
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from argon2 import PasswordHasher
 
 from bench._timing import compare, table
-from bench.consent import CONSENT_KEY, LMC_TAX, PERSON, PURPOSE, SUBJECT, batch, seed
+from bench.consent import LMC_TAX, PERSON, PURPOSE, SUBJECT, batch, start_service
 from consent.artefact import ConsentRequest, ServiceGrant
 from consent.lifecycle import Action
-from consent.schemafields import RegistryFields
-from consent.server import ConsentConfig, build_app
 from consent.state import STATE
-from core.db import create_engine, sessions, upgrade, utcnow
+from core.db import upgrade, utcnow
 from core.ids import ClientId
-from core.pseudonym import Pseudonymizer
-from registry.schemareg.validation import DatabaseSchemaSource, ValidatorCache
 
 PASSWORD = "a demo password"  # noqa: S105 (a throwaway account in a temporary database)
 
 
 async def setup(url: str, consents: int) -> tuple[web.AppRunner, str]:
-    conf = await seed(url)
-    config = ConsentConfig(
-        db_url=url,
-        signing_key=CONSENT_KEY,
-        pseudonymizer=Pseudonymizer(os.urandom(32)),
-        globalconf=conf,
-        fields=RegistryFields(ValidatorCache(DatabaseSchemaSource(sessions(create_engine(url))))),
-        hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
-        refresh_globalconf=False,
-    )
-    app = build_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, base = await start_service(url)
+    app = runner.app
     service = app[STATE].service
     await app[STATE].accounts.add(SUBJECT, "Ayesha Khan", PASSWORD)
     now = utcnow()
@@ -79,7 +60,7 @@ async def setup(url: str, consents: int) -> tuple[web.AppRunner, str]:
             await service.citizen_act(SUBJECT, consent.id, Action.APPROVE)
         if i % 3 == 1:
             await service.citizen_act(SUBJECT, consent.id, Action.REVOKE)
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return runner, base
 
 
 async def sign_in(http: aiohttp.ClientSession, base: str) -> tuple[str, str]:

@@ -281,14 +281,16 @@ def describe(live: Live) -> str:
         f"  registry        {f['registry']['url']}  (configuration {f['registry']['globalconf']})",
         f"  schema registry {f['registry']['schema_registry']}",
         f"  consent service {f['consent']['url']}  (citizen API {f['consent']['citizen_api']})",
+        f"  audit witness   {f['audit']['url']}",
+        "Web consoles (English and Urdu):",
         f"  citizen portal  {f['consent']['portal']}",
         f"    sign in as {c['name']}: CNIC {c['cnic']}  password {c['password']}"
         + ("  (parent of a ward)" if f.get("wards") else ""),
-        f"  audit witness   {f['audit']['url']}",
-        f"  operator console {f['operator_console']['url']}"
-        f"  (sign in with the operator token: {f['operator_token']})",
-        f"  regulator console {f['regulator']['console']}  (user {f['regulator']['username']}, "
-        f"password {f['regulator']['password']})",
+        f"  regulator console {f['regulator']['console']}",
+        f"    user {f['regulator']['username']}  password {f['regulator']['password']}",
+        f"  operator console {f['operator_console']['url']}",
+        f"    sign in with the operator token {f['operator_token']}",
+        "Gateways:",
     ]
     for name, g in f["gateways"].items():
         lines.append(f"  gateway {name:<6} r1 {g['local']}   mTLS {g['remote']}   {g['id']}")

@@ -47,6 +47,8 @@ async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) 
         described = describe(live)
         assert f"regulator console http://127.0.0.1:{moved + 2}/console/" in described
         assert live.federation["regulator"]["password"] in described
+        assert f"operator console http://127.0.0.1:{moved}/console/" in described
+        assert live.federation["operator_token"] in described
         steps = await run_scenario(live)
         assert all(s.ok for s in steps), [s.detail for s in steps if not s.ok]
 

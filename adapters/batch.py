@@ -36,6 +36,7 @@ from adapters.routes import fill, placeholders
 from core.errors import BadRequestError
 from core.files import write_atomic
 from core.ids import ClientId, Cnic, ServiceId
+from core.web import read_up_to
 
 __all__ = ["RESULT_COLUMNS", "BatchSpec", "BatchSummary", "run_batch"]
 
@@ -179,7 +180,7 @@ class _Runner:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=spec.timeout),
             ) as r:
-                body = await r.content.read(MAX_RESPONSE)
+                body = await read_up_to(r.content, MAX_RESPONSE)
                 message_id = r.headers.get("X-Road-Id", "")
                 if r.status >= 400 or "X-Road-Error" in r.headers:
                     kind, message = _error_fields(r.status, body)

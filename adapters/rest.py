@@ -22,7 +22,7 @@ from adapters.mapping import JsonNode, Node, pointer_tokens
 from adapters.routes import CompiledRoute, fill, placeholders
 from adapters.spec import BuildContext, MappedRouteSpec, ServiceSpec
 from core.errors import BadRequestError
-from core.web import parse_json
+from core.web import parse_json, read_up_to
 
 __all__ = ["RestRoute", "RestService", "RestSource"]
 
@@ -114,7 +114,7 @@ class RestSource:
                         f"the upstream API answered {response.content_type!r}, not JSON",
                         detail=where,
                     )
-                data = await response.content.read(self.spec.max_response_bytes + 1)
+                data = await read_up_to(response.content, self.spec.max_response_bytes + 1)
         except aiohttp.ClientError as e:
             raise BackendFailure(
                 f"cannot reach the upstream API: {type(e).__name__}", detail=where, retryable=True

@@ -29,6 +29,7 @@ from adapters.mapping import Node
 from adapters.routes import CompiledRoute, fill, placeholders
 from adapters.spec import BuildContext, MappedRouteSpec, ServiceSpec
 from adapters.xmlsafe import XmlError, XmlNode, check_xml_path, escape, local_name, parse_xml
+from core.web import read_up_to
 
 __all__ = ["SOAP11", "SOAP12", "SoapRoute", "SoapService", "SoapSource"]
 
@@ -164,7 +165,7 @@ class SoapSource:
             ) as response:
                 status = response.status
                 is_xml = "xml" in response.content_type
-                data = await response.content.read(self.spec.max_response_bytes + 1)
+                data = await read_up_to(response.content, self.spec.max_response_bytes + 1)
         except aiohttp.ClientError as e:
             raise BackendFailure(
                 f"cannot reach the SOAP service: {type(e).__name__}", detail=where, retryable=True

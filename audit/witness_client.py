@@ -40,6 +40,7 @@ from audit.note import (
 from core.errors import InvalidSignatureError
 from core.ids import ClientId
 from core.keys import PrivateKey
+from core.web import read_up_to
 from registry.globalconf import GlobalConfView
 from registry.memberauth import sign_request
 
@@ -179,7 +180,7 @@ async def post_bounded(
         timeout=aiohttp.ClientTimeout(total=seconds),
         allow_redirects=False,
     ) as resp:
-        return resp.status, await resp.content.read(limit)
+        return resp.status, await read_up_to(resp.content, limit)
 
 
 def _json(data: bytes) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from core import jws
 from core.errors import InvalidSignatureError, ServiceFailedError, ShahrahError
 from core.ids import ClientId, Cnic, ServiceId
 from core.keys import KeySet, PrivateKey
+from core.web import read_up_to
 from registry.globalconf import CentralServiceInfo
 from registry.globalconf_client import GlobalConfClient
 from registry.memberauth import sign_request
@@ -139,6 +140,7 @@ class ConsentClient:
         self._trusted_until = 0.0
         self._last_seq: int | None = None
         self._connected = False
+        self._stream_heard = False  # whether the current stream delivered a verified message
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self.counters = _Counters()
@@ -337,7 +339,7 @@ class ConsentClient:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
-                data = await resp.content.read(MAX_ANSWER + 1)
+                data = await read_up_to(resp.content, MAX_ANSWER + 1)
                 if resp.status != 200:
                     raise ConsentUnavailableError(
                         f"consent service answered HTTP {resp.status}: {_error_message(data)}"
@@ -356,9 +358,9 @@ class ConsentClient:
     async def _follow(self) -> None:
         backoff = 0.05
         while True:
+            self._stream_heard = False
             try:
-                await self._stream()
-                backoff = 0.05
+                await self._stream()  # returns only by raising: the feed is endless
             except asyncio.CancelledError:
                 raise
             except (ShahrahError, aiohttp.ClientError, TimeoutError, ValueError) as e:
@@ -369,6 +371,8 @@ class ConsentClient:
             finally:
                 self._connected = False
                 self._trusted_until = 0.0
+            if self._stream_heard:
+                backoff = 0.05  # the feed worked until it dropped: come back promptly
             self.counters.reconnects += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -410,6 +414,7 @@ class ConsentClient:
                 if fresh:
                     self._clear()
                     fresh = False
+                self._stream_heard = True
                 expected += 1
                 self._apply(feed)
 

@@ -32,6 +32,7 @@ from core.errors import OutdatedGlobalConfError
 from core.files import write_atomic
 from core.ids import ClientId
 from core.keys import PrivateKey
+from core.web import read_up_to
 from registry.fetch_reports import AUDIENCE, GATEWAY_PARAM
 from registry.globalconf import (
     Anchor,
@@ -151,7 +152,7 @@ class GlobalConfClient:
                     raise GlobalConfRejectedError(f"registry answered HTTP {resp.status}")
                 if (resp.content_length or 0) > MAX_DOCUMENT:
                     raise GlobalConfRejectedError("global configuration is too large")
-                body = await resp.content.read(MAX_DOCUMENT + 1)
+                body = await read_up_to(resp.content, MAX_DOCUMENT + 1)
                 if len(body) > MAX_DOCUMENT:
                     raise GlobalConfRejectedError("global configuration is too large")
                 etag = resp.headers.get("ETag")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from core.db import transaction
 from core.errors import BadRequestError, NotFoundError, ShahrahError
 from core.fields import AwareDatetime
+from core.web import read_up_to
 from registry import store
 from registry.api import STATE
 
@@ -112,7 +113,7 @@ class ConsentOperator:
                 timeout=aiohttp.ClientTimeout(total=TIMEOUT),
                 allow_redirects=False,
             ) as r:
-                raw = await r.content.read(MAX_ANSWER + 1)
+                raw = await read_up_to(r.content, MAX_ANSWER + 1)
                 status = r.status
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ConsentUnavailableError(

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Sessions, transaction
 from core.errors import BadRequestError, NotFoundError, ServerProxyError
-from core.web import parse_json
+from core.web import parse_json, read_up_to
 from registry.globalconf import SchemaRef
 from registry.schemareg import service
 from registry.schemareg.documents import (
@@ -217,7 +217,7 @@ class HttpSchemaSource:
         url = f"{self.base_url}/subjects/{quote(subject, safe='')}/versions/{version}"
         try:
             async with self._session.get(url, timeout=self.timeout) as response:
-                body = await response.content.read(self.max_bytes + 1)
+                body = await read_up_to(response.content, self.max_bytes + 1)
                 if len(body) > self.max_bytes:
                     raise SchemaUnavailableError(f"{url} answered more than {self.max_bytes} bytes")
                 if response.status != 200:

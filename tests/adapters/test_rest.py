@@ -42,9 +42,10 @@ class Upstream:
         self.delay = 0.0
         self.hits = 0
         self.queries: list[dict[str, str]] = []
+        self.piece = 0  # when set, answers go out in pieces of this many bytes, apart in time
 
     def app(self) -> web.Application:
-        async def citizen(request: web.Request) -> web.Response:
+        async def citizen(request: web.Request) -> web.StreamResponse:
             self.hits += 1
             self.queries.append(dict(request.query))
             await asyncio.sleep(self.delay)
@@ -53,11 +54,22 @@ class Upstream:
                 return web.json_response({"error": "unavailable"}, status=status)
             if request.match_info["nic"] != "3520212345671":
                 return web.json_response({"error": "no such citizen"}, status=404)
+            if self.piece:
+                return await self._in_pieces(request, json.dumps(CITIZEN).encode())
             return web.json_response(CITIZEN)
 
         app = web.Application()
         app.router.add_route("*", "/api/v2/citizens/{nic}", citizen)
         return app
+
+    async def _in_pieces(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for start in range(0, len(body), self.piece):
+            await response.write(body[start : start + self.piece])
+            await asyncio.sleep(0.005)  # so the adapter sees several reads, not one
+        await response.write_eof()
+        return response
 
 
 # The same mapping serves both routes (a flow mapping, so it fits one line of the file).
@@ -163,6 +175,15 @@ async def test_another_shape_is_mapped_to_the_service_json(
     assert (
         await adapters.backends[PERSON].call(call("/persons/35202-1234567-1", "DELETE"))
     ).status == 405
+
+
+async def test_an_answer_arriving_in_pieces_is_read_whole(
+    adapters: Adapters, upstream: Upstream
+) -> None:
+    upstream.piece = 16
+    answer = await adapters.backends[PERSON].call(call("/persons/35202-1234567-1"))
+    assert answer.status == 200
+    assert json.loads(answer.body)["permanent_address"]["province"] == "Punjab"
 
 
 async def test_a_passing_failure_is_retried_for_reads(

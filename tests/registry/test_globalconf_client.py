@@ -3,6 +3,7 @@ configuration, refuses bad ones, and fails closed once what it holds has expired
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -39,13 +40,16 @@ class Server:
         self.body = ""
         self.status = 200
         self.requests = 0
+        self.piece = 0  # when set, the body goes out in pieces of this many bytes, apart in time
 
     def app(self) -> web.Application:
-        async def handler(request: web.Request) -> web.Response:
+        async def handler(request: web.Request) -> web.StreamResponse:
             self.requests += 1
             etag = f'"{hash(self.body)}"'
             if request.headers.get("If-None-Match") == etag:
                 return web.Response(status=304, headers={"ETag": etag})
+            if self.piece:
+                return await self._in_pieces(request, etag)
             return web.Response(
                 text=self.body,
                 status=self.status,
@@ -56,6 +60,16 @@ class Server:
         app = web.Application()
         app.router.add_get("/globalconf", handler)
         return app
+
+    async def _in_pieces(self, request: web.Request, etag: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"ETag": etag, "Content-Type": "application/jose"})
+        await response.prepare(request)
+        data = self.body.encode()
+        for start in range(0, len(data), self.piece):
+            await response.write(data[start : start + self.piece])
+            await asyncio.sleep(0.005)  # so the client sees several reads, not one
+        await response.write_eof()
+        return response
 
 
 @pytest.fixture
@@ -96,6 +110,18 @@ async def test_fetch_verify_and_conditional_refresh(
     ).signed
     assert await client.refresh(http) is True
     assert client.current().serial == 2
+
+
+async def test_a_configuration_arriving_in_pieces_is_read_whole(
+    seeded: Sessions, served: tuple[Server, str], http: aiohttp.ClientSession
+) -> None:
+    server, url = served
+    server.body = (await publisher.publish(seeded, OPERATOR, now=T0)).signed
+    server.piece = 256
+    assert len(server.body) > 4 * server.piece
+    client = client_for(url, Clock(T0 + dt.timedelta(seconds=5)))
+    assert await client.refresh(http) is True
+    assert client.current().serial == 1
 
 
 async def test_bad_documents_are_refused_and_the_last_good_one_kept(

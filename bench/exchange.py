@@ -15,7 +15,13 @@ signed envelope over pinned mutual TLS to NADRA's gateway, replay check,
 access right, backend call, response validated against ``pk.nadra.person``,
 signed answer, audit appends on both sides (durable, group-committed).
 
+With ``--tls-baseline`` a third path runs beside them: the same proxy chain
+with mutual TLS on its middle hop (certificates made for the run), as between
+two gateways. It tells how much of the gap is the transport and how much the
+pipeline's own work.
+
     python -m bench.exchange [--requests N] [--concurrency C] [--rounds R] [--peak 1000]
+                             [--tls-baseline]
 """
 
 from __future__ import annotations
@@ -74,14 +80,47 @@ def _proxy(target: str, session: aiohttp.ClientSession) -> web.Application:
     return app
 
 
+def _tls_files(data_dir: Path) -> dict[str, Path]:
+    """Where the TLS baseline's two hops keep their key and certificate."""
+    return {
+        f"{hop}.{kind}": data_dir / f"tls-{hop}.{kind}"
+        for hop in ("first", "second")
+        for kind in ("key", "crt")
+    }
+
+
+def _make_tls_files(data_dir: Path) -> None:
+    """A fresh self-signed P-256 certificate for each TLS hop, as gateways have."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from core.tls import make_certificate
+
+    files = _tls_files(data_dir)
+    for hop in ("first", "second"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        files[f"{hop}.key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        cert = make_certificate(f"bench-{hop}", key)
+        files[f"{hop}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 async def _serve(role: str, data_dir: Path, base: int) -> None:
-    """Run one component until SIGTERM: ``backend``, ``proxy1``, ``proxy2`` or one of the
-    federation's components (shahrah.demo.COMPONENTS)."""
+    """Run one component until SIGTERM: ``backend``, a baseline hop (``proxy1``, ``proxy2``,
+    ``tls-proxy1``, ``tls-proxy2``) or one of the federation's components
+    (shahrah.demo.COMPONENTS)."""
+    from core.tls import client_context, server_context
     from exchange.server import listening
     from shahrah.demo import serving
     from shahrah.federation import Ports
 
-    backend, proxy1, proxy2 = base + 50, base + 51, base + 52
+    backend, proxy1, proxy2, tls1, tls2 = (base + n for n in range(50, 55))
+    tls = _tls_files(data_dir)
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
@@ -94,6 +133,21 @@ async def _serve(role: str, data_dir: Path, base: int) -> None:
         elif role == "proxy1":
             app = _proxy(f"http://127.0.0.1:{proxy2}", session)
             await stack.enter_async_context(listening(app, "127.0.0.1", proxy1))
+        elif role == "tls-proxy2":  # accepts only the first hop's certificate, as a gateway
+            ctx = server_context(
+                str(tls["second.crt"]), str(tls["second.key"]), [tls["first.crt"].read_text()]
+            )
+            app = _proxy(f"http://127.0.0.1:{backend}", session)
+            await stack.enter_async_context(listening(app, "127.0.0.1", tls2, ctx))
+        elif role == "tls-proxy1":  # presents its certificate, pins the second hop's
+            ctx = client_context(
+                str(tls["first.crt"]), str(tls["first.key"]), tls["second.crt"].read_text()
+            )
+            pinned = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000, ssl=ctx))
+            )
+            app = _proxy(f"https://127.0.0.1:{tls2}", pinned)
+            await stack.enter_async_context(listening(app, "127.0.0.1", tls1))
         else:
             await stack.enter_async_context(serving(role, data_dir, Ports(base), session))
         print("ready", flush=True)
@@ -285,9 +339,15 @@ async def _measure(
         ),
         "baseline": (endpoints["baseline"], {}, ("proxy1", "proxy2", "backend")),
     }
+    if "baseline-tls" in endpoints:
+        paths["baseline-tls"] = (
+            endpoints["baseline-tls"],
+            {},
+            ("tls-proxy1", "tls-proxy2", "backend"),
+        )
     for url, headers, _ in paths.values():  # warm-up: caches, connections, validators
         await _load(url, headers, 200, 20)
-    rounds: dict[str, list[Round]] = {"shahrah": [], "baseline": []}
+    rounds: dict[str, list[Round]] = {name: [] for name in paths}
     for _ in range(args.rounds):
         for name, (url, headers, roles) in paths.items():
             before = processes.cpu(roles)
@@ -303,7 +363,10 @@ async def _measure(
     for name, label in (
         ("shahrah", "Shahrah full pipeline (2 gateways, mTLS)"),
         ("baseline", "plain aiohttp two-hop proxy chain"),
+        ("baseline-tls", "the same chain, mTLS on its middle hop"),
     ):
+        if name not in rounds:
+            continue
         rate = statistics.median(r.rate for r in rounds[name])
         lat = [x for r in rounds[name] for x in r.latencies]
         errors = sum(r.errors for r in rounds[name])
@@ -323,6 +386,15 @@ async def _measure(
         f"throughput ratio Shahrah / baseline: {summary['shahrah'] / summary['baseline']:.2f} "
         f"(rounds {min(ratios):.2f} to {max(ratios):.2f}; target >= 0.5)"
     )
+    if "baseline-tls" in summary:
+        ratios = [
+            s.rate / b.rate for s, b in zip(rounds["shahrah"], rounds["baseline-tls"], strict=True)
+        ]
+        print(
+            "throughput ratio Shahrah / chain with mTLS: "
+            f"{summary['shahrah'] / summary['baseline-tls']:.2f} "
+            f"(rounds {min(ratios):.2f} to {max(ratios):.2f})"
+        )
     if args.peak:
         url, headers, _ = paths["shahrah"]
         rate = summary["shahrah"] / 2
@@ -351,6 +423,11 @@ def main() -> None:
     parser.add_argument(
         "--peak", type=int, default=1000, help="connections for the p99 check (0: skip)"
     )
+    parser.add_argument(
+        "--tls-baseline",
+        action="store_true",
+        help="also measure the proxy chain with mutual TLS on its middle hop",
+    )
     parser.add_argument("--base-port", type=int, default=28400)
     # A component process's own flags.
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -364,14 +441,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="shahrah-bench-") as tmp:
         data = Path(tmp) / "federation"
         asyncio.run(_prepare(data, args.base_port))
+        roles: tuple[str, ...] = ("backend", "proxy2", "proxy1", *COMPONENTS)
+        endpoints = {
+            "baseline": f"http://127.0.0.1:{args.base_port + 51}",
+            "shahrah": f"http://127.0.0.1:{args.base_port + 30}",
+        }
+        if args.tls_baseline:
+            _make_tls_files(data)
+            roles += ("tls-proxy2", "tls-proxy1")
+            endpoints["baseline-tls"] = f"http://127.0.0.1:{args.base_port + 53}"
         processes = _Processes(data, args.base_port)
         try:
-            for role in ("backend", "proxy2", "proxy1", *COMPONENTS):
+            for role in roles:
                 processes.start(role)
-            endpoints = {
-                "baseline": f"http://127.0.0.1:{args.base_port + 51}",
-                "shahrah": f"http://127.0.0.1:{args.base_port + 30}",
-            }
             asyncio.run(_measure(endpoints, processes, args))
         finally:
             processes.stop()

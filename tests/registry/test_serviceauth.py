@@ -117,5 +117,8 @@ async def test_forgeries_and_other_callers_are_refused(seeded: Sessions) -> None
         _verify(verifier, "Shahrah-Service " + typed_wrong.partition(" ")[2])
     tampered = _sign(now)
     head, payload, sig = tampered.split(".")
+    # A different first character changes r; overwriting the tail with a fixed value would
+    # leave one signature in 256 (those ending in a zero byte) untouched.
+    flipped = ("B" if sig[0] == "A" else "A") + sig[1:]
     with pytest.raises(UnauthorizedError):
-        _verify(verifier, f"{head}.{payload}.{sig[:-2]}AA")
+        _verify(verifier, f"{head}.{payload}.{flipped}")

@@ -169,7 +169,10 @@ async def run_background(gw: Gateway, trust: TrustSync, stop: asyncio.Event) -> 
             await gw.globalconf.refresh(http)
             failures = failures + 1 if gw.globalconf.last_error else 0
             if gw.globalconf.view is not None:
-                trust.sync(gw.globalconf.view)
+                try:
+                    trust.sync(gw.globalconf.view)
+                except Exception:
+                    log.exception("updating the TLS trust store failed; trying again next round")
             try:
                 await gw.replay.purge()
             except Exception:

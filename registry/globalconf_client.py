@@ -129,12 +129,18 @@ class GlobalConfClient:
         if changed:
             self._view = GlobalConfView(conf, signed)
             if self.cache_file is not None:
-                write_atomic(self.cache_file, signed.encode("ascii"))
+                try:
+                    write_atomic(self.cache_file, signed.encode("ascii"))
+                except OSError as e:
+                    # The verified configuration is held and used; only a restart without
+                    # the registry reachable would miss the copy on disk.
+                    log.error("cannot cache the global configuration in %s: %s", self.cache_file, e)
         return changed
 
     async def refresh(self, session: aiohttp.ClientSession) -> bool:
-        """Fetch once. Returns whether a new configuration was accepted; never raises for
-        network or verification failures (they are logged and kept in ``last_error``)."""
+        """Fetch once. Returns whether a new configuration was accepted. Never raises: a
+        failure of any kind is logged and kept in ``last_error``, so the loops that call it
+        keep trying (a dead loop would leave the gateway to expire its configuration)."""
         headers = {"If-None-Match": self._etag} if self._etag and self._view else {}
         target = self._target(headers)
         try:
@@ -164,6 +170,10 @@ class GlobalConfClient:
         except (aiohttp.ClientError, TimeoutError) as e:
             self.last_error = f"cannot fetch {self.anchor.url}: {e!r}"
             log.warning("%s", self.last_error)
+            return False
+        except Exception as e:
+            self.last_error = f"refreshing failed: {type(e).__name__}"
+            log.exception("refreshing the global configuration from %s failed", self.anchor.url)
             return False
         self._etag = etag
         self.last_success = self.clock()

@@ -183,6 +183,46 @@ async def test_the_last_good_configuration_survives_a_restart(
         client_for(url, Clock(T0), cache).current()
 
 
+async def test_a_cache_that_cannot_be_written_does_not_stop_the_client(
+    seeded: Sessions,
+    served: tuple[Server, str],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, url = served
+    server.body = (await publisher.publish(seeded, OPERATOR, now=T0)).signed
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way")
+    client = client_for(url, Clock(T0 + dt.timedelta(seconds=5)), blocked / "globalconf.jws")
+    assert await client.refresh(http) is True  # held and used, only not cached
+    assert client.current().serial == 1
+    assert "cannot cache the global configuration" in caplog.text
+    async with transaction(seeded) as s:
+        await ops.add_global_group_member(s, "local-governments", LMC_TAX)
+    server.body = (
+        await publisher.publish(seeded, OPERATOR, now=T0 + dt.timedelta(seconds=10))
+    ).signed
+    assert await client.refresh(http) is True
+    assert client.current().serial == 2
+
+
+async def test_an_unexpected_failure_is_reported_not_raised(
+    served: tuple[Server, str], http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh loops call refresh() bare: an error escaping it would end them for good."""
+    server, url = served
+    server.body = "irrelevant"
+    client = client_for(url, Clock(T0))
+
+    def broken(signed: str) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client, "accept", broken)
+    assert await client.refresh(http) is False
+    assert client.last_error == "refreshing failed: RuntimeError"
+
+
 def test_fetches_are_retried_sooner_after_failures() -> None:
     client = client_for("http://127.0.0.1:1/globalconf", Clock(T0))
     assert client.next_wait(0) == 60.0

@@ -34,12 +34,14 @@ def canonical_json(value: Any) -> bytes:
     U+10000. A property test holds the two to that. Anything else goes to the
     ``rfc8785`` library.
     """
-    if _plain(value, 0):
-        return _STDLIB.encode(value).encode("utf-8")
     try:
+        if _plain(value, 0):
+            return _STDLIB.encode(value).encode("utf-8")
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as e:
         raise BadRequestError(f"value has no canonical JSON form: {e}") from e
+    except UnicodeEncodeError as e:  # a lone surrogate has no UTF-8 form
+        raise BadRequestError("value has no canonical JSON form: a lone UTF-16 surrogate") from e
 
 
 _STDLIB = json.JSONEncoder(

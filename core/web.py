@@ -152,6 +152,9 @@ def _reject_constant(name: str) -> Any:
     raise BadRequestError(f"{name} is not valid JSON")
 
 
+_STRICT_TEXT = json.JSONEncoder(ensure_ascii=False)
+
+
 def _depth(value: Any, limit: int) -> None:
     stack = [(value, 1)]
     while stack:
@@ -164,13 +167,25 @@ def _depth(value: Any, limit: int) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
+# An escaped UTF-16 surrogate: the only way a lone one can enter text decoded from UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_json(data: bytes | str) -> Any:
-    """Strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, bounded nesting."""
+    """Strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, bounded nesting, and no
+    lone surrogates (I-JSON, RFC 7493): a string that holds one has no UTF-8 form, so it
+    could be neither stored, signed nor hashed."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
+        if not isinstance(data, bytes):
+            text.encode("utf-8")
         value = json.loads(
             text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
         )
+        if _SURROGATE_ESCAPE.search(text):  # pairs decode to one character; lone ones stay
+            _STRICT_TEXT.encode(value).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadRequestError("JSON string holds a lone UTF-16 surrogate (U+D800 to U+DFFF)") from e
     except UnicodeDecodeError as e:
         raise BadRequestError("request body is not UTF-8") from e
     except RecursionError as e:

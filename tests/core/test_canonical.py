@@ -53,6 +53,15 @@ def test_canonical_form_is_a_fixed_point(value: object) -> None:
     assert canonical_json(json.loads(once)) == once
 
 
+@given(json_values, st.integers(0xD800, 0xDFFF))
+def test_a_lone_surrogate_has_no_canonical_form(value: object, code: int) -> None:
+    # A client error (400) whichever encoder the value takes, never a UnicodeEncodeError.
+    with pytest.raises(BadRequestError):
+        canonical_json([value, chr(code)])
+    with pytest.raises(BadRequestError):
+        canonical_json({chr(code): value})
+
+
 def test_rfc8785_number_and_string_forms() -> None:
     # Examples from RFC 8785 section 3.2.2: ECMAScript number forms, minimal escapes.
     assert canonical_json(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import enum
+import json
 from typing import Any, Literal
 
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from pydantic import BaseModel, Field
 
@@ -169,6 +172,25 @@ def test_parse_json_is_strict() -> None:
     assert parse_json(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
     with pytest.raises(BadRequestError, match="Infinity"):
         parse_json("[Infinity]")
+
+
+@given(st.text(), st.integers(0xD800, 0xDFFF), st.booleans())
+def test_a_lone_surrogate_is_refused_wherever_it_stands(text: str, code: int, as_key: bool) -> None:
+    # Escaped, as a client can send it: such a string has no UTF-8 form, so nothing
+    # downstream could store, sign or hash it.
+    escaped = json.dumps(text)[1:-1] + f"\\u{code:04x}"
+    document = f'{{"{escaped}": 1}}' if as_key else f'[1, "{escaped}"]'
+    with pytest.raises(BadRequestError, match="lone UTF-16 surrogate"):
+        parse_json(document.encode())
+    with pytest.raises(BadRequestError, match="lone UTF-16 surrogate"):
+        parse_json(f'["{chr(code)}"]')  # and raw, in a str
+
+
+def test_escaped_surrogate_pairs_are_characters() -> None:
+    assert parse_json(json.dumps(["\U0001f600", {"\U00010348": "a"}]).encode()) == [
+        "\U0001f600",
+        {"\U00010348": "a"},
+    ]
 
 
 class Colour(BaseModel):

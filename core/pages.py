@@ -306,6 +306,7 @@ class Console:
         session_idle: dt.timedelta = SESSION_IDLE,
         secure_cookies: bool = True,
         on_sign_out: Callable[[PageContext], Awaitable[None]] | None = None,
+        still_valid: Callable[[PageContext], Awaitable[bool]] | None = None,
     ) -> None:
         if not prefix.startswith("/") or prefix.endswith("/"):
             raise ValueError("a console prefix starts with '/' and does not end with one")
@@ -321,6 +322,9 @@ class Console:
         # Runs before a session ends, for consoles whose session holds a credential of their
         # own service (the citizen portal's account session) that must end with it.
         self.on_sign_out = on_sign_out
+        # Asked on every signed-in page: whether the credential the session began with still
+        # holds (an operator token revoked since ends its sessions at their next request).
+        self.still_valid = still_valid
         self.cookie = f"shahrah-{name}"
         self.sessions = SessionStore(idle=session_idle)
         self.limiter = LoginLimiter()
@@ -467,8 +471,11 @@ class Console:
             try:
                 if request.method == "POST":
                     await self._check_post(request, ctx, known)
-                if auth and ctx.principal is None:
-                    response: web.StreamResponse = self._to_login(ctx, expired=known is False)
+                if auth and ctx.principal is not None and not await self._still_valid(ctx):
+                    self.sign_out(ctx)
+                    response: web.StreamResponse = self._to_login(ctx, expired=True)
+                elif auth and ctx.principal is None:
+                    response = self._to_login(ctx, expired=known is False)
                 else:
                     response = await handler(request, ctx)
             except ShahrahError as e:
@@ -487,6 +494,9 @@ class Console:
             return response
 
         return guarded
+
+    async def _still_valid(self, ctx: PageContext) -> bool:
+        return self.still_valid is None or await self.still_valid(ctx)
 
     async def _check_post(self, request: web.Request, ctx: PageContext, known: bool) -> None:
         if not self._same_origin(request):

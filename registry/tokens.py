@@ -24,10 +24,21 @@ from core.errors import BadRequestError, ConflictError, NotFoundError, Unauthori
 from core.web import tokens_equal
 from registry import models as m
 
-__all__ = ["TOKEN_PREFIX", "TokenStore", "check", "create", "names", "revoke"]
+__all__ = [
+    "ENV_PRINCIPAL",
+    "TOKEN_PREFIX",
+    "TokenStore",
+    "active",
+    "check",
+    "create",
+    "names",
+    "revoke",
+]
 
 TOKEN_PREFIX = "shr_op_"  # noqa: S105 (a recognisable prefix for secret scanners)
 MAX_NAME = 100  # characters, as the token tables' name columns hold
+#: Who presented ``SHAHRAH_ADMIN_TOKEN`` rather than a stored token.
+ENV_PRINCIPAL = "env:SHAHRAH_ADMIN_TOKEN"
 
 
 def _digest(token: str) -> str:
@@ -63,6 +74,12 @@ class TokenStore:
         rows = await s.scalars(select(self.model).order_by(self.model.name))
         return [(r.name, r.revoked_at is None) for r in rows]
 
+    async def active(self, s: AsyncSession, name: str) -> bool:
+        """Whether the token called ``name`` exists and is not revoked (names are never
+        reused, so a session that signed in with it can ask again on every page)."""
+        row = await s.scalar(select(self.model.revoked_at.is_(None)).where(self.model.name == name))
+        return bool(row)
+
     async def check(self, s: AsyncSession, presented: str, env_token: str | None = None) -> str:
         """The name of the operator ``presented`` belongs to, or UnauthorizedError.
 
@@ -70,7 +87,7 @@ class TokenStore:
         constant time, so timing reveals nothing about stored tokens.
         """
         if env_token and tokens_equal(presented, env_token):
-            return "env:SHAHRAH_ADMIN_TOKEN"
+            return ENV_PRINCIPAL
         digest = _digest(presented)
         row = await s.scalar(select(self.model).where(self.model.token_sha256 == digest))
         if row is None or row.revoked_at is not None or not tokens_equal(row.token_sha256, digest):
@@ -83,3 +100,4 @@ create = _REGISTRY.create
 revoke = _REGISTRY.revoke
 names = _REGISTRY.names
 check = _REGISTRY.check
+active = _REGISTRY.active

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from core.pages import Console
+from core.db import transaction
+from core.pages import Console, PageContext
+from registry import tokens
+from registry.api import STATE
 from registry.console import (
     pages_auth,
     pages_gateways,
@@ -53,6 +56,7 @@ def build_console(*, secure_cookies: bool = True) -> Console:
         stylesheets=["operator.css"],
         home="/members",
         secure_cookies=secure_cookies,
+        still_valid=_token_active,
     )
     for area in (
         pages_auth,
@@ -66,6 +70,15 @@ def build_console(*, secure_cookies: bool = True) -> Console:
     ):
         area.register(console)
     return console
+
+
+async def _token_active(ctx: PageContext) -> bool:
+    """Whether the operator token the session signed in with is still in force."""
+    state = ctx.request.app[STATE]
+    if ctx.principal == tokens.ENV_PRINCIPAL:
+        return bool(state.admin_token)
+    async with transaction(state.sessions, write=False) as s:
+        return await tokens.active(s, str(ctx.principal))
 
 
 def mount_console(

@@ -125,6 +125,26 @@ async def test_a_wrong_token_is_refused_and_repeated_failures_lock_the_address_o
     assert (await page.get("/console/members", follow=False)).status == 303
 
 
+async def test_revoking_the_token_ends_the_sessions_it_began(
+    registry: Registry, operator: PageClient
+) -> None:
+    page = await operator.get("/console/members")
+    assert page.status == 200
+    async with transaction(registry.db) as s:
+        await tokens.revoke(s, "console-tester")
+    before = await member_names(registry.db)
+    # A change posted from the page already open is not made, and the session is over.
+    refused = await operator.post(
+        "/console/members",
+        {"csrf": page.csrf, "member_class": "FED", "member_code": "FBR", "name": "FBR"},
+    )
+    assert refused.url.startswith(f"{registry.base}/console/login")
+    assert await member_names(registry.db) == before
+    answer = await operator.get("/console/members", follow=False)
+    assert answer.status == 303
+    assert answer.headers["Location"].startswith("/console/login")
+
+
 # --- forms, CSRF and escaping ----------------------------------------------------------------
 
 

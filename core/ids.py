@@ -107,7 +107,10 @@ def _split(text: str, *, encoded: bool, kind: str, error: type[BadRequestError])
         for p in parts:
             if re.search(r"%(?![0-9A-Fa-f]{2})", p):
                 raise error(f"{kind} identifier {text!r} has a malformed percent-encoding")
-            decoded.append(unquote(p, errors="strict"))
+            try:
+                decoded.append(unquote(p, errors="strict"))
+            except UnicodeDecodeError as e:
+                raise error(f"{kind} identifier {text!r} is not percent-encoded UTF-8") from e
         return decoded
     return parts
 

@@ -17,9 +17,11 @@ import uuid
 
 import aiohttp
 from aiohttp import web
+from pydantic import ValidationError
 from yarl import URL
 
 from core.errors import (
+    BadRequestError,
     ClientProxyError,
     InternalError,
     InvalidClientIdentifierError,
@@ -154,24 +156,14 @@ async def _send(
             headers[name] = value
     failures = []
     for target in targets:
-        env = RequestEnvelope(
-            message_id=local.message_id,
-            request_id=str(uuid.uuid4()),
-            client=local.client,
-            service=sid,
-            sender=gw.id,
-            recipient=target.id,
-            method=local.method,
+        env = _envelope(
+            gw,
+            local,
+            sid,
+            target,
             path=path,
-            query=local.query,
             headers=env_.envelope_headers(headers),
-            body_sha256=env_.body_digest(body),
-            body_length=len(body),
-            subject=local.subject.to_user_id() if local.subject else None,
-            purpose=local.purpose,
-            consent=local.consent,
-            time=gw.clock(),
-            nonce=env_.new_nonce(),
+            body=body,
         )
         token = env_.seal(env, gw.key)
         url = (
@@ -182,14 +174,74 @@ async def _send(
         )
         try:
             answer = await _post(gw, view, target, url, env, token, headers, body)
-        except ClientNetworkError as e:
+        except _Unreachable as e:
+            # Nothing reached that gateway, so the next one may have it; once a request has
+            # gone out it is never sent again (a second gateway would run it a second time).
             failures.append(f"{target.id}: {e.message}")
             continue
         return answer, env, token
     raise ClientNetworkError("no provider gateway answered: " + "; ".join(failures))
 
 
+class _Unreachable(ClientNetworkError):
+    """The connection to a provider gateway could not be made: the request never left."""
+
+
+def _envelope(
+    gw: Gateway,
+    local: LocalRequest,
+    sid: ServiceId,
+    target: GatewayInfo,
+    *,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+) -> RequestEnvelope:
+    try:
+        return RequestEnvelope(
+            message_id=local.message_id,
+            request_id=str(uuid.uuid4()),
+            client=local.client,
+            service=sid,
+            sender=gw.id,
+            recipient=target.id,
+            method=local.method,
+            path=path,
+            query=local.query,
+            headers=headers,
+            body_sha256=env_.body_digest(body),
+            body_length=len(body),
+            subject=local.subject.to_user_id() if local.subject else None,
+            purpose=local.purpose,
+            consent=local.consent,
+            time=gw.clock(),
+            nonce=env_.new_nonce(),
+        )
+    except ValidationError as e:
+        # parse_local checks what a caller controls; this is the net under it, so that a
+        # request the envelope cannot describe is refused as the caller's, never a crash.
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise BadRequestError(f"the request cannot be sent: {where}: {err['msg']}") from e
+
+
 async def _post(
+    gw: Gateway,
+    view: GlobalConfView,
+    target: GatewayInfo,
+    url: str,
+    env: RequestEnvelope,
+    token: str,
+    headers: dict[str, str],
+    body: bytes,
+) -> _Answer:
+    try:
+        return await _exchange(gw, view, target, url, env, token, headers, body)
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+        raise _Unreachable(f"cannot connect to {target.address}: {type(e).__name__}") from e
+
+
+async def _exchange(
     gw: Gateway,
     view: GlobalConfView,
     target: GatewayInfo,
@@ -221,10 +273,14 @@ async def _post(
                 k: v for k, v in resp.headers.items() if k.lower() != env_.ENVELOPE_HEADER.lower()
             }
             status = resp.status
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+        raise
     except TimeoutError as e:
         raise ClientNetworkError(f"no answer within {gw.limits.peer_timeout} s") from e
     except aiohttp.ClientError as e:
-        raise ClientNetworkError(f"cannot reach {target.address}: {type(e).__name__}") from e
+        raise ClientNetworkError(
+            f"the exchange with {target.address} failed: {type(e).__name__}"
+        ) from e
     renv = _verify(view, env, token, target, status, rheaders, data, rtoken)
     return _Answer(status, rheaders, data, rtoken, renv)
 

@@ -67,6 +67,10 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
     body = b""
     service_label = "unknown"
     try:
+        if not token.isascii():
+            # Never a JWS; and the refusal hashes the token it answers, which must be bytes.
+            token = ""
+            raise InvalidSignatureError(f"the {env_.ENVELOPE_HEADER} header is not ASCII")
         view = gw.globalconf.current()
         env = _authenticate(gw, view, request, token)
         service_label = str(env.service)
@@ -180,7 +184,7 @@ async def _consent(gw: Gateway, info: ServiceInfo, env: RequestEnvelope) -> Perm
 async def _call_backend(
     gw: Gateway, info: ServiceInfo, env: RequestEnvelope, body: bytes, permit: Permit | None
 ) -> BackendResponse:
-    if info.request_schema is not None and body:
+    if info.request_schema is not None and (body or env.method not in _BODILESS):
         await _validate(gw, info.request_schema, body, request_side=True)
     backend = gw.backends.get(env.service)
     if backend is None:
@@ -197,15 +201,14 @@ async def _call_backend(
     )
     response = await backend.call(call)
     if not 200 <= response.status < 300:
-        return response
+        return _withheld(response) if permit is not None else response
     if info.response_schema is not None:
         document = await _validate(gw, info.response_schema, response.body, request_side=False)
         if permit is not None:
             projected = project(document, permit.released_fields)
             data = json.dumps(projected, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            return BackendResponse(
-                response.status, {**response.headers, "Content-Type": "application/json"}, data
-            )
+            # The backend's own headers stay behind too: any of them could carry the record.
+            return BackendResponse(response.status, {"Content-Type": "application/json"}, data)
     elif permit is not None:
         # Without a response schema the consented fields cannot be checked: release nothing.
         raise ServiceFailedError(
@@ -214,10 +217,31 @@ async def _call_backend(
     return response
 
 
+#: Methods whose requests carry no content: an empty body is not checked against a schema.
+_BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+def _withheld(response: BackendResponse) -> BackendResponse:
+    """A failed answer of a service under consent: its status only. An error body is not
+    checked against the response schema, so nothing in it can be projected to the consented
+    fields, and a backend may well put the record there (a 404 with the person in it)."""
+    data = json.dumps(
+        {
+            "status": response.status,
+            "message": "the provider's system refused the request; under consent its answer "
+            "is not passed on",
+        }
+    ).encode()
+    return BackendResponse(response.status, {"Content-Type": "application/json"}, data)
+
+
 def _backend_headers(env: RequestEnvelope) -> dict[str, str]:
     headers = dict(env.headers)
+    # The consent headers come from the signed envelope alone: the subject, purpose and
+    # consent the decision was made on are the ones the backend is told.
     extra = {
         "X-Road-Request-Id": env.request_id,
+        "Shahrah-Data-Subject": env.subject,
         "Shahrah-Purpose": env.purpose,
         "Shahrah-Consent": env.consent,
     }
@@ -264,6 +288,10 @@ async def _answer(
     service_label: str,
 ) -> web.StreamResponse:
     headers = forwardable_headers(response.headers)
+    # Under consent a failed answer releases nothing (see _withheld).
+    released = None
+    if permit is not None:
+        released = permit.released_fields if 200 <= response.status < 300 else []
     renv = ResponseEnvelope(
         message_id=env.message_id,
         request_hash=env_.request_hash(token),
@@ -272,7 +300,7 @@ async def _answer(
         headers=env_.envelope_headers(headers),
         body_sha256=env_.body_digest(response.body),
         body_length=len(response.body),
-        released_fields=permit.released_fields if permit else None,
+        released_fields=released,
         time=gw.clock(),
     )
     rtoken = env_.seal(renv, gw.key)
@@ -293,7 +321,7 @@ async def _answer(
         response_body=response.body,
         request_token=token,
         response_token=rtoken,
-        fields_released=permit.released_fields if permit else None,
+        fields_released=released,
     )
     gw.metrics.requests.labels("provider", service_label, "delivered").inc()
     gw.metrics.latency.labels("provider", service_label).observe(time.perf_counter() - started)

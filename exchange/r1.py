@@ -70,7 +70,9 @@ HOP_BY_HOP = frozenset(
         "date",
     }
 )
-#: Headers the gateways set themselves; a caller's or backend's values are discarded.
+#: Headers the gateways set themselves; a caller's or backend's values are discarded. The
+#: consent headers travel as fields of the signed envelope, and the provider gateway hands
+#: the backend exactly those, never the caller's raw (possibly repeated) header.
 GATEWAY_SET = frozenset(
     {
         "x-road-client",
@@ -81,8 +83,17 @@ GATEWAY_SET = frozenset(
         "x-road-error",
         "x-road-security-server",
         "shahrah-envelope",
+        "shahrah-data-subject",
+        "shahrah-purpose",
+        "shahrah-consent",
     }
 )
+#: Limits the signed envelope sets on what it describes (exchange.envelope), checked here so
+#: that a request beyond them is the caller's error, not a failure of the gateway.
+MAX_HEADERS = 96  # end-to-end headers, leaving room for the X-Road ones the gateway adds
+MAX_HEADER_NAME = 128
+MAX_HEADER_VALUE = 8192
+_METHOD = re.compile(r"[A-Z]{3,7}")
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
@@ -110,10 +121,16 @@ class LocalRequest:
     headers: dict[str, str]  # end-to-end headers to forward
 
 
-def _header(headers: CIMultiDictProxy[str], name: str, pattern: re.Pattern[str]) -> str | None:
+def _header(
+    headers: CIMultiDictProxy[str], name: str, pattern: re.Pattern[str], *, once: bool = False
+) -> str | None:
+    """The header's value (the last, if repeated); ``once``: a repeat is refused, for headers
+    whose every value would be a different claim (whose record, which consent)."""
     values = headers.getall(name, [])
     if not values:
         return None
+    if once and len(values) > 1:
+        raise BadRequestError(f"header {name} is sent more than once", detail={"header": name})
     value = values[-1].strip()
     if pattern.fullmatch(value) is None:
         raise BadRequestError(f"header {name} has a malformed value", detail={"header": name})
@@ -122,8 +139,6 @@ def _header(headers: CIMultiDictProxy[str], name: str, pattern: re.Pattern[str])
 
 def _segments(raw_path: str) -> list[str]:
     """Split the encoded path and check every segment; returns encoded segments."""
-    if len(raw_path) > MAX_URI:
-        raise BadRequestError(f"request URI is longer than {MAX_URI} characters")
     if _BAD_PATH_CHARS.search(raw_path):
         raise BadRequestError("request path contains control characters or a backslash")
     segments = raw_path.split("/")[1:]
@@ -134,6 +149,9 @@ def _segments(raw_path: str) -> list[str]:
             raise BadRequestError("request path is not valid percent-encoded UTF-8") from e
         if decoded in (".", ".."):
             raise BadRequestError("request path may not contain '.' or '..' segments")
+        if "/" in decoded:
+            # One segment to the access-right check, several to a backend that decodes first.
+            raise BadRequestError("request path segment may not encode '/' (%2F)")
         if _BAD_PATH_CHARS.search(decoded):
             raise BadRequestError("request path segment contains a forbidden character")
         if seg == "" and i != len(segments) - 1:
@@ -145,7 +163,12 @@ def _segments(raw_path: str) -> list[str]:
 
 def parse_local(request: web.Request) -> LocalRequest:
     """Validate an r1 request's URI and X-Road/Shahrah headers (the body is read elsewhere)."""
-    segments = _segments(request.rel_url.raw_path)
+    url = request.rel_url
+    if len(url.raw_path) + len(url.raw_query_string) > MAX_URI:
+        raise BadRequestError(f"request URI is longer than {MAX_URI} characters")
+    if _METHOD.fullmatch(request.method) is None:
+        raise BadRequestError(f"method {request.method} is not supported")
+    segments = _segments(url.raw_path)
     if not segments or segments[0] != PROTOCOL:
         raise BadRequestError(
             f"unsupported protocol: the path must start with /{PROTOCOL}/ (X-Road REST protocol r1)"
@@ -170,8 +193,10 @@ def parse_local(request: web.Request) -> LocalRequest:
     client = ClientId.parse(clients[-1].strip(), encoded=True)
 
     message_id = _header(headers, "X-Road-Id", _PRINTABLE) or str(uuid.uuid4())
-    subject_text = _header(headers, DATA_SUBJECT, re.compile(r".{1,64}"))
+    subject_text = _header(headers, DATA_SUBJECT, re.compile(r".{1,64}"), once=True)
     subject = Cnic.from_user_id(subject_text) if subject_text is not None else None
+    forwarded = forwardable_headers(headers)
+    _check_sizes(forwarded)
     return LocalRequest(
         client=client,
         provider=provider,
@@ -184,10 +209,23 @@ def parse_local(request: web.Request) -> LocalRequest:
         issue=_header(headers, "X-Road-Issue", _PRINTABLE),
         represented_party=_header(headers, "X-Road-Represented-Party", _PRINTABLE),
         subject=subject,
-        purpose=_header(headers, PURPOSE, _PURPOSE),
-        consent=_header(headers, CONSENT, _CODE),
-        headers=forwardable_headers(headers),
+        purpose=_header(headers, PURPOSE, _PURPOSE, once=True),
+        consent=_header(headers, CONSENT, _CODE, once=True),
+        headers=forwarded,
     )
+
+
+def _check_sizes(headers: Mapping[str, str]) -> None:
+    if len(headers) > MAX_HEADERS:
+        raise BadRequestError(f"more than {MAX_HEADERS} end-to-end headers")
+    for name, value in headers.items():
+        if len(name) > MAX_HEADER_NAME:
+            raise BadRequestError(f"a header name is longer than {MAX_HEADER_NAME} characters")
+        if len(value) > MAX_HEADER_VALUE:
+            raise BadRequestError(
+                f"header {name} is longer than {MAX_HEADER_VALUE} characters",
+                detail={"header": name},
+            )
 
 
 def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> dict[str, str]:

@@ -123,7 +123,9 @@ class Backend:
                 record = dict(PERSON_EXAMPLE, cnic=request.path.rsplit("/", 1)[-1])
                 if request.path.endswith("/broken"):
                     record["gender"] = "unknown-value"
-                return web.json_response(record)
+                if request.path.endswith("/gone"):  # a careless backend's error answer
+                    return web.json_response(record, status=404, headers={"X-Name": "leak"})
+                return web.json_response(record, headers={"X-Custom": "kept"})
             return web.json_response(
                 {
                     "method": request.method,

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 
 from consent.state import STATE
 from core.db import utcnow
@@ -164,3 +165,49 @@ async def test_without_a_consent_service_it_fails_closed(fed: Federation) -> Non
     resp = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
     assert "fail closed" in (await _error(resp))["message"]
     assert fed.backend.seen == []
+
+
+async def test_a_failed_answer_under_consent_carries_no_record(fed: Federation) -> None:
+    # The backend answers 404 with the whole record in the body and a name in a header;
+    # an error body is not schema-checked, so it cannot be projected: none of it leaves.
+    consent_id = await _consent(fed)
+    resp = await fed.call("lmc", "GET", PERSON_PATH + "gone", headers=_headers(consent_id))
+    assert resp.status == 404
+    text = await resp.text()
+    assert "Muhammad" not in text
+    assert "date_of_birth" not in text
+    assert json.loads(text)["status"] == 404
+    assert "X-Name" not in resp.headers
+    for node in ("lmc", "nadra"):
+        assert (await fed.events(node))[-1].fields_released == []
+    # A delivered answer under consent keeps none of the backend's own headers either.
+    ok = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    assert ok.status == 200
+    assert "X-Custom" not in ok.headers
+
+
+async def test_the_backend_is_told_exactly_the_consented_subject(fed: Federation) -> None:
+    consent_id = await _consent(fed)
+    assert (
+        await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    ).status == 200
+    seen = fed.backend.seen[-1].headers
+    assert seen.getall("Shahrah-Data-Subject") == [CITIZEN.to_user_id()]
+    assert seen.getall("Shahrah-Consent") == [consent_id]
+    # Two subjects (or two consents) in one request are refused before anything is sent.
+    other = Cnic("42101-1111111-1").to_user_id()
+    for name, extra in (
+        ("Shahrah-Data-Subject", other),
+        ("Shahrah-Consent", "cns-other"),
+        ("Shahrah-Purpose", "identity-verification"),
+    ):
+        headers = CIMultiDict(_headers(consent_id))
+        headers.add(name, extra)
+        headers["X-Road-Client"] = str(LMC_TAX)
+        async with fed.http.get(
+            fed.nodes["lmc"].local_url + PERSON_PATH + str(CITIZEN), headers=headers
+        ) as r:
+            error = await _error(r)
+        assert (r.status, error["type"]) == (400, "Client.BadRequest")
+        assert f"{name} is sent more than once" in error["message"]
+    assert len(fed.backend.seen) == 1

@@ -74,6 +74,16 @@ async def _error(resp: aiohttp.ClientResponse) -> tuple[int, str, str]:
         (ECHO_PATH + "/a/../../etc", {}, 400, "Client.BadRequest", "'..'"),
         (ECHO_PATH + "/a//b", {}, 400, "Client.BadRequest", "empty segment"),
         (ECHO_PATH + "/a%2", {}, 400, "Client.BadRequest", "percent"),
+        # One segment to the access-right check, three to a backend that decodes first.
+        (ECHO_PATH + "/public/x%2F..%2F..%2Fadmin", {}, 400, "Client.BadRequest", "%2F"),
+        (ECHO_PATH + "?q=" + "a" * 5000, {}, 400, "Client.BadRequest", "longer than 4096"),
+        (
+            ECHO_PATH,
+            {"X-Road-Client": "PK/FED/%FF/x"},
+            400,
+            "Client.InvalidClientIdentifier",
+            "percent-encoded UTF-8",
+        ),
         (ECHO_PATH, {"Shahrah-Data-Subject": "35202-1234567-1"}, 400, "Client.BadRequest", "'PK'"),
         (ECHO_PATH, {"Shahrah-Purpose": "Not A Code"}, 400, "Client.BadRequest", "Shahrah-Purpose"),
         (
@@ -122,6 +132,25 @@ async def test_malformed_local_requests_are_refused_before_leaving(
         assert recorded[-1].outcome == "denied"
         assert recorded[-1].error_type == kind
     assert fed.backend.seen == []
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "message"),
+    [
+        ("PROPFIND", {}, "method PROPFIND is not supported"),
+        ("GET", {f"X-Extra-{i}": "v" for i in range(97)}, "more than 96 end-to-end headers"),
+        ("GET", {"X-" + "n" * 130: "v"}, "longer than 128 characters"),
+    ],
+)
+async def test_requests_an_envelope_cannot_describe_are_the_callers_error(
+    fed: Federation, method: str, headers: dict[str, str], message: str
+) -> None:
+    resp = await fed.call("lmc", method, ECHO_PATH + "/public/a", client=LMC_TAX, headers=headers)
+    status, kind, text = await _error(resp)
+    assert (status, kind) == (400, "Client.BadRequest")
+    assert message in text
+    assert fed.backend.seen == []
+    assert await fed.events("nadra") == []
 
 
 async def test_missing_access_right_and_endpoint_rights(fed: Federation) -> None:
@@ -304,6 +333,14 @@ async def test_forged_and_tampered_signatures_are_refused(fed: Federation) -> No
         1
     ] == "Server.ServerProxy.InvalidSignature"
     assert (await _error(await _raw(fed, "")))[2].startswith("the request carries no")
+    # Not even ASCII: still a signed refusal, and recorded.
+    odd = await _raw(fed, "a.\u00e9.b")
+    assert odd.headers[env_.ENVELOPE_HEADER]
+    assert (await _error(odd))[1:] == (
+        "Server.ServerProxy.InvalidSignature",
+        "the Shahrah-Envelope header is not ASCII",
+    )
+    assert (await fed.events("nadra"))[-1].error_type == "Server.ServerProxy.InvalidSignature"
     assert fed.backend.seen == []
 
 
@@ -416,6 +453,9 @@ async def test_bodies_are_checked_against_their_registered_schemas(fed: Federati
     assert len(fed.backend.seen) == 1  # the refused request never reached the backend
     not_json = await fed.call("lmc", "POST", RECORDS_PATH + "/x", data=b"<xml/>")
     assert (await _error(not_json))[1] == "Client.BadRequest"
+    empty = await fed.call("lmc", "POST", RECORDS_PATH + "/persons/x")  # no body is no record
+    assert (await _error(empty))[1] == "Client.BadRequest"
+    assert len(fed.backend.seen) == 1
     broken = await fed.call("lmc", "GET", RECORDS_PATH + "/persons/broken")
     status, kind, message = await _error(broken)
     assert kind == "Server.ServerProxy.ServiceFailed"

@@ -92,6 +92,7 @@ async def seed(url: str) -> GlobalConfClient:
                     id=PERSON,
                     title="Person",
                     requires_consent=True,
+                    subject_field="/cnic",
                     purposes=[PURPOSE],
                     response_schema=SchemaRef(subject="person", version=1),
                 ),

@@ -43,7 +43,7 @@ from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
 from exchange.r1 import forwardable_headers, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
-from registry.schemareg.validation import project
+from registry.schemareg.validation import parse_pointer, project
 
 __all__ = ["provide", "service_path"]
 
@@ -205,6 +205,7 @@ async def _call_backend(
     if info.response_schema is not None:
         document = await _validate(gw, info.response_schema, response.body, request_side=False)
         if permit is not None:
+            _require_subject(info, env, document)
             projected = project(document, permit.released_fields)
             data = json.dumps(projected, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             # The backend's own headers stay behind too: any of them could carry the record.
@@ -215,6 +216,34 @@ async def _call_backend(
             f"{env.service} requires consent but has no response schema to project"
         )
     return response
+
+
+def _require_subject(info: ServiceInfo, env: RequestEnvelope, document: Any) -> None:
+    """The answer must be the consented subject's record: a consent for one citizen is no
+    key to another's, whatever the request asked the backend for."""
+    if info.subject_field is None:
+        raise ServiceFailedError(
+            f"{env.service} requires consent but names no subject field; refusing (fail closed)"
+        )
+    assert env.subject is not None  # the consent decision needed it
+    value: Any = document
+    for token in parse_pointer(info.subject_field):
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            raise ServiceFailedError(f"the answer has no {info.subject_field} to check")
+    try:
+        named = Cnic.parse(value) if isinstance(value, str) else None
+    except BadRequestError:
+        named = None
+    if named is None:
+        raise ServiceFailedError(f"the answer's {info.subject_field} is not a CNIC")
+    if named != Cnic.from_user_id(env.subject):
+        raise ConsentDeniedError(
+            "the record returned is not the consented data subject's; nothing is released"
+        )
 
 
 #: Methods whose requests carry no content: an empty body is not checked against a schema.

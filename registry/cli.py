@@ -79,6 +79,12 @@ def _act(url: str, action: Callable[[AsyncSession], Awaitable[T]], *, write: boo
     return run_async(go())
 
 
+SUBJECT_FIELD_HELP = (
+    "JSON Pointer to the data subject's CNIC in the answer (e.g. /cnic); required with "
+    "--requires-consent, so that a consent for one citizen never releases another's record."
+)
+
+
 def _model(model: type[Any], **values: Any) -> Any:
     """Validate CLI options into a request model, with the same messages as the API."""
     try:
@@ -602,6 +608,7 @@ def service_group() -> None:
 @click.option("--request-schema", help="SUBJECT:VERSION of the request body's schema.")
 @click.option("--response-schema", help="SUBJECT:VERSION of the response body's schema.")
 @click.option("--requires-consent", is_flag=True, help="Calls need the data subject's consent.")
+@click.option("--subject-field", help=SUBJECT_FIELD_HELP)
 @click.option("--purpose", "purposes", multiple=True, help="An allowed purpose (repeatable).")
 def service_add(
     data_dir: Path | None,
@@ -612,6 +619,7 @@ def service_add(
     request_schema: str | None,
     response_schema: str | None,
     requires_consent: bool,
+    subject_field: str | None,
     purposes: tuple[str, ...],
 ) -> None:
     """Register SERVICE (INSTANCE/CLASS/MEMBER/SUBSYSTEM/CODE[/VERSION])."""
@@ -623,6 +631,7 @@ def service_add(
         request_schema=_schema_ref(request_schema),
         response_schema=_schema_ref(response_schema),
         requires_consent=requires_consent,
+        subject_field=subject_field,
         purposes=list(purposes),
     )
     echo_json(_act(_db(data_dir, db), lambda s: service.add_service(s, body)))
@@ -637,6 +646,7 @@ def service_add(
 @click.option("--request-schema", help="SUBJECT:VERSION")
 @click.option("--response-schema", help="SUBJECT:VERSION")
 @click.option("--requires-consent/--no-requires-consent", default=None)
+@click.option("--subject-field", help=SUBJECT_FIELD_HELP)
 @click.option("--purpose", "purposes", multiple=True, help="Replaces the allowed purposes.")
 @click.option("--status", type=click.Choice(["active", "suspended"]))
 def service_set(
@@ -648,6 +658,7 @@ def service_set(
     request_schema: str | None,
     response_schema: str | None,
     requires_consent: bool | None,
+    subject_field: str | None,
     purposes: tuple[str, ...],
     status: str | None,
 ) -> None:
@@ -660,6 +671,7 @@ def service_set(
         request_schema=_schema_ref(request_schema),
         response_schema=_schema_ref(response_schema),
         requires_consent=requires_consent,
+        subject_field=subject_field,
         purposes=list(purposes) or None,
         status=status,
     )

@@ -82,6 +82,8 @@ HttpMethod = Literal["*", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 PurposeCode = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$")]
 SubjectName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
+#: An RFC 6901 JSON Pointer to one member of a response document (not the whole of it).
+SubjectField = Annotated[str, Field(pattern=r"^(/([^~/]|~[01])*)+$", max_length=300)]
 
 
 def _path_pattern(value: str) -> str:
@@ -169,6 +171,9 @@ class ServiceInfo(_Doc):
     request_schema: SchemaRef | None = None
     response_schema: SchemaRef | None = None
     requires_consent: bool = False
+    # Where the answer names whose record it is (a JSON Pointer to a CNIC): the provider
+    # gateway releases an answer under consent only if it is the consented subject's.
+    subject_field: SubjectField | None = None
     purposes: list[PurposeCode] = []
     status: Status = "active"
 

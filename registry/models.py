@@ -206,6 +206,8 @@ class Service(Base):
     response_schema_subject: Mapped[str | None] = mapped_column(String(CODE), nullable=True)
     response_schema_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     requires_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # JSON Pointer to the data subject's CNIC in the response (services under consent).
+    subject_field: Mapped[str | None] = mapped_column(String(300), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[CreatedAt]
 

@@ -22,6 +22,7 @@ from registry.globalconf import (
     PurposeCode,
     SchemaRef,
     Status,
+    SubjectField,
 )
 
 Name = Annotated[str, Field(min_length=1, max_length=300)]
@@ -114,6 +115,7 @@ class ServiceCreate(_Body):
     request_schema: SchemaRef | None = None
     response_schema: SchemaRef | None = None
     requires_consent: bool = False
+    subject_field: SubjectField | None = None
     purposes: list[PurposeCode] = []
 
 
@@ -123,6 +125,7 @@ class ServiceUpdate(_Body):
     request_schema: SchemaRef | None = None
     response_schema: SchemaRef | None = None
     requires_consent: bool | None = None
+    subject_field: SubjectField | None = None
     purposes: list[PurposeCode] | None = None
     status: Status | None = None
 

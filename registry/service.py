@@ -333,14 +333,15 @@ async def add_service(s: AsyncSession, body: ServiceCreate) -> ServiceInfo:
         title=body.title,
         description=body.description,
         requires_consent=body.requires_consent,
+        subject_field=body.subject_field,
     )
     await _set_schemas(s, row, body.request_schema, body.response_schema)
     s.add(row)
     await _flush(s, f"service {body.id} already exists")
     await _set_purposes(s, row, body.purposes)
-    if body.requires_consent and not body.purposes:
-        raise BadRequestError("a service that requires consent must name its allowed purposes")
-    return await get_service(s, body.id)
+    info = await get_service(s, body.id)
+    _check_consent_terms(info)
+    return info
 
 
 async def update_service(s: AsyncSession, sid: ServiceId, body: ServiceUpdate) -> ServiceInfo:
@@ -360,15 +361,30 @@ async def update_service(s: AsyncSession, sid: ServiceId, body: ServiceUpdate) -
         )
     if body.requires_consent is not None:
         row.requires_consent = body.requires_consent
+    if body.subject_field is not None:
+        row.subject_field = body.subject_field
     if body.status is not None:
         row.status = body.status
     if body.purposes is not None:
         await s.execute(delete(m.ServicePurpose).where(m.ServicePurpose.service_id == row.id))
         await _set_purposes(s, row, body.purposes)
     info = await get_service(s, sid)
-    if info.requires_consent and not info.purposes:
-        raise BadRequestError("a service that requires consent must name its allowed purposes")
+    _check_consent_terms(info)
     return info
+
+
+def _check_consent_terms(info: ServiceInfo) -> None:
+    """A service under consent names its purposes, and where its answer names the data
+    subject: without that a consent for one citizen could fetch another's record."""
+    if not info.requires_consent:
+        return
+    if not info.purposes:
+        raise BadRequestError("a service that requires consent must name its allowed purposes")
+    if info.subject_field is None:
+        raise BadRequestError(
+            "a service that requires consent must name its subject field: the JSON Pointer "
+            "to the data subject's CNIC in its answer (e.g. /cnic)"
+        )
 
 
 async def _set_schemas(

@@ -261,6 +261,7 @@ async def snapshot(s: AsyncSession) -> Snapshot:
                 request_schema=_ref(r.request_schema_subject, r.request_schema_version),
                 response_schema=_ref(r.response_schema_subject, r.response_schema_version),
                 requires_consent=r.requires_consent,
+                subject_field=r.subject_field,
                 purposes=sorted(purposes_by_service[r.id]),
                 status=r.status,
             )

@@ -155,6 +155,8 @@ SERVICES = (
     ),
     (BIRTH, "Birth registration", False, ("birth-registration",), "pk.nadra.birth-registration"),
 )
+#: Where the consent service's answers (NADRA's person record) name the data subject.
+SUBJECT_FIELD = "/cnic"
 GRANTS = (
     (PERSON, TAX_OFFICE, "/persons/*"),
     (PARCEL, TAX_OFFICE, "/parcels/*"),
@@ -271,6 +273,7 @@ async def create(data_dir: Path, ports: Ports, *, people: int = 200) -> dict[str
                         id=sid,
                         title=title,
                         requires_consent=consent,
+                        subject_field=SUBJECT_FIELD if consent else None,
                         purposes=list(purposes),
                         response_schema=SchemaRef(subject=subject, version=1),
                     ),
@@ -505,6 +508,7 @@ def write_federation(data_dir: Path, federation: dict[str, Any], ports: Ports) -
             "id": str(sid),
             "title": title,
             "requires_consent": consent,
+            "subject_field": SUBJECT_FIELD if consent else None,
             "purposes": list(purposes),
             "response_schema": f"{subject}:1",
             "provider_gateway": _owner(sid).name,

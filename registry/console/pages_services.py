@@ -23,6 +23,7 @@ SERVICE_FIELDS = (
     "request_schema",
     "response_schema",
     "requires_consent",
+    "subject_field",
     "purposes",
 )
 
@@ -44,6 +45,7 @@ def service_body(form: Mapping[str, str]) -> dict[str, Any]:
         "request_schema": schema_ref(form["request_schema"]),
         "response_schema": schema_ref(form["response_schema"]),
         "requires_consent": form["requires_consent"] == "yes",
+        "subject_field": form["subject_field"].strip() or None,
         "purposes": form["purposes"].replace(",", " ").split(),
     }
 
@@ -58,6 +60,7 @@ def service_form(info: ServiceInfo) -> dict[str, str]:
         "request_schema": ref(info.request_schema),
         "response_schema": ref(info.response_schema),
         "requires_consent": "yes" if info.requires_consent else "no",
+        "subject_field": info.subject_field or "",
         "purposes": " ".join(info.purposes),
         "status": info.status,
     }

@@ -101,6 +101,7 @@ async def seed_federation(db: Sessions) -> GlobalConfClient:
                 id=PARCELS,
                 title="Land parcels",
                 requires_consent=True,
+                subject_field="/owners/0/cnic",
                 purposes=[PURPOSE],
                 response_schema=SchemaRef(subject="plra-parcel", version=1),
             ),

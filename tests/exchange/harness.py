@@ -373,6 +373,7 @@ async def build(
                 id=PERSON,
                 title="Person record",
                 requires_consent=True,
+                subject_field="/cnic",
                 purposes=["identity-verification"],
                 response_schema=PERSON_SCHEMA,
             ),

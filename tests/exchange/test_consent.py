@@ -211,3 +211,31 @@ async def test_the_backend_is_told_exactly_the_consented_subject(fed: Federation
         assert (r.status, error["type"]) == (400, "Client.BadRequest")
         assert f"{name} is sent more than once" in error["message"]
     assert len(fed.backend.seen) == 1
+
+
+async def test_a_consent_for_one_citizen_does_not_fetch_anothers_record(
+    fed: Federation,
+) -> None:
+    # The headers name the consenting citizen; the path asks the backend for someone else.
+    consent_id = await _consent(fed)
+    other = Cnic("42101-1111111-1")
+    resp = await fed.call("lmc", "GET", PERSON_PATH + str(other), headers=_headers(consent_id))
+    error = await _error(resp)
+    assert error["type"] == "Server.ServerProxy.ConsentDenied"
+    assert "not the consented data subject's" in error["message"]
+    assert str(other) not in await resp.text()
+    refused = (await fed.events("nadra"))[-1]
+    assert refused.outcome == "denied"
+    assert not refused.fields_released
+    # Without a subject field to check, an answer under consent is never released.
+    view = fed.nodes["nadra"].gateway.globalconf.current()
+    info = view.services[PERSON]
+    view.services[PERSON] = info.model_copy(update={"subject_field": None})
+    try:
+        unbound = await fed.call(
+            "lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id)
+        )
+    finally:
+        view.services[PERSON] = info
+    assert (await _error(unbound))["type"] == "Server.ServerProxy.ServiceFailed"
+    assert "names no subject field" in (await _error(unbound))["message"]

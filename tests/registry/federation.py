@@ -67,6 +67,7 @@ async def seed(db: Sessions) -> None:
                 id=PERSON,
                 title="Person record",
                 requires_consent=True,
+                subject_field="/cnic",
                 purposes=["identity-verification"],
             ),
         )

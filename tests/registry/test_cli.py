@@ -120,6 +120,8 @@ def test_operator_actions_and_publishing(data_dir: tuple[Path, str, str], tmp_pa
         "--title",
         "Person",
         "--requires-consent",
+        "--subject-field",
+        "/cnic",
         "--purpose",
         "identity-verification",
         "--response-schema",

@@ -237,8 +237,17 @@ async def test_the_other_forms_change_the_registry_or_say_which_field_is_wrong(
     )
     assert service.status == 400
     assert 'id="response_schema-error">response_schema nobody:1 is not registered' in service.text
-    consented = await operator.submit(
+    unbound = await operator.submit(
         "/console/services", **mutation, purposes="land-transfer", response_schema=""
+    )
+    assert unbound.status == 400
+    assert "must name its subject field" in unbound.visible
+    consented = await operator.submit(
+        "/console/services",
+        **mutation,
+        purposes="land-transfer",
+        response_schema="",
+        subject_field="/owner/cnic",
     )
     assert "Service PK/PROV/PLRA/mutations/mutation/v1 registered." in consented.visible
 

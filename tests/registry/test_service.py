@@ -101,6 +101,19 @@ async def test_seeded_federation_reads_back(seeded: Sessions) -> None:
             "allowed purposes",
         ),
         (
+            lambda s: ops.add_service(
+                s,
+                ServiceCreate(
+                    id=CIVIL.service("x"),
+                    title="x",
+                    requires_consent=True,
+                    purposes=["identity-verification"],
+                ),
+            ),
+            BadRequestError,
+            "subject field",
+        ),
+        (
             lambda s: ops.grant(
                 s,
                 AccessRightCreate(service=PERSON, client=LMC_TAX, method="GET", path="/persons/*"),

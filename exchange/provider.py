@@ -29,6 +29,7 @@ from core.errors import (
     ConsentDeniedError,
     InternalError,
     InvalidSignatureError,
+    NotFoundError,
     ServiceFailedError,
     ShahrahError,
     UnknownServiceError,
@@ -43,7 +44,7 @@ from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
 from exchange.r1 import forwardable_headers, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
-from registry.schemareg.validation import parse_pointer, project
+from registry.schemareg.validation import member_at, project
 
 __all__ = ["provide", "service_path"]
 
@@ -226,14 +227,10 @@ def _require_subject(info: ServiceInfo, env: RequestEnvelope, document: Any) -> 
             f"{env.service} requires consent but names no subject field; refusing (fail closed)"
         )
     assert env.subject is not None  # the consent decision needed it
-    value: Any = document
-    for token in parse_pointer(info.subject_field):
-        if isinstance(value, dict) and token in value:
-            value = value[token]
-        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
-            value = value[int(token)]
-        else:
-            raise ServiceFailedError(f"the answer has no {info.subject_field} to check")
+    try:
+        value = member_at(document, info.subject_field)
+    except NotFoundError as e:
+        raise ServiceFailedError(f"the answer has no {info.subject_field} to check") from e
     try:
         named = Cnic.parse(value) if isinstance(value, str) else None
     except BadRequestError:

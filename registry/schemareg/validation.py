@@ -356,6 +356,19 @@ def parse_pointer(text: str) -> list[str]:
     return tokens
 
 
+def member_at(document: Any, json_pointer: str) -> Any:
+    """The value ``json_pointer`` names in ``document``; NotFoundError if there is none."""
+    value = document
+    for token in parse_pointer(json_pointer):
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            raise NotFoundError(f"the document has no {json_pointer}")
+    return value
+
+
 def _expand(
     bundle: Bundle, document: str, node: Any, seen: set[tuple[str, int]]
 ) -> list[tuple[str, dict[str, Any]]]:

@@ -282,6 +282,13 @@ async def _exchange(
             f"the exchange with {target.address} failed: {type(e).__name__}"
         ) from e
     renv = _verify(view, env, token, target, status, rheaders, data, rtoken)
+    if abs((renv.time - gw.clock()).total_seconds()) > gw.limits.freshness:
+        # A key is checked at the answer's own time: an answer claiming another time could
+        # be signed by a key rotated out long ago, and would not be what was just answered.
+        raise ClientProxyInvalidSignatureError(
+            f"the provider's answer is dated {renv.time.isoformat()}, outside the "
+            f"{gw.limits.freshness:g} s freshness window"
+        )
     return _Answer(status, rheaders, data, rtoken, renv)
 
 

@@ -37,6 +37,7 @@ from core.errors import (
 )
 from core.ids import Cnic, ServiceId
 from core.tls import peer_pin
+from core.web import parse_json
 from exchange import envelope as env_
 from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
@@ -283,13 +284,15 @@ async def _validate(gw: Gateway, ref: SchemaRef, data: bytes, *, request_side: b
             "this gateway has no schema validator configured; refusing (fail closed)"
         )
     try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+        # Strict: a duplicate key would let the backend act on a value the schema never saw.
+        document = parse_json(data)
+    except BadRequestError as e:
         if request_side:
             raise BadRequestError(
-                f"request body is not JSON, but {ref.subject} v{ref.version} requires it"
+                f"request body is not valid JSON ({e.message}), but {ref.subject} "
+                f"v{ref.version} requires it"
             ) from e
-        raise ServiceFailedError("backend response is not JSON") from e
+        raise ServiceFailedError(f"backend response is not valid JSON: {e.message}") from e
     try:
         await gw.schemas.validate(
             ref, document, what="request body" if request_side else "response body"

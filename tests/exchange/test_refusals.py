@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -199,6 +200,18 @@ async def test_a_revoked_key_stops_at_the_next_configuration(fed: Federation) ->
     assert kind == "Server.ServerProxy.InvalidSignature"
     assert "revoked" in message
     assert len(fed.backend.seen) == 1
+
+
+async def test_an_answer_dated_outside_the_window_is_refused(fed: Federation) -> None:
+    # The provider checks the request with its own window; only the consumer's is narrowed,
+    # so every answer now lies outside it.
+    lmc = fed.nodes["lmc"].gateway
+    lmc.limits = dataclasses.replace(lmc.limits, freshness=1e-9)
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a")
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (500, "Server.ClientProxy.InvalidSignature")
+    assert "outside the 1e-09 s freshness window" in message
+    assert len(fed.backend.seen) == 1  # it was answered, and the answer was not believed
 
 
 async def test_a_provider_answer_signed_by_the_wrong_key_is_refused(fed: Federation) -> None:
@@ -455,6 +468,17 @@ async def test_bodies_are_checked_against_their_registered_schemas(fed: Federati
     assert (await _error(not_json))[1] == "Client.BadRequest"
     empty = await fed.call("lmc", "POST", RECORDS_PATH + "/persons/x")  # no body is no record
     assert (await _error(empty))[1] == "Client.BadRequest"
+    # Two values for one key: the schema would see one, a backend might act on the other.
+    twice = await fed.call(
+        "lmc",
+        "POST",
+        RECORDS_PATH + "/persons/x",
+        data=json.dumps(PERSON_EXAMPLE).encode()[:-1] + b', "cnic": "42101-1111111-1"}',
+        headers={"Content-Type": "application/json"},
+    )
+    status, kind, message = await _error(twice)
+    assert (status, kind) == (400, "Client.BadRequest")
+    assert "duplicate" in message
     assert len(fed.backend.seen) == 1
     broken = await fed.call("lmc", "GET", RECORDS_PATH + "/persons/broken")
     status, kind, message = await _error(broken)

@@ -30,7 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core import jws
 from core.canonical import b64url_decode
-from core.errors import AccessDeniedError, BadRequestError, InvalidSignatureError, UnauthorizedError
+from core.errors import (
+    AccessDeniedError,
+    BadRequestError,
+    InvalidSignatureError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
 from core.fields import AwareDatetime, ClientIdField
 from core.ids import ClientId
 from core.keys import PrivateKey
@@ -146,13 +152,21 @@ class RequestChecks:
         self._remember(claims.nonce, claims.iat, now, what)
 
     def _remember(self, nonce: str, iat: dt.datetime, now: dt.datetime, what: str) -> None:
+        horizon = now - MAX_AGE - CLOCK_SKEW
         while self._seen:
             oldest, when = next(iter(self._seen.items()))
-            if when >= now - MAX_AGE - CLOCK_SKEW and len(self._seen) < self._max:
+            if when >= horizon:
                 break
             self._seen.pop(oldest)
         if nonce in self._seen:
             raise UnauthorizedError(f"{what} was already used (replay)")
+        if len(self._seen) >= self._max:
+            # Forgetting a nonce still inside the window would let its assertion be replayed:
+            # refuse the newcomer instead, until old ones age out.
+            raise TooManyRequestsError(
+                "too many signed requests within the acceptance window; try again shortly",
+                detail={"retry_after": 1},
+            )
         self._seen[nonce] = iat
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from core.db import Sessions, transaction
-from core.errors import UnauthorizedError
+from core.errors import TooManyRequestsError, UnauthorizedError
 from core.keys import PrivateKey
 from registry import publisher
 from registry import service as ops
@@ -54,6 +54,24 @@ async def test_a_signed_request_authenticates_its_client(seeded: Sessions) -> No
     )
     with pytest.raises(UnauthorizedError, match="replay"):
         verifier.verify(header, method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
+
+
+async def test_a_full_nonce_memory_refuses_rather_than_forgets(seeded: Sessions) -> None:
+    pub = await publisher.publish(seeded, OPERATOR, now=NOW, force=True)
+    view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
+    clock = [NOW]
+    verifier = MemberRequestVerifier("consent", lambda: view, clock=lambda: clock[0], max_nonces=2)
+    request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
+    first = _sign()
+    verifier.verify(first, **request)  # type: ignore[arg-type]
+    verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+    with pytest.raises(TooManyRequestsError, match="try again shortly"):
+        verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+    # The first assertion is still inside its window, so it is still a replay.
+    with pytest.raises(UnauthorizedError, match="replay"):
+        verifier.verify(first, **request)  # type: ignore[arg-type]
+    clock[0] = NOW + dt.timedelta(minutes=2)  # both have aged out: room again
+    verifier.verify(_sign(now=clock[0]), **request)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -90,9 +90,14 @@ class Permit:
     subject_pseudonym: str
 
 
-def evaluate(consent: ConsentView, query: DecisionQuery) -> list[str]:
+def evaluate(
+    consent: ConsentView, query: DecisionQuery, now: dt.datetime | None = None
+) -> list[str]:
     """The fields ``consent`` releases for ``query``, or ConsentDenied with the reason.
 
+    The consent must be in force at the gateway's ``query.at`` and, when given, at ``now``
+    (the consent service's own clock): the gateway's time may be off by the allowed skew,
+    and a consent that expired by our clock must not be honoured for those extra seconds.
     Use limits are not checked here (see :func:`check_counts`).
     """
     cid = consent.id
@@ -118,11 +123,13 @@ def evaluate(consent: ConsentView, query: DecisionQuery) -> list[str]:
     reason = _STATE_REASONS.get(consent.status)
     if reason is not None:
         raise ConsentDenied(reason, cid, f"it is {consent.status.value}")
-    if query.at < consent.valid_from:
+    # Fail closed: judge by whichever of the two clocks is less favourable.
+    times = (query.at,) if now is None else (query.at, now)
+    if min(times) < consent.valid_from:
         raise ConsentDenied(
             DenyReason.NOT_YET_VALID, cid, f"it is valid from {_iso(consent.valid_from)}"
         )
-    if query.at >= consent.expires_at:
+    if max(times) >= consent.expires_at:
         raise ConsentDenied(DenyReason.EXPIRED, cid, f"it expired at {_iso(consent.expires_at)}")
     return fields
 

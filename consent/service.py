@@ -231,7 +231,7 @@ class ConsentService:
         if found is None:
             raise ConsentDenied(DenyReason.UNKNOWN_CONSENT, query.consent_id, "no such consent")
         try:
-            fields = evaluate(found, query)
+            fields = evaluate(found, query, now)
         except ConsentDenied as e:
             if e.reason is DenyReason.EXPIRED and found.status in _LIVE and now >= found.expires_at:
                 await self._expire(found.id)

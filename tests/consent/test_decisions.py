@@ -108,6 +108,27 @@ async def test_expiry_at_decision_time_denies_and_records_it(harness: Harness) -
     assert body["status"] == "EXPIRED"
 
 
+async def test_validity_is_also_judged_by_the_services_own_clock(harness: Harness) -> None:
+    """A gateway's clock may be up to CLOCK_SKEW behind: a consent that has expired (or not
+    begun) by the consent service's clock is refused even if the gateway's ``at`` says
+    otherwise."""
+    service: ConsentService = harness.app[STATE].service
+    skew = dt.timedelta(seconds=10)
+    ends = utcnow().replace(microsecond=0) + dt.timedelta(hours=1)
+    ending = await harness.active_consent(expires_at=ends.isoformat())
+    service.clock = lambda: ends + skew
+    with pytest.raises(ConsentDenied) as caught:
+        await service.decide(NADRA_MEMBER, query(ending["id"], at=ends - skew))
+    assert caught.value.reason is DenyReason.EXPIRED
+
+    starts = utcnow().replace(microsecond=0) + dt.timedelta(hours=2)
+    future = await harness.active_consent(valid_from=starts.isoformat())
+    service.clock = lambda: starts - skew
+    with pytest.raises(ConsentDenied) as caught:
+        await service.decide(NADRA_MEMBER, query(future["id"], at=starts + skew))
+    assert caught.value.reason is DenyReason.NOT_YET_VALID
+
+
 async def test_the_sweep_expires_what_is_due(harness: Harness) -> None:
     active = await harness.active_consent()
     pending = await harness.request_consent()

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -55,6 +55,7 @@ from core.errors import (
     ShahrahError,
     TooManyRequestsError,
 )
+from core.web import read_up_to
 
 __all__ = [
     "CSP",
@@ -455,14 +456,26 @@ class Console:
         return bool(parts.scheme) and f"{parts.scheme}://{parts.netloc}" == expected
 
     async def _read_form(self, request: web.Request) -> MultiDictProxy[str]:
+        too_large = PayloadTooLargeError(f"the form is larger than {MAX_FORM} bytes")
         if request.content_length is not None and request.content_length > MAX_FORM:
-            raise PayloadTooLargeError(f"the form is larger than {MAX_FORM} bytes")
-        if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            raise too_large
+        # Only URL-encoded forms: every page's form is one, and it is the one kind whose
+        # whole body we can bound and then parse ourselves (no file uploads to think of).
+        if request.content_type != "application/x-www-form-urlencoded":
             raise BadRequestError("expected a form submission")
-        raw = await request.post()
-        if any(not isinstance(v, str) for v in raw.values()):
-            raise BadRequestError("file uploads are not accepted here")
-        return MultiDictProxy(MultiDict((k, str(v)) for k, v in raw.items()))
+        # A chunked body has no Content-Length: read at most one byte past the limit
+        # ourselves rather than letting request.post() buffer whatever arrives.
+        body = await read_up_to(request.content, MAX_FORM + 1)
+        if len(body) > MAX_FORM:
+            raise too_large
+        charset = request.charset or "utf-8"
+        try:
+            pairs = parse_qsl(
+                body.decode(charset).rstrip(), keep_blank_values=True, encoding=charset
+            )
+        except (UnicodeDecodeError, LookupError) as e:
+            raise BadRequestError("the form is not valid text") from e
+        return MultiDictProxy(MultiDict(pairs))
 
     def _guard(self, handler: Page, auth: bool) -> Route:
         async def guarded(request: web.Request) -> web.StreamResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import TooManyRequestsError
-from core.pages import CSP, Catalog, LoginLimiter, SessionStore, safe_next
+from core.pages import CSP, MAX_FORM, Catalog, LoginLimiter, SessionStore, safe_next
 from tests.core import kitsite
 from tests.web import MAX_PAGE, PageClient
 
@@ -159,6 +160,31 @@ async def test_pages_are_light_and_cookies_are_guarded(site: tuple[PageClient, l
     async with client.http.get(client.base + "/kit/static/shahrah.css") as css:
         sheet = await css.read()
     assert len(body) + len(sheet) < MAX_PAGE
+
+
+async def test_a_chunked_form_larger_than_the_limit_is_refused(
+    site: tuple[PageClient, list[str]],
+) -> None:
+    """Without Content-Length the size is counted while reading: 413, and nothing saved."""
+    client = await signed_in(site)
+    _, notes = site
+    token = (await client.get("/kit/")).csrf
+    headers = client._headers(
+        {"Origin": client.base, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+
+    async def chunks(size: int) -> AsyncIterator[bytes]:
+        yield f"csrf={token}&note=".encode()
+        for _ in range(size // 1024):
+            yield b"x" * 1024
+
+    for size, status in ((MAX_FORM + 1024, 413), (1024, 303)):
+        async with client.http.post(
+            client.base + "/kit/", data=chunks(size), headers=headers, allow_redirects=False
+        ) as r:
+            assert "Content-Length" not in r.request_info.headers
+            assert r.status == status
+    assert notes == ["x" * 1024]
 
 
 def test_sessions_expire_when_idle_and_at_their_absolute_limit() -> None:

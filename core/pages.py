@@ -78,7 +78,8 @@ LANG_COOKIE = "shahrah-lang"
 MAX_FORM = 64 * 1024  # bytes; the largest form is a schema pasted for a compatibility preview
 SESSION_IDLE = dt.timedelta(minutes=30)
 SESSION_ABSOLUTE = dt.timedelta(hours=12)
-MAX_SESSIONS = 10_000  # per console; the oldest are dropped first when more are opened
+MAX_SESSIONS = 10_000  # signed-in, per console; the oldest are dropped first past this
+MAX_ANONYMOUS = 10_000  # not signed in, per console, in a pool of their own (see SessionStore)
 STATIC_TYPES = {"css": "text/css", "svg": "image/svg+xml"}
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -139,7 +140,13 @@ class Session:
 
 
 class SessionStore:
-    """Server-side sessions with idle and absolute expiry, bounded in number."""
+    """Server-side sessions with idle and absolute expiry, bounded in number.
+
+    Signed-in and anonymous sessions are kept in two pools, each bounded and dropping its
+    own oldest first. Anyone can open anonymous sessions by the thousand (every request
+    without a cookie makes one); in a shared pool they would push out the sessions of
+    people who are signed in. Only a successful sign-in adds to the signed-in pool.
+    """
 
     def __init__(
         self,
@@ -147,37 +154,48 @@ class SessionStore:
         absolute: dt.timedelta = SESSION_ABSOLUTE,
         *,
         limit: int = MAX_SESSIONS,
+        anonymous_limit: int = MAX_ANONYMOUS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._idle = idle.total_seconds()
         self._absolute = absolute.total_seconds()
-        self._limit = limit
+        self._limits = {True: limit, False: anonymous_limit}
         self._clock = clock
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._pools: dict[bool, OrderedDict[str, Session]] = {
+            True: OrderedDict(),  # signed in
+            False: OrderedDict(),  # anonymous
+        }
 
-    def new(self) -> Session:
+    def new(self, principal: str | None = None) -> Session:
+        """A fresh session, signed in as ``principal`` if given (else anonymous)."""
         now = self._clock()
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now)
-        self._sessions[session.id] = session
-        while len(self._sessions) > self._limit:
-            self._sessions.popitem(last=False)
+        session.principal = principal
+        signed = principal is not None
+        pool = self._pools[signed]
+        pool[session.id] = session
+        while len(pool) > self._limits[signed]:
+            pool.popitem(last=False)
         return session
 
     def get(self, sid: str) -> Session | None:
         """The live session with this id (and mark it used), or None if unknown or expired."""
-        session = self._sessions.get(sid)
-        if session is None:
-            return None
-        now = self._clock()
-        if now - session.seen > self._idle or now - session.created > self._absolute:
-            del self._sessions[sid]
-            return None
-        session.seen = now
-        self._sessions.move_to_end(sid)
-        return session
+        for pool in self._pools.values():
+            session = pool.get(sid)
+            if session is None:
+                continue
+            now = self._clock()
+            if now - session.seen > self._idle or now - session.created > self._absolute:
+                del pool[sid]
+                return None
+            session.seen = now
+            pool.move_to_end(sid)
+            return session
+        return None
 
     def drop(self, sid: str) -> None:
-        self._sessions.pop(sid, None)
+        for pool in self._pools.values():
+            pool.pop(sid, None)
 
 
 class LoginLimiter:
@@ -376,8 +394,7 @@ class Console:
     def sign_in(self, ctx: PageContext, principal: str, data: dict[str, Any] | None = None) -> None:
         """Start an authenticated session under a new id (the old one stops working)."""
         self.sessions.drop(ctx.session.id)
-        fresh = self.sessions.new()
-        fresh.principal = principal
+        fresh = self.sessions.new(principal)
         fresh.data = dict(data or {})
         ctx.session = fresh
 

@@ -190,7 +190,11 @@ async def test_a_chunked_form_larger_than_the_limit_is_refused(
 def test_sessions_expire_when_idle_and_at_their_absolute_limit() -> None:
     now = [0.0]
     store = SessionStore(
-        dt.timedelta(minutes=30), dt.timedelta(hours=1), limit=3, clock=lambda: now[0]
+        dt.timedelta(minutes=30),
+        dt.timedelta(hours=1),
+        limit=3,
+        anonymous_limit=3,
+        clock=lambda: now[0],
     )
     a = store.new()
     now[0] = 29 * 60
@@ -201,6 +205,22 @@ def test_sessions_expire_when_idle_and_at_their_absolute_limit() -> None:
     assert store.get(a.id) is None  # used recently, but past its absolute limit
     first, *_ = [store.new() for _ in range(4)]
     assert store.get(first.id) is None  # the oldest make way when the store is full
+
+
+def test_anonymous_sessions_never_push_out_signed_in_ones() -> None:
+    """Requests without a cookie each open a session; however many arrive, the sessions of
+    people who are signed in stay."""
+    store = SessionStore(limit=3, anonymous_limit=3)
+    signed = [store.new(f"person-{i}") for i in range(3)]
+    anonymous = [store.new() for _ in range(1000)]
+    assert all(store.get(s.id) is s for s in signed)
+    assert store.get(anonymous[0].id) is None  # the anonymous pool drops its own oldest
+    assert store.get(anonymous[-1].id) is anonymous[-1]
+    fourth = store.new("person-3")
+    assert store.get(signed[0].id) is None  # the signed-in pool is bounded too
+    assert store.get(fourth.id) is fourth
+    store.drop(fourth.id)
+    assert store.get(fourth.id) is None
 
 
 def test_the_limiter_locks_out_and_doubles_the_wait() -> None:

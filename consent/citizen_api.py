@@ -15,11 +15,12 @@ from consent.artefact import ConsentPage, ConsentView, Relation, StatusName
 from consent.citizens import GuardianshipCreate, GuardianshipView
 from consent.lifecycle import Action, Status
 from consent.receipt import receipt_document, sign_receipt
-from consent.state import STATE, ConsentState, api
+from consent.state import SIGNIN_LIMITER, STATE, ConsentState, api
 from core.db import transaction, utcnow
-from core.errors import NotFoundError, OutdatedGlobalConfError
+from core.errors import NotFoundError, OutdatedGlobalConfError, UnauthorizedError
 from core.fields import AwareDatetime, CnicField
 from core.ids import Cnic, MemberId
+from core.pages import client_address
 from core.web import bearer_token
 
 __all__ = ["api", "signed_receipt"]
@@ -83,9 +84,18 @@ class HistoryItem(BaseModel):
     errors=(401, 429),
 )
 async def sign_in(request: web.Request, body: SignIn) -> Session:
-    """After five wrong passwords in a row the account is locked for 15 minutes (429, with
-    ``detail.locked_until``)."""
-    done = await request.app[STATE].accounts.sign_in(body.cnic, body.password)
+    """After five wrong passwords in a row the account is locked for 15 minutes; a locked
+    account answers exactly like a wrong CNIC or password (401). Repeated failures from one
+    address are throttled with the portal's limiter (429, with ``detail.retry_after``)."""
+    limiter = request.app[SIGNIN_LIMITER]
+    address = client_address(request)
+    limiter.check(address)
+    try:
+        done = await request.app[STATE].accounts.sign_in(body.cnic, body.password)
+    except UnauthorizedError:
+        limiter.failed(address)
+        raise
+    limiter.succeeded(address)
     return Session(token=done.token, cnic=done.cnic, expires_at=done.expires_at)
 
 

@@ -3,10 +3,12 @@
 Passwords are hashed with argon2id (memory-hard, RFC 9106) through
 argon2-cffi; hashing runs in a worker thread so a sign-in never stalls the
 event loop. Five wrong passwords in a row lock the account for fifteen
-minutes; while it is locked even the right password is refused, and the
-answer says until when. An unknown CNIC costs the same hashing work as a
-known one and gets the same answer as a wrong password, so sign-in does not
-reveal who has an account.
+minutes; while it is locked even the right password is refused. Each attempt
+is counted before its password is checked (:mod:`core.passwords`), so
+concurrent guesses cannot outrun the lock. An unknown CNIC, a locked account
+and a wrong password cost the same hashing work and get the same answer, so
+sign-in reveals neither who has an account nor whether a guess at a locked
+one was right.
 
 A session token is 32 random bytes shown once; only its SHA-256 is stored.
 Sessions end at a fixed time (no sliding renewal) or when signed out.
@@ -45,16 +47,16 @@ from core.fields import AwareDatetime, CnicField
 from core.ids import Cnic
 from core.passwords import (
     MAX_FAILURES,
-    AccountLockedError,
-    count_failure,
+    claim_attempt,
+    is_locked,
+    lock_if_spent,
     password_matches,
-    refuse_if_locked,
+    wrong_credentials,
 )
 from core.web import tokens_equal
 
 __all__ = [
     "MAX_FAILURES",
-    "AccountLockedError",
     "Accounts",
     "GuardianshipCreate",
     "GuardianshipView",
@@ -160,31 +162,34 @@ class Accounts:
             return row.name
 
     async def sign_in(self, cnic: Cnic, password: str) -> SignedIn:
-        """A new session, or UnauthorizedError (wrong CNIC or password) / AccountLockedError."""
-        wrong = UnauthorizedError("wrong CNIC or password")
+        """A new session, or UnauthorizedError: the same one for a wrong CNIC, a wrong
+        password and a locked account (see :mod:`core.passwords`)."""
+        wrong = wrong_credentials("CNIC")
         if len(password) > MAX_PASSWORD:
             raise wrong
-        async with transaction(self.sessions, write=False) as s:
-            row = await s.get(m.Citizen, str(cnic))
-            stored = row.password_hash if row else self._decoy
-            locked_until = row.locked_until if row else None
-        self._refuse_if_locked(locked_until)
-        ok = await asyncio.to_thread(self._verify, stored, password)
-        if row is None:
+        # The attempt is counted before the password is checked, so a burst of guesses
+        # cannot all be checked before the lock-out catches up with them.
+        async with transaction(self.sessions) as s:
+            stored = await claim_attempt(s, m.Citizen.cnic, str(cnic), self.clock())
+        # Unknown and locked accounts cost the same hashing and get the same answer.
+        ok = await asyncio.to_thread(self._verify, stored or self._decoy, password)
+        if stored is None:
             raise wrong
         if not ok:
-            await self._failed(cnic)
+            async with transaction(self.sessions) as s:
+                await lock_if_spent(s, m.Citizen.cnic, str(cnic), self.clock())
             raise wrong
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self.clock()
         rehash = self.hasher.check_needs_rehash(stored)
         new_hash = await asyncio.to_thread(self.hasher.hash, password) if rehash else None
         async with transaction(self.sessions) as s:
-            current = await s.get(m.Citizen, str(cnic))
-            if current is None:
+            current = await s.scalar(
+                select(m.Citizen).where(m.Citizen.cnic == str(cnic)).with_for_update()
+            )
+            # A lock taken by concurrent attempts while we hashed still holds.
+            if current is None or is_locked(current, now):
                 raise wrong
-            # A lock taken by concurrent failures while we hashed still holds.
-            self._refuse_if_locked(current.locked_until)
             current.failed_signins = 0
             current.locked_until = None
             if new_hash is not None:
@@ -200,13 +205,6 @@ class Accounts:
 
     def _verify(self, stored: str, password: str) -> bool:
         return password_matches(self.hasher, stored, password)
-
-    def _refuse_if_locked(self, locked_until: dt.datetime | None) -> None:
-        refuse_if_locked(locked_until, self.clock())
-
-    async def _failed(self, cnic: Cnic) -> None:
-        async with transaction(self.sessions) as s:
-            await count_failure(s, m.Citizen.cnic, str(cnic), self.clock())
 
     async def authenticate(self, token: str) -> Cnic:
         """The citizen a session token belongs to, or UnauthorizedError."""

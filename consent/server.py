@@ -34,7 +34,15 @@ from consent.history import LOG_ID, MerkleConsentLog
 from consent.portal import TIMELINE, build_console
 from consent.schemafields import FieldChecker
 from consent.service import ConsentService
-from consent.state import AUDIENCE, AUTHENTICATORS, STATE, ConsentState, Metrics, api
+from consent.state import (
+    AUDIENCE,
+    AUTHENTICATORS,
+    SIGNIN_LIMITER,
+    STATE,
+    ConsentState,
+    Metrics,
+    api,
+)
 from core.db import create_engine, sessions, utcnow
 from core.keys import PrivateKey
 from core.pseudonym import Pseudonymizer
@@ -75,7 +83,9 @@ def build_app(config: ConsentConfig) -> web.Application:
         middlewares=[security_headers_middleware, error_middleware()],
     )
     api.register(app, AUTHENTICATORS)
-    build_console().mount(app)
+    portal = build_console()
+    portal.mount(app)
+    app[SIGNIN_LIMITER] = portal.limiter
     # The engine connects lazily; it exists now so the log's read API can be mounted.
     engine = create_engine(config.db_url)
     factory = sessions(engine)

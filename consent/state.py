@@ -17,6 +17,7 @@ from consent.service import ConsentService
 from core.db import Sessions, transaction
 from core.ids import ClientId, Cnic
 from core.keys import PrivateKey
+from core.pages import LoginLimiter
 from core.web import Api, bearer_token
 from registry.globalconf import GlobalConfView
 from registry.memberauth import SCHEME, MemberRequestVerifier
@@ -84,6 +85,9 @@ class ConsentState:
 
 
 STATE = web.AppKey("consent", ConsentState)
+#: The citizen portal's per-address sign-in throttle, which the citizen API shares, so
+#: guesses spread over both count together.
+SIGNIN_LIMITER = web.AppKey("consent_signin_limiter", LoginLimiter)
 
 
 async def member(request: web.Request) -> ClientId:

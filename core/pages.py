@@ -66,6 +66,7 @@ __all__ = [
     "PageContext",
     "Session",
     "SessionStore",
+    "client_address",
     "safe_next",
 ]
 
@@ -256,6 +257,11 @@ class LoginLimiter:
 # --- pages -------------------------------------------------------------------------------------
 
 
+def client_address(request: web.Request) -> str:
+    """The peer address as a :class:`LoginLimiter` key (proxies are not trusted)."""
+    return f"addr:{request.remote or 'unknown'}"
+
+
 def safe_next(value: str | None, prefix: str, default: str) -> str:
     """A local path inside the console to go back to after sign-in, or ``default``.
 
@@ -403,8 +409,7 @@ class Console:
         ctx.session = self.sessions.new()
 
     def client_address(self, request: web.Request) -> str:
-        """The peer address, for per-address throttling (proxies are not trusted)."""
-        return f"addr:{request.remote or 'unknown'}"
+        return client_address(request)
 
     # -- rendering ---------------------------------------------------------------------------
 

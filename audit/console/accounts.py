@@ -8,9 +8,11 @@ one person's access with ``shahrah audit regulator disable``.
 
 Passwords are argon2id (argon2-cffi's RFC 9106 defaults) hashed in a worker
 thread. After ``MAX_FAILURES`` wrong passwords in a row the account is locked
-for ``LOCKOUT``, stored in the database so a restart does not reset it; an
-unknown username costs the same hashing as a known one and gets the same
-answer, so sign-in does not tell who has an account.
+for ``LOCKOUT``, stored in the database so a restart does not reset it; each
+attempt is counted before its password is checked (``core.passwords``). An
+unknown username, a locked or disabled account and a wrong password cost the
+same hashing and get the same answer, so sign-in does not tell who has an
+account or whether a guess at a locked one was right.
 """
 
 from __future__ import annotations
@@ -38,16 +40,16 @@ from core.ids import ClientId
 from core.passwords import (
     LOCKOUT,
     MAX_FAILURES,
-    AccountLockedError,
-    count_failure,
+    claim_attempt,
+    is_locked,
+    lock_if_spent,
     password_matches,
-    refuse_if_locked,
+    wrong_credentials,
 )
 
 __all__ = [
     "LOCKOUT",
     "MAX_FAILURES",
-    "AccountLockedError",
     "Regulator",
     "RegulatorAccounts",
     "RegulatorView",
@@ -156,30 +158,36 @@ class RegulatorAccounts:
         return Regulator(row.username, ClientId.parse(row.organisation))
 
     async def sign_in(self, username: str, password: str) -> Regulator:
-        """The account, or UnauthorizedError (wrong username or password, or disabled) /
-        AccountLockedError."""
-        wrong = UnauthorizedError("wrong username or password")
+        """The account, or UnauthorizedError: the same one for a wrong username, a wrong
+        password, a locked account and a disabled one (see :mod:`core.passwords`)."""
+        wrong = wrong_credentials("username")
         if len(password) > MAX_PASSWORD or not _USERNAME.fullmatch(username):
             raise wrong
-        async with transaction(self.sessions, write=False) as s:
-            row = await s.get(AuditRegulator, username)
-            stored = row.password_hash if row else self._decoy
-        if row is not None:
-            self._refuse_if_locked(row.locked_until)
-        ok = await asyncio.to_thread(self._verify, stored, password)
-        if row is None:
+        # Counted before the password is checked, so concurrent guesses cannot outrun the lock.
+        async with transaction(self.sessions) as s:
+            stored = await claim_attempt(s, AuditRegulator.username, username, self.clock())
+        # Unknown and locked accounts cost the same hashing and get the same answer.
+        ok = await asyncio.to_thread(self._verify, stored or self._decoy, password)
+        if stored is None:
             raise wrong
         if not ok:
-            await self._failed(username)
+            async with transaction(self.sessions) as s:
+                await lock_if_spent(s, AuditRegulator.username, username, self.clock())
             raise wrong
         rehash = self.hasher.check_needs_rehash(stored)
         new_hash = await asyncio.to_thread(self.hasher.hash, password) if rehash else None
         async with transaction(self.sessions) as s:
-            current = await s.get(AuditRegulator, username)
-            if current is None or current.disabled_at is not None:
-                raise wrong  # a disabled account answers like a wrong password
-            # Failures by others while this password was hashed may have locked it.
-            self._refuse_if_locked(current.locked_until)
+            current = await s.scalar(
+                select(AuditRegulator).where(AuditRegulator.username == username).with_for_update()
+            )
+            # A disabled account answers like a wrong password; a lock taken by concurrent
+            # attempts while this password was hashed still holds.
+            if (
+                current is None
+                or current.disabled_at is not None
+                or is_locked(current, self.clock())
+            ):
+                raise wrong
             current.failed_signins = 0
             current.locked_until = None
             if new_hash is not None:
@@ -188,10 +196,3 @@ class RegulatorAccounts:
 
     def _verify(self, stored: str, password: str) -> bool:
         return password_matches(self.hasher, stored, password)
-
-    def _refuse_if_locked(self, locked_until: dt.datetime | None) -> None:
-        refuse_if_locked(locked_until, self.clock())
-
-    async def _failed(self, username: str) -> None:
-        async with transaction(self.sessions) as s:
-            await count_failure(s, AuditRegulator.username, username, self.clock())

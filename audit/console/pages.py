@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from audit import mirror
-from audit.console.accounts import AccountLockedError, Regulator, RegulatorAccounts
+from audit.console.accounts import Regulator, RegulatorAccounts
 from audit.console.status import load_entry, verify_entry
 from audit.export import write_export
 from audit.models import AuditAlarm
@@ -115,7 +115,7 @@ def build_console(deps: ConsoleDeps) -> Console:
                 console.limiter.check(*keys)
                 who = await deps.accounts.sign_in(username, ctx.form.get("password", ""))
                 require_regulator(deps.conf.current(), who.organisation)
-            except (TooManyRequestsError, AccountLockedError):
+            except TooManyRequestsError:
                 error, status = ctx.t("reg.login.locked"), 429
             except UnauthorizedError:
                 console.limiter.failed(*keys)

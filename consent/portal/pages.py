@@ -1,10 +1,11 @@
 """The citizen portal's pages, under ``/portal/`` of the consent service.
 
 Sign-in goes through the same accounts as the citizen API (argon2id, lock-out
-after five wrong passwords in the database) plus the console's per-address
-throttle. The portal session holds the account session's token and checks it
-on every page, so a session that ended there (timed out, password changed)
-sends the citizen back to sign in.
+after five wrong passwords in the database) and the same per-address throttle
+(the console's limiter, which the citizen API shares). The portal session
+holds the account session's token and checks it on every page, so a session
+that ended there (timed out, password changed) sends the citizen back to sign
+in.
 
 Every action goes through :class:`consent.service.ConsentService` as the
 citizen API's do, with the same rules: a consent neither about the citizen
@@ -26,7 +27,6 @@ from audit.timeline_client import TimelineClient
 from consent import citizens
 from consent.artefact import Relation
 from consent.citizen_api import signed_receipt
-from consent.citizens import AccountLockedError
 from consent.lifecycle import Action, Status
 from consent.portal.views import CITIZEN_ACTIONS, Names, card, history_rows, timeline_rows
 from consent.state import STATE, ConsentState
@@ -117,10 +117,8 @@ async def _login(request: web.Request, ctx: PageContext) -> web.StreamResponse:
         except BadRequestError:
             error = ctx.t("portal.login.bad_cnic")
             status = 400
-        except AccountLockedError as e:
-            error = ctx.t("portal.login.locked", until=e.detail.get("locked_until", ""))
-            status = 429
         except UnauthorizedError:
+            # Also a locked account: it answers exactly as a wrong password does.
             console.limiter.failed(address)
             error = ctx.t("portal.login.wrong")
             status = 401

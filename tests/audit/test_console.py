@@ -107,7 +107,7 @@ async def test_a_wrong_password_is_refused_and_repeated_failures_lock_out(
     client = visitor(fed)
     page = await client.submit("/console/login", username="amina", password="not the password")
     assert page.status == 401
-    assert "Wrong username or password." in page.visible
+    assert "Wrong username or password, or the account is locked" in page.visible
     assert "shahrah-regulator" not in page.text  # no session cookie leaks into the page
     nobody = await client.submit("/console/login", username="nobody", password=PASSWORD)
     assert nobody.status == 401

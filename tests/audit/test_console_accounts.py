@@ -15,7 +15,6 @@ from sqlalchemy import select
 from audit.console.accounts import (
     LOCKOUT,
     MAX_FAILURES,
-    AccountLockedError,
     Regulator,
     RegulatorAccounts,
 )
@@ -23,6 +22,7 @@ from audit.models import AuditRegulator
 from core.db import Sessions, transaction
 from core.errors import BadRequestError, ConflictError, NotFoundError, UnauthorizedError
 from core.ids import ClientId
+from core.passwords import wrong_credentials
 from shahrah.cli import main
 from tests.audit.conftest import REGULATOR, Federation
 from tests.registry.test_globalconf import anchor_for
@@ -44,7 +44,9 @@ async def test_sign_in_with_the_right_password_only(db: Sessions) -> None:
     await accounts.add("amina", REGULATOR, PASSWORD)
     assert await accounts.sign_in("amina", PASSWORD) == Regulator("amina", REGULATOR)
     for username, password in (("amina", PASSWORD + "x"), ("nobody", PASSWORD), ("A!", "")):
-        with pytest.raises(UnauthorizedError, match="wrong username or password"):
+        with pytest.raises(
+            UnauthorizedError, match="wrong username or password, or the account is locked"
+        ):
             await accounts.sign_in(username, password)
     async with transaction(db, write=False) as s:
         stored = await s.scalar(select(AuditRegulator.password_hash))
@@ -68,17 +70,48 @@ async def test_rules_for_new_accounts(db: Sessions) -> None:
 async def test_repeated_failures_lock_the_account_even_for_the_right_password(
     db: Sessions,
 ) -> None:
+    """And the locked account answers exactly as an unknown username does, so neither the
+    lock nor the right password shows."""
     clock = Clock()
     accounts = RegulatorAccounts(db, hasher=FAST_HASH, clock=clock)
     await accounts.add("amina", REGULATOR, PASSWORD)
-    for _ in range(MAX_FAILURES):
-        with pytest.raises(UnauthorizedError):
-            await accounts.sign_in("amina", "wrong password!")
-    with pytest.raises(AccountLockedError, match="locked") as locked:
-        await accounts.sign_in("amina", PASSWORD)
-    assert locked.value.status == 429
+    refusals: dict[str, list[str]] = {"amina": [], "nobody": []}
+    for username, seen in refusals.items():
+        for password in [*["wrong password!"] * MAX_FAILURES, PASSWORD]:
+            with pytest.raises(UnauthorizedError) as refused:
+                await accounts.sign_in(username, password)
+            assert refused.value.status == 401
+            seen.append(str(refused.value))
+    assert refusals["amina"] == refusals["nobody"]
+    assert set(refusals["amina"]) == {str(wrong_credentials("username"))}
     clock.now += LOCKOUT + dt.timedelta(seconds=1)
     assert (await accounts.sign_in("amina", PASSWORD)).username == "amina"
+
+
+async def test_a_burst_of_guesses_gets_no_more_than_five_passwords_checked(
+    db: Sessions,
+) -> None:
+    accounts = RegulatorAccounts(db, hasher=FAST_HASH)
+    await accounts.add("amina", REGULATOR, PASSWORD)
+    checked: list[str] = []
+    verify = accounts._verify
+
+    def counting(stored: str, password: str) -> bool:
+        if stored != accounts._decoy:
+            checked.append(password)
+        return verify(stored, password)
+
+    accounts._verify = counting  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        *(accounts.sign_in("amina", f"guess number {n}") for n in range(40)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, UnauthorizedError) for r in results)
+    assert len(checked) <= MAX_FAILURES
+    with pytest.raises(UnauthorizedError) as right:
+        await accounts.sign_in("amina", PASSWORD)
+    assert str(right.value) == str(wrong_credentials("username"))
+    assert len(checked) <= MAX_FAILURES
 
 
 async def test_a_disabled_account_can_neither_sign_in_nor_stay(db: Sessions) -> None:

@@ -3,6 +3,7 @@ history, receipts; someone else's consent is never seen."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 
@@ -13,11 +14,13 @@ from jwcrypto import jws as jwcrypto_jws
 from consent import citizens
 from consent.citizens import MAX_FAILURES
 from consent.receipt import RECEIPT_TYP, verify_receipt
+from consent.state import SIGNIN_LIMITER
 from core import jws
 from core.canonical import b64url, b64url_decode
 from core.db import transaction, utcnow
-from core.errors import InvalidSignatureError
+from core.errors import InvalidSignatureError, UnauthorizedError
 from core.keys import KeySet, PrivateKey
+from core.passwords import LOCKOUT, wrong_credentials
 from tests.consent.conftest import (
     CITIZEN,
     CONSENT_KEY,
@@ -53,32 +56,95 @@ async def test_sign_in_me_and_sign_out(harness: Harness) -> None:
     assert "sign in again" in body["message"]
 
 
-async def test_wrong_passwords_lock_the_account_with_a_clear_time(harness: Harness) -> None:
+async def _attempt(harness: Harness, cnic: str, password: str) -> tuple[int, str]:
+    async with harness.http.post(
+        harness.base + "/v1/citizen/session", json={"cnic": cnic, "password": password}
+    ) as r:
+        return r.status, str((await r.json()).get("message", ""))
+
+
+def _forget_address(harness: Harness) -> None:
+    """Clear the per-address throttle, to look at the account's own lock-out alone."""
+    harness.app[SIGNIN_LIMITER].succeeded("addr:127.0.0.1")
+
+
+async def test_a_locked_account_answers_like_a_wrong_password_or_an_unknown_cnic(
+    harness: Harness,
+) -> None:
+    """No status or message tells a real account from an unknown CNIC, or says whether a
+    password tried on a locked account was right."""
     await harness.accounts.add(CITIZEN, "Ayesha Khan", PASSWORD)
-
-    async def attempt(cnic: str, password: str) -> tuple[int, dict[str, object]]:
-        async with harness.http.post(
-            harness.base + "/v1/citizen/session", json={"cnic": cnic, "password": password}
-        ) as r:
-            return r.status, await r.json()
-
-    # An unknown CNIC and a wrong password get the same answer.
-    assert (await attempt(str(STRANGER), PASSWORD))[1]["message"] == "wrong CNIC or password"
-    for _ in range(MAX_FAILURES):
-        status, body = await attempt(str(CITIZEN), "not the password")
-        assert (status, body["message"]) == (401, "wrong CNIC or password")
-    status, body = await attempt(str(CITIZEN), PASSWORD)  # even the right one, now
-    assert status == 429
-    assert body["type"] == "Client.AccountLocked"
-    locked_until = dt.datetime.fromisoformat(str(body["detail"]["locked_until"]))  # type: ignore[index]
-    assert (
-        dt.timedelta(minutes=14)
-        < locked_until - dt.datetime.now(dt.UTC)
-        <= dt.timedelta(minutes=15)
-    )
-    assert str(locked_until.year) in str(body["message"])
+    answers: dict[str, list[tuple[int, str]]] = {str(CITIZEN): [], str(STRANGER): []}
+    for cnic, seen in answers.items():
+        for _ in range(MAX_FAILURES):
+            seen.append(await _attempt(harness, cnic, "not the password"))
+            _forget_address(harness)
+        seen.append(await _attempt(harness, cnic, PASSWORD))  # the right one, for CITIZEN
+        _forget_address(harness)
+    assert answers[str(CITIZEN)] == answers[str(STRANGER)]
+    assert {a for seen in answers.values() for a in seen} == {(401, str(wrong_credentials("CNIC")))}
+    assert "locked" in str(wrong_credentials("CNIC"))
     await harness.accounts.unlock(CITIZEN)
-    assert (await attempt(str(CITIZEN), PASSWORD))[0] == 201
+    assert (await _attempt(harness, str(CITIZEN), PASSWORD))[0] == 201
+
+
+async def test_the_lock_out_expires(harness: Harness) -> None:
+    await harness.accounts.add(CITIZEN, "Ayesha Khan", PASSWORD)
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(UnauthorizedError):
+            await harness.accounts.sign_in(CITIZEN, "not the password")
+    with pytest.raises(UnauthorizedError):
+        await harness.accounts.sign_in(CITIZEN, PASSWORD)
+    later = dt.datetime.now(dt.UTC) + LOCKOUT + dt.timedelta(seconds=1)
+    harness.accounts.clock = lambda: later
+    assert (await harness.accounts.sign_in(CITIZEN, PASSWORD)).cnic == CITIZEN
+
+
+async def test_a_burst_of_guesses_gets_no_more_than_five_passwords_checked(
+    harness: Harness,
+) -> None:
+    """Forty wrong passwords at once: each is counted before it is checked, so only the
+    first MAX_FAILURES reach the account's hash, and then even the right one is refused,
+    in the same words."""
+    accounts = harness.accounts
+    await accounts.add(CITIZEN, "Ayesha Khan", PASSWORD)
+    checked: list[str] = []
+    verify = accounts._verify
+
+    def counting(stored: str, password: str) -> bool:
+        if stored != accounts._decoy:
+            checked.append(password)
+        return verify(stored, password)
+
+    accounts._verify = counting  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        *(accounts.sign_in(CITIZEN, f"guess number {n}") for n in range(40)),
+        return_exceptions=True,
+    )
+    assert len(checked) <= MAX_FAILURES
+    assert {str(r) for r in results} == {str(wrong_credentials("CNIC"))}
+    assert all(isinstance(r, UnauthorizedError) for r in results)
+    with pytest.raises(UnauthorizedError) as right:
+        await accounts.sign_in(CITIZEN, PASSWORD)
+    with pytest.raises(UnauthorizedError) as unknown:
+        await accounts.sign_in(STRANGER, PASSWORD)
+    assert str(right.value) == str(unknown.value) == str(wrong_credentials("CNIC"))
+    assert len(checked) <= MAX_FAILURES
+
+
+async def test_sign_in_through_the_api_is_throttled_per_address(harness: Harness) -> None:
+    """The portal's per-address throttle guards the API too: different CNICs from one
+    address, then the right password, which is refused for now."""
+    await harness.accounts.add(CITIZEN, "Ayesha Khan", PASSWORD)
+    for n in range(5):
+        status, _ = await _attempt(harness, f"61101-000000{n}-1", "nope")
+        assert status == 401
+    async with harness.http.post(
+        harness.base + "/v1/citizen/session",
+        json={"cnic": str(CITIZEN), "password": PASSWORD},
+    ) as r:
+        assert r.status == 429
+        assert (await r.json())["detail"]["retry_after"] > 0
 
 
 async def test_sessions_expire(harness: Harness) -> None:

@@ -56,7 +56,7 @@ async def test_sign_in_remembers_the_page_and_sign_out_ends_it(harness: Harness)
     assert page.redirects[0].endswith("/portal/login?next=%2Fportal%2Ftimeline")
     wrong = await client.post(page.url, {"csrf": page.csrf, "cnic": str(CITIZEN), "password": "x"})
     assert wrong.status == 401
-    assert "The CNIC or the password is not right." in wrong.visible
+    assert "The CNIC or the password is not right, or the account is locked" in wrong.visible
     bad = await client.post(page.url, {"csrf": wrong.csrf, "cnic": "12345", "password": "x"})
     assert (bad.status, "13 digits" in bad.visible) == (400, True)
     done = await client.post(

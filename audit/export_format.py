@@ -17,7 +17,8 @@ then per log, sorted by log id:
     ``selected`` (the entries matching the query, listed in ``indices``,
     each with an inclusion proof against the checkpoint of ``tree_size``).
 ``checkpoint``
-    every witnessed checkpoint up to ``tree_size``, in size order: ``note``
+    every witnessed checkpoint up to ``tree_size``, in size order and before
+    the log's entries (the verifier uses no checkpoint found after them): ``note``
     is the C2SP signed note with the log's signature and the witness's
     cosignature.
 ``consistency``

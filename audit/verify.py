@@ -8,8 +8,14 @@ What it checks, per log (format: audit.export_format):
   proof that verifies (else: *inconsistent checkpoints*);
 * every entry hashes to its stated leaf hash (else: *changed entry*); entry
   indices increase (else: *duplicated* or *reordered entry*);
+* every entry lies below the log's ``tree_size`` (else: *beyond the witnessed
+  tree size*) and a verified checkpoint covers it (else: *no verified
+  checkpoint covers it*): an entry no witnessed root commits to proves nothing;
+* checkpoints come before the log's entries (else: *found after the log's
+  entries*, and it is not used), so each root is known when the entries reach it;
 * complete logs: indices run from 0 without a gap (else: *missing entry*)
-  and the leaf hashes rebuild the root of every checkpoint they pass;
+  and the leaf hashes rebuild the root of every verified checkpoint, the
+  newest included;
 * selected logs: exactly the listed indices are present and each inclusion
   proof leads to the root of the newest checkpoint;
 * the closing line: the digest of all bytes before it and the witness's
@@ -112,6 +118,10 @@ class _Log:
     last_index: int = -1
     seen: set[int] = field(default_factory=set)  # selected mode, and late entries
     gaps: list[list[int]] = field(default_factory=list)  # complete mode: [first, last] missing
+    beyond: list[list[int]] = field(default_factory=list)  # [first, last] at or past ``size``
+    uncovered: list[list[int]] = field(default_factory=list)  # below ``size``, no verified root
+    checked: set[int] = field(default_factory=set)  # complete mode: roots compared with entries
+    has_entries: bool = False
     frontier: Frontier = field(default_factory=Frontier)
     broken_at: int | None = None  # complete mode: first index the tree could not follow
 
@@ -261,6 +271,12 @@ class _Verifier:
             return
         where = f"{log.log_id} checkpoint at size {cp.size}"
         self.report.checkpoints += 1
+        if log.has_entries:
+            # A root learnt after the entries passed its size would never be compared with them.
+            self.problem(
+                f"{where}: found after the log's entries (checkpoints come first); not used"
+            )
+            return
         if log.sizes and cp.size <= log.sizes[-1]:
             kind = "duplicated" if cp.size == log.sizes[-1] else "out of order"
             self.problem(f"{where}: {kind} (after size {log.sizes[-1]})")
@@ -327,8 +343,15 @@ class _Verifier:
             raise _Bad(f"{log.log_id} entry #{index} has no entry text")
         claimed = _hash(line.get("leaf_hash"), f"{log.log_id} entry #{index} leaf_hash")
         where = f"{log.log_id} entry #{index}"
+        log.has_entries = True
         if merkle.leaf_hash(text.encode("utf-8")) != claimed:
             self.problem(f"{where}: changed (its content does not hash to its leaf hash)")
+        if index >= log.size:
+            # No checkpoint of this log commits to it: whatever it says was never witnessed.
+            _extend(log.beyond, index)
+            if not log.complete:
+                log.seen.add(index)  # present: named as beyond, not also as missing
+            return
         if index <= log.last_index:
             late = _take(log.gaps, index) if log.complete else index not in log.seen
             kind = "reordered" if late else "duplicated"
@@ -353,8 +376,14 @@ class _Verifier:
         if log.broken_at is not None:
             return
         log.frontier.append(leaf)
+        if log.frontier.size in log.roots:
+            self._check_root(log)
+
+    def _check_root(self, log: _Log) -> None:
+        """Compare the entries read so far with the verified checkpoint at their size."""
         size = log.frontier.size
-        if size in log.roots and log.frontier.root() != log.roots[size]:
+        log.checked.add(size)
+        if log.frontier.root() != log.roots[size]:
             previous = max((s for s in log.roots if s < size), default=0)
             self.problem(
                 f"{log.log_id}: entries #{previous}..#{size - 1} do not produce the root of the "
@@ -369,7 +398,9 @@ class _Verifier:
             self.problem(f"{where}: not listed in the export's manifest (added)")
         root = log.roots.get(log.size)
         if root is None:
-            return  # reported with the log: its newest checkpoint did not verify
+            # Without a verified root the proof leads nowhere: the entry is unsupported.
+            _extend(log.uncovered, index)
+            return
         proof = [_hash(h, f"{where} proof hash") for h in proof_value or []]
         try:
             merkle.verify_inclusion(leaf, index, log.size, proof, root)
@@ -389,25 +420,55 @@ class _Verifier:
                 self.problem(
                     f"{log.log_id}: no consistency proof between sizes {first} and {second}"
                 )
+        for first, last in log.beyond:
+            self.problem(
+                f"{log.log_id} entry {_span(first, last)}: beyond the witnessed tree size "
+                f"{log.size} (no checkpoint covers it)"
+            )
         if log.complete:
             if log.last_index < log.size - 1:
                 log.gaps.append([log.last_index + 1, log.size - 1])
                 if log.broken_at is None:
                     log.broken_at = log.last_index + 1
             for first, last in log.gaps:
-                span = f"#{first}" + (f"..#{last}" if last > first else "")
-                self.problem(f"{log.log_id} entry {span}: missing")
-            if log.broken_at is not None:
-                unchecked = [s for s in verified if s > log.broken_at]
-                if unchecked:
-                    self.problem(
-                        f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[-1]} could "
-                        "not be checked against the entries"
-                    )
+                self.problem(f"{log.log_id} entry {_span(first, last)}: missing")
+            self._finish_complete(log, verified)
         else:
+            for first, last in log.uncovered:
+                self.problem(
+                    f"{log.log_id} entry {_span(first, last)}: no verified checkpoint covers it "
+                    f"(none at the log's size {log.size})"
+                )
             assert log.indices is not None
             for index in sorted(log.indices - log.seen):
                 self.problem(f"{log.log_id} entry #{index}: missing (listed in the manifest)")
+
+    def _finish_complete(self, log: _Log, verified: list[int]) -> None:
+        """Every entry of a complete log must be under a verified root that its entries rebuilt."""
+        newest = verified[-1] if verified else 0
+        if log.last_index >= newest:
+            self.problem(
+                f"{log.log_id} entry {_span(newest, log.last_index)}: no verified checkpoint "
+                f"covers it (the newest verified size is {newest})"
+            )
+        if log.broken_at is not None:
+            unchecked = [s for s in verified if s > log.broken_at]
+            if unchecked:
+                self.problem(
+                    f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[-1]} could "
+                    "not be checked against the entries"
+                )
+            return
+        # Checkpoints precede entries, so _grow met every root; should that ever not hold, the
+        # final root is still compared here rather than an unchecked root being trusted.
+        if log.frontier.size in log.roots and log.frontier.size not in log.checked:
+            self._check_root(log)
+        unchecked = [s for s in verified if s > 0 and s not in log.checked]
+        if unchecked:
+            self.problem(
+                f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[-1]} were never "
+                "compared with the entries"
+            )
 
     # --- the seal ---------------------------------------------------------------------------
 
@@ -439,6 +500,18 @@ def _valid(info: KeyInfo, at: dt.datetime) -> bool:
     return info.not_before < at + dt.timedelta(seconds=1) and all(
         limit is None or limit > at for limit in limits
     )
+
+
+def _extend(ranges: list[list[int]], index: int) -> None:
+    """Add ``index`` to ``[first, last]`` ranges, widening the last one when it follows on."""
+    if ranges and ranges[-1][1] + 1 == index:
+        ranges[-1][1] = index
+    else:
+        ranges.append([index, index])
+
+
+def _span(first: int, last: int) -> str:
+    return f"#{first}" + (f"..#{last}" if last > first else "")
 
 
 def _take(gaps: list[list[int]], index: int) -> bool:

@@ -11,13 +11,23 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, update
 
-from audit import store
+from audit import merkle, store
 from audit.export import write_export
+from audit.export_format import EXPORT_TYP, seal_payload
 from audit.mirror import Filters
 from audit.models import AuditEntry
-from audit.note import Checkpoint, Note, cosign, log_origin, sign_checkpoint, witness_name
+from audit.note import (
+    Checkpoint,
+    Note,
+    b64encode_hash,
+    cosign,
+    log_origin,
+    sign_checkpoint,
+    witness_name,
+)
 from audit.verify import verify_export
 from audit.writer import AuditWriter
+from core import jws
 from core.db import transaction
 from core.keys import KeySet
 from tests.audit.conftest import WITNESS_KEY, Federation
@@ -307,3 +317,36 @@ async def test_keys_the_anchor_does_not_vouch_for_are_refused(
     found = problems(path, witness_keys=other_witness)
     assert found[0] == f"the export names witness key {WITNESS_KEY.kid}, which is not trusted"
     assert f"{LOG} checkpoint at size 4: no valid cosignature" in found[1]
+
+
+def _sealed_again(lines: list[str]) -> list[str]:
+    """Seal edited lines with the witness key itself: the per-log checks must stand alone."""
+    header, end = json.loads(lines[0]), json.loads(lines[-1])
+    body = lines[:-1]
+    end["entries"] = sum(json.loads(x)["type"] == "entry" for x in body)
+    end["sha256"] = hashlib.sha256("".join(body).encode()).hexdigest()
+    payload = seal_payload(header["created_at"], end["entries"], end["sha256"], witness_name("PK"))
+    end["signature"] = jws.sign(payload, WITNESS_KEY, typ=EXPORT_TYP, detached=True)
+    return [*body, json.dumps(end) + "\n"]
+
+
+async def test_entries_no_checkpoint_covers_are_refused_even_when_resealed(
+    witnessed: Federation, tmp_path: Path
+) -> None:
+    path = await export(witnessed, tmp_path / "all.jsonl")
+    pinned = {"witness_keys": KeySet([WITNESS_KEY.public()])}
+    assert problems(_rewrite(path, _sealed_again), **pinned) == []
+
+    def fabricated(lines: list[str]) -> list[str]:
+        """Two entries past the newest checkpoint (size 21), with matching leaf hashes."""
+        last = json.loads(lines[_entry_line(lines, N - 1)])
+        extra = []
+        for index in (N, N + 1):
+            text = last["entry"].replace(f"msg-{N - 1}", f"msg-{index}")
+            leaf = b64encode_hash(merkle.leaf_hash(text.encode()))
+            extra.append(json.dumps(last | {"index": index, "entry": text, "leaf_hash": leaf}))
+        return _sealed_again([*lines[:-1], *(x + "\n" for x in extra), lines[-1]])
+
+    assert problems(_rewrite(path, fabricated), **pinned) == [
+        f"{LOG} entry #{N}..#{N + 1}: beyond the witnessed tree size {N} (no checkpoint covers it)"
+    ]

@@ -1,0 +1,232 @@
+"""The offline verifier on exports built here, in memory: an entry that no verified checkpoint
+covers is refused, however the file is arranged and even when the seal is made again with the
+trusted witness key (the seal only says who exported, not that each log's entries were witnessed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audit import merkle
+from audit.export_format import EXPORT_TYP, FORMAT, seal_payload
+from audit.note import Checkpoint, b64encode_hash, cosign, log_origin, sign_checkpoint, witness_name
+from audit.verify import Report, verify_export
+from core import jws
+from core.keys import KeySet, PrivateKey
+from tests.audit.trees import MemoryTree
+
+LOG_KEY = PrivateKey.generate()
+WITNESS_KEY = PrivateKey.generate()
+WITNESS = witness_name("PK")
+LOG = "PK/FED/NADRA/gw1"
+ORIGIN = log_origin(LOG)
+CREATED = "2026-11-28T09:00:00Z"
+
+Line = dict[str, Any]
+
+
+def entries(n: int, tag: str = "real") -> list[bytes]:
+    return [json.dumps({"n": i, "tag": tag}).encode() for i in range(n)]
+
+
+def log_line(tree_size: int, indices: list[int] | None = None) -> Line:
+    line: Line = {
+        "type": "log",
+        "log_id": LOG,
+        "origin": ORIGIN,
+        "tree_size": tree_size,
+        "keys": [LOG_KEY.public().to_jwk()],
+        "mode": "complete" if indices is None else "selected",
+    }
+    if indices is not None:
+        line["indices"] = indices
+    return line
+
+
+def checkpoint_lines(tree: MemoryTree, sizes: list[int]) -> list[Line]:
+    """Each size signed by the log and cosigned by the witness, then the proofs between them."""
+    lines: list[Line] = []
+    for size in sizes:
+        note = sign_checkpoint(Checkpoint(ORIGIN, size, tree.root(size)), LOG_KEY)
+        cosigned = note.with_signatures([cosign(note, WITNESS_KEY, WITNESS, 1_800_000_000)])
+        lines.append({"type": "checkpoint", "log_id": LOG, "note": cosigned.render()})
+    for size1, size2 in itertools.pairwise(sizes):
+        proof = tree.consistency(size1, size2)
+        lines.append(
+            {
+                "type": "consistency",
+                "log_id": LOG,
+                "size1": size1,
+                "size2": size2,
+                "proof": [b64encode_hash(h) for h in proof],
+            }
+        )
+    return lines
+
+
+def entry_line(index: int, entry: bytes, proof: list[bytes] | None = None) -> Line:
+    line: Line = {
+        "type": "entry",
+        "log_id": LOG,
+        "index": index,
+        "leaf_hash": b64encode_hash(merkle.leaf_hash(entry)),
+        "entry": entry.decode(),
+    }
+    if proof is not None:
+        line["proof"] = [b64encode_hash(h) for h in proof]
+    return line
+
+
+def complete_log(tree: MemoryTree, sizes: list[int]) -> list[Line]:
+    """An honest complete log: checkpoints at ``sizes``, the newest being its tree size."""
+    body = [entry_line(i, e) for i, e in enumerate(tree.entries[: sizes[-1]])]
+    return [log_line(sizes[-1]), *checkpoint_lines(tree, sizes), *body]
+
+
+def verify_sealed(lines: list[Line]) -> Report:
+    """Seal ``lines`` with the trusted witness key, as a dishonest exporter holding it could,
+    and verify the file with that key pinned."""
+    header = {
+        "type": "header",
+        "format": FORMAT,
+        "created_at": CREATED,
+        "query": {},
+        "witness": {"name": WITNESS, "jwk": WITNESS_KEY.public().to_jwk()},
+        "globalconf": None,
+    }
+    body = "".join(json.dumps(x) + "\n" for x in [header, *lines])
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    count = sum(x["type"] == "entry" for x in lines)
+    signature = jws.sign(
+        seal_payload(CREATED, count, digest, WITNESS), WITNESS_KEY, typ=EXPORT_TYP, detached=True
+    )
+    end = {"type": "end", "entries": count, "sha256": digest, "signature": signature}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.jsonl"
+        path.write_text(body + json.dumps(end) + "\n")
+        return verify_export(path, witness_keys=KeySet([WITNESS_KEY.public()]))
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> tuple[MemoryTree, list[int]]:
+    """A tree of 1..24 entries and the sizes it was checkpointed at (always its full size)."""
+    n = draw(st.integers(1, 24))
+    earlier = draw(st.sets(st.integers(1, n - 1), max_size=4)) if n > 1 else set()
+    return MemoryTree(entries(n)), sorted(earlier | {n})
+
+
+def span(first: int, last: int) -> str:
+    return f"#{first}" + (f"..#{last}" if last > first else "")
+
+
+@settings(max_examples=25, deadline=None)
+@given(logs())
+def test_an_honest_complete_log_verifies(log: tuple[MemoryTree, list[int]]) -> None:
+    tree, sizes = log
+    report = verify_sealed(complete_log(tree, sizes))
+    assert report.ok, report.problems
+
+
+@settings(max_examples=25, deadline=None)
+@given(logs(), st.integers(1, 5))
+def test_entries_beyond_the_tree_size_are_refused(
+    log: tuple[MemoryTree, list[int]], extra: int
+) -> None:
+    """Fabricated entries after the newest checkpoint: their leaf hashes match, nothing covers
+    them (a complete log with #4 and #5 after a checkpoint of size 4 verified before)."""
+    tree, sizes = log
+    size = sizes[-1]
+    fabricated = [entry_line(size + i, e) for i, e in enumerate(entries(extra, "forged"))]
+    report = verify_sealed([*complete_log(tree, sizes), *fabricated])
+    assert report.problems == [
+        f"{LOG} entry {span(size, size + extra - 1)}: beyond the witnessed tree size {size} "
+        "(no checkpoint covers it)"
+    ]
+
+
+@settings(max_examples=25, deadline=None)
+@given(logs())
+def test_checkpoints_after_the_entries_are_not_used(log: tuple[MemoryTree, list[int]]) -> None:
+    """Fabricated entries first, the genuine checkpoints after them: the roots were never
+    compared with the entries, so the checkpoints count for nothing and the entries are named."""
+    tree, sizes = log
+    size = sizes[-1]
+    forged = [entry_line(i, e) for i, e in enumerate(entries(size, "forged"))]
+    report = verify_sealed([log_line(size), *forged, *checkpoint_lines(tree, sizes)])
+    assert not report.ok
+    for s in sizes:
+        assert (
+            f"{LOG} checkpoint at size {s}: found after the log's entries (checkpoints come "
+            "first); not used"
+        ) in report.problems
+    assert f"{LOG}: no verified checkpoint at its size {size}" in report.problems
+    assert (
+        f"{LOG} entry {span(0, size - 1)}: no verified checkpoint covers it (the newest "
+        "verified size is 0)"
+    ) in report.problems
+
+
+def test_one_late_checkpoint_leaves_its_entries_uncovered() -> None:
+    tree = MemoryTree(entries(8))
+    head, cp4, cp8, proof = complete_log(tree, [4, 8])[:4]
+    body = [entry_line(i, e) for i, e in enumerate(tree.entries)]
+    report = verify_sealed([head, cp4, proof, *body[:6], cp8, *body[6:]])
+    assert report.problems == [
+        f"{LOG}: consistency proof 4 -> 8 joins no checkpoints",
+        f"{LOG} checkpoint at size 8: found after the log's entries (checkpoints come first); "
+        "not used",
+        f"{LOG}: no verified checkpoint at its size 8",
+        f"{LOG} entry #4..#7: no verified checkpoint covers it (the newest verified size is 4)",
+    ]
+
+
+def test_a_complete_log_without_its_newest_checkpoint_names_the_uncovered_entries() -> None:
+    tree = MemoryTree(entries(10))
+    lines = [log_line(10), *checkpoint_lines(tree, [4])]
+    lines += [entry_line(i, e) for i, e in enumerate(tree.entries)]
+    assert verify_sealed(lines).problems == [
+        f"{LOG}: no verified checkpoint at its size 10",
+        f"{LOG} entry #4..#9: no verified checkpoint covers it (the newest verified size is 4)",
+    ]
+
+
+@settings(max_examples=25, deadline=None)
+@given(logs(), st.data())
+def test_an_honest_selected_log_verifies(log: tuple[MemoryTree, list[int]], data: Any) -> None:
+    tree, sizes = log
+    size = sizes[-1]
+    chosen = sorted(data.draw(st.sets(st.integers(0, size - 1), min_size=1)))
+    body = [entry_line(i, tree.entries[i], tree.inclusion(i, size)) for i in chosen]
+    report = verify_sealed([log_line(size, chosen), *checkpoint_lines(tree, sizes), *body])
+    assert report.ok, report.problems
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 6), st.integers(0, 6))
+def test_a_selected_entry_beyond_the_tree_size_is_refused(size: int, extra: int) -> None:
+    """Including the empty log: tree size 0, no checkpoint, one fabricated entry."""
+    tree = MemoryTree(entries(size))
+    index = size + extra
+    lines = [log_line(size, [index]), *(checkpoint_lines(tree, [size]) if size else [])]
+    lines.append(entry_line(index, b'{"forged":true}', []))
+    assert verify_sealed(lines).problems == [
+        f"{LOG} entry #{index}: beyond the witnessed tree size {size} (no checkpoint covers it)"
+    ]
+
+
+def test_a_selected_entry_without_a_verified_root_is_refused() -> None:
+    """The log claims size 4 but carries no checkpoint: the proof leads to no witnessed root."""
+    forged = MemoryTree(entries(4, "forged"))
+    lines = [log_line(4, [1]), entry_line(1, forged.entries[1], forged.inclusion(1, 4))]
+    assert verify_sealed(lines).problems == [
+        f"{LOG}: no verified checkpoint at its size 4",
+        f"{LOG} entry #1: no verified checkpoint covers it (none at the log's size 4)",
+    ]

@@ -7,23 +7,36 @@ entries carry and answers newest first. Both gateways of an exchange log it
 shown as one item, the provider's account first, since only it knows which
 fields were released. The pair is merged when both records fall on the same
 page, which they do unless a page ends between them.
+
+A record speaks only for the member whose gateway's log holds it: a provider
+record counts only from a gateway of the service's member, a consumer record
+only from a gateway of the client's member. Otherwise a consumer's gateway
+could log, under the same message id, a "provider" record saying the
+exchange was denied and so hide its own access from the citizen. Records
+from any other member's log are left out (and logged, without the subject).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.events import AuditEvent
-from audit.mirror import SearchQuery, search
+from audit.mirror import Found, SearchQuery, search
+from core.errors import ShahrahError
 from core.fields import AwareDatetime, ClientIdField, CnicField, ServiceIdField
+from core.ids import GatewayId
 from core.pseudonym import Pseudonymizer
 
-__all__ = ["MAX_ITEMS", "Timeline", "TimelineItem", "TimelineQuery", "timeline"]
+__all__ = ["MAX_ITEMS", "Timeline", "TimelineItem", "TimelineQuery", "merge", "timeline"]
 
 MAX_ITEMS = 200
+
+log = logging.getLogger(__name__)
 
 
 class TimelineQuery(BaseModel):
@@ -59,21 +72,54 @@ async def timeline(s: AsyncSession, query: TimelineQuery, pseudonymize: Pseudony
         SearchQuery(cnic=query.cnic, limit=query.limit, cursor=query.cursor),
         pseudonymize,
     )
+    return Timeline(items=merge(page.results), next_cursor=page.next_cursor)
+
+
+def merge(results: Sequence[Found]) -> list[TimelineItem]:
+    """One item per exchange, in the order of ``results``, from the records that may speak."""
     merged: dict[tuple[str, str, str], list[tuple[AuditEvent, bool]]] = {}
-    for found in page.results:
+    for found in results:
         event = AuditEvent.model_validate(found.event)
+        if not _speaks_for(found, event):
+            continue
         key = (event.message_id, str(event.client), str(event.service))
         merged.setdefault(key, []).append((event, found.witnessed is not None))
-    return Timeline(
-        items=[_item(records) for records in merged.values()], next_cursor=page.next_cursor
+    return [_item(records) for records in merged.values()]
+
+
+def _speaks_for(found: Found, event: AuditEvent) -> bool:
+    """Whether the log holding ``event`` belongs to the member its role speaks for.
+
+    The log, not the record's own ``gateway`` field, says who wrote it: the
+    witness only accepts a gateway's checkpoints signed by that gateway's member.
+    """
+    party = event.service.member if event.role == "provider" else event.client.member
+    try:
+        writer = GatewayId.parse(found.log_id).member
+    except ShahrahError:
+        writer = None  # a central service's log speaks for no member
+    if writer == party:
+        return True
+    log.warning(
+        "timeline: left out %s entry #%d, a %s record of %s about %s: only %s's gateways "
+        "may log that role",
+        found.log_id,
+        found.index,
+        event.role,
+        event.client,
+        event.service,
+        party,
     )
+    return False
 
 
 def _item(records: list[tuple[AuditEvent, bool]]) -> TimelineItem:
     # Provider first: it decided on the consent and knows what it released.
     records.sort(key=lambda r: r[0].role != "provider")
     first = records[0][0]
-    denied = next((e for e, _ in records if e.outcome == "denied"), None)
+    # The outcome is the provider's when it logged one; a consumer's claim cannot override it.
+    account = [e for e, _ in records if e.role == first.role]
+    denied = next((e for e in account if e.outcome == "denied"), None)
     return TimelineItem(
         time=first.time,
         client=first.client,

@@ -4,35 +4,89 @@ an exchange as one item, denied attempts too; only the consent service may ask."
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
 from audit.errors import TimelineUnavailableError
 from audit.events import AuditEvent
+from audit.mirror import Found, Witnessed
 from audit.note import log_origin
+from audit.timeline import TimelineItem, merge
 from audit.timeline_client import TIMELINE_PATH, TimelineClient
 from audit.witness_client import WITNESS_SERVICE
 from audit.writer import AuditWriter
-from core.db import transaction
-from core.ids import Cnic
+from core.db import Sessions, transaction
+from core.ids import ClientId, Cnic, GatewayId
 from core.keys import KeySet, PrivateKey
+from core.tls import make_certificate
 from registry import service as ops
 from registry.globalconf import Jwks
-from registry.payloads import CentralServiceSet
+from registry.payloads import CentralServiceSet, GatewayCreate, KeyCreate
 from registry.serviceauth import sign_service_request
 from tests.audit.conftest import WITNESS_KEY, Federation
 from tests.audit.events import CITIZEN, GATEWAY, OTHER, event
-from tests.registry.federation import NADRA_KEY
+from tests.registry.federation import LMC_TAX, NADRA_KEY, PLRA_LAND
 
 CONSENT_KEY = PrivateKey.generate()
+LMC_KEY = PrivateKey.generate()
+LMC_GATEWAY = LMC_TAX.member.gateway("gw1")
+LMC = ClientId("PK", "LG", "LMC")
+
+
+def consumer_side(e: AuditEvent, **changes: object) -> AuditEvent:
+    """The consumer's record of exchange ``e``, as LMC's gateway logs it."""
+    update = {"role": "consumer", "gateway": LMC_GATEWAY, "event_id": e.event_id[:-1] + "f"}
+    return e.model_copy(update=update | changes)
+
+
+async def _lmc_gateway(fed: Federation) -> None:
+    """LMC, the consumer, runs a gateway of its own that keeps a witnessed log."""
+    tls = make_certificate("lmc-gw1", ec.generate_private_key(ec.SECP256R1()))
+    async with transaction(fed.db) as s:
+        await ops.add_key(s, KeyCreate(member=LMC_TAX.member, jwk=LMC_KEY.public().to_jwk()))
+        await ops.add_gateway(
+            s,
+            GatewayCreate(
+                id=LMC_GATEWAY,
+                address="https://127.0.0.1:9444",
+                tls_certificate=tls.public_bytes(Encoding.PEM).decode(),
+                clients=[LMC_TAX],
+            ),
+        )
+
+
+async def write_log(
+    fed: Federation, gateway: GatewayId, records: Sequence[AuditEvent], *, lmc: bool = False
+) -> None:
+    """Append ``records`` to ``gateway``'s log and have them witnessed (NADRA's key, or LMC's)."""
+    key, member = (LMC_KEY, LMC) if lmc else (NADRA_KEY, ClientId("PK", "FED", "NADRA"))
+    db: Sessions = fed.db
+    async with AuditWriter(
+        db,
+        str(gateway),
+        key,
+        origin=log_origin(str(gateway)),
+        checkpoint_every=len(records),
+        witness=fed.witness_client(key, member),
+    ) as writer:
+        for r in records:
+            await writer.append(r)
 
 
 @pytest.fixture
 async def timelines(federation: Federation) -> Federation:
-    """The consent service registered as a central service, and six records witnessed:
-    exchange 0 as both gateways saw it, exchange 1 denied at the provider (both records),
-    exchange 2 about someone else, exchange 3 only on the consumer's side."""
+    """The consent service registered as a central service, and six records witnessed, each
+    in the log of the gateway that saw it: exchange 0 as both gateways saw it, exchange 1
+    denied at the provider (both records), exchange 2 about someone else, exchange 3 only on
+    the consumer's side."""
     async with transaction(federation.db) as s:
         await ops.set_central_service(
             s,
@@ -42,31 +96,15 @@ async def timelines(federation: Federation) -> Federation:
                 keys=Jwks.model_validate(KeySet([CONSENT_KEY.public()]).to_jwks()),
             ),
         )
+    await _lmc_gateway(federation)
     await federation.publish()
-
-    def consumer_side(e: AuditEvent, **changes: object) -> AuditEvent:
-        return e.model_copy(
-            update={"role": "consumer", "event_id": e.event_id[:-1] + "f", **changes}
-        )
-
-    records = [
-        event(0),
+    await write_log(federation, GATEWAY, [event(0), event(1, denied=True), event(2, subject=OTHER)])
+    consumer = [
         consumer_side(event(0)),
-        event(1, denied=True),
         consumer_side(event(1, denied=True)),
-        event(2, subject=OTHER),
         consumer_side(event(3), fields_released=[]),
     ]
-    async with AuditWriter(
-        federation.db,
-        str(GATEWAY),
-        NADRA_KEY,
-        origin=log_origin(str(GATEWAY)),
-        checkpoint_every=len(records),
-        witness=federation.witness_client(),
-    ) as writer:
-        for r in records:
-            await writer.append(r)
+    await write_log(federation, LMC_GATEWAY, consumer, lmc=True)
     return federation
 
 
@@ -174,3 +212,103 @@ async def test_the_route_is_in_the_openapi_document(timelines: Federation) -> No
         "Shahrah-Service"
         in document["components"]["securitySchemes"]["consent-service"]["description"]
     )
+
+
+# --- who may speak for which side ----------------------------------------------------------
+
+
+async def test_the_consumer_cannot_rewrite_the_providers_account(
+    timelines: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LMC's gateway logs, under exchange 0's message id, a "provider" record saying it was
+    denied and a consumer record agreeing; NADRA's gateway logs an access by LMC that LMC never
+    logged. None of it changes what the citizen sees."""
+    forged_provider = event(0, denied=True).model_copy(
+        update={"gateway": LMC_GATEWAY, "event_id": "00000000-0000-0000-0000-0000000000aa"}
+    )
+    second_opinion = consumer_side(
+        event(0, denied=True), event_id="00000000-0000-0000-0000-0000000000ab"
+    )
+    await write_log(timelines, LMC_GATEWAY, [forged_provider, second_opinion], lmc=True)
+    await write_log(timelines, GATEWAY, [consumer_side(event(4), gateway=GATEWAY)])
+    with caplog.at_level(logging.WARNING, logger="audit.timeline"):
+        page = await client(timelines).timeline(CITIZEN)
+    assert [i.consent_id for i in page.items] == ["c-3", "c-1", "c-0"]
+    delivered = page.items[-1]
+    assert (delivered.outcome, delivered.error_type) == ("delivered", None)
+    assert delivered.fields_released == ["/name", "/address"]
+    left_out = [r.getMessage() for r in caplog.records if r.name == "audit.timeline"]
+    assert len(left_out) == 2
+    assert f"left out {LMC_GATEWAY} entry #3, a provider record" in left_out[-1]
+    assert f"left out {GATEWAY} entry #3, a consumer record" in left_out[0]
+
+
+T = PLRA_LAND.member.gateway("gw1")  # a third member's gateway: speaks for neither side
+
+
+def found(e: AuditEvent, log: GatewayId, index: int) -> Found:
+    return Found(
+        log_id=str(log),
+        index=index,
+        leaf_hash="A" * 43 + "=",
+        entry=e.entry().decode(),
+        event=json.loads(e.entry()),
+        witnessed=Witnessed(tree_size=index + 1, root="A" * 43 + "=", cosigned_at=e.time),
+    )
+
+
+def claim(role: str, denied: bool, n: int) -> AuditEvent:
+    """A record of exchange 0 in ``role`` with either outcome, whoever wrote it."""
+    return event(0, denied=denied).model_copy(
+        update={"role": role, "event_id": f"00000000-0000-0000-0000-{n:012d}"}
+    )
+
+
+forgeries = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [("provider", LMC_GATEWAY), ("provider", T), ("consumer", GATEWAY), ("consumer", T)]
+        ),
+        st.booleans(),
+    ),
+    max_size=4,
+)
+
+
+def _items(records: Sequence[Found]) -> list[TimelineItem]:
+    logging.disable(logging.WARNING)  # the left-out records are logged; not the point here
+    try:
+        return merge(records)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.booleans(), st.booleans(), forgeries, st.randoms(use_true_random=False))
+def test_records_from_the_wrong_members_log_never_change_an_item(
+    provider_denied: bool, consumer_denied: bool, forged: list[Any], order: Any
+) -> None:
+    honest = [
+        found(claim("provider", provider_denied, 1), GATEWAY, 0),
+        found(claim("consumer", consumer_denied, 2), LMC_GATEWAY, 0),
+    ]
+    fakes = [
+        found(claim(role, denied, 10 + n), log, 1 + n)
+        for n, ((role, log), denied) in enumerate(forged)
+    ]
+    mixed = honest + fakes
+    order.shuffle(mixed)
+    assert _items(mixed) == _items(honest)
+    (item,) = _items(mixed)
+    # The provider's account decides, whatever the consumer's own record says.
+    assert item.outcome == ("denied" if provider_denied else "delivered")
+    assert item.fields_released == ([] if provider_denied else ["/name", "/address"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.booleans())
+def test_without_the_providers_record_the_consumers_own_account_shows(denied: bool) -> None:
+    (item,) = _items([found(claim("consumer", denied, 1), LMC_GATEWAY, 0)])
+    assert item.outcome == ("denied" if denied else "delivered")
+    assert _items([found(claim("provider", denied, 1), LMC_GATEWAY, 0)]) == []
+    assert _items([found(claim("consumer", denied, 1), GATEWAY, 0)]) == []

@@ -244,9 +244,21 @@ class LoginLimiter:
                 _, times = self._locked.get(key, (0.0, 0))
                 self._locked[key] = (now + self._lock * 2**times, times + 1)
                 recent = []
+                if len(self._locked) > self._max_keys:
+                    self._forget_locks(now)
             self._failures[key] = recent
             while len(self._failures) > self._max_keys:
                 self._failures.popitem(last=False)
+
+    def _forget_locks(self, now: float) -> None:
+        """Keep the lock-outs within ``max_keys``: expired ones go first (losing only how
+        often they were locked), then those that would end soonest."""
+        for key in [k for k, (until, _) in self._locked.items() if until <= now]:
+            del self._locked[key]
+        excess = len(self._locked) - self._max_keys
+        if excess > 0:
+            for key, _ in sorted(self._locked.items(), key=lambda kv: kv[1][0])[:excess]:
+                del self._locked[key]
 
     def succeeded(self, *keys: str) -> None:
         for key in keys:

@@ -243,6 +243,29 @@ def test_the_limiter_locks_out_and_doubles_the_wait() -> None:
     limiter.check("a")
 
 
+def test_the_limiter_keeps_its_lock_outs_bounded() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(limit=1, lock=dt.timedelta(seconds=10), clock=lambda: now[0], max_keys=3)
+    for key in ("a", "b", "c"):
+        limiter.failed(key)
+    now[0] = 11  # a, b and c have served their time
+    limiter.failed("d")
+    for key in ("e", "f"):
+        now[0] += 1
+        limiter.failed(key)
+    # Over the bound: the expired ones went, and no live lock-out was lost for them.
+    for key in ("d", "e", "f"):
+        with pytest.raises(TooManyRequestsError):
+            limiter.check(key)
+    now[0] += 1
+    limiter.failed("g")  # all four live: the one that would end soonest (d) gives way
+    limiter.check("d")
+    for key in ("e", "f", "g"):
+        with pytest.raises(TooManyRequestsError):
+            limiter.check(key)
+    assert len(limiter._locked) == 3
+
+
 def test_every_core_message_has_an_urdu_translation() -> None:
     catalog = Catalog.load(["core"])
     assert catalog.keys("en") == catalog.keys("ur")

@@ -282,9 +282,12 @@ async def _exchange(
             f"the exchange with {target.address} failed: {type(e).__name__}"
         ) from e
     renv = _verify(view, env, token, target, status, rheaders, data, rtoken)
-    if abs((renv.time - gw.clock()).total_seconds()) > gw.limits.freshness:
+    refusal = "x-road-error" in renv.headers
+    if not refusal and abs((renv.time - gw.clock()).total_seconds()) > gw.limits.freshness:
         # A key is checked at the answer's own time: an answer claiming another time could
         # be signed by a key rotated out long ago, and would not be what was just answered.
+        # A signed refusal releases nothing and says why (a provider whose clock is off
+        # refuses as outdated), so it is passed on whatever its time.
         raise ClientProxyInvalidSignatureError(
             f"the provider's answer is dated {renv.time.isoformat()}, outside the "
             f"{gw.limits.freshness:g} s freshness window"

@@ -93,6 +93,8 @@ def federation(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "--response-schema",
         "pk.nadra.person:1",
         "--requires-consent",
+        "--subject-field",
+        "/cnic",
         "--purpose",
         "identity-verification",
     )

@@ -40,12 +40,53 @@ class Difference:
         return Difference(self.type, prefix + self.path)
 
 
+_Pair = tuple[int, int]
+
+
 @dataclass
 class _Shared:
+    """The memo and cycle guard of one comparison.
+
+    A pair met again while it is still being compared is *assumed* compatible (as in
+    Confluent), so a result computed under that assumption holds only if the pair
+    turns out compatible. Such results are memoised provisionally, tagged with the
+    shallowest pair they rest on, and settled when the pairs they rest on finish:
+    dropped if one fails (e.g. an ``anyOf`` branch tried and rejected), kept
+    otherwise. Without this, a failed trial left behind "compatible" verdicts that a
+    later trial reused.
+    """
+
     compatible: frozenset[str]
     lenient: bool
-    memo: dict[tuple[int, int], list[Difference]] = field(default_factory=dict)
-    in_progress: set[tuple[int, int]] = field(default_factory=set)
+    memo: dict[_Pair, list[Difference]] = field(default_factory=dict)
+    active: dict[_Pair, int] = field(default_factory=dict)  # pair → depth, outermost 0
+    lows: list[int] = field(default_factory=list)  # per active pair: shallowest depth used
+    provisional: dict[_Pair, int] = field(default_factory=dict)  # memo key → depth used
+    journal: list[_Pair] = field(default_factory=list)  # provisional keys, oldest first
+
+    def rests_on(self, depth: int) -> None:
+        """The result being computed relies on the pair at ``depth`` being compatible."""
+        if self.lows and depth < self.lows[-1]:
+            self.lows[-1] = depth
+
+    def settle(self, depth: int, mark: int, holds: bool, low: int) -> None:
+        """The pair at ``depth`` finished; ``journal[mark:]`` was memoised meanwhile."""
+        made = self.journal[mark:]
+        if not holds:
+            # Anything memoised during a failed trial may rest on the broken
+            # assumption; recomputing it is cheap next to a wrong verdict.
+            for key in made:
+                if self.provisional.pop(key, None) is not None:
+                    del self.memo[key]
+            del self.journal[mark:]
+            return
+        for key in made:
+            if self.provisional.get(key) == depth:
+                if low < depth:
+                    self.provisional[key] = low  # now rests on what this pair rests on
+                else:
+                    del self.provisional[key]  # its only assumption held: final
+        self.journal[mark:] = [key for key in made if key in self.provisional]
 
 
 class Context:
@@ -106,16 +147,39 @@ def compare(ctx: Context, original: n.Node | None, update: n.Node | None) -> Non
     shared = ctx.shared
     cached = shared.memo.get(key)
     if cached is None:
-        if key in shared.in_progress:
-            return  # a recursive schema met itself: the enclosing comparison decides
-        shared.in_progress.add(key)
-        try:
-            inner = Context(shared)
-            _compare(inner, original, update)
-            cached = shared.memo[key] = list(inner.differences)
-        finally:
-            shared.in_progress.discard(key)
+        if key in shared.active:
+            # A recursive schema met itself: assume compatible, and say so, so what
+            # is memoised on this assumption can be undone if it fails.
+            shared.rests_on(shared.active[key])
+            return
+        cached = _compare_pair(shared, key, original, update)
+    elif key in shared.provisional:
+        shared.rests_on(shared.provisional[key])
     ctx.extend(d.rebased(ctx.path) for d in cached)
+
+
+def _compare_pair(
+    shared: _Shared, key: _Pair, original: n.Node, update: n.Node
+) -> list[Difference]:
+    """Compare one pair afresh and memoise the result, provisionally if it rests on an
+    enclosing pair's assumption."""
+    depth = len(shared.active)
+    shared.active[key] = depth
+    shared.lows.append(depth)
+    mark = len(shared.journal)
+    inner = Context(shared)
+    try:
+        _compare(inner, original, update)
+    finally:
+        del shared.active[key]
+        low = shared.lows.pop()
+    shared.settle(depth, mark, inner.compatible, low)
+    result = shared.memo[key] = list(inner.differences)
+    if low < depth:
+        shared.provisional[key] = low
+        shared.journal.append(key)
+        shared.rests_on(low)
+    return result
 
 
 def _try(ctx: Context, original: n.Node | None, update: n.Node | None) -> Context:

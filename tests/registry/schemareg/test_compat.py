@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -157,6 +158,37 @@ def test_refs_are_followed_across_references_and_recursion_terminates() -> None:
         b(person, **{"common.json": common_v1}), b(person, **{"common.json": common_v2})
     )
     assert [(d.type, d.pointer) for d in found] == [("PATTERN_ADDED", "#/properties/cnic/pattern")]
+
+
+def _witness(old: Any, new: Any, instance: Any) -> None:
+    """``instance`` proves a BACKWARD break: the old schema accepts it, the new one does not."""
+    assert jsonschema.validators.validator_for(old)(old).is_valid(instance)
+    assert not jsonschema.validators.validator_for(new)(new).is_valid(instance)
+    assert not compatible(old, new)
+    assert not check(b(new), [(1, b(old))], "BACKWARD").compatible
+    assert not check(b(new), [(1, b(old))], "FULL").compatible
+
+
+def test_a_failed_branch_leaves_no_verdict_resting_on_its_assumption() -> None:
+    # Trying B1 meets (old, B1) again through p.r, assumes it compatible and so finds
+    # (X, Y) compatible; B1 then fails on q. That (X, Y) verdict must not be reused
+    # when B2 is tried: Y.r is B1, whose q is an integer.
+    old = {
+        "definitions": {"X": obj({"r": {"$ref": "#"}})},
+        **obj({"p": {"$ref": "#/definitions/X"}, "q": S}),
+    }
+    new = {
+        "definitions": {
+            "B1": obj({"p": {"$ref": "#/definitions/Y"}, "q": I}),
+            "B2": obj({"p": {"$ref": "#/definitions/Y"}, "q": S}),
+            "Y": obj({"r": {"$ref": "#/definitions/B1"}}),
+        },
+        "anyOf": [{"$ref": "#/definitions/B1"}, {"$ref": "#/definitions/B2"}],
+    }
+    _witness(old, new, {"q": "s", "p": {"r": {"q": "s"}}})
+    # The assumption still holds where it should: a recursive schema against itself.
+    assert compatible(old, old)
+    assert compatible(new, new)
 
 
 # The 24 combinations of policy x content model x add/remove x required/with default/optional.

@@ -331,13 +331,26 @@ def _criterion_change(o: n.Combined, u: n.Combined) -> str | None:
     return "COMBINED_TYPE_CHANGED"
 
 
+def _content_key(node: n.Node) -> tuple[object, ...]:
+    """What a branch requires, as a hashable key.
+
+    A combined node's raw is the whole JSON object it came from, which one object can
+    share between several nodes (an explicit ``anyOf`` and a ``"type"`` list are both
+    any-ofs of the same raw), so combined nodes are keyed by their branches instead.
+    """
+    if isinstance(node, n.Combined):
+        return ("Combined", node.criterion, tuple(_content_key(s) for s in node.subschemas))
+    if isinstance(node, n.Ref):  # "$ref" and "$dynamicRef" in one object are two refs
+        return ("Ref", n.json_key(node.raw), node.ref)
+    return (type(node).__name__, n.json_key(node.raw))
+
+
 def _distinct(nodes: list[n.Node]) -> list[n.Node]:
     """Branches without repeats (``anyOf: [A, A]`` is ``anyOf: [A]``), in order."""
-    seen: set[tuple[str, str, bytes]] = set()
+    seen: set[tuple[object, ...]] = set()
     kept = []
     for node in nodes:
-        criterion = node.criterion if isinstance(node, n.Combined) else ""
-        key = (type(node).__name__, criterion, n.json_key(node.raw))
+        key = _content_key(node)
         if key not in seen:
             seen.add(key)
             kept.append(node)

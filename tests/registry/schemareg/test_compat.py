@@ -191,6 +191,15 @@ def test_a_failed_branch_leaves_no_verdict_resting_on_its_assumption() -> None:
     assert compatible(new, new)
 
 
+def test_an_explicit_any_of_and_a_type_list_in_one_object_are_both_kept() -> None:
+    # Both load as any-ofs of the same JSON object; deduplicating them by that object
+    # dropped the type list, and with it the null the new schema no longer accepts.
+    old = {"type": ["string", "null"], "anyOf": [S, {"type": "null"}]}
+    new = {"type": ["string", "integer"], "anyOf": [S, {"type": "null"}]}
+    _witness(old, new, None)
+    assert compatible(old, old)
+
+
 # The 24 combinations of policy x content model x add/remove x required/with default/optional.
 P_OPT = {"b": N}
 P_DEF = {"b": {**N, "default": 0}}

@@ -253,7 +253,21 @@ def _bound(ctx: Context, keyword: str, old: float | None, new: float | None, ste
         ctx.add(f"{stem}_DECREASED", keyword)
 
 
+def _requirement(
+    ctx: Context, o: n.String | n.Object | n.Array, u: n.String | n.Object | n.Array
+) -> None:
+    """From "any type, constrained if a string" to "a string" narrows, and back extends.
+
+    Confluent compares only ``requiresInteger``, so it passes ``{"minLength": 2}`` →
+    ``{"type": "string", "minLength": 2}`` although old data such as ``5`` then fails;
+    here it is a narrowing.
+    """
+    if o.requires_type != u.requires_type:
+        ctx.add("TYPE_EXTENDED" if o.requires_type else "TYPE_NARROWED")
+
+
 def _string(ctx: Context, o: n.String, u: n.String) -> None:
+    _requirement(ctx, o, u)
     _bound(ctx, "maxLength", o.max_length, u.max_length, "MAX_LENGTH")
     _bound(ctx, "minLength", o.min_length, u.min_length, "MIN_LENGTH")
     if o.pattern is None and u.pattern is not None:
@@ -289,8 +303,17 @@ def _number(ctx: Context, o: n.Number, u: n.Number) -> None:
             ctx.add("MULTIPLE_OF_REDUCED", "multipleOf")
         else:
             ctx.add("MULTIPLE_OF_CHANGED", "multipleOf")
-    if o.requires_integer != u.requires_integer:
-        ctx.add("TYPE_EXTENDED" if o.requires_integer else "TYPE_NARROWED")
+    old_breadth, new_breadth = _numeric_breadth(o), _numeric_breadth(u)
+    if old_breadth != new_breadth:
+        ctx.add("TYPE_EXTENDED" if old_breadth < new_breadth else "TYPE_NARROWED")
+
+
+def _numeric_breadth(node: n.Number) -> int:
+    """Integers (0) < numbers (1) < anything, if a number then constrained (2); one
+    ranking so ``{"minimum": 1}`` → ``integer`` is a single narrowing, not two."""
+    if not node.requires_type:
+        return 2
+    return 0 if node.requires_integer else 1
 
 
 def _enum(ctx: Context, o: n.Enum, u: n.Enum) -> None:
@@ -451,6 +474,7 @@ def _covered(
 
 
 def _object(ctx: Context, o: n.Object, u: n.Object) -> None:
+    _requirement(ctx, o, u)
     required = ctx.at("required")
     for name in o.properties:
         if name in u.properties:
@@ -603,6 +627,7 @@ def _unevaluated(
 
 
 def _array(ctx: Context, o: n.Array, u: n.Array) -> None:
+    _requirement(ctx, o, u)
     compare(ctx.at("items"), o.all_items, u.all_items)
     _item_list(ctx, o, u)
     _additional(

@@ -106,6 +106,8 @@ class Null(Node):
 
 @dataclass(eq=False)
 class String(Node):
+    # False when built from string keywords without "type": other types pass then.
+    requires_type: bool = True
     min_length: int | None = None
     max_length: int | None = None
     pattern: str | None = None
@@ -113,6 +115,7 @@ class String(Node):
 
 @dataclass(eq=False)
 class Number(Node):
+    requires_type: bool = True  # as for String
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: float | None = None
@@ -123,6 +126,7 @@ class Number(Node):
 
 @dataclass(eq=False)
 class Object(Node):
+    requires_type: bool = True  # as for String
     properties: dict[str, Node] = field(default_factory=dict)
     required: list[str] = field(default_factory=list)
     permits_additional: bool = True
@@ -138,6 +142,7 @@ class Object(Node):
 
 @dataclass(eq=False)
 class Array(Node):
+    requires_type: bool = True  # as for String
     all_items: Node | None = None
     item_list: list[Node] | None = None
     permits_additional: bool = True
@@ -282,7 +287,7 @@ class Loader:
                 )
                 if keys & raw.keys()
             ]
-            built = [_TYPED[name](raw, child) for name in groups]
+            built = [_untyped(_TYPED[name](raw, child)) for name in groups]
             if len(built) > 1:
                 return [Combined(raw=raw, criterion="allOf", subschemas=built)]
             return built
@@ -291,6 +296,14 @@ class Loader:
         if isinstance(declared, list) and len(built) > 1:
             return [Combined(raw=raw, criterion="anyOf", subschemas=built)]
         return built
+
+
+def _untyped(node: Node) -> Node:
+    """Keywords of one type without ``"type"`` constrain only values of that type
+    (``{"minimum": 1}`` accepts ``"ab"``), so the node must not demand the type."""
+    if isinstance(node, String | Number | Object | Array):
+        node.requires_type = False
+    return node
 
 
 @dataclass

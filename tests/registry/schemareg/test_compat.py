@@ -128,6 +128,15 @@ CASES = [
      ["DEPENDENCY_ARRAY_EXTENDED #/dependentRequired/a"], False),
     ({"title": "x", "description": "y", "$id": "urn:a"}, {"title": "z", "$id": "urn:b"},
      ["DESCRIPTION_CHANGED #/", "ID_CHANGED #/", "TITLE_CHANGED #/"], True),
+    # Keywords without "type" constrain only their own type; naming the type narrows.
+    ({"minimum": 1}, {"type": "number", "minimum": 1}, ["TYPE_NARROWED #/"], False),
+    ({"type": "number", "minimum": 1}, {"minimum": 1}, ["TYPE_EXTENDED #/"], True),
+    ({"minimum": 1}, {"type": "integer", "minimum": 1}, ["TYPE_NARROWED #/"], False),
+    ({"minLength": 2}, {"type": "string", "minLength": 2}, ["TYPE_NARROWED #/"], False),
+    ({"properties": {"a": S}}, obj({"a": S}), ["TYPE_NARROWED #/"], False),
+    ({"maxItems": 2}, {"type": "array", "maxItems": 3},
+     ["MAX_ITEMS_INCREASED #/maxItems", "TYPE_NARROWED #/"], False),
+    ({"minimum": 1, "minLength": 2}, {"minimum": 1}, ["PRODUCT_TYPE_NARROWED #/"], True),
     (S, {}, [], True),
     (False, S, [], True),
     ({}, S, ["TYPE_CHANGED #/"], False),
@@ -198,6 +207,14 @@ def test_an_explicit_any_of_and_a_type_list_in_one_object_are_both_kept() -> Non
     new = {"type": ["string", "integer"], "anyOf": [S, {"type": "null"}]}
     _witness(old, new, None)
     assert compatible(old, old)
+
+
+def test_keywords_without_a_type_do_not_require_that_type() -> None:
+    # {"minimum": 1, "minLength": 2} is an all-of of "if a number, >= 1" and "if a
+    # string, 2 long": "ab" passes it, and a schema demanding a number rejects "ab".
+    _witness({"minimum": 1, "minLength": 2}, {"type": "number", "minimum": 1}, "ab")
+    _witness({"minimum": 1}, {"type": "number", "minimum": 1}, "ab")
+    _witness({"minLength": 2}, {"type": "string", "minLength": 2}, 5)
 
 
 # The 24 combinations of policy x content model x add/remove x required/with default/optional.

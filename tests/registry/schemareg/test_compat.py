@@ -8,7 +8,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.schemareg.compat import LEVELS, check, describe, differences, incompatibilities
@@ -357,6 +357,92 @@ def test_transitive_levels_check_every_earlier_version(
         assert transitive.compatible == all(each)
         failing = {v for (v, _), ok in zip(previous, each, strict=True) if not ok}
         assert {f.version for f in transitive.findings} == failing
+
+
+# A BACKWARD verdict is a promise about data: whatever the old schema accepts, the new
+# one accepts. The new schema is the old one with some subschemas replaced or widened,
+# so many pairs are near misses; the shapes include keywords without "type", a "type"
+# list beside an explicit anyOf, and recursive $refs, where the checker went wrong.
+_untyped = st.sampled_from(
+    [
+        {"minimum": 1},
+        {"minLength": 2},
+        {"minimum": 1, "minLength": 2},
+        {"maxItems": 1},
+        {"properties": {"x": {"type": "string"}}},
+        {"type": ["string", "null"]},
+        {"type": ["string", "null"], "anyOf": [{"type": "string"}, {"type": "null"}]},
+    ]
+)
+_type_lists = st.sampled_from([["string", "null"], ["string", "integer"], ["number", "null"]])
+_recursive = st.sampled_from([{"$ref": "#"}, {"$ref": "#/definitions/d"}])
+_parts = st.recursive(st.one_of(_leaf, _untyped, _recursive), _extend, max_leaves=8)
+
+
+def _guarded(schema: Any, *, consumed: bool = False) -> Any:
+    """``schema`` with each $ref not under properties or items made ``{}``: every loop
+    then steps into the instance, so the reference validator terminates on it."""
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema and not consumed:
+        return {}
+    out = dict(schema)
+    if "items" in out:
+        out["items"] = _guarded(out["items"], consumed=True)
+    if "properties" in out:
+        out["properties"] = {k: _guarded(v, consumed=True) for k, v in out["properties"].items()}
+    if "not" in out:
+        out["not"] = _guarded(out["not"], consumed=consumed)
+    for key in ("anyOf", "allOf"):
+        if key in out:
+            out[key] = [_guarded(v, consumed=consumed) for v in out[key]]
+    return out
+
+
+_rooted = st.builds(
+    lambda d, t: {"definitions": {"d": _guarded(d)}, "allOf": [_guarded(t)]}, _parts, _parts
+)
+_json = st.recursive(
+    st.sampled_from([None, True, 0, 1, -1, 1.5, 101, "", "a", "ab", "x", "abcdefghij"]),
+    lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(_names, c, max_size=3)),
+    max_leaves=8,
+)
+
+
+def _mutated(schema: Any, data: st.DataObject, *, root: bool = False) -> Any:
+    """``schema`` with some subschemas swapped for a leaf or widened into an anyOf."""
+    if not isinstance(schema, dict):
+        return schema
+    if not root and data.draw(st.integers(0, 7)) == 0:
+        leaf = data.draw(st.one_of(_leaf, _untyped))
+        return data.draw(st.sampled_from([leaf, {"anyOf": [schema, leaf]}]))
+    out = dict(schema)
+    if isinstance(out.get("type"), list) and data.draw(st.booleans()):
+        out["type"] = data.draw(_type_lists)
+    for key in ("items", "not"):
+        if key in out:
+            out[key] = _mutated(out[key], data)
+    for key in ("anyOf", "allOf"):
+        if key in out:
+            out[key] = [_mutated(v, data) for v in out[key]]
+    for key in ("properties", "definitions"):
+        if key in out:
+            out[key] = {name: _mutated(v, data) for name, v in out[key].items()}
+    return out
+
+
+@settings(max_examples=200)
+@given(_rooted, st.data(), st.lists(_json, min_size=10, max_size=30))
+def test_a_backward_verdict_holds_for_the_old_schemas_data(
+    old: Any, data: st.DataObject, pool: list[Any]
+) -> None:
+    new = _mutated(old, data, root=True)
+    if not check(b(new), [(1, b(old))], "BACKWARD").compatible:
+        return
+    reads, writes = jsonschema.Draft7Validator(new), jsonschema.Draft7Validator(old)
+    for instance in pool:
+        if writes.is_valid(instance):
+            assert reads.is_valid(instance), instance
 
 
 def _shuffled(value: Any, data: st.DataObject) -> Any:

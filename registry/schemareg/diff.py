@@ -48,12 +48,12 @@ class _Shared:
     """The memo and cycle guard of one comparison.
 
     A pair met again while it is still being compared is *assumed* compatible (as in
-    Confluent), so a result computed under that assumption holds only if the pair
-    turns out compatible. Such results are memoised provisionally, tagged with the
-    shallowest pair they rest on, and settled when the pairs they rest on finish:
-    dropped if one fails (e.g. an ``anyOf`` branch tried and rejected), kept
-    otherwise. Without this, a failed trial left behind "compatible" verdicts that a
-    later trial reused.
+    Confluent), so a "compatible" computed under that assumption holds only if the
+    pair turns out compatible. Such results are memoised provisionally, tagged with
+    the shallowest pair they rest on, and settled when that pair finishes: dropped
+    if it fails (e.g. an ``anyOf`` branch tried and rejected), kept otherwise.
+    Without this, a failed trial left behind "compatible" verdicts that a later
+    trial reused.
     """
 
     compatible: frozenset[str]
@@ -72,16 +72,15 @@ class _Shared:
     def settle(self, depth: int, mark: int, holds: bool, low: int) -> None:
         """The pair at ``depth`` finished; ``journal[mark:]`` was memoised meanwhile."""
         made = self.journal[mark:]
-        if not holds:
-            # Anything memoised during a failed trial may rest on the broken
-            # assumption; recomputing it is cheap next to a wrong verdict.
-            for key in made:
-                if self.provisional.pop(key, None) is not None:
-                    del self.memo[key]
-            del self.journal[mark:]
-            return
         for key in made:
-            if self.provisional.get(key) == depth:
+            if key not in self.provisional:
+                continue
+            if not holds:
+                # Compatible only if this pair were: forget it, recomputing is cheap
+                # next to a wrong verdict.
+                del self.provisional[key]
+                del self.memo[key]
+            elif self.provisional[key] == depth:
                 if low < depth:
                     self.provisional[key] = low  # now rests on what this pair rests on
                 else:
@@ -173,9 +172,12 @@ def _compare_pair(
     finally:
         del shared.active[key]
         low = shared.lows.pop()
-    shared.settle(depth, mark, inner.compatible, low)
+    holds = inner.compatible
+    shared.settle(depth, mark, holds, low)
     result = shared.memo[key] = list(inner.differences)
-    if low < depth:
+    # Every rule grows more compatible as its parts do, so a verdict of incompatible
+    # reached under optimistic assumptions is final; only "compatible" can rest on one.
+    if holds and low < depth:
         shared.provisional[key] = low
         shared.journal.append(key)
         shared.rests_on(low)

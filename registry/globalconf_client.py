@@ -36,6 +36,7 @@ from core.web import read_up_to
 from registry.fetch_reports import AUDIENCE, GATEWAY_PARAM
 from registry.globalconf import (
     Anchor,
+    GlobalConf,
     GlobalConfRejectedError,
     GlobalConfView,
     verify_globalconf,
@@ -75,6 +76,9 @@ class GlobalConfClient:
         self.clock = clock
         self.timeout = timeout
         self._view: GlobalConfView | None = None
+        # The newest configuration seen when none could be held (an expired cache at start):
+        # nothing older is accepted after it.
+        self._floor: GlobalConf | None = None
         self._etag: str | None = None
         self.last_success: dt.datetime | None = None
         self.last_error: str | None = None
@@ -83,9 +87,16 @@ class GlobalConfClient:
 
     def _load_cache(self, path: Path) -> None:
         try:
-            self.accept(path.read_text("ascii"))
-        except (OSError, UnicodeDecodeError, GlobalConfRejectedError) as e:
+            signed = path.read_text("ascii")
+            self.accept(signed)
+        except (OSError, UnicodeDecodeError) as e:
             log.warning("ignoring cached global configuration %s: %s", path, e)
+        except GlobalConfRejectedError as e:
+            log.warning("ignoring cached global configuration %s: %s", path, e)
+            # Too old to act on, but still the newest serial this gateway has seen: a
+            # registry (or an attacker in its place) may not roll it back after a restart.
+            with contextlib.suppress(GlobalConfRejectedError):
+                self._floor = verify_globalconf(signed, self.anchor, now=self.clock(), timely=False)
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -123,7 +134,7 @@ class GlobalConfClient:
 
     def accept(self, signed: str) -> bool:
         """Verify ``signed`` and hold it if good. Returns whether the configuration changed."""
-        previous = self._view.conf if self._view else None
+        previous = self._view.conf if self._view else self._floor
         conf = verify_globalconf(signed, self.anchor, now=self.clock(), previous=previous)
         changed = previous is None or conf.serial != previous.serial
         if changed:

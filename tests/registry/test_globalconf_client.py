@@ -183,6 +183,31 @@ async def test_the_last_good_configuration_survives_a_restart(
         client_for(url, Clock(T0), cache).current()
 
 
+async def test_an_expired_cache_still_forbids_rolling_back_after_a_restart(
+    seeded: Sessions, served: tuple[Server, str], http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server, url = served
+    good = (await publisher.publish(seeded, OPERATOR, now=T0)).signed
+    server.body = _resign(good, serial=5)
+    cache = tmp_path / "globalconf.jws"
+    assert await client_for(url, Clock(T0), cache).refresh(http) is True
+    # Restarted after the cached serial 5 expired: nothing to act on, but 5 is the floor.
+    later = T0 + dt.timedelta(minutes=30)
+    fresh = {
+        "issued_at": later.isoformat(),
+        "expires_at": (later + dt.timedelta(minutes=10)).isoformat(),
+    }
+    restarted = client_for(url, Clock(later), cache)
+    with pytest.raises(OutdatedGlobalConfError):
+        restarted.current()
+    server.body = _resign(good, serial=3, **fresh)
+    assert await restarted.refresh(http) is False
+    assert "rollback" in (restarted.last_error or "")
+    server.body = _resign(good, serial=6, **fresh)
+    assert await restarted.refresh(http) is True
+    assert restarted.current().serial == 6
+
+
 async def test_a_cache_that_cannot_be_written_does_not_stop_the_client(
     seeded: Sessions,
     served: tuple[Server, str],

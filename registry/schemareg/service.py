@@ -437,6 +437,12 @@ async def delete_subject(s: AsyncSession, subject: str, *, permanent: bool) -> l
         raise ReferenceExistsError(
             f"One or more references exist to the subject '{subject}' (schemas {users})"
         )
+    services = await store.service_users(s, subject, None)
+    if services:
+        raise ReferenceExistsError(
+            f"Registered services validate against the subject '{subject}' (services "
+            f"{services}); point them at another schema first"
+        )
     numbers = [r.version for r in rows]
     for row in rows:
         if permanent:
@@ -477,6 +483,14 @@ async def delete_version(
         raise ReferenceExistsError(
             f"One or more references exist to the schema {{subject={subject}, "
             f"version={row.version}}} (schemas {users})"
+        )
+    services = await store.service_users(s, subject, row.version)
+    if services:
+        # Deleted, its number could be given again to another schema, and the gateways
+        # would validate these services' bodies against that one.
+        raise ReferenceExistsError(
+            f"Registered services validate against the schema {{subject={subject}, "
+            f"version={row.version}}} (services {services}); point them at another first"
         )
     if permanent:
         await s.delete(row)

@@ -74,6 +74,24 @@ async def referrers(s: AsyncSession, subject: str, number: int | None) -> list[i
     return sorted(set(await s.scalars(query)))
 
 
+async def service_users(s: AsyncSession, subject: str, number: int | None) -> list[str]:
+    """Registered services whose request or response schema is ``subject`` (at ``number``,
+    or any version), as ``code/version``: gateways fetch those versions on every exchange."""
+    from registry.models import Service  # the registry proper, which builds on this package
+
+    found: set[str] = set()
+    for kind in ("request", "response"):
+        subject_column = getattr(Service, f"{kind}_schema_subject")
+        version_column = getattr(Service, f"{kind}_schema_version")
+        query = select(Service.code, Service.version).where(subject_column == subject)
+        if number is not None:
+            query = query.where(version_column == number)
+        found.update(
+            f"{code}/{version}" if version else code for code, version in await s.execute(query)
+        )
+    return sorted(found)
+
+
 def references_of(row: m.Schema) -> list[Reference]:
     return [Reference.model_validate(r) for r in json.loads(row.references)]
 

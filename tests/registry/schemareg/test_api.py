@@ -12,10 +12,13 @@ from openapi_spec_validator import validate
 from sqlalchemy import func, select
 
 from core.db import Sessions, transaction
+from registry import service as ops
 from registry import tokens
+from registry.globalconf import SchemaRef
+from registry.payloads import ServiceCreate
 from registry.schemareg import models as m
 from registry.server import RegistryConfig, build_app
-from tests.registry.federation import OPERATOR
+from tests.registry.federation import CIVIL, OPERATOR
 
 V1 = "application/vnd.schemaregistry.v1+json"
 SR = "/schema-registry"
@@ -312,6 +315,31 @@ async def test_references_and_deletion(
     await call(http, "POST", f"{url}/subjects/pk.common/versions", json_body=body(common),
                headers=auth)  # fmt: skip
     assert (await call(http, "GET", f"{url}/subjects/pk.common/versions"))[1] == [2]
+
+
+async def test_a_version_a_service_validates_against_is_not_deleted(
+    base: tuple[str, dict[str, str]], http: aiohttp.ClientSession, seeded: Sessions
+) -> None:
+    url, auth = base
+    person = {"type": "object", "properties": {"cnic": {"type": "string"}}}
+    await call(http, "POST", f"{url}/subjects/pk.person/versions", json_body=body(person),
+               headers=auth)  # fmt: skip
+    async with transaction(seeded) as s:
+        await ops.add_service(
+            s,
+            ServiceCreate(
+                id=CIVIL.service("people", "v1"),
+                title="People",
+                response_schema=SchemaRef(subject="pk.person", version=1),
+            ),
+        )
+    # Deleted, version 1 could be given to another schema, and gateways would check this
+    # service's answers against that one.
+    for path in ("/subjects/pk.person/versions/1", "/subjects/pk.person"):
+        status, answer = await call(http, "DELETE", url + path, headers=auth)
+        assert (status, answer["error_code"]) == (422, 42204)
+        assert "people/v1" in answer["message"]
+    assert (await call(http, "GET", f"{url}/subjects/pk.person/versions"))[1] == [1]
 
 
 async def test_openapi_document(

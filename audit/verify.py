@@ -50,6 +50,7 @@ from audit.note import (
     Checkpoint,
     Note,
     NoteError,
+    log_origin,
     verify_cosignature,
     verify_log_signature,
 )
@@ -206,6 +207,10 @@ class _Verifier:
             raise _Bad("log line without log_id and origin")
         if log_id in self.logs_seen:
             self.problem(f"{log_id}: the log appears twice")
+        if line["origin"] != log_origin(log_id):
+            # Gateways of one member share keys, so two of their logs could swap names and
+            # each still verify: the origin every checkpoint signs must be this log's own.
+            self.problem(f"{log_id}: origin {line['origin']!r} is not {log_origin(log_id)!r}")
         self.logs_seen.add(log_id)
         keys: list[PublicKey] = []
         for jwk in line.get("keys") or []:

@@ -24,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from audit import merkle, store
 from audit.identity import resolve_log
 from audit.models import AuditCheckpoint, AuditEntry
-from audit.note import Checkpoint, Note, verify_cosignature, verify_log_signature
+from audit.note import (
+    Checkpoint,
+    Note,
+    log_origin,
+    verify_cosignature,
+    verify_log_signature,
+)
 from core.errors import NotFoundError, ShahrahError
 from core.keys import PublicKey
 from registry.globalconf import GlobalConfView
@@ -100,6 +106,9 @@ async def verify_entry(
     try:
         note = Note.parse(row.cosigned)
         checkpoint = Checkpoint.parse(note.text)
+        if head.origin != log_origin(found.log_id):
+            # Gateways of one member share keys: a log under another's name would verify.
+            raise _Failed(f"the log {found.log_id} carries the origin {head.origin}")
         if checkpoint.origin != head.origin or checkpoint.size != size:
             raise _Failed(f"the stored checkpoint does not state size {size} of {head.origin}")
         # The cosignature's time has whole seconds, so it was made within [t, t + 1 s): a

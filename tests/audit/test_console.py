@@ -246,6 +246,18 @@ async def test_a_tampered_entry_shows_failed(fed: Federation) -> None:
     assert "Verified in checkpoint 4" in untouched.visible
 
 
+async def test_a_log_renamed_as_another_shows_failed(fed: Federation) -> None:
+    # A mirror whose log carries another gateway's origin (one member's gateways share keys,
+    # so its checkpoints would still verify) is not believed.
+    client = await signed_in(fed)
+    async with transaction(fed.db) as s:
+        await s.execute(
+            update(AuditLog).where(AuditLog.kind == "mirror").values(origin="shahrah/PK/x/y/gw9")
+        )
+    page = await client.get(f"/console/entry?log={LOG}&index=2")
+    assert f"FAILED: the log {LOG} carries the origin shahrah/PK/x/y/gw9" in page.visible
+
+
 async def test_an_entry_in_no_witnessed_checkpoint_says_so(fed: Federation) -> None:
     client = await signed_in(fed)
     async with transaction(fed.db) as s:

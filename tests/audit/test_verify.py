@@ -230,3 +230,18 @@ def test_a_selected_entry_without_a_verified_root_is_refused() -> None:
         f"{LOG}: no verified checkpoint at its size 4",
         f"{LOG} entry #1: no verified checkpoint covers it (none at the log's size 4)",
     ]
+
+
+def test_a_log_under_another_logs_name_is_refused() -> None:
+    # Two gateways of one member sign with the same keys: a log renamed as the other one
+    # would verify entry for entry, so the origin its checkpoints sign must be its own.
+    tree = MemoryTree(entries(3))
+    lines = complete_log(tree, [3])
+    lines[0] = {**lines[0], "log_id": "PK/FED/NADRA/gw2"}
+    for line in lines[1:]:
+        line["log_id"] = "PK/FED/NADRA/gw2"
+    report = verify_sealed(lines)
+    assert not report.ok
+    assert any(
+        "PK/FED/NADRA/gw2: origin 'shahrah/PK/FED/NADRA/gw1' is not" in p for p in report.problems
+    )

@@ -48,7 +48,7 @@ from core.ids import Cnic
 from core.passwords import (
     MAX_FAILURES,
     claim_attempt,
-    is_locked,
+    clear_attempts,
     lock_if_spent,
     password_matches,
     wrong_credentials,
@@ -184,14 +184,10 @@ class Accounts:
         rehash = self.hasher.check_needs_rehash(stored)
         new_hash = await asyncio.to_thread(self.hasher.hash, password) if rehash else None
         async with transaction(self.sessions) as s:
-            current = await s.scalar(
-                select(m.Citizen).where(m.Citizen.cnic == str(cnic)).with_for_update()
-            )
             # A lock taken by concurrent attempts while we hashed still holds.
-            if current is None or is_locked(current, now):
+            current = await clear_attempts(s, m.Citizen.cnic, str(cnic), now)
+            if current is None:
                 raise wrong
-            current.failed_signins = 0
-            current.locked_until = None
             if new_hash is not None:
                 current.password_hash = new_hash
             s.add(

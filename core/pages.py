@@ -420,9 +420,6 @@ class Console:
         self.sessions.drop(ctx.session.id)
         ctx.session = self.sessions.new()
 
-    def client_address(self, request: web.Request) -> str:
-        return client_address(request)
-
     # -- rendering ---------------------------------------------------------------------------
 
     def render(

@@ -35,6 +35,7 @@ __all__ = [
     "LOCKOUT",
     "MAX_FAILURES",
     "claim_attempt",
+    "clear_attempts",
     "is_locked",
     "lock_if_spent",
     "password_matches",
@@ -76,13 +77,11 @@ async def claim_attempt(s: AsyncSession, key: Any, value: str, now: dt.datetime)
     yet cleared by a success, the next one locks the account, even while those are still
     being checked: a burst of guesses cannot get more passwords checked than that.
     """
-    table = key.class_
-    row = await s.scalar(select(table).where(key == value).with_for_update())
+    row = await _locked_row(s, key, value)
     if row is None or is_locked(row, now):
         return None
     if row.failed_signins >= MAX_FAILURES:
-        row.locked_until = now + LOCKOUT
-        row.failed_signins = 0
+        _lock(row, now)
         return None
     row.failed_signins += 1
     stored: str = row.password_hash
@@ -92,8 +91,28 @@ async def claim_attempt(s: AsyncSession, key: Any, value: str, now: dt.datetime)
 async def lock_if_spent(s: AsyncSession, key: Any, value: str, now: dt.datetime) -> None:
     """After a wrong password (already counted): lock the account if that was the
     :data:`MAX_FAILURES`-th attempt in a row. Run inside a write transaction."""
-    table = key.class_
-    row = await s.scalar(select(table).where(key == value).with_for_update())
+    row = await _locked_row(s, key, value)
     if row is not None and row.failed_signins >= MAX_FAILURES and not is_locked(row, now):
-        row.locked_until = now + LOCKOUT
-        row.failed_signins = 0
+        _lock(row, now)
+
+
+async def clear_attempts(s: AsyncSession, key: Any, value: str, now: dt.datetime) -> Any:
+    """After the right password: the account's row with its count cleared, or None if it
+    is gone or was locked by concurrent attempts while the password was checked (refuse
+    with :func:`wrong_credentials`). Run inside a write transaction."""
+    row = await _locked_row(s, key, value)
+    if row is None or is_locked(row, now):
+        return None
+    row.failed_signins = 0
+    row.locked_until = None
+    return row
+
+
+async def _locked_row(s: AsyncSession, key: Any, value: str) -> Any:
+    """The account's row, held for this transaction (FOR UPDATE; SQLite writes serialise)."""
+    return await s.scalar(select(key.class_).where(key == value).with_for_update())
+
+
+def _lock(row: Any, now: dt.datetime) -> None:
+    row.locked_until = now + LOCKOUT
+    row.failed_signins = 0

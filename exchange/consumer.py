@@ -235,22 +235,6 @@ async def _post(
     headers: dict[str, str],
     body: bytes,
 ) -> _Answer:
-    try:
-        return await _exchange(gw, view, target, url, env, token, headers, body)
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
-        raise _Unreachable(f"cannot connect to {target.address}: {type(e).__name__}") from e
-
-
-async def _exchange(
-    gw: Gateway,
-    view: GlobalConfView,
-    target: GatewayInfo,
-    url: str,
-    env: RequestEnvelope,
-    token: str,
-    headers: dict[str, str],
-    body: bytes,
-) -> _Answer:
     timeout = aiohttp.ClientTimeout(total=gw.limits.peer_timeout, connect=gw.limits.connect_timeout)
     try:
         async with gw.peers.session.request(
@@ -273,29 +257,21 @@ async def _exchange(
                 k: v for k, v in resp.headers.items() if k.lower() != env_.ENVELOPE_HEADER.lower()
             }
             status = resp.status
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-        raise
+    # Before the other failures: these subclass them, and only these mean nothing was sent.
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+        raise _Unreachable(f"cannot connect to {target.address}: {type(e).__name__}") from e
     except TimeoutError as e:
         raise ClientNetworkError(f"no answer within {gw.limits.peer_timeout} s") from e
     except aiohttp.ClientError as e:
         raise ClientNetworkError(
             f"the exchange with {target.address} failed: {type(e).__name__}"
         ) from e
-    renv = _verify(view, env, token, target, status, rheaders, data, rtoken)
-    refusal = "x-road-error" in renv.headers
-    if not refusal and abs((renv.time - gw.clock()).total_seconds()) > gw.limits.freshness:
-        # A key is checked at the answer's own time: an answer claiming another time could
-        # be signed by a key rotated out long ago, and would not be what was just answered.
-        # A signed refusal releases nothing and says why (a provider whose clock is off
-        # refuses as outdated), so it is passed on whatever its time.
-        raise ClientProxyInvalidSignatureError(
-            f"the provider's answer is dated {renv.time.isoformat()}, outside the "
-            f"{gw.limits.freshness:g} s freshness window"
-        )
+    renv = _verify(gw, view, env, token, target, status, rheaders, data, rtoken)
     return _Answer(status, rheaders, data, rtoken, renv)
 
 
 def _verify(
+    gw: Gateway,
     view: GlobalConfView,
     env: RequestEnvelope,
     token: str,
@@ -305,7 +281,8 @@ def _verify(
     body: bytes,
     rtoken: str,
 ) -> ResponseEnvelope:
-    """The provider's answer, accepted only if signed, bound to our request, and intact."""
+    """The provider's answer, accepted only if signed, bound to our request, intact and
+    fresh."""
     if not rtoken:
         raise ClientProxyInvalidSignatureError(
             "the provider's answer carries no signed response envelope"
@@ -331,6 +308,16 @@ def _verify(
     if not env_.matches(headers, renv.headers):
         raise ClientProxyInvalidSignatureError(
             "the provider's answer headers do not match its envelope"
+        )
+    refusal = "x-road-error" in renv.headers
+    if not refusal and abs((renv.time - gw.clock()).total_seconds()) > gw.limits.freshness:
+        # A key is checked at the answer's own time: an answer claiming another time could
+        # be signed by a key rotated out long ago, and would not be what was just answered.
+        # A signed refusal releases nothing and says why (a provider whose clock is off
+        # refuses as outdated), so it is passed on whatever its time.
+        raise ClientProxyInvalidSignatureError(
+            f"the provider's answer is dated {renv.time.isoformat()}, outside the "
+            f"{gw.limits.freshness:g} s freshness window"
         )
     return renv
 

@@ -52,13 +52,15 @@ RESPONSE_TYP = "shahrah-response+jws"
 ENVELOPE_HEADER = "Shahrah-Envelope"
 
 MAX_HEADERS = 100  # end-to-end headers one envelope may carry
+MAX_HEADER_NAME = 128  # characters
+MAX_TEXT = 8192  # characters of a header value, a path or a query
 
 Digest = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")]
-Text = Annotated[str, Field(max_length=8192)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$")]
 #: Every end-to-end header, by lower-case name: the receiving side forwards exactly these.
 Headers = Annotated[
-    dict[Annotated[str, Field(pattern=r"^[a-z0-9!#$%&'*+.^_`|~-]{1,128}$")], Text],
+    dict[Annotated[str, Field(pattern=rf"^[a-z0-9!#$%&'*+.^_`|~-]{{1,{MAX_HEADER_NAME}}}$")], Text],
     Field(max_length=MAX_HEADERS),
 ]
 

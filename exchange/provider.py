@@ -232,12 +232,13 @@ def _require_subject(info: ServiceInfo, env: RequestEnvelope, document: Any) -> 
         value = member_at(document, info.subject_field)
     except NotFoundError as e:
         raise ServiceFailedError(f"the answer has no {info.subject_field} to check") from e
+    not_a_cnic = ServiceFailedError(f"the answer's {info.subject_field} is not a CNIC")
+    if not isinstance(value, str):
+        raise not_a_cnic
     try:
-        named = Cnic.parse(value) if isinstance(value, str) else None
-    except BadRequestError:
-        named = None
-    if named is None:
-        raise ServiceFailedError(f"the answer's {info.subject_field} is not a CNIC")
+        named = Cnic.parse(value)
+    except BadRequestError as e:
+        raise not_a_cnic from e
     if named != Cnic.from_user_id(env.subject):
         raise ConsentDeniedError(
             "the record returned is not the consented data subject's; nothing is released"

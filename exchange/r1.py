@@ -31,6 +31,7 @@ from core.errors import (
     r1_status,
 )
 from core.ids import ClientId, Cnic, validate_part
+from exchange import envelope
 
 __all__ = [
     "CONSENT",
@@ -88,11 +89,10 @@ GATEWAY_SET = frozenset(
         "shahrah-consent",
     }
 )
-#: Limits the signed envelope sets on what it describes (exchange.envelope), checked here so
-#: that a request beyond them is the caller's error, not a failure of the gateway.
-MAX_HEADERS = 96  # end-to-end headers, leaving room for the X-Road ones the gateway adds
-MAX_HEADER_NAME = 128
-MAX_HEADER_VALUE = 8192
+#: The signed envelope's limits on what it describes, checked here so that a request beyond
+#: them is the caller's error, not a failure of the gateway; three headers are left for
+#: X-Road-UserId, -Issue and -Represented-Party, which the consumer gateway adds.
+MAX_HEADERS = envelope.MAX_HEADERS - 3
 _METHOD = re.compile(r"[A-Z]{3,7}")
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
@@ -219,11 +219,13 @@ def _check_sizes(headers: Mapping[str, str]) -> None:
     if len(headers) > MAX_HEADERS:
         raise BadRequestError(f"more than {MAX_HEADERS} end-to-end headers")
     for name, value in headers.items():
-        if len(name) > MAX_HEADER_NAME:
-            raise BadRequestError(f"a header name is longer than {MAX_HEADER_NAME} characters")
-        if len(value) > MAX_HEADER_VALUE:
+        if len(name) > envelope.MAX_HEADER_NAME:
             raise BadRequestError(
-                f"header {name} is longer than {MAX_HEADER_VALUE} characters",
+                f"a header name is longer than {envelope.MAX_HEADER_NAME} characters"
+            )
+        if len(value) > envelope.MAX_TEXT:
+            raise BadRequestError(
+                f"header {name} is longer than {envelope.MAX_TEXT} characters",
                 detail={"header": name},
             )
 

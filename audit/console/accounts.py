@@ -41,7 +41,7 @@ from core.passwords import (
     LOCKOUT,
     MAX_FAILURES,
     claim_attempt,
-    is_locked,
+    clear_attempts,
     lock_if_spent,
     password_matches,
     wrong_credentials,
@@ -177,19 +177,11 @@ class RegulatorAccounts:
         rehash = self.hasher.check_needs_rehash(stored)
         new_hash = await asyncio.to_thread(self.hasher.hash, password) if rehash else None
         async with transaction(self.sessions) as s:
-            current = await s.scalar(
-                select(AuditRegulator).where(AuditRegulator.username == username).with_for_update()
-            )
             # A disabled account answers like a wrong password; a lock taken by concurrent
             # attempts while this password was hashed still holds.
-            if (
-                current is None
-                or current.disabled_at is not None
-                or is_locked(current, self.clock())
-            ):
+            current = await clear_attempts(s, AuditRegulator.username, username, self.clock())
+            if current is None or current.disabled_at is not None:
                 raise wrong
-            current.failed_signins = 0
-            current.locked_until = None
             if new_hash is not None:
                 current.password_hash = new_hash
             return Regulator(username, ClientId.parse(current.organisation))

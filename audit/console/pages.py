@@ -34,7 +34,7 @@ from core.errors import (
     UnauthorizedError,
 )
 from core.keys import PrivateKey
-from core.pages import Console, PageContext, safe_next
+from core.pages import Console, PageContext, client_address, safe_next
 from core.pseudonym import Pseudonymizer
 from registry.globalconf_client import GlobalConfClient
 
@@ -110,7 +110,7 @@ def build_console(deps: ConsoleDeps) -> Console:
         error, status = None, 200
         username = ctx.form.get("username", "").strip()
         if request.method == "POST":
-            keys = (f"user:{username}", console.client_address(request))
+            keys = (f"user:{username}", client_address(request))
             try:
                 console.limiter.check(*keys)
                 who = await deps.accounts.sign_in(username, ctx.form.get("password", ""))

@@ -38,7 +38,7 @@ from core.errors import (
     UnauthorizedError,
 )
 from core.ids import Cnic
-from core.pages import Console, PageContext, safe_next
+from core.pages import Console, PageContext, client_address, safe_next
 
 __all__ = ["PREFIX", "TIMELINE", "build_console"]
 
@@ -106,7 +106,7 @@ async def _login(request: web.Request, ctx: PageContext) -> web.StreamResponse:
     cnic_text = ""
     if request.method == "POST":
         cnic_text = ctx.form.get("cnic", "")[:32]
-        address = console.client_address(request)
+        address = client_address(request)
         try:
             console.limiter.check(address)
             cnic = Cnic.parse(cnic_text.strip())

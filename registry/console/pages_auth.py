@@ -6,7 +6,7 @@ from aiohttp import web
 
 from core.db import transaction
 from core.errors import UnauthorizedError
-from core.pages import Console, PageContext, safe_next
+from core.pages import Console, PageContext, client_address, safe_next
 from registry import tokens
 from registry.api import STATE
 
@@ -19,7 +19,7 @@ def register(console: Console) -> None:
         error = None
         if request.method == "POST":
             # Throttled per address: a token names no account to count failures against.
-            keys = (console.client_address(request),)
+            keys = (client_address(request),)
             console.limiter.check(*keys)
             try:
                 name = await _check(request, ctx.form.get("token", ""))

@@ -25,6 +25,7 @@ from core.ids import ClientId
 from core.passwords import wrong_credentials
 from shahrah.cli import main
 from tests.audit.conftest import REGULATOR, Federation
+from tests.passwords import count_checked
 from tests.registry.test_globalconf import anchor_for
 
 FAST_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -93,15 +94,7 @@ async def test_a_burst_of_guesses_gets_no_more_than_five_passwords_checked(
 ) -> None:
     accounts = RegulatorAccounts(db, hasher=FAST_HASH)
     await accounts.add("amina", REGULATOR, PASSWORD)
-    checked: list[str] = []
-    verify = accounts._verify
-
-    def counting(stored: str, password: str) -> bool:
-        if stored != accounts._decoy:
-            checked.append(password)
-        return verify(stored, password)
-
-    accounts._verify = counting  # type: ignore[method-assign]
+    checked = count_checked(accounts)
     results = await asyncio.gather(
         *(accounts.sign_in("amina", f"guess number {n}") for n in range(40)),
         return_exceptions=True,

@@ -30,6 +30,7 @@ from tests.consent.conftest import (
     WARD,
     Harness,
 )
+from tests.passwords import count_checked
 
 
 async def test_sign_in_me_and_sign_out(harness: Harness) -> None:
@@ -108,15 +109,7 @@ async def test_a_burst_of_guesses_gets_no_more_than_five_passwords_checked(
     in the same words."""
     accounts = harness.accounts
     await accounts.add(CITIZEN, "Ayesha Khan", PASSWORD)
-    checked: list[str] = []
-    verify = accounts._verify
-
-    def counting(stored: str, password: str) -> bool:
-        if stored != accounts._decoy:
-            checked.append(password)
-        return verify(stored, password)
-
-    accounts._verify = counting  # type: ignore[method-assign]
+    checked = count_checked(accounts)
     results = await asyncio.gather(
         *(accounts.sign_in(CITIZEN, f"guess number {n}") for n in range(40)),
         return_exceptions=True,

@@ -22,6 +22,7 @@ from exchange import envelope as env_
 from exchange.context import Limits
 from exchange.envelope import RequestEnvelope
 from exchange.provider import service_path
+from exchange.r1 import MAX_HEADERS
 from exchange.replay import ReplayGuard
 from registry import service as ops
 from registry.payloads import MemberUpdate
@@ -139,7 +140,11 @@ async def test_malformed_local_requests_are_refused_before_leaving(
     ("method", "headers", "message"),
     [
         ("PROPFIND", {}, "method PROPFIND is not supported"),
-        ("GET", {f"X-Extra-{i}": "v" for i in range(97)}, "more than 96 end-to-end headers"),
+        (
+            "GET",
+            {f"X-Extra-{i}": "v" for i in range(MAX_HEADERS + 1)},
+            f"more than {MAX_HEADERS} end-to-end headers",
+        ),
         ("GET", {"X-" + "n" * 130: "v"}, "longer than 128 characters"),
     ],
 )
@@ -493,3 +498,4 @@ async def test_bodies_are_checked_against_their_registered_schemas(fed: Federati
         headers={"Content-Type": "application/json"},
     )
     assert ok_post.status == 200
+

@@ -90,6 +90,15 @@ def _resign(signed: str, **changes: Any) -> str:
     return jws.sign_json(doc, OPERATOR, typ=GLOBALCONF_TYP)
 
 
+async def _serve_serial_2(seeded: Sessions, server: Server) -> None:
+    """Change the registry and serve the configuration that publishes it (serial 2)."""
+    async with transaction(seeded) as s:
+        await ops.add_global_group_member(s, "local-governments", LMC_TAX)
+    server.body = (
+        await publisher.publish(seeded, OPERATOR, now=T0 + dt.timedelta(seconds=10))
+    ).signed
+
+
 async def test_fetch_verify_and_conditional_refresh(
     seeded: Sessions, served: tuple[Server, str], http: aiohttp.ClientSession
 ) -> None:
@@ -103,11 +112,7 @@ async def test_fetch_verify_and_conditional_refresh(
     assert client.current().serial == 1
     assert client.age() == 5
     assert await client.refresh(http) is False  # 304: nothing new
-    async with transaction(seeded) as s:
-        await ops.add_global_group_member(s, "local-governments", LMC_TAX)
-    server.body = (
-        await publisher.publish(seeded, OPERATOR, now=T0 + dt.timedelta(seconds=10))
-    ).signed
+    await _serve_serial_2(seeded, server)
     assert await client.refresh(http) is True
     assert client.current().serial == 2
 
@@ -223,11 +228,7 @@ async def test_a_cache_that_cannot_be_written_does_not_stop_the_client(
     assert await client.refresh(http) is True  # held and used, only not cached
     assert client.current().serial == 1
     assert "cannot cache the global configuration" in caplog.text
-    async with transaction(seeded) as s:
-        await ops.add_global_group_member(s, "local-governments", LMC_TAX)
-    server.body = (
-        await publisher.publish(seeded, OPERATOR, now=T0 + dt.timedelta(seconds=10))
-    ).signed
+    await _serve_serial_2(seeded, server)
     assert await client.refresh(http) is True
     assert client.current().serial == 2
 

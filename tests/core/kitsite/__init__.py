@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from core.errors import NotFoundError
-from core.pages import Console, PageContext, safe_next
+from core.pages import Console, PageContext, client_address, safe_next
 from core.web import tokens_equal
 
 WORD = "open sesame"
@@ -30,7 +30,7 @@ def build() -> tuple[web.Application, list[str]]:
     async def login(request: web.Request, ctx: PageContext) -> web.StreamResponse:
         error = None
         if request.method == "POST":
-            keys = ("word", console.client_address(request))
+            keys = ("word", client_address(request))
             console.limiter.check(*keys)
             if tokens_equal(ctx.form.get("word", ""), WORD):
                 console.limiter.succeeded(*keys)

@@ -5,25 +5,28 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from yarl import URL
 
 from core.db import transaction, utcnow
 from core.keys import PrivateKey
-from core.tls import client_context, make_certificate
+from core.tls import client_context, make_certificate, server_context
 from exchange import envelope as env_
 from exchange.context import Limits
 from exchange.envelope import RequestEnvelope
 from exchange.provider import service_path
 from exchange.r1 import MAX_HEADERS
 from exchange.replay import ReplayGuard
+from exchange.server import listening
 from registry import service as ops
 from registry.payloads import MemberUpdate
 from tests.exchange.harness import (
@@ -499,3 +502,48 @@ async def test_bodies_are_checked_against_their_registered_schemas(fed: Federati
     )
     assert ok_post.status == 200
 
+
+# --- failing over to another gateway of the provider ---------------------------------------------
+
+
+async def test_the_next_provider_gateway_is_tried_only_when_nothing_was_sent(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view = fed.nodes["lmc"].gateway.globalconf.current()
+    real = view.gateways_for(ECHO.provider)
+    assert len(real) == 1
+
+    def first_at(address: str) -> None:
+        """The provider seems to have a gateway at ``address`` first, then its real one."""
+        decoy = real[0].model_copy(update={"address": address})
+        monkeypatch.setattr(view, "gateways_for", lambda client: [decoy, *real])
+
+    # Nothing listens there: the request never left, so the real gateway gets it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    first_at(f"https://127.0.0.1:{closed}")
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/public/a")).status == 200
+    assert len(fed.backend.seen) == 1
+
+    # A gateway (with the pinned certificate) that takes the request and hangs up: it may
+    # have acted on it, so it is never sent to the next one.
+    async def hang_up(request: web.Request) -> web.Response:
+        await request.read()
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang_up)
+    nadra, lmc = fed.nodes["nadra"], fed.nodes["lmc"]
+    ctx = server_context(
+        nadra.tls.cert, nadra.tls.key, [lmc.cert.public_bytes(Encoding.PEM).decode()]
+    )
+    async with listening(app, "127.0.0.1", 0, ctx) as port:
+        first_at(f"https://127.0.0.1:{port}")
+        resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/b")
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (500, "Server.ClientProxy.NetworkError")
+    assert "the exchange with" in message
+    assert len(fed.backend.seen) == 1  # the real gateway never saw the second request

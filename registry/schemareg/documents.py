@@ -15,14 +15,14 @@ as in Confluent's JSON Schema provider.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin
 
 import jsonschema
+import jsonschema_rs
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.canonical import canonical_digest
@@ -115,12 +115,25 @@ def pointer(parts: tuple[str | int, ...]) -> str:
 
 
 def regex_search(regex: str, text: str) -> bool:
-    """Whether ECMA-ish ``regex`` (as JSON Schema writes them) matches anywhere in ``text``;
-    a pattern Python cannot compile matches nothing."""
+    """Whether ``regex`` (as JSON Schema writes them) matches anywhere in ``text``, exactly as
+    the validators match ``pattern`` and ``patternProperties``; a pattern they cannot compile
+    matches nothing.
+
+    Python's ``re`` is not used: a registered schema is a member's input, and a pattern such
+    as ``^(a+)+$`` would backtrack for longer than the universe is old on a crafted property
+    name, stalling the registry's compatibility checker or a gateway's projection. The
+    validators' engine matches in linear time, or gives up after a bounded search.
+    """
+    matcher = _matcher(regex)
+    return matcher is not None and matcher.is_valid(text)
+
+
+@lru_cache(maxsize=1024)
+def _matcher(regex: str) -> jsonschema_rs.Validator | None:
     try:
-        return re.search(regex, text) is not None
-    except re.error:
-        return False
+        return jsonschema_rs.validator_for({"type": "string", "pattern": regex})
+    except ValueError:  # jsonschema_rs.ValidationError: not a regex it accepts
+        return None
 
 
 _ONE = ("additionalProperties", "contains", "propertyNames", "not", "if", "then", "else")

@@ -97,6 +97,9 @@ class Adapter:
                 return _error_response(e)
             try:
                 document = await self._answer(route, params, request)
+            except BadRequestError as e:  # a parameter the source cannot send on
+                self.metrics.calls.labels(self._label, route_label, "bad_request").inc()
+                return _error_response(e)
             except BackendFailure as e:
                 self._fail(e, route_label, request)
                 raise

@@ -91,7 +91,7 @@ class RestSource:
         self, route: CompiledRoute, params: dict[str, str | None], request: BackendRequest
     ) -> Node | None:
         spec = self._routes[route.label]
-        url = self.spec.url + fill(spec.path, params, lambda v: quote(v, safe=""))
+        url = self.spec.url + _upstream_path(spec.path, params)
         query = {k: fill(v, params, str) for k, v in spec.query.items()}
         where = {"backend": "rest", "upstream": f"{spec.method} {spec.path}"}
         try:
@@ -134,6 +134,20 @@ class RestSource:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _upstream_path(template: str, params: dict[str, str | None]) -> str:
+    """``template`` filled with percent-encoded values; a value of ``.`` or ``..`` is refused.
+
+    Percent-encoding leaves dots alone, and the HTTP client removes dot segments
+    before sending, so ``/citizens/{ref}`` with ``..`` would ask for another resource.
+    """
+    for name in sorted(placeholders(template)):
+        if params.get(name) in (".", ".."):
+            raise BadRequestError(
+                f"parameter {name!r} cannot be '.' or '..'", detail={"parameter": name}
+            )
+    return fill(template, params, lambda v: quote(v, safe=""))
 
 
 def _path_names(key: str) -> set[str]:

@@ -319,3 +319,51 @@ async def test_a_plugged_in_validator_checks_every_answer(
     assert e.value.detail["field"] == "/gender"
     assert schemas[0]["title"] == "Person (CNIC identity)"
     assert "pk.common.json" in schemas[0]["$defs"]  # bundled with what it references
+
+
+@pytest.mark.parametrize("value", ["..", "%2E%2E", "."])
+async def test_a_parameter_cannot_climb_out_of_the_upstream_path(
+    value: str, serve: Serve, tmp_path: Path
+) -> None:
+    # aiohttp removes "." and ".." segments from a URL before sending it, so a record
+    # reference of ".." would ask the upstream for /api/v2/ instead of one citizen.
+    paths: list[str] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        paths.append(request.raw_path)
+        return web.json_response(CITIZEN)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    base = await serve(app)
+    path = write(
+        tmp_path / "refs.yaml",
+        f"""
+        adapter: 1
+        services:
+          PK/FED/NADRA/civil-registry/person/v1:
+            kind: rest
+            url: "{base}/api/v2"
+            response_schema: {PERSON_SCHEMA}
+            routes:
+              GET /persons/{{ref}}:
+                path: /citizens/{{ref}}
+                mapping: {MAPPING}
+        """,
+    )
+    loaded = await load_adapters(path)
+    try:
+        answer = await loaded.backends[PERSON].call(call(f"/persons/{value}"))
+        assert answer.status == 400, paths
+        assert json.loads(answer.body)["detail"] == {"parameter": "ref"}
+        assert paths == []
+        assert (
+            metric(
+                loaded,
+                "shahrah_adapter_calls_total"
+                f'{{outcome="bad_request",route="GET /persons/{{ref}}",service="{PERSON}"}}',
+            )
+            == 1
+        )
+    finally:
+        await loaded.close()

@@ -45,7 +45,7 @@ from adapters.schemas import (
 )
 from adapters.soap import SoapService, SoapSource
 from adapters.spec import BuildContext
-from adapters.sql import SqlService, SqlSource
+from adapters.sql import SqlService, SqlSource, database_url
 from adapters.transforms import compile_transform
 from adapters.yamlfile import Document, load_yaml, validate
 from core import db
@@ -89,7 +89,8 @@ class AdapterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     adapter: Literal[1]  # format version of this file
-    state: str | None = None  # database URL for file sources (sqlite:///... or postgresql://...)
+    # database URL for file sources (sqlite:///... or postgresql://...)
+    state: Annotated[str, AfterValidator(database_url)] | None = None
     code_tables: dict[str, CodeTable] = Field(default_factory=dict)
     services: dict[ServiceKey, ServiceConfig] = Field(min_length=1)
 

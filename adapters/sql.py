@@ -45,7 +45,7 @@ from adapters.mapping import Node, RowsNode
 from adapters.routes import CompiledRoute, placeholders
 from adapters.spec import BuildContext, MappedRouteSpec, ServiceSpec
 
-__all__ = ["SqlRoute", "SqlService", "SqlSource", "check_query"]
+__all__ = ["SqlRoute", "SqlService", "SqlSource", "check_query", "database_url"]
 
 _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _DEFAULT_DRIVERS = {
@@ -73,11 +73,20 @@ class SqlService(ServiceSpec):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        try:
-            make_url(value)
-        except sa_exc.ArgumentError as e:
-            raise ValueError("not a SQLAlchemy database URL") from e
-        return value
+        return database_url(value)
+
+
+def database_url(value: str) -> str:
+    """``value`` if SQLAlchemy can parse it; the error repeats no part of it (a password)."""
+    try:
+        make_url(value)
+    except (sa_exc.ArgumentError, ValueError):
+        # A password with an unencoded "@" and ":" leaves its tail where the port goes, and
+        # the parser's own error would quote it.
+        raise ValueError(
+            "not a database URL (percent-encode special characters in the user name and password)"
+        ) from None
+    return value
 
 
 def check_query(query: str, declared: set[str]) -> None:
@@ -169,7 +178,13 @@ class SqlSource:
                 check_query(route.query, declared)
             except ValueError as e:
                 raise ctx.fail(["routes", key, "query"], str(e)) from None
-        self.engine = _engine(spec)
+        try:
+            self.engine = _engine(spec)
+        except (sa_exc.NoSuchModuleError, ImportError):
+            driver = make_url(spec.url).drivername
+            raise ctx.fail(
+                ["url"], f"cannot use this database URL: no driver for {driver!r} is installed"
+            ) from None
         self.dialect = self.engine.dialect.name
         self._pool = ThreadPoolExecutor(spec.pool_size, thread_name_prefix=f"sql-{ctx.service}")
 

@@ -221,3 +221,41 @@ async def test_a_schema_lookup_replaces_the_files(tmp_path: Path) -> None:
     adapters = await load_adapters(config, schemas=lookup)
     await adapters.close()
     assert asked == ["PK/FED/NADRA/civil-registry/person/v1"]
+
+
+# A password with "@" and ":" that is not percent-encoded puts its tail where the port goes.
+PASSWORD = "s3cret@pw:tail-of-the-secret"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nosuch://nadra:pw@db.nadra.local/registry", "no driver for 'nosuch'"),
+        ("oracle://nadra:pw@db.nadra.local/registry", "no driver for 'oracle'"),
+        (
+            "postgresql+nosuch://nadra:pw@db.nadra.local/registry",
+            "no driver for 'postgresql+nosuch'",
+        ),
+        ("postgresql://nadra:${DB_PASSWORD}@db.nadra.local/registry", "not a database URL"),
+    ],
+)
+async def test_a_database_url_that_cannot_be_used_is_a_config_error(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    text = edit('url: "sqlite:///{db}"', f'url: "{url}"').replace("{{", "{").replace("}}", "}")
+    error = await fails(tmp_path, text, {"DB_PASSWORD": PASSWORD})
+    assert message in error.message
+    assert error.line == line_of(text, "url:")
+    assert "secret" not in error.message
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://lmc:${DB_PASSWORD}@db.local/state", "postgresql://lmc:pw@db.local:x/s"]
+)
+async def test_a_state_url_that_cannot_be_used_is_a_config_error(tmp_path: Path, url: str) -> None:
+    text = f"state: {url}\n" + GOOD.replace("{{", "{").replace("}}", "}")
+    error = await fails(tmp_path, text, {"DB_PASSWORD": PASSWORD})
+    assert "not a database URL" in error.message
+    assert error.field == "state"
+    assert error.line == line_of(text, "state:")
+    assert "secret" not in error.message

@@ -5,12 +5,13 @@ once and serves the loaded records by key. The conventions that make this
 safe while files are still arriving:
 
 - **Never a half-written file.** With ``ready: marker`` a file is complete
-  when ``NAME.done`` exists beside it (the writer creates the marker after
-  closing the file). With ``ready: stable`` (the default) a file is complete
-  when its size and modification time have not changed for ``settle_seconds``
-  across two scans. Names starting with ``.`` or ending ``.part``/``.tmp`` are
-  never read, so a writer that renames into place is always safe. A file that
-  changes while it is read is put back for the next scan.
+  when ``NAME.done`` exists beside it and is not older than it (the writer
+  creates the marker after closing the file). With ``ready: stable`` (the
+  default) a file is complete when its size and modification time have not
+  changed for ``settle_seconds`` across two scans. Names starting with ``.``
+  or ending ``.part``/``.tmp`` are never read, so a writer that renames into
+  place is always safe. A file that changes while it is read is put back for
+  the next scan.
 - **Never twice.** The ledger (``adapter_files``) knows each file by the
   SHA-256 of its content; the same bytes dropped again, under any name, are
   skipped.
@@ -188,7 +189,13 @@ class FileSource:
         if self._done.get(entry.name) == stat:
             return False
         if self.spec.ready == "marker":
-            return (self.directory / (entry.name + self.spec.marker_suffix)).exists()
+            try:
+                marker = (self.directory / (entry.name + self.spec.marker_suffix)).stat()
+            except FileNotFoundError:
+                return False
+            # A marker older than the file is an earlier drop's, left beside a file of the same
+            # name that is being written again.
+            return marker.st_mtime_ns >= st.st_mtime_ns
         seen = self._seen.get(entry.name)
         if seen is None or seen[:2] != stat:
             self._seen[entry.name] = (*stat, now)

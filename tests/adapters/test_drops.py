@@ -69,14 +69,24 @@ services:
 """.replace("SCHEMA", str(SCHEMAS / "pk.lmc.property-tax-assessment.json"))
 
 
-@pytest.fixture
-async def tax(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
+async def _tax(tmp_path: Path, db_url: str, ready: str) -> AsyncIterator[Adapters]:
     config = write(tmp_path / "tax.yaml", FIXED)
-    adapters = await load_adapters(
-        config, environ={"STATE": db_url, "READY": "stable"}, migrate=False
-    )
+    adapters = await load_adapters(config, environ={"STATE": db_url, "READY": ready}, migrate=False)
     yield adapters
     await adapters.close()
+
+
+@pytest.fixture
+async def tax(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
+    async for adapters in _tax(tmp_path, db_url, "stable"):
+        yield adapters
+
+
+@pytest.fixture
+async def marked(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
+    """The property-tax extracts with ``ready: marker``."""
+    async for adapters in _tax(tmp_path, db_url, "marker"):
+        yield adapters
 
 
 def layout(adapters: Adapters) -> FixedWidthFormat:
@@ -231,20 +241,37 @@ async def test_files_renamed_into_place_or_hidden_are_handled(
     assert [r.name for r in (await tax.scan())[str(TAX)]] == ["PTAX.D.DAT"]
 
 
-async def test_with_markers_only_a_marked_file_is_read(tmp_path: Path, db_url: str) -> None:
-    config = write(tmp_path / "tax.yaml", FIXED)
-    adapters = await load_adapters(
-        config, environ={"STATE": db_url, "READY": "marker"}, migrate=False
-    )
-    try:
-        fmt = layout(adapters)
-        write_drop(tmp_path, "PTAX.E.DAT", extract(fmt, [record(fmt, 5)]))
-        await settle()
-        assert (await adapters.scan())[str(TAX)] == []
-        (tmp_path / "drops" / "PTAX.E.DAT.done").touch()
-        assert [r.status for r in (await adapters.scan())[str(TAX)]] == ["loaded"]
-    finally:
-        await adapters.close()
+async def test_with_markers_only_a_marked_file_is_read(marked: Adapters, tmp_path: Path) -> None:
+    fmt = layout(marked)
+    write_drop(tmp_path, "PTAX.E.DAT", extract(fmt, [record(fmt, 5)]))
+    await settle()
+    assert (await marked.scan())[str(TAX)] == []
+    (tmp_path / "drops" / "PTAX.E.DAT.done").touch()
+    assert [r.status for r in (await marked.scan())[str(TAX)]] == ["loaded"]
+
+
+async def test_a_marker_left_from_the_last_drop_does_not_mark_the_next(
+    marked: Adapters, tmp_path: Path
+) -> None:
+    # A mainframe job writes PTAX.E.DAT every night under the same name; without an archive
+    # the adapter leaves yesterday's marker in place while tonight's file is written.
+    fmt = layout(marked)
+    write_drop(tmp_path, "PTAX.E.DAT", extract(fmt, [record(fmt, 5)]))
+    marker = tmp_path / "drops" / "PTAX.E.DAT.done"
+    marker.touch()
+    assert [r.status for r in (await marked.scan())[str(TAX)]] == ["loaded"]
+    await settle()
+    tonight = extract(fmt, [record(fmt, i) for i in (6, 7, 8)])
+    with (tmp_path / "drops" / "PTAX.E.DAT").open("wb") as f:
+        f.write(tonight[:100])  # half-way through the transfer
+        f.flush()
+        assert (await marked.scan())[str(TAX)] == []
+        f.write(tonight[100:])
+    assert (await marked.scan())[str(TAX)] == []
+    marker.touch()  # the job is done
+    (report,) = (await marked.scan())[str(TAX)]
+    assert (report.status, report.loaded) == ("loaded", 3)
+    assert not (tmp_path / "rejects").exists()
 
 
 BIRTHS = """

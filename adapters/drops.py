@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fnmatch
 import hashlib
 import json
 import logging
 import os
+import stat as stat_module
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,12 +235,13 @@ class FileSource:
     async def ingest(self, path: Path) -> FileReport | None:
         """Load one file now, without the readiness rule: the caller vouches it is complete.
 
-        None if the file changed while it was read (it is left for a later scan).
+        None if the file changed while it was read or is not a regular file (it is left for a
+        later scan).
         """
         assert self._rules is not None, "bind() the schema first"
         read = await asyncio.to_thread(_read, path, self.spec.max_file_bytes)
         if read is None:
-            self._seen.pop(path.name, None)  # still being written: wait for it to settle again
+            self._seen.pop(path.name, None)  # changed: wait for it to settle again
             return None
         data, digest, stat = read
         too_big = stat[0] > self.spec.max_file_bytes
@@ -310,17 +313,29 @@ class FileSource:
 
 
 def _read(path: Path, limit: int) -> tuple[bytes, str, tuple[int, int]] | None:
-    """The file's bytes (if at most ``limit``), SHA-256 and (size, mtime); None if it changed."""
-    before = path.stat()
-    keep = before.st_size <= limit
-    digest = hashlib.sha256()
-    chunks: list[bytes] = []
-    with path.open("rb") as f:
+    """The file's bytes (if at most ``limit``), SHA-256 and (size, mtime).
+
+    None if it changed while read, or is no longer a regular file: a name listed as a
+    file may have been replaced by a link since, and a link is never followed.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        before = os.fstat(fd)
+        if not stat_module.S_ISREG(before.st_mode):
+            return None
+        keep = before.st_size <= limit
+        digest = hashlib.sha256()
+        chunks: list[bytes] = []
         while block := f.read(2**20):
             digest.update(block)
             if keep:
                 chunks.append(block)
-    after = path.stat()
+        after = os.fstat(fd)
     stat = (after.st_size, after.st_mtime_ns)
     if (before.st_size, before.st_mtime_ns) != stat:
         return None

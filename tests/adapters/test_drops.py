@@ -274,6 +274,28 @@ async def test_a_marker_left_from_the_last_drop_does_not_mark_the_next(
     assert not (tmp_path / "rejects").exists()
 
 
+async def test_a_file_swapped_for_a_symlink_during_a_scan_is_not_read(
+    marked: Adapters, tmp_path: Path
+) -> None:
+    # Whoever can write to the drop directory must not make the adapter load a file it can
+    # read elsewhere: B is listed as a plain file, then becomes a link while A loads.
+    fmt = layout(marked)
+    outside = tmp_path / "elsewhere.DAT"
+    outside.write_bytes(extract(fmt, [record(fmt, 9)]))
+    first = write_drop(tmp_path, "PTAX.A.DAT", extract(fmt, [record(fmt, 1)]))
+    os.utime(first, (1, 1))  # listed, and loaded, first
+    second = write_drop(tmp_path, "PTAX.B.DAT", extract(fmt, [record(fmt, 2)]))
+    for path in (first, second):
+        path.with_name(path.name + ".done").touch()
+    scan = asyncio.create_task(marked.scan())
+    await asyncio.sleep(0)  # the scan has listed both files and is reading A
+    second.unlink()
+    second.symlink_to(outside)
+    assert [r.name for r in (await scan)[str(TAX)]] == ["PTAX.A.DAT"]
+    assert (await get(marked, "/assessments/LHR-GLB-000009"))[0] == 404
+    assert (await marked.scan())[str(TAX)] == []  # and a link is never listed
+
+
 BIRTHS = """
 adapter: 1
 state: "${STATE}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -41,6 +42,7 @@ __all__ = [
 JsonType = Literal["string", "integer", "number", "boolean"]
 _TRUE = {"true", "1", "y", "yes"}
 _FALSE = {"false", "0", "n", "no"}
+_MAX_DIGITS = sys.int_info.default_max_str_digits  # 4300: the longest int Python writes
 
 
 class FieldMap(BaseModel):
@@ -217,6 +219,10 @@ def _number(value: Any) -> int | float:
         raise TransformError("not a number", value) from None
     if not d.is_finite():
         raise TransformError("not a finite number", value)
+    # "1e1000000" would become an integer of a million digits, minutes of CPU; an integer
+    # longer than Python turns into text could never be answered anyway.
+    if d and d.adjusted() >= _MAX_DIGITS:
+        raise TransformError("number out of range", value)
     if d == d.to_integral_value():
         return int(d)
     f = float(d)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -107,6 +108,23 @@ def test_a_mapping_error_names_the_record_and_the_field(
     }
     assert "999" not in e.value.message
     assert "maybe" not in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "value"),
+    [
+        ({"from": "N", "as": "integer"}, "1e400000"),
+        ({"from": "N", "as": "number"}, "-9E+400000"),
+        ({"from": "N"}, Decimal("1E+400000")),  # a NUMERIC column
+    ],
+)
+def test_a_number_too_large_for_json_is_refused_at_once(spec: dict[str, Any], value: Any) -> None:
+    # Nine bytes of text would otherwise become an integer of 400,001 digits: seconds of
+    # CPU (minutes at 1e1000000), on the event loop for REST, SOAP and SQL answers.
+    started = time.monotonic()
+    with pytest.raises(MappingError, match="number out of range"):
+        mapping({"/n": spec}).apply(RowsNode([{"N": value}]), "row 1")
+    assert time.monotonic() - started < 0.1
 
 
 def test_repeated_rows_become_arrays_of_objects_and_of_values() -> None:

@@ -270,6 +270,12 @@ def _replace(arg: Any) -> Transform:
     except re.error as e:
         raise ValueError(f"replace pattern is not a regular expression: {e}") from e
     repl = str(arg["with"])
+    # Python checks a replacement's escapes and group references only when it is used: use
+    # it once on a pattern with the same groups that matches the empty text.
+    try:
+        re.compile(pattern.pattern + "|", pattern.flags).sub(repl, "")
+    except (re.error, IndexError) as e:
+        raise ValueError(f"replace with: {e}") from None
     return lambda v: pattern.sub(repl, _text(v, "replace"))
 
 

@@ -134,6 +134,12 @@ async def test_a_good_file_loads(tmp_path: Path) -> None:
         ("/age: {{from: AGE, as: integer}}", "/cnic/x: AGE", "/cnic/x", "overlaps with /cnic"),
         (
             "/age: {{from: AGE, as: integer}}",
+            "/age: {{from: AGE, transforms: [{{replace: {{pattern: '(1)', with: '\\2'}}}}]}}",
+            "/age",
+            "replace with: invalid group reference 2",
+        ),
+        (
+            "/age: {{from: AGE, as: integer}}",
             "/owners: {{each: '*', mapping: {{/nom: N}}}}",
             "/owners",
             "/owners[]/name: the schema requires it",

@@ -137,6 +137,11 @@ def test_examples_from_legacy_systems() -> None:
         ({"map": {}}, "map takes a table"),
         ({"replace": {"pattern": "("}}, "replace takes"),
         ({"replace": {"pattern": "(", "with": ""}}, "not a regular expression"),
+        # Accepted, these failed at every call (re.error, IndexError) instead of at load.
+        ({"replace": {"pattern": "([0-9]+)/", "with": r"\2"}}, "replace with: invalid group"),
+        ({"replace": {"pattern": "(?P<n>[0-9]+)", "with": r"\g<d>"}}, "unknown group name"),
+        ({"replace": {"pattern": "x", "with": "\\"}}, "bad escape"),
+        ({"replace": {"pattern": "(?i)x", "with": r"\q"}}, "bad escape"),
         ("date", "needs an argument"),
         ("soundex", "unknown transform"),
         ({"trim": True}, "takes no argument"),

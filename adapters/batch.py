@@ -28,11 +28,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import quote
 
 import aiohttp
 
-from adapters.routes import fill, placeholders
+from adapters.routes import fill_path, placeholders
 from core.errors import BadRequestError
 from core.files import write_atomic
 from core.ids import ClientId, Cnic, ServiceId
@@ -169,9 +168,9 @@ class _Runner:
             consent = row[spec.consent_column] if spec.consent_column else spec.consent
             if consent:
                 headers["Shahrah-Consent"] = consent
+            url = self.base + fill_path(spec.path, row)
         except BadRequestError as e:
             return ["", "InvalidInput", e.message, "", ""]
-        url = self.base + fill(spec.path, row, lambda v: quote(v, safe=""))
         try:
             async with self.session.request(
                 spec.method,

@@ -11,7 +11,7 @@ is a failure that names it.
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import Field, field_validator
@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from adapters.base import BackendRequest
 from adapters.errors import BackendFailure
 from adapters.mapping import JsonNode, Node, pointer_tokens
-from adapters.routes import CompiledRoute, fill, placeholders
+from adapters.routes import CompiledRoute, fill, fill_path, placeholders
 from adapters.spec import BuildContext, MappedRouteSpec, ServiceSpec
 from core.errors import BadRequestError
 from core.web import parse_json, read_up_to
@@ -91,7 +91,7 @@ class RestSource:
         self, route: CompiledRoute, params: dict[str, str | None], request: BackendRequest
     ) -> Node | None:
         spec = self._routes[route.label]
-        url = self.spec.url + _upstream_path(spec.path, params)
+        url = self.spec.url + fill_path(spec.path, params)
         query = {k: fill(v, params, str) for k, v in spec.query.items()}
         where = {"backend": "rest", "upstream": f"{spec.method} {spec.path}"}
         try:
@@ -134,20 +134,6 @@ class RestSource:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def _upstream_path(template: str, params: dict[str, str | None]) -> str:
-    """``template`` filled with percent-encoded values; a value of ``.`` or ``..`` is refused.
-
-    Percent-encoding leaves dots alone, and the HTTP client removes dot segments
-    before sending, so ``/citizens/{ref}`` with ``..`` would ask for another resource.
-    """
-    for name in sorted(placeholders(template)):
-        if params.get(name) in (".", ".."):
-            raise BadRequestError(
-                f"parameter {name!r} cannot be '.' or '..'", detail={"parameter": name}
-            )
-    return fill(template, params, lambda v: quote(v, safe=""))
 
 
 def _path_names(key: str) -> set[str]:

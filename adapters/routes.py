@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -203,3 +203,17 @@ def fill(template: str, params: Mapping[str, str | None], escape: Any) -> str:
         return "" if value is None else str(escape(value))
 
     return _PLACEHOLDER.sub(one, template)
+
+
+def fill_path(template: str, params: Mapping[str, str | None]) -> str:
+    """A URL path template filled with percent-encoded values; ``.`` or ``..`` is refused.
+
+    Percent-encoding leaves dots alone, and the HTTP client removes dot segments
+    before sending, so ``/citizens/{ref}`` with ``..`` would ask for another resource.
+    """
+    for name in sorted(placeholders(template)):
+        if params.get(name) in (".", ".."):
+            raise BadRequestError(
+                f"parameter {name!r} cannot be '.' or '..'", detail={"parameter": name}
+            )
+    return fill(template, params, lambda v: quote(v, safe=""))

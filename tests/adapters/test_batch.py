@@ -197,3 +197,35 @@ async def test_the_command_line_shows_progress_and_a_summary(serve: Serve, tmp_p
     assert result.exit_code == 0, result.output
     assert "4 rows: 0 answered before, 4 sent now, 2 of them errors" in result.stderr
     assert len(rows(out)) == 4
+
+
+async def test_a_column_cannot_climb_out_of_the_service_path(serve: Serve, tmp_path: Path) -> None:
+    # The HTTP client removes "." and ".." segments: /persons/.. would be a request for the
+    # service itself, and its answer would be filed as this row's.
+    paths: list[str] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        paths.append(request.raw_path)
+        return web.json_response({"seen": request.raw_path})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    base = await serve(app)
+    source = tmp_path / "in.csv"
+    source.write_text("ref\nP-1\n..\n.\n", "utf-8")
+    out = tmp_path / "results.csv"
+    plain = BatchSpec(
+        gateway=base,
+        client=ClientId.parse("PK/LG/LMC/property-tax"),
+        service=SERVICE,
+        path="/persons/{ref}",
+    )
+    await run_batch(plain, source, out)
+    assert paths == ["/r1/PK/FED/NADRA/civil-registry/person/v1/persons/P-1"]
+    results = rows(out)
+    assert [(r["ref"], r["error_type"]) for r in results] == [
+        ("P-1", ""),
+        ("..", "InvalidInput"),
+        (".", "InvalidInput"),
+    ]
+    assert "'.' or '..'" in results[1]["error_message"]

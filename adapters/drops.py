@@ -19,7 +19,8 @@ safe while files are still arriving:
   written in one transaction. Bad records go to ``dead_letter/NAME.<sha
   prefix>.rejects.jsonl`` with the reason, written before the transaction
   commits; see :mod:`adapters.records` for what rejects a whole file.
-- Loaded files may be moved to ``archive`` (with their marker).
+- Loaded files may be moved to ``archive`` (with their marker); a name already
+  there gets ``.<sha prefix>`` added, so an earlier drop of that name is kept.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ class FileSource:
         async with transaction(self.state, write=False) as s:
             known = await store.file_known(s, self.name, digest)
         if known:
-            self._finish(path, stat)
+            self._finish(path, digest, stat)
             self.metrics.files.labels(self.name, "duplicate").inc()
             log.info("skipped %s: the same content was loaded before", path.name)
             return FileReport(path.name, "duplicate")
@@ -272,7 +273,7 @@ class FileSource:
         async with transaction(self.state) as s:
             file_id = await store.record_file(s, entry)
             await store.upsert_records(s, self.name, file_id, outcome.loaded)
-        self._finish(path, stat)
+        self._finish(path, digest, stat)
         self.metrics.files.labels(self.name, status).inc()
         self.metrics.records.labels(self.name, "loaded").inc(len(outcome.loaded))
         self.metrics.records.labels(self.name, "dead_letter").inc(len(outcome.dead))
@@ -296,17 +297,20 @@ class FileSource:
         target = self.dead_letter / f"{name}.{digest[:12]}.rejects.jsonl"
         write_atomic(target, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o600)
 
-    def _finish(self, path: Path, stat: tuple[int, int]) -> None:
+    def _finish(self, path: Path, digest: str, stat: tuple[int, int]) -> None:
         self._seen.pop(path.name, None)
         if self.archive is None:
             self._done[path.name] = stat
             return
         self.archive.mkdir(parents=True, exist_ok=True)
-        os.replace(path, self.archive / path.name)
+        target = self.archive / path.name
+        if target.exists():  # an earlier drop of the same name: keep both
+            target = self.archive / f"{path.name}.{digest[:12]}"
+        os.replace(path, target)
         marker = path.with_name(path.name + self.spec.marker_suffix)
         if self.spec.ready == "marker":
             with contextlib.suppress(FileNotFoundError):
-                os.replace(marker, self.archive / marker.name)
+                os.replace(marker, target.with_name(target.name + self.spec.marker_suffix))
 
     async def close(self) -> None:
         return None

@@ -69,8 +69,11 @@ services:
 """.replace("SCHEMA", str(SCHEMAS / "pk.lmc.property-tax-assessment.json"))
 
 
-async def _tax(tmp_path: Path, db_url: str, ready: str) -> AsyncIterator[Adapters]:
-    config = write(tmp_path / "tax.yaml", FIXED)
+async def _tax(
+    tmp_path: Path, db_url: str, ready: str, archive: bool = False
+) -> AsyncIterator[Adapters]:
+    text = FIXED.replace("dead_letter: rejects", "dead_letter: rejects\n    archive: archive")
+    config = write(tmp_path / "tax.yaml", text if archive else FIXED)
     adapters = await load_adapters(config, environ={"STATE": db_url, "READY": ready}, migrate=False)
     yield adapters
     await adapters.close()
@@ -86,6 +89,13 @@ async def tax(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
 async def marked(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
     """The property-tax extracts with ``ready: marker``."""
     async for adapters in _tax(tmp_path, db_url, "marker"):
+        yield adapters
+
+
+@pytest.fixture
+async def archived(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
+    """The property-tax extracts with ``ready: marker``, moved to ``archive`` once handled."""
+    async for adapters in _tax(tmp_path, db_url, "marker", archive=True):
         yield adapters
 
 
@@ -294,6 +304,19 @@ async def test_a_file_swapped_for_a_symlink_during_a_scan_is_not_read(
     assert [r.name for r in (await scan)[str(TAX)]] == ["PTAX.A.DAT"]
     assert (await get(marked, "/assessments/LHR-GLB-000009"))[0] == 404
     assert (await marked.scan())[str(TAX)] == []  # and a link is never listed
+
+
+async def test_the_archive_keeps_every_drop_of_a_name(archived: Adapters, tmp_path: Path) -> None:
+    fmt = layout(archived)
+    nights = [extract(fmt, [record(fmt, i)]) for i in (1, 2)]
+    for data in nights:  # the same name every night
+        drop = write_drop(tmp_path, "PTAX.E.DAT", data)
+        drop.with_name(drop.name + ".done").touch()
+        assert [r.status for r in (await archived.scan())[str(TAX)]] == ["loaded"]
+        assert list((tmp_path / "drops").iterdir()) == []
+    kept = sorted((tmp_path / "archive").iterdir())
+    assert sorted(p.read_bytes() for p in kept if not p.name.endswith(".done")) == sorted(nights)
+    assert len(kept) == 4  # and each file's marker
 
 
 BIRTHS = """

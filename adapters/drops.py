@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import stat as stat_module
 import time
 from dataclasses import dataclass
@@ -306,14 +307,27 @@ class FileSource:
         target = self.archive / path.name
         if target.exists():  # an earlier drop of the same name: keep both
             target = self.archive / f"{path.name}.{digest[:12]}"
-        os.replace(path, target)
+        _move(path, target)
         marker = path.with_name(path.name + self.spec.marker_suffix)
         if self.spec.ready == "marker":
             with contextlib.suppress(FileNotFoundError):
-                os.replace(marker, target.with_name(target.name + self.spec.marker_suffix))
+                _move(marker, target.with_name(target.name + self.spec.marker_suffix))
 
     async def close(self) -> None:
         return None
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename; across file systems, copy under a hidden name, rename that, then delete."""
+    try:
+        os.replace(source, target)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        part = target.with_name(f".{target.name}.part")
+        shutil.copy2(source, part)
+        os.replace(part, target)
+        os.unlink(source)
 
 
 def _read(path: Path, limit: int) -> tuple[bytes, str, tuple[int, int]] | None:

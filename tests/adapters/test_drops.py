@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,9 @@ services:
 
 
 async def _tax(
-    tmp_path: Path, db_url: str, ready: str, archive: bool = False
+    tmp_path: Path, db_url: str, ready: str, archive: str | None = None
 ) -> AsyncIterator[Adapters]:
-    text = FIXED.replace("dead_letter: rejects", "dead_letter: rejects\n    archive: archive")
+    text = FIXED.replace("dead_letter: rejects", f"dead_letter: rejects\n    archive: {archive}")
     config = write(tmp_path / "tax.yaml", text if archive else FIXED)
     adapters = await load_adapters(config, environ={"STATE": db_url, "READY": ready}, migrate=False)
     yield adapters
@@ -95,7 +96,7 @@ async def marked(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
 @pytest.fixture
 async def archived(tmp_path: Path, db_url: str) -> AsyncIterator[Adapters]:
     """The property-tax extracts with ``ready: marker``, moved to ``archive`` once handled."""
-    async for adapters in _tax(tmp_path, db_url, "marker", archive=True):
+    async for adapters in _tax(tmp_path, db_url, "marker", archive="archive"):
         yield adapters
 
 
@@ -317,6 +318,36 @@ async def test_the_archive_keeps_every_drop_of_a_name(archived: Adapters, tmp_pa
     kept = sorted((tmp_path / "archive").iterdir())
     assert sorted(p.read_bytes() for p in kept if not p.name.endswith(".done")) == sorted(nights)
     assert len(kept) == 4  # and each file's marker
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """A folder on another file system than ``tmp_path`` (tmpfs), removed afterwards."""
+    shm = Path("/dev/shm")  # noqa: S108 -- chosen for its file system; a private folder in it
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test's folder")
+    with tempfile.TemporaryDirectory(dir=shm) as folder:
+        yield Path(folder)
+
+
+async def test_an_archive_on_another_file_system_takes_the_files(
+    tmp_path: Path, db_url: str, elsewhere: Path
+) -> None:
+    # os.replace cannot cross file systems: every scan failed on the first loaded file
+    # (already in the ledger), so no file behind it was ever loaded.
+    async for adapters in _tax(tmp_path, db_url, "marker", archive=str(elsewhere)):
+        fmt = layout(adapters)
+        for i, name in enumerate(("PTAX.A.DAT", "PTAX.B.DAT")):
+            drop = write_drop(tmp_path, name, extract(fmt, [record(fmt, i)]))
+            os.utime(drop, (i + 1, i + 1))
+            drop.with_name(name + ".done").touch()
+        reports = (await adapters.scan())[str(TAX)]
+        assert [(r.name, r.status) for r in reports] == [
+            ("PTAX.A.DAT", "loaded"),
+            ("PTAX.B.DAT", "loaded"),
+        ]
+        assert os.listdir(tmp_path / "drops") == []
+        assert len(os.listdir(elsewhere)) == 4
 
 
 BIRTHS = """

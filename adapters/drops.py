@@ -88,7 +88,7 @@ class FileReport:
     """What one scan did with one file."""
 
     name: str
-    status: Literal["loaded", "rejected", "duplicate"]
+    status: Literal["loaded", "rejected", "duplicate", "failed"]  # failed: tried again later
     loaded: int = 0
     dead_letters: int = 0
     reason: str | None = None
@@ -214,10 +214,21 @@ class FileSource:
             reports = []
             now = time.monotonic()
             for entry in self._candidates():
-                if self._ready(entry, now):
-                    report = await self.ingest(Path(entry.path))
-                    if report is not None:
-                        reports.append(report)
+                try:
+                    report = (
+                        await self.ingest(Path(entry.path)) if self._ready(entry, now) else None
+                    )
+                except Exception as e:
+                    # One file must not hold up the ones after it. Only the error's kind is
+                    # told: a database error's text would quote the records.
+                    why = type(e).__name__ + (f": {e.strerror}" if isinstance(e, OSError) else "")
+                    log.error(
+                        "cannot ingest %s (%s); trying again at the next scan", entry.name, why
+                    )
+                    self.metrics.files.labels(self.name, "failed").inc()
+                    report = FileReport(entry.name, "failed", reason=why)
+                if report is not None:
+                    reports.append(report)
             self.metrics.last_scan.labels(self.name).set(time.time())
             return reports
 

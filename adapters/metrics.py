@@ -61,7 +61,7 @@ class AdapterMetrics:
         )
         self.files = Counter(
             "shahrah_adapter_files",
-            "Dropped files handled, by outcome: loaded, rejected, duplicate.",
+            "Dropped files handled, by outcome: loaded, rejected, duplicate, failed.",
             ["source", "outcome"],
             registry=r,
         )

@@ -350,6 +350,24 @@ async def test_an_archive_on_another_file_system_takes_the_files(
         assert len(os.listdir(elsewhere)) == 4
 
 
+async def test_a_file_that_cannot_be_handled_does_not_hold_up_the_others(
+    marked: Adapters, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A name of 255 bytes can have no marker (the marker's name would be too long): the
+    # error stopped every scan at that file, so no file listed after it was ever loaded.
+    fmt = layout(marked)
+    stuck = write_drop(tmp_path, "PTAX." + "L" * 246 + ".DAT", extract(fmt, [record(fmt, 1)]))
+    os.utime(stuck, (1, 1))  # listed first
+    later = write_drop(tmp_path, "PTAX.B.DAT", extract(fmt, [record(fmt, 2)]))
+    later.with_name(later.name + ".done").touch()
+    first, second = (await marked.scan())[str(TAX)]
+    assert (first.name, first.status) == (stuck.name, "failed")
+    assert first.reason == "OSError: File name too long"
+    assert (second.name, second.status) == ("PTAX.B.DAT", "loaded")
+    assert (await get(marked, "/assessments/LHR-GLB-000002"))[0] == 200
+    assert f"cannot ingest {stuck.name}" in caplog.text
+
+
 BIRTHS = """
 adapter: 1
 state: "${STATE}"

@@ -59,6 +59,7 @@ __all__ = ["FileReport", "FileRoute", "FileSource", "FilesService"]
 log = logging.getLogger(__name__)
 
 _NEVER_READ = (".part", ".tmp")
+_MAX_NAME_PART = 200  # bytes of a dropped file's name kept in the name of its dead letters
 
 
 class FileRoute(RouteSpec):
@@ -306,7 +307,9 @@ class FileSource:
         if outcome.rejected:
             whole = {"file": name, "sha256": digest, "record": None, "reason": outcome.rejected}
             lines.insert(0, json.dumps(whole, ensure_ascii=False))
-        target = self.dead_letter / f"{name}.{digest[:12]}.rejects.jsonl"
+        # A name may have 255 bytes: leave room for the suffix and the temporary file's.
+        short = os.fsencode(name)[:_MAX_NAME_PART].decode("utf-8", "ignore")
+        target = self.dead_letter / f"{short}.{digest[:12]}.rejects.jsonl"
         write_atomic(target, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o600)
 
     def _finish(self, path: Path, digest: str, stat: tuple[int, int]) -> None:

@@ -368,6 +368,22 @@ async def test_a_file_that_cannot_be_handled_does_not_hold_up_the_others(
     assert f"cannot ingest {stuck.name}" in caplog.text
 
 
+async def test_a_long_file_name_still_gets_its_dead_letters(
+    marked: Adapters, tmp_path: Path
+) -> None:
+    # NAME.<sha prefix>.rejects.jsonl adds 27 bytes to the name, past the 255 a name may have.
+    fmt = layout(marked)
+    name = "PTAX." + "L" * 230 + ".DAT"
+    drop = write_drop(tmp_path, name, extract(fmt, [record(fmt, 1), record(fmt, 2, STATUS="Z")]))
+    drop.with_name(name + ".done").touch()
+    (report,) = (await marked.scan())[str(TAX)]
+    assert (report.status, report.loaded, report.dead_letters) == ("loaded", 1, 1)
+    (rejects,) = (tmp_path / "rejects").iterdir()
+    assert rejects.name.startswith(name[:200] + ".")
+    assert rejects.name.endswith(".rejects.jsonl")
+    assert json.loads(rejects.read_text())["file"] == name
+
+
 BIRTHS = """
 adapter: 1
 state: "${STATE}"

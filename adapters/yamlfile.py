@@ -141,6 +141,8 @@ def load_yaml(path: Path, variables: Mapping[str, str]) -> Document:
         raise ConfigError(f"YAML syntax: {e.problem or e.context}", file=name, line=line) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"YAML syntax: {e}", file=name) from e
+    except RecursionError:  # the composer recurses once per level of nesting
+        raise ConfigError("the file nests too deeply", file=name) from None
     if root is None:
         raise ConfigError("the file is empty", file=name)
     converter = _Converter(name, variables)

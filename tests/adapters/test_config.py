@@ -265,3 +265,10 @@ async def test_a_state_url_that_cannot_be_used_is_a_config_error(tmp_path: Path,
     assert error.field == "state"
     assert error.line == line_of(text, "state:")
     assert "secret" not in error.message
+
+
+async def test_a_file_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    # PyYAML composes recursively: a deep enough file ran out of stack (RecursionError).
+    text = "adapter: 1\nservices: " + "[" * 5000 + "]" * 5000 + "\n"
+    error = await fails(tmp_path, text)
+    assert error.message.endswith("adapter.yaml: the file nests too deeply")

@@ -130,6 +130,10 @@ class RestSource:
             raise BackendFailure(
                 f"the upstream answer is not valid JSON: {e.message}", detail=where
             ) from e
+        except ValueError as e:  # json.loads refuses an integer of more than 4,300 digits
+            raise BackendFailure(
+                "the upstream answer is not valid JSON: a number is too long", detail=where
+            ) from e
 
     async def close(self) -> None:
         if self._session is not None:

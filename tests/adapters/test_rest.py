@@ -321,20 +321,13 @@ async def test_a_plugged_in_validator_checks_every_answer(
     assert "pk.common.json" in schemas[0]["$defs"]  # bundled with what it references
 
 
-@pytest.mark.parametrize("value", ["..", "%2E%2E", "."])
-async def test_a_parameter_cannot_climb_out_of_the_upstream_path(
-    value: str, serve: Serve, tmp_path: Path
-) -> None:
-    # aiohttp removes "." and ".." segments from a URL before sending it, so a record
-    # reference of ".." would ask the upstream for /api/v2/ instead of one citizen.
-    paths: list[str] = []
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-    async def anything(request: web.Request) -> web.Response:
-        paths.append(request.raw_path)
-        return web.json_response(CITIZEN)
 
+async def behind(serve: Serve, tmp_path: Path, handler: Handler) -> Adapters:
+    """Adapters for GET /persons/{ref} in front of ``handler``, which answers every path."""
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", anything)
+    app.router.add_route("*", "/{tail:.*}", handler)
     base = await serve(app)
     path = write(
         tmp_path / "refs.yaml",
@@ -351,7 +344,22 @@ async def test_a_parameter_cannot_climb_out_of_the_upstream_path(
                 mapping: {MAPPING}
         """,
     )
-    loaded = await load_adapters(path)
+    return await load_adapters(path)
+
+
+@pytest.mark.parametrize("value", ["..", "%2E%2E", "."])
+async def test_a_parameter_cannot_climb_out_of_the_upstream_path(
+    value: str, serve: Serve, tmp_path: Path
+) -> None:
+    # aiohttp removes "." and ".." segments from a URL before sending it, so a record
+    # reference of ".." would ask the upstream for /api/v2/ instead of one citizen.
+    paths: list[str] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        paths.append(request.raw_path)
+        return web.json_response(CITIZEN)
+
+    loaded = await behind(serve, tmp_path, anything)
     try:
         answer = await loaded.backends[PERSON].call(call(f"/persons/{value}"))
         assert answer.status == 400, paths
@@ -365,5 +373,23 @@ async def test_a_parameter_cannot_climb_out_of_the_upstream_path(
             )
             == 1
         )
+    finally:
+        await loaded.close()
+
+
+async def test_an_answer_with_a_number_python_cannot_read_is_a_failure(
+    serve: Serve, tmp_path: Path
+) -> None:
+    # json.loads raises a bare ValueError for an integer of more than 4,300 digits: it
+    # escaped as an unexpected error (a 500 from serve) instead of a backend failure.
+    async def huge(request: web.Request) -> web.Response:
+        body = json.dumps(CITIZEN)[:-1] + ', "extra": ' + "9" * 5000 + "}"
+        return web.Response(text=body, content_type="application/json")
+
+    loaded = await behind(serve, tmp_path, huge)
+    try:
+        with pytest.raises(BackendFailure, match="the upstream answer is not valid JSON") as e:
+            await loaded.backends[PERSON].call(call("/persons/3520212345671"))
+        assert e.value.detail["backend"] == "rest"
     finally:
         await loaded.close()

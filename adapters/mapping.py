@@ -205,6 +205,8 @@ def _plain(value: Any) -> Any:
     """Legacy types to JSON: dates as ISO 8601, decimals as numbers."""
     if isinstance(value, Decimal):
         return _number(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TransformError("not a finite number", value)  # JSON has no NaN or infinity
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):

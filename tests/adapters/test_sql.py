@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from adapters.base import BackendRequest
 from adapters.config import Adapters, load_adapters
-from adapters.errors import BackendFailure
+from adapters.errors import BackendFailure, MappingError
 from adapters.legacy.synthetic import Person
 from adapters.legacy.systems import config_path, write_district_codes
 from adapters.sql import SqlSource
@@ -107,29 +107,35 @@ SLOW = {
 }
 
 
+def one_column(
+    tmp_path: Path, url: str, name: str, query: str, n_schema: str, settings: str = ""
+) -> Path:
+    """A configuration of service PK/FED/NADRA/civil-registry/NAME: GET /NAME maps column N."""
+    document = {"type": "object", "properties": {"n": json.loads(n_schema)}}
+    schema = write(tmp_path / "n.json", json.dumps(document))
+    text = f"""
+adapter: 1
+services:
+  PK/FED/NADRA/civil-registry/{name}:
+    kind: sql
+    url: "{url}"
+    response_schema: {schema}
+    {settings}
+    routes:
+      GET /{name}:
+        query: "{query}"
+        mapping:
+          /n: N
+"""
+    return write(tmp_path / f"{name}.yaml", text)
+
+
 async def test_statement_timeout_is_enforced_by_the_database(
     legacy_sql: str, tmp_path: Path
 ) -> None:
     dialect = sa.engine.make_url(legacy_sql).get_backend_name()
-    schema = write(tmp_path / "n.json", '{"type": "object", "properties": {"n": {}}}')
-    config = write(
-        tmp_path / "slow.yaml",
-        f"""
-        adapter: 1
-        services:
-          PK/FED/NADRA/civil-registry/slow:
-            kind: sql
-            url: "{legacy_sql}"
-            statement_timeout: 0.3
-            response_schema: {schema}
-            resilience: {{timeout: 10, retries: 0}}
-            routes:
-              GET /slow:
-                query: "{SLOW[dialect]}"
-                mapping:
-                  /n: N
-        """,
-    )
+    settings = "statement_timeout: 0.3\n    resilience: {timeout: 10, retries: 0}"
+    config = one_column(tmp_path, legacy_sql, "slow", SLOW[dialect], "{}", settings)
     adapters = await load_adapters(config)
     service = ServiceId.parse("PK/FED/NADRA/civil-registry/slow")
     try:
@@ -175,5 +181,29 @@ async def test_parameters_are_bound_never_spliced(
         assert json.loads(injected.body) == {"count": 0}
         real = await backend.call(request(f"/count/{people[0].first.upper()}", service))
         assert json.loads(real.body)["count"] >= 1
+    finally:
+        await adapters.close()
+
+
+NOT_FINITE = {
+    "sqlite": "SELECT 9e999 AS N",  # SQLite reads an overflowing literal as infinity
+    "postgresql": "SELECT CAST('NaN' AS double precision) AS N",
+}
+
+
+async def test_a_float_that_is_not_finite_is_a_mapping_error(
+    legacy_sql: str, tmp_path: Path
+) -> None:
+    # Passed through, it became NaN or Infinity in the answer, which is not JSON.
+    dialect = sa.engine.make_url(legacy_sql).get_backend_name()
+    if dialect not in NOT_FINITE:
+        pytest.skip(f"{dialect} has no NaN or infinity")
+    config = one_column(tmp_path, legacy_sql, "odd", NOT_FINITE[dialect], '{"type": "number"}')
+    adapters = await load_adapters(config)
+    service = ServiceId.parse("PK/FED/NADRA/civil-registry/odd")
+    try:
+        with pytest.raises(MappingError, match="not a finite number") as failed:
+            await adapters.backends[service].call(request("/odd", service))
+        assert failed.value.field == "/n"
     finally:
         await adapters.close()

@@ -44,6 +44,8 @@ def parse_xml(data: bytes) -> Element:
     except ParseError as e:
         line, column = e.position
         raise XmlError(f"not well-formed XML at line {line} column {column}") from e
+    except LookupError as e:  # the XML declaration names an encoding Python has no codec for
+        raise XmlError("the document declares an encoding that is not known here") from e
 
 
 def escape(value: str) -> str:

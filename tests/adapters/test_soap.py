@@ -209,6 +209,7 @@ async def test_entity_bombs_and_external_entities_are_refused(serve: Serve, host
         (BOMB.encode(), "has a DTD"),
         (XXE.encode(), "has a DTD"),
         (b"<a><b></a>", "not well-formed XML at line 1"),
+        (b'<?xml version="1.0" encoding="x-bogus"?><a/>', "an encoding that is not known"),
     ],
 )
 def test_the_parser_refuses_what_soap_forbids(data: bytes, reason: str) -> None:
@@ -235,6 +236,18 @@ async def test_an_answer_in_the_other_soap_version_is_named(serve: Serve) -> Non
         with pytest.raises(
             BackendFailure, match=r"SOAP version mismatch: the service answered SOAP 1\.2"
         ):
+            await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
+    finally:
+        await adapters.close()
+
+
+async def test_an_answer_in_an_unknown_encoding_is_a_backend_failure(serve: Serve) -> None:
+    # expat raised LookupError, which escaped the adapter as an unexpected error.
+    answer = '<?xml version="1.0" encoding="x-bogus"?>' + envelope("<lr:GetParcelResponse/>")
+    base = await serve(soap_server(lambda _: (200, "text/xml", answer), []))
+    adapters = await plra(base + PATH)
+    try:
+        with pytest.raises(BackendFailure, match="refused: the document declares an encoding"):
             await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
     finally:
         await adapters.close()

@@ -21,7 +21,7 @@ from core.errors import NotFoundError, OutdatedGlobalConfError, UnauthorizedErro
 from core.fields import AwareDatetime, CnicField
 from core.ids import Cnic, MemberId
 from core.pages import client_address
-from core.web import bearer_token
+from core.web import bearer_token, path_id
 
 __all__ = ["api", "signed_receipt"]
 
@@ -309,8 +309,9 @@ async def list_guardianships(
     errors=(404,),
 )
 async def end_guardianship(request: web.Request, principal: str) -> GuardianshipView:
-    gid = request.match_info["gid"]
-    if len(gid) > 18:  # beyond any row id; never let it reach the database as an overflow
-        raise NotFoundError(f"no guardianship {gid} in force")
+    raw = request.match_info["gid"]
+    gid = path_id(raw)
+    if gid is None:  # beyond any row id; never let it reach the database as an overflow
+        raise NotFoundError(f"no guardianship {raw} in force")
     async with transaction(request.app[STATE].sessions) as s:
-        return await citizens.end_guardianship(s, int(gid), utcnow())
+        return await citizens.end_guardianship(s, gid, utcnow())

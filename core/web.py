@@ -41,6 +41,7 @@ __all__ = [
     "json_response",
     "parse_json",
     "parse_model",
+    "path_id",
     "read_up_to",
     "render_xroad",
     "security_headers_middleware",
@@ -233,6 +234,24 @@ def json_response(
     else:
         body = json.dumps(value, ensure_ascii=False)
     return web.Response(text=body, status=status, content_type="application/json", headers=headers)
+
+
+#: The largest row id every database we run on can hold (PostgreSQL's INTEGER).
+MAX_ROW_ID = 2**31 - 1
+_ROW_ID = re.compile(r"[0-9]{1,10}")
+
+
+def path_id(raw: str) -> int | None:
+    """``raw`` (a path segment) as a row id, or None when it cannot name a row.
+
+    Only ASCII digits, 1 to :data:`MAX_ROW_ID`: ``str.isdigit`` also accepts '²', which
+    ``int`` refuses, and a number past the column's range fails in PostgreSQL rather than
+    finding nothing. Callers answer None with their own "not found".
+    """
+    if _ROW_ID.fullmatch(raw) is None:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_ROW_ID else None
 
 
 # --- authentication ------------------------------------------------------------------------

@@ -146,6 +146,10 @@ async def test_writes_need_a_valid_operator_token(
         ),
         ("DELETE", "/api/v1/access-rights/12345", None, 404, "12345"),
         ("DELETE", "/api/v1/access-rights/abc", None, 404, "abc"),
+        # A digit to str.isdigit but not to int(), and ids no database column holds.
+        ("DELETE", "/api/v1/access-rights/%C2%B2", None, 404, "\u00b2"),
+        ("DELETE", "/api/v1/access-rights/2147483648", None, 404, "2147483648"),
+        ("DELETE", "/api/v1/access-rights/99999999999999999999", None, 404, "99999999999999999999"),
         ("PATCH", "/api/v1/federation", {"globalconf_refresh": 0}, 400, "'globalconf_refresh'"),
         (
             "PUT",

@@ -261,9 +261,14 @@ def bearer_token(request: web.Request) -> str:
     """The bearer token of the request, or UnauthorizedError."""
     value = request.headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise UnauthorizedError("missing bearer token (Authorization: Bearer <token>)")
-    return token.strip()
+    # Tokens are printable ASCII (RFC 6750's b64token is a subset). Header bytes that are not
+    # UTF-8 arrive as lone surrogates, which could be neither hashed nor compared.
+    if not (token.isascii() and token.isprintable()):
+        raise UnauthorizedError("the bearer token is not printable ASCII")
+    return token
 
 
 def tokens_equal(a: str, b: str) -> bool:

@@ -18,6 +18,7 @@ from core.db import Sessions, transaction
 from registry import tokens
 from registry.server import RegistryConfig, build_app
 from tests.registry.federation import LMC_TAX, NADRA_TLS_PEM, OPERATOR, PERSON
+from tests.web import raw_status
 
 ENV_TOKEN = "env-admin-token-for-tests"
 
@@ -79,6 +80,14 @@ async def test_writes_need_a_valid_operator_token(
         await tokens.revoke(s, "tester")
     async with http.get(f"{base}/api/v1/members", headers=auth(token)) as r:
         assert r.status == 401
+
+
+async def test_a_bearer_token_that_is_not_utf8_is_refused(registry: tuple[str, str]) -> None:
+    """Not UTF-8, the token arrives holding lone surrogates, which cannot be hashed or compared
+    with SHAHRAH_ADMIN_TOKEN: a 401, not an internal error."""
+    base, _ = registry
+    headers = b"Authorization: Bearer shr_op_\xff\xfe\r\n"
+    assert await raw_status(base, "/api/v1/members", headers) == 401
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,13 @@ async def test_a_bearer_token_that_is_not_utf8_is_refused(registry: tuple[str, s
         ("POST", "/api/v1/keys", {"member": "PK/FED/NADRA", "jwk": {"kty": "RSA"}}, 400, "P-256"),
         (
             "POST",
+            "/api/v1/keys",
+            {"member": "PK/FED/NADRA", "jwk": {}, "not_after": "9999-12-31T23:00:00-05:00"},
+            400,
+            "out of range",
+        ),
+        (
+            "POST",
             "/api/v1/access-rights",
             {"service": str(PERSON), "client": str(LMC_TAX), "global_group": "g"},
             400,

@@ -160,6 +160,13 @@ async def test_a_bearer_token_that_is_not_utf8_is_refused(registry: tuple[str, s
             404,
             "not registered",
         ),
+        (
+            "PATCH",
+            "/api/v1/members/FED/NADRA/subsystems/civil-registry/services/person/v1",
+            {"response_schema": {"subject": "nadra-person", "version": 2**31}},
+            400,
+            "'response_schema.version'",
+        ),
         ("DELETE", "/api/v1/access-rights/12345", None, 404, "12345"),
         ("DELETE", "/api/v1/access-rights/abc", None, 404, "abc"),
         # A digit to str.isdigit but not to int(), and ids no database column holds.

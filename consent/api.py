@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from consent import feed
-from consent.artefact import ConsentPage, ConsentRequest, ConsentView, StatusName
+from consent.artefact import ConsentPage, ConsentRequest, ConsentView, PageCursor, StatusName
 from consent.lifecycle import Status
 from consent.messages import (
     DECISION_TYP,
@@ -58,7 +58,7 @@ class ConsumerQuery(BaseModel):
     consumer: SubsystemIdField | None = None
     subject: CnicField | None = None
     status: StatusName | None = None
-    after: str | None = Field(default=None, max_length=64)
+    after: PageCursor | None = None
     limit: int = Field(default=50, ge=1, le=200)
 
 

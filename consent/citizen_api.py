@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from consent import citizens
-from consent.artefact import ConsentPage, ConsentView, Relation, StatusName
+from consent.artefact import ConsentPage, ConsentView, PageCursor, Relation, StatusName
 from consent.citizens import GuardianshipCreate, GuardianshipView
 from consent.lifecycle import Action, Status
 from consent.receipt import receipt_document, sign_receipt
@@ -57,7 +57,7 @@ class CitizenQuery(BaseModel):
 
     subject: CnicField | None = Field(default=None, description="yourself or one of your wards")
     status: StatusName | None = Field(default=None, description="e.g. PENDING for open requests")
-    after: str | None = Field(default=None, max_length=64)
+    after: PageCursor | None = None
     limit: int = Field(default=50, ge=1, le=200)
 
 

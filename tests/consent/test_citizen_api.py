@@ -253,6 +253,24 @@ async def test_someone_elses_consent_is_not_found(
     assert mine["status"] == "PENDING"  # nothing changed
 
 
+async def test_someone_elses_consent_as_a_page_cursor_is_refused_like_a_missing_one(
+    harness: Harness,
+) -> None:
+    """Accepted as ``after``, another citizen's consent id would say that it exists and,
+    page by page, when it was requested."""
+    consent = await harness.request_consent()
+    stranger = await harness.sign_in(STRANGER)
+    missing = f"cns-{'0' * 32}"
+    status, theirs = await harness.citizen(
+        "GET", f"/v1/citizen/consents?after={consent['id']}", stranger
+    )
+    status_missing, nothing = await harness.citizen(
+        "GET", f"/v1/citizen/consents?after={missing}", stranger
+    )
+    assert (status, status_missing) == (400, 400), theirs
+    assert theirs["message"].replace(consent["id"], "X") == nothing["message"].replace(missing, "X")
+
+
 async def test_receipts_verify_with_ours_and_with_another_jose_library(harness: Harness) -> None:
     consent = await harness.active_consent(use_limit=5)
     token = await harness.sign_in()

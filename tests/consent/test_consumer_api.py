@@ -69,6 +69,11 @@ async def test_listing_pages_and_filters_and_shows_only_your_own(harness: Harnes
     assert status == 404
     status, _ = await harness.member("GET", f"/v1/consents?consumer={PLRA_LAND}")
     assert status == 403
+    # Nor can PLRA page from LMC's consent: that would tell it exists, and when it was asked.
+    status, cursor = await harness.member(
+        "GET", f"/v1/consents?after={ids[0]}", key=PLRA_KEY, client=PLRA_LAND
+    )
+    assert (status, cursor["type"]) == (400, "Client.BadRequest"), cursor
 
 
 def _later(days: int) -> str:

@@ -17,7 +17,7 @@ from core.canonical import b64url_decode
 from core.db import Sessions, transaction
 from registry import tokens
 from registry.server import RegistryConfig, build_app
-from tests.registry.federation import LMC_TAX, NADRA_TLS_PEM, OPERATOR, PERSON
+from tests.registry.federation import CIVIL, LMC_TAX, NADRA_TLS_PEM, OPERATOR, PERSON
 from tests.web import raw_status
 
 ENV_TOKEN = "env-admin-token-for-tests"
@@ -166,6 +166,15 @@ async def test_a_bearer_token_that_is_not_utf8_is_refused(registry: tuple[str, s
             {"response_schema": {"subject": "nadra-person", "version": 2**31}},
             400,
             "'response_schema.version'",
+        ),
+        # Longer than the groups' description columns hold (PostgreSQL refuses, SQLite not).
+        ("POST", "/api/v1/global-groups", {"code": "g2", "description": "x" * 1001}, 400, "1000"),
+        (
+            "POST",
+            "/api/v1/local-groups",
+            {"owner": str(CIVIL), "code": "g2", "description": "x" * 1001},
+            400,
+            "1000",
         ),
         ("DELETE", "/api/v1/access-rights/12345", None, 404, "12345"),
         ("DELETE", "/api/v1/access-rights/abc", None, 404, "abc"),

@@ -9,6 +9,7 @@ acts on are signed (:mod:`consent.messages`).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from consent import feed
-from consent.artefact import ConsentPage, ConsentRequest, ConsentView, StatusName
+from consent.artefact import ConsentPage, ConsentRequest, ConsentView, PageCursor, StatusName
 from consent.lifecycle import Status
 from consent.messages import (
     DECISION_TYP,
@@ -57,7 +58,7 @@ class ConsumerQuery(BaseModel):
     consumer: SubsystemIdField | None = None
     subject: CnicField | None = None
     status: StatusName | None = None
-    after: str | None = Field(default=None, max_length=64)
+    after: PageCursor | None = None
     limit: int = Field(default=50, ge=1, le=200)
 
 
@@ -228,7 +229,7 @@ async def feed_stream(
     after = query.after
     last_id = request.headers.get("Last-Event-ID")
     if after is None and last_id is not None:
-        if not last_id.isdigit() or len(last_id) > 18:
+        if re.fullmatch(r"[0-9]{1,18}", last_id) is None:  # str.isdigit takes '²'; int does not
             raise BadRequestError("Last-Event-ID must be a change number")
         after = int(last_id)
     state.metrics.subscribers.inc()

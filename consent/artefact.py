@@ -29,6 +29,7 @@ __all__ = [
     "Frequency",
     "Grantor",
     "LegalBasis",
+    "PageCursor",
     "Period",
     "Relation",
     "ServiceGrant",
@@ -195,6 +196,16 @@ class ConsentView(BaseModel):
             if str(grant.service) == service:
                 return list(grant.fields)
         return None
+
+
+#: ``?after=``: the previous page's ``next_after``, always a consent the caller may see.
+PageCursor = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description="next_after of the previous page; a consent you may not see is a 400",
+    ),
+]
 
 
 class ConsentPage(BaseModel):

@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from consent import citizens
-from consent.artefact import ConsentPage, ConsentView, Relation, StatusName
+from consent.artefact import ConsentPage, ConsentView, PageCursor, Relation, StatusName
 from consent.citizens import GuardianshipCreate, GuardianshipView
 from consent.lifecycle import Action, Status
 from consent.receipt import receipt_document, sign_receipt
@@ -21,7 +21,7 @@ from core.errors import NotFoundError, OutdatedGlobalConfError, UnauthorizedErro
 from core.fields import AwareDatetime, CnicField
 from core.ids import Cnic, MemberId
 from core.pages import client_address
-from core.web import bearer_token
+from core.web import bearer_token, path_id
 
 __all__ = ["api", "signed_receipt"]
 
@@ -57,7 +57,7 @@ class CitizenQuery(BaseModel):
 
     subject: CnicField | None = Field(default=None, description="yourself or one of your wards")
     status: StatusName | None = Field(default=None, description="e.g. PENDING for open requests")
-    after: str | None = Field(default=None, max_length=64)
+    after: PageCursor | None = None
     limit: int = Field(default=50, ge=1, le=200)
 
 
@@ -309,8 +309,9 @@ async def list_guardianships(
     errors=(404,),
 )
 async def end_guardianship(request: web.Request, principal: str) -> GuardianshipView:
-    gid = request.match_info["gid"]
-    if len(gid) > 18:  # beyond any row id; never let it reach the database as an overflow
-        raise NotFoundError(f"no guardianship {gid} in force")
+    raw = request.match_info["gid"]
+    gid = path_id(raw)
+    if gid is None:  # beyond any row id; never let it reach the database as an overflow
+        raise NotFoundError(f"no guardianship {raw} in force")
     async with transaction(request.app[STATE].sessions) as s:
-        return await citizens.end_guardianship(s, int(gid), utcnow())
+        return await citizens.end_guardianship(s, gid, utcnow())

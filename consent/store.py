@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent import models as m
@@ -123,12 +123,17 @@ async def page(
     after: str | None = None,
     limit: int,
 ) -> tuple[list[ConsentView], str | None]:
-    """Newest first, keyset-paginated by (requested_at, id); ``after`` is the last id seen."""
-    query = select(m.Consent)
+    """Newest first, keyset-paginated by (requested_at, id); ``after`` is the last id seen.
+
+    ``subjects`` and ``consumer_member`` say what the caller may see; ``after`` must be one
+    of those consents too.
+    """
+    visible: list[ColumnElement[bool]] = []
     if subjects is not None:
-        query = query.where(m.Consent.subject.in_(list(subjects)))
+        visible.append(m.Consent.subject.in_(list(subjects)))
     if consumer_member is not None:
-        query = query.where(m.Consent.consumer_member == consumer_member)
+        visible.append(m.Consent.consumer_member == consumer_member)
+    query = select(m.Consent).where(*visible)
     if consumer is not None:
         query = query.where(m.Consent.consumer == consumer)
     if subject is not None:
@@ -136,7 +141,9 @@ async def page(
     if status is not None:
         query = query.where(m.Consent.status == status.value)
     if after is not None:
-        last = await s.get(m.Consent, after)
+        # Anyone else's consent as the cursor would tell that it exists and, page by page,
+        # when it was requested: it is refused exactly like one that does not exist.
+        last = await s.scalar(select(m.Consent).where(m.Consent.id == after, *visible))
         if last is None:
             raise BadRequestError(f"'after' names no consent in this list: {after!r}")
         query = query.where(

@@ -105,7 +105,10 @@ IdPart = Annotated[
 def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a time zone (e.g. 2026-01-31T12:00:00Z)")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError as e:  # pydantic reports ValueError as the field's error; not this
+        raise ValueError("timestamp is out of range once converted to UTC (years 1 to 9999)") from e
 
 
 def _rfc3339(value: dt.datetime) -> str:

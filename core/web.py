@@ -41,6 +41,7 @@ __all__ = [
     "json_response",
     "parse_json",
     "parse_model",
+    "path_id",
     "read_up_to",
     "render_xroad",
     "security_headers_middleware",
@@ -235,6 +236,24 @@ def json_response(
     return web.Response(text=body, status=status, content_type="application/json", headers=headers)
 
 
+#: The largest row id every database we run on can hold (PostgreSQL's INTEGER).
+MAX_ROW_ID = 2**31 - 1
+_ROW_ID = re.compile(r"[0-9]{1,10}")
+
+
+def path_id(raw: str) -> int | None:
+    """``raw`` (a path segment) as a row id, or None when it cannot name a row.
+
+    Only ASCII digits, 1 to :data:`MAX_ROW_ID`: ``str.isdigit`` also accepts '²', which
+    ``int`` refuses, and a number past the column's range fails in PostgreSQL rather than
+    finding nothing. Callers answer None with their own "not found".
+    """
+    if _ROW_ID.fullmatch(raw) is None:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_ROW_ID else None
+
+
 # --- authentication ------------------------------------------------------------------------
 
 
@@ -242,9 +261,14 @@ def bearer_token(request: web.Request) -> str:
     """The bearer token of the request, or UnauthorizedError."""
     value = request.headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise UnauthorizedError("missing bearer token (Authorization: Bearer <token>)")
-    return token.strip()
+    # Tokens are printable ASCII (RFC 6750's b64token is a subset). Header bytes that are not
+    # UTF-8 arrive as lone surrogates, which could be neither hashed nor compared.
+    if not (token.isascii() and token.isprintable()):
+        raise UnauthorizedError("the bearer token is not printable ASCII")
+    return token
 
 
 def tokens_equal(a: str, b: str) -> bool:

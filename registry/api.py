@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db import Sessions, transaction
 from core.errors import NotFoundError, OutdatedGlobalConfError
 from core.ids import ClientId, GatewayId, MemberId, ServiceId
-from core.web import Api, bearer_token, parse_model
+from core.web import Api, bearer_token, parse_model, path_id
 from registry import publisher, service, store, tokens
 from registry.fetch_reports import FetchReports
 from registry.globalconf import (
@@ -657,9 +657,10 @@ async def create_access_right(
 )
 async def delete_access_right(request: web.Request, principal: str) -> web.StreamResponse:
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    right = path_id(raw)
+    if right is None:
         raise NotFoundError(f"no access right with id {raw!r}")
-    await write(request, lambda s: service.revoke_access(s, int(raw)))
+    await write(request, lambda s: service.revoke_access(s, right))
     return web.Response(status=204)
 
 

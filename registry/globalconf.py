@@ -82,6 +82,8 @@ HttpMethod = Literal["*", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 PurposeCode = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$")]
 SubjectName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
+#: A subject's version number, as Confluent allows it (1 to 2^31-1) and the tables hold it.
+SchemaVersion = Annotated[int, Field(ge=1, le=2**31 - 1)]
 #: An RFC 6901 JSON Pointer to one member of a response document (not the whole of it).
 SubjectField = Annotated[str, Field(pattern=r"^(/([^~/]|~[01])*)+$", max_length=300)]
 
@@ -161,7 +163,7 @@ class SchemaRef(_Doc):
     """A registered schema: subject and version in the schema registry."""
 
     subject: SubjectName
-    version: int = Field(ge=1)
+    version: SchemaVersion
 
 
 class ServiceInfo(_Doc):

@@ -27,6 +27,7 @@ from registry.globalconf import (
 
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 Text = Annotated[str, Field(max_length=2000)]
+GroupText = Annotated[str, Field(max_length=1000)]  # as the groups' description columns hold
 HttpsUrl = Annotated[
     str, Field(pattern=r"^https?://[^\s/?#]+(:[0-9]+)?(/[^\s]*)?$", max_length=2048)
 ]
@@ -93,13 +94,13 @@ class KeyCreate(_Body):
 
 class GroupCreate(_Body):
     code: IdPart
-    description: Text = ""
+    description: GroupText = ""
 
 
 class LocalGroupCreate(_Body):
     owner: SubsystemId
     code: IdPart
-    description: Text = ""
+    description: GroupText = ""
 
 
 class PurposeCreate(_Body):

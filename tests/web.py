@@ -3,11 +3,13 @@
 :class:`PageClient` keeps the console's cookies itself (aiohttp's jar will not
 send ``Secure`` cookies to ``http://127.0.0.1``), follows redirects by hand so
 cookies set on the way are kept, sends the ``Origin`` a browser would, and
-fills in a form's CSRF token from the page the form is on.
+fills in a form's CSRF token from the page the form is on. :func:`raw_status` sends the
+bytes of a request no HTTP client library would send (headers that are not UTF-8).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -136,3 +138,24 @@ class PageClient:
         """Open the page holding the form (``form_page``, else ``path``) and submit it."""
         page = await self.get(form_page or path)
         return await self.post(path, {"csrf": page.csrf, **fields})
+
+
+async def raw_status(base: str, path: str, headers: bytes) -> int:
+    """The status answered to ``GET path`` with ``headers`` (raw ``Name: value\\r\\n`` lines)
+    sent byte for byte over a fresh connection to ``base`` (``http://host:port``)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"GET "
+            + path.encode()
+            + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+            + headers
+            + b"\r\n"
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return int(status_line.split()[1])

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import transaction
 from core.errors import BadRequestError
-from core.web import Api, error_middleware, parse_json
+from core.web import Api, error_middleware, parse_json, path_id
 from registry.api import STATE, operator
 from registry.schemareg import service, store
 from registry.schemareg.errors import SchemaNotFoundError, SchemaRegistryError, confluent_body
@@ -129,9 +129,10 @@ def _version(request: web.Request) -> service.VersionSpec:
 
 def _schema_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 10:
+    found = path_id(raw)
+    if found is None:
         raise SchemaNotFoundError(f"Schema {raw} not found", detail={"id": raw})
-    return int(raw)
+    return found
 
 
 _SCHEMA_RESPONSE = {"type": "object", "properties": {"id": {"type": "integer"}}}

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.canonical import canonical_digest
 from core.errors import BadRequestError
 from core.web import parse_json
-from registry.globalconf import SubjectName
+from registry.globalconf import SchemaVersion, SubjectName
 from registry.schemareg.errors import InvalidSchemaError
 
 __all__ = [
@@ -70,7 +70,7 @@ class Reference(BaseModel):
 
     name: str = Field(min_length=1, max_length=1024)
     subject: SubjectName
-    version: int = Field(ge=1, le=2**31 - 1)
+    version: SchemaVersion
 
 
 def parse_schema_text(text: str) -> Any:

@@ -31,6 +31,7 @@ from tests.consent.conftest import (
     Harness,
 )
 from tests.passwords import count_checked
+from tests.web import raw_status
 
 
 async def test_sign_in_me_and_sign_out(harness: Harness) -> None:
@@ -252,6 +253,24 @@ async def test_someone_elses_consent_is_not_found(
     assert mine["status"] == "PENDING"  # nothing changed
 
 
+async def test_someone_elses_consent_as_a_page_cursor_is_refused_like_a_missing_one(
+    harness: Harness,
+) -> None:
+    """Accepted as ``after``, another citizen's consent id would say that it exists and,
+    page by page, when it was requested."""
+    consent = await harness.request_consent()
+    stranger = await harness.sign_in(STRANGER)
+    missing = f"cns-{'0' * 32}"
+    status, theirs = await harness.citizen(
+        "GET", f"/v1/citizen/consents?after={consent['id']}", stranger
+    )
+    status_missing, nothing = await harness.citizen(
+        "GET", f"/v1/citizen/consents?after={missing}", stranger
+    )
+    assert (status, status_missing) == (400, 400), theirs
+    assert theirs["message"].replace(consent["id"], "X") == nothing["message"].replace(missing, "X")
+
+
 async def test_receipts_verify_with_ours_and_with_another_jose_library(harness: Harness) -> None:
     consent = await harness.active_consent(use_limit=5)
     token = await harness.sign_in()
@@ -292,3 +311,11 @@ async def test_receipts_verify_with_ours_and_with_another_jose_library(harness: 
         verify_receipt(signed, KeySet([PrivateKey.generate().public()]))
     with pytest.raises(InvalidSignatureError, match="expected"):
         verify_receipt(jws.sign_json({"a": 1}, CONSENT_KEY, typ="other+jws"), keys)
+
+
+@pytest.mark.parametrize("path", ["/v1/citizen/me", "/v1/operator/guardianships"])
+async def test_a_bearer_token_that_is_not_utf8_is_refused(harness: Harness, path: str) -> None:
+    """Bytes that are not UTF-8 reach the handler as lone surrogates, which cannot be hashed
+    to look the token up: a 401, not an internal error."""
+    status = await raw_status(harness.base, path, b"Authorization: Bearer shr_cz_\xff\xfe\r\n")
+    assert status == 401

@@ -69,6 +69,11 @@ async def test_listing_pages_and_filters_and_shows_only_your_own(harness: Harnes
     assert status == 404
     status, _ = await harness.member("GET", f"/v1/consents?consumer={PLRA_LAND}")
     assert status == 403
+    # Nor can PLRA page from LMC's consent: that would tell it exists, and when it was asked.
+    status, cursor = await harness.member(
+        "GET", f"/v1/consents?after={ids[0]}", key=PLRA_KEY, client=PLRA_LAND
+    )
+    assert (status, cursor["type"]) == (400, "Client.BadRequest"), cursor
 
 
 def _later(days: int) -> str:
@@ -85,6 +90,9 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
     ("expiry in the past", {"valid_from": None, "expires_at": _later(-1)}, 400, "in the past"),
     ("too long", {"expires_at": _later(6 * 366)}, 400, "at most"),
     ("naive time", {"expires_at": "2030-01-01T00:00:00"}, 400, "time zone"),
+    # Valid as written, but past year 9999 (or before year 1) once converted to UTC.
+    ("time beyond UTC's range", {"expires_at": "9999-12-31T23:00:00-05:00"}, 400, "range"),
+    ("time before UTC's range", {"valid_from": "0001-01-01T00:30:00+05:00"}, 400, "range"),
     ("malformed CNIC", {"subject": "35202-123"}, 400, "subject"),
     ("unknown purpose", {"purpose": "marketing"}, 422, "catalogue"),
     (

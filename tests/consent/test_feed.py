@@ -219,3 +219,19 @@ async def test_the_feed_resumes_after_a_change_number_and_filters_by_member(
     # A resume point the service never issued: the gateway is told to drop its cache.
     reset = await _read_stream(harness, after=999, key=NADRA_KEY, client=CIVIL, count=1)
     assert (reset[0][1].kind, reset[0][1].seq) == ("reset", 3)
+
+
+@pytest.mark.parametrize("last_id", ["\u00b2", "12a", "1" * 19])
+async def test_a_malformed_last_event_id_is_a_precise_400(harness: Harness, last_id: str) -> None:
+    """'²' is a digit to ``str.isdigit`` but not to ``int``: refused, not an internal error."""
+    path = "/v1/feed?stream=" + "s" * 22
+    headers = {
+        "Authorization": sign_request(
+            NADRA_KEY, CIVIL, audience="consent", method="GET", path=path
+        ),
+        "Last-Event-ID": last_id,
+    }
+    async with harness.http.get(harness.base + path, headers=headers) as resp:
+        answer = await resp.json()
+    assert (resp.status, answer["type"]) == (400, "Client.BadRequest"), answer
+    assert "Last-Event-ID" in answer["message"]

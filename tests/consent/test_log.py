@@ -138,6 +138,10 @@ async def test_the_operator_api_registers_guardianships(harness: Harness) -> Non
         assert (r.status, (await r.json())["ended_at"] is not None) == (200, True)
     async with harness.http.post(f"{url}/{made['id']}/end", headers=headers) as r:
         assert r.status == 404
+    # Beyond any row id the database holds (PostgreSQL's INTEGER): not found, not a crash.
+    for gid in ("2147483648", "99999999999999999"):
+        async with harness.http.post(f"{url}/{gid}/end", headers=headers) as r:
+            assert (r.status, (await r.json())["type"]) == (404, "Client.NotFound"), gid
 
 
 async def test_the_consent_log_is_cosigned_by_the_audit_witness(

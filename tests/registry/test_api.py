@@ -17,7 +17,8 @@ from core.canonical import b64url_decode
 from core.db import Sessions, transaction
 from registry import tokens
 from registry.server import RegistryConfig, build_app
-from tests.registry.federation import LMC_TAX, NADRA_TLS_PEM, OPERATOR, PERSON
+from tests.registry.federation import CIVIL, LMC_TAX, NADRA_TLS_PEM, OPERATOR, PERSON
+from tests.web import raw_status
 
 ENV_TOKEN = "env-admin-token-for-tests"
 
@@ -81,6 +82,14 @@ async def test_writes_need_a_valid_operator_token(
         assert r.status == 401
 
 
+async def test_a_bearer_token_that_is_not_utf8_is_refused(registry: tuple[str, str]) -> None:
+    """Not UTF-8, the token arrives holding lone surrogates, which cannot be hashed or compared
+    with SHAHRAH_ADMIN_TOKEN: a 401, not an internal error."""
+    base, _ = registry
+    headers = b"Authorization: Bearer shr_op_\xff\xfe\r\n"
+    assert await raw_status(base, "/api/v1/members", headers) == 401
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "message"),
     [
@@ -125,6 +134,13 @@ async def test_writes_need_a_valid_operator_token(
         ("POST", "/api/v1/keys", {"member": "PK/FED/NADRA", "jwk": {"kty": "RSA"}}, 400, "P-256"),
         (
             "POST",
+            "/api/v1/keys",
+            {"member": "PK/FED/NADRA", "jwk": {}, "not_after": "9999-12-31T23:00:00-05:00"},
+            400,
+            "out of range",
+        ),
+        (
+            "POST",
             "/api/v1/access-rights",
             {"service": str(PERSON), "client": str(LMC_TAX), "global_group": "g"},
             400,
@@ -144,8 +160,28 @@ async def test_writes_need_a_valid_operator_token(
             404,
             "not registered",
         ),
+        (
+            "PATCH",
+            "/api/v1/members/FED/NADRA/subsystems/civil-registry/services/person/v1",
+            {"response_schema": {"subject": "nadra-person", "version": 2**31}},
+            400,
+            "'response_schema.version'",
+        ),
+        # Longer than the groups' description columns hold (PostgreSQL refuses, SQLite not).
+        ("POST", "/api/v1/global-groups", {"code": "g2", "description": "x" * 1001}, 400, "1000"),
+        (
+            "POST",
+            "/api/v1/local-groups",
+            {"owner": str(CIVIL), "code": "g2", "description": "x" * 1001},
+            400,
+            "1000",
+        ),
         ("DELETE", "/api/v1/access-rights/12345", None, 404, "12345"),
         ("DELETE", "/api/v1/access-rights/abc", None, 404, "abc"),
+        # A digit to str.isdigit but not to int(), and ids no database column holds.
+        ("DELETE", "/api/v1/access-rights/%C2%B2", None, 404, "\u00b2"),
+        ("DELETE", "/api/v1/access-rights/2147483648", None, 404, "2147483648"),
+        ("DELETE", "/api/v1/access-rights/99999999999999999999", None, 404, "99999999999999999999"),
         ("PATCH", "/api/v1/federation", {"globalconf_refresh": 0}, 400, "'globalconf_refresh'"),
         (
             "PUT",

@@ -193,6 +193,9 @@ async def test_every_bad_input_gets_confluents_status_and_code(
         ("GET", f"{url}/subjects/s/versions/99999999999", {}, 422, 42202),
         ("GET", f"{url}/schemas/ids/999", {}, 404, 40403),
         ("GET", f"{url}/schemas/ids/x", {}, 404, 40403),
+        ("GET", f"{url}/schemas/ids/%C2%B2", {}, 404, 40403),  # '²'.isdigit(), not int()
+        ("GET", f"{url}/schemas/ids/2147483648", {}, 404, 40403),  # past PostgreSQL's INTEGER
+        ("GET", f"{url}/schemas/ids/2147483648/versions", {}, 404, 40403),
         ("POST", f"{url}/subjects/s", {"json_body": body(PERSON_V2), "headers": {}}, 404, 40403),
         ("POST", f"{url}/subjects/nobody", {"json_body": body(PERSON_V2)}, 404, 40401),
         ("POST", f"{url}/compatibility/subjects/nobody/versions/latest",

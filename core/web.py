@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -56,6 +57,8 @@ ErrorRenderer = Callable[[ShahrahError], tuple[int, dict[str, Any]]]
 
 JSON_TYPES = ("application/json",)
 MAX_JSON_DEPTH = 64
+# Python's own default bound on int(str) (sys.int_info.default_max_str_digits).
+MAX_INT_DIGITS = 4300
 
 
 async def read_up_to(stream: StreamReader, n: int) -> bytes:
@@ -153,6 +156,23 @@ def _reject_constant(name: str) -> Any:
     raise BadRequestError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # json.loads reads 1e999 as infinity: a value no other JSON reader agrees on, and one
+    # canonical JSON (RFC 8785) cannot write, so it could be neither signed nor hashed.
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequestError(f"number {text[:40]} is out of range for a JSON number")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    # Python refuses more than sys.get_int_max_str_digits() digits with a bare ValueError.
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise BadRequestError(f"integer of {digits} digits is too long (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
 _STRICT_TEXT = json.JSONEncoder(ensure_ascii=False)
 
 
@@ -173,15 +193,20 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def parse_json(data: bytes | str) -> Any:
-    """Strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, bounded nesting, and no
-    lone surrogates (I-JSON, RFC 7493): a string that holds one has no UTF-8 form, so it
-    could be neither stored, signed nor hashed."""
+    """Strict JSON: UTF-8, no duplicate keys, no NaN or Infinity (written, or overflowing
+    like 1e999), integers of at most MAX_INT_DIGITS digits, bounded nesting, and no lone
+    surrogates (I-JSON, RFC 7493): a string that holds one has no UTF-8 form, so it could be
+    neither stored, signed nor hashed."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         if not isinstance(data, bytes):
             text.encode("utf-8")
         value = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
         )
         if _SURROGATE_ESCAPE.search(text):  # pairs decode to one character; lone ones stay
             _STRICT_TEXT.encode(value).encode("utf-8")

@@ -15,7 +15,14 @@ from openapi_spec_validator import validate
 from pydantic import BaseModel, Field
 
 from core.errors import BadRequestError, ConflictError, UnauthorizedError
-from core.web import Api, bearer_token, error_middleware, parse_json, tokens_equal
+from core.web import (
+    MAX_INT_DIGITS,
+    Api,
+    bearer_token,
+    error_middleware,
+    parse_json,
+    tokens_equal,
+)
 
 
 class Tone(enum.StrEnum):
@@ -60,7 +67,7 @@ async def boom(request: web.Request) -> Any:
 
 @pytest.fixture
 async def base(serve: Any) -> str:
-    app = web.Application(client_max_size=1024, middlewares=[error_middleware()])
+    app = web.Application(client_max_size=8192, middlewares=[error_middleware()])
     api.register(app, {"t": check_token})
     return await serve(app)
 
@@ -94,6 +101,8 @@ async def test_invalid_field_is_named(base: str, http: aiohttp.ClientSession) ->
         (b"\xff\xfe", "application/json", "not UTF-8"),
         (b'{"name": "x", "count": 1}', "text/plain", "expected a JSON body"),
         (b"[" * 100 + b"]" * 100, "application/json", "deeper"),
+        (b'{"name": "x", "count": 1e999}', "application/json", "out of range"),
+        (b'{"name": "x", "count": ' + b"7" * 5000 + b"}", "application/json", "too long"),
     ],
 )
 async def test_malformed_json_is_refused_precisely(
@@ -105,7 +114,7 @@ async def test_malformed_json_is_refused_precisely(
 
 
 async def test_oversized_body_is_413(base: str, http: aiohttp.ClientSession) -> None:
-    big = {"name": "x" * 2000, "count": 1}
+    big = {"name": "x" * 9000, "count": 1}
     async with http.post(f"{base}/things", json=big, headers=AUTH) as r:
         assert r.status == 413
         assert (await r.json())["type"] == "Client.PayloadTooLarge"
@@ -184,6 +193,33 @@ def test_a_lone_surrogate_is_refused_wherever_it_stands(text: str, code: int, as
         parse_json(document.encode())
     with pytest.raises(BadRequestError, match="lone UTF-16 surrogate"):
         parse_json(f'["{chr(code)}"]')  # and raw, in a str
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers())
+def test_every_finite_number_survives_a_round_trip(number: float) -> None:
+    assert parse_json(json.dumps([number])) == [number]
+
+
+@given(
+    st.sampled_from(["", "-"]),
+    st.integers(1, 9),
+    st.sampled_from(["", ".5", ".0001"]),
+    st.sampled_from(["e", "E", "e+"]),
+    st.integers(309, 100_000),
+)
+def test_a_number_that_overflows_a_double_is_refused(
+    sign: str, lead: int, fraction: str, e: str, exponent: int
+) -> None:
+    # json.loads alone would read these as infinity, which no canonical form can write.
+    with pytest.raises(BadRequestError, match="out of range"):
+        parse_json(f'{{"n": {sign}{lead}{fraction}{e}{exponent}}}')
+
+
+def test_integers_are_bounded_in_length_not_in_value() -> None:
+    longest = "9" * MAX_INT_DIGITS
+    assert parse_json(f"[-{longest}]") == [-int(longest)]
+    with pytest.raises(BadRequestError, match=f"{MAX_INT_DIGITS + 1} digits is too long"):
+        parse_json(f"[-{longest}1]")
 
 
 def test_escaped_surrogate_pairs_are_characters() -> None:

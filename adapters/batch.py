@@ -9,11 +9,13 @@ requests are in flight.
 
 The results file has one row per input row, errors included: the input's
 columns, then ``status`` (the HTTP status, empty when no answer came),
-``error_type`` (the X-Road error type, ``Transport`` or ``InvalidInput``),
+``error_type`` (the X-Road error type, ``Transport``, ``InvalidInput`` or
+``ResponseTooLarge``: an answer over ``max_response`` bytes is not kept cut short),
 ``error_message``, ``message_id`` and ``response`` (the answer's body). Each
 answer is appended and flushed as it arrives, so an interrupted run resumes
 where it stopped: rows already in the results are not sent again (with
-``retry_errors``, rows that got no answer or a 5xx are). When every row is
+``retry_errors``, rows that got no answer, a 5xx or an answer too large to keep
+are). When every row is
 answered, the file is rewritten in input order.
 """
 
@@ -41,7 +43,8 @@ __all__ = ["RESULT_COLUMNS", "BatchSpec", "BatchSummary", "run_batch"]
 
 RESULT_COLUMNS = ("status", "error_type", "error_message", "message_id", "response")
 ROW = "row"
-MAX_RESPONSE = 1 * 2**20  # bytes kept per answer
+MAX_RESPONSE = 1 * 2**20  # default bytes kept per answer
+TOO_LARGE = "ResponseTooLarge"
 _SYNC_EVERY = 100  # rows between fsyncs of the results file
 
 
@@ -58,6 +61,7 @@ class BatchSpec:
     consent_column: str | None = None  # or a column holding each row's consent reference
     concurrency: int = 8
     timeout: float = 30.0  # seconds per request
+    max_response: int = MAX_RESPONSE  # bytes; a longer answer is an error row, not cut short
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,12 @@ def _answered(output: Path, header: list[str], retry_errors: bool) -> dict[int, 
         raise BatchError(f"{output} holds results of another input (its columns differ)")
     rows: dict[int, list[str]] = {}
     status_at = header.index("status")
+    kind_at = header.index("error_type")
     for row in table[1:]:
         if len(row) != len(header) or not row[0].isdigit():
             raise BatchError(f"{output} has a malformed row; move it aside to start again")
         status = row[status_at]
-        if retry_errors and (not status or int(status) >= 500):
+        if retry_errors and (not status or int(status) >= 500 or row[kind_at] == TOO_LARGE):
             continue
         rows[int(row[0])] = row
     return rows
@@ -179,8 +184,11 @@ class _Runner:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=spec.timeout),
             ) as r:
-                body = await read_up_to(r.content, MAX_RESPONSE)
+                body = await read_up_to(r.content, spec.max_response + 1)
                 message_id = r.headers.get("X-Road-Id", "")
+                if len(body) > spec.max_response:
+                    message = f"the answer is over {spec.max_response} bytes; raise the limit"
+                    return [str(r.status), TOO_LARGE, message, message_id, ""]
                 if r.status >= 400 or "X-Road-Error" in r.headers:
                     kind, message = _error_fields(r.status, body)
                     return [str(r.status), kind, message, message_id, ""]

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from adapters.base import BackendRequest
-from adapters.batch import BatchSpec, run_batch
+from adapters.batch import MAX_RESPONSE, BatchSpec, run_batch
 from adapters.config import Adapters, load_adapters
 from core.cli import echo_json, run_async
 from core.errors import BadRequestError, ShahrahError
@@ -195,7 +195,16 @@ def call(config: Path, service: str, method: str, path: str, client: str) -> Non
     help="Seconds per request.",
 )
 @click.option(
-    "--retry-errors", is_flag=True, help="Send again the rows that got no answer or a 5xx."
+    "--max-response",
+    default=MAX_RESPONSE,
+    show_default=True,
+    type=click.IntRange(1, 2**30),
+    help="Bytes kept per answer; a longer one is an error row (ResponseTooLarge), never cut.",
+)
+@click.option(
+    "--retry-errors",
+    is_flag=True,
+    help="Send again the rows that got no answer, a 5xx or an answer over --max-response.",
 )
 def batch(
     gateway: str,
@@ -211,6 +220,7 @@ def batch(
     consent_column: str | None,
     concurrency: int,
     timeout: float,
+    max_response: int,
     retry_errors: bool,
 ) -> None:
     """Run a CSV of requests through the local gateway's r1 interface into a results CSV.
@@ -230,6 +240,7 @@ def batch(
             consent_column=consent_column,
             concurrency=concurrency,
             timeout=timeout,
+            max_response=max_response,
         )
     except ShahrahError as e:
         raise click.BadParameter(e.message) from e

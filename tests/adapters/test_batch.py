@@ -33,6 +33,7 @@ class Gateway:
         self.most = 0
         self.fail_next = 0  # answer this many requests with 500 first
         self.stop_at = 0  # set `reached` once this many requests arrived
+        self.photo = ""  # sent with every found person, to make answers long
         self.reached = asyncio.Event()
 
     def app(self) -> web.Application:
@@ -56,10 +57,10 @@ class Gateway:
                     return web.json_response(
                         {"type": "Client.NotFound", "message": "no record"}, status=404
                     )
-                return web.json_response(
-                    {"cnic": request.match_info["cnic"], "name": KNOWN[cnic]},
-                    headers={"X-Road-Id": "id-" + cnic},
-                )
+                person = {"cnic": request.match_info["cnic"], "name": KNOWN[cnic]}
+                if self.photo:
+                    person["photo"] = self.photo
+                return web.json_response(person, headers={"X-Road-Id": "id-" + cnic})
             finally:
                 self.in_flight -= 1
 
@@ -82,7 +83,7 @@ def write_input(path: Path, cnics: list[str]) -> Path:
     return path
 
 
-def spec(base: str, concurrency: int = 3) -> BatchSpec:
+def spec(base: str, concurrency: int = 3, max_response: int = 2**20) -> BatchSpec:
     return BatchSpec(
         gateway=base,
         client=ClientId.parse("PK/LG/LMC/property-tax"),
@@ -92,6 +93,7 @@ def spec(base: str, concurrency: int = 3) -> BatchSpec:
         purpose="property-tax-assessment",
         consent="c-2026-000123",
         concurrency=concurrency,
+        max_response=max_response,
     )
 
 
@@ -123,6 +125,33 @@ async def test_every_row_gets_a_result_with_errors_included(serve: Serve, tmp_pa
     assert gateway.seen[0]["Shahrah-Purpose"] == "property-tax-assessment"
     assert gateway.seen[0]["Shahrah-Consent"] == "c-2026-000123"
     assert gateway.most <= 3
+
+
+async def test_an_answer_too_long_to_keep_is_an_error_row_never_cut_short(
+    serve: Serve, tmp_path: Path
+) -> None:
+    gateway = Gateway()
+    gateway.photo = "x" * 3000  # over the limit only with the photo; a 404 stays under
+    base = await serve(gateway.app())
+    source = write_input(tmp_path / "in.csv", INPUT[:3])
+    out = tmp_path / "results.csv"
+    summary = await run_batch(spec(base, max_response=2000), source, out)
+    assert summary.errors == 3
+    results = rows(out)
+    for long in results[:2]:
+        assert (long["status"], long["error_type"], long["response"]) == (
+            "200",
+            "ResponseTooLarge",
+            "",
+        )
+        assert "over 2000 bytes" in long["error_message"]
+    assert results[2]["error_type"] == "Client.NotFound"
+    # Run again with room: only the rows too long are sent again, and kept whole.
+    summary = await run_batch(spec(base, max_response=4000), source, out, retry_errors=True)
+    assert (summary.already, summary.sent, summary.errors) == (1, 2, 0)
+    again = rows(out)
+    assert [json.loads(r["response"])["photo"] for r in again[:2]] == [gateway.photo] * 2
+    assert again[2]["error_type"] == "Client.NotFound"
 
 
 async def test_an_interrupted_run_resumes_without_sending_answered_rows_again(

@@ -46,7 +46,7 @@ from adapters.schemas import (
 from adapters.soap import SoapService, SoapSource
 from adapters.spec import BuildContext
 from adapters.sql import SqlService, SqlSource, database_url
-from adapters.transforms import compile_transform
+from adapters.transforms import code_key, compile_transform
 from adapters.yamlfile import Document, load_yaml, validate
 from core import db
 from core.errors import ShahrahError
@@ -146,27 +146,41 @@ class Adapters:
 
 
 def _code_tables(cfg: AdapterConfig, doc: Document, base: Path) -> dict[str, dict[str, str]]:
+    """Every table keyed by ``code_key``, the form a lookup compares: two codes that differ
+    only in spaces or in the script of their digits are one code, and given twice an error."""
     tables: dict[str, dict[str, str]] = {}
     for name, table in cfg.code_tables.items():
         if isinstance(table, dict):
-            tables[name] = table
-            continue
-        path = Path(table.file) if Path(table.file).is_absolute() else base / table.file
-        line = doc.line_of(["code_tables", name, "file"])
-        try:
-            with path.open(encoding="utf-8-sig", newline="") as f:
-                rows = list(csv.reader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise ConfigError(
-                f"cannot read code table {path}: {e}", file=doc.file, line=line
-            ) from e
-        loaded: dict[str, str] = {}
-        for i, row in enumerate(rows[1:], start=2):
-            if len(row) < 2 or row[0] in loaded:
+            line = doc.line_of(["code_tables", name])
+            entries = [(f"code {code!r}", code, value) for code, value in table.items()]
+        else:
+            path = Path(table.file) if Path(table.file).is_absolute() else base / table.file
+            line = doc.line_of(["code_tables", name, "file"])
+            try:
+                with path.open(encoding="utf-8-sig", newline="") as f:
+                    rows = list(csv.reader(f))
+            except (OSError, UnicodeDecodeError, csv.Error) as e:
                 raise ConfigError(
-                    f"{path} line {i}: needs a new code and a value", file=doc.file, line=line
+                    f"cannot read code table {path}: {e}", file=doc.file, line=line
+                ) from e
+            for i, row in enumerate(rows[1:], start=2):
+                if len(row) < 2:
+                    raise ConfigError(
+                        f"{path} line {i}: needs a code and a value", file=doc.file, line=line
+                    )
+            entries = [(f"{path} line {i}", r[0], r[1].strip()) for i, r in enumerate(rows[1:], 2)]
+        loaded: dict[str, str] = {}
+        for where, code, value in entries:
+            key = code_key(code)
+            if not key:
+                raise ConfigError(f"{where}: the code is empty", file=doc.file, line=line)
+            if key in loaded:
+                raise ConfigError(
+                    f"{where}: code {key!r} is already in code table {name!r}",
+                    file=doc.file,
+                    line=line,
                 )
-            loaded[row[0].strip()] = row[1].strip()
+            loaded[key] = value
         tables[name] = loaded
     return tables
 

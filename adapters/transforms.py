@@ -47,6 +47,11 @@ def ascii_digits(text: str) -> str:
     return text.translate(_DIGITS)
 
 
+def code_key(text: str) -> str:
+    """A code as a code table holds it and as a lookup compares it: ASCII digits, trimmed."""
+    return ascii_digits(text).strip()
+
+
 def _text(value: Any, what: str) -> str:
     if isinstance(value, str):
         return value
@@ -254,7 +259,7 @@ def _date_transform(arg: Any) -> Transform:
 
 def _lookup(table: Mapping[str, Any], what: str) -> Transform:
     def run(value: Any) -> Any:
-        key = ascii_digits(_text(value, what)).strip()
+        key = code_key(_text(value, what))
         if key not in table:
             raise TransformError(f"code not in {what}", value)
         return table[key]

@@ -272,3 +272,30 @@ async def test_a_file_nested_too_deeply_is_a_config_error(tmp_path: Path) -> Non
     text = "adapter: 1\nservices: " + "[" * 5000 + "]" * 5000 + "\n"
     error = await fails(tmp_path, text)
     assert error.message.endswith("adapter.yaml: the file nests too deeply")
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "message"),
+    [
+        # A lookup trims the code and reads Urdu digits as ASCII: so does the table, and two
+        # rows that would answer the same code are a mistake, not a silent overwrite.
+        ("code,district\n101,Lahore\n 101 ,Kasur\n", "line 3: code '101' is already in"),
+        ("code,district\n101,Lahore\n۱۰۱,Kasur\n", "line 3: code '101' is already in"),
+        ("code,district\n101,Lahore\n  ,Kasur\n", "line 3: the code is empty"),
+        ("code,district\n101\n", "line 2: needs a code and a value"),
+    ],
+)
+async def test_a_code_table_file_holds_each_code_once(
+    tmp_path: Path, csv_text: str, message: str
+) -> None:
+    (tmp_path / "districts.csv").write_text(csv_text, "utf-8")
+    text = edit('district: {"101": Lahore}', "district: {file: districts.csv}")
+    error = await fails(tmp_path, text.replace("{{", "{").replace("}}", "}"))
+    assert message in error.message
+    assert error.line == line_of(text, "file: districts.csv")
+
+
+async def test_an_inline_code_table_holds_each_code_once(tmp_path: Path) -> None:
+    text = edit('district: {"101": Lahore}', 'district: {"101": Lahore, "۱۰۱": Kasur}')
+    error = await fails(tmp_path, text.replace("{{", "{").replace("}}", "}"))
+    assert "code '۱۰۱': code '101' is already in code table 'district'" in error.message

@@ -19,7 +19,6 @@ import contextlib
 import csv
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from adapters.drops import FileReport, FileSource, FilesService
 from adapters.errors import ConfigError
 from adapters.mapping import CompiledMapping, FieldMap, compile_mapping
 from adapters.metrics import AdapterMetrics
+from adapters.regex import Regex
 from adapters.rest import RestService, RestSource
 from adapters.routes import CompiledParam, CompiledRoute, ParamSpec, RoutePattern
 from adapters.schemas import (
@@ -199,11 +199,9 @@ def _params(
             except ValueError as e:
                 raise ctx.fail([*where, "params", name, "transforms", i], str(e)) from None
         try:
-            regex = re.compile(spec.pattern) if spec.pattern is not None else None
-        except re.error as e:
-            raise ctx.fail(
-                [*where, "params", name, "pattern"], f"not a regular expression: {e}"
-            ) from None
+            regex = Regex(spec.pattern) if spec.pattern is not None else None
+        except ValueError as e:
+            raise ctx.fail([*where, "params", name, "pattern"], str(e)) from None
         in_path = name in pattern.names
         out.append(
             CompiledParam(name, tuple(transforms), regex, in_path or spec.required, spec.default)

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, quote, unquote
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.mapping import CompiledMapping
+from adapters.regex import Regex
 from adapters.transforms import Transform
 from core.errors import BadRequestError, NotFoundError
 
@@ -96,7 +97,7 @@ class RoutePattern:
 class CompiledParam:
     name: str
     transforms: tuple[Transform, ...]
-    pattern: re.Pattern[str] | None
+    pattern: Regex | None  # the whole value must match
     required: bool
     default: str | None
 
@@ -124,7 +125,7 @@ class CompiledParam:
                 detail={"parameter": self.name},
             ) from e
         text = "" if result is None else str(result)
-        if self.pattern is not None and self.pattern.fullmatch(text) is None:
+        if self.pattern is not None and not self.pattern.fullmatch(text):
             raise BadRequestError(
                 f"parameter {self.name!r} must match {self.pattern.pattern}",
                 detail={"parameter": self.name},

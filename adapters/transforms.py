@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.errors import TransformError
+from adapters.regex import Replacement
 from core.errors import BadRequestError
 from core.ids import Cnic
 
@@ -271,17 +272,11 @@ def _replace(arg: Any) -> Transform:
     if not isinstance(arg, dict) or set(arg) != {"pattern", "with"}:
         raise ValueError("replace takes {pattern: REGEX, with: TEXT}")
     try:
-        pattern = re.compile(str(arg["pattern"]))
-    except re.error as e:
-        raise ValueError(f"replace pattern is not a regular expression: {e}") from e
-    repl = str(arg["with"])
-    # Python checks a replacement's escapes and group references only when it is used: use
-    # it once on a pattern with the same groups that matches the empty text.
-    try:
-        re.compile(pattern.pattern + "|", pattern.flags).sub(repl, "")
-    except (re.error, IndexError) as e:
-        raise ValueError(f"replace with: {e}") from None
-    return lambda v: pattern.sub(repl, _text(v, "replace"))
+        replacement = Replacement(str(arg["pattern"]), str(arg["with"]))
+    except ValueError as e:
+        part = "pattern" if str(e).startswith("not an RE2") else "with"
+        raise ValueError(f"replace {part}: {e}") from None
+    return lambda v: replacement(_text(v, "replace"))
 
 
 def compile_transform(spec: Any, tables: Mapping[str, Mapping[str, Any]]) -> Transform:

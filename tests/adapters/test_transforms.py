@@ -136,7 +136,11 @@ def test_examples_from_legacy_systems() -> None:
         ({"code": "tehsil"}, "not defined under code_tables"),
         ({"map": {}}, "map takes a table"),
         ({"replace": {"pattern": "("}}, "replace takes"),
-        ({"replace": {"pattern": "(", "with": ""}}, "not a regular expression"),
+        (
+            {"replace": {"pattern": "(", "with": ""}},
+            "replace pattern: not an RE2 regular expression",
+        ),
+        ({"replace": {"pattern": "a(?=b)", "with": ""}}, "invalid perl operator: \\(\\?="),
         # Accepted, these failed at every call (re.error, IndexError) instead of at load.
         ({"replace": {"pattern": "([0-9]+)/", "with": r"\2"}}, "replace with: invalid group"),
         ({"replace": {"pattern": "(?P<n>[0-9]+)", "with": r"\g<d>"}}, "unknown group name"),

@@ -528,6 +528,14 @@ def _take(gaps: list[list[int]], index: int) -> bool:
     return False
 
 
+def _parse_line(raw: bytes) -> Any:
+    """One line as JSON; a nesting too deep for the parser is a problem, not a crash."""
+    try:
+        return json.loads(raw)
+    except RecursionError as e:
+        raise _Bad("JSON nests too deeply") from e
+
+
 def verify_export(
     path: Path,
     *,
@@ -555,7 +563,7 @@ def verify_export(
                 v.problem(f"line {number}: data after the end of the export")
                 break
             try:
-                line = json.loads(raw)
+                line = _parse_line(raw)
                 if not isinstance(line, dict):
                     raise _Bad("not a JSON object")
                 kind = line.get("type")

@@ -91,27 +91,34 @@ def complete_log(tree: MemoryTree, sizes: list[int]) -> list[Line]:
     return [log_line(sizes[-1]), *checkpoint_lines(tree, sizes), *body]
 
 
+HEADER: Line = {
+    "type": "header",
+    "format": FORMAT,
+    "created_at": CREATED,
+    "query": {},
+    "witness": {"name": WITNESS, "jwk": WITNESS_KEY.public().to_jwk()},
+    "globalconf": None,
+}
+
+
 def verify_sealed(lines: list[Line]) -> Report:
     """Seal ``lines`` with the trusted witness key, as a dishonest exporter holding it could,
     and verify the file with that key pinned."""
-    header = {
-        "type": "header",
-        "format": FORMAT,
-        "created_at": CREATED,
-        "query": {},
-        "witness": {"name": WITNESS, "jwk": WITNESS_KEY.public().to_jwk()},
-        "globalconf": None,
-    }
-    body = "".join(json.dumps(x) + "\n" for x in [header, *lines])
-    digest = hashlib.sha256(body.encode()).hexdigest()
     count = sum(x["type"] == "entry" for x in lines)
+    return verify_raw([json.dumps(x).encode() for x in [HEADER, *lines]], count)
+
+
+def verify_raw(lines: list[bytes], count: int = 0) -> Report:
+    """Seal raw ``lines`` (the header included) as :func:`verify_sealed` does, and verify."""
+    body = b"".join(x + b"\n" for x in lines)
+    digest = hashlib.sha256(body).hexdigest()
     signature = jws.sign(
         seal_payload(CREATED, count, digest, WITNESS), WITNESS_KEY, typ=EXPORT_TYP, detached=True
     )
     end = {"type": "end", "entries": count, "sha256": digest, "signature": signature}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "export.jsonl"
-        path.write_text(body + json.dumps(end) + "\n")
+        path.write_bytes(body + json.dumps(end).encode() + b"\n")
         return verify_export(path, witness_keys=KeySet([WITNESS_KEY.public()]))
 
 
@@ -245,3 +252,13 @@ def test_a_log_under_another_logs_name_is_refused() -> None:
     assert any(
         "PK/FED/NADRA/gw2: origin 'shahrah/PK/FED/NADRA/gw1' is not" in p for p in report.problems
     )
+
+
+def test_deeply_nested_lines_are_named_not_a_crash() -> None:
+    header = json.dumps(HEADER).encode()
+    for depth in (10_000, 100_000):
+        nested = b"[" * depth + b"]" * depth
+        report = verify_raw([header, nested])
+        assert report.problems == ["line 2: unreadable: JSON nests too deeply"], report.problems
+        first = verify_raw([b'{"type": "header", "x": ' + nested + b"}"])
+        assert first.problems == ["line 1: unreadable: JSON nests too deeply"], first.problems

@@ -97,6 +97,12 @@ def _hash(value: Any, what: str) -> bytes:
     return raw
 
 
+def _hashes(value: Any, what: str) -> list[bytes]:
+    if not isinstance(value, list):
+        raise _Bad(f"{what} is not a list of hashes")
+    return [_hash(h, f"{what} hash") for h in value]
+
+
 def _int(value: Any, what: str) -> int:
     if type(value) is not int or value < 0:
         raise _Bad(f"{what} is not a non-negative integer")
@@ -213,7 +219,11 @@ class _Verifier:
             self.problem(f"{log_id}: origin {line['origin']!r} is not {log_origin(log_id)!r}")
         self.logs_seen.add(log_id)
         keys: list[PublicKey] = []
-        for jwk in line.get("keys") or []:
+        jwks = line.get("keys")
+        if not isinstance(jwks, list):
+            self.problem(f"{log_id}: the log line lists no keys")
+            jwks = []
+        for jwk in jwks:
             try:
                 keys.append(PublicKey.from_jwk(jwk))
             except BadRequestError as e:
@@ -322,7 +332,7 @@ class _Verifier:
     def consistency(self, line: dict[str, Any]) -> None:
         log = self._current("consistency")
         size1, size2 = _int(line.get("size1"), "size1"), _int(line.get("size2"), "size2")
-        proof = [_hash(h, "consistency proof hash") for h in line.get("proof") or []]
+        proof = _hashes(line.get("proof"), "consistency proof")
         if size1 not in log.roots or size2 not in log.roots:
             self.problem(f"{log.log_id}: consistency proof {size1} -> {size2} joins no checkpoints")
             return
@@ -406,7 +416,7 @@ class _Verifier:
             # Without a verified root the proof leads nowhere: the entry is unsupported.
             _extend(log.uncovered, index)
             return
-        proof = [_hash(h, f"{where} proof hash") for h in proof_value or []]
+        proof = _hashes(proof_value, f"{where} proof")
         try:
             merkle.verify_inclusion(leaf, index, log.size, proof, root)
         except ProofError as e:
@@ -489,7 +499,11 @@ class _Verifier:
             return
         # The seal covers what the end line declares; a mismatch with the file is reported above.
         signature = line.get("signature")
-        payload = seal_payload(self.created_at, declared, sealed, self.witness_name)
+        try:
+            payload = seal_payload(self.created_at, declared, sealed, self.witness_name)
+        except BadRequestError:  # e.g. a count beyond what canonical JSON can write
+            self.problem("the export's end line is malformed")
+            return
         for key in self.witness_keys:
             try:
                 jws.verify(str(signature), KeySet([key]), typ=EXPORT_TYP, payload=payload)

@@ -262,3 +262,59 @@ def test_deeply_nested_lines_are_named_not_a_crash() -> None:
         assert report.problems == ["line 2: unreadable: JSON nests too deeply"], report.problems
         first = verify_raw([b'{"type": "header", "x": ' + nested + b"}"])
         assert first.problems == ["line 1: unreadable: JSON nests too deeply"], first.problems
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), json_values)
+def test_any_field_of_any_line_with_any_value_is_a_problem_not_a_crash(
+    data: Any, value: Any
+) -> None:
+    tree = MemoryTree(entries(4))
+    selected = data.draw(st.booleans())
+    if selected:
+        lines = [
+            log_line(4, [1, 3]),
+            *checkpoint_lines(tree, [2, 4]),
+            *(entry_line(i, tree.entries[i], tree.inclusion(i, 4)) for i in (1, 3)),
+        ]
+    else:
+        lines = complete_log(tree, [2, 4])
+    everything = [dict(HEADER), *lines]
+    n = data.draw(st.integers(0, len(everything) - 1))
+    line = everything[n]
+    key = data.draw(st.sampled_from(sorted(line)))
+    if key == "type" or value == line[key]:
+        return
+    everything[n] = {**line, key: value}
+    count = sum(x["type"] == "entry" for x in lines)
+    report = verify_raw([json.dumps(x).encode() for x in everything], count)
+    # The query is what the export answers, not evidence; the configuration is read only with
+    # an anchor, which this test does not use.
+    unchecked = {(0, "query"), (0, "globalconf")}
+    unchecked |= {(i, "log_id") for i in range(2, len(everything))}  # not yet checked
+    if (n, key) not in unchecked:
+        assert not report.ok, (n, key, value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["entries", "sha256", "signature"]), json_values)
+def test_any_end_line_is_a_problem_not_a_crash(key: str, value: Any) -> None:
+    header = json.dumps(HEADER).encode()
+    end: Line = {"type": "end", "entries": 0, "sha256": "0" * 64, "signature": "a..b"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.jsonl"
+        path.write_bytes(header + b"\n" + json.dumps({**end, key: value}).encode() + b"\n")
+        assert not verify_export(path, witness_keys=KeySet([WITNESS_KEY.public()])).ok

@@ -271,13 +271,19 @@ class _Verifier:
             return None
         return {k.kid: k for k in member.keys} if member else None
 
-    def _current(self, what: str) -> _Log:
+    def _current(self, what: str, line: dict[str, Any]) -> _Log:
         if self.log is None:
             raise _Bad(f"{what} line before any log line")
+        if line.get("log_id") != self.log.log_id:
+            # A line spliced in from another log's section (or naming none) is not this log's,
+            # whatever it would prove here.
+            raise _Bad(
+                f"{what} line of log {line.get('log_id')!r} within the lines of {self.log.log_id}"
+            )
         return self.log
 
     def checkpoint(self, line: dict[str, Any]) -> None:
-        log = self._current("checkpoint")
+        log = self._current("checkpoint", line)
         try:
             note = Note.parse(str(line.get("note", "")))
             cp = Checkpoint.parse(note.text)
@@ -330,7 +336,7 @@ class _Verifier:
         return None
 
     def consistency(self, line: dict[str, Any]) -> None:
-        log = self._current("consistency")
+        log = self._current("consistency", line)
         size1, size2 = _int(line.get("size1"), "size1"), _int(line.get("size2"), "size2")
         proof = _hashes(line.get("proof"), "consistency proof")
         if size1 not in log.roots or size2 not in log.roots:
@@ -349,7 +355,7 @@ class _Verifier:
     # --- entries ----------------------------------------------------------------------------
 
     def entry(self, line: dict[str, Any]) -> None:
-        log = self._current("entry")
+        log = self._current("entry", line)
         self.entry_lines += 1
         self.report.entries += 1
         index = _int(line.get("index"), "index")

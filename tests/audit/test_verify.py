@@ -304,7 +304,6 @@ def test_any_field_of_any_line_with_any_value_is_a_problem_not_a_crash(
     # The query is what the export answers, not evidence; the configuration is read only with
     # an anchor, which this test does not use.
     unchecked = {(0, "query"), (0, "globalconf")}
-    unchecked |= {(i, "log_id") for i in range(2, len(everything))}  # not yet checked
     if (n, key) not in unchecked:
         assert not report.ok, (n, key, value)
 
@@ -318,3 +317,18 @@ def test_any_end_line_is_a_problem_not_a_crash(key: str, value: Any) -> None:
         path = Path(tmp) / "export.jsonl"
         path.write_bytes(header + b"\n" + json.dumps({**end, key: value}).encode() + b"\n")
         assert not verify_export(path, witness_keys=KeySet([WITNESS_KEY.public()])).ok
+
+
+def test_a_line_of_another_log_is_refused() -> None:
+    """Each line names its log: one spliced in from another log's section is not counted for
+    the log around it, even when what it holds would verify there."""
+    tree = MemoryTree(entries(3))
+    for n in (1, 3):  # a checkpoint and an entry
+        lines = complete_log(tree, [3])
+        lines[n] = {**lines[n], "log_id": "PK/FED/NADRA/gw2"}
+        report = verify_sealed(lines)
+        kind = lines[n]["type"]
+        assert (
+            f"line {n + 2}: unreadable: {kind} line of log 'PK/FED/NADRA/gw2' within the lines "
+            f"of {LOG}" in report.problems
+        ), report.problems

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from audit import merkle
 from audit.export_format import EXPORT_TYP, FORMAT, seal_payload
 from audit.note import Checkpoint, b64encode_hash, cosign, log_origin, sign_checkpoint, witness_name
-from audit.verify import Report, verify_export
+from audit.verify import MAX_LINE, Report, verify_export
 from core import jws
 from core.keys import KeySet, PrivateKey
 from tests.audit.trees import MemoryTree
@@ -332,3 +332,17 @@ def test_a_line_of_another_log_is_refused() -> None:
             f"line {n + 2}: unreadable: {kind} line of log 'PK/FED/NADRA/gw2' within the lines "
             f"of {LOG}" in report.problems
         ), report.problems
+
+
+def test_an_enormous_line_is_named_and_skipped_without_reading_it_whole() -> None:
+    """A line longer than any the exporter writes is not parsed (it would have to be held in
+    memory whole): it is named, and the lines after it are still checked."""
+    header = json.dumps(HEADER).encode()
+    tree = MemoryTree(entries(2))
+    honest = [json.dumps(x).encode() for x in complete_log(tree, [2])]
+    enormous = b'{"type": "entry", "entry": "' + b"a" * MAX_LINE + b'"}'
+    report = verify_raw([header, *honest[:2], enormous, *honest[2:]], count=2)
+    assert report.problems == [f"line 4: longer than {MAX_LINE} bytes; not read"]
+    # The same at the start: without a header nothing else can be checked.
+    first = verify_raw([enormous])
+    assert first.problems == [f"line 1: longer than {MAX_LINE} bytes; not read"]

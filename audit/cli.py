@@ -10,9 +10,11 @@ and, unless ``--db`` names another database, ``audit.db``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -241,9 +243,11 @@ def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **val
 
     async def go() -> Any:
         engine = create_engine(db_url_for(data_dir, db, DB_FILE), pool_size=1)
+        # A file of its own beside the target (mode 0600: it holds personal data), so that
+        # what a killed export left behind never blocks the next one; removed on failure.
+        fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
         try:
-            partial = out.with_name(out.name + ".partial")
-            with partial.open("xb") as f:
+            with os.fdopen(fd, "wb") as f:
                 summary = await write_export(
                     sessions(engine),
                     f,
@@ -255,8 +259,12 @@ def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **val
                 )
                 f.flush()
                 os.fsync(f.fileno())
-            partial.rename(out)
+            os.rename(partial, out)
             return summary
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            raise
         finally:
             await engine.dispose()
 

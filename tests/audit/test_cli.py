@@ -133,3 +133,28 @@ def test_verify_refuses_a_file_that_is_not_an_export(tmp_path: Path) -> None:
     result = run("audit", "verify", str(junk), ok=False)
     assert result.exit_code == 1
     assert "not a Shahrah audit export" in result.stdout
+
+
+async def test_an_interrupted_export_does_not_block_the_next_one(
+    server_dir: Path, db_url: str, tmp_path: Path
+) -> None:
+    """An export is written beside its target and renamed into place. What an earlier,
+    killed export left there must not make every later one fail, and a failing export
+    leaves no part of the file (it holds personal data) behind."""
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    out = exports / "all.jsonl"
+    stale = exports / "all.jsonl.partial"
+    stale.write_bytes(b'{"type": "header"')  # what a killed export left behind
+    common = ("audit", "export", "--data-dir", str(server_dir), "--out", str(out))
+    result = await _cli(*common, "--db", db_url, "--no-passphrase")
+    assert f"exported {N} entries of 1 logs" in result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    empty = tmp_path / "empty.db"  # a database without the audit tables: the export fails
+    empty.touch()
+    failed = exports / "failed.jsonl"
+    with pytest.raises(Exception, match="no such table"):
+        await _cli(
+            *common[:-1], str(failed), "--db", f"sqlite+aiosqlite:///{empty}", "--no-passphrase"
+        )
+    assert sorted(p.name for p in exports.iterdir()) == ["all.jsonl", "all.jsonl.partial"]

@@ -346,3 +346,21 @@ def test_an_enormous_line_is_named_and_skipped_without_reading_it_whole() -> Non
     # The same at the start: without a header nothing else can be checked.
     first = verify_raw([enormous])
     assert first.problems == [f"line 1: longer than {MAX_LINE} bytes; not read"]
+
+
+def test_lines_are_strict_json() -> None:
+    """A line another JSON reader could read differently is not read at all: duplicate keys
+    (first or last wins, by reader), NaN and infinities, and integers too long to convert."""
+    tree = MemoryTree(entries(2))
+    honest = [json.dumps(x).encode() for x in [HEADER, *complete_log(tree, [2])]]
+    entry = honest[3]
+    for edited, problem in [
+        (entry[:-1] + b', "index": 0}', "duplicate key 'index'"),
+        (entry[:1] + b'"index": 7, ' + entry[1:], "duplicate key 'index'"),
+        (entry[:-1] + b', "x": NaN}', "NaN is not JSON"),
+        (entry[:-1] + b', "x": -Infinity}', "-Infinity is not JSON"),
+        (entry[:-1] + b', "x": 1e999}', "number 1e999 is out of range"),
+        (entry[:-1] + b', "x": ' + b"9" * 5000 + b"}", "integer of 5000 digits is too long"),
+    ]:
+        report = verify_raw([*honest[:3], edited, *honest[4:]], count=2)
+        assert f"line 4: unreadable: {problem}" in report.problems, report.problems

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,26 @@ def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **val
     )
 
 
+# Controls, format characters (bidirectional overrides), separators and unassigned code points.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character that could move the cursor, rewrite the terminal or
+    reorder what is shown escaped as \\xNN, \\uNNNN or \\UNNNNNNNN: a report quotes the file."""
+    out = []
+    for char in text:
+        if unicodedata.category(char) not in _UNPRINTABLE:
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
 class _Progress:
     """A one-line progress report on stderr, redrawn at most five times a second."""
 
@@ -335,9 +356,9 @@ def verify(
         bar.finish()
     elapsed = time.monotonic() - started
     for note in report.notes:
-        click.echo(f"note: {note}")
+        click.echo(f"note: {_printable(note)}")
     for problem in report.problems:
-        click.echo(f"PROBLEM: {problem}")
+        click.echo(f"PROBLEM: {_printable(problem)}")
     summary = (
         f"{report.logs} logs, {report.checkpoints} checkpoints, {report.entries} entries "
         f"in {elapsed:.1f} s"

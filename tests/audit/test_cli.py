@@ -17,6 +17,8 @@ from shahrah.cli import main
 from tests.audit.conftest import WITNESS_KEY, Federation
 from tests.audit.events import CITIZEN, PSEUDONYM_KEY
 from tests.audit.test_export import N, witnessed  # noqa: F401 (fixture)
+from tests.audit.test_verify import HEADER, MemoryTree, complete_log, entries, sealed
+from tests.audit.test_verify import WITNESS_KEY as VERIFY_WITNESS_KEY
 from tests.registry.test_globalconf import anchor_for
 
 
@@ -158,3 +160,21 @@ async def test_an_interrupted_export_does_not_block_the_next_one(
             *common[:-1], str(failed), "--db", f"sqlite+aiosqlite:///{empty}", "--no-passphrase"
         )
     assert sorted(p.name for p in exports.iterdir()) == ["all.jsonl", "all.jsonl.partial"]
+
+
+def test_verify_prints_what_the_file_says_without_its_control_characters(tmp_path: Path) -> None:
+    """Log ids, key names and notes in an export are the file's words: printed raw, an escape
+    sequence in them would rewrite the regulator's terminal (hide problems, fake an OK)."""
+    tree = MemoryTree(entries(2))
+    lines = complete_log(tree, [2])
+    for line in lines:
+        line["log_id"] = "PK/FED/NADRA/gw1\x1b[2K\r\x1b[1AOK: 1 logs\u202e\x9b"
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(sealed([json.dumps(x).encode() for x in [HEADER, *lines]], 2))
+    jwks = tmp_path / "witness.jwks.json"
+    jwks.write_text(json.dumps(KeySet([VERIFY_WITNESS_KEY.public()]).to_jwks()))
+    result = run("audit", "verify", str(export), "--witness-jwks", str(jwks), ok=False)
+    assert result.exit_code == 1
+    assert "PK/FED/NADRA/gw1\\x1b[2K\\x0d\\x1b[1AOK: 1 logs\\u202e\\x9b" in result.stdout
+    for char in "\x1b\r\u202e\x9b":
+        assert char not in result.stdout + result.stderr

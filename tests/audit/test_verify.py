@@ -108,17 +108,22 @@ def verify_sealed(lines: list[Line]) -> Report:
     return verify_raw([json.dumps(x).encode() for x in [HEADER, *lines]], count)
 
 
-def verify_raw(lines: list[bytes], count: int = 0) -> Report:
-    """Seal raw ``lines`` (the header included) as :func:`verify_sealed` does, and verify."""
+def sealed(lines: list[bytes], count: int = 0) -> bytes:
+    """Raw ``lines`` (the header included) and the end line sealing them with the witness key."""
     body = b"".join(x + b"\n" for x in lines)
     digest = hashlib.sha256(body).hexdigest()
     signature = jws.sign(
         seal_payload(CREATED, count, digest, WITNESS), WITNESS_KEY, typ=EXPORT_TYP, detached=True
     )
     end = {"type": "end", "entries": count, "sha256": digest, "signature": signature}
+    return body + json.dumps(end).encode() + b"\n"
+
+
+def verify_raw(lines: list[bytes], count: int = 0) -> Report:
+    """Seal raw ``lines`` (the header included) as :func:`verify_sealed` does, and verify."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "export.jsonl"
-        path.write_bytes(body + json.dumps(end).encode() + b"\n")
+        path.write_bytes(sealed(lines, count))
         return verify_export(path, witness_keys=KeySet([WITNESS_KEY.public()]))
 
 

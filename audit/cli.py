@@ -226,13 +226,27 @@ def _filters(model: type[mirror.Filters], **values: Any) -> Any:
 )
 @_filter_options
 @no_passphrase_option
-def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **values: Any) -> None:
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show progress on stderr (default: only when stderr is a terminal).",
+)
+def export(
+    data_dir: Path,
+    db: str | None,
+    out: Path,
+    no_passphrase: bool,
+    progress: bool | None,
+    **values: Any,
+) -> None:
     """Export witnessed audit entries, with proofs and keys, to one self-contained file.
 
     Without filters (or with only --gateway/--member) every entry of each log is
     exported; otherwise the matching entries with their inclusion proofs. Check
     the file anywhere with `shahrah audit verify FILE`."""
     filters = _filters(mirror.Filters, **values)
+    show = sys.stderr.isatty() if progress is None else progress
+    counter = _Exporting() if show else None
     if out.exists():
         raise click.ClickException(f"{out} exists; refusing to overwrite it")
     key = _witness_key(data_dir, no_passphrase)
@@ -257,6 +271,7 @@ def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **val
                     witness_key=key,
                     witness_name=witness_name(anchor.instance),
                     globalconf=globalconf,
+                    progress=counter,
                 )
                 f.flush()
                 os.fsync(f.fileno())
@@ -270,6 +285,8 @@ def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **val
             await engine.dispose()
 
     summary = run_async(go())
+    if counter is not None:
+        counter.finish()
     click.echo(
         f"exported {summary.entries} entries of {summary.logs} logs with {summary.checkpoints} "
         f"checkpoints to {out} (sha256 {summary.sha256})",
@@ -295,6 +312,25 @@ def _printable(text: str) -> str:
         else:
             out.append(f"\\U{ord(char):08x}")
     return "".join(out)
+
+
+class _Exporting:
+    """A one-line count of the entries exported on stderr, redrawn at most five times a second."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.entries = 0
+
+    def __call__(self, entries: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and entries > self.entries:
+            self.entries = entries
+            return
+        self.last, self.entries = now, entries
+        click.echo(f"\rexporting: {entries:,} entries", err=True, nl=False)
+
+    def finish(self) -> None:
+        click.echo(f"\rexporting: {self.entries:,} entries", err=True)
 
 
 class _Progress:

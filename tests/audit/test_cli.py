@@ -178,3 +178,17 @@ def test_verify_prints_what_the_file_says_without_its_control_characters(tmp_pat
     assert "PK/FED/NADRA/gw1\\x1b[2K\\x0d\\x1b[1AOK: 1 logs\\u202e\\x9b" in result.stdout
     for char in "\x1b\r\u202e\x9b":
         assert char not in result.stdout + result.stderr
+
+
+async def test_export_shows_progress_when_asked(
+    server_dir: Path, db_url: str, tmp_path: Path
+) -> None:
+    """A complete export of large logs runs for minutes: like verify, it reports how far it
+    got on stderr when that is a terminal or with --progress, and says nothing otherwise."""
+    common = ("audit", "export", "--data-dir", str(server_dir), "--db", db_url, "--no-passphrase")
+    shown = await _cli(*common, "--out", str(tmp_path / "a.jsonl"), "--progress")
+    assert f"exporting: {N:,} entries" in shown.stderr
+    assert f"exported {N} entries of 1 logs" in shown.stderr
+    quiet = await _cli(*common, "--out", str(tmp_path / "b.jsonl"))
+    assert "exporting:" not in quiet.stderr  # not a terminal and no --progress
+    assert (tmp_path / "a.jsonl").read_text().splitlines()[:-1] != []

@@ -10,10 +10,13 @@ and, unless ``--db`` names another database, ``audit.db``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
+import tempfile
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -223,13 +226,27 @@ def _filters(model: type[mirror.Filters], **values: Any) -> Any:
 )
 @_filter_options
 @no_passphrase_option
-def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **values: Any) -> None:
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show progress on stderr (default: only when stderr is a terminal).",
+)
+def export(
+    data_dir: Path,
+    db: str | None,
+    out: Path,
+    no_passphrase: bool,
+    progress: bool | None,
+    **values: Any,
+) -> None:
     """Export witnessed audit entries, with proofs and keys, to one self-contained file.
 
     Without filters (or with only --gateway/--member) every entry of each log is
     exported; otherwise the matching entries with their inclusion proofs. Check
     the file anywhere with `shahrah audit verify FILE`."""
     filters = _filters(mirror.Filters, **values)
+    show = sys.stderr.isatty() if progress is None else progress
+    counter = _Exporting() if show else None
     if out.exists():
         raise click.ClickException(f"{out} exists; refusing to overwrite it")
     key = _witness_key(data_dir, no_passphrase)
@@ -241,9 +258,11 @@ def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **val
 
     async def go() -> Any:
         engine = create_engine(db_url_for(data_dir, db, DB_FILE), pool_size=1)
+        # A file of its own beside the target (mode 0600: it holds personal data), so that
+        # what a killed export left behind never blocks the next one; removed on failure.
+        fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
         try:
-            partial = out.with_name(out.name + ".partial")
-            with partial.open("xb") as f:
+            with os.fdopen(fd, "wb") as f:
                 summary = await write_export(
                     sessions(engine),
                     f,
@@ -252,20 +271,66 @@ def export(data_dir: Path, db: str | None, out: Path, no_passphrase: bool, **val
                     witness_key=key,
                     witness_name=witness_name(anchor.instance),
                     globalconf=globalconf,
+                    progress=counter,
                 )
                 f.flush()
                 os.fsync(f.fileno())
-            partial.rename(out)
+            os.rename(partial, out)
             return summary
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            raise
         finally:
             await engine.dispose()
 
     summary = run_async(go())
+    if counter is not None:
+        counter.finish()
     click.echo(
         f"exported {summary.entries} entries of {summary.logs} logs with {summary.checkpoints} "
         f"checkpoints to {out} (sha256 {summary.sha256})",
         err=True,
     )
+
+
+# Controls, format characters (bidirectional overrides), separators and unassigned code points.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character that could move the cursor, rewrite the terminal or
+    reorder what is shown escaped as \\xNN, \\uNNNN or \\UNNNNNNNN: a report quotes the file."""
+    out = []
+    for char in text:
+        if unicodedata.category(char) not in _UNPRINTABLE:
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+class _Exporting:
+    """A one-line count of the entries exported on stderr, redrawn at most five times a second."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.entries = 0
+
+    def __call__(self, entries: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and entries > self.entries:
+            self.entries = entries
+            return
+        self.last, self.entries = now, entries
+        click.echo(f"\rexporting: {entries:,} entries", err=True, nl=False)
+
+    def finish(self) -> None:
+        click.echo(f"\rexporting: {self.entries:,} entries", err=True)
 
 
 class _Progress:
@@ -327,9 +392,9 @@ def verify(
         bar.finish()
     elapsed = time.monotonic() - started
     for note in report.notes:
-        click.echo(f"note: {note}")
+        click.echo(f"note: {_printable(note)}")
     for problem in report.problems:
-        click.echo(f"PROBLEM: {problem}")
+        click.echo(f"PROBLEM: {_printable(problem)}")
     summary = (
         f"{report.logs} logs, {report.checkpoints} checkpoints, {report.entries} entries "
         f"in {elapsed:.1f} s"

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -35,6 +36,9 @@ from core.pseudonym import Pseudonymizer
 __all__ = ["ExportSummary", "write_export"]
 
 _PAGE = 1000  # checkpoints read per query
+PROGRESS_EVERY = 4096  # entries between two progress reports
+
+Progress = Callable[[int], None]  # entries written so far
 
 
 @dataclass(frozen=True)
@@ -48,14 +52,20 @@ class ExportSummary:
 class _Out:
     """Writes JSON lines and hashes exactly the bytes written."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], progress: Progress | None = None) -> None:
         self.out = out
         self.sha256 = hashlib.sha256()
+        self.progress = progress
+        self.entries = 0
 
     def line(self, value: dict[str, Any]) -> None:
         data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         self.out.write(data)
         self.sha256.update(data)
+        if value["type"] == "entry":
+            self.entries += 1
+            if self.progress is not None and self.entries % PROGRESS_EVERY == 0:
+                self.progress(self.entries)
 
 
 def _chooses(log: LogHead, filters: Filters) -> bool:
@@ -80,10 +90,13 @@ async def write_export(
     witness_name: str,
     globalconf: str | None,
     now: dt.datetime | None = None,
+    progress: Progress | None = None,
 ) -> ExportSummary:
-    """Write the export of what ``filters`` choose to ``out``; returns what it holds."""
+    """Write the export of what ``filters`` choose to ``out``; returns what it holds.
+    ``progress``, if given, is told the number of entries written every
+    :data:`PROGRESS_EVERY` entries and once at the end."""
     created = (now or utcnow()).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    writer = _Out(out)
+    writer = _Out(out, progress)
     writer.line(
         {
             "type": "header",
@@ -112,6 +125,8 @@ async def write_export(
             exported_logs += 1
             checkpoints += await _log_head(s, writer, head, size, indices)
             entries += await _entries(s, writer, head, size, indices)
+    if progress is not None:
+        progress(entries)
     digest = writer.sha256.hexdigest()
     signature = jws.sign(
         seal_payload(created, entries, digest, witness_name),

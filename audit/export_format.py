@@ -8,7 +8,8 @@ Lines, in order (each a JSON object with a ``type``):
     operator-signed global configuration the audit server held, from which
     an anchor-holding verifier learns the witness and member keys.
 
-then per log, sorted by log id:
+then per log, sorted by log id (each of its ``checkpoint``, ``consistency`` and
+``entry`` lines names it again in ``log_id``; a line naming another log is refused):
 
 ``log``
     ``log_id``, ``origin``, ``tree_size`` (the newest witnessed size),

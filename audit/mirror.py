@@ -199,7 +199,9 @@ def _parse_cursor(text: str) -> tuple[dt.datetime, int]:
     try:
         when, row_id = json.loads(b64url_decode(text))
         parsed = dt.datetime.fromisoformat(when)
-        if not isinstance(row_id, int) or parsed.tzinfo is None:
+        # Row ids are positive signed 64-bit integers: anything else never came from here,
+        # and a larger number would fail in the database driver instead of being refused.
+        if type(row_id) is not int or not 0 < row_id < 2**63 or parsed.tzinfo is None:
             raise ValueError
         return parsed, row_id
     except (BadRequestError, ValueError, TypeError) as e:

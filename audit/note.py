@@ -168,7 +168,11 @@ class Note:
                 data = data.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise NoteError("note is not UTF-8") from e
-        if len(data.encode("utf-8")) > MAX_NOTE:
+        try:
+            encoded = data.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: text no signature can cover
+            raise NoteError("note is not UTF-8 (it holds a lone surrogate)") from e
+        if len(encoded) > MAX_NOTE:
             raise NoteError(f"note is larger than {MAX_NOTE} bytes")
         if any(ord(c) < 0x20 and c != "\n" for c in data):
             raise NoteError("note holds a control character")

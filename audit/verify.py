@@ -36,6 +36,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,13 @@ from core.ids import GatewayId
 from core.keys import KeySet, PublicKey
 from registry.globalconf import GLOBALCONF_TYP, Anchor, GlobalConf, GlobalConfView, KeyInfo
 
-__all__ = ["Report", "verify_export"]
+__all__ = ["MAX_LINE", "Report", "verify_export"]
+
+#: The longest line read (bytes). An entry line is at most about 100 KiB (a 16 KiB entry,
+#: escaped twice at worst); the longest lines are the header's global configuration and a
+#: selected log's list of indices, a few bytes per exported entry.
+MAX_LINE = 64 * 2**20
+_CHUNK = 2**20  # bytes read at a time while skipping an overlong line
 
 Progress = Callable[[int, int], None]  # (bytes read, entries checked)
 
@@ -95,6 +102,12 @@ def _hash(value: Any, what: str) -> bytes:
     if len(raw) != merkle.HASH_SIZE:
         raise _Bad(f"{what} is not a 32-byte hash")
     return raw
+
+
+def _hashes(value: Any, what: str) -> list[bytes]:
+    if not isinstance(value, list):
+        raise _Bad(f"{what} is not a list of hashes")
+    return [_hash(h, f"{what} hash") for h in value]
 
 
 def _int(value: Any, what: str) -> int:
@@ -213,7 +226,11 @@ class _Verifier:
             self.problem(f"{log_id}: origin {line['origin']!r} is not {log_origin(log_id)!r}")
         self.logs_seen.add(log_id)
         keys: list[PublicKey] = []
-        for jwk in line.get("keys") or []:
+        jwks = line.get("keys")
+        if not isinstance(jwks, list):
+            self.problem(f"{log_id}: the log line lists no keys")
+            jwks = []
+        for jwk in jwks:
             try:
                 keys.append(PublicKey.from_jwk(jwk))
             except BadRequestError as e:
@@ -261,13 +278,19 @@ class _Verifier:
             return None
         return {k.kid: k for k in member.keys} if member else None
 
-    def _current(self, what: str) -> _Log:
+    def _current(self, what: str, line: dict[str, Any]) -> _Log:
         if self.log is None:
             raise _Bad(f"{what} line before any log line")
+        if line.get("log_id") != self.log.log_id:
+            # A line spliced in from another log's section (or naming none) is not this log's,
+            # whatever it would prove here.
+            raise _Bad(
+                f"{what} line of log {line.get('log_id')!r} within the lines of {self.log.log_id}"
+            )
         return self.log
 
     def checkpoint(self, line: dict[str, Any]) -> None:
-        log = self._current("checkpoint")
+        log = self._current("checkpoint", line)
         try:
             note = Note.parse(str(line.get("note", "")))
             cp = Checkpoint.parse(note.text)
@@ -320,9 +343,9 @@ class _Verifier:
         return None
 
     def consistency(self, line: dict[str, Any]) -> None:
-        log = self._current("consistency")
+        log = self._current("consistency", line)
         size1, size2 = _int(line.get("size1"), "size1"), _int(line.get("size2"), "size2")
-        proof = [_hash(h, "consistency proof hash") for h in line.get("proof") or []]
+        proof = _hashes(line.get("proof"), "consistency proof")
         if size1 not in log.roots or size2 not in log.roots:
             self.problem(f"{log.log_id}: consistency proof {size1} -> {size2} joins no checkpoints")
             return
@@ -339,7 +362,7 @@ class _Verifier:
     # --- entries ----------------------------------------------------------------------------
 
     def entry(self, line: dict[str, Any]) -> None:
-        log = self._current("entry")
+        log = self._current("entry", line)
         self.entry_lines += 1
         self.report.entries += 1
         index = _int(line.get("index"), "index")
@@ -406,7 +429,7 @@ class _Verifier:
             # Without a verified root the proof leads nowhere: the entry is unsupported.
             _extend(log.uncovered, index)
             return
-        proof = [_hash(h, f"{where} proof hash") for h in proof_value or []]
+        proof = _hashes(proof_value, f"{where} proof")
         try:
             merkle.verify_inclusion(leaf, index, log.size, proof, root)
         except ProofError as e:
@@ -489,7 +512,11 @@ class _Verifier:
             return
         # The seal covers what the end line declares; a mismatch with the file is reported above.
         signature = line.get("signature")
-        payload = seal_payload(self.created_at, declared, sealed, self.witness_name)
+        try:
+            payload = seal_payload(self.created_at, declared, sealed, self.witness_name)
+        except BadRequestError:  # e.g. a count beyond what canonical JSON can write
+            self.problem("the export's end line is malformed")
+            return
         for key in self.witness_keys:
             try:
                 jws.verify(str(signature), KeySet([key]), typ=EXPORT_TYP, payload=payload)
@@ -528,6 +555,51 @@ def _take(gaps: list[list[int]], index: int) -> bool:
     return False
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise _Bad(f"duplicate key {key!r}")
+        value[key] = item
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise _Bad(f"{name} is not JSON")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Bad(f"number {text[:40]} is out of range")
+    return value
+
+
+def _integer(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_DIGITS:
+        raise _Bad(f"integer of {digits} digits is too long")
+    return int(text)
+
+
+_MAX_DIGITS = 4300  # Python's own limit on converting decimal text
+# Strict JSON, as the rest of Shahrah reads it (core.web.parse_json), so that no other
+# reader can take a line to say something else: no duplicate keys (which one wins
+# differs between readers), no NaN or infinity. Cheaper than json.loads on bytes, which
+# first detects the encoding.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object, parse_constant=_constant, parse_float=_float, parse_int=_integer
+)
+
+
+def _parse_line(raw: bytes) -> Any:
+    """One line as strict JSON; a nesting too deep for the parser is a problem, not a crash."""
+    try:
+        return _DECODER.decode(raw.decode("utf-8"))
+    except RecursionError as e:
+        raise _Bad("JSON nests too deeply") from e
+
+
 def verify_export(
     path: Path,
     *,
@@ -547,15 +619,27 @@ def verify_export(
     read = 0
     ended = False
     with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
+        number = 0
+        # Bounded reads: a line is never held in memory beyond MAX_LINE bytes.
+        while raw := stream.readline(MAX_LINE + 1):
+            number += 1
             read += len(raw)
             if progress is not None and number % 4096 == 0:
                 progress(read, v.report.entries)
             if ended:
                 v.problem(f"line {number}: data after the end of the export")
                 break
+            if len(raw) > MAX_LINE:
+                digest.update(raw)
+                while not raw.endswith(b"\n") and (raw := stream.readline(_CHUNK)):
+                    read += len(raw)
+                    digest.update(raw)
+                v.problem(f"line {number}: longer than {MAX_LINE} bytes; not read")
+                if number == 1:
+                    return v.report
+                continue
             try:
-                line = json.loads(raw)
+                line = _parse_line(raw)
                 if not isinstance(line, dict):
                     raise _Bad("not a JSON object")
                 kind = line.get("type")

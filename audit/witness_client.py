@@ -186,6 +186,6 @@ async def post_bounded(
 def _json(data: bytes) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # 64 KiB of '[' is too deep
         return {}
     return value if isinstance(value, dict) else {}

@@ -12,6 +12,7 @@ history or an access log, and paging (``?cursor=``) and the export reuse them.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = ["PAGE_SIZE", "ConsoleDeps", "build_console"]
 PREFIX = "/console"
 PAGE_SIZE = 50  # results per page: keeps a page of results well under 100 KB
 MAX_ALARMS = 200  # newest alarms shown
+_INDEX = re.compile(r"0|[1-9][0-9]{0,17}", re.ASCII)  # an entry index as this console writes it
 _FILTER_FIELDS = ("member", "service", "cnic", "outcome", "since", "until")
 
 
@@ -175,7 +177,9 @@ def build_console(deps: ConsoleDeps) -> Console:
         await regulator(ctx)
         log_id = request.query.get("log", "")
         index_text = request.query.get("index", "")
-        if not index_text.isdigit() or len(index_text) > 18 or not 0 < len(log_id) <= 1100:
+        # ASCII decimal only: str.isdigit() also holds for '²' (which int() refuses) and for
+        # other scripts' digits (which it reads), neither an address this console writes.
+        if not _INDEX.fullmatch(index_text) or not 0 < len(log_id) <= 1100:
             raise BadRequestError(ctx.t("reg.entry.bad_address"))
         async with transaction(deps.sessions, write=False) as s:
             found = await load_entry(s, log_id, int(index_text))

@@ -17,6 +17,8 @@ from shahrah.cli import main
 from tests.audit.conftest import WITNESS_KEY, Federation
 from tests.audit.events import CITIZEN, PSEUDONYM_KEY
 from tests.audit.test_export import N, witnessed  # noqa: F401 (fixture)
+from tests.audit.test_verify import HEADER, MemoryTree, complete_log, entries, sealed
+from tests.audit.test_verify import WITNESS_KEY as VERIFY_WITNESS_KEY
 from tests.registry.test_globalconf import anchor_for
 
 
@@ -133,3 +135,60 @@ def test_verify_refuses_a_file_that_is_not_an_export(tmp_path: Path) -> None:
     result = run("audit", "verify", str(junk), ok=False)
     assert result.exit_code == 1
     assert "not a Shahrah audit export" in result.stdout
+
+
+async def test_an_interrupted_export_does_not_block_the_next_one(
+    server_dir: Path, db_url: str, tmp_path: Path
+) -> None:
+    """An export is written beside its target and renamed into place. What an earlier,
+    killed export left there must not make every later one fail, and a failing export
+    leaves no part of the file (it holds personal data) behind."""
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    out = exports / "all.jsonl"
+    stale = exports / "all.jsonl.partial"
+    stale.write_bytes(b'{"type": "header"')  # what a killed export left behind
+    common = ("audit", "export", "--data-dir", str(server_dir), "--out", str(out))
+    result = await _cli(*common, "--db", db_url, "--no-passphrase")
+    assert f"exported {N} entries of 1 logs" in result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    empty = tmp_path / "empty.db"  # a database without the audit tables: the export fails
+    empty.touch()
+    failed = exports / "failed.jsonl"
+    with pytest.raises(Exception, match="no such table"):
+        await _cli(
+            *common[:-1], str(failed), "--db", f"sqlite+aiosqlite:///{empty}", "--no-passphrase"
+        )
+    assert sorted(p.name for p in exports.iterdir()) == ["all.jsonl", "all.jsonl.partial"]
+
+
+def test_verify_prints_what_the_file_says_without_its_control_characters(tmp_path: Path) -> None:
+    """Log ids, key names and notes in an export are the file's words: printed raw, an escape
+    sequence in them would rewrite the regulator's terminal (hide problems, fake an OK)."""
+    tree = MemoryTree(entries(2))
+    lines = complete_log(tree, [2])
+    for line in lines:
+        line["log_id"] = "PK/FED/NADRA/gw1\x1b[2K\r\x1b[1AOK: 1 logs\u202e\x9b"
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(sealed([json.dumps(x).encode() for x in [HEADER, *lines]], 2))
+    jwks = tmp_path / "witness.jwks.json"
+    jwks.write_text(json.dumps(KeySet([VERIFY_WITNESS_KEY.public()]).to_jwks()))
+    result = run("audit", "verify", str(export), "--witness-jwks", str(jwks), ok=False)
+    assert result.exit_code == 1
+    assert "PK/FED/NADRA/gw1\\x1b[2K\\x0d\\x1b[1AOK: 1 logs\\u202e\\x9b" in result.stdout
+    for char in "\x1b\r\u202e\x9b":
+        assert char not in result.stdout + result.stderr
+
+
+async def test_export_shows_progress_when_asked(
+    server_dir: Path, db_url: str, tmp_path: Path
+) -> None:
+    """A complete export of large logs runs for minutes: like verify, it reports how far it
+    got on stderr when that is a terminal or with --progress, and says nothing otherwise."""
+    common = ("audit", "export", "--data-dir", str(server_dir), "--db", db_url, "--no-passphrase")
+    shown = await _cli(*common, "--out", str(tmp_path / "a.jsonl"), "--progress")
+    assert f"exporting: {N:,} entries" in shown.stderr
+    assert f"exported {N} entries of 1 logs" in shown.stderr
+    quiet = await _cli(*common, "--out", str(tmp_path / "b.jsonl"))
+    assert "exporting:" not in quiet.stderr  # not a terminal and no --progress
+    assert (tmp_path / "a.jsonl").read_text().splitlines()[:-1] != []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
@@ -322,3 +323,13 @@ async def test_urdu_pages_are_right_to_left(fed: Federation) -> None:
     assert "تصدیق شدہ" in entry.visible
     english = await client.get("/console/lang/en?next=/console/alarms")
     assert english.dir == "ltr"
+
+
+async def test_an_entry_address_in_other_digits_is_a_400_not_a_500(fed: Federation) -> None:
+    """str.isdigit() holds for superscripts and other scripts' digits, which int() then
+    refuses or reads: an index is ASCII decimal digits, or the address is bad."""
+    client = await signed_in(fed)
+    for index in ("\u00b2", "\u2460", "\u0663", "\uff13", "1\u00b2", "+3", " 3"):
+        page = await client.get(f"/console/entry?log={LOG}&index={quote(index)}")
+        assert page.status == 400, index
+    assert (await client.get(f"/console/entry?log={LOG}&index=3")).status == 200

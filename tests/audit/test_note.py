@@ -170,3 +170,24 @@ def test_malformed_notes_are_refused_precisely(data: str | bytes, message: str) 
 def test_malformed_checkpoints_are_refused_precisely(text: str, message: str) -> None:
     with pytest.raises(NoteError, match=message):
         Checkpoint.parse(text)
+
+
+# Note syntax is made of these; the rest of Unicode (lone surrogates included) fills it in.
+_NOTE_CHARS = st.sampled_from(list("ab\n \u2014+=/AQ0\x7f\u0085\u2028\t\r\ud800"))
+
+
+@settings(max_examples=500)
+@given(st.lists(_NOTE_CHARS, max_size=40).map("".join) | st.text(max_size=60))
+def test_any_text_parses_to_a_note_with_one_spelling_or_is_refused(data: str) -> None:
+    """Note.parse either refuses with NoteError or returns a note that renders to exactly the
+    input: one note has one spelling, and no input escapes as another exception."""
+    try:
+        note = Note.parse(data)
+    except NoteError:
+        return
+    assert note.render() == data
+    try:
+        checkpoint = Checkpoint.parse(note.text)
+    except NoteError:
+        return
+    assert checkpoint.text() == note.text

@@ -4,6 +4,7 @@ read API, health and metrics, and who may call them."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from openapi_spec_validator import validate
@@ -108,3 +109,30 @@ async def test_the_mirror_serves_the_read_api_and_operations(witnessed: Federati
     for path in ("/openapi.json", "/mirror/openapi.json"):
         async with fed.http.get(fed.audit_url + path) as resp:
             validate(await resp.json())
+
+
+async def test_tampered_cursors_are_refused_not_failed(witnessed: Federation) -> None:  # noqa: F811
+    """A cursor comes back from the client: any change to it is a 400, never a 500, and never
+    a page beyond what the filters choose."""
+    fed = witnessed
+
+    def cursor(value: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    for tampered in [
+        ["2026-11-28T09:00:00+00:00", 10**40],
+        ["2026-11-28T09:00:00+00:00", 2**63],
+        ["2026-11-28T09:00:00+00:00", -(2**63) - 1],
+        ["2026-11-28T09:00:00+00:00", True],
+        ["2026-11-28T09:00:00+00:00", 1.5],
+        ["2026-11-28T09:00:00", 5],
+        [5, 5],
+        ["2026-11-28T09:00:00+00:00", 5, 6],
+        {"time": "2026-11-28T09:00:00+00:00"},
+    ]:
+        status, body = await fed.regulator("POST", "/api/v1/search", {"cursor": cursor(tampered)})
+        assert status == 400, (tampered, body)
+        assert "cursor is not one this server issued" in body["message"], body
+    # A well-formed cursor from elsewhere only pages within the filters.
+    page = await search(fed, cnic=CITIZEN.value, cursor=cursor([T0.isoformat(), 2**62]))
+    assert [r["event"]["subject"] for r in page["results"]] == [PSEUDONYMS(CITIZEN)]

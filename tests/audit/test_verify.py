@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from audit import merkle
 from audit.export_format import EXPORT_TYP, FORMAT, seal_payload
 from audit.note import Checkpoint, b64encode_hash, cosign, log_origin, sign_checkpoint, witness_name
-from audit.verify import Report, verify_export
+from audit.verify import MAX_LINE, Report, verify_export
 from core import jws
 from core.keys import KeySet, PrivateKey
 from tests.audit.trees import MemoryTree
@@ -91,27 +91,39 @@ def complete_log(tree: MemoryTree, sizes: list[int]) -> list[Line]:
     return [log_line(sizes[-1]), *checkpoint_lines(tree, sizes), *body]
 
 
+HEADER: Line = {
+    "type": "header",
+    "format": FORMAT,
+    "created_at": CREATED,
+    "query": {},
+    "witness": {"name": WITNESS, "jwk": WITNESS_KEY.public().to_jwk()},
+    "globalconf": None,
+}
+
+
 def verify_sealed(lines: list[Line]) -> Report:
     """Seal ``lines`` with the trusted witness key, as a dishonest exporter holding it could,
     and verify the file with that key pinned."""
-    header = {
-        "type": "header",
-        "format": FORMAT,
-        "created_at": CREATED,
-        "query": {},
-        "witness": {"name": WITNESS, "jwk": WITNESS_KEY.public().to_jwk()},
-        "globalconf": None,
-    }
-    body = "".join(json.dumps(x) + "\n" for x in [header, *lines])
-    digest = hashlib.sha256(body.encode()).hexdigest()
     count = sum(x["type"] == "entry" for x in lines)
+    return verify_raw([json.dumps(x).encode() for x in [HEADER, *lines]], count)
+
+
+def sealed(lines: list[bytes], count: int = 0) -> bytes:
+    """Raw ``lines`` (the header included) and the end line sealing them with the witness key."""
+    body = b"".join(x + b"\n" for x in lines)
+    digest = hashlib.sha256(body).hexdigest()
     signature = jws.sign(
         seal_payload(CREATED, count, digest, WITNESS), WITNESS_KEY, typ=EXPORT_TYP, detached=True
     )
     end = {"type": "end", "entries": count, "sha256": digest, "signature": signature}
+    return body + json.dumps(end).encode() + b"\n"
+
+
+def verify_raw(lines: list[bytes], count: int = 0) -> Report:
+    """Seal raw ``lines`` (the header included) as :func:`verify_sealed` does, and verify."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "export.jsonl"
-        path.write_text(body + json.dumps(end) + "\n")
+        path.write_bytes(sealed(lines, count))
         return verify_export(path, witness_keys=KeySet([WITNESS_KEY.public()]))
 
 
@@ -245,3 +257,115 @@ def test_a_log_under_another_logs_name_is_refused() -> None:
     assert any(
         "PK/FED/NADRA/gw2: origin 'shahrah/PK/FED/NADRA/gw1' is not" in p for p in report.problems
     )
+
+
+def test_deeply_nested_lines_are_named_not_a_crash() -> None:
+    header = json.dumps(HEADER).encode()
+    for depth in (10_000, 100_000):
+        nested = b"[" * depth + b"]" * depth
+        report = verify_raw([header, nested])
+        assert report.problems == ["line 2: unreadable: JSON nests too deeply"], report.problems
+        first = verify_raw([b'{"type": "header", "x": ' + nested + b"}"])
+        assert first.problems == ["line 1: unreadable: JSON nests too deeply"], first.problems
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), json_values)
+def test_any_field_of_any_line_with_any_value_is_a_problem_not_a_crash(
+    data: Any, value: Any
+) -> None:
+    tree = MemoryTree(entries(4))
+    selected = data.draw(st.booleans())
+    if selected:
+        lines = [
+            log_line(4, [1, 3]),
+            *checkpoint_lines(tree, [2, 4]),
+            *(entry_line(i, tree.entries[i], tree.inclusion(i, 4)) for i in (1, 3)),
+        ]
+    else:
+        lines = complete_log(tree, [2, 4])
+    everything = [dict(HEADER), *lines]
+    n = data.draw(st.integers(0, len(everything) - 1))
+    line = everything[n]
+    key = data.draw(st.sampled_from(sorted(line)))
+    if key == "type" or value == line[key]:
+        return
+    everything[n] = {**line, key: value}
+    count = sum(x["type"] == "entry" for x in lines)
+    report = verify_raw([json.dumps(x).encode() for x in everything], count)
+    # The query is what the export answers, not evidence; the configuration is read only with
+    # an anchor, which this test does not use.
+    unchecked = {(0, "query"), (0, "globalconf")}
+    if (n, key) not in unchecked:
+        assert not report.ok, (n, key, value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["entries", "sha256", "signature"]), json_values)
+def test_any_end_line_is_a_problem_not_a_crash(key: str, value: Any) -> None:
+    header = json.dumps(HEADER).encode()
+    end: Line = {"type": "end", "entries": 0, "sha256": "0" * 64, "signature": "a..b"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.jsonl"
+        path.write_bytes(header + b"\n" + json.dumps({**end, key: value}).encode() + b"\n")
+        assert not verify_export(path, witness_keys=KeySet([WITNESS_KEY.public()])).ok
+
+
+def test_a_line_of_another_log_is_refused() -> None:
+    """Each line names its log: one spliced in from another log's section is not counted for
+    the log around it, even when what it holds would verify there."""
+    tree = MemoryTree(entries(3))
+    for n in (1, 3):  # a checkpoint and an entry
+        lines = complete_log(tree, [3])
+        lines[n] = {**lines[n], "log_id": "PK/FED/NADRA/gw2"}
+        report = verify_sealed(lines)
+        kind = lines[n]["type"]
+        assert (
+            f"line {n + 2}: unreadable: {kind} line of log 'PK/FED/NADRA/gw2' within the lines "
+            f"of {LOG}" in report.problems
+        ), report.problems
+
+
+def test_an_enormous_line_is_named_and_skipped_without_reading_it_whole() -> None:
+    """A line longer than any the exporter writes is not parsed (it would have to be held in
+    memory whole): it is named, and the lines after it are still checked."""
+    header = json.dumps(HEADER).encode()
+    tree = MemoryTree(entries(2))
+    honest = [json.dumps(x).encode() for x in complete_log(tree, [2])]
+    enormous = b'{"type": "entry", "entry": "' + b"a" * MAX_LINE + b'"}'
+    report = verify_raw([header, *honest[:2], enormous, *honest[2:]], count=2)
+    assert report.problems == [f"line 4: longer than {MAX_LINE} bytes; not read"]
+    # The same at the start: without a header nothing else can be checked.
+    first = verify_raw([enormous])
+    assert first.problems == [f"line 1: longer than {MAX_LINE} bytes; not read"]
+
+
+def test_lines_are_strict_json() -> None:
+    """A line another JSON reader could read differently is not read at all: duplicate keys
+    (first or last wins, by reader), NaN and infinities, and integers too long to convert."""
+    tree = MemoryTree(entries(2))
+    honest = [json.dumps(x).encode() for x in [HEADER, *complete_log(tree, [2])]]
+    entry = honest[3]
+    for edited, problem in [
+        (entry[:-1] + b', "index": 0}', "duplicate key 'index'"),
+        (entry[:1] + b'"index": 7, ' + entry[1:], "duplicate key 'index'"),
+        (entry[:-1] + b', "x": NaN}', "NaN is not JSON"),
+        (entry[:-1] + b', "x": -Infinity}', "-Infinity is not JSON"),
+        (entry[:-1] + b', "x": 1e999}', "number 1e999 is out of range"),
+        (entry[:-1] + b', "x": ' + b"9" * 5000 + b"}", "integer of 5000 digits is too long"),
+    ]:
+        report = verify_raw([*honest[:3], edited, *honest[4:]], count=2)
+        assert f"line 4: unreadable: {problem}" in report.problems, report.problems

@@ -4,11 +4,13 @@ growing log, mirrors it, and refuses forks, rollbacks and malformed submissions.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from audit import store
-from audit.errors import WitnessConflictError, WitnessRefusedError
+from audit.errors import WitnessConflictError, WitnessRefusedError, WitnessUnavailableError
 from audit.note import (
     Checkpoint,
     Note,
@@ -21,10 +23,11 @@ from audit.note import (
 from audit.witness_client import ADD_CHECKPOINT
 from audit.writer import AuditWriter
 from core.db import transaction
-from core.keys import PrivateKey
+from core.keys import KeySet, PrivateKey
 from registry import service as ops
+from registry.globalconf import Jwks
 from registry.memberauth import sign_request
-from registry.payloads import KeyCreate
+from registry.payloads import CentralServiceSet, KeyCreate
 from tests.audit.conftest import NADRA_CLIENT, WITNESS_KEY, Federation
 from tests.audit.events import GATEWAY, event
 from tests.audit.trees import MemoryTree
@@ -237,3 +240,46 @@ async def test_the_witness_keeps_only_the_verified_signature(federation: Federat
     stored = Note.parse(row.cosigned)
     assert [x.name for x in stored.signatures] == [ORIGIN, witness_name("PK")]
     verify_cosignature(stored, witness_name("PK"), WITNESS_KEY.public())
+
+
+async def test_a_witness_answering_garbage_is_unavailable_not_a_crash(
+    federation: Federation, serve: Any
+) -> None:
+    """Whatever comes back from the URL the configuration names, the client raises one of
+    its own errors (unavailable, or refused for a 4xx): the writer's retry and status rely
+    on it."""
+    fed = federation
+    answers: list[tuple[int, bytes]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        status, body = answers.pop()
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    fake = web.Application()
+    fake.router.add_post(ADD_CHECKPOINT, answer)
+    url = await serve(fake)
+    async with transaction(fed.db) as s:
+        await ops.set_central_service(
+            s,
+            "audit-witness",
+            CentralServiceSet(
+                url=url, keys=Jwks.model_validate(KeySet([WITNESS_KEY.public()]).to_jwks())
+            ),
+        )
+    await fed.publish()
+    for status, body, error in [
+        (200, b"[" * 60_000, WitnessUnavailableError),
+        (409, b'{"detail": ' * 20_000, WitnessRefusedError),
+        (
+            200,
+            b'{"cosignatures": ["\\u2014 shahrah/PK/audit-witness \\ud800\\n"]}',
+            WitnessUnavailableError,
+        ),
+        (200, b'{"cosignatures": "none"}', WitnessUnavailableError),
+        (500, b"\xff\xfe", WitnessUnavailableError),
+    ]:
+        answers.append((status, body))
+        with pytest.raises(error):
+            await fed.witness_client().add_checkpoint(
+                LOG, 0, [], checkpoint(HONEST, 3), HONEST.entries[:3]
+            )

@@ -49,6 +49,7 @@ __all__ = [
     "SearchQuery",
     "Witnessed",
     "index_entries",
+    "parse_cursor",
     "search",
     "write_index",
 ]
@@ -195,7 +196,8 @@ def _cursor(time: dt.datetime, row_id: int) -> str:
     return b64url(json.dumps([time.isoformat(), row_id]).encode())
 
 
-def _parse_cursor(text: str) -> tuple[dt.datetime, int]:
+def parse_cursor(text: str) -> tuple[dt.datetime, int]:
+    """The position a page's ``next_cursor`` names; BadRequestError for any other text."""
     try:
         when, row_id = json.loads(b64url_decode(text))
         parsed = dt.datetime.fromisoformat(when)
@@ -217,7 +219,7 @@ async def search(
     i = AuditEventIndex
     conditions = query.conditions(pseudonymize)
     if query.cursor is not None:
-        when, row_id = _parse_cursor(query.cursor)
+        when, row_id = parse_cursor(query.cursor)
         conditions.append(or_(i.time < when, and_(i.time == when, i.id < row_id)))
     witnessed_size = (
         select(func.min(AuditCheckpoint.size))

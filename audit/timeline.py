@@ -32,9 +32,18 @@ from core.fields import AwareDatetime, ClientIdField, CnicField, ServiceIdField
 from core.ids import GatewayId
 from core.pseudonym import Pseudonymizer
 
-__all__ = ["MAX_ITEMS", "Timeline", "TimelineItem", "TimelineQuery", "merge", "timeline"]
+__all__ = [
+    "MAX_CURSOR",
+    "MAX_ITEMS",
+    "Timeline",
+    "TimelineItem",
+    "TimelineQuery",
+    "merge",
+    "timeline",
+]
 
 MAX_ITEMS = 200
+MAX_CURSOR = 200  # characters; the cursors search issues are under 80
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +53,9 @@ class TimelineQuery(BaseModel):
 
     cnic: CnicField = Field(description="the citizen; pseudonymised here, never stored or logged")
     limit: Annotated[int, Field(ge=1, le=MAX_ITEMS)] = 50
-    cursor: str | None = Field(None, max_length=200, description="next_cursor of the last page")
+    cursor: str | None = Field(
+        None, max_length=MAX_CURSOR, description="next_cursor of the last page"
+    )
 
 
 class TimelineItem(BaseModel):

@@ -23,6 +23,8 @@ from typing import Any
 from aiohttp import web
 
 from audit.errors import TimelineUnavailableError
+from audit.mirror import parse_cursor
+from audit.timeline import MAX_CURSOR
 from audit.timeline_client import TimelineClient
 from consent import citizens
 from consent.artefact import Relation
@@ -276,6 +278,15 @@ async def timeline(request: web.Request, ctx: PageContext, me: Cnic) -> web.Stre
     people = await _people(state, me)
     subject = _chosen(request, me, people)
     cursor = request.query.get("cursor") or None
+    if cursor is not None:
+        # An edited page address is the citizen's mistake (400), not the audit server being
+        # unavailable (503), which is all the server's refusal would tell the page.
+        try:
+            if len(cursor) > MAX_CURSOR:
+                raise BadRequestError("cursor too long")
+            parse_cursor(cursor)
+        except BadRequestError as e:
+            raise BadRequestError(ctx.t("portal.timeline.bad_cursor")) from e
     rows = None
     next_cursor = None
     unavailable = False
@@ -283,9 +294,7 @@ async def timeline(request: web.Request, ctx: PageContext, me: Cnic) -> web.Stre
     try:
         if client is None:
             raise TimelineUnavailableError("the portal is not connected to the audit server")
-        found = await client.timeline(
-            subject, limit=TIMELINE_PAGE, cursor=cursor[:200] if cursor else None
-        )
+        found = await client.timeline(subject, limit=TIMELINE_PAGE, cursor=cursor)
         rows = timeline_rows(found.items, Names(state.conf), ctx.t, _known(ctx))
         next_cursor = found.next_cursor
     except TimelineUnavailableError:

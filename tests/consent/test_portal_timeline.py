@@ -3,6 +3,8 @@ consent service; mine or my ward's, never anyone else's."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import aiohttp
@@ -14,6 +16,7 @@ from audit.server import AuditServerConfig
 from audit.server import build_app as audit_app
 from audit.witness_client import WITNESS_SERVICE, WitnessClient
 from audit.writer import AuditWriter
+from consent.portal import pages
 from core.db import Sessions, transaction
 from core.ids import ClientId, Cnic
 from core.keys import KeySet, PrivateKey
@@ -105,3 +108,28 @@ async def test_a_guardian_reads_the_ward_timeline_and_only_it(witnessed: Harness
     assert page.status == 200
     assert page.visible.split("Who accessed my data")[-1].count(LMC_TAX_NAME) == 1
     assert (await client.get(f"/portal/timeline?for={STRANGER}")).status == 404
+
+
+async def test_older_entries_follow_the_cursor_the_page_links(
+    witnessed: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "TIMELINE_PAGE", 1)
+    client = await signed_in(witnessed)
+    first = await client.get("/portal/timeline")
+    link = re.search(r'href="(/portal/timeline\?[^"]*cursor=[^"]+)"', first.text)
+    assert link is not None, first.text
+    older = await client.get(html.unescape(link.group(1)))
+    assert older.status == 200, older.visible
+    assert "Refused: no valid consent" in first.visible  # newest first
+    assert "Delivered" in older.visible
+    assert "Refused" not in older.visible
+
+
+@pytest.mark.parametrize("cursor", ["bogus", "W1sxXV0", "x" * 500])
+async def test_an_edited_page_address_is_the_citizens_mistake_not_an_outage(
+    witnessed: Harness, cursor: str
+) -> None:
+    client = await signed_in(witnessed)
+    page = await client.get(f"/portal/timeline?cursor={cursor}")
+    assert page.status == 400, page.visible
+    assert "names no page of your timeline" in page.visible

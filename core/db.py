@@ -9,7 +9,8 @@ SQLite's Python driver opens transactions lazily, which lets a read-then-write
 transaction fail with "database is locked" instead of waiting. Shahrah takes
 transaction control itself: :func:`transaction` begins SQLite write
 transactions with ``BEGIN IMMEDIATE`` (wait for the write lock up front) and
-read transactions with a plain ``BEGIN``.
+read transactions with a plain ``BEGIN`` under ``PRAGMA query_only``, so a write
+slipped into a read transaction fails at once instead of under contention.
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
 
 def _sqlite_on_begin(conn: Connection) -> None:
     write = conn.get_execution_options().get(_WRITE_OPTION, True)
+    # A write inside a transaction declared read-only would need the write lock it never
+    # took, and fail only when another writer holds it: "database is locked", under load
+    # alone. query_only makes it fail at once, every time, where a test sees it.
+    conn.exec_driver_sql("PRAGMA query_only=" + ("OFF" if write else "ON"))
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 

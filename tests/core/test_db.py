@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -88,15 +90,24 @@ async def test_foreign_keys_are_enforced(db: Sessions) -> None:
             s.add(m.Subsystem(member_id=999, code="x"))
 
 
+@contextlib.asynccontextmanager
+async def _sqlite(tmp_path: Path, *, pool_size: int) -> AsyncIterator[Sessions]:
+    """A migrated SQLite database file holding the federation row."""
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    upgrade(url)
+    engine = create_engine(url, pool_size=pool_size)
+    try:
+        db = sessions(engine)
+        await _fed(db)
+        yield db
+    finally:
+        await engine.dispose()
+
+
 async def test_sqlite_write_transactions_wait_instead_of_failing(tmp_path: Path) -> None:
     """Read-then-write from many tasks: with BEGIN IMMEDIATE none fails with 'locked'
     and no increment is lost."""
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    upgrade(url)
-    engine = create_engine(url, pool_size=5)
-    db = sessions(engine)
-    try:
-        await _fed(db)
+    async with _sqlite(tmp_path, pool_size=5) as db:
 
         async def bump() -> None:
             async with transaction(db) as s:
@@ -107,5 +118,16 @@ async def test_sqlite_write_transactions_wait_instead_of_failing(tmp_path: Path)
         await asyncio.gather(*(bump() for _ in range(20)))
         async with transaction(db, write=False) as s:
             assert await s.scalar(select(m.Federation.globalconf_refresh)) == 80
-    finally:
-        await engine.dispose()
+
+
+async def test_sqlite_refuses_a_write_in_a_read_transaction_at_once(tmp_path: Path) -> None:
+    """Without query_only such a write fails only when another writer holds the lock; the
+    next write transaction on the same pooled connection writes again."""
+    async with _sqlite(tmp_path, pool_size=1) as db:
+        with pytest.raises(Exception, match="readonly database"):
+            async with transaction(db, write=False) as s:
+                await s.execute(update(m.Federation).values(globalconf_refresh=7))
+        async with transaction(db) as s:
+            await s.execute(update(m.Federation).values(globalconf_refresh=9))
+        async with transaction(db, write=False) as s:
+            assert await s.scalar(select(m.Federation.globalconf_refresh)) == 9

@@ -54,6 +54,7 @@ from audit.note import (
     log_origin,
     verify_cosignature,
     verify_log_signature,
+    witness_name,
 )
 from audit.witness_client import WITNESS_SERVICE
 from core import jws
@@ -172,6 +173,14 @@ class _Verifier:
             raise _Bad(f"witness key: {e.message}") from e
         if self.anchor is not None:
             self.view = self._anchored(line.get("globalconf"))
+            # The name is part of each cosignature's key id, so a file could pair a trusted
+            # key with a name of its choosing; with an anchor there is only one right name.
+            expected = witness_name(self.anchor.instance)
+            if self.witness_name != expected:
+                self.problem(
+                    f"the header names witness {self.witness_name!r}; "
+                    f"the anchored federation's witness is {expected!r}"
+                )
         if self.pinned is not None:
             self.witness_keys = list(self.pinned.values())
             self.report.notes.append("witness key pinned by --witness-jwks")

@@ -63,7 +63,9 @@ def _other(n: int) -> Any:
     return Cnic(f"42101-76543{n:02d}-3")
 
 
-async def export(fed: Federation, path: Path, **filters: Any) -> Path:
+async def export(
+    fed: Federation, path: Path, *, witness: str = witness_name("PK"), **filters: Any
+) -> Path:
     with path.open("wb") as f:
         await write_export(
             fed.db,
@@ -71,7 +73,7 @@ async def export(fed: Federation, path: Path, **filters: Any) -> Path:
             filters=Filters.model_validate(filters),
             pseudonymize=PSEUDONYMS,
             witness_key=WITNESS_KEY,
-            witness_name=witness_name("PK"),
+            witness_name=witness,
             globalconf=fed.audit_conf.current().signed,
         )
     return path
@@ -118,6 +120,16 @@ async def test_a_selected_export_carries_inclusion_proofs(
         x["index"] for x in map(json.loads, denied.read_text().splitlines()) if x["type"] == "entry"
     ] == [9]
     assert verify_export(denied).ok
+
+
+async def test_with_an_anchor_the_witness_must_be_the_federations_own(
+    witnessed: Federation, tmp_path: Path
+) -> None:
+    path = await export(witnessed, tmp_path / "renamed.jsonl", witness="shahrah/XX/audit-witness")
+    assert (
+        "the header names witness 'shahrah/XX/audit-witness'; the anchored federation's "
+        "witness is 'shahrah/PK/audit-witness'"
+    ) in problems(path, anchor=anchor_for())
 
 
 # --- tampering with the mirror's rows ---------------------------------------------------------

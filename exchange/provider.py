@@ -43,7 +43,7 @@ from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
-from exchange.r1 import forwardable_headers, located
+from exchange.r1 import check_target, forwardable_headers, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
 from registry.schemareg.validation import member_at, project
 
@@ -133,7 +133,9 @@ def _authenticate(
 
 
 def _check_request_line(request: web.Request, env: RequestEnvelope, body: bytes) -> None:
-    """The HTTP request received must be the one the envelope describes."""
+    """The HTTP request received must be the one the envelope describes, and what it
+    describes must be a request the consumer gateway could have let through."""
+    check_target(env.path, env.query)
     expected = service_path(env.service) + env.path
     if request.method != env.method or request.rel_url.raw_path != expected:
         raise InvalidSignatureError("request line does not match its signed envelope")

@@ -1,0 +1,73 @@
+"""The gateways' boundaries: what a signed envelope may say, and what the HTTP layer lets in.
+
+A consumer member holds its own signing key, so the provider gateway cannot take its
+envelope's word for anything it passes on to a backend; and the local side must answer
+every malformed request with a precise r1 error, never a bare 400 or a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
+from yarl import URL
+
+from core.tls import client_context
+from exchange import envelope as env_
+from exchange.provider import service_path
+from tests.exchange.harness import ECHO, LMC, Federation
+from tests.exchange.test_refusals import _envelope, _error
+
+
+async def _send(
+    fed: Federation, path: str, *, query: str = "", headers: dict[str, str] | None = None
+) -> aiohttp.ClientResponse:
+    """An envelope for ``path``, signed with LMC's own key, sent over LMC's pinned TLS."""
+    env = _envelope(fed, path=path, query=query, headers=headers or {})
+    token = env_.seal(env, fed.member_keys[LMC])
+    nadra = fed.nodes["nadra"]
+    tls = fed.nodes["lmc"].tls
+    ctx = client_context(tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode())
+    target = nadra.remote_url + service_path(ECHO) + path + (f"?{query}" if query else "")
+    resp = await fed.http.get(
+        URL(target, encoded=True),
+        headers={**(headers or {}), env_.ENVELOPE_HEADER: token},
+        ssl=ctx,
+    )
+    await resp.read()
+    return resp
+
+
+async def test_the_provider_holds_a_signed_path_to_the_r1_rules(
+    fed: Federation, serve: Any
+) -> None:
+    elsewhere: list[str] = []
+
+    async def other_host(request: web.Request) -> web.Response:
+        elsewhere.append(request.path)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", other_host)
+    port = URL(await serve(app)).port
+    for path, message in (
+        # Joined to the backend's URL, this would name another host as its authority.
+        (f"@127.0.0.1:{port}/internal", "must start with '/'"),
+        ("x", "must start with '/'"),
+        ("/public/x%2F..%2Fadmin", "%2F"),
+        ("/public/../admin", "'..'"),
+        ("/public/./a", "'.'"),
+        ("//public/a", "empty segment"),
+        ("/public/a%zz", "percent"),
+    ):
+        status, kind, text = await _error(await _send(fed, path))
+        assert (status, kind) == (400, "Client.BadRequest"), path
+        assert message in text, (path, text)
+    assert elsewhere == []
+    assert fed.backend.seen == []
+    # The rules are the r1 rules: what a consumer gateway sends still passes.
+    assert (await _send(fed, "/public/a%20b/", query="q=1&r=%2F")).status == 200
+    assert fed.backend.seen[-1].rel_url.raw_path == "/public/a%20b/"
+    assert fed.backend.seen[-1].rel_url.raw_query_string == "q=1&r=%2F"

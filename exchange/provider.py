@@ -43,7 +43,7 @@ from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
-from exchange.r1 import check_target, forwardable_headers, located
+from exchange.r1 import check_target, forwardable_headers, is_forwardable, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
 from registry.schemareg.validation import member_at, project
 
@@ -76,6 +76,7 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
         view = gw.globalconf.current()
         env = _authenticate(gw, view, request, token)
         service_label = str(env.service)
+        _check_described(env)
         await gw.replay.admit(env.request_id, str(env.client), env.time, gw.clock())
         body = await read_body(request, gw.limits.max_body)
         _check_request_line(request, env, body)
@@ -132,10 +133,21 @@ def _authenticate(
     return env
 
 
-def _check_request_line(request: web.Request, env: RequestEnvelope, body: bytes) -> None:
-    """The HTTP request received must be the one the envelope describes, and what it
-    describes must be a request the consumer gateway could have let through."""
+def _check_described(env: RequestEnvelope) -> None:
+    """What the envelope describes must be a request a consumer gateway could have let
+    through: its member signs it, but the backend is handed its path, query and headers."""
     check_target(env.path, env.query)
+    # None of the signed headers may be one a gateway filters or sets itself (Host,
+    # Transfer-Encoding, X-Road-Client, Shahrah-Data-Subject, ...).
+    unforwardable = sorted(name for name in env.headers if not is_forwardable(name))
+    if unforwardable:
+        raise BadRequestError(
+            f"the envelope describes header {unforwardable[0]}, which no gateway forwards"
+        )
+
+
+def _check_request_line(request: web.Request, env: RequestEnvelope, body: bytes) -> None:
+    """The HTTP request received must be the one the envelope describes."""
     expected = service_path(env.service) + env.path
     if request.method != env.method or request.rel_url.raw_path != expected:
         raise InvalidSignatureError("request line does not match its signed envelope")

@@ -41,6 +41,7 @@ __all__ = [
     "check_target",
     "error_response",
     "forwardable_headers",
+    "is_forwardable",
     "parse_local",
     "response_headers",
 ]
@@ -252,6 +253,12 @@ def _check_sizes(headers: Mapping[str, str]) -> None:
             )
 
 
+def is_forwardable(name: str) -> bool:
+    """Whether a header of this name crosses a gateway (neither hop-by-hop nor set by it)."""
+    lname = name.lower()
+    return lname not in HOP_BY_HOP and lname not in GATEWAY_SET
+
+
 def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> dict[str, str]:
     """End-to-end headers, minus hop-by-hop and the ones gateways set themselves.
 
@@ -259,10 +266,8 @@ def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> d
     """
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in GATEWAY_SET:
-            continue
-        out.add(name, value)
+        if is_forwardable(name):
+            out.add(name, value)
     merged: dict[str, str] = {}
     for name in {k.lower(): k for k in out}.values():
         merged[name] = ", ".join(out.getall(name))

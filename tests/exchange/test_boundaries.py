@@ -22,9 +22,15 @@ from tests.exchange.test_refusals import _envelope, _error
 
 
 async def _send(
-    fed: Federation, path: str, *, query: str = "", headers: dict[str, str] | None = None
+    fed: Federation,
+    path: str,
+    *,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    wire: bool = True,
 ) -> aiohttp.ClientResponse:
-    """An envelope for ``path``, signed with LMC's own key, sent over LMC's pinned TLS."""
+    """An envelope for ``path``, signed with LMC's own key, sent over LMC's pinned TLS; with
+    ``wire`` the signed headers are sent too, else they are only in the envelope."""
     env = _envelope(fed, path=path, query=query, headers=headers or {})
     token = env_.seal(env, fed.member_keys[LMC])
     nadra = fed.nodes["nadra"]
@@ -33,7 +39,7 @@ async def _send(
     target = nadra.remote_url + service_path(ECHO) + path + (f"?{query}" if query else "")
     resp = await fed.http.get(
         URL(target, encoded=True),
-        headers={**(headers or {}), env_.ENVELOPE_HEADER: token},
+        headers={**((headers or {}) if wire else {}), env_.ENVELOPE_HEADER: token},
         ssl=ctx,
     )
     await resp.read()
@@ -71,3 +77,24 @@ async def test_the_provider_holds_a_signed_path_to_the_r1_rules(
     assert (await _send(fed, "/public/a%20b/", query="q=1&r=%2F")).status == 200
     assert fed.backend.seen[-1].rel_url.raw_path == "/public/a%20b/"
     assert fed.backend.seen[-1].rel_url.raw_query_string == "q=1&r=%2F"
+
+
+async def test_signed_headers_a_gateway_never_forwards_do_not_reach_the_backend(
+    fed: Federation,
+) -> None:
+    for name, value in (
+        ("host", "admin.internal"),
+        ("x-road-client", "PK/FED/NADRA/civil-registry"),
+        ("shahrah-data-subject", "PK3520212345671"),
+        ("x-road-request-id", "00000000-0000-0000-0000-000000000000"),
+        ("transfer-encoding", "chunked"),
+        ("connection", "close"),
+    ):
+        status, kind, text = await _error(
+            await _send(fed, "/public/a", headers={name: value}, wire=False)
+        )
+        assert (status, kind) == (400, "Client.BadRequest"), name
+        assert f"header {name}, which no gateway forwards" in text
+    assert fed.backend.seen == []
+    assert (await _send(fed, "/public/a", headers={"x-custom": "v"})).status == 200
+    assert fed.backend.seen[-1].headers.getall("X-Custom") == ["v"]

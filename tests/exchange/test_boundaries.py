@@ -18,7 +18,7 @@ from core.tls import client_context
 from exchange import envelope as env_
 from exchange.provider import service_path
 from tests.exchange.harness import ECHO, LMC, Federation
-from tests.exchange.test_refusals import _envelope, _error
+from tests.exchange.test_refusals import _envelope, _error, _raw
 
 
 async def _send(
@@ -98,3 +98,22 @@ async def test_signed_headers_a_gateway_never_forwards_do_not_reach_the_backend(
     assert fed.backend.seen == []
     assert (await _send(fed, "/public/a", headers={"x-custom": "v"})).status == 200
     assert fed.backend.seen[-1].headers.getall("X-Custom") == ["v"]
+
+
+async def test_envelope_text_that_would_break_a_header_line_is_malformed(
+    fed: Federation,
+) -> None:
+    # The provider hands the message id and the signed headers to its backend as headers.
+    for changes in (
+        {"message_id": "m-1\r\nX-Injected: 1"},
+        {"message_id": "m-\u00e9"},
+        {"headers": {"x-custom": "a\r\nX-Injected: 1"}},
+        {"headers": {"x-custom": "a\x00b"}},
+    ):
+        # Signed as a careless or hostile member's software would: without the model's checks.
+        forged = _envelope(fed).model_copy(update=changes)
+        token = env_.seal(forged, fed.member_keys[LMC])
+        status, kind, text = await _error(await _raw(fed, token, path="/x"))
+        assert (status, kind) == (500, "Server.ServerProxy.InvalidSignature"), changes
+        assert "envelope is malformed" in text
+    assert fed.backend.seen == []

@@ -166,6 +166,11 @@ async def _send(
             body=body,
         )
         token = env_.seal(env, gw.key)
+        if len(token) > env_.MAX_ENVELOPE:
+            raise BadRequestError(
+                f"the request's headers make its signed envelope larger than "
+                f"{env_.MAX_ENVELOPE} bytes"
+            )
         url = (
             target.address.rstrip("/")
             + service_path(sid)

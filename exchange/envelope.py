@@ -54,6 +54,14 @@ ENVELOPE_HEADER = "Shahrah-Envelope"
 MAX_HEADERS = 100  # end-to-end headers one envelope may carry
 MAX_HEADER_NAME = 128  # characters
 MAX_TEXT = 8192  # characters of a header value, a path or a query
+#: Bytes of a compact envelope, which travels as one header line: room for MAX_HEADERS
+#: headers of MAX_TEXT ASCII characters each, base64url-encoded.
+MAX_ENVELOPE = 2 * 2**20
+#: HTTP parsers' limits (bytes of a header line) where envelopes are read, and where header
+#: values the envelope describes are (up to MAX_TEXT characters of up to 4 UTF-8 bytes).
+#: aiohttp's default, 8,190 bytes, refuses far less, and before any handler runs.
+ENVELOPE_FIELD_SIZE = MAX_ENVELOPE + 64
+HEADER_FIELD_SIZE = 4 * MAX_TEXT + MAX_HEADER_NAME + 8
 
 Digest = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]

@@ -16,9 +16,11 @@ from yarl import URL
 
 from core.tls import client_context
 from exchange import envelope as env_
+from exchange.envelope import MAX_TEXT
+from exchange.passthrough import HttpBackend
 from exchange.provider import service_path
 from tests.exchange.harness import ECHO, LMC, Federation
-from tests.exchange.test_refusals import _envelope, _error, _raw
+from tests.exchange.test_refusals import ECHO_PATH, _envelope, _error, _raw
 
 
 async def _send(
@@ -117,3 +119,34 @@ async def test_envelope_text_that_would_break_a_header_line_is_malformed(
         assert (status, kind) == (500, "Server.ServerProxy.InvalidSignature"), changes
         assert "envelope is malformed" in text
     assert fed.backend.seen == []
+
+
+async def test_header_values_up_to_the_documented_limit_cross_both_ways(
+    fed: Federation, serve: Any
+) -> None:
+    # The envelope describing them must fit through the provider's and the consumer's HTTP
+    # parsers, whose defaults (8,190 bytes a header line) it outgrows long before that.
+    async def answer(request: web.Request) -> web.Response:
+        # Cut to what the test's own client reads (aiohttp's default limit).
+        return web.json_response({}, headers={"X-Echo": request.headers["X-Big"][:7000]})
+
+    app = web.Application(handler_args={"max_field_size": 4 * MAX_TEXT})
+    app.router.add_route("*", "/{tail:.*}", answer)
+    url = await serve(app)
+    fed.nodes["nadra"].gateway.backends = {
+        ECHO: HttpBackend(url, timeout=5, max_body=fed.nodes["nadra"].gateway.limits.max_body)
+    }
+    try:
+        for size in (6000, MAX_TEXT):
+            big = "b" * size
+            resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a", headers={"X-Big": big})
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["X-Echo"] == big[:7000]
+        # One character more is the caller's error, said in r1's words.
+        big = "b" * (MAX_TEXT + 1)
+        resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a", headers={"X-Big": big})
+        assert (await _error(resp))[:2] == (400, "Client.BadRequest")
+        resp = await fed.call("lmc", "GET", ECHO_PATH, headers={"X-Road-Client": "PK/" * 3000})
+        assert (await _error(resp))[:2] == (400, "Client.InvalidClientIdentifier")
+    finally:
+        await fed.nodes["nadra"].gateway.backends[ECHO].close()

@@ -78,7 +78,7 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
         service_label = str(env.service)
         _check_described(env)
         await gw.replay.admit(env.request_id, str(env.client), env.time, gw.clock())
-        body = await read_body(request, gw.limits.max_body)
+        body = await read_body(request, gw.limits.max_body, gw.limits.body_timeout)
         _check_request_line(request, env, body)
         view.require_active_client(env.client)
         own = view.gateways.get(gw.id)

@@ -7,6 +7,9 @@ every malformed request with a precise r1 error, never a bare 400 or a 500.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -150,3 +153,32 @@ async def test_header_values_up_to_the_documented_limit_cross_both_ways(
         assert (await _error(resp))[:2] == (400, "Client.InvalidClientIdentifier")
     finally:
         await fed.nodes["nadra"].gateway.backends[ECHO].close()
+
+
+async def _stalling() -> AsyncIterator[bytes]:
+    yield b"{"
+    await asyncio.sleep(30)
+    yield b"}"
+
+
+async def test_a_body_that_stalls_is_refused_on_both_listeners(fed: Federation) -> None:
+    for node in ("lmc", "nadra"):
+        gw = fed.nodes[node].gateway
+        gw.limits = dataclasses.replace(gw.limits, body_timeout=0.3)
+    async with asyncio.timeout(10):
+        resp = await fed.call("lmc", "POST", ECHO_PATH, data=_stalling())  # type: ignore[arg-type]
+        assert (await _error(resp))[:2] == (400, "Client.BadRequest")
+        assert "did not arrive within 0.3 s" in (await resp.json())["message"]
+        # A peer gateway that announces a body and stalls is refused the same way.
+        token = env_.seal(_envelope(fed, method="POST"), fed.member_keys[LMC])
+        nadra = fed.nodes["nadra"]
+        tls = fed.nodes["lmc"].tls
+        ctx = client_context(tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode())
+        resp = await fed.http.post(
+            URL(nadra.remote_url + service_path(ECHO) + "/x", encoded=True),
+            headers={env_.ENVELOPE_HEADER: token},
+            data=_stalling(),
+            ssl=ctx,
+        )
+        assert (await _error(resp))[:2] == (400, "Client.BadRequest")
+    assert fed.backend.seen == []

@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from adapters.base import BackendRequest, BackendResponse
 from consent.rules import DecisionQuery, Permit
@@ -336,17 +337,27 @@ async def _answer(
     released = None
     if permit is not None:
         released = permit.released_fields if 200 <= response.status < 300 else []
-    renv = ResponseEnvelope(
-        message_id=env.message_id,
-        request_hash=env_.request_hash(token),
-        responder=gw.id,
-        status=response.status,
-        headers=env_.envelope_headers(headers),
-        body_sha256=env_.body_digest(response.body),
-        body_length=len(response.body),
-        released_fields=released,
-        time=gw.clock(),
-    )
+    try:
+        renv = ResponseEnvelope(
+            message_id=env.message_id,
+            request_hash=env_.request_hash(token),
+            responder=gw.id,
+            status=response.status,
+            headers=env_.envelope_headers(headers),
+            body_sha256=env_.body_digest(response.body),
+            body_length=len(response.body),
+            released_fields=released,
+            time=gw.clock(),
+        )
+    except ValidationError as e:
+        # Too many headers, one too long or not a header line: the backend's fault, and
+        # nothing of it is released unsigned.
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ServiceFailedError(
+            f"the backend's answer cannot be described in a response envelope: {where}: "
+            f"{err['msg']}"
+        ) from e
     rtoken = env_.seal(renv, gw.key)
     await gw.record(
         role="provider",

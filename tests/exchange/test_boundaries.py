@@ -182,3 +182,26 @@ async def test_a_body_that_stalls_is_refused_on_both_listeners(fed: Federation) 
         )
         assert (await _error(resp))[:2] == (400, "Client.BadRequest")
     assert fed.backend.seen == []
+
+
+async def test_a_backend_answer_no_envelope_can_describe_is_a_service_failure(
+    fed: Federation, serve: Any
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/long":
+            return web.json_response({}, headers={"X-Long": "l" * (MAX_TEXT + 1)})
+        return web.json_response({}, headers={f"X-Many-{i}": "v" for i in range(110)})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    url = await serve(app)
+    nadra = fed.nodes["nadra"].gateway
+    nadra.backends = {ECHO: HttpBackend(url, timeout=5, max_body=nadra.limits.max_body)}
+    try:
+        for path in ("/long", "/many"):
+            resp = await fed.call("lmc", "GET", ECHO_PATH + path)
+            status, kind, text = await _error(resp)
+            assert (status, kind) == (500, "Server.ServerProxy.ServiceFailed"), text
+            assert "cannot be described" in text
+    finally:
+        await nadra.backends[ECHO].close()

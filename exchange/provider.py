@@ -308,7 +308,8 @@ async def _validate(gw: Gateway, ref: SchemaRef, data: bytes, *, request_side: b
                 f"request body is not valid JSON ({e.message}), but {ref.subject} "
                 f"v{ref.version} requires it"
             ) from e
-        raise ServiceFailedError(f"backend response is not valid JSON: {e.message}") from e
+        # Not the parser's message: it may quote the body (an out-of-range number).
+        raise ServiceFailedError("backend response is not valid JSON") from e
     try:
         await gw.schemas.validate(
             ref, document, what="request body" if request_side else "response body"
@@ -316,10 +317,22 @@ async def _validate(gw: Gateway, ref: SchemaRef, data: bytes, *, request_side: b
     except BadRequestError as e:
         if request_side:
             raise
+        # Where and which rule, never the validator's message: it quotes the value, a part
+        # of the record no check let through (under consent, perhaps a field not released).
         raise ServiceFailedError(
-            f"backend response violates {ref.subject} v{ref.version}: {e.message}"
+            f"backend response violates {ref.subject} v{ref.version}{_where(e)}"
         ) from e
     return document
+
+
+def _where(error: BadRequestError) -> str:
+    """`` at POINTER (keyword)`` of a schema violation's first problem, if it names one."""
+    problems = error.detail if isinstance(error.detail, list) else []
+    first = problems[0] if problems and isinstance(problems[0], dict) else {}
+    pointer, keyword = first.get("pointer"), first.get("keyword")
+    if not isinstance(pointer, str) or not isinstance(keyword, str):
+        return ""
+    return f" at {pointer or '/'} ({keyword})"
 
 
 async def _answer(

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 from yarl import URL
@@ -22,7 +24,7 @@ from exchange import envelope as env_
 from exchange.envelope import MAX_TEXT
 from exchange.passthrough import HttpBackend
 from exchange.provider import service_path
-from tests.exchange.harness import ECHO, LMC, Federation
+from tests.exchange.harness import ECHO, LMC, PERSON_EXAMPLE, RECORDS, Federation
 from tests.exchange.test_refusals import ECHO_PATH, _envelope, _error, _raw
 
 
@@ -205,3 +207,28 @@ async def test_a_backend_answer_no_envelope_can_describe_is_a_service_failure(
             assert "cannot be described" in text
     finally:
         await nadra.backends[ECHO].close()
+
+
+async def test_a_backend_answer_outside_its_schema_leaks_none_of_its_values(
+    fed: Federation, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first violation's text would quote the value: under consent, perhaps a field the
+    # citizen never released; in any case a part of the record that was not checked.
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(dict(PERSON_EXAMPLE, gender="secret-value"))
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    url = await serve(app)
+    nadra = fed.nodes["nadra"].gateway
+    nadra.backends = {RECORDS: HttpBackend(url, timeout=5, max_body=nadra.limits.max_body)}
+    caplog.set_level(logging.DEBUG)
+    try:
+        resp = await fed.call("lmc", "GET", "/r1/PK/FED/NADRA/civil-registry/records/persons/1")
+        status, kind, text = await _error(resp)
+        assert (status, kind) == (500, "Server.ServerProxy.ServiceFailed")
+        assert "violates pk.nadra.person v1 at /gender" in text
+        assert b"secret-value" not in await resp.read()
+        assert "secret-value" not in caplog.text
+    finally:
+        await nadra.backends[RECORDS].close()

@@ -38,6 +38,9 @@ class LimitSettings(_Section):
         60.0, gt=0, le=900, description="seconds to wait for a provider gateway"
     )
     connect_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open a connection")
+    body_timeout: float = Field(
+        30.0, gt=0, le=900, description="seconds for a request body to arrive"
+    )
     freshness: float = Field(
         120.0, ge=5, le=3600, description="seconds an envelope's time may be off"
     )

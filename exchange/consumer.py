@@ -75,7 +75,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
         if local.client not in own.clients:
             raise InvalidClientIdentifierError(f"{local.client} is not a client of gateway {gw.id}")
         view.require_active_client(local.client)
-        body = await read_body(request, gw.limits.max_body)
+        body = await read_body(request, gw.limits.max_body, gw.limits.body_timeout)
         sid, path = _resolve(view, local)
         service_label = str(sid)
         targets = view.gateways_for(sid.provider)
@@ -166,6 +166,11 @@ async def _send(
             body=body,
         )
         token = env_.seal(env, gw.key)
+        if len(token) > env_.MAX_ENVELOPE:
+            raise BadRequestError(
+                f"the request's headers make its signed envelope larger than "
+                f"{env_.MAX_ENVELOPE} bytes"
+            )
         url = (
             target.address.rstrip("/")
             + service_path(sid)

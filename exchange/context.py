@@ -3,6 +3,7 @@ to consent, schemas, audit and backends."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -16,7 +17,7 @@ from adapters.base import Backend
 from audit.events import AuditEvent
 from core.canonical import b64url
 from core.db import utcnow
-from core.errors import PayloadTooLargeError, ShahrahError
+from core.errors import BadRequestError, PayloadTooLargeError, ShahrahError
 from core.ids import ClientId, Cnic, GatewayId, ServiceId
 from core.keys import PrivateKey
 from core.web import read_up_to
@@ -42,6 +43,7 @@ class Limits:
     peer_timeout: float = 60.0  # seconds a consumer gateway waits for the provider gateway
     connect_timeout: float = 5.0  # seconds to open a connection to a peer
     freshness: float = 120.0  # seconds a request envelope's time may differ from ours
+    body_timeout: float = 30.0  # seconds for a request body to arrive, on either listener
 
 
 @dataclass
@@ -132,11 +134,17 @@ def _digest(data: bytes | None) -> str | None:
     return None if data is None else "sha256:" + b64url(hashlib.sha256(data).digest())
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes without reading them all."""
+async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading them all, and
+    a body that has not arrived within ``seconds`` (a caller that announces a body
+    and stalls would otherwise hold the request, and what it holds, for good)."""
     if (request.content_length or 0) > limit:
         raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-    body = await read_up_to(request.content, limit + 1)
+    try:
+        async with asyncio.timeout(seconds):
+            body = await read_up_to(request.content, limit + 1)
+    except TimeoutError as e:
+        raise BadRequestError(f"request body did not arrive within {seconds:g} s") from e
     if len(body) > limit:
         raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
     return body

@@ -54,13 +54,29 @@ ENVELOPE_HEADER = "Shahrah-Envelope"
 MAX_HEADERS = 100  # end-to-end headers one envelope may carry
 MAX_HEADER_NAME = 128  # characters
 MAX_TEXT = 8192  # characters of a header value, a path or a query
+#: Bytes of a compact envelope, which travels as one header line: room for MAX_HEADERS
+#: headers of MAX_TEXT ASCII characters each, base64url-encoded.
+MAX_ENVELOPE = 2 * 2**20
+#: HTTP parsers' limits (bytes of a header line) where envelopes are read, and where header
+#: values the envelope describes are (up to MAX_TEXT characters of up to 4 UTF-8 bytes).
+#: aiohttp's default, 8,190 bytes, refuses far less, and before any handler runs.
+ENVELOPE_FIELD_SIZE = MAX_ENVELOPE + 64
+HEADER_FIELD_SIZE = 4 * MAX_TEXT + MAX_HEADER_NAME + 8
 
 Digest = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
+#: A header value as HTTP can carry it: no control character but tab (a CR or LF would end
+#: the header line in the request the provider makes to its backend).
+HeaderValue = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]*$")]
+#: X-Road-Id as r1 accepts it (printable ASCII): it is passed on as a header, and recorded.
+MessageId = Annotated[str, Field(pattern=r"^[\x21-\x7e][\x20-\x7e]{0,254}$")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$")]
 #: Every end-to-end header, by lower-case name: the receiving side forwards exactly these.
 Headers = Annotated[
-    dict[Annotated[str, Field(pattern=rf"^[a-z0-9!#$%&'*+.^_`|~-]{{1,{MAX_HEADER_NAME}}}$")], Text],
+    dict[
+        Annotated[str, Field(pattern=rf"^[a-z0-9!#$%&'*+.^_`|~-]{{1,{MAX_HEADER_NAME}}}$")],
+        HeaderValue,
+    ],
     Field(max_length=MAX_HEADERS),
 ]
 
@@ -74,7 +90,7 @@ _E = TypeVar("_E", bound=_Envelope)
 
 class RequestEnvelope(_Envelope):
     v: Literal[1] = 1
-    message_id: Annotated[str, Field(min_length=1, max_length=255)]  # X-Road-Id, the caller's
+    message_id: MessageId  # X-Road-Id, the caller's
     request_id: Annotated[str, Field(pattern=r"^[0-9a-f-]{36}$")]  # ours, unique per send
     client: ClientIdField
     service: ServiceIdField
@@ -95,7 +111,7 @@ class RequestEnvelope(_Envelope):
 
 class ResponseEnvelope(_Envelope):
     v: Literal[1] = 1
-    message_id: Annotated[str, Field(min_length=1, max_length=255)]
+    message_id: MessageId
     request_hash: Annotated[str, Field(min_length=88, max_length=88)]
     responder: GatewayIdField
     status: int = Field(ge=100, le=599)

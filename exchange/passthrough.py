@@ -12,6 +12,7 @@ from yarl import URL
 from adapters.base import BackendRequest, BackendResponse
 from core.errors import ServiceFailedError
 from core.web import read_up_to
+from exchange.envelope import HEADER_FIELD_SIZE
 from exchange.errors import ProviderNetworkError
 from exchange.r1 import forwardable_headers
 
@@ -32,6 +33,7 @@ class HttpBackend:
                 # Never let the backend's cookies leak from one caller to the next.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
+                max_field_size=HEADER_FIELD_SIZE,
             )
         return self._session
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from core.tls import client_context
+from exchange.envelope import ENVELOPE_FIELD_SIZE
 from registry.globalconf import GatewayInfo
 
 __all__ = ["PeerPool", "TlsFiles"]
@@ -38,6 +39,8 @@ class PeerPool:
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
+            # The provider's answer carries its envelope as a header.
+            max_field_size=ENVELOPE_FIELD_SIZE,
         )
 
     def context(self, peer: GatewayInfo) -> ssl.SSLContext:

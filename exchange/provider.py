@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from adapters.base import BackendRequest, BackendResponse
 from consent.rules import DecisionQuery, Permit
@@ -43,7 +44,7 @@ from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
-from exchange.r1 import forwardable_headers, located
+from exchange.r1 import check_target, forwardable_headers, is_forwardable, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
 from registry.schemareg.validation import member_at, project
 
@@ -76,8 +77,9 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
         view = gw.globalconf.current()
         env = _authenticate(gw, view, request, token)
         service_label = str(env.service)
+        _check_described(env)
         await gw.replay.admit(env.request_id, str(env.client), env.time, gw.clock())
-        body = await read_body(request, gw.limits.max_body)
+        body = await read_body(request, gw.limits.max_body, gw.limits.body_timeout)
         _check_request_line(request, env, body)
         view.require_active_client(env.client)
         own = view.gateways.get(gw.id)
@@ -130,6 +132,19 @@ def _authenticate(
     if env.recipient != gw.id:
         raise AccessDeniedError(f"the request is addressed to {env.recipient}, not to {gw.id}")
     return env
+
+
+def _check_described(env: RequestEnvelope) -> None:
+    """What the envelope describes must be a request a consumer gateway could have let
+    through: its member signs it, but the backend is handed its path, query and headers."""
+    check_target(env.path, env.query)
+    # None of the signed headers may be one a gateway filters or sets itself (Host,
+    # Transfer-Encoding, X-Road-Client, Shahrah-Data-Subject, ...).
+    unforwardable = sorted(name for name in env.headers if not is_forwardable(name))
+    if unforwardable:
+        raise BadRequestError(
+            f"the envelope describes header {unforwardable[0]}, which no gateway forwards"
+        )
 
 
 def _check_request_line(request: web.Request, env: RequestEnvelope, body: bytes) -> None:
@@ -293,7 +308,8 @@ async def _validate(gw: Gateway, ref: SchemaRef, data: bytes, *, request_side: b
                 f"request body is not valid JSON ({e.message}), but {ref.subject} "
                 f"v{ref.version} requires it"
             ) from e
-        raise ServiceFailedError(f"backend response is not valid JSON: {e.message}") from e
+        # Not the parser's message: it may quote the body (an out-of-range number).
+        raise ServiceFailedError("backend response is not valid JSON") from e
     try:
         await gw.schemas.validate(
             ref, document, what="request body" if request_side else "response body"
@@ -301,10 +317,22 @@ async def _validate(gw: Gateway, ref: SchemaRef, data: bytes, *, request_side: b
     except BadRequestError as e:
         if request_side:
             raise
+        # Where and which rule, never the validator's message: it quotes the value, a part
+        # of the record no check let through (under consent, perhaps a field not released).
         raise ServiceFailedError(
-            f"backend response violates {ref.subject} v{ref.version}: {e.message}"
+            f"backend response violates {ref.subject} v{ref.version}{_where(e)}"
         ) from e
     return document
+
+
+def _where(error: BadRequestError) -> str:
+    """`` at POINTER (keyword)`` of a schema violation's first problem, if it names one."""
+    problems = error.detail if isinstance(error.detail, list) else []
+    first = problems[0] if problems and isinstance(problems[0], dict) else {}
+    pointer, keyword = first.get("pointer"), first.get("keyword")
+    if not isinstance(pointer, str) or not isinstance(keyword, str):
+        return ""
+    return f" at {pointer or '/'} ({keyword})"
 
 
 async def _answer(
@@ -322,17 +350,27 @@ async def _answer(
     released = None
     if permit is not None:
         released = permit.released_fields if 200 <= response.status < 300 else []
-    renv = ResponseEnvelope(
-        message_id=env.message_id,
-        request_hash=env_.request_hash(token),
-        responder=gw.id,
-        status=response.status,
-        headers=env_.envelope_headers(headers),
-        body_sha256=env_.body_digest(response.body),
-        body_length=len(response.body),
-        released_fields=released,
-        time=gw.clock(),
-    )
+    try:
+        renv = ResponseEnvelope(
+            message_id=env.message_id,
+            request_hash=env_.request_hash(token),
+            responder=gw.id,
+            status=response.status,
+            headers=env_.envelope_headers(headers),
+            body_sha256=env_.body_digest(response.body),
+            body_length=len(response.body),
+            released_fields=released,
+            time=gw.clock(),
+        )
+    except ValidationError as e:
+        # Too many headers, one too long or not a header line: the backend's fault, and
+        # nothing of it is released unsigned.
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ServiceFailedError(
+            f"the backend's answer cannot be described in a response envelope: {where}: "
+            f"{err['msg']}"
+        ) from e
     rtoken = env_.seal(renv, gw.key)
     await gw.record(
         role="provider",

@@ -38,8 +38,10 @@ __all__ = [
     "DATA_SUBJECT",
     "PURPOSE",
     "LocalRequest",
+    "check_target",
     "error_response",
     "forwardable_headers",
+    "is_forwardable",
     "parse_local",
     "response_headers",
 ]
@@ -99,6 +101,7 @@ _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 _PRINTABLE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_BAD_QUERY_CHARS = re.compile(r"[\x00-\x20\x7f#]")
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,26 @@ def _segments(raw_path: str) -> list[str]:
         if re.search(r"%(?![0-9A-Fa-f]{2})", seg):
             raise BadRequestError("request path has a malformed percent-encoding")
     return segments
+
+
+def check_target(path: str, query: str) -> None:
+    """What a signed envelope says the backend is to be asked for, held to the rules
+    :func:`parse_local` applies to a local request.
+
+    The provider gateway joins ``path`` and ``query`` to its backend's URL, so it cannot
+    take a consumer's word for them: a path that does not start with ``/`` would join onto
+    the backend's authority (``@other-host/...``), and dot segments, empty segments or an
+    encoded ``/`` would reach a backend other than the access right allowed.
+    """
+    if path and not path.startswith("/"):
+        raise BadRequestError("request path after the service must start with '/'")
+    if len(path) + len(query) > MAX_URI:
+        raise BadRequestError(f"request URI is longer than {MAX_URI} characters")
+    if not path.isascii() or not query.isascii():
+        raise BadRequestError("request URI is not ASCII (percent-encode it)")
+    _segments(path)
+    if _BAD_QUERY_CHARS.search(query):
+        raise BadRequestError("request query contains a space, control character or '#'")
 
 
 def parse_local(request: web.Request) -> LocalRequest:
@@ -230,6 +253,12 @@ def _check_sizes(headers: Mapping[str, str]) -> None:
             )
 
 
+def is_forwardable(name: str) -> bool:
+    """Whether a header of this name crosses a gateway (neither hop-by-hop nor set by it)."""
+    lname = name.lower()
+    return lname not in HOP_BY_HOP and lname not in GATEWAY_SET
+
+
 def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> dict[str, str]:
     """End-to-end headers, minus hop-by-hop and the ones gateways set themselves.
 
@@ -237,10 +266,8 @@ def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> d
     """
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in GATEWAY_SET:
-            continue
-        out.add(name, value)
+        if is_forwardable(name):
+            out.add(name, value)
     merged: dict[str, str] = {}
     for name in {k.lower(): k for k in out}.values():
         merged[name] = ", ".join(out.getall(name))

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import OutdatedGlobalConfError
 from core.web import Api, error_middleware, security_headers_middleware
+from exchange import envelope
 from exchange.consumer import consume
 from exchange.context import Gateway
 from exchange.metadata import list_clients
@@ -123,6 +124,8 @@ async def _r1(request: web.Request) -> web.StreamResponse:
 def local_app(gw: Gateway) -> web.Application:
     app = web.Application(
         client_max_size=gw.limits.max_body,
+        # A header value over the limit must reach parse_local, which refuses it in r1's words.
+        handler_args={"max_field_size": envelope.HEADER_FIELD_SIZE},
         middlewares=[security_headers_middleware, error_middleware(header="X-Road-Error")],
     )
     app[GATEWAY] = gw
@@ -138,7 +141,10 @@ async def _remote(request: web.Request) -> web.StreamResponse:
 
 
 def remote_app(gw: Gateway) -> web.Application:
-    app = web.Application(client_max_size=gw.limits.max_body)
+    app = web.Application(
+        client_max_size=gw.limits.max_body,
+        handler_args={"max_field_size": envelope.ENVELOPE_FIELD_SIZE},
+    )
     app[GATEWAY] = gw
     app.router.add_route("*", "/{tail:.*}", _remote)
     return app

@@ -1,0 +1,234 @@
+"""The gateways' boundaries: what a signed envelope may say, and what the HTTP layer lets in.
+
+A consumer member holds its own signing key, so the provider gateway cannot take its
+envelope's word for anything it passes on to a backend; and the local side must answer
+every malformed request with a precise r1 error, never a bare 400 or a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
+from yarl import URL
+
+from core.tls import client_context
+from exchange import envelope as env_
+from exchange.envelope import MAX_TEXT
+from exchange.passthrough import HttpBackend
+from exchange.provider import service_path
+from tests.exchange.harness import ECHO, LMC, PERSON_EXAMPLE, RECORDS, Federation
+from tests.exchange.test_refusals import ECHO_PATH, _envelope, _error, _raw
+
+
+async def _send(
+    fed: Federation,
+    path: str,
+    *,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    wire: bool = True,
+) -> aiohttp.ClientResponse:
+    """An envelope for ``path``, signed with LMC's own key, sent over LMC's pinned TLS; with
+    ``wire`` the signed headers are sent too, else they are only in the envelope."""
+    env = _envelope(fed, path=path, query=query, headers=headers or {})
+    token = env_.seal(env, fed.member_keys[LMC])
+    nadra = fed.nodes["nadra"]
+    tls = fed.nodes["lmc"].tls
+    ctx = client_context(tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode())
+    target = nadra.remote_url + service_path(ECHO) + path + (f"?{query}" if query else "")
+    resp = await fed.http.get(
+        URL(target, encoded=True),
+        headers={**((headers or {}) if wire else {}), env_.ENVELOPE_HEADER: token},
+        ssl=ctx,
+    )
+    await resp.read()
+    return resp
+
+
+async def test_the_provider_holds_a_signed_path_to_the_r1_rules(
+    fed: Federation, serve: Any
+) -> None:
+    elsewhere: list[str] = []
+
+    async def other_host(request: web.Request) -> web.Response:
+        elsewhere.append(request.path)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", other_host)
+    port = URL(await serve(app)).port
+    for path, message in (
+        # Joined to the backend's URL, this would name another host as its authority.
+        (f"@127.0.0.1:{port}/internal", "must start with '/'"),
+        ("x", "must start with '/'"),
+        ("/public/x%2F..%2Fadmin", "%2F"),
+        ("/public/../admin", "'..'"),
+        ("/public/./a", "'.'"),
+        ("//public/a", "empty segment"),
+        ("/public/a%zz", "percent"),
+    ):
+        status, kind, text = await _error(await _send(fed, path))
+        assert (status, kind) == (400, "Client.BadRequest"), path
+        assert message in text, (path, text)
+    assert elsewhere == []
+    assert fed.backend.seen == []
+    # The rules are the r1 rules: what a consumer gateway sends still passes.
+    assert (await _send(fed, "/public/a%20b/", query="q=1&r=%2F")).status == 200
+    assert fed.backend.seen[-1].rel_url.raw_path == "/public/a%20b/"
+    assert fed.backend.seen[-1].rel_url.raw_query_string == "q=1&r=%2F"
+
+
+async def test_signed_headers_a_gateway_never_forwards_do_not_reach_the_backend(
+    fed: Federation,
+) -> None:
+    for name, value in (
+        ("host", "admin.internal"),
+        ("x-road-client", "PK/FED/NADRA/civil-registry"),
+        ("shahrah-data-subject", "PK3520212345671"),
+        ("x-road-request-id", "00000000-0000-0000-0000-000000000000"),
+        ("transfer-encoding", "chunked"),
+        ("connection", "close"),
+    ):
+        status, kind, text = await _error(
+            await _send(fed, "/public/a", headers={name: value}, wire=False)
+        )
+        assert (status, kind) == (400, "Client.BadRequest"), name
+        assert f"header {name}, which no gateway forwards" in text
+    assert fed.backend.seen == []
+    assert (await _send(fed, "/public/a", headers={"x-custom": "v"})).status == 200
+    assert fed.backend.seen[-1].headers.getall("X-Custom") == ["v"]
+
+
+async def test_envelope_text_that_would_break_a_header_line_is_malformed(
+    fed: Federation,
+) -> None:
+    # The provider hands the message id and the signed headers to its backend as headers.
+    for changes in (
+        {"message_id": "m-1\r\nX-Injected: 1"},
+        {"message_id": "m-\u00e9"},
+        {"headers": {"x-custom": "a\r\nX-Injected: 1"}},
+        {"headers": {"x-custom": "a\x00b"}},
+    ):
+        # Signed as a careless or hostile member's software would: without the model's checks.
+        forged = _envelope(fed).model_copy(update=changes)
+        token = env_.seal(forged, fed.member_keys[LMC])
+        status, kind, text = await _error(await _raw(fed, token, path="/x"))
+        assert (status, kind) == (500, "Server.ServerProxy.InvalidSignature"), changes
+        assert "envelope is malformed" in text
+    assert fed.backend.seen == []
+
+
+async def test_header_values_up_to_the_documented_limit_cross_both_ways(
+    fed: Federation, serve: Any
+) -> None:
+    # The envelope describing them must fit through the provider's and the consumer's HTTP
+    # parsers, whose defaults (8,190 bytes a header line) it outgrows long before that.
+    async def answer(request: web.Request) -> web.Response:
+        # Cut to what the test's own client reads (aiohttp's default limit).
+        return web.json_response({}, headers={"X-Echo": request.headers["X-Big"][:7000]})
+
+    app = web.Application(handler_args={"max_field_size": 4 * MAX_TEXT})
+    app.router.add_route("*", "/{tail:.*}", answer)
+    url = await serve(app)
+    fed.nodes["nadra"].gateway.backends = {
+        ECHO: HttpBackend(url, timeout=5, max_body=fed.nodes["nadra"].gateway.limits.max_body)
+    }
+    try:
+        for size in (6000, MAX_TEXT):
+            big = "b" * size
+            resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a", headers={"X-Big": big})
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["X-Echo"] == big[:7000]
+        # One character more is the caller's error, said in r1's words.
+        big = "b" * (MAX_TEXT + 1)
+        resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a", headers={"X-Big": big})
+        assert (await _error(resp))[:2] == (400, "Client.BadRequest")
+        resp = await fed.call("lmc", "GET", ECHO_PATH, headers={"X-Road-Client": "PK/" * 3000})
+        assert (await _error(resp))[:2] == (400, "Client.InvalidClientIdentifier")
+    finally:
+        await fed.nodes["nadra"].gateway.backends[ECHO].close()
+
+
+async def _stalling() -> AsyncIterator[bytes]:
+    yield b"{"
+    await asyncio.sleep(30)
+    yield b"}"
+
+
+async def test_a_body_that_stalls_is_refused_on_both_listeners(fed: Federation) -> None:
+    for node in ("lmc", "nadra"):
+        gw = fed.nodes[node].gateway
+        gw.limits = dataclasses.replace(gw.limits, body_timeout=0.3)
+    async with asyncio.timeout(10):
+        resp = await fed.call("lmc", "POST", ECHO_PATH, data=_stalling())  # type: ignore[arg-type]
+        assert (await _error(resp))[:2] == (400, "Client.BadRequest")
+        assert "did not arrive within 0.3 s" in (await resp.json())["message"]
+        # A peer gateway that announces a body and stalls is refused the same way.
+        token = env_.seal(_envelope(fed, method="POST"), fed.member_keys[LMC])
+        nadra = fed.nodes["nadra"]
+        tls = fed.nodes["lmc"].tls
+        ctx = client_context(tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode())
+        resp = await fed.http.post(
+            URL(nadra.remote_url + service_path(ECHO) + "/x", encoded=True),
+            headers={env_.ENVELOPE_HEADER: token},
+            data=_stalling(),
+            ssl=ctx,
+        )
+        assert (await _error(resp))[:2] == (400, "Client.BadRequest")
+    assert fed.backend.seen == []
+
+
+async def test_a_backend_answer_no_envelope_can_describe_is_a_service_failure(
+    fed: Federation, serve: Any
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/long":
+            return web.json_response({}, headers={"X-Long": "l" * (MAX_TEXT + 1)})
+        return web.json_response({}, headers={f"X-Many-{i}": "v" for i in range(110)})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    url = await serve(app)
+    nadra = fed.nodes["nadra"].gateway
+    nadra.backends = {ECHO: HttpBackend(url, timeout=5, max_body=nadra.limits.max_body)}
+    try:
+        for path in ("/long", "/many"):
+            resp = await fed.call("lmc", "GET", ECHO_PATH + path)
+            status, kind, text = await _error(resp)
+            assert (status, kind) == (500, "Server.ServerProxy.ServiceFailed"), text
+            assert "cannot be described" in text
+    finally:
+        await nadra.backends[ECHO].close()
+
+
+async def test_a_backend_answer_outside_its_schema_leaks_none_of_its_values(
+    fed: Federation, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first violation's text would quote the value: under consent, perhaps a field the
+    # citizen never released; in any case a part of the record that was not checked.
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(dict(PERSON_EXAMPLE, gender="secret-value"))
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    url = await serve(app)
+    nadra = fed.nodes["nadra"].gateway
+    nadra.backends = {RECORDS: HttpBackend(url, timeout=5, max_body=nadra.limits.max_body)}
+    caplog.set_level(logging.DEBUG)
+    try:
+        resp = await fed.call("lmc", "GET", "/r1/PK/FED/NADRA/civil-registry/records/persons/1")
+        status, kind, text = await _error(resp)
+        assert (status, kind) == (500, "Server.ServerProxy.ServiceFailed")
+        assert "violates pk.nadra.person v1 at /gender" in text
+        assert b"secret-value" not in await resp.read()
+        assert "secret-value" not in caplog.text
+    finally:
+        await nadra.backends[RECORDS].close()

@@ -150,8 +150,12 @@ def _segments(raw_path: str) -> list[str]:
             decoded = unquote(seg, errors="strict")
         except UnicodeDecodeError as e:
             raise BadRequestError("request path is not valid percent-encoded UTF-8") from e
-        if decoded in (".", ".."):
-            raise BadRequestError("request path may not contain '.' or '..' segments")
+        # "..;x" is a dot segment to servers that strip path parameters (Tomcat, Jetty),
+        # while the access-right check would see an ordinary name.
+        if decoded.split(";", 1)[0] in (".", ".."):
+            raise BadRequestError(
+                "request path may not contain '.' or '..' segments, with ';' parameters or not"
+            )
         if "/" in decoded:
             # One segment to the access-right check, several to a backend that decodes first.
             raise BadRequestError("request path segment may not encode '/' (%2F)")

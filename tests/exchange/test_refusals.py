@@ -77,6 +77,10 @@ async def _error(resp: aiohttp.ClientResponse) -> tuple[int, str, str]:
             "does not allow",
         ),
         (ECHO_PATH + "/a/../../etc", {}, 400, "Client.BadRequest", "'..'"),
+        # What a backend that strips ';' parameters reads as '..', the access check as a name.
+        (ECHO_PATH + "/public/..;/admin", {}, 400, "Client.BadRequest", "'..'"),
+        (ECHO_PATH + "/public/%2E%2E;x=1/admin", {}, 400, "Client.BadRequest", "'..'"),
+        (ECHO_PATH + "/public/.;/admin", {}, 400, "Client.BadRequest", "'..'"),
         (ECHO_PATH + "/a//b", {}, 400, "Client.BadRequest", "empty segment"),
         (ECHO_PATH + "/a%2", {}, 400, "Client.BadRequest", "percent"),
         # One segment to the access-right check, three to a backend that decodes first.

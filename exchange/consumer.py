@@ -112,7 +112,12 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
     except ShahrahError as e:
         return await _refuse(gw, e, local, env, token, body, started, service_label)
     except Exception:
-        log.exception("consumer pipeline failed on %s", request.path)
+        # The service, never the path: a path can hold a CNIC.
+        log.exception(
+            "consumer pipeline failed on %s/%s",
+            local.provider if local else "-",
+            local.service_code if local else "-",
+        )
         return await _refuse(
             gw,
             InternalError("internal error in the consumer gateway"),

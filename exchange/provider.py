@@ -93,7 +93,8 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
             view.require_active_client(env.service.provider)
             if not view.is_allowed(env.client, env.service, env.method, env.path or "/"):
                 raise AccessDeniedError(
-                    f"{env.client} has no access right to {env.method} {env.path or '/'} "
+                    # Not the path itself: it can hold a CNIC, and this message is logged.
+                    f"{env.client} has no access right to {env.method} on this path "
                     f"of {env.service}"
                 )
             permit = await _consent(gw, info, env)
@@ -102,7 +103,7 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
     except ShahrahError as e:
         return await _refuse(gw, e, env, token, body, permit, started, service_label)
     except Exception:
-        log.exception("provider pipeline failed on %s", request.path)
+        log.exception("provider pipeline failed on %s", env.service if env else "-")
         error = InternalError("internal error in the provider gateway")
         return await _refuse(gw, error, env, token, body, permit, started, service_label)
 

@@ -70,6 +70,12 @@ class HttpBackend:
             raise ProviderNetworkError(
                 f"backend {self.base_url} did not answer within {self.timeout.total} s"
             ) from e
+        except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as e:
+            # It answered, but not in HTTP this client reads (a broken status line, too many
+            # or too long headers, a truncated body): the backend failed, not the network.
+            raise ServiceFailedError(
+                f"backend {self.base_url} answered malformed HTTP: {type(e).__name__}"
+            ) from e
         except aiohttp.ClientError as e:
             raise ProviderNetworkError(
                 f"backend {self.base_url} is unreachable: {type(e).__name__}"

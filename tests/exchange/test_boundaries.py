@@ -209,6 +209,40 @@ async def test_a_backend_answer_no_envelope_can_describe_is_a_service_failure(
         await nadra.backends[ECHO].close()
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(200)) + b"\r\n",
+        b"HTTP/1.1 two hundred\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}",  # then the connection closes
+    ],
+    ids=["too-many-headers", "bad-status-line", "truncated-body"],
+)
+async def test_a_backend_answering_malformed_http_failed_the_network_did_not(
+    fed: Federation, raw: bytes
+) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    nadra = fed.nodes["nadra"].gateway
+    nadra.backends = {
+        ECHO: HttpBackend(f"http://127.0.0.1:{port}", timeout=5, max_body=nadra.limits.max_body)
+    }
+    try:
+        status, kind, text = await _error(await fed.call("lmc", "GET", ECHO_PATH + "/x"))
+        assert (status, kind) == (500, "Server.ServerProxy.ServiceFailed"), text
+        assert "answered malformed HTTP" in text
+    finally:
+        await nadra.backends[ECHO].close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_backend_answer_outside_its_schema_leaks_none_of_its_values(
     fed: Federation, serve: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

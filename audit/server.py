@@ -28,8 +28,8 @@ import aiohttp
 from aiohttp import web
 from argon2 import PasswordHasher
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from pydantic import BaseModel
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, true
 
 from audit import mirror, store, timeline
 from audit.api import register_read_api
@@ -56,6 +56,7 @@ __all__ = ["AuditServerConfig", "build_app", "server_api"]
 
 # bytes: a submission carries at most 1024 entries of at most 16 KiB, JSON-escaped
 MAX_BODY = 40 * 2**20
+MAX_ALARMS = 1000  # per page: each keeps up to 64 KiB of evidence
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,15 @@ class AuditServerConfig:
 
 class Cosignatures(BaseModel):
     cosignatures: list[str]
+
+
+class AlarmQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(100, ge=1, le=MAX_ALARMS, description="alarms per page, newest first")
+    before: int | None = Field(
+        None, ge=1, le=2**63 - 1, description="only alarms older than this id (the last page's)"
+    )
 
 
 class AlarmView(BaseModel):
@@ -188,13 +198,19 @@ async def citizen_timeline(
     "GET",
     "/api/v1/alarms",
     summary="Checkpoints the witness refused as evidence of a misbehaving log",
+    query=AlarmQuery,
     response=list[AlarmView],
     auth=REG,
     tags=("witness",),
 )
-async def alarms(request: web.Request, principal: ClientId) -> list[AlarmView]:
+async def alarms(request: web.Request, principal: ClientId, query: AlarmQuery) -> list[AlarmView]:
+    """Newest first; each alarm keeps up to 64 KiB of evidence, so a page is bounded by
+    ``limit`` and the next one asked for with ``before`` = the last id."""
+    older = AuditAlarm.id < query.before if query.before is not None else true()
     async with transaction(request.app[STATE].sessions, write=False) as s:
-        rows = await s.scalars(select(AuditAlarm).order_by(AuditAlarm.id.desc()).limit(1000))
+        rows = await s.scalars(
+            select(AuditAlarm).where(older).order_by(AuditAlarm.id.desc()).limit(query.limit)
+        )
         return [
             AlarmView(
                 id=r.id,

@@ -117,6 +117,13 @@ async def test_the_witness_refuses_a_forked_log_with_an_alarm(federation: Federa
     assert status == 200
     assert [a["reason"] for a in listed] == ["rollback", "fork", "inconsistent"]
     assert Checkpoint.parse(Note.parse(listed[2]["evidence"]).text).size == 14
+    # Paged, since each alarm carries its evidence: newest first, then older than the last id.
+    status, first = await fed.regulator("GET", "/api/v1/alarms?limit=2")
+    assert [a["reason"] for a in first] == ["rollback", "fork"]
+    status, rest = await fed.regulator("GET", f"/api/v1/alarms?limit=2&before={first[-1]['id']}")
+    assert [a["reason"] for a in rest] == ["inconsistent"]
+    for bad in ("limit=0", "limit=1001", "before=0", "before=x", "other=1"):
+        assert (await fed.regulator("GET", f"/api/v1/alarms?{bad}"))[0] == 400, bad
     await submit(fed, HONEST, 10, 20)  # the honest log goes on
     assert await mirrored(fed) == 20
 

@@ -115,7 +115,7 @@ async def _serve(role: str, data_dir: Path, base: int) -> None:
     ``tls-proxy1``, ``tls-proxy2``) or one of the federation's components
     (shahrah.demo.COMPONENTS)."""
     from core.tls import client_context, server_context
-    from exchange.server import listening
+    from core.web import listening
     from shahrah.demo import serving
     from shahrah.federation import Ports
 

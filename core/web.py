@@ -12,17 +12,20 @@ bodies themselves.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
 import math
 import re
+import ssl
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from core.errors import (
@@ -40,6 +43,7 @@ __all__ = [
     "bearer_token",
     "error_middleware",
     "json_response",
+    "listening",
     "parse_json",
     "parse_model",
     "path_id",
@@ -127,6 +131,109 @@ def _http_error(e: web.HTTPException) -> ShahrahError:
     error = BadRequestError(e.reason)
     error.status = e.status
     return error
+
+
+# --- serving -------------------------------------------------------------------------------
+
+
+def _refusal(status: int, exc: BaseException | None) -> ShahrahError:
+    """What to tell a client whose request never reached a handler.
+
+    aiohttp's parser quotes the offending bytes in its messages (a request line
+    with a citizen's identifier, a header with a token); only the first clause,
+    which names the fault, is kept.
+    """
+    if isinstance(exc, LineTooLong):
+        error: ShahrahError = BadRequestError("the request line or a header field is too long")
+    elif isinstance(exc, HttpProcessingError) and 400 <= status < 500:
+        fault = exc.message.split(":", 1)[0].strip() or "malformed HTTP request"
+        error = BadRequestError(f"malformed HTTP request: {fault}")
+    elif status == 504:
+        return InternalError("the request took too long to handle")
+    else:
+        return InternalError("internal error")
+    error.status = status
+    return error
+
+
+class _Connection(web.RequestHandler):
+    """aiohttp's connection handler, answering what never reaches the application (a request
+    its HTTP parser refuses, a handler's escaped failure) in Shahrah's error shape, and
+    logging no part of the refused request."""
+
+    def __init__(self, manager: web.Server, *, error_header: str | None, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.error_header = error_header
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # the answer has begun: only closing is left
+            return super().handle_error(request, status, exc, message)
+        error = _refusal(status, exc)
+        if status >= 500 and exc is not None:
+            log.error("unhandled error on a connection from %s", request.remote, exc_info=exc)
+        else:
+            log.info("refused a malformed request from %s: %s", request.remote, error.message)
+        code, body = render_xroad(error)
+        headers = {self.error_header: error.xroad_type} if self.error_header else None
+        response = web.json_response(body, status=code, headers=headers)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __init__(self, made: web.Server, error_header: str | None) -> None:
+        # aiohttp offers no hook for its connection handler's class; this copies the server
+        # the application made (tests/core/test_listening.py fails if that ever changes).
+        super().__init__(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
+        self.error_header = error_header
+
+    def __call__(self) -> web.RequestHandler:
+        return _Connection(self, loop=self._loop, error_header=self.error_header, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    def __init__(self, app: web.Application, error_header: str | None) -> None:
+        super().__init__(app, access_log=None, handle_signals=False)
+        self.error_header = error_header
+
+    async def _make_server(self) -> web.Server:
+        return _Server(await super()._make_server(), self.error_header)
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    error_header: str | None = None,
+) -> AsyncIterator[int]:
+    """Serve ``app`` until the block ends; yields the bound port (``port=0`` picks one).
+
+    Requests that never reach ``app`` (malformed HTTP) are answered like the
+    ones it refuses, with ``error_header`` carrying the error type if given.
+    """
+    runner = _Runner(app, error_header)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    await site.start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
 
 
 @web.middleware

@@ -44,7 +44,7 @@ from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import SslAuthenticationFailedError
 from exchange.metadata import answer_metaservice
-from exchange.r1 import check_target, forwardable_headers, is_forwardable, located
+from exchange.r1 import ERROR_HEADER, check_target, forwardable_headers, is_forwardable, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
 from registry.schemareg.validation import member_at, project
 
@@ -426,7 +426,7 @@ async def _refuse(
         {"type": error.xroad_type, "message": error.message, "detail": error_id}
     ).encode()
     status = r1_status(error)
-    headers = {"Content-Type": "application/json; charset=utf-8", "X-Road-Error": error.xroad_type}
+    headers = {"Content-Type": "application/json; charset=utf-8", ERROR_HEADER: error.xroad_type}
     renv = ResponseEnvelope(
         message_id=message_id,
         request_hash=env_.request_hash(token),

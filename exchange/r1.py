@@ -36,6 +36,7 @@ from exchange import envelope
 __all__ = [
     "CONSENT",
     "DATA_SUBJECT",
+    "ERROR_HEADER",
     "PURPOSE",
     "LocalRequest",
     "check_target",
@@ -52,6 +53,7 @@ MAX_URI = 4096  # characters of path + query; PR-REST suggests clients stay unde
 DATA_SUBJECT = "Shahrah-Data-Subject"
 PURPOSE = "Shahrah-Purpose"
 CONSENT = "Shahrah-Consent"
+ERROR_HEADER = "X-Road-Error"
 
 #: Rewritten or dropped by every gateway (PR-REST 4.3 "filtered headers").
 HOP_BY_HOP = frozenset(
@@ -315,5 +317,5 @@ def error_response(
 ) -> web.Response:
     """An r1 error: ``{"type","message","detail"}``, status by PR-REST 4.6, ``X-Road-Error``."""
     body: dict[str, Any] = {"type": error.xroad_type, "message": error.message, "detail": error_id}
-    headers = {"X-Road-Error": error.xroad_type, **(xroad or {})}
+    headers = {ERROR_HEADER: error.xroad_type, **(xroad or {})}
     return web.json_response(body, status=r1_status(error), headers=headers)

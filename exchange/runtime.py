@@ -29,13 +29,15 @@ from core.errors import BadRequestError
 from core.ids import ClientId, ServiceId
 from core.keys import PrivateKey
 from core.tls import server_context
+from core.web import listening
 from exchange.config import GatewayConfig
 from exchange.context import Gateway, Limits
 from exchange.metrics import GatewayMetrics
 from exchange.passthrough import HttpBackend
 from exchange.peers import PeerPool, TlsFiles
+from exchange.r1 import ERROR_HEADER
 from exchange.replay import ReplayGuard
-from exchange.server import TrustSync, listening, local_app, remote_app, run_background
+from exchange.server import TrustSync, local_app, remote_app, run_background
 from registry.globalconf import Anchor
 from registry.globalconf_client import FetchIdentity, GlobalConfClient
 from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
@@ -161,9 +163,15 @@ async def running(
         background = asyncio.create_task(run_background(gateway, trust, stop))
         try:
             async with (
-                listening(local, config.local.host, config.local.port) as local_port,
                 listening(
-                    remote_app(gateway), config.remote.host, config.remote.port, ctx
+                    local, config.local.host, config.local.port, error_header=ERROR_HEADER
+                ) as local_port,
+                listening(
+                    remote_app(gateway),
+                    config.remote.host,
+                    config.remote.port,
+                    ctx,
+                    error_header=ERROR_HEADER,
                 ) as remote_port,
             ):
                 log.info(

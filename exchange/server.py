@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ from exchange.consumer import consume
 from exchange.context import Gateway
 from exchange.metadata import list_clients
 from exchange.provider import provide
+from exchange.r1 import ERROR_HEADER
 from registry.globalconf import GlobalConfView
 
 __all__ = ["TrustSync", "local_app", "remote_app", "run_background"]
@@ -126,7 +126,7 @@ def local_app(gw: Gateway) -> web.Application:
         client_max_size=gw.limits.max_body,
         # A header value over the limit must reach parse_local, which refuses it in r1's words.
         handler_args={"max_field_size": envelope.HEADER_FIELD_SIZE},
-        middlewares=[security_headers_middleware, error_middleware(header="X-Road-Error")],
+        middlewares=[security_headers_middleware, error_middleware(header=ERROR_HEADER)],
     )
     app[GATEWAY] = gw
     ops.register(app)
@@ -185,18 +185,3 @@ async def run_background(gw: Gateway, trust: TrustSync, stop: asyncio.Event) -> 
                 log.exception("purging the replay cache failed; trying again next round")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=gw.globalconf.next_wait(failures))
-
-
-@contextlib.asynccontextmanager
-async def listening(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[int]:
-    """Serve ``app`` until the block ends; yields the bound port (``port=0`` picks one)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-    await site.start()
-    try:
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()

@@ -42,10 +42,10 @@ from core.errors import ShahrahError
 from core.ids import Cnic, MemberId
 from core.keys import PrivateKey
 from core.pseudonym import Pseudonymizer
+from core.web import listening
 from exchange.config import GatewayConfig
 from exchange.runtime import Running
 from exchange.runtime import running as running_gateway
-from exchange.server import listening
 from exchange.setup import CONFIG_FILE
 from registry import bootstrap as registry_bootstrap
 from registry.globalconf import Anchor

@@ -8,6 +8,7 @@ variable is set and the database cannot be reached, the run fails rather than sk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import ssl
@@ -23,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db import Sessions, create_engine, create_sync_engine, sessions, upgrade
+from core.web import listening
 from shahrah.models import metadata
 
 PG_ENV = "SHAHRAH_TEST_POSTGRES_URL"
@@ -102,21 +104,22 @@ def db(engine: AsyncEngine) -> Sessions:
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Any]:
-    """Start aiohttp applications on real loopback sockets; returns ``start(app) -> base URL``."""
-    runners: list[web.AppRunner] = []
+    """Start aiohttp applications on real loopback sockets, as the components serve them
+    (:func:`core.web.listening`); returns ``start(app, ssl_context, error_header=...) -> URL``."""
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> str:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+        async def start(
+            app: web.Application,
+            ssl_context: ssl.SSLContext | None = None,
+            *,
+            error_header: str | None = None,
+        ) -> str:
+            port = await stack.enter_async_context(
+                listening(app, "127.0.0.1", 0, ssl_context, error_header=error_header)
+            )
+            return f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
 
-    yield start
-    for runner in reversed(runners):
-        await runner.cleanup()
+        yield start
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ from exchange.context import Gateway, Limits
 from exchange.metrics import GatewayMetrics
 from exchange.passthrough import HttpBackend
 from exchange.peers import PeerPool, TlsFiles
+from exchange.r1 import ERROR_HEADER
 from exchange.replay import ReplayGuard
 from exchange.server import TrustSync, local_app, remote_app
 from registry import publisher, tokens
@@ -318,8 +319,8 @@ async def build(
             clock=clock,
         )
         ctx = server_context(tls.cert, tls.key, [])
-        remote = await serve(remote_app(gw), ssl_context=ctx)
-        local = await serve(local_app(gw))
+        remote = await serve(remote_app(gw), ssl_context=ctx, error_header=ERROR_HEADER)
+        local = await serve(local_app(gw), error_header=ERROR_HEADER)
         nodes[name] = Node(
             gw, local, remote, audit, consent, gw_sessions, tls, cert, clock, TrustSync(ctx)
         )

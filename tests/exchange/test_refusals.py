@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -20,13 +21,13 @@ from yarl import URL
 from core.db import transaction, utcnow
 from core.keys import PrivateKey
 from core.tls import client_context, make_certificate, server_context
+from core.web import listening
 from exchange import envelope as env_
 from exchange.context import Limits
 from exchange.envelope import RequestEnvelope
 from exchange.provider import service_path
 from exchange.r1 import MAX_HEADERS
 from exchange.replay import ReplayGuard
-from exchange.server import listening
 from registry import service as ops
 from registry.payloads import MemberUpdate
 from tests.exchange.harness import (
@@ -162,6 +163,34 @@ async def test_requests_an_envelope_cannot_describe_are_the_callers_error(
     status, kind, text = await _error(resp)
     assert (status, kind) == (400, "Client.BadRequest")
     assert message in text
+    assert fed.backend.seen == []
+    assert await fed.events("nadra") == []
+
+
+@pytest.mark.parametrize("node", ["lmc", "nadra"])
+async def test_what_the_http_parser_refuses_is_an_r1_error_on_both_listeners(
+    fed: Federation, node: str
+) -> None:
+    """Below the r1 parser too: a non-ASCII path, to the local listener and (over mutual TLS)
+    to the remote one, is refused as X-Road refuses, and reaches nothing."""
+    if node == "lmc":
+        url, ssl_context = fed.nodes["lmc"].local_url, None
+    else:
+        tls, nadra = fed.nodes["lmc"].tls, fed.nodes["nadra"]
+        url = nadra.remote_url
+        ssl_context = client_context(
+            tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode()
+        )
+    port = URL(url).port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl_context)
+    try:
+        writer.write(f"GET {ECHO_PATH}/public/\u00e9 HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
+        head, _, body = (await asyncio.wait_for(reader.read(), 10)).partition(b"\r\n\r\n")
+    finally:
+        writer.close()
+    assert head.split(b" ", 2)[1] == b"400"
+    assert b"\r\nX-Road-Error: Client.BadRequest" in head
+    assert json.loads(body)["type"] == "Client.BadRequest"
     assert fed.backend.seen == []
     assert await fed.events("nadra") == []
 

@@ -28,7 +28,7 @@ from audit.note import b64encode_hash
 from audit.store import LogHead
 from core import jws
 from core.db import Sessions, transaction, utcnow
-from core.errors import ShahrahError
+from core.errors import BadRequestError, ShahrahError
 from core.ids import GatewayId
 from core.keys import PrivateKey
 from core.pseudonym import Pseudonymizer
@@ -37,6 +37,9 @@ __all__ = ["ExportSummary", "write_export"]
 
 _PAGE = 1000  # checkpoints read per query
 PROGRESS_EVERY = 4096  # entries between two progress reports
+#: The most entries a selected log may hold: its list of indices is one line, which must stay
+#: well within what the verifier reads (audit.verify.MAX_LINE; 11 bytes an index at most).
+MAX_SELECTED = 2_000_000
 
 Progress = Callable[[int], None]  # entries written so far
 
@@ -141,10 +144,22 @@ async def write_export(
 
 async def _matching(s: AsyncSession, head: LogHead, conditions: list[Any], size: int) -> list[int]:
     i = AuditEventIndex
-    rows = await s.scalars(
-        select(i.idx).where(i.log_id == head.id, i.idx < size, *conditions).order_by(i.idx)
+    rows = list(
+        await s.scalars(
+            select(i.idx)
+            .where(i.log_id == head.id, i.idx < size, *conditions)
+            .order_by(i.idx)
+            .limit(MAX_SELECTED + 1)
+        )
     )
-    return list(rows)
+    if len(rows) > MAX_SELECTED:
+        # Refused (the caller discards what was written) rather than a file no verifier reads.
+        raise BadRequestError(
+            f"the search matches more than {MAX_SELECTED:,} entries of log {head.name}: "
+            "narrow it (a shorter period, one service), or export whole logs "
+            "(no filters but gateway or member)"
+        )
+    return rows
 
 
 async def _log_head(

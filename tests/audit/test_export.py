@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, update
 
+from audit import export as export_module
 from audit import merkle, store
 from audit.export import write_export
 from audit.export_format import EXPORT_TYP, seal_payload
@@ -29,6 +30,7 @@ from audit.verify import verify_export
 from audit.writer import AuditWriter
 from core import jws
 from core.db import transaction
+from core.errors import BadRequestError
 from core.keys import KeySet
 from tests.audit.conftest import WITNESS_KEY, Federation
 from tests.audit.events import CITIZEN, GATEWAY, PSEUDONYMS, event
@@ -120,6 +122,19 @@ async def test_a_selected_export_carries_inclusion_proofs(
         x["index"] for x in map(json.loads, denied.read_text().splitlines()) if x["type"] == "entry"
     ] == [9]
     assert verify_export(denied).ok
+
+
+async def test_a_selection_too_large_for_one_line_is_refused_with_a_way_out(
+    witnessed: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The selected log's indices are one line, which the verifier reads only up to its
+    bound: a selection past MAX_SELECTED is refused, not written unverifiable."""
+    monkeypatch.setattr(export_module, "MAX_SELECTED", N // 3 + 1)
+    assert verify_export(await export(witnessed, tmp_path / "fits.jsonl", cnic=CITIZEN)).ok
+    with pytest.raises(BadRequestError, match=f"more than {N // 3 + 1} entries of log {LOG}"):
+        await export(witnessed, tmp_path / "too-many.jsonl", outcome="delivered")
+    # Whole logs carry no list, so they are never refused for their size.
+    assert verify_export(await export(witnessed, tmp_path / "whole.jsonl")).ok
 
 
 async def test_with_an_anchor_the_witness_must_be_the_federations_own(

@@ -29,12 +29,16 @@ from core.errors import (
     ShahrahError,
     UnknownServiceError,
 )
-from core.ids import ServiceId
+from core.ids import GatewayId, ServiceId
 from core.web import read_up_to
 from exchange import envelope as env_
 from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
-from exchange.errors import ClientNetworkError, ClientProxyInvalidSignatureError
+from exchange.errors import (
+    ClientNetworkError,
+    ClientProxyInvalidSignatureError,
+    InvalidSecurityServerError,
+)
 from exchange.provider import service_path
 from exchange.r1 import LocalRequest, error_response, located, parse_local, response_headers
 from registry.globalconf import GatewayInfo, GlobalConfView
@@ -81,6 +85,8 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
         targets = view.gateways_for(sid.provider)
         if not targets:
             raise ClientNetworkError(f"no active gateway serves {sid.provider}")
+        if local.security_server is not None:
+            targets = _targeted(view, targets, local.security_server, sid)
         answer, env, token = await _send(gw, view, local, sid, path, body, targets)
         xroad = _xroad_headers(env, answer.renv)
         await gw.record(
@@ -140,6 +146,20 @@ def _resolve(view: GlobalConfView, local: LocalRequest) -> tuple[ServiceId, str]
             return sid, ""
     sid, rest = view.resolve_service(local.provider, local.service_code, list(local.rest))
     return sid, ("/" + "/".join(rest)) if rest else ""
+
+
+def _targeted(
+    view: GlobalConfView, targets: list[GatewayInfo], server: GatewayId, sid: ServiceId
+) -> list[GatewayInfo]:
+    """The one gateway ``X-Road-Security-Server`` names (PR-REST 4.3), if it serves the
+    provider: the caller chose it, so no other gateway of the provider is tried instead."""
+    info = view.gateways.get(server)
+    if info is None or info.status != "active":
+        raise InvalidSecurityServerError(f"{server} is no active gateway of the federation")
+    chosen = [t for t in targets if t.id == server]
+    if not chosen:
+        raise InvalidSecurityServerError(f"gateway {server} does not serve {sid.provider}")
+    return chosen
 
 
 async def _send(
@@ -335,7 +355,10 @@ def _verify(
 def _xroad_headers(env: RequestEnvelope, renv: ResponseEnvelope) -> dict[str, str]:
     headers = {
         "X-Road-Client": str(env.client),
-        "X-Road-Service": str(env.service),
+        # The serviceId as PR-REST 4.1 defines it, INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE:
+        # to an r1 caller a version is part of the path, and X-Road's clients refuse a
+        # sixth part.
+        "X-Road-Service": str(env.service.provider) + "/" + env.service.service_code,
         "X-Road-Id": env.message_id,
         "X-Road-Request-Id": env.request_id,
         "X-Road-Request-Hash": renv.request_hash,

@@ -7,6 +7,7 @@ from core.errors import ClientProxyError, ServerProxyError
 __all__ = [
     "ClientNetworkError",
     "ClientProxyInvalidSignatureError",
+    "InvalidSecurityServerError",
     "ProviderNetworkError",
     "SslAuthenticationFailedError",
 ]
@@ -38,3 +39,9 @@ class ClientProxyInvalidSignatureError(ClientProxyError):
 
     status = 502
     xroad_type = "Server.ClientProxy.InvalidSignature"
+
+
+class InvalidSecurityServerError(ClientProxyError):
+    """``X-Road-Security-Server`` names no active gateway that serves the provider."""
+
+    xroad_type = "Server.ClientProxy.InvalidSecurityServer"

@@ -20,7 +20,11 @@ from core.ids import ClientId, ServiceId
 from exchange.envelope import RequestEnvelope
 from registry.globalconf import GlobalConfView
 
-__all__ = ["answer_metaservice", "list_clients"]
+__all__ = ["CONTENT_TYPE", "answer_metaservice", "list_clients"]
+
+#: What the answers are: made by the gateway itself, so they name their character encoding
+#: (PR-REST 4.3).
+CONTENT_TYPE = "application/json; charset=utf-8"
 
 
 def list_clients(view: GlobalConfView, instance: str | None = None) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from exchange import envelope as env_
 from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import SslAuthenticationFailedError
+from exchange.metadata import CONTENT_TYPE as METADATA_TYPE
 from exchange.metadata import answer_metaservice
 from exchange.r1 import ERROR_HEADER, check_target, forwardable_headers, is_forwardable, located
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
@@ -87,7 +88,7 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
             raise UnknownServiceError(f"{env.service.provider} is not served by gateway {gw.id}")
         if env.service.service_code in METASERVICES and env.service not in view.services:
             payload = answer_metaservice(view, env)
-            response = BackendResponse(200, {"Content-Type": "application/json"}, payload)
+            response = BackendResponse(200, {"Content-Type": METADATA_TYPE}, payload)
         else:
             info = view.service(env.service)
             view.require_active_client(env.service.provider)

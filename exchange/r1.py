@@ -30,7 +30,7 @@ from core.errors import (
     ShahrahError,
     r1_status,
 )
-from core.ids import ClientId, Cnic, validate_part
+from core.ids import ClientId, Cnic, GatewayId, validate_part
 from exchange import envelope
 
 __all__ = [
@@ -117,6 +117,7 @@ class LocalRequest:
     query: str
     method: str
     message_id: str
+    security_server: GatewayId | None  # the provider's gateway to send to (PR-REST 4.3)
     user_id: str | None
     issue: str | None
     represented_party: str | None
@@ -222,6 +223,8 @@ def parse_local(request: web.Request) -> LocalRequest:
     client = ClientId.parse(clients[-1].strip(), encoded=True)
 
     message_id = _header(headers, "X-Road-Id", _PRINTABLE) or str(uuid.uuid4())
+    # Percent-encoded parts, as in X-Road-Client; repeated, the last one counts, as there.
+    server = _header(headers, "X-Road-Security-Server", _PRINTABLE)
     subject_text = _header(headers, DATA_SUBJECT, re.compile(r".{1,64}"), once=True)
     subject = Cnic.from_user_id(subject_text) if subject_text is not None else None
     forwarded = forwardable_headers(headers)
@@ -234,6 +237,7 @@ def parse_local(request: web.Request) -> LocalRequest:
         query=request.rel_url.raw_query_string,
         method=request.method,
         message_id=message_id,
+        security_server=GatewayId.parse(server, encoded=True) if server is not None else None,
         user_id=_header(headers, "X-Road-UserId", _PRINTABLE),
         issue=_header(headers, "X-Road-Issue", _PRINTABLE),
         represented_party=_header(headers, "X-Road-Represented-Party", _PRINTABLE),

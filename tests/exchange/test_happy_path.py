@@ -9,6 +9,7 @@ from exchange.envelope import ENVELOPE_HEADER
 from tests.exchange.harness import ECHO, LMC_TAX, Federation
 
 ECHO_PATH = "/r1/PK/FED/NADRA/civil-registry/echo"
+PERSON_PATH = "/r1/PK/FED/NADRA/civil-registry/person/v1"
 
 
 async def test_a_request_crosses_two_gateways_and_comes_back_signed(fed: Federation) -> None:
@@ -80,6 +81,18 @@ async def test_last_x_road_client_header_wins(fed: Federation) -> None:
     )
     assert resp.status == 200
     assert resp.headers["X-Road-Client"] == str(LMC_TAX)
+
+
+async def test_x_road_service_is_the_five_part_service_id_the_caller_named(
+    fed: Federation,
+) -> None:
+    """PR-REST 4.1/4.3: a serviceId is INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE; the version
+    of a versioned service is, to an r1 caller, part of the path, and X-Road's own clients
+    refuse an X-Road-Service of any other length. (Refused here for want of consent, which
+    the answer's X-Road headers do not depend on.)"""
+    resp = await fed.call("lmc", "GET", PERSON_PATH + "/persons/3520212345671")
+    assert resp.headers["X-Road-Error"].startswith("Server.ServerProxy.")
+    assert resp.headers["X-Road-Service"] == "PK/FED/NADRA/civil-registry/person"
 
 
 async def test_redirects_are_passed_through_not_followed(fed: Federation) -> None:

@@ -35,6 +35,15 @@ async def test_list_and_allowed_methods_come_from_the_provider(fed: Federation) 
     assert {s["service_code"] for s in mine["service"]} == {"echo", "person", "records"}
 
 
+async def test_metaservice_answers_name_their_character_encoding(fed: Federation) -> None:
+    """PR-REST 4.3: a message a security server makes itself states its media type and its
+    character encoding, as listClients and every error already do."""
+    for path in ("/listMethods", "/allowedMethods", "/getOpenAPI?serviceCode=echo"):
+        resp = await fed.call("lmc", "GET", META + path)
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/json; charset=utf-8", path
+
+
 async def test_get_openapi_describes_a_service(fed: Federation) -> None:
     resp = await fed.call("lmc", "GET", META + "/getOpenAPI?serviceCode=person")
     doc = await resp.json()

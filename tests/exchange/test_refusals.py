@@ -145,6 +145,30 @@ async def test_malformed_local_requests_are_refused_before_leaving(
 
 
 @pytest.mark.parametrize(
+    ("server", "status", "kind", "message"),
+    [
+        # LMC's own gateway exists but does not serve NADRA's subsystem.
+        ("PK/LG/LMC/gw1", 500, "Server.ClientProxy.InvalidSecurityServer", "does not serve"),
+        ("PK/FED/NADRA/gw9", 500, "Server.ClientProxy.InvalidSecurityServer", "no active gateway"),
+        ("PK/FED/NADRA", 400, "Client.BadRequest", "INSTANCE/CLASS/MEMBER/GATEWAYCODE"),
+    ],
+)
+async def test_a_security_server_the_provider_cannot_be_reached_at_is_refused(
+    fed: Federation, server: str, status: int, kind: str, message: str
+) -> None:
+    """PR-REST 4.3: X-Road-Security-Server sends the request to that server only; one that
+    does not serve the provider is refused rather than quietly ignored."""
+    resp = await fed.call(
+        "lmc", "GET", ECHO_PATH + "/public/a", headers={"X-Road-Security-Server": server}
+    )
+    got = await _error(resp)
+    assert got[:2] == (status, kind)
+    assert message in got[2]
+    assert fed.backend.seen == []
+    assert await fed.events("nadra") == []
+
+
+@pytest.mark.parametrize(
     ("method", "headers", "message"),
     [
         ("PROPFIND", {}, "method PROPFIND is not supported"),
@@ -581,3 +605,40 @@ async def test_the_next_provider_gateway_is_tried_only_when_nothing_was_sent(
     assert (status, kind) == (500, "Server.ClientProxy.NetworkError")
     assert "the exchange with" in message
     assert len(fed.backend.seen) == 1  # the real gateway never saw the second request
+
+
+async def test_x_road_security_server_picks_the_provider_gateway(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PR-REST 4.3: with X-Road-Security-Server the request goes to that gateway alone, never
+    to another of the provider's, even when that one cannot be reached."""
+    view = fed.nodes["lmc"].gateway.globalconf.current()
+    real = view.gateways_for(ECHO.provider)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    decoy = real[0].model_copy(
+        update={"id": real[0].id.member.gateway("gw2"), "address": f"https://127.0.0.1:{closed}"}
+    )
+    monkeypatch.setattr(view, "gateways_for", lambda client: [decoy, *real])
+    monkeypatch.setattr(view, "gateways", {**view.gateways, decoy.id: decoy})
+
+    resp = await fed.call(
+        "lmc", "GET", ECHO_PATH + "/public/a", headers={"X-Road-Security-Server": str(decoy.id)}
+    )
+    status, kind, _ = await _error(resp)
+    assert (status, kind) == (500, "Server.ClientProxy.NetworkError")
+    assert fed.backend.seen == []  # not sent on to the gateway the caller did not name
+
+    # Percent-encoded parts, as for X-Road-Client; repeated, the last one counts.
+    resp = await fed.http.get(
+        URL(fed.nodes["lmc"].local_url + ECHO_PATH + "/public/b", encoded=True),
+        headers=[
+            ("X-Road-Client", str(LMC_TAX)),
+            ("X-Road-Security-Server", str(decoy.id)),
+            ("X-Road-Security-Server", "PK/FED/NADRA/gw%31"),
+        ],
+    )
+    assert resp.status == 200, await resp.text()
+    assert len(fed.backend.seen) == 1
+    assert "X-Road-Security-Server" not in fed.backend.seen[-1].headers

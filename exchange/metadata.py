@@ -14,17 +14,23 @@ from __future__ import annotations
 import json
 from typing import Any
 from urllib.parse import parse_qs
+from xml.etree import ElementTree as ET
 
 from core.errors import BadRequestError, UnknownServiceError
 from core.ids import ClientId, ServiceId
 from exchange.envelope import RequestEnvelope
 from registry.globalconf import GlobalConfView
 
-__all__ = ["CONTENT_TYPE", "answer_metaservice", "list_clients"]
+__all__ = ["CONTENT_TYPE", "XML_TYPE", "answer_metaservice", "client_list_xml", "list_clients"]
 
 #: What the answers are: made by the gateway itself, so they name their character encoding
 #: (PR-REST 4.3).
 CONTENT_TYPE = "application/json; charset=utf-8"
+XML_TYPE = "text/xml; charset=utf-8"
+
+# PR-META's namespaces: the message elements' and the identifiers'.
+_XROAD = "http://x-road.eu/xsd/xroad.xsd"
+_ID = "http://x-road.eu/xsd/identifiers"
 
 
 def list_clients(view: GlobalConfView, instance: str | None = None) -> dict[str, Any]:
@@ -44,6 +50,29 @@ def list_clients(view: GlobalConfView, instance: str | None = None) -> dict[str,
             ident["subsystem_code"] = client.subsystem
         members.append({"id": ident, "name": member.name})
     return {"member": members}
+
+
+def client_list_xml(clients: dict[str, Any]) -> bytes:
+    """:func:`list_clients`'s answer as PR-META's ``clientList`` element, the form X-Road
+    answers in unless JSON is asked for."""
+    root = ET.Element(f"{{{_XROAD}}}clientList")
+    fields = [
+        ("xroad_instance", "xRoadInstance"),
+        ("member_class", "memberClass"),
+        ("member_code", "memberCode"),
+        ("subsystem_code", "subsystemCode"),
+    ]
+    for member in clients["member"]:
+        ident = member["id"]
+        entry = ET.SubElement(root, f"{{{_XROAD}}}member")
+        id_ = ET.SubElement(
+            entry, f"{{{_XROAD}}}id", {f"{{{_ID}}}objectType": ident["object_type"]}
+        )
+        for key, tag in fields:
+            if key in ident:
+                ET.SubElement(id_, f"{{{_ID}}}{tag}").text = ident[key]
+        ET.SubElement(entry, f"{{{_XROAD}}}name").text = member["name"]
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
 def _service_entry(

@@ -28,7 +28,7 @@ from core.web import Api, error_middleware, security_headers_middleware
 from exchange import envelope
 from exchange.consumer import consume
 from exchange.context import Gateway
-from exchange.metadata import list_clients
+from exchange.metadata import XML_TYPE, client_list_xml, list_clients
 from exchange.provider import provide
 from exchange.r1 import ERROR_HEADER
 from registry.globalconf import GlobalConfView
@@ -112,9 +112,18 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     tags=("metaservices",),
 )
 async def list_clients_route(request: web.Request) -> web.StreamResponse:
+    """As X-Road answers it (PR-META 2): JSON when `Accept` names `application/json`,
+    otherwise the `clientList` XML element (`text/xml`). `xRoadInstance` limits the list to
+    one instance."""
     gw = request.app[GATEWAY]
-    view = gw.globalconf.current()
-    return web.json_response(list_clients(view, request.query.get("xRoadInstance")))
+    clients = list_clients(gw.globalconf.current(), request.query.get("xRoadInstance"))
+    if _accepts_json(request.headers.get("Accept", "")):
+        return web.json_response(clients)
+    return web.Response(body=client_list_xml(clients), headers={"Content-Type": XML_TYPE})
+
+
+def _accepts_json(accept: str) -> bool:
+    return any(r.split(";", 1)[0].strip().lower() == "application/json" for r in accept.split(","))
 
 
 async def _r1(request: web.Request) -> web.StreamResponse:

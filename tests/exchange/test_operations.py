@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
+from defusedxml import ElementTree
+
 from tests.exchange.harness import LMC_TAX, PLRA_LAND, Federation
 
 META = "/r1/PK/FED/NADRA/civil-registry"
+XROAD_NS = "http://x-road.eu/xsd/xroad.xsd"
+ID_NS = "http://x-road.eu/xsd/identifiers"
 
 
 async def test_list_clients_names_every_member_and_subsystem(fed: Federation) -> None:
-    resp = await fed.http.get(fed.nodes["lmc"].local_url + "/listClients")
+    resp = await fed.http.get(
+        fed.nodes["lmc"].local_url + "/listClients", headers={"Accept": "application/json"}
+    )
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
     members = (await resp.json())["member"]
     ids = {
         (m["id"]["object_type"], m["id"]["member_code"], m["id"].get("subsystem_code"))
@@ -17,6 +25,50 @@ async def test_list_clients_names_every_member_and_subsystem(fed: Federation) ->
     assert ("MEMBER", "NADRA", None) in ids
     assert ("SUBSYSTEM", "LMC", "property-tax") in ids
     assert {m["name"] for m in members} >= {"NADRA", "Lahore Metropolitan Corporation"}
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "text/xml", "application/xml"])
+async def test_list_clients_answers_xml_unless_json_is_asked_for(
+    fed: Federation, accept: str | None
+) -> None:
+    """PR-META: the `clientList` element, in X-Road's namespaces, is the default answer."""
+    url = fed.nodes["lmc"].local_url + "/listClients"
+    headers = {"Accept": accept} if accept else {"Accept": ""}
+    resp = await fed.http.get(url, headers=headers)
+    assert resp.headers["Content-Type"] == "text/xml; charset=utf-8"
+    root = ElementTree.fromstring(await resp.read())
+    assert root.tag == f"{{{XROAD_NS}}}clientList"
+    as_json = await (
+        await fed.http.get(url, headers={"Accept": "text/html, application/json;q=0.9"})
+    ).json()
+    from_xml = []
+    for member in root.findall(f"{{{XROAD_NS}}}member"):
+        ident = member.find(f"{{{XROAD_NS}}}id")
+        assert ident is not None
+        parts = {child.tag.split("}")[1]: child.text for child in ident}
+        name = member.find(f"{{{XROAD_NS}}}name")
+        assert name is not None
+        from_xml.append((ident.get(f"{{{ID_NS}}}objectType"), parts, name.text))
+    assert from_xml == [
+        (
+            m["id"]["object_type"],
+            {
+                tag: m["id"][key]
+                for key, tag in [
+                    ("xroad_instance", "xRoadInstance"),
+                    ("member_class", "memberClass"),
+                    ("member_code", "memberCode"),
+                    ("subsystem_code", "subsystemCode"),
+                ]
+                if key in m["id"]
+            },
+            m["name"],
+        )
+        for m in as_json["member"]
+    ]
+    assert ("SUBSYSTEM", "property-tax") in {(o, p.get("subsystemCode")) for o, p, _ in from_xml}
+    other = await fed.http.get(url + "?xRoadInstance=EE")
+    assert ElementTree.fromstring(await other.read()).findall(f"{{{XROAD_NS}}}member") == []
 
 
 async def test_list_and_allowed_methods_come_from_the_provider(fed: Federation) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from core.keys import PrivateKey, PublicKey
 from core.tls import Certificate
 from exchange.config import GatewayConfig
 from shahrah.cli import main
+from tests.ports import free_base
 from tests.registry.test_globalconf import anchor_for
 
 
@@ -73,3 +75,41 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "local.port" in result.stderr
+
+
+def _made_gateway(tmp_path: Path, passphrase: str | None = None) -> tuple[Path, int]:
+    """A gateway folder whose anchor names a registry nobody runs; returns it and its r1 port."""
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(anchor_for().dumps())
+    d = tmp_path / "gw"
+    base = free_base(span=2)
+    args = ["gateway", "init", "--data-dir", str(d), "--id", "PK/FED/NADRA/gw1"]
+    args += ["--anchor", str(anchor), "--local-port", str(base), "--remote-port", str(base + 1)]
+    env = {"SHAHRAH_KEY_PASSPHRASE": passphrase} if passphrase else None
+    made = CliRunner().invoke(main, args + ([] if passphrase else ["--no-passphrase"]), env=env)
+    assert made.exit_code == 0, made.output
+    return d, base
+
+
+def _serve(d: Path, passphrase: str | None = None) -> Result:
+    env = {"SHAHRAH_KEY_PASSPHRASE": passphrase} if passphrase else None
+    args = ["gateway", "serve", "--data-dir", str(d)] + ([] if passphrase else ["--no-passphrase"])
+    return CliRunner().invoke(main, args, env=env)
+
+
+def _one_line_error(result: Result) -> str:
+    """What the operator sees: a single ``Error:`` line, and no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    return line
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    d, port = _made_gateway(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        line = _one_line_error(_serve(d))
+    assert f"127.0.0.1:{port}" in line
+    assert "in use" in line

@@ -113,3 +113,11 @@ def test_a_port_in_use_is_named(tmp_path: Path) -> None:
         line = _one_line_error(_serve(d))
     assert f"127.0.0.1:{port}" in line
     assert "in use" in line
+
+
+def test_a_wrong_passphrase_names_the_key_file_and_not_the_passphrase(tmp_path: Path) -> None:
+    d, _ = _made_gateway(tmp_path, passphrase="right-one")
+    line = _one_line_error(_serve(d, passphrase="wrong-one"))
+    assert str(d / "signing-key.pem") in line
+    assert "wrong passphrase" in line
+    assert "wrong-one" not in line

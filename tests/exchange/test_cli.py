@@ -121,3 +121,13 @@ def test_a_wrong_passphrase_names_the_key_file_and_not_the_passphrase(tmp_path: 
     assert str(d / "signing-key.pem") in line
     assert "wrong passphrase" in line
     assert "wrong-one" not in line
+
+
+def test_an_unusable_tls_key_is_named(tmp_path: Path) -> None:
+    d, _ = _made_gateway(tmp_path)
+    (d / "tls-key.pem").write_text("not a key\n")
+    line = _one_line_error(_serve(d))
+    assert str(d / "tls-key.pem") in line
+    (d / "tls-key.pem").unlink()
+    line = _one_line_error(_serve(d))
+    assert str(d / "tls-key.pem") in line

@@ -131,3 +131,21 @@ def test_an_unusable_tls_key_is_named(tmp_path: Path) -> None:
     (d / "tls-key.pem").unlink()
     line = _one_line_error(_serve(d))
     assert str(d / "tls-key.pem") in line
+
+
+def test_init_refuses_a_port_no_listener_can_have(tmp_path: Path) -> None:
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(anchor_for().dumps())
+    for option, value in (("--local-port", "99999"), ("--remote-port", "0")):
+        args = ["gateway", "init", "--data-dir", str(tmp_path / "gw"), "--id", "PK/FED/NADRA/gw1"]
+        args += ["--anchor", str(anchor), option, value, "--no-passphrase"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert option in result.stderr
+        assert not (tmp_path / "gw").exists()
+
+
+def test_serve_help_says_where_the_passphrase_comes_from() -> None:
+    result = CliRunner().invoke(main, ["gateway", "serve", "--help"])
+    assert "SHAHRAH_KEY_PASSPHRASE" in result.stdout
+    assert "docs/gateway.md" in result.stdout

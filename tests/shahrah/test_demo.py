@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
@@ -63,6 +64,33 @@ def test_a_half_made_folder_is_refused(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "stopped half-way" in result.stderr
+
+
+def _demo_error(data_dir: Path, base: int) -> str:
+    result = CliRunner().invoke(
+        main, ["demo", "--data-dir", str(data_dir), "--base-port", str(base), "--scenario"]
+    )
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    return line
+
+
+def test_a_data_dir_inside_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    line = _demo_error(tmp_path / "file" / "demo", free_base())
+    assert str(tmp_path / "file" / "demo") in line
+
+
+def test_a_port_range_in_use_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    base = free_base()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base + 21))  # PLRA's gateway's mTLS port
+        taken.listen()
+        line = _demo_error(tmp_path / "demo", base)
+    assert f"127.0.0.1:{base + 21}" in line
+    assert "--base-port" in line
+    assert not (tmp_path / "demo").exists()
 
 
 async def test_a_step_that_breaks_unexpectedly_is_reported_as_failed(

@@ -149,3 +149,13 @@ def test_serve_help_says_where_the_passphrase_comes_from() -> None:
     result = CliRunner().invoke(main, ["gateway", "serve", "--help"])
     assert "SHAHRAH_KEY_PASSPHRASE" in result.stdout
     assert "docs/gateway.md" in result.stdout
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path) -> None:
+    d, _ = _made_gateway(tmp_path)
+    config = d / "gateway.toml"
+    url = 'database = "postgresql://gw:db-secret@127.0.0.1:1/gateway"'
+    config.write_text(config.read_text().replace('# database = "postgresql://user@host/name"', url))
+    line = _one_line_error(_serve(d))
+    assert "127.0.0.1:1" in line
+    assert "db-secret" not in line

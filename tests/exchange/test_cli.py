@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from core.keys import PrivateKey, PublicKey
 from core.tls import Certificate
-from exchange.config import GatewayConfig
+from exchange.config import GatewayConfig, LimitSettings
 from shahrah.cli import main
 from tests.ports import free_base
 from tests.registry.test_globalconf import anchor_for
@@ -159,3 +159,11 @@ def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path
     line = _one_line_error(_serve(d))
     assert "127.0.0.1:1" in line
     assert "db-secret" not in line
+
+
+def test_the_written_config_shows_every_limit_with_its_default(tmp_path: Path) -> None:
+    """An operator tunes what gateway.toml shows; a limit missing there is one nobody finds."""
+    d, _ = _made_gateway(tmp_path)
+    text = (d / "gateway.toml").read_text()
+    for name, field in LimitSettings.model_fields.items():
+        assert f"\n{name} = {field.default!r}" in text, name

@@ -28,7 +28,7 @@ from sqlalchemy import DateTime, Engine, MetaData, event
 from sqlalchemy import create_engine as create_sync_engine_
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -301,7 +301,14 @@ def upgrade(url: str) -> None:
     from alembic import command
 
     log.info("upgrading database schema")
-    command.upgrade(_alembic_config(url), "heads")
+    try:
+        command.upgrade(_alembic_config(url), "heads")
+    except OperationalError as e:
+        # The first thing a server does with its database: say which one failed and why, in
+        # one line, and never with the password the URL may carry.
+        where = make_url(url).render_as_string(hide_password=True)
+        reason = str(e.orig).splitlines()[0] if e.orig else type(e).__name__
+        raise DatabaseError(f"cannot use the database {where}: {reason}") from e
 
 
 def check(url: str) -> None:

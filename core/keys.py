@@ -165,7 +165,11 @@ class PrivateKey:
             data = path.read_bytes()
         except OSError as e:
             raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
-        return cls.from_pem(data, passphrase)
+        try:
+            return cls.from_pem(data, passphrase)
+        except KeyFileError as e:
+            # A gateway holds several keys: the operator must know which one to look at.
+            raise KeyFileError(f"key file {path}: {e.message}") from e
 
 
 class KeySet(Mapping[str, PublicKey]):

@@ -16,13 +16,16 @@ import hashlib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from core.errors import BadRequestError
+from core.keys import KeyFileError
 
 __all__ = [
     "Certificate",
@@ -130,7 +133,7 @@ def server_context(
     against the current configuration.
     """
     ctx = _base(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert_file, key_file, password=password)
+    _load_key_pair(ctx, cert_file, key_file, password)
     pems = "".join(trusted)
     if pems:
         ctx.load_verify_locations(cadata=pems)
@@ -148,8 +151,40 @@ def client_context(
     ctx = _base(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata=peer_pem)
-    ctx.load_cert_chain(cert_file, key_file, password=password)
+    _load_key_pair(ctx, cert_file, key_file, password)
     return ctx
+
+
+def _load_key_pair(
+    ctx: ssl.SSLContext, cert_file: str, key_file: str, password: bytes | None
+) -> None:
+    """``load_cert_chain``, with errors that name the file and the fault.
+
+    OpenSSL says only "PEM lib" for a wrong passphrase, a damaged key and a key that does
+    not match its certificate alike, and a missing file without its name; the key is
+    read here first so that the operator learns which.
+    """
+    try:
+        data = Path(key_file).read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"cannot read TLS key file {key_file}: {e.strerror}") from e
+    try:
+        serialization.load_pem_private_key(data, password=password or None)
+    except TypeError as e:  # cryptography's word for a missing or superfluous passphrase
+        need = "is not encrypted, but a passphrase was given" if password else "needs a passphrase"
+        raise KeyFileError(f"TLS key file {key_file} {need}") from e
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise KeyFileError(
+            f"TLS key file {key_file} could not be read: wrong passphrase or not a PEM key"
+        ) from e
+    try:
+        ctx.load_cert_chain(cert_file, key_file, password=password)
+    except ssl.SSLError as e:
+        raise KeyFileError(
+            f"TLS certificate {cert_file} is not a PEM certificate or does not match {key_file}"
+        ) from e
+    except OSError as e:
+        raise KeyFileError(f"cannot read TLS certificate {cert_file}: {e.strerror}") from e
 
 
 def peer_pin(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:

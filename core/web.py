@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import ssl
 import uuid
@@ -40,6 +41,7 @@ from core.errors import (
 __all__ = [
     "Api",
     "ErrorRenderer",
+    "ListenError",
     "bearer_token",
     "error_middleware",
     "json_response",
@@ -212,6 +214,10 @@ class _Runner(web.AppRunner):
         return _Server(await super()._make_server(), self.error_header)
 
 
+class ListenError(ShahrahError):
+    """A listener could not be opened: its port is taken, or its address is not this host's."""
+
+
 @contextlib.asynccontextmanager
 async def listening(
     app: web.Application,
@@ -224,12 +230,19 @@ async def listening(
     """Serve ``app`` until the block ends; yields the bound port (``port=0`` picks one).
 
     Requests that never reach ``app`` (malformed HTTP) are answered like the
-    ones it refuses, with ``error_header`` carrying the error type if given.
+    ones it refuses, with ``error_header`` carrying the error type if given. A port
+    that cannot be bound raises :class:`ListenError`, which names it.
     """
     runner = _Runner(app, error_header)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        # asyncio's message repeats the address as a tuple; the operator needs host:port and why.
+        reason = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
+        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from e
     try:
         yield int(runner.addresses[0][1])
     finally:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +17,8 @@ from exchange.config import GatewayConfig
 from exchange.runtime import running
 from exchange.setup import CONFIG_FILE, init_gateway
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 data_dir_option = click.option(
     "--data-dir",
     required=True,
@@ -22,6 +26,13 @@ data_dir_option = click.option(
     envvar="SHAHRAH_DATA_DIR",
     help="The gateway's folder (keys, certificate, gateway.toml, database). Env: SHAHRAH_DATA_DIR.",
 )
+
+
+def port_option(flag: str, default: int, text: str) -> Callable[[F], F]:
+    # A port no listener can have is refused here, before any key is made for it.
+    return click.option(
+        flag, default=default, show_default=True, type=click.IntRange(1, 65535), help=text
+    )
 
 
 @click.group()
@@ -39,10 +50,8 @@ def gateway() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The federation's configuration anchor (anchor.json from the operator).",
 )
-@click.option("--local-port", default=8080, show_default=True, help="Port for local systems (r1).")
-@click.option(
-    "--remote-port", default=8443, show_default=True, help="Port for other gateways (mTLS)."
-)
+@port_option("--local-port", 8080, "Port for local systems (r1).")
+@port_option("--remote-port", 8443, "Port for other gateways (mTLS).")
 @click.option(
     "--remote-host",
     default="127.0.0.1",
@@ -61,7 +70,9 @@ def init(
 ) -> None:
     """Create a gateway: signing key, TLS key and certificate, gateway.toml.
 
-    Then ask the operator to register the printed key and certificate."""
+    The private keys are encrypted with the passphrase in SHAHRAH_KEY_PASSPHRASE, or one
+    asked for at the terminal. Then ask the operator to register the printed key and
+    certificate."""
     try:
         gid = GatewayId.parse(gateway_id)
     except BadRequestError as e:
@@ -94,7 +105,11 @@ def init(
 @data_dir_option
 @no_passphrase_option
 def serve(data_dir: Path, no_passphrase: bool) -> None:
-    """Run the gateway configured in DATA_DIR/gateway.toml until Ctrl-C or SIGTERM."""
+    """Run the gateway configured in DATA_DIR/gateway.toml until Ctrl-C or SIGTERM.
+
+    The keys' passphrase is read from SHAHRAH_KEY_PASSPHRASE, or asked for at the terminal.
+    gateway.toml sets the listeners, database, limits (body size, timeouts), services and
+    adapters: see docs/gateway.md. /healthz, /readyz and /metrics are on the local port."""
     try:
         config = GatewayConfig.load(data_dir / CONFIG_FILE)
     except BadRequestError as e:

@@ -193,11 +193,7 @@ async def _consent(gw: Gateway, info: ServiceInfo, env: RequestEnvelope) -> Perm
         purpose=env.purpose,
         at=gw.clock(),
     )
-    try:
-        return await gw.consent.decide(query)
-    except ConsentDeniedError:
-        gw.metrics.consent_denials.labels(str(env.service)).inc()
-        raise
+    return await gw.consent.decide(query)
 
 
 async def _call_backend(
@@ -463,4 +459,8 @@ async def _refuse(
         log.exception("could not record refusal %s in the audit log", error_id)
     gw.metrics.requests.labels("provider", service_label, error.xroad_type).inc()
     gw.metrics.latency.labels("provider", service_label).observe(time.perf_counter() - started)
+    # Here, not where the consent service says no: a request without consent headers, for a
+    # purpose the service does not allow, or with no consent service to ask is denied too.
+    if error.xroad_type == ConsentDeniedError.xroad_type:
+        gw.metrics.consent_denials.labels(service_label).inc()
     return web.Response(status=status, headers={**headers, env_.ENVELOPE_HEADER: rtoken}, body=data)

@@ -82,6 +82,10 @@ async def running(
     refused (fail closed).
     """
     key = PrivateKey.load(config.signing_key, passphrase)
+    # The TLS key too, before anything starts: a wrong passphrase or a missing file is
+    # refused at once rather than after migrations and background tasks.
+    tls = TlsFiles(str(config.tls_certificate), str(config.tls_key), passphrase)
+    ctx = server_context(tls.cert, tls.key, [], password=passphrase)
     anchor = Anchor.load(config.anchor)
     await asyncio.to_thread(upgrade, config.database)
     engine = create_engine(config.database)
@@ -131,7 +135,6 @@ async def running(
         for backend in backends.values():
             stack.push_async_callback(backend.close)
 
-        tls = TlsFiles(str(config.tls_certificate), str(config.tls_key), passphrase)
         peers = PeerPool(tls, connect_timeout=limits.connect_timeout)
         stack.push_async_callback(peers.close)
         replay = ReplayGuard(db, window=dt.timedelta(seconds=limits.freshness))
@@ -151,7 +154,6 @@ async def running(
             ),
             limits=limits,
         )
-        ctx = server_context(tls.cert, tls.key, [], password=passphrase)
         trust = TrustSync(ctx)
         if conf.view is not None:
             trust.sync(conf.view)

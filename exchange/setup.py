@@ -104,10 +104,12 @@ host = "{remote_host}"
 port = {remote_port}
 
 [limits]
-max_body = 10485760        # bytes
-backend_timeout = 30.0     # seconds
-peer_timeout = 60.0        # seconds
-freshness = 120.0          # seconds
+max_body = 10485760        # bytes, request and response bodies
+backend_timeout = 30.0     # seconds for a backend to answer
+peer_timeout = 60.0        # seconds to wait for a provider gateway
+connect_timeout = 5.0      # seconds to open a connection to a peer gateway
+body_timeout = 30.0        # seconds for a request body to arrive
+freshness = 120.0          # seconds an envelope's time may be off
 
 # One section per service this gateway provides, named by its service id:
 # [services."{member}/SUBSYSTEM/CODE/VERSION"]

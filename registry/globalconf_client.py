@@ -178,8 +178,13 @@ class GlobalConfClient:
             self.last_error = e.message
             log.error("refused global configuration from %s: %s", self.anchor.url, e.message)
             return False
-        except (aiohttp.ClientError, TimeoutError) as e:
-            self.last_error = f"cannot fetch {self.anchor.url}: {e!r}"
+        except TimeoutError:
+            self.last_error = f"cannot fetch {self.anchor.url}: no answer within {self.timeout:g} s"
+            log.warning("%s", self.last_error)
+            return False
+        except aiohttp.ClientError as e:
+            # str(), not repr(): this reaches the log and /healthz, where an operator reads it.
+            self.last_error = f"cannot fetch {self.anchor.url}: {str(e) or type(e).__name__}"
             log.warning("%s", self.last_error)
             return False
         except Exception as e:

@@ -111,6 +111,7 @@ async def running(data_dir: Path, base_port: int, *, people: int = 200) -> Async
     """Create the federation in ``data_dir`` if needed, then run every component until the
     block ends."""
     ports = Ports(base_port)
+    ports.require_free()
     federation_file = data_dir / FEDERATION_FILE
     if federation_file.exists():
         federation = json.loads(federation_file.read_text())

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from consent import operators as consent_operators
 from consent.artefact import Relation
 from consent.citizens import Accounts, GuardianshipCreate, add_guardianship
 from core.db import create_engine, sessions, transaction, utcnow
-from core.errors import ConflictError, ShahrahError
+from core.errors import BadRequestError, ConflictError, ShahrahError
 from core.files import write_atomic
 from core.ids import Cnic, MemberId, ServiceId
 from core.keys import PrivateKey
@@ -173,6 +174,29 @@ class Ports:
             raise ShahrahError(f"--base-port {base} leaves no room: use 1024 to {65535 - 40}")
         self.base = base
         self.registry, self.consent, self.audit, self.soap = base, base + 1, base + 2, base + 3
+
+    def require_free(self) -> None:
+        """Refuse a base port whose range is partly taken, before anything is made or started."""
+        named = {"registry": self.registry, "consent service": self.consent}
+        named |= {"audit witness": self.audit, "land records SOAP service": self.soap}
+        for m in MEMBERS:
+            named |= {
+                f"{m.name} gateway r1": self.local(m),
+                f"{m.name} gateway mTLS": self.remote(m),
+            }
+        span = f"{self.base} to {max(named.values())}"
+        for name, port in named.items():
+            with socket.socket() as probe:
+                # As the listeners do, so a port in TIME_WAIT is not taken for a used one.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((HOST, port))
+                except OSError as e:
+                    reason = os.strerror(e.errno or 0)
+                    raise ConflictError(
+                        f"cannot listen on {HOST}:{port} (the {name}): {reason}; "
+                        f"choose another --base-port (the demo uses ports {span})"
+                    ) from e
 
     def local(self, m: Member) -> int:
         return self.base + m.port
@@ -368,13 +392,16 @@ def _settle_drops(legacy: Path) -> None:
 
 
 def _empty_private_folder(data_dir: Path) -> None:
-    if data_dir.exists() and any(data_dir.iterdir()):
-        raise ConflictError(
-            f"{data_dir} is not empty but holds no {FEDERATION_FILE}: "
-            "an earlier set-up stopped half-way; remove the folder and start again"
-        )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    try:
+        if data_dir.exists() and any(data_dir.iterdir()):
+            raise ConflictError(
+                f"{data_dir} is not empty but holds no {FEDERATION_FILE}: "
+                "an earlier set-up stopped half-way; remove the folder and start again"
+            )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+    except OSError as e:  # a parent that is a file, a folder we may not write
+        raise BadRequestError(f"cannot make the federation in {data_dir}: {e.strerror}") from e
 
 
 def _attach_adapters(config_file: Path, m: Member, variables: dict[str, str], ports: Ports) -> None:

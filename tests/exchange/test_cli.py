@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from core.keys import PrivateKey, PublicKey
 from core.tls import Certificate
-from exchange.config import GatewayConfig
+from exchange.config import GatewayConfig, LimitSettings
 from shahrah.cli import main
+from tests.ports import free_base
 from tests.registry.test_globalconf import anchor_for
 
 
@@ -73,3 +75,95 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "local.port" in result.stderr
+
+
+def _made_gateway(tmp_path: Path, passphrase: str | None = None) -> tuple[Path, int]:
+    """A gateway folder whose anchor names a registry nobody runs; returns it and its r1 port."""
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(anchor_for().dumps())
+    d = tmp_path / "gw"
+    base = free_base(span=2)
+    args = ["gateway", "init", "--data-dir", str(d), "--id", "PK/FED/NADRA/gw1"]
+    args += ["--anchor", str(anchor), "--local-port", str(base), "--remote-port", str(base + 1)]
+    env = {"SHAHRAH_KEY_PASSPHRASE": passphrase} if passphrase else None
+    made = CliRunner().invoke(main, args + ([] if passphrase else ["--no-passphrase"]), env=env)
+    assert made.exit_code == 0, made.output
+    return d, base
+
+
+def _serve(d: Path, passphrase: str | None = None) -> Result:
+    env = {"SHAHRAH_KEY_PASSPHRASE": passphrase} if passphrase else None
+    args = ["gateway", "serve", "--data-dir", str(d)] + ([] if passphrase else ["--no-passphrase"])
+    return CliRunner().invoke(main, args, env=env)
+
+
+def _one_line_error(result: Result) -> str:
+    """What the operator sees: a single ``Error:`` line, and no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    return line
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    d, port = _made_gateway(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        line = _one_line_error(_serve(d))
+    assert f"127.0.0.1:{port}" in line
+    assert "in use" in line
+
+
+def test_a_wrong_passphrase_names_the_key_file_and_not_the_passphrase(tmp_path: Path) -> None:
+    d, _ = _made_gateway(tmp_path, passphrase="right-one")
+    line = _one_line_error(_serve(d, passphrase="wrong-one"))
+    assert str(d / "signing-key.pem") in line
+    assert "wrong passphrase" in line
+    assert "wrong-one" not in line
+
+
+def test_an_unusable_tls_key_is_named(tmp_path: Path) -> None:
+    d, _ = _made_gateway(tmp_path)
+    (d / "tls-key.pem").write_text("not a key\n")
+    line = _one_line_error(_serve(d))
+    assert str(d / "tls-key.pem") in line
+    (d / "tls-key.pem").unlink()
+    line = _one_line_error(_serve(d))
+    assert str(d / "tls-key.pem") in line
+
+
+def test_init_refuses_a_port_no_listener_can_have(tmp_path: Path) -> None:
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(anchor_for().dumps())
+    for option, value in (("--local-port", "99999"), ("--remote-port", "0")):
+        args = ["gateway", "init", "--data-dir", str(tmp_path / "gw"), "--id", "PK/FED/NADRA/gw1"]
+        args += ["--anchor", str(anchor), option, value, "--no-passphrase"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert option in result.stderr
+        assert not (tmp_path / "gw").exists()
+
+
+def test_serve_help_says_where_the_passphrase_comes_from() -> None:
+    result = CliRunner().invoke(main, ["gateway", "serve", "--help"])
+    assert "SHAHRAH_KEY_PASSPHRASE" in result.stdout
+    assert "docs/gateway.md" in result.stdout
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path) -> None:
+    d, _ = _made_gateway(tmp_path)
+    config = d / "gateway.toml"
+    url = 'database = "postgresql://gw:db-secret@127.0.0.1:1/gateway"'
+    config.write_text(config.read_text().replace('# database = "postgresql://user@host/name"', url))
+    line = _one_line_error(_serve(d))
+    assert "127.0.0.1:1" in line
+    assert "db-secret" not in line
+
+
+def test_the_written_config_shows_every_limit_with_its_default(tmp_path: Path) -> None:
+    """An operator tunes what gateway.toml shows; a limit missing there is one nobody finds."""
+    d, _ = _made_gateway(tmp_path)
+    text = (d / "gateway.toml").read_text()
+    for name, field in LimitSettings.model_fields.items():
+        assert f"\n{name} = {field.default!r}" in text, name

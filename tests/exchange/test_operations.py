@@ -125,3 +125,14 @@ async def test_health_and_readiness(fed: Federation) -> None:
     assert (await fed.http.get(fed.nodes["lmc"].local_url + "/readyz")).status == 200
     openapi = await (await fed.http.get(fed.nodes["lmc"].local_url + "/openapi.json")).json()
     assert "/listClients" in openapi["paths"]
+
+
+async def test_every_consent_refusal_is_counted_as_a_consent_denial(fed: Federation) -> None:
+    """The counter agrees with the ConsentDenied outcomes, whatever the refusal's reason: an
+    operator alerting on consent denials must not miss requests that carried no consent."""
+    person = "/r1/PK/FED/NADRA/civil-registry/person/v1/persons/35202-1234567-1"
+    refused = await fed.call("lmc", "GET", person)
+    assert refused.headers["X-Road-Error"] == "Server.ServerProxy.ConsentDenied"
+    text = await (await fed.http.get(fed.nodes["nadra"].local_url + "/metrics")).text()
+    service = 'service="PK/FED/NADRA/civil-registry/person/v1"'
+    assert f"shahrah_consent_denials_total{{{service}}} 1.0" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +255,19 @@ def test_fetches_are_retried_sooner_after_failures() -> None:
     assert client.next_wait(0) == 60.0
     assert [client.next_wait(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
     assert client.next_wait(30) == 60.0
+
+
+async def test_an_unreachable_registry_is_reported_in_words(http: aiohttp.ClientSession) -> None:
+    """The reason lands in the log and in /healthz: an operator reads it, not a Python repr."""
+    client = client_for("http://127.0.0.1:1/globalconf", Clock(T0))
+    assert await client.refresh(http) is False
+    error = client.last_error or ""
+    assert error.startswith("cannot fetch http://127.0.0.1:1/globalconf: Cannot connect")
+    assert "ConnectionKey(" not in error
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        client = client_for(f"http://127.0.0.1:{silent.getsockname()[1]}/globalconf", Clock(T0))
+        client.timeout = 0.2
+        assert await client.refresh(http) is False
+    assert (client.last_error or "").endswith(": no answer within 0.2 s")

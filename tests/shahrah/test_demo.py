@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
+import aiohttp
+import pytest
 from click.testing import CliRunner
 
+from shahrah import scenario
 from shahrah.cli import main
-from shahrah.demo import describe, running
-from shahrah.federation import FEDERATION_FILE, MEMBERS
+from shahrah.demo import Live, describe, running
+from shahrah.federation import FEDERATION_FILE, MEMBERS, Ports
 from shahrah.scenario import run_scenario
 from tests.ports import free_base
 
@@ -60,3 +64,53 @@ def test_a_half_made_folder_is_refused(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "stopped half-way" in result.stderr
+
+
+def _demo_error(data_dir: Path, base: int) -> str:
+    result = CliRunner().invoke(
+        main, ["demo", "--data-dir", str(data_dir), "--base-port", str(base), "--scenario"]
+    )
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    return line
+
+
+def test_a_data_dir_inside_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    line = _demo_error(tmp_path / "file" / "demo", free_base())
+    assert str(tmp_path / "file" / "demo") in line
+
+
+def test_a_port_range_in_use_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    base = free_base()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base + 21))  # PLRA's gateway's mTLS port
+        taken.listen()
+        line = _demo_error(tmp_path / "demo", base)
+    assert f"127.0.0.1:{base + 21}" in line
+    assert "--base-port" in line
+    assert not (tmp_path / "demo").exists()
+
+
+async def test_a_step_that_breaks_unexpectedly_is_reported_as_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--scenario must say which step failed however it failed, and still run the others."""
+
+    async def disconnected(*args: object, **kwargs: object) -> str:
+        raise aiohttp.ServerDisconnectedError()
+
+    monkeypatch.setattr(scenario, "request_consent", disconnected)
+    nowhere = "http://127.0.0.1:1"
+    federation = {
+        "citizens": [{"cnic": "35202-1234567-1", "name": "A", "password": "p"}],
+        "gateways": {name: {"local": nowhere} for name in ("nadra", "plra", "lmc")},
+        "samples": {"parcel_id": "1", "property_id": "1"},
+    }
+    async with aiohttp.ClientSession() as http:
+        live = Live(tmp_path, Ports(free_base()), federation, {}, http, "sqlite://")
+        steps = await scenario.run_scenario(live)
+    assert len(steps) == 7
+    assert not steps[0].ok
+    assert "ServerDisconnectedError" in steps[0].detail or "disconnected" in steps[0].detail

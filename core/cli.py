@@ -36,7 +36,8 @@ PASSPHRASE_ENV = "SHAHRAH_KEY_PASSPHRASE"  # noqa: S105 (the variable's name, no
 no_passphrase_option = click.option(
     "--no-passphrase",
     is_flag=True,
-    help="Keep private keys unencrypted on disk (demos and tests only).",
+    help="No passphrase for the private keys: made unencrypted by init, read as such by the "
+    "other commands (demos and tests only).",
 )
 
 

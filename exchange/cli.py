@@ -13,7 +13,7 @@ import click
 from core.cli import no_passphrase_option, resolve_passphrase, run_async
 from core.errors import BadRequestError, ShahrahError
 from core.ids import GatewayId
-from exchange.config import GatewayConfig
+from exchange.config import GatewayConfig, check_host, https_address
 from exchange.runtime import running
 from exchange.setup import CONFIG_FILE, init_gateway
 
@@ -41,6 +41,13 @@ def gateway() -> None:
     exchanges over mutual TLS with other gateways."""
 
 
+def _host(value: str, param: click.Parameter) -> str:
+    try:
+        return check_host(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param=param) from e
+
+
 @gateway.command()
 @data_dir_option
 @click.option("--id", "gateway_id", required=True, help="INSTANCE/CLASS/MEMBER/GATEWAYCODE")
@@ -56,7 +63,8 @@ def gateway() -> None:
     "--remote-host",
     default="127.0.0.1",
     show_default=True,
-    help="Address other gateways reach this one at.",
+    callback=lambda ctx, param, value: _host(value, param),
+    help="Address other gateways reach this one at (an IP address or host name).",
 )
 @no_passphrase_option
 def init(
@@ -96,7 +104,7 @@ def init(
     click.echo("Ask the operator to run:", err=True)
     click.echo(f"  shahrah registry key add --member {gid.member} --jwk {made.signing_jwk}")
     click.echo(
-        f"  shahrah registry gateway add {gid} --address https://{remote_host}:{remote_port} "
+        f"  shahrah registry gateway add {gid} --address {https_address(remote_host, remote_port)} "
         f"--tls-cert {made.tls_certificate} --client {gid.member}/SUBSYSTEM"
     )
 

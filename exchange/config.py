@@ -6,18 +6,47 @@ directory can move as a whole.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import BadRequestError
 from core.fields import GatewayIdField, ServiceIdField
 
-__all__ = ["BackendSettings", "GatewayConfig", "LimitSettings", "Listener"]
+__all__ = [
+    "BackendSettings",
+    "GatewayConfig",
+    "LimitSettings",
+    "Listener",
+    "check_host",
+    "https_address",
+]
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def check_host(value: str) -> str:
+    """An IP address or a DNS host name, as a listener binds and a URL names it; anything
+    else (a quote, a space, a scheme or port) is refused rather than written into the
+    configuration or the address the registry publishes."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if len(value) > 253 or not _HOSTNAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not an IP address or a host name") from None
+    return value
+
+
+def https_address(host: str, port: int) -> str:
+    """The ``https://`` URL of a listener on ``host``:``port`` (an IPv6 address bracketed)."""
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 class _Section(BaseModel):
@@ -25,7 +54,7 @@ class _Section(BaseModel):
 
 
 class Listener(_Section):
-    host: str = "127.0.0.1"
+    host: Annotated[str, AfterValidator(check_host)] = "127.0.0.1"
     port: Port
 
 

@@ -16,11 +16,12 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 
-from core.errors import ConflictError
+from core.errors import BadRequestError, ConflictError
 from core.files import write_atomic
 from core.ids import GatewayId
 from core.keys import PrivateKey
 from core.tls import make_certificate
+from exchange.config import check_host, https_address
 from registry.globalconf import Anchor
 
 __all__ = ["CONFIG_FILE", "Created", "init_gateway"]
@@ -51,6 +52,10 @@ def init_gateway(
     Refuses a folder that already holds a gateway. Private keys are encrypted
     with ``passphrase`` unless it is None.
     """
+    try:
+        check_host(remote_host)  # it is written into gateway.toml and the printed address
+    except ValueError as e:
+        raise BadRequestError(f"remote host: {e}") from e
     config = data_dir / CONFIG_FILE
     if config.exists():
         raise ConflictError(f"{config} exists: {data_dir} already holds a gateway")
@@ -99,7 +104,7 @@ tls_key = "tls-key.pem"
 host = "127.0.0.1"
 port = {local_port}
 
-[remote]   # mutual TLS from other gateways; register https://{remote_host}:{remote_port}
+[remote]   # mutual TLS from other gateways; register {https_address(remote_host, remote_port)}
 host = "{remote_host}"
 port = {remote_port}
 

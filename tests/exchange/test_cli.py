@@ -7,6 +7,7 @@ import socket
 import stat
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from core.keys import PrivateKey, PublicKey
@@ -167,3 +168,50 @@ def test_the_written_config_shows_every_limit_with_its_default(tmp_path: Path) -
     text = (d / "gateway.toml").read_text()
     for name, field in LimitSettings.model_fields.items():
         assert f"\n{name} = {field.default!r}" in text, name
+
+
+@pytest.mark.parametrize(
+    "host", ['gw.example"\nid = "PK/FED/X/evil', "gw example", "https://gw.example", "-gw", ""]
+)
+def test_init_refuses_a_remote_host_that_is_no_host(tmp_path: Path, host: str) -> None:
+    """It is written into gateway.toml and the address the operator registers: a quote
+    would rewrite the file, anything else would publish an unreachable gateway."""
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(anchor_for().dumps())
+    args = ["gateway", "init", "--data-dir", str(tmp_path / "gw"), "--id", "PK/FED/NADRA/gw1"]
+    args += ["--anchor", str(anchor), "--remote-host", host, "--no-passphrase"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "--remote-host" in result.stderr
+    assert "not an IP address or a host name" in result.stderr
+    assert not (tmp_path / "gw").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("gw1.nadra.gov.pk", "https://gw1.nadra.gov.pk:8443"),
+        ("10.1.2.3", "https://10.1.2.3:8443"),
+        ("fd00::12", "https://[fd00::12]:8443"),
+    ],
+)
+def test_init_prints_the_address_to_register(tmp_path: Path, host: str, address: str) -> None:
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(anchor_for().dumps())
+    d = tmp_path / "gw"
+    args = ["gateway", "init", "--data-dir", str(d), "--id", "PK/FED/NADRA/gw1"]
+    args += ["--anchor", str(anchor), "--remote-host", host, "--no-passphrase"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"--address {address} " in result.stdout
+    assert GatewayConfig.load(d / "gateway.toml").remote.host == host
+
+
+def test_a_config_host_that_is_no_host_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "gateway.toml"
+    bad.write_text('id = "PK/FED/NADRA/gw1"\n[local]\nport = 8080\nhost = "a b"\n')
+    result = CliRunner().invoke(
+        main, ["gateway", "serve", "--data-dir", str(tmp_path), "--no-passphrase"]
+    )
+    assert result.exit_code != 0
+    assert "local.host" in result.stderr

@@ -26,7 +26,10 @@ __all__ = [
     "https_address",
 ]
 
-Port = Annotated[int, Field(ge=0, le=65535)]
+# Strict: TOML has numbers, so a quoted "30" or a `true` where a number belongs is a
+# mistake to name, not a value to guess at; and no timeout is NaN or infinite.
+Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
@@ -59,18 +62,20 @@ class Listener(_Section):
 
 
 class LimitSettings(_Section):
-    max_body: int = Field(10 * 2**20, ge=1024, description="bytes, request and response bodies")
-    backend_timeout: float = Field(
+    max_body: Annotated[int, Field(strict=True)] = Field(
+        10 * 2**20, ge=1024, description="bytes, request and response bodies"
+    )
+    backend_timeout: Seconds = Field(
         30.0, gt=0, le=600, description="seconds for a backend to answer"
     )
-    peer_timeout: float = Field(
+    peer_timeout: Seconds = Field(
         60.0, gt=0, le=900, description="seconds to wait for a provider gateway"
     )
-    connect_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open a connection")
-    body_timeout: float = Field(
+    connect_timeout: Seconds = Field(5.0, gt=0, le=60, description="seconds to open a connection")
+    body_timeout: Seconds = Field(
         30.0, gt=0, le=900, description="seconds for a request body to arrive"
     )
-    freshness: float = Field(
+    freshness: Seconds = Field(
         120.0, ge=5, le=3600, description="seconds an envelope's time may be off"
     )
 

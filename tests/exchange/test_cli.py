@@ -69,12 +69,21 @@ def test_init_writes_keys_certificate_and_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("local", "field"),
-    [("port = 99999", "local.port"), ('port = 8080\nhost = "a b"', "local.host")],
+    ("section", "field"),
+    [
+        ("[local]\nport = 99999", "local.port"),
+        ('[local]\nport = 8080\nhost = "a b"', "local.host"),
+        ('[local]\nport = "8080"', "local.port"),
+        ('[limits]\nbackend_timeout = "30"', "limits.backend_timeout"),
+        ("[limits]\npeer_timeout = true", "limits.peer_timeout"),
+        ("[limits]\nbody_timeout = nan", "limits.body_timeout"),
+        ("[limits]\nfreshness = inf", "limits.freshness"),
+        ("[limits]\nmax_body = 1e7", "limits.max_body"),
+    ],
 )
-def test_config_errors_name_the_field(tmp_path: Path, local: str, field: str) -> None:
+def test_config_errors_name_the_field(tmp_path: Path, section: str, field: str) -> None:
     bad = tmp_path / "gateway.toml"
-    bad.write_text(f'id = "PK/FED/NADRA/gw1"\n[local]\n{local}\n')
+    bad.write_text(f'id = "PK/FED/NADRA/gw1"\n{section}\n')
     result = CliRunner().invoke(
         main, ["gateway", "serve", "--data-dir", str(tmp_path), "--no-passphrase"]
     )

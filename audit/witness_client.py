@@ -40,7 +40,7 @@ from audit.note import (
 from core.errors import InvalidSignatureError
 from core.ids import ClientId
 from core.keys import PrivateKey
-from core.web import read_up_to
+from core.web import describe_failure, read_up_to
 from registry.globalconf import GlobalConfView
 from registry.memberauth import sign_request
 
@@ -124,7 +124,9 @@ class WitnessClient:
                 self.http, url, body, headers, seconds=self.timeout, limit=_MAX_ANSWER
             )
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise WitnessUnavailableError(f"cannot reach the audit witness at {url}: {e!r}") from e
+            raise WitnessUnavailableError(
+                f"cannot reach the audit witness at {url}: {describe_failure(e)}"
+            ) from e
         document = _json(answer)
         if status == 200:
             return self._cosignature(view, checkpoint, document)

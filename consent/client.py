@@ -48,7 +48,7 @@ from core import jws
 from core.errors import InvalidSignatureError, ServiceFailedError, ShahrahError
 from core.ids import ClientId, Cnic, ServiceId
 from core.keys import KeySet, PrivateKey
-from core.web import read_up_to
+from core.web import describe_failure, read_up_to
 from registry.globalconf import CentralServiceInfo
 from registry.globalconf_client import GlobalConfClient
 from registry.memberauth import sign_request
@@ -141,6 +141,7 @@ class ConsentClient:
         self._last_seq: int | None = None
         self._connected = False
         self._stream_heard = False  # whether the current stream delivered a verified message
+        self._feed_failures = 0  # attempts in a row that did not get the feed
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self.counters = _Counters()
@@ -345,7 +346,9 @@ class ConsentClient:
                         f"consent service answered HTTP {resp.status}: {_error_message(data)}"
                     )
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise ConsentUnavailableError(f"cannot reach the consent service: {e!r}") from e
+            raise ConsentUnavailableError(
+                f"cannot reach the consent service: {describe_failure(e)}"
+            ) from e
         if len(data) > MAX_ANSWER:
             raise ConsentUnavailableError("the consent service's answer is too large")
         answer = _verified(data, keys, typ, model)
@@ -364,7 +367,11 @@ class ConsentClient:
             except asyncio.CancelledError:
                 raise
             except (ShahrahError, aiohttp.ClientError, TimeoutError, ValueError) as e:
-                log.warning("consent feed lost: %s", getattr(e, "message", repr(e)))
+                self._feed_failures += 1
+                reason = e.message if isinstance(e, ShahrahError) else describe_failure(e)
+                # Losing the feed is news; each retry while the service stays away is not.
+                level = logging.WARNING if self._feed_failures == 1 else logging.DEBUG
+                log.log(level, "consent feed lost: %s", reason)
             except Exception:
                 # Whatever went wrong, keep trying: a dead follower would fail closed forever.
                 log.exception("consent feed failed unexpectedly; reconnecting")
@@ -395,6 +402,9 @@ class ConsentClient:
             if resp.status != 200:
                 raise ConsentUnavailableError(f"feed refused: HTTP {resp.status}")
             self._connected = True
+            if self._feed_failures > 1:
+                log.info("consent feed back after %d failed attempts", self._feed_failures)
+            self._feed_failures = 0
             parser = sse.Parser()
             expected = 1
             while True:

@@ -43,6 +43,7 @@ __all__ = [
     "ErrorRenderer",
     "ListenError",
     "bearer_token",
+    "describe_failure",
     "error_middleware",
     "json_response",
     "listening",
@@ -65,6 +66,14 @@ JSON_TYPES = ("application/json",)
 MAX_JSON_DEPTH = 64
 # Python's own default bound on int(str) (sys.int_info.default_max_str_digits).
 MAX_INT_DIGITS = 4300
+
+
+def describe_failure(e: BaseException) -> str:
+    """A failed HTTP call in words for a log line or a status page: aiohttp's message (which
+    names the host and the cause), never a Python repr of its internals."""
+    if isinstance(e, TimeoutError):
+        return "no answer in time"
+    return str(e) or type(e).__name__
 
 
 async def read_up_to(stream: StreamReader, n: int) -> bytes:

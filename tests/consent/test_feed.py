@@ -235,3 +235,27 @@ async def test_a_malformed_last_event_id_is_a_precise_400(harness: Harness, last
         answer = await resp.json()
     assert (resp.status, answer["type"]) == (400, "Client.BadRequest"), answer
     assert "Last-Event-ID" in answer["message"]
+
+
+async def test_a_feed_away_for_a_while_is_logged_once_and_its_return_noted(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator reads one warning with the cause in words, not one per retry (every 2 s
+    while the service stays away), and a line when the feed is back."""
+    where = {"url": "http://127.0.0.1:1"}  # nothing listens there
+
+    def info() -> CentralServiceInfo:
+        return harness.service_info.model_copy(update=where)
+
+    with caplog.at_level(logging.DEBUG, logger="consent.client"):
+        async with ConsentClient(info, key=NADRA_KEY, member=CIVIL) as client:
+            await until(lambda: client.counters.reconnects >= 4)
+            lost = [r for r in caplog.records if "consent feed lost" in r.getMessage()]
+            assert [r.levelno for r in lost[:4]] == [logging.WARNING] + [logging.DEBUG] * 3
+            assert "127.0.0.1:1" in lost[0].getMessage()
+            assert "ConnectionKey" not in lost[0].getMessage()  # words, not a repr
+            where["url"] = harness.base
+            await until(lambda: client.status().cache_trusted, within=5.0)
+    back = [r for r in caplog.records if "consent feed back" in r.getMessage()]
+    assert len(back) == 1
+    assert back[0].levelno == logging.INFO

@@ -67,6 +67,7 @@ from shahrah.federation import (
     consent_operator_token,
     create,
     follow_ports,
+    read_federation,
     url,
     write_federation,
 )
@@ -114,7 +115,7 @@ async def running(data_dir: Path, base_port: int, *, people: int = 200) -> Async
     ports.require_free()
     federation_file = data_dir / FEDERATION_FILE
     if federation_file.exists():
-        federation = json.loads(federation_file.read_text())
+        federation = read_federation(data_dir)
         if federation.get("base_port") != base_port:
             await follow_ports(data_dir, ports)
             write_federation(data_dir, federation, ports)
@@ -166,9 +167,7 @@ async def serving(
                 operator_key=PrivateKey.load(reg_dir / registry_bootstrap.KEY_FILE, None),
                 publish_interval=5.0,
                 # For the operator console's guardianship pages (the consent service's API).
-                consent_operator_token=json.loads((data_dir / FEDERATION_FILE).read_text()).get(
-                    "consent_operator_token"
-                ),
+                consent_operator_token=read_federation(data_dir).get("consent_operator_token"),
             )
         )
         port = ports.registry

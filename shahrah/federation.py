@@ -60,6 +60,7 @@ __all__ = [
     "Ports",
     "create",
     "follow_ports",
+    "read_federation",
     "write_federation",
 ]
 
@@ -497,6 +498,24 @@ async def consent_operator_token(data_dir: Path) -> str:
             return await consent_operators.tokens.create(s, f"registry-console-{time.time_ns()}")
     finally:
         await engine.dispose()
+
+
+def read_federation(data_dir: Path) -> dict[str, Any]:
+    """``DIR/federation.json``, refused in one line if it is not what the demo wrote."""
+    path = data_dir / FEDERATION_FILE
+    try:
+        federation = json.loads(path.read_bytes())
+    except OSError as e:
+        raise BadRequestError(f"cannot read {path}: {e.strerror}") from e
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise BadRequestError(
+            f"{path} is damaged ({e}): remove {data_dir} to make the federation again"
+        ) from e
+    if not isinstance(federation, dict) or not isinstance(federation.get("base_port"), int):
+        raise BadRequestError(
+            f"{path} is not a federation description: remove {data_dir} to make it again"
+        )
+    return federation
 
 
 def write_federation(data_dir: Path, federation: dict[str, Any], ports: Ports) -> None:

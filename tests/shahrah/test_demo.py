@@ -82,6 +82,22 @@ def test_a_data_dir_inside_a_file_is_refused(tmp_path: Path) -> None:
     assert str(tmp_path / "file" / "demo") in line
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"base_port": 84', "is damaged"),
+        (b"\xff\xfe", "is damaged"),
+        (b"[]", "is not a federation description"),
+        (b'{"base_port": "8400"}', "is not a federation description"),
+    ],
+)
+def test_a_damaged_federation_file_is_named(tmp_path: Path, content: bytes, says: str) -> None:
+    (tmp_path / FEDERATION_FILE).write_bytes(content)
+    line = _demo_error(tmp_path, free_base())
+    assert f"{tmp_path / FEDERATION_FILE} {says}" in line
+    assert f"remove {tmp_path}" in line
+
+
 def test_a_port_range_in_use_is_refused_before_anything_is_made(tmp_path: Path) -> None:
     base = free_base()
     with socket.socket() as taken:

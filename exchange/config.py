@@ -110,14 +110,18 @@ class GatewayConfig(_Section):
             raw = tomllib.loads(path.read_text("utf-8"))
         except OSError as e:
             raise BadRequestError(f"cannot read {path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise BadRequestError(f"{path}: not UTF-8 text (byte {e.start})") from e
         except tomllib.TOMLDecodeError as e:
             raise BadRequestError(f"{path}: {e}") from e
         try:
             config = cls.model_validate(raw)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise BadRequestError(f"{path}: {where}: {err['msg']}") from e
+            # Every problem at once: an operator fixing the file should not find them one a run.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            raise BadRequestError(f"{path}: {problems}") from e
         base = path.parent.resolve()
         database = config.database or f"sqlite:///{base / 'gateway.db'}"
         return config.model_copy(

@@ -91,6 +91,28 @@ def test_config_errors_name_the_field(tmp_path: Path, section: str, field: str) 
     assert field in result.stderr
 
 
+def test_every_config_problem_is_named_at_once(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text(
+        'id = "PK/FED/NADRA/gw1"\n[local]\nport = -1\n[limits]\npeer_timeout = 0\nspeed = 1\n'
+    )
+    result = CliRunner().invoke(
+        main, ["gateway", "serve", "--data-dir", str(tmp_path), "--no-passphrase"]
+    )
+    assert result.exit_code != 0
+    for field in ("local.port", "limits.peer_timeout", "limits.speed"):
+        assert field in result.stderr
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_bytes(b'id = "PK/FED/NADRA/gw\xff"\n')
+    result = CliRunner().invoke(
+        main, ["gateway", "serve", "--data-dir", str(tmp_path), "--no-passphrase"]
+    )
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "gateway.toml: not UTF-8 text" in result.stderr
+
+
 def _made_gateway(tmp_path: Path, passphrase: str | None = None) -> tuple[Path, int]:
     """A gateway folder whose anchor names a registry nobody runs; returns it and its r1 port."""
     anchor = tmp_path / "anchor.json"

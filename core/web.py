@@ -154,15 +154,17 @@ def _refusal(status: int, exc: BaseException | None) -> ShahrahError:
     with a citizen's identifier, a header with a token); only the first clause,
     which names the fault, is kept.
     """
-    if isinstance(exc, LineTooLong):
-        error: ShahrahError = BadRequestError("the request line or a header field is too long")
-    elif isinstance(exc, HttpProcessingError) and 400 <= status < 500:
-        fault = exc.message.split(":", 1)[0].strip() or "malformed HTTP request"
-        error = BadRequestError(f"malformed HTTP request: {fault}")
-    elif status == 504:
+    if status == 504:
         return InternalError("the request took too long to handle")
-    else:
+    if not 400 <= status < 500:
         return InternalError("internal error")
+    if isinstance(exc, LineTooLong):
+        error = BadRequestError("the request line or a header field is too long")
+    else:
+        fault = exc.message.split(":", 1)[0].strip() if isinstance(exc, HttpProcessingError) else ""
+        error = BadRequestError(
+            f"malformed HTTP request: {fault}" if fault else "malformed HTTP request"
+        )
     error.status = status
     return error
 

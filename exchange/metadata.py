@@ -46,9 +46,13 @@ def list_clients(view: GlobalConfView, instance: str | None = None) -> dict[str,
             "object_type": "SUBSYSTEM" if client.subsystem else "MEMBER",
             "xroad_instance": client.instance,
         }
+        entry: dict[str, Any] = {"id": ident, "name": member.name}
         if client.subsystem:
             ident["subsystem_code"] = client.subsystem
-        members.append({"id": ident, "name": member.name})
+            named = next((s.name for s in member.subsystems if s.code == client.subsystem), "")
+            if named:
+                entry["subsystem_name"] = named
+        members.append(entry)
     return {"member": members}
 
 
@@ -72,6 +76,8 @@ def client_list_xml(clients: dict[str, Any]) -> bytes:
             if key in ident:
                 ET.SubElement(id_, f"{{{_ID}}}{tag}").text = ident[key]
         ET.SubElement(entry, f"{{{_XROAD}}}name").text = member["name"]
+        if "subsystem_name" in member:
+            ET.SubElement(entry, f"{{{_XROAD}}}subsystemName").text = member["subsystem_name"]
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 

@@ -345,8 +345,8 @@ async def build(
                     not_before=utcnow() - dt.timedelta(hours=1),
                 ),
             )
-        for sub in (CIVIL, LMC_TAX, PLRA_LAND):
-            await ops.add_subsystem(s, SubsystemCreate(id=sub))
+        for sub, title in ((CIVIL, ""), (LMC_TAX, "Property tax office"), (PLRA_LAND, "")):
+            await ops.add_subsystem(s, SubsystemCreate(id=sub, name=title))
         for name, sub in (("nadra", CIVIL), ("lmc", LMC_TAX), ("plra", PLRA_LAND)):
             node = nodes[name]
             await ops.add_gateway(

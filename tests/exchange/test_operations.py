@@ -25,6 +25,9 @@ async def test_list_clients_names_every_member_and_subsystem(fed: Federation) ->
     assert ("MEMBER", "NADRA", None) in ids
     assert ("SUBSYSTEM", "LMC", "property-tax") in ids
     assert {m["name"] for m in members} >= {"NADRA", "Lahore Metropolitan Corporation"}
+    named = {m["id"].get("subsystem_code"): m.get("subsystem_name") for m in members}
+    assert named["property-tax"] == "Property tax office"
+    assert named["civil-registry"] is None  # registered without a name: none is invented
 
 
 @pytest.mark.parametrize("accept", [None, "*/*", "text/xml", "application/xml"])
@@ -46,9 +49,8 @@ async def test_list_clients_answers_xml_unless_json_is_asked_for(
         ident = member.find(f"{{{XROAD_NS}}}id")
         assert ident is not None
         parts = {child.tag.split("}")[1]: child.text for child in ident}
-        name = member.find(f"{{{XROAD_NS}}}name")
-        assert name is not None
-        from_xml.append((ident.get(f"{{{ID_NS}}}objectType"), parts, name.text))
+        texts = {child.tag.split("}")[1]: child.text for child in member if child is not ident}
+        from_xml.append((ident.get(f"{{{ID_NS}}}objectType"), parts, texts))
     assert from_xml == [
         (
             m["id"]["object_type"],
@@ -62,11 +64,14 @@ async def test_list_clients_answers_xml_unless_json_is_asked_for(
                 ]
                 if key in m["id"]
             },
-            m["name"],
+            {"name": m["name"]}
+            | ({"subsystemName": m["subsystem_name"]} if "subsystem_name" in m else {}),
         )
         for m in as_json["member"]
     ]
-    assert ("SUBSYSTEM", "property-tax") in {(o, p.get("subsystemCode")) for o, p, _ in from_xml}
+    assert ("SUBSYSTEM", "property-tax", "Property tax office") in {
+        (o, p.get("subsystemCode"), t.get("subsystemName")) for o, p, t in from_xml
+    }
     other = await fed.http.get(url + "?xRoadInstance=EE")
     assert ElementTree.fromstring(await other.read()).findall(f"{{{XROAD_NS}}}member") == []
 

@@ -245,6 +245,7 @@ class WorkerConnection:
         self._url = bind.url.render_as_string(hide_password=False)
         self._name = name
         self._engine: Engine | None = None
+        self._conn: Connection | None = None  # the worker thread's own, between transactions
         self._executor: ThreadPoolExecutor | None = None
 
     async def write(self, work: Callable[[Connection], R]) -> R:
@@ -255,12 +256,25 @@ class WorkerConnection:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, work)
 
     def _run(self, work: Callable[[Connection], R]) -> R:
-        if self._engine is None:
-            self._engine = create_sync_engine(self._url, pool_size=1)
-        with self._engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET LOCAL synchronous_commit TO on")
-            return work(conn)
+        if self._conn is None:
+            if self._engine is None:
+                self._engine = create_sync_engine(self._url, pool_size=1)
+            # Kept from one transaction to the next: when commits are quick, batches are a
+            # few entries, and checking the connection out of the pool and resetting it
+            # for each cost about as much as the batch's own statements.
+            self._conn = self._engine.connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO on")
+                return work(conn)
+        except BaseException:
+            # After any failure the next transaction starts on a fresh connection, as a pool
+            # checkout per transaction would give it (a broken one is not reused).
+            self._conn = None
+            conn.close()
+            raise
 
     async def close(self) -> None:
         """Wait for the transaction in progress, if any, then close the connection."""
@@ -272,6 +286,9 @@ class WorkerConnection:
         executor.shutdown(wait=True)
 
     def _dispose(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

@@ -10,9 +10,18 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
 
-from core.db import Sessions, check, create_engine, sessions, transaction, upgrade
+from core.db import (
+    Sessions,
+    WorkerConnection,
+    check,
+    create_engine,
+    sessions,
+    transaction,
+    upgrade,
+)
 from core.errors import BadRequestError
 from registry import models as m
 
@@ -131,3 +140,31 @@ async def test_sqlite_refuses_a_write_in_a_read_transaction_at_once(tmp_path: Pa
             await s.execute(update(m.Federation).values(globalconf_refresh=9))
         async with transaction(db, write=False) as s:
             assert await s.scalar(select(m.Federation.globalconf_refresh)) == 9
+
+
+async def test_a_worker_keeps_its_connection_and_replaces_it_after_a_failure(db: Sessions) -> None:
+    """The worker's transactions share one connection; one that fails rolls back and leaves
+    nothing behind, and the next checks a connection out of the pool again and commits."""
+    await _fed(db)
+    worker = WorkerConnection(db, name="test")
+
+    def bump(conn: Connection) -> int:
+        conn.execute(
+            update(m.Federation).values(globalconf_refresh=m.Federation.globalconf_refresh + 1)
+        )
+        return id(conn.connection.dbapi_connection)
+
+    def bump_and_fail(conn: Connection) -> None:
+        bump(conn)
+        raise RuntimeError("boom")
+
+    try:
+        first, second = await worker.write(bump), await worker.write(bump)
+        assert first == second
+        with pytest.raises(RuntimeError):
+            await worker.write(bump_and_fail)
+        await worker.write(bump)
+    finally:
+        await worker.close()
+    async with transaction(db, write=False) as s:
+        assert await s.scalar(select(m.Federation.globalconf_refresh)) == 60 + 3

@@ -222,7 +222,11 @@ def parse_local(request: web.Request) -> LocalRequest:
     # PR-REST: if the header is repeated, the last one wins.
     client = ClientId.parse(clients[-1].strip(), encoded=True)
 
-    message_id = _header(headers, "X-Road-Id", _PRINTABLE) or str(uuid.uuid4())
+    # Blank counts as absent, as in X-Road (a client template may send it empty); repeated,
+    # the last one counts.
+    ids = headers.getall("X-Road-Id", [])
+    given = _header(headers, "X-Road-Id", _PRINTABLE) if ids and ids[-1].strip() else None
+    message_id = given or str(uuid.uuid4())
     # Percent-encoded parts, as in X-Road-Client; repeated, the last one counts, as there.
     server = _header(headers, "X-Road-Security-Server", _PRINTABLE)
     subject_text = _header(headers, DATA_SUBJECT, re.compile(r".{1,64}"), once=True)

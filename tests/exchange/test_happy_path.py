@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import os
 
+import pytest
+
 from exchange.envelope import ENVELOPE_HEADER
 from tests.exchange.harness import ECHO, LMC_TAX, Federation
 
@@ -67,8 +69,12 @@ async def test_both_gateways_record_the_exchange(fed: Federation) -> None:
     assert consumer.response_signature_digest == provider.response_signature_digest
 
 
-async def test_message_id_is_generated_when_absent(fed: Federation) -> None:
-    resp = await fed.call("lmc", "GET", ECHO_PATH)
+@pytest.mark.parametrize("sent", [None, "", "   "])
+async def test_message_id_is_generated_when_absent_or_blank(
+    fed: Federation, sent: str | None
+) -> None:
+    headers = {} if sent is None else {"X-Road-Id": sent}
+    resp = await fed.call("lmc", "GET", ECHO_PATH, headers=headers)
     assert resp.status == 200
     assert len(resp.headers["X-Road-Id"]) == 36
     assert fed.backend.seen[-1].path == "/"

@@ -96,6 +96,8 @@ async def _error(resp: aiohttp.ClientResponse) -> tuple[int, str, str]:
         ),
         (ECHO_PATH, {"Shahrah-Data-Subject": "35202-1234567-1"}, 400, "Client.BadRequest", "'PK'"),
         (ECHO_PATH, {"Shahrah-Purpose": "Not A Code"}, 400, "Client.BadRequest", "Shahrah-Purpose"),
+        (ECHO_PATH, {"X-Road-Id": "msg\u00e9"}, 400, "Client.BadRequest", "X-Road-Id"),
+        (ECHO_PATH, {"X-Road-Id": "m" * 256}, 400, "Client.BadRequest", "X-Road-Id"),
         (
             ECHO_PATH,
             {"X-Road-Client": "PK/PROV/PLRA/land-records"},

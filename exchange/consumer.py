@@ -358,7 +358,7 @@ def _xroad_headers(env: RequestEnvelope, renv: ResponseEnvelope) -> dict[str, st
         # The serviceId as PR-REST 4.1 defines it, INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE:
         # to an r1 caller a version is part of the path, and X-Road's clients refuse a
         # sixth part.
-        "X-Road-Service": str(env.service.provider) + "/" + env.service.service_code,
+        "X-Road-Service": str(env.service.provider.service(env.service.service_code)),
         "X-Road-Id": env.message_id,
         "X-Road-Request-Id": env.request_id,
         "X-Road-Request-Hash": renv.request_hash,

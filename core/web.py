@@ -102,6 +102,15 @@ def render_xroad(error: ShahrahError) -> tuple[int, dict[str, Any]]:
     return error.status, error.to_json()
 
 
+def _json_error(
+    error: ShahrahError, render: ErrorRenderer = render_xroad, header: str | None = None
+) -> web.Response:
+    """``error`` as ``render`` shapes it, its type also in the ``header`` if one is named."""
+    status, body = render(error)
+    headers = {header: error.xroad_type} if header else None
+    return web.json_response(body, status=status, headers=headers)
+
+
 def error_middleware(render: ErrorRenderer = render_xroad, *, header: str | None = None) -> Any:
     """Turn every failure into a JSON error; unexpected ones are logged with an id, not shown.
 
@@ -110,9 +119,7 @@ def error_middleware(render: ErrorRenderer = render_xroad, *, header: str | None
     """
 
     def respond(error: ShahrahError) -> web.Response:
-        status, body = render(error)
-        headers = {header: error.xroad_type} if header else None
-        return web.json_response(body, status=status, headers=headers)
+        return _json_error(error, render, header)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -192,9 +199,7 @@ class _Connection(web.RequestHandler):
             log.error("unhandled error on a connection from %s", request.remote, exc_info=exc)
         else:
             log.info("refused a malformed request from %s: %s", request.remote, error.message)
-        code, body = render_xroad(error)
-        headers = {self.error_header: error.xroad_type} if self.error_header else None
-        response = web.json_response(body, status=code, headers=headers)
+        response = _json_error(error, header=self.error_header)
         response.force_close()
         return response
 

@@ -68,11 +68,12 @@ MAX_JSON_DEPTH = 64
 MAX_INT_DIGITS = 4300
 
 
-def describe_failure(e: BaseException) -> str:
+def describe_failure(e: BaseException, seconds: float | None = None) -> str:
     """A failed HTTP call in words for a log line or a status page: aiohttp's message (which
-    names the host and the cause), never a Python repr of its internals."""
+    names the host and the cause), never a Python repr of its internals. ``seconds``, the
+    call's time limit, is named when it ran out."""
     if isinstance(e, TimeoutError):
-        return "no answer in time"
+        return "no answer in time" if seconds is None else f"no answer within {seconds:g} s"
     return str(e) or type(e).__name__
 
 

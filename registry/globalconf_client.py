@@ -32,7 +32,7 @@ from core.errors import OutdatedGlobalConfError
 from core.files import write_atomic
 from core.ids import ClientId
 from core.keys import PrivateKey
-from core.web import read_up_to
+from core.web import describe_failure, read_up_to
 from registry.fetch_reports import AUDIENCE, GATEWAY_PARAM
 from registry.globalconf import (
     Anchor,
@@ -178,13 +178,9 @@ class GlobalConfClient:
             self.last_error = e.message
             log.error("refused global configuration from %s: %s", self.anchor.url, e.message)
             return False
-        except TimeoutError:
-            self.last_error = f"cannot fetch {self.anchor.url}: no answer within {self.timeout:g} s"
-            log.warning("%s", self.last_error)
-            return False
-        except aiohttp.ClientError as e:
-            # str(), not repr(): this reaches the log and /healthz, where an operator reads it.
-            self.last_error = f"cannot fetch {self.anchor.url}: {str(e) or type(e).__name__}"
+        except (aiohttp.ClientError, TimeoutError) as e:
+            # In words: this reaches the log and /healthz, where an operator reads it.
+            self.last_error = f"cannot fetch {self.anchor.url}: {describe_failure(e, self.timeout)}"
             log.warning("%s", self.last_error)
             return False
         except Exception as e:

@@ -18,26 +18,28 @@ from tests.ports import free_base
 from tests.registry.test_globalconf import anchor_for
 
 
-def test_init_writes_keys_certificate_and_config(tmp_path: Path) -> None:
+def _env(passphrase: str | None) -> dict[str, str] | None:
+    return {"SHAHRAH_KEY_PASSPHRASE": passphrase} if passphrase else None
+
+
+def _init(tmp_path: Path, *options: str, passphrase: str | None = None) -> Result:
+    """``gateway init`` of PK/FED/NADRA/gw1 into ``tmp_path/gw``, keys without a passphrase
+    unless one is given."""
     anchor = tmp_path / "anchor.json"
     anchor.write_text(anchor_for().dumps())
+    args = ["gateway", "init", "--data-dir", str(tmp_path / "gw"), "--id", "PK/FED/NADRA/gw1"]
+    args += ["--anchor", str(anchor), *options] + ([] if passphrase else ["--no-passphrase"])
+    return CliRunner().invoke(main, args, env=_env(passphrase))
+
+
+def _serve(d: Path, passphrase: str | None = None) -> Result:
+    args = ["gateway", "serve", "--data-dir", str(d)] + ([] if passphrase else ["--no-passphrase"])
+    return CliRunner().invoke(main, args, env=_env(passphrase))
+
+
+def test_init_writes_keys_certificate_and_config(tmp_path: Path) -> None:
     d = tmp_path / "gw"
-    result = CliRunner().invoke(
-        main,
-        [
-            "gateway",
-            "init",
-            "--data-dir",
-            str(d),
-            "--id",
-            "PK/FED/NADRA/gw1",
-            "--anchor",
-            str(anchor),
-            "--remote-port",
-            "9443",
-        ],
-        env={"SHAHRAH_KEY_PASSPHRASE": "s3cret"},
-    )
+    result = _init(tmp_path, "--remote-port", "9443", passphrase="s3cret")
     assert result.exit_code == 0, result.output
     assert "shahrah registry key add --member PK/FED/NADRA" in result.stdout
     assert stat.S_IMODE((d / "signing-key.pem").stat().st_mode) == 0o600
@@ -50,20 +52,7 @@ def test_init_writes_keys_certificate_and_config(tmp_path: Path) -> None:
     assert str(config.id) == "PK/FED/NADRA/gw1"
     assert config.remote.port == 9443
     assert config.anchor == d / "anchor.json"
-    again = CliRunner().invoke(
-        main,
-        [
-            "gateway",
-            "init",
-            "--data-dir",
-            str(d),
-            "--id",
-            "PK/FED/NADRA/gw1",
-            "--anchor",
-            str(anchor),
-        ],
-        env={"SHAHRAH_KEY_PASSPHRASE": "x"},
-    )
+    again = _init(tmp_path, passphrase="x")
     assert again.exit_code != 0
     assert "already holds a gateway" in again.stderr
 
@@ -84,9 +73,7 @@ def test_init_writes_keys_certificate_and_config(tmp_path: Path) -> None:
 def test_config_errors_name_the_field(tmp_path: Path, section: str, field: str) -> None:
     bad = tmp_path / "gateway.toml"
     bad.write_text(f'id = "PK/FED/NADRA/gw1"\n{section}\n')
-    result = CliRunner().invoke(
-        main, ["gateway", "serve", "--data-dir", str(tmp_path), "--no-passphrase"]
-    )
+    result = _serve(tmp_path)
     assert result.exit_code != 0
     assert field in result.stderr
 
@@ -95,9 +82,7 @@ def test_every_config_problem_is_named_at_once(tmp_path: Path) -> None:
     (tmp_path / "gateway.toml").write_text(
         'id = "PK/FED/NADRA/gw1"\n[local]\nport = -1\n[limits]\npeer_timeout = 0\nspeed = 1\n'
     )
-    result = CliRunner().invoke(
-        main, ["gateway", "serve", "--data-dir", str(tmp_path), "--no-passphrase"]
-    )
+    result = _serve(tmp_path)
     assert result.exit_code != 0
     for field in ("local.port", "limits.peer_timeout", "limits.speed"):
         assert field in result.stderr
@@ -105,9 +90,7 @@ def test_every_config_problem_is_named_at_once(tmp_path: Path) -> None:
 
 def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     (tmp_path / "gateway.toml").write_bytes(b'id = "PK/FED/NADRA/gw\xff"\n')
-    result = CliRunner().invoke(
-        main, ["gateway", "serve", "--data-dir", str(tmp_path), "--no-passphrase"]
-    )
+    result = _serve(tmp_path)
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)
     assert "gateway.toml: not UTF-8 text" in result.stderr
@@ -115,22 +98,11 @@ def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
 
 def _made_gateway(tmp_path: Path, passphrase: str | None = None) -> tuple[Path, int]:
     """A gateway folder whose anchor names a registry nobody runs; returns it and its r1 port."""
-    anchor = tmp_path / "anchor.json"
-    anchor.write_text(anchor_for().dumps())
-    d = tmp_path / "gw"
     base = free_base(span=2)
-    args = ["gateway", "init", "--data-dir", str(d), "--id", "PK/FED/NADRA/gw1"]
-    args += ["--anchor", str(anchor), "--local-port", str(base), "--remote-port", str(base + 1)]
-    env = {"SHAHRAH_KEY_PASSPHRASE": passphrase} if passphrase else None
-    made = CliRunner().invoke(main, args + ([] if passphrase else ["--no-passphrase"]), env=env)
+    ports = ("--local-port", str(base), "--remote-port", str(base + 1))
+    made = _init(tmp_path, *ports, passphrase=passphrase)
     assert made.exit_code == 0, made.output
-    return d, base
-
-
-def _serve(d: Path, passphrase: str | None = None) -> Result:
-    env = {"SHAHRAH_KEY_PASSPHRASE": passphrase} if passphrase else None
-    args = ["gateway", "serve", "--data-dir", str(d)] + ([] if passphrase else ["--no-passphrase"])
-    return CliRunner().invoke(main, args, env=env)
+    return tmp_path / "gw", base
 
 
 def _one_line_error(result: Result) -> str:
@@ -170,12 +142,8 @@ def test_an_unusable_tls_key_is_named(tmp_path: Path) -> None:
 
 
 def test_init_refuses_a_port_no_listener_can_have(tmp_path: Path) -> None:
-    anchor = tmp_path / "anchor.json"
-    anchor.write_text(anchor_for().dumps())
     for option, value in (("--local-port", "99999"), ("--remote-port", "0")):
-        args = ["gateway", "init", "--data-dir", str(tmp_path / "gw"), "--id", "PK/FED/NADRA/gw1"]
-        args += ["--anchor", str(anchor), option, value, "--no-passphrase"]
-        result = CliRunner().invoke(main, args)
+        result = _init(tmp_path, option, value)
         assert result.exit_code == 2, result.output
         assert option in result.stderr
         assert not (tmp_path / "gw").exists()
@@ -211,11 +179,7 @@ def test_the_written_config_shows_every_limit_with_its_default(tmp_path: Path) -
 def test_init_refuses_a_remote_host_that_is_no_host(tmp_path: Path, host: str) -> None:
     """It is written into gateway.toml and the address the operator registers: a quote
     would rewrite the file, anything else would publish an unreachable gateway."""
-    anchor = tmp_path / "anchor.json"
-    anchor.write_text(anchor_for().dumps())
-    args = ["gateway", "init", "--data-dir", str(tmp_path / "gw"), "--id", "PK/FED/NADRA/gw1"]
-    args += ["--anchor", str(anchor), "--remote-host", host, "--no-passphrase"]
-    result = CliRunner().invoke(main, args)
+    result = _init(tmp_path, "--remote-host", host)
     assert result.exit_code == 2, result.output
     assert "--remote-host" in result.stderr
     assert "not an IP address or a host name" in result.stderr
@@ -231,12 +195,7 @@ def test_init_refuses_a_remote_host_that_is_no_host(tmp_path: Path, host: str) -
     ],
 )
 def test_init_prints_the_address_to_register(tmp_path: Path, host: str, address: str) -> None:
-    anchor = tmp_path / "anchor.json"
-    anchor.write_text(anchor_for().dumps())
-    d = tmp_path / "gw"
-    args = ["gateway", "init", "--data-dir", str(d), "--id", "PK/FED/NADRA/gw1"]
-    args += ["--anchor", str(anchor), "--remote-host", host, "--no-passphrase"]
-    result = CliRunner().invoke(main, args)
+    result = _init(tmp_path, "--remote-host", host)
     assert result.exit_code == 0, result.output
     assert f"--address {address} " in result.stdout
-    assert GatewayConfig.load(d / "gateway.toml").remote.host == host
+    assert GatewayConfig.load(tmp_path / "gw" / "gateway.toml").remote.host == host

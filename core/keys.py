@@ -12,14 +12,15 @@ none.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
@@ -32,11 +33,14 @@ __all__ = [
     "KeySet",
     "PrivateKey",
     "PublicKey",
+    "read_private_pem",
 ]
 
 #: The one JWS algorithm Shahrah signs and verifies with.
 ALGORITHM = "ES256"
 _CURVE = "P-256"
+
+_T = TypeVar("_T")
 
 
 class KeyFileError(ShahrahError):
@@ -138,17 +142,7 @@ class PrivateKey:
 
     @classmethod
     def from_pem(cls, data: bytes, passphrase: bytes | None) -> PrivateKey:
-        try:
-            key = serialization.load_pem_private_key(data, password=passphrase or None)
-        except TypeError as e:
-            # cryptography says TypeError when a passphrase is missing or superfluous.
-            if passphrase:
-                raise KeyFileError("the key is not encrypted, but a passphrase was given") from e
-            raise KeyFileError("the key is encrypted: a passphrase is needed") from e
-        except (ValueError, UnsupportedAlgorithm) as e:
-            raise KeyFileError(
-                "the key could not be read: wrong passphrase or not a PEM key"
-            ) from e
+        key = _parse_private_pem(data, passphrase)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise KeyFileError(f"only EC {_CURVE} private keys are accepted")
         return cls.from_cryptography(key)
@@ -161,15 +155,38 @@ class PrivateKey:
 
     @classmethod
     def load(cls, path: Path, passphrase: bytes | None) -> PrivateKey:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
-        try:
-            return cls.from_pem(data, passphrase)
-        except KeyFileError as e:
-            # A gateway holds several keys: the operator must know which one to look at.
-            raise KeyFileError(f"key file {path}: {e.message}") from e
+        return _read_key_file(path, "key file", lambda data: cls.from_pem(data, passphrase))
+
+
+def _parse_private_pem(data: bytes, passphrase: bytes | None) -> PrivateKeyTypes:
+    """Any private key in PEM, with the fault in words (OpenSSL and cryptography say little)."""
+    try:
+        return serialization.load_pem_private_key(data, password=passphrase or None)
+    except TypeError as e:
+        # cryptography says TypeError when a passphrase is missing or superfluous.
+        if passphrase:
+            raise KeyFileError("the key is not encrypted, but a passphrase was given") from e
+        raise KeyFileError("the key is encrypted: a passphrase is needed") from e
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise KeyFileError("the key could not be read: wrong passphrase or not a PEM key") from e
+
+
+def read_private_pem(path: Path, passphrase: bytes | None, *, what: str) -> PrivateKeyTypes:
+    """The private key of any type in the PEM file ``path`` (``what`` it is, for messages),
+    as :meth:`PrivateKey.load` reads its own: errors name the file and the fault."""
+    return _read_key_file(path, what, lambda data: _parse_private_pem(data, passphrase))
+
+
+def _read_key_file(path: Path, what: str, parse: Callable[[bytes], _T]) -> _T:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"cannot read {what} {path}: {e.strerror}") from e
+    try:
+        return parse(data)
+    except KeyFileError as e:
+        # A gateway holds several keys: the operator must know which one to look at.
+        raise KeyFileError(f"{what} {path}: {e.message}") from e
 
 
 class KeySet(Mapping[str, PublicKey]):

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from core.errors import BadRequestError
-from core.keys import KeyFileError
+from core.keys import KeyFileError, read_private_pem
 
 __all__ = [
     "Certificate",
@@ -164,19 +163,7 @@ def _load_key_pair(
     not match its certificate alike, and a missing file without its name; the key is
     read here first so that the operator learns which.
     """
-    try:
-        data = Path(key_file).read_bytes()
-    except OSError as e:
-        raise KeyFileError(f"cannot read TLS key file {key_file}: {e.strerror}") from e
-    try:
-        serialization.load_pem_private_key(data, password=password or None)
-    except TypeError as e:  # cryptography's word for a missing or superfluous passphrase
-        need = "is not encrypted, but a passphrase was given" if password else "needs a passphrase"
-        raise KeyFileError(f"TLS key file {key_file} {need}") from e
-    except (ValueError, UnsupportedAlgorithm) as e:
-        raise KeyFileError(
-            f"TLS key file {key_file} could not be read: wrong passphrase or not a PEM key"
-        ) from e
+    read_private_pem(Path(key_file), password, what="TLS key file")
     try:
         ctx.load_cert_chain(cert_file, key_file, password=password)
     except ssl.SSLError as e:

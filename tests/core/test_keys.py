@@ -12,6 +12,7 @@ from jwcrypto import jwk as jwcrypto_jwk
 
 from core.errors import BadRequestError
 from core.keys import KeyFileError, KeySet, PrivateKey, PublicKey
+from core.tls import make_certificate, server_context
 
 
 def test_saved_key_is_encrypted_private_and_loads_back(tmp_path: Path) -> None:
@@ -96,3 +97,20 @@ def test_keyset_round_trips_as_jwks() -> None:
     assert set(again) == set(keys)
     with pytest.raises(BadRequestError, match="'keys'"):
         KeySet.from_jwks({"key": []})
+
+
+def test_a_tls_key_pair_is_refused_with_the_file_and_the_fault(tmp_path: Path) -> None:
+    """TLS contexts read their key as the signing keys are read (OpenSSL alone says only
+    'PEM lib' for all of these)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    key_file, cert_file = tmp_path / "tls-key.pem", tmp_path / "tls-cert.pem"
+    key_file.write_bytes(PrivateKey.from_cryptography(key).to_pem(b"right"))
+    cert_file.write_bytes(make_certificate("gw", other).public_bytes(Encoding.PEM))
+    for password, fault in ((None, "passphrase is needed"), (b"wrong", "wrong passphrase")):
+        with pytest.raises(KeyFileError, match=f"^TLS key file {key_file}: .*{fault}"):
+            server_context(str(cert_file), str(key_file), [], password=password)
+    with pytest.raises(KeyFileError, match=f"does not match {key_file}"):
+        server_context(str(cert_file), str(key_file), [], password=b"right")
+    cert_file.write_bytes(make_certificate("gw", key).public_bytes(Encoding.PEM))
+    assert server_context(str(cert_file), str(key_file), [], password=b"right")

@@ -477,6 +477,8 @@ class Api:
     operations: list[Operation] = field(default_factory=list)
     #: JSON Schema of error bodies, for APIs that answer in another shape than X-Road's.
     error_schema: dict[str, Any] | None = None
+    #: Media types errors come in, as ``Accept`` chooses (the gateway's also XML, as X-Road).
+    error_types: tuple[str, ...] = ("application/json",)
 
     def route(
         self,
@@ -590,11 +592,14 @@ class Api:
                 "message": {"type": "string"},
                 "detail": {},
             },
+            # The element name where errors are also written in XML.
+            "xml": {"name": "error"},
         }
+        error_ref = {"schema": {"$ref": "#/components/schemas/Error"}}
         components["responses"] = {
             "Error": {
                 "description": "error",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                "content": dict.fromkeys(self.error_types, error_ref),
             }
         }
         components["securitySchemes"] = self.security_schemes

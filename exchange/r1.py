@@ -13,13 +13,16 @@ Shahrah's consent travels in extension headers: ``Shahrah-Data-Subject``
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
+from xml.etree import ElementTree as ET
 
+import mimeparse
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -31,6 +34,7 @@ from core.errors import (
     r1_status,
 )
 from core.ids import ClientId, Cnic, GatewayId, validate_part
+from core.web import Handler
 from exchange import envelope
 
 __all__ = [
@@ -40,6 +44,8 @@ __all__ = [
     "PURPOSE",
     "LocalRequest",
     "check_target",
+    "error_format_middleware",
+    "error_media_type",
     "error_response",
     "forwardable_headers",
     "is_forwardable",
@@ -327,3 +333,60 @@ def error_response(
     body: dict[str, Any] = {"type": error.xroad_type, "message": error.message, "detail": error_id}
     headers = {ERROR_HEADER: error.xroad_type, **(xroad or {})}
     return web.json_response(body, status=r1_status(error), headers=headers)
+
+
+#: What an r1 error can be written as (PR-REST 4.6: the type the caller's ``Accept`` suggests,
+#: JSON by default), in the order that breaks ties: ``Accept: */*`` gets JSON.
+ERROR_TYPES = ("application/json", "application/xml", "text/xml")
+#: Code points XML 1.0 cannot carry, even escaped.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def error_media_type(accept: str) -> str:
+    """Which of :data:`ERROR_TYPES` an error is written in for a caller sending ``accept``
+    (every ``Accept`` value joined by commas): the one with the highest quality, JSON on a
+    tie, when none is acceptable or when the header cannot be read."""
+    try:
+        # Media types are case-insensitive; the library compares them as given, and on a
+        # tie picks the last type offered.
+        chosen = mimeparse.best_match(list(reversed(ERROR_TYPES)), accept.lower())
+    except ValueError:  # MimeTypeParseException, and malformed parameters
+        return ERROR_TYPES[0]
+    return chosen or ERROR_TYPES[0]
+
+
+def error_xml(body: Mapping[str, Any]) -> bytes:
+    """An r1 error body as X-Road writes it in XML: ``<error>`` holding ``<type>``,
+    ``<message>`` and ``<detail>``; a structured detail is written as its JSON text."""
+    root = ET.Element("error")
+    for name in ("type", "message", "detail"):
+        value = body.get(name)
+        text = value if isinstance(value, str) else "" if value is None else json.dumps(value)
+        ET.SubElement(root, name).text = _NOT_XML.sub("\ufffd", text)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+@web.middleware
+async def error_format_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Write the gateway's own errors (those carrying ``X-Road-Error``, the provider
+    gateway's signed refusals among them) in the type the caller's ``Accept`` asks for.
+
+    Every error is made as JSON; one place turns it into XML, so a refusal reads the same
+    whichever part of the gateway made it. The audit log keeps the body as signed.
+    """
+    response: web.StreamResponse = await handler(request)
+    if ERROR_HEADER not in response.headers or not isinstance(response, web.Response):
+        return response
+    media = error_media_type(",".join(request.headers.getall("Accept", ())))
+    if media == ERROR_TYPES[0] or not isinstance(response.body, bytes):
+        return response
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return response
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        return response
+    response.body = error_xml(body)
+    response.content_type = media
+    response.charset = "utf-8"
+    return response

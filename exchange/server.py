@@ -30,7 +30,7 @@ from exchange.consumer import consume
 from exchange.context import Gateway
 from exchange.metadata import XML_TYPE, client_list_xml, list_clients
 from exchange.provider import provide
-from exchange.r1 import ERROR_HEADER
+from exchange.r1 import ERROR_HEADER, ERROR_TYPES, error_format_middleware
 from registry.globalconf import GlobalConfView
 
 __all__ = ["TrustSync", "local_app", "remote_app", "run_background"]
@@ -46,6 +46,7 @@ ops = Api(
         "X-Road Message Protocol for REST (r1) towards the member's own systems, "
         "X-Road's REST metaservices, and operations endpoints."
     ),
+    error_types=ERROR_TYPES,
 )
 
 
@@ -135,7 +136,11 @@ def local_app(gw: Gateway) -> web.Application:
         client_max_size=gw.limits.max_body,
         # A header value over the limit must reach parse_local, which refuses it in r1's words.
         handler_args={"max_field_size": envelope.HEADER_FIELD_SIZE},
-        middlewares=[security_headers_middleware, error_middleware(header=ERROR_HEADER)],
+        middlewares=[
+            error_format_middleware,
+            security_headers_middleware,
+            error_middleware(header=ERROR_HEADER),
+        ],
     )
     app[GATEWAY] = gw
     ops.register(app)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 from xml.etree import ElementTree as ET
 
 from core.errors import BadRequestError, UnknownServiceError
@@ -125,8 +125,9 @@ def answer_metaservice(view: GlobalConfView, env: RequestEnvelope) -> bytes:
                 continue
             services.append(_service_entry(view, sid, endpoints))
         return json.dumps({"service": services}).encode()
-    params = parse_qs(env.query, strict_parsing=False)
-    wanted = params.get("serviceCode", [None])[-1]
+    # As X-Road reads it: the parameter's name in any case, the last one given.
+    named = [v for k, v in parse_qsl(env.query) if k.lower() == "servicecode"]
+    wanted = named[-1] if named else None
     if not wanted:
         raise BadRequestError("getOpenAPI needs the query parameter serviceCode")
     candidates = [sid for sid in view.versions_of(provider) if sid.service_code == wanted]

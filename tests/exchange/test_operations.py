@@ -108,6 +108,9 @@ async def test_get_openapi_describes_a_service(fed: Federation) -> None:
     assert "/v1/persons/*" in doc["paths"]
     missing = await fed.call("lmc", "GET", META + "/getOpenAPI")
     assert missing.headers["X-Road-Error"] == "Client.BadRequest"
+    # X-Road reads the parameter's name in any case, and the last one given.
+    other = await fed.call("lmc", "GET", META + "/getOpenAPI?servicecode=echo&SERVICECODE=person")
+    assert "/v1/persons/*" in (await other.json())["paths"]
 
 
 async def test_metrics_count_outcomes_and_report_configuration_age(fed: Federation) -> None:

@@ -188,15 +188,24 @@ async def stream(
                     last = max(last, newest)
             if hub.healthy():
                 await send("heartbeat", last)
+            beat_due = time.monotonic() + heartbeat
             while not sub.overflowed:
-                try:
-                    item = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
-                except TimeoutError:
+                # A heartbeat is due every interval, busy or quiet: changes arriving more often
+                # than that must not starve the gateway of them, or it would fail closed.
+                if time.monotonic() >= beat_due and sub.queue.empty():
                     # The hub queues a change before it advances its head, with no pause in
                     # between: with our queue empty, every change up to its head has been sent.
-                    if sub.queue.empty() and hub.healthy():
+                    if hub.healthy():
                         await send("heartbeat", max(last, hub.head))
-                    continue
+                    beat_due = time.monotonic() + heartbeat
+                if not sub.queue.empty():
+                    item = sub.queue.get_nowait()
+                else:
+                    try:
+                        wait = max(0.0, beat_due - time.monotonic())
+                        item = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+                    except TimeoutError:
+                        continue
                 if item is None:
                     break
                 if item.seq > last:

@@ -74,6 +74,26 @@ async def test_a_revoke_reaches_a_subscribed_gateway_within_a_second(harness: Ha
         assert client.status().cached_permits == 0
 
 
+async def test_heartbeats_keep_coming_while_changes_stream_without_pause(
+    harness: Harness,
+) -> None:
+    """Changes concerning a provider more often than the heartbeat interval (any consumer
+    with an access right can file requests) must not silence its heartbeats: the gateway
+    would fail closed on a live feed."""
+    consent = await harness.active_consent()
+    async with harness.client(cache_trust=0.5, feed_bound=1.0) as client:
+        await caught_up(harness, client)
+        stop = time.monotonic() + 2.0
+        longest = 0.0
+        while time.monotonic() < stop:
+            await harness.request_consent()  # a change for NADRA's feed, every ~30 ms
+            longest = max(longest, client.status().seconds_since_heartbeat)
+            await asyncio.sleep(0.02)
+        assert client.status().connected
+        assert longest < 1.0, f"no heartbeat for {longest:.2f} s while changes streamed"
+        await client.decide(query(consent["id"]))  # not failing closed
+
+
 async def test_the_cache_is_trusted_only_while_heartbeats_arrive(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:

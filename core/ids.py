@@ -344,7 +344,9 @@ class Cnic:
     """A Pakistani Computerised National Identity Card number, ``#####-#######-#``.
 
     Stored in its dashed form. ``PK`` followed by the 13 digits is the form used
-    in X-Road's ``X-Road-UserId`` style headers (a country-code prefix).
+    in X-Road's ``X-Road-UserId`` style headers (a country-code prefix). Errors never
+    quote the text they refuse: it is most likely a citizen's number in another form, and
+    error messages are logged.
     """
 
     value: str
@@ -355,7 +357,7 @@ class Cnic:
             or re.fullmatch(r"[0-9]{5}-[0-9]{7}-[0-9]", self.value) is None
         ):
             raise BadRequestError(
-                f"CNIC {self.value!r} must have the form #####-#######-#",
+                "a CNIC must have the form #####-#######-#",
                 detail={"field": "cnic"},
             )
 
@@ -365,7 +367,7 @@ class Cnic:
         m = _CNIC.fullmatch(text.strip()) if isinstance(text, str) else None
         if m is None:
             raise BadRequestError(
-                f"CNIC {text!r} must be 13 digits, written #####-#######-# or without dashes",
+                "a CNIC must be 13 digits, written #####-#######-# or without dashes",
                 detail={"field": "cnic"},
             )
         return cls("-".join(m.groups()))
@@ -375,7 +377,7 @@ class Cnic:
         """Parse the ``PK`` + 13 digits form."""
         if not isinstance(text, str) or re.fullmatch(r"PK[0-9]{13}", text) is None:
             raise BadRequestError(
-                f"data subject {text!r} must be 'PK' followed by the 13 CNIC digits",
+                "a data subject must be 'PK' followed by the 13 CNIC digits",
                 detail={"field": "data_subject"},
             )
         return cls.parse(text[2:])

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import logging
 import socket
 import uuid
 from pathlib import Path
@@ -144,6 +145,21 @@ async def test_malformed_local_requests_are_refused_before_leaving(
         assert recorded[-1].outcome == "denied"
         assert recorded[-1].error_type == kind
     assert fed.backend.seen == []
+
+
+@pytest.mark.parametrize("subject", ["35202-1234567-1", "3520212345671", "PK 3520212345671"])
+async def test_a_subject_in_another_form_is_refused_without_being_logged(
+    fed: Federation, subject: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A local system writing the citizen's number as people do gets a precise refusal, and
+    the number appears in no log line and no answer."""
+    caplog.set_level(logging.DEBUG)
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/x", headers={"Shahrah-Data-Subject": subject})
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (400, "Client.BadRequest")
+    assert "'PK' followed by the 13 CNIC digits" in message
+    assert "1234567" not in await resp.text()
+    assert [r.getMessage() for r in caplog.records if "1234567" in r.getMessage()] == []
 
 
 @pytest.mark.parametrize(

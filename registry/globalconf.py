@@ -326,7 +326,12 @@ def validate_path_pattern(pattern: str) -> str:
 
 
 def path_matches(pattern: str, path: str) -> bool:
-    """Whether a request path (already normalized, starting with '/') matches ``pattern``."""
+    """Whether a request path (already normalized, starting with '/') matches ``pattern``.
+
+    ``*`` stands for one segment, never an empty one: a right to ``/persons/*`` (one
+    record) must not reach ``/persons/``, which many backends route to the collection. A
+    trailing ``**`` stands for whatever follows, nothing included.
+    """
     if pattern == "**":
         return True
     want = pattern[1:].split("/")
@@ -334,7 +339,7 @@ def path_matches(pattern: str, path: str) -> bool:
     for i, seg in enumerate(want):
         if seg == "**":
             return True
-        if i >= len(have) or (seg != "*" and seg != have[i]):
+        if i >= len(have) or not (have[i] if seg == "*" else seg == have[i]):
             return False
     return len(have) == len(want)
 

@@ -26,6 +26,7 @@ from registry.globalconf import (
     Jwks,
     anchor_schema,
     document_schema,
+    path_matches,
     verify_globalconf,
 )
 from registry.payloads import AccessRightCreate, KeyCreate, MemberUpdate, SubsystemUpdate
@@ -169,6 +170,8 @@ async def test_access_rights_by_client_group_local_group_and_endpoint(seeded: Se
     assert view.is_allowed(LMC_TAX, PERSON, "GET", "/persons/3520212345671")
     assert not view.is_allowed(LMC_TAX, PERSON, "POST", "/persons/3520212345671")
     assert not view.is_allowed(LMC_TAX, PERSON, "GET", "/persons/1/photo")
+    # One record's right does not reach the collection, which backends route '/persons/' to.
+    assert not view.is_allowed(LMC_TAX, PERSON, "GET", "/persons/")
     assert not view.is_allowed(PLRA_LAND, PERSON, "GET", "/persons/1")
     async with transaction(seeded) as s:
         await ops.add_global_group_member(s, "local-governments", PLRA_LAND)
@@ -185,6 +188,24 @@ async def test_access_rights_by_client_group_local_group_and_endpoint(seeded: Se
     assert not view.is_allowed(PLRA_LAND, PERSON, "GET", "/b")
     assert view.is_allowed(LMC_TAX, PERSON, "DELETE", "/x")
     assert view.allowed_services(PLRA_LAND) == [PERSON]
+
+
+_SEGMENT = st.text(alphabet="abcxyz019-_.~", min_size=1, max_size=4)
+
+
+@given(st.lists(st.tuples(_SEGMENT, st.booleans()), min_size=1, max_size=6), st.data())
+def test_a_star_stands_for_exactly_one_non_empty_segment(
+    parts: list[tuple[str, bool]], data: st.DataObject
+) -> None:
+    pattern = "/" + "/".join("*" if star else seg for seg, star in parts)
+    path = "/" + "/".join(seg for seg, _ in parts)
+    assert path_matches(pattern, path)
+    assert not path_matches(pattern, path + "/x")
+    assert not path_matches(pattern, path + "/")
+    i = data.draw(st.integers(0, len(parts) - 1))
+    emptied = "/" + "/".join("" if j == i else seg for j, (seg, _) in enumerate(parts))
+    assert not path_matches(pattern, emptied)
+    assert path_matches(pattern.rsplit("/", 1)[0] + "/**", path)
 
 
 async def test_keys_are_valid_only_in_their_window_and_until_revoked(seeded: Sessions) -> None:

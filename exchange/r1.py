@@ -99,6 +99,26 @@ GATEWAY_SET = frozenset(
         "shahrah-consent",
     }
 )
+#: Headers a backend may read as another method, URL or origin than the one the access
+#: right was checked for and the envelope describes (method-override conventions, rewrite
+#: proxies' original URL, proxy forwarding). Neither gateway passes them on.
+ROUTING_OVERRIDES = frozenset(
+    {
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+    }
+)
 #: The signed envelope's limits on what it describes, checked here so that a request beyond
 #: them is the caller's error, not a failure of the gateway; three headers are left for
 #: X-Road-UserId, -Issue and -Represented-Party, which the consumer gateway adds.
@@ -274,9 +294,10 @@ def _check_sizes(headers: Mapping[str, str]) -> None:
 
 
 def is_forwardable(name: str) -> bool:
-    """Whether a header of this name crosses a gateway (neither hop-by-hop nor set by it)."""
+    """Whether a header of this name crosses a gateway (neither hop-by-hop, nor set by it,
+    nor one that could reroute the request at the backend)."""
     lname = name.lower()
-    return lname not in HOP_BY_HOP and lname not in GATEWAY_SET
+    return lname not in HOP_BY_HOP and lname not in GATEWAY_SET and lname not in ROUTING_OVERRIDES
 
 
 def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from exchange import envelope as env_
 from exchange.envelope import MAX_TEXT
 from exchange.passthrough import HttpBackend
 from exchange.provider import service_path
-from tests.exchange.harness import ECHO, LMC, PERSON_EXAMPLE, RECORDS, Federation
+from tests.exchange.harness import ECHO, LMC, PERSON_EXAMPLE, PLRA_LAND, RECORDS, Federation
 from tests.exchange.test_refusals import ECHO_PATH, _envelope, _error, _raw
 
 
@@ -96,6 +96,9 @@ async def test_signed_headers_a_gateway_never_forwards_do_not_reach_the_backend(
         ("x-road-request-id", "00000000-0000-0000-0000-000000000000"),
         ("transfer-encoding", "chunked"),
         ("connection", "close"),
+        ("x-http-method-override", "DELETE"),
+        ("x-original-url", "/admin"),
+        ("forwarded", "for=10.0.0.1"),
     ):
         status, kind, text = await _error(
             await _send(fed, "/public/a", headers={name: value}, wire=False)
@@ -105,6 +108,35 @@ async def test_signed_headers_a_gateway_never_forwards_do_not_reach_the_backend(
     assert fed.backend.seen == []
     assert (await _send(fed, "/public/a", headers={"x-custom": "v"})).status == 200
     assert fed.backend.seen[-1].headers.getall("X-Custom") == ["v"]
+
+
+async def test_headers_that_would_reroute_a_request_at_the_backend_are_not_passed_on(
+    fed: Federation,
+) -> None:
+    """The access right is checked for the envelope's method and path; a backend honouring
+    a method override or a rewrite proxy's original URL must not be told another."""
+    overrides = {
+        "X-HTTP-Method-Override": "DELETE",
+        "X-HTTP-Method": "DELETE",
+        "X-Method-Override": "DELETE",
+        "X-Original-URL": "/admin/users",
+        "X-Original-URI": "/admin/users",
+        "X-Rewrite-URL": "/admin/users",
+        "Forwarded": "for=10.0.0.1;host=admin.internal",
+        "X-Forwarded-For": "10.0.0.1",
+        "X-Forwarded-Host": "admin.internal",
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-Port": "8443",
+        "X-Forwarded-Prefix": "/admin",
+        "X-Real-IP": "10.0.0.1",
+    }
+    resp = await fed.call(
+        "plra", "GET", ECHO_PATH + "/public/a", client=PLRA_LAND, headers=overrides
+    )
+    assert resp.status == 200
+    seen = fed.backend.seen[-1]
+    assert (seen.method, seen.path) == ("GET", "/public/a")
+    assert [name for name in overrides if name in seen.headers] == []
 
 
 async def test_envelope_text_that_would_break_a_header_line_is_malformed(

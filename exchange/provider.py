@@ -27,6 +27,7 @@ from consent.rules import DecisionQuery, Permit
 from core.errors import (
     AccessDeniedError,
     BadRequestError,
+    ClientProxyError,
     ConsentDeniedError,
     InternalError,
     InvalidSignatureError,
@@ -77,20 +78,27 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
             raise InvalidSignatureError(f"the {env_.ENVELOPE_HEADER} header is not ASCII")
         view = gw.globalconf.current()
         env = _authenticate(gw, view, request, token)
-        service_label = str(env.service)
+        own = view.gateways.get(gw.id)
+        if own is None or own.status != "active":
+            raise ClientProxyError(
+                f"gateway {gw.id} is not an active gateway in the global configuration"
+            )
         _check_described(env)
         await gw.replay.admit(env.request_id, str(env.client), env.time, gw.clock())
         body = await read_body(request, gw.limits.max_body, gw.limits.body_timeout)
         _check_request_line(request, env, body)
         view.require_active_client(env.client)
-        own = view.gateways.get(gw.id)
-        if own is None or env.service.provider not in own.clients:
+        if env.service.provider not in own.clients:
             raise UnknownServiceError(f"{env.service.provider} is not served by gateway {gw.id}")
         if env.service.service_code in METASERVICES and env.service not in view.services:
+            service_label = str(env.service)
             payload = answer_metaservice(view, env)
             response = BackendResponse(200, {"Content-Type": METADATA_TYPE}, payload)
         else:
             info = view.service(env.service)
+            # Only a registered service names a metric series: a signed envelope may name
+            # any service code, and a label made of it could hold a CNIC.
+            service_label = str(env.service)
             view.require_active_client(env.service.provider)
             if not view.is_allowed(env.client, env.service, env.method, env.path or "/"):
                 raise AccessDeniedError(

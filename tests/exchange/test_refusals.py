@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from yarl import URL
 
 from core.db import transaction, utcnow
+from core.ids import ServiceId
 from core.keys import PrivateKey
 from core.tls import client_context, make_certificate, server_context
 from core.web import listening
@@ -30,7 +31,7 @@ from exchange.provider import service_path
 from exchange.r1 import MAX_HEADERS
 from exchange.replay import ReplayGuard
 from registry import service as ops
-from registry.payloads import MemberUpdate
+from registry.payloads import GatewayUpdate, MemberUpdate
 from tests.exchange.harness import (
     ECHO,
     LMC,
@@ -352,11 +353,12 @@ async def _raw(
     tls_node: str = "lmc",
     path: str = "/x",
     method: str = "GET",
+    service: ServiceId = ECHO,
 ) -> aiohttp.ClientResponse:
     nadra = fed.nodes["nadra"]
     tls = fed.nodes[tls_node].tls
     ctx = client_context(tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode())
-    url = URL(nadra.remote_url + service_path(ECHO) + path, encoded=True)
+    url = URL(nadra.remote_url + service_path(service) + path, encoded=True)
     resp = await fed.http.request(
         method, url, headers={env_.ENVELOPE_HEADER: token}, data=body or None, ssl=ctx
     )
@@ -367,6 +369,36 @@ async def _raw(
 async def test_a_well_formed_raw_request_is_accepted(fed: Federation) -> None:
     token = env_.seal(_envelope(fed), fed.member_keys[LMC])
     assert (await _raw(fed, token)).status == 200
+
+
+async def test_a_suspended_provider_gateway_serves_no_one(fed: Federation) -> None:
+    async with transaction(fed.registry_db) as s:
+        await ops.update_gateway(
+            s, fed.nodes["nadra"].gateway.id, GatewayUpdate(status="suspended")
+        )
+    await fed.refresh()
+    # LMC's gateway no longer sends there, and NADRA's answers no peer that still would.
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/x")).status == 500
+    status, kind, message = await _error(
+        await _raw(fed, env_.seal(_envelope(fed), fed.member_keys[LMC]))
+    )
+    assert (status, kind) == (500, "Server.ServerProxy.InternalError")
+    assert "not an active gateway" in message
+    assert fed.backend.seen == []
+
+
+async def test_a_service_named_only_in_an_envelope_names_no_metric_series(
+    fed: Federation,
+) -> None:
+    """A member may sign any service code; only registered services become label values
+    (a label is unbounded otherwise, and could hold a CNIC)."""
+    code = "35202-1234567-1"
+    token = env_.seal(_envelope(fed, service=ECHO.provider.service(code)), fed.member_keys[LMC])
+    resp = await _raw(fed, token, service=ECHO.provider.service(code))
+    assert (await _error(resp))[1] == "Server.ServerProxy.UnknownService"
+    metrics = await (await fed.http.get(fed.nodes["nadra"].local_url + "/metrics")).text()
+    assert 'service="unknown"' in metrics
+    assert code not in metrics
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Annotated, Literal, TypeVar
@@ -164,10 +165,18 @@ def _peek(token: str, model: type[_E]) -> _E:
         raise InvalidSignatureError(f"envelope is malformed: {_first(e)}") from e
 
 
+#: A place in an envelope that may be named as it is: the envelope is read before its
+#: signature is checked, so its keys (header names) are anyone's text, and are logged.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _first(e: Exception) -> str:
     if isinstance(e, ValidationError):
         err = e.errors()[0]
-        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        place = ".".join(
+            str(p) if isinstance(p, int) or _PLAIN_KEY.fullmatch(p) else "<key>" for p in err["loc"]
+        )
+        return f"{place}: {err['msg']}"
     return str(e)
 
 

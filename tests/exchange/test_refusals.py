@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from yarl import URL
 
+from core.canonical import b64url
 from core.db import transaction, utcnow
 from core.ids import ServiceId
 from core.keys import PrivateKey
@@ -399,6 +400,24 @@ async def test_a_service_named_only_in_an_envelope_names_no_metric_series(
     metrics = await (await fed.http.get(fed.nodes["nadra"].local_url + "/metrics")).text()
     assert 'service="unknown"' in metrics
     assert code not in metrics
+
+
+async def test_an_unverified_envelope_cannot_write_lines_into_the_log(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The envelope is read before its signature is checked; what it names in a malformed
+    place must not reach the log as written (a line break there forges a log line)."""
+    caplog.set_level(logging.DEBUG)
+    head = b64url(json.dumps({"alg": "ES256", "typ": env_.REQUEST_TYP, "kid": "x"}).encode())
+    doc = _envelope(fed).model_dump(mode="json")
+    doc["headers"] = {"a\nFORGED 35202-1234567-1": "v"}
+    resp = await _raw(fed, f"{head}.{b64url(json.dumps(doc).encode())}.AAAA")
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (500, "Server.ServerProxy.InvalidSignature")
+    assert "envelope is malformed: headers.<key>" in message
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "FORGED" not in logged
+    assert "1234567" not in logged
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ answer (so the consumer can prove what it was told), and is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -43,7 +44,7 @@ from core.web import parse_json
 from exchange import envelope as env_
 from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
-from exchange.errors import SslAuthenticationFailedError
+from exchange.errors import ProviderNetworkError, SslAuthenticationFailedError
 from exchange.metadata import CONTENT_TYPE as METADATA_TYPE
 from exchange.metadata import answer_metaservice
 from exchange.r1 import ERROR_HEADER, check_target, forwardable_headers, is_forwardable, located
@@ -222,7 +223,15 @@ async def _call_backend(
         headers=_backend_headers(env),
         body=body,
     )
-    response = await backend.call(call)
+    try:
+        # REST pass-through has this bound in its HTTP client; in-process adapters have
+        # their own policies (up to 300 s), and the gateway's bound holds over them too.
+        async with asyncio.timeout(gw.limits.backend_timeout):
+            response = await backend.call(call)
+    except TimeoutError as e:
+        raise ProviderNetworkError(
+            f"the backend of {env.service} did not answer within {gw.limits.backend_timeout:g} s"
+        ) from e
     if not 200 <= response.status < 300:
         return _withheld(response) if permit is not None else response
     if info.response_schema is not None:

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import logging
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from yarl import URL
 
+from adapters.base import BackendRequest, BackendResponse
 from core.canonical import b64url
 from core.db import transaction, utcnow
 from core.ids import ServiceId
@@ -575,6 +577,25 @@ async def test_body_limit_and_backend_timeouts(tight: Federation) -> None:
     tight.backend.delay = 1.0
     resp = await tight.call("lmc", "GET", ECHO_PATH + "/slow")
     _status, kind, message = await _error(resp)
+    assert kind == "Server.ServerProxy.NetworkError"
+    assert "did not answer within 0.3 s" in message
+
+
+async def test_an_in_process_adapter_is_held_to_the_backend_timeout(tight: Federation) -> None:
+    """Adapters bring their own timeouts (up to 300 s); the gateway's bound holds over them."""
+
+    class Stalled:
+        async def call(self, request: BackendRequest) -> BackendResponse:
+            await asyncio.sleep(5)
+            return BackendResponse(200, {}, b"{}")
+
+        async def close(self) -> None:
+            pass
+
+    tight.nodes["nadra"].gateway.backends[ECHO] = Stalled()
+    started = time.monotonic()
+    _status, kind, message = await _error(await tight.call("lmc", "GET", ECHO_PATH + "/x"))
+    assert time.monotonic() - started < 3
     assert kind == "Server.ServerProxy.NetworkError"
     assert "did not answer within 0.3 s" in message
 

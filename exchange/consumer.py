@@ -339,8 +339,9 @@ def _verify(
         raise ClientProxyInvalidSignatureError(
             "the provider's answer headers do not match its envelope"
         )
-    refusal = "x-road-error" in renv.headers
-    if not refusal and abs((renv.time - gw.clock()).total_seconds()) > gw.limits.freshness:
+    if not _is_refusal(renv, body) and (
+        abs((renv.time - gw.clock()).total_seconds()) > gw.limits.freshness
+    ):
         # A key is checked at the answer's own time: an answer claiming another time could
         # be signed by a key rotated out long ago, and would not be what was just answered.
         # A signed refusal releases nothing and says why (a provider whose clock is off
@@ -350,6 +351,25 @@ def _verify(
             f"{gw.limits.freshness:g} s freshness window"
         )
     return renv
+
+
+def _is_refusal(renv: ResponseEnvelope, body: bytes) -> bool:
+    """Whether a verified answer is a provider gateway's refusal, which alone may be dated
+    outside the window: an error status and an r1 error body of the type its header names,
+    so that nothing but the refusal can be passed on under that exemption."""
+    kind = renv.headers.get("x-road-error")
+    if kind is None or renv.status < 400:
+        return False
+    try:
+        error = json.loads(body)
+    except ValueError:
+        return False
+    return (
+        isinstance(error, dict)
+        and set(error) == {"type", "message", "detail"}
+        and error["type"] == kind
+        and all(isinstance(value, str) for value in error.values())
+    )
 
 
 def _xroad_headers(env: RequestEnvelope, renv: ResponseEnvelope) -> dict[str, str]:

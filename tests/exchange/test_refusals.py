@@ -28,6 +28,7 @@ from core.keys import PrivateKey
 from core.tls import client_context, make_certificate, server_context
 from core.web import listening
 from exchange import envelope as env_
+from exchange import provider
 from exchange.context import Limits
 from exchange.envelope import RequestEnvelope
 from exchange.provider import service_path
@@ -300,6 +301,29 @@ async def test_an_answer_dated_outside_the_window_is_refused(fed: Federation) ->
     assert (status, kind) == (500, "Server.ClientProxy.InvalidSignature")
     assert "outside the 1e-09 s freshness window" in message
     assert len(fed.backend.seen) == 1  # it was answered, and the answer was not believed
+
+
+async def test_only_a_real_refusal_may_be_dated_outside_the_window(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider (or a key of it rotated out) signing a delivered answer with an error
+    header does not make it a refusal: the exemption from freshness is for refusals only."""
+    lmc = fed.nodes["lmc"].gateway
+    lmc.limits = dataclasses.replace(lmc.limits, freshness=1e-9)
+    real = provider.forwardable_headers
+    monkeypatch.setattr(
+        provider,
+        "forwardable_headers",
+        lambda headers: {**real(headers), "X-Road-Error": "Server.ServerProxy.AccessDenied"},
+    )
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a")
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (500, "Server.ClientProxy.InvalidSignature")
+    assert "freshness window" in message
+    monkeypatch.undo()
+    # A real refusal still passes, whatever its time.
+    denied = await fed.call("lmc", "GET", PERSON_PATH + "/persons/35202-1234567-1")
+    assert (await _error(denied))[1] == "Server.ServerProxy.ConsentDenied"
 
 
 async def test_a_provider_answer_signed_by_the_wrong_key_is_refused(fed: Federation) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -179,15 +180,20 @@ def _segments(raw_path: str) -> list[str]:
             decoded = unquote(seg, errors="strict")
         except UnicodeDecodeError as e:
             raise BadRequestError("request path is not valid percent-encoded UTF-8") from e
+        readings = _readings(decoded)
         # "..;x" is a dot segment to servers that strip path parameters (Tomcat, Jetty),
         # while the access-right check would see an ordinary name.
-        if decoded.split(";", 1)[0] in (".", ".."):
+        if any(r.split(";", 1)[0] in (".", "..") for r in readings):
             raise BadRequestError(
-                "request path may not contain '.' or '..' segments, with ';' parameters or not"
+                "request path may not contain '.' or '..' segments, with ';' parameters, "
+                "encoded twice or in look-alike characters or not"
             )
-        if "/" in decoded:
+        if any("/" in r or "\\" in r for r in readings):
             # One segment to the access-right check, several to a backend that decodes first.
-            raise BadRequestError("request path segment may not encode '/' (%2F)")
+            raise BadRequestError(
+                "request path segment may not encode '/' (%2F), '\\', or either encoded "
+                "twice or in a look-alike character"
+            )
         if _BAD_PATH_CHARS.search(decoded):
             raise BadRequestError("request path segment contains a forbidden character")
         if seg == "" and i != len(segments) - 1:
@@ -195,6 +201,18 @@ def _segments(raw_path: str) -> list[str]:
         if re.search(r"%(?![0-9A-Fa-f]{2})", seg):
             raise BadRequestError("request path has a malformed percent-encoding")
     return segments
+
+
+def _readings(decoded: str) -> set[str]:
+    """What a decoded path segment may become at a backend that decodes it once more,
+    folds Unicode compatibility characters (NFKC: '‥' is '..', '／' is '/') or trims
+    spaces: each must pass the checks the segment itself passes."""
+    twice = unquote(decoded)
+    return {
+        form.strip()
+        for text in (decoded, twice)
+        for form in (text, unicodedata.normalize("NFKC", text))
+    }
 
 
 def check_target(path: str, query: str) -> None:

@@ -10,20 +10,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import unicodedata
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given
+from hypothesis import strategies as st
 from yarl import URL
 
+from core.errors import BadRequestError
 from core.tls import client_context
 from exchange import envelope as env_
 from exchange.envelope import MAX_TEXT
 from exchange.passthrough import HttpBackend
 from exchange.provider import service_path
+from exchange.r1 import check_target
 from tests.exchange.harness import ECHO, LMC, PERSON_EXAMPLE, PLRA_LAND, RECORDS, Federation
 from tests.exchange.test_refusals import ECHO_PATH, _envelope, _error, _raw
 
@@ -71,6 +77,8 @@ async def test_the_provider_holds_a_signed_path_to_the_r1_rules(
         ("x", "must start with '/'"),
         ("/public/x%2F..%2Fadmin", "%2F"),
         ("/public/../admin", "'..'"),
+        ("/public/%252e%252e/admin", "'..'"),
+        ("/public/%E2%80%A5/admin", "'..'"),
         ("/public/./a", "'.'"),
         ("//public/a", "empty segment"),
         ("/public/a%zz", "percent"),
@@ -84,6 +92,46 @@ async def test_the_provider_holds_a_signed_path_to_the_r1_rules(
     assert (await _send(fed, "/public/a%20b/", query="q=1&r=%2F")).status == 200
     assert fed.backend.seen[-1].rel_url.raw_path == "/public/a%20b/"
     assert fed.backend.seen[-1].rel_url.raw_query_string == "q=1&r=%2F"
+
+
+_PIECES = st.sampled_from(
+    [
+        "a",
+        ".",
+        "%2e",
+        "%2E",
+        "%25",
+        "%2F",
+        "%252F",
+        "/",
+        ";",
+        " ",
+        "%20",
+        "~",
+        "\u2025",
+        "%E2%80%A5",
+        "\uff0f",
+        "%EF%BC%8F",
+        "\uff0e",
+    ]
+)
+
+
+@given(st.lists(st.lists(_PIECES, max_size=6).map("".join), min_size=1, max_size=5))
+def test_an_accepted_path_has_the_same_segments_to_every_backend(segments: list[str]) -> None:
+    """Whatever a backend does to a path the gateways accept (decode it once or twice, fold
+    Unicode look-alikes, trim spaces, strip ';' parameters), it finds the same segments and
+    no dot segment among them."""
+    path = "/" + "/".join(segments)
+    try:
+        check_target(path, "")
+    except BadRequestError:
+        return
+    for read in (unquote, lambda p: unquote(unquote(p))):
+        for text in (read(path), unicodedata.normalize("NFKC", read(path))):
+            parts = text.split("/")
+            assert len(parts) == len(path.split("/")), (path, text)
+            assert all(p.split(";", 1)[0].strip() not in (".", "..") for p in parts), (path, text)
 
 
 async def test_signed_headers_a_gateway_never_forwards_do_not_reach_the_backend(

@@ -88,6 +88,12 @@ async def _error(resp: aiohttp.ClientResponse) -> tuple[int, str, str]:
         (ECHO_PATH + "/public/..;/admin", {}, 400, "Client.BadRequest", "'..'"),
         (ECHO_PATH + "/public/%2E%2E;x=1/admin", {}, 400, "Client.BadRequest", "'..'"),
         (ECHO_PATH + "/public/.;/admin", {}, 400, "Client.BadRequest", "'..'"),
+        # What backends that decode twice, fold Unicode look-alikes or trim read as '..'.
+        (ECHO_PATH + "/public/%252e%252e/admin", {}, 400, "Client.BadRequest", "'..'"),
+        (ECHO_PATH + "/public/%E2%80%A5/admin", {}, 400, "Client.BadRequest", "'..'"),
+        (ECHO_PATH + "/public/..%20/admin", {}, 400, "Client.BadRequest", "'..'"),
+        (ECHO_PATH + "/public/x%252F..%252Fadmin", {}, 400, "Client.BadRequest", "%2F"),
+        (ECHO_PATH + "/public/x%EF%BC%8Fadmin", {}, 400, "Client.BadRequest", "%2F"),
         (ECHO_PATH + "/a//b", {}, 400, "Client.BadRequest", "empty segment"),
         (ECHO_PATH + "/a%2", {}, 400, "Client.BadRequest", "percent"),
         # One segment to the access-right check, three to a backend that decodes first.

@@ -84,6 +84,13 @@ class Certificate:
         now = now or dt.datetime.now(dt.UTC)
         if cert.not_valid_after_utc <= now:
             raise BadRequestError(f"certificate expired at {cert.not_valid_after_utc.isoformat()}")
+        fault = _leaf_fault(cert)
+        if fault is not None:
+            raise BadRequestError(
+                f"not a gateway's own certificate: {fault}; a gateway registers the leaf "
+                "certificate it presents (basicConstraints CA:FALSE, without keyCertSign or "
+                "cRLSign), as `shahrah gateway init` makes it"
+            )
         der = cert.public_bytes(serialization.Encoding.DER)
         return cls(
             pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),

@@ -145,7 +145,7 @@ async def update_subsystem(s: AsyncSession, cid: ClientId, body: SubsystemUpdate
 
 async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
     owner = await store.member(s, body.id.member)
-    cert = Certificate.from_pem(body.tls_certificate)
+    cert = _certificate(body.tls_certificate)
     row = m.Gateway(
         member_id=owner.id,
         code=body.id.gateway_code,
@@ -158,6 +158,14 @@ async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
     for client in body.clients:
         await _attach_client(s, row, body.id, client)
     return await get_gateway(s, body.id)
+
+
+def _certificate(pem: str) -> Certificate:
+    """The gateway's TLS certificate, refused (naming the field) unless it can be pinned."""
+    try:
+        return Certificate.from_pem(pem)
+    except BadRequestError as e:
+        raise BadRequestError(e.message, detail={"field": "tls_certificate"}) from e
 
 
 async def _attach_client(s: AsyncSession, gw: m.Gateway, gid: GatewayId, client: ClientId) -> None:
@@ -175,7 +183,7 @@ async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -
     if body.address is not None:
         row.address = body.address
     if body.tls_certificate is not None:
-        cert = Certificate.from_pem(body.tls_certificate)
+        cert = _certificate(body.tls_certificate)
         row.tls_certificate, row.tls_sha256 = cert.pem, cert.sha256
     if body.status is not None:
         row.status = body.status

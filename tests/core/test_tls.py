@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import NameOID
 
+from core.errors import BadRequestError
 from core.tls import (
     Certificate,
     PinnedContext,
@@ -101,6 +102,14 @@ def test_only_a_certificate_that_signs_no_others_can_be_pinned(
 ) -> None:
     found = leaf_fault(make())
     assert found == fault if fault is None else fault in (found or "")
+
+
+def test_a_certificate_that_can_sign_others_is_refused_as_a_gateways() -> None:
+    with pytest.raises(BadRequestError, match=r"basicConstraints CA:TRUE.*leaf certificate"):
+        Certificate.from_pem(_self_signed(ca=True))
+    with pytest.raises(BadRequestError, match="keyCertSign"):
+        Certificate.from_pem(_with_usage(key_cert_sign=True))
+    assert Certificate.from_pem(_self_signed()).sha256
 
 
 # --- handshakes ------------------------------------------------------------------------------

@@ -146,6 +146,7 @@ async def update_subsystem(s: AsyncSession, cid: ClientId, body: SubsystemUpdate
 async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
     owner = await store.member(s, body.id.member)
     cert = _certificate(body.tls_certificate)
+    await _refuse_pinned_elsewhere(s, cert, body.id)
     row = m.Gateway(
         member_id=owner.id,
         code=body.id.gateway_code,
@@ -168,6 +169,26 @@ def _certificate(pem: str) -> Certificate:
         raise BadRequestError(e.message, detail={"field": "tls_certificate"}) from e
 
 
+async def _refuse_pinned_elsewhere(s: AsyncSession, cert: Certificate, gid: GatewayId) -> None:
+    """A pin names one gateway: gateways find a peer by its pin, so a second gateway with the
+    same certificate would take the first one's place in every gateway's eyes."""
+    fed = await store.federation(s)
+    rows = await s.execute(
+        select(m.Member.member_class, m.Member.member_code, m.Gateway.code)
+        .join(m.Member, m.Gateway.member_id == m.Member.id)
+        .where(m.Gateway.tls_sha256 == cert.sha256)
+        .order_by(m.Gateway.id)
+    )
+    for member_class, member_code, code in rows:
+        other = GatewayId(fed.instance, member_class, member_code, code)
+        if other != gid:
+            raise ConflictError(
+                f"this TLS certificate is already registered to gateway {other}; "
+                "each gateway needs a certificate of its own",
+                detail={"field": "tls_certificate", "gateway": str(other)},
+            )
+
+
 async def _attach_client(s: AsyncSession, gw: m.Gateway, gid: GatewayId, client: ClientId) -> None:
     if client.member != gid.member:
         raise BadRequestError(
@@ -184,6 +205,7 @@ async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -
         row.address = body.address
     if body.tls_certificate is not None:
         cert = _certificate(body.tls_certificate)
+        await _refuse_pinned_elsewhere(s, cert, gid)
         row.tls_certificate, row.tls_sha256 = cert.pem, cert.sha256
     if body.status is not None:
         row.status = body.status

@@ -146,6 +146,13 @@ async def test_a_bearer_token_that_is_not_utf8_is_refused(registry: tuple[str, s
             400,
             "a CA certificate (basicConstraints CA:TRUE)",
         ),
+        (
+            "POST",
+            "/api/v1/gateways",
+            {"id": "PK/PROV/PLRA/gw1", "address": "https://x:1", "tls_certificate": NADRA_TLS_PEM},
+            409,
+            "already registered to gateway PK/FED/NADRA/gw1",
+        ),
         ("POST", "/api/v1/keys", {"member": "PK/FED/NADRA", "jwk": {"kty": "RSA"}}, 400, "P-256"),
         (
             "POST",

@@ -174,7 +174,7 @@ async def test_a_gateway_serves_only_its_own_members_subsystems(seeded: Sessions
     body = GatewayCreate(
         id=NADRA.gateway("gw2"),
         address="https://127.0.0.1:9444",
-        tls_certificate=NADRA_TLS_PEM,
+        tls_certificate=_cert_pem("nadra-gw2"),
         clients=[CIVIL, LMC_TAX],
     )
     with pytest.raises(BadRequestError, match="can only serve subsystems of PK/FED/NADRA"):
@@ -208,6 +208,34 @@ async def test_a_gateway_certificate_that_could_sign_others_is_refused(seeded: S
         )
     gateway = await _run(seeded, lambda s: ops.get_gateway(s, NADRA.gateway("gw1")))
     assert gateway.tls_sha256 == PIN
+
+
+async def test_a_certificate_registered_to_another_gateway_is_a_conflict(
+    seeded: Sessions,
+) -> None:
+    """A pin names one gateway: a second gateway with the same certificate would take the
+    first one's place in every gateway's eyes, and the first would be refused everywhere."""
+    plra_gw = PLRA_LAND.member.gateway("gw1")
+    taken = GatewayCreate(id=plra_gw, address="https://127.0.0.1:9", tls_certificate=NADRA_TLS_PEM)
+    with pytest.raises(ConflictError, match="already registered to gateway PK/FED/NADRA/gw1") as e:
+        await _run(seeded, lambda s: ops.add_gateway(s, taken))
+    assert e.value.detail == {"field": "tls_certificate", "gateway": "PK/FED/NADRA/gw1"}
+
+    own = _cert_pem("plra-gw1")
+    await _run(
+        seeded, lambda s: ops.add_gateway(s, taken.model_copy(update={"tls_certificate": own}))
+    )
+    with pytest.raises(ConflictError, match="already registered to gateway PK/PROV/PLRA/gw1"):
+        await _run(
+            seeded,
+            lambda s: ops.update_gateway(
+                s, NADRA.gateway("gw1"), GatewayUpdate(tls_certificate=own)
+            ),
+        )
+    # Registering a gateway's own certificate again changes nothing and is no conflict.
+    same = GatewayUpdate(tls_certificate=NADRA_TLS_PEM)
+    info = await _run(seeded, lambda s: ops.update_gateway(s, NADRA.gateway("gw1"), same))
+    assert info.tls_sha256 == PIN
 
 
 async def test_revoking_a_key_twice_is_a_conflict(seeded: Sessions) -> None:

@@ -4,19 +4,29 @@ Gateways authenticate each other with mutual TLS. The global configuration
 publishes each gateway's certificate and its SHA-256 pin. Rather than trusting
 a certificate authority and checking pins afterwards, each side's trust store
 holds *only the registered leaf certificates* (OpenSSL's partial-chain mode
-lets a leaf be its own trust anchor), so the handshake itself fails against an
-unregistered or wrong peer, before a byte of a message is sent. Certificates
-may be self-signed or issued by any CA: only the registered leaf is trusted.
+lets a leaf be its own trust anchor), and the handshake completes only if the
+peer's certificate is one of the pinned ones, so it fails against an
+unregistered or wrong peer before either side reads a byte of a message.
+Certificates may be self-signed or issued by any CA: only the registered leaf
+is trusted.
+
+The pin check matters beside the trust store: a trust anchor vouches for
+every certificate it signed, and OpenSSL takes as an issuer not only a
+certificate marked as a CA but also, for one, a self-signed X.509 v1
+certificate. Certificates that can sign others are refused for gateways
+(:func:`leaf_fault`), and the pin holds even for one that slipped through.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,11 +38,17 @@ from core.keys import KeyFileError, read_private_pem
 
 __all__ = [
     "Certificate",
+    "PinnedContext",
     "client_context",
+    "leaf_fault",
     "make_certificate",
     "peer_pin",
     "server_context",
 ]
+
+log = logging.getLogger(__name__)
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
 
 MIN_TLS = ssl.TLSVersion.TLSv1_2
 
@@ -68,6 +84,13 @@ class Certificate:
         now = now or dt.datetime.now(dt.UTC)
         if cert.not_valid_after_utc <= now:
             raise BadRequestError(f"certificate expired at {cert.not_valid_after_utc.isoformat()}")
+        fault = _leaf_fault(cert)
+        if fault is not None:
+            raise BadRequestError(
+                f"not a gateway's own certificate: {fault}; a gateway registers the leaf "
+                "certificate it presents (basicConstraints CA:FALSE, without keyCertSign or "
+                "cRLSign), as `shahrah gateway init` makes it"
+            )
         der = cert.public_bytes(serialization.Encoding.DER)
         return cls(
             pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
@@ -76,6 +99,70 @@ class Certificate:
             subject=cert.subject.rfc4514_string(),
             not_after=cert.not_valid_after_utc,
         )
+
+
+def leaf_fault(pem: str) -> str | None:
+    """Why ``pem`` cannot be pinned as a gateway's certificate, or None if it can.
+
+    A pinned certificate is a trust anchor, and an anchor that may sign certificates would
+    make every certificate it signed a trusted peer.
+    """
+    try:
+        _leaf(pem)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _leaf(pem: str) -> x509.Certificate:
+    """The one certificate ``pem`` holds, if it can be pinned; else ValueError saying why."""
+    if pem.count("-----BEGIN CERTIFICATE-----") != 1:
+        raise ValueError("it is not exactly one PEM certificate")
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as e:
+        raise ValueError("it is not a readable PEM certificate") from e
+    fault = _leaf_fault(cert)
+    if fault is not None:
+        raise ValueError(fault)
+    return cert
+
+
+def _anchor(pem: str) -> tuple[str, bytes]:
+    """(pin, DER form) of a certificate to pin; ValueError if it cannot be pinned."""
+    try:
+        der = _leaf(pem).public_bytes(serialization.Encoding.DER)
+    except ValueError as e:
+        raise ValueError(f"a certificate that cannot be pinned: {e}") from e
+    return hashlib.sha256(der).hexdigest(), der
+
+
+def _leaf_fault(cert: x509.Certificate) -> str | None:
+    if cert.version is x509.Version.v1:
+        return (
+            "it is an X.509 v1 certificate: it has no extensions to say it is no CA, and "
+            "OpenSSL accepts a self-signed one as a CA"
+        )
+    try:
+        extensions = cert.extensions
+    except (ValueError, x509.DuplicateExtension) as e:
+        return f"its extensions cannot be read ({e})"
+    constraints = _extension(extensions, x509.BasicConstraints)
+    if constraints is not None and constraints.ca:
+        return "it is a CA certificate (basicConstraints CA:TRUE)"
+    usage = _extension(extensions, x509.KeyUsage)
+    if usage is not None and usage.key_cert_sign:
+        return "its keyUsage allows keyCertSign (signing certificates)"
+    if usage is not None and usage.crl_sign:
+        return "its keyUsage allows cRLSign (signing revocation lists)"
+    return None
+
+
+def _extension(extensions: x509.Extensions, kind: type[_E]) -> _E | None:
+    try:
+        return extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
 
 
 def make_certificate(
@@ -113,43 +200,109 @@ def make_certificate(
     return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
 
 
-def _base(purpose: ssl._SSLMethod) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(purpose)
-    ctx.minimum_version = MIN_TLS
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    # A registered leaf certificate is a trust anchor on its own.
-    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    return ctx
+def _require_pin(conn: ssl.SSLObject | ssl.SSLSocket) -> None:
+    """After OpenSSL's own verification: the peer's certificate must be one of the pins.
+
+    Raised as a certificate verification error so that asyncio fails the handshake as it
+    does for OpenSSL's own, and aiohttp reports it as one (a connection never made).
+    """
+    ctx = conn.context
+    pin = peer_pin(conn)
+    if isinstance(ctx, PinnedContext) and pin is not None and pin in ctx.pins:
+        return
+    side = "client" if conn.server_side else "server"
+    log.info("TLS handshake refused: the %s's certificate %s is not pinned", side, pin)
+    raise ssl.SSLCertVerificationError(f"the {side}'s TLS certificate is not a pinned one")
+
+
+class _PinnedObject(ssl.SSLObject):
+    """What asyncio's TLS transport wraps a connection in (``SSLContext.wrap_bio``)."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        _require_pin(self)
+
+
+class _PinnedSocket(ssl.SSLSocket):
+    """The same for a blocking socket (``SSLContext.wrap_socket``), so no use escapes it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        _require_pin(self)
+
+
+class PinnedContext(ssl.SSLContext):
+    """A context whose handshakes complete only with a peer presenting a pinned certificate.
+
+    ``pins`` (hex SHA-256 of the DER certificates) is read when each handshake ends, so
+    replacing it (:meth:`trust_exactly`) takes effect for the next connection: OpenSSL's
+    trust store can only grow, the pins follow the configuration both ways.
+    """
+
+    sslobject_class = _PinnedObject
+    sslsocket_class = _PinnedSocket
+
+    def __init__(self, protocol: ssl._SSLMethod) -> None:
+        super().__init__()  # ssl.SSLContext.__new__ took the protocol
+        self.minimum_version = MIN_TLS
+        self.verify_mode = ssl.CERT_REQUIRED
+        # A registered leaf certificate is a trust anchor on its own.
+        self.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        self.pins: frozenset[str] = frozenset()
+        self._loaded: set[str] = set()  # pins whose certificate is in OpenSSL's store
+
+    def trust_exactly(self, certificates: Mapping[str, str]) -> tuple[int, int]:
+        """From the next handshake on, accept exactly these peers (pin -> PEM certificate).
+
+        Returns how many pins were added and removed. A certificate that could sign others
+        is refused with ValueError (:func:`leaf_fault`): callers skip those, saying whose.
+        """
+        for pin, pem in certificates.items():
+            if pin not in self._loaded:
+                # The DER form of the one certificate checked, whatever else the text holds.
+                self.load_verify_locations(cadata=_anchor(pem)[1])
+                self._loaded.add(pin)
+        pins = frozenset(certificates)
+        added, removed = len(pins - self.pins), len(self.pins - pins)
+        self.pins = pins
+        return added, removed
 
 
 def server_context(
     cert_file: str, key_file: str, trusted: Iterable[str], *, password: bytes | None = None
-) -> ssl.SSLContext:
+) -> PinnedContext:
     """Server side of gateway mTLS: require a client certificate among ``trusted`` (PEMs).
 
-    More certificates can be added later with ``load_verify_locations``
-    (a newly registered gateway); removed ones are refused by the pin check
-    against the current configuration.
+    The trusted set is replaced with :meth:`PinnedContext.trust_exactly` as the
+    configuration changes (a gateway registered, removed, or given a new certificate).
     """
-    ctx = _base(ssl.PROTOCOL_TLS_SERVER)
+    ctx = PinnedContext(ssl.PROTOCOL_TLS_SERVER)
     _load_key_pair(ctx, cert_file, key_file, password)
-    pems = "".join(trusted)
-    if pems:
-        ctx.load_verify_locations(cadata=pems)
+    ctx.trust_exactly({_anchor(pem)[0]: pem for pem in trusted})
     return ctx
 
 
 def client_context(
-    cert_file: str, key_file: str, peer_pem: str, *, password: bytes | None = None
-) -> ssl.SSLContext:
+    cert_file: str,
+    key_file: str,
+    peer_pem: str | None,
+    *,
+    pin: str | None = None,
+    password: bytes | None = None,
+) -> PinnedContext:
     """Client side: present our certificate and accept only the one registered peer certificate.
+
+    ``pin`` is the peer's registered SHA-256 (by default that of ``peer_pem``); the
+    handshake fails, before a byte of the request is written, unless the peer's
+    certificate has it. ``peer_pem`` None trusts no peer: every handshake fails.
 
     Host names are not checked: gateways are identified by their pinned
     certificate, and may be reached by IP address.
     """
-    ctx = _base(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
-    ctx.load_verify_locations(cadata=peer_pem)
+    if peer_pem is not None:
+        ctx.trust_exactly({(pin or _anchor(peer_pem)[0]).lower(): peer_pem})
     _load_key_pair(ctx, cert_file, key_file, password)
     return ctx
 

@@ -1,23 +1,30 @@
 """Outgoing mutual-TLS connections from a consumer gateway to provider gateways.
 
 Each provider gateway gets an SSL context that trusts only its registered
-certificate (see core.tls), cached by pin, so connection pools are kept per
-peer and a peer's certificate change (a new pin in the configuration) gets a
-fresh context and fresh connections.
+certificate and completes a handshake only with a peer whose certificate has
+the registered pin (see core.tls), so no byte of a request goes to any other.
+Contexts are cached by pin, so connection pools are kept per peer and a peer's
+certificate change (a new pin in the configuration) gets a fresh context and
+fresh connections. A registered certificate that could sign others (a
+configuration made by an older registry may hold one) is not trusted at all:
+that gateway's handshakes fail, as an unreachable gateway's connections do.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass
 
 import aiohttp
 
-from core.tls import client_context
+from core.tls import client_context, leaf_fault
 from exchange.envelope import ENVELOPE_FIELD_SIZE
 from registry.globalconf import GatewayInfo
 
 __all__ = ["PeerPool", "TlsFiles"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,8 +53,23 @@ class PeerPool:
     def context(self, peer: GatewayInfo) -> ssl.SSLContext:
         ctx = self._contexts.get(peer.tls_sha256)
         if ctx is None:
+            trusted: str | None = peer.tls_certificate
+            fault = leaf_fault(peer.tls_certificate)
+            if fault is not None:
+                log.warning(
+                    "not sending to gateway %s: its registered TLS certificate %s cannot be "
+                    "pinned: %s",
+                    peer.id,
+                    peer.tls_sha256,
+                    fault,
+                )
+                trusted = None
             ctx = client_context(
-                self.tls.cert, self.tls.key, peer.tls_certificate, password=self.tls.password
+                self.tls.cert,
+                self.tls.key,
+                trusted,
+                pin=peer.tls_sha256,
+                password=self.tls.password,
             )
             self._contexts[peer.tls_sha256] = ctx
         return ctx

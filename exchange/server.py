@@ -2,9 +2,9 @@
 
 * The **local** listener speaks r1 to the member's own systems and serves
   ``/listClients``, ``/metrics``, ``/healthz`` and ``/readyz``.
-* The **remote** listener accepts other gateways over mutual TLS; its trust
-  store holds exactly the registered gateway certificates, and grows as the
-  global configuration registers new ones.
+* The **remote** listener accepts other gateways over mutual TLS; it completes
+  a handshake only with a registered gateway certificate, following the global
+  configuration as gateways are registered, removed or given new certificates.
 
 Readiness is false (503) while the gateway holds no valid global
 configuration, in which case every exchange is refused anyway (fail closed).
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import OutdatedGlobalConfError
+from core.tls import PinnedContext, leaf_fault
 from core.web import Api, error_middleware, security_headers_middleware
 from exchange import envelope
 from exchange.consumer import consume
@@ -166,18 +166,46 @@ def remote_app(gw: Gateway) -> web.Application:
 
 @dataclass
 class TrustSync:
-    """Adds newly registered gateway certificates to the remote listener's trust store."""
+    """Keeps the remote listener accepting exactly the registered gateway certificates.
 
-    context: ssl.SSLContext
-    known: set[str] = field(default_factory=set)
+    A gateway added, removed or given a new certificate is accepted or refused at the
+    handshake from the next sync on, without restarting the listener. A registered
+    certificate that could sign others (a configuration made by an older registry may hold
+    one) is never trusted: that gateway's handshakes fail, and which one is logged once.
+    """
+
+    context: PinnedContext
+    refused: set[str] = field(default_factory=set, init=False)  # pins never to trust
+    _checked: set[str] = field(default_factory=set, init=False, repr=False)
 
     def sync(self, view: GlobalConfView) -> int:
-        new = [g for g in view.conf.gateways if g.tls_sha256 not in self.known]
-        if new:
-            self.context.load_verify_locations(cadata="".join(g.tls_certificate for g in new))
-            self.known.update(g.tls_sha256 for g in new)
-            log.info("trusting %d more gateway certificate(s)", len(new))
-        return len(new)
+        """Trust the configuration's gateway certificates; returns how many are new."""
+        for g in view.conf.gateways:
+            if g.tls_sha256 in self._checked:
+                continue
+            self._checked.add(g.tls_sha256)
+            fault = leaf_fault(g.tls_certificate)
+            if fault is not None:
+                self.refused.add(g.tls_sha256)
+                log.warning(
+                    "not accepting gateway %s: its registered TLS certificate %s cannot be "
+                    "pinned: %s",
+                    g.id,
+                    g.tls_sha256,
+                    fault,
+                )
+        added, removed = self.context.trust_exactly(
+            {
+                g.tls_sha256: g.tls_certificate
+                for g in view.conf.gateways
+                if g.tls_sha256 not in self.refused
+            }
+        )
+        if added:
+            log.info("trusting %d more gateway certificate(s)", added)
+        if removed:
+            log.info("no longer trusting %d gateway certificate(s)", removed)
+        return added
 
 
 async def run_background(gw: Gateway, trust: TrustSync, stop: asyncio.Event) -> None:

@@ -353,7 +353,7 @@ async def create_gateway(request: web.Request, principal: str, body: GatewayCrea
     body=GatewayUpdate,
     response=GatewayInfo,
     auth=OP,
-    errors=(404,),
+    errors=(404, 409),
     tags=("gateways",),
 )
 async def patch_gateway(request: web.Request, principal: str, body: GatewayUpdate) -> GatewayInfo:

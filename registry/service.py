@@ -145,7 +145,8 @@ async def update_subsystem(s: AsyncSession, cid: ClientId, body: SubsystemUpdate
 
 async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
     owner = await store.member(s, body.id.member)
-    cert = Certificate.from_pem(body.tls_certificate)
+    cert = _certificate(body.tls_certificate)
+    await _refuse_pinned_elsewhere(s, cert, body.id)
     row = m.Gateway(
         member_id=owner.id,
         code=body.id.gateway_code,
@@ -158,6 +159,34 @@ async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
     for client in body.clients:
         await _attach_client(s, row, body.id, client)
     return await get_gateway(s, body.id)
+
+
+def _certificate(pem: str) -> Certificate:
+    """The gateway's TLS certificate, refused (naming the field) unless it can be pinned."""
+    try:
+        return Certificate.from_pem(pem)
+    except BadRequestError as e:
+        raise BadRequestError(e.message, detail={"field": "tls_certificate"}) from e
+
+
+async def _refuse_pinned_elsewhere(s: AsyncSession, cert: Certificate, gid: GatewayId) -> None:
+    """A pin names one gateway: gateways find a peer by its pin, so a second gateway with the
+    same certificate would take the first one's place in every gateway's eyes."""
+    fed = await store.federation(s)
+    rows = await s.execute(
+        select(m.Member.member_class, m.Member.member_code, m.Gateway.code)
+        .join(m.Member, m.Gateway.member_id == m.Member.id)
+        .where(m.Gateway.tls_sha256 == cert.sha256)
+        .order_by(m.Gateway.id)
+    )
+    for member_class, member_code, code in rows:
+        other = GatewayId(fed.instance, member_class, member_code, code)
+        if other != gid:
+            raise ConflictError(
+                f"this TLS certificate is already registered to gateway {other}; "
+                "each gateway needs a certificate of its own",
+                detail={"field": "tls_certificate", "gateway": str(other)},
+            )
 
 
 async def _attach_client(s: AsyncSession, gw: m.Gateway, gid: GatewayId, client: ClientId) -> None:
@@ -175,7 +204,8 @@ async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -
     if body.address is not None:
         row.address = body.address
     if body.tls_certificate is not None:
-        cert = Certificate.from_pem(body.tls_certificate)
+        cert = _certificate(body.tls_certificate)
+        await _refuse_pinned_elsewhere(s, cert, gid)
         row.tls_certificate, row.tls_sha256 = cert.pem, cert.sha256
     if body.status is not None:
         row.status = body.status

@@ -9,18 +9,26 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 from openapi_spec_validator import validate
 
 from core.canonical import b64url_decode
 from core.db import Sessions, transaction
+from core.tls import make_certificate
 from registry import tokens
 from registry.server import RegistryConfig, build_app
 from tests.registry.federation import CIVIL, LMC_TAX, NADRA_TLS_PEM, OPERATOR, PERSON
 from tests.web import raw_status
 
 ENV_TOKEN = "env-admin-token-for-tests"
+CA_PEM = (
+    make_certificate("a CA", ec.generate_private_key(ec.SECP256R1()), ca=True)
+    .public_bytes(Encoding.PEM)
+    .decode()
+)
 
 
 @pytest.fixture
@@ -130,6 +138,20 @@ async def test_a_bearer_token_that_is_not_utf8_is_refused(registry: tuple[str, s
             {"id": "PK/FED/NADRA/gw9", "address": "https://x:1", "tls_certificate": "zz"},
             400,
             "exactly one PEM certificate",
+        ),
+        (
+            "POST",
+            "/api/v1/gateways",
+            {"id": "PK/FED/NADRA/gw9", "address": "https://x:1", "tls_certificate": CA_PEM},
+            400,
+            "a CA certificate (basicConstraints CA:TRUE)",
+        ),
+        (
+            "POST",
+            "/api/v1/gateways",
+            {"id": "PK/PROV/PLRA/gw1", "address": "https://x:1", "tls_certificate": NADRA_TLS_PEM},
+            409,
+            "already registered to gateway PK/FED/NADRA/gw1",
         ),
         ("POST", "/api/v1/keys", {"member": "PK/FED/NADRA", "jwk": {"kty": "RSA"}}, 400, "P-256"),
         (

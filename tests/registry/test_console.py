@@ -29,7 +29,7 @@ from registry.schemareg import service as schemas
 from registry.schemareg.payloads import SchemaRequest
 from registry.server import RegistryConfig, build_app
 from tests.consent.conftest import CONSENT_KEY, Harness, harness  # noqa: F401 (fixture)
-from tests.registry.federation import LMC_TAX, NADRA, NADRA_KEY, OPERATOR, PERSON
+from tests.registry.federation import LMC_TAX, NADRA, NADRA_KEY, NADRA_TLS_PEM, OPERATOR, PERSON
 from tests.registry.test_globalconf import anchor_for
 from tests.web import MAX_PAGE, Fetched, PageClient
 
@@ -276,6 +276,17 @@ async def test_the_other_forms_change_the_registry_or_say_which_field_is_wrong(
     )
     assert bad_pem.status == 400
     assert 'id="tls_certificate-error"' in bad_pem.text
+    taken = await operator.submit(
+        "/console/gateways",
+        member="PK/PROV/PLRA",
+        code="gw1",
+        address="https://10.0.0.8:9443",
+        tls_certificate=NADRA_TLS_PEM,
+        clients="",
+    )
+    assert taken.status == 400
+    assert 'id="tls_certificate-error"' in taken.text
+    assert "already registered to gateway PK/FED/NADRA/gw1" in taken.visible
     moved = await operator.submit(
         edit, address="https://10.0.0.7:9443", tls_certificate="", status="active"
     )

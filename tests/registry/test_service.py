@@ -5,17 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from core.db import Sessions, transaction
 from core.errors import BadRequestError, ConflictError, NotFoundError
 from core.ids import GatewayId, MemberId
 from core.keys import PrivateKey
+from core.tls import make_certificate
 from registry import service as ops
 from registry import store
 from registry.payloads import (
     AccessRightCreate,
     FederationSettings,
     GatewayCreate,
+    GatewayUpdate,
     KeyCreate,
     LocalGroupCreate,
     MemberCreate,
@@ -30,6 +34,7 @@ from tests.registry.federation import (
     NADRA_KEY,
     NADRA_TLS_PEM,
     PERSON,
+    PIN,
     PLRA_LAND,
 )
 
@@ -169,7 +174,7 @@ async def test_a_gateway_serves_only_its_own_members_subsystems(seeded: Sessions
     body = GatewayCreate(
         id=NADRA.gateway("gw2"),
         address="https://127.0.0.1:9444",
-        tls_certificate=NADRA_TLS_PEM,
+        tls_certificate=_cert_pem("nadra-gw2"),
         clients=[CIVIL, LMC_TAX],
     )
     with pytest.raises(BadRequestError, match="can only serve subsystems of PK/FED/NADRA"):
@@ -179,6 +184,58 @@ async def test_a_gateway_serves_only_its_own_members_subsystems(seeded: Sessions
         assert [g.id for g in (await store.snapshot(s)).gateways] == [
             GatewayId("PK", "FED", "NADRA", "gw1")
         ]
+
+
+def _cert_pem(name: str, *, ca: bool = False) -> str:
+    cert = make_certificate(name, ec.generate_private_key(ec.SECP256R1()), ca=ca)
+    return cert.public_bytes(Encoding.PEM).decode()
+
+
+async def test_a_gateway_certificate_that_could_sign_others_is_refused(seeded: Sessions) -> None:
+    """Gateways pin a registered certificate as a trust anchor: a CA there would make every
+    certificate it issued a trusted gateway."""
+    ca = _cert_pem("some CA", ca=True)
+    add = GatewayCreate(id=NADRA.gateway("gw2"), address="https://127.0.0.1:9", tls_certificate=ca)
+    with pytest.raises(BadRequestError, match=r"CA certificate \(basicConstraints CA:TRUE\)") as e:
+        await _run(seeded, lambda s: ops.add_gateway(s, add))
+    assert e.value.detail == {"field": "tls_certificate"}
+    with pytest.raises(BadRequestError, match="CA:TRUE"):
+        await _run(
+            seeded,
+            lambda s: ops.update_gateway(
+                s, NADRA.gateway("gw1"), GatewayUpdate(tls_certificate=ca)
+            ),
+        )
+    gateway = await _run(seeded, lambda s: ops.get_gateway(s, NADRA.gateway("gw1")))
+    assert gateway.tls_sha256 == PIN
+
+
+async def test_a_certificate_registered_to_another_gateway_is_a_conflict(
+    seeded: Sessions,
+) -> None:
+    """A pin names one gateway: a second gateway with the same certificate would take the
+    first one's place in every gateway's eyes, and the first would be refused everywhere."""
+    plra_gw = PLRA_LAND.member.gateway("gw1")
+    taken = GatewayCreate(id=plra_gw, address="https://127.0.0.1:9", tls_certificate=NADRA_TLS_PEM)
+    with pytest.raises(ConflictError, match="already registered to gateway PK/FED/NADRA/gw1") as e:
+        await _run(seeded, lambda s: ops.add_gateway(s, taken))
+    assert e.value.detail == {"field": "tls_certificate", "gateway": "PK/FED/NADRA/gw1"}
+
+    own = _cert_pem("plra-gw1")
+    await _run(
+        seeded, lambda s: ops.add_gateway(s, taken.model_copy(update={"tls_certificate": own}))
+    )
+    with pytest.raises(ConflictError, match="already registered to gateway PK/PROV/PLRA/gw1"):
+        await _run(
+            seeded,
+            lambda s: ops.update_gateway(
+                s, NADRA.gateway("gw1"), GatewayUpdate(tls_certificate=own)
+            ),
+        )
+    # Registering a gateway's own certificate again changes nothing and is no conflict.
+    same = GatewayUpdate(tls_certificate=NADRA_TLS_PEM)
+    info = await _run(seeded, lambda s: ops.update_gateway(s, NADRA.gateway("gw1"), same))
+    assert info.tls_sha256 == PIN
 
 
 async def test_revoking_a_key_twice_is_a_conflict(seeded: Sessions) -> None:

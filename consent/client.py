@@ -43,7 +43,7 @@ from consent.messages import (
     PseudonymAnswer,
     body_digest,
 )
-from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit
+from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit, cache_may_answer
 from core import jws
 from core.errors import InvalidSignatureError, ServiceFailedError, ShahrahError
 from core.ids import ClientId, Cnic, ServiceId
@@ -205,7 +205,7 @@ class ConsentClient:
         key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
         if now < self._trusted_until:
             hit = self._cache.get(key)
-            if hit is not None and hit.valid_from <= query.at < hit.expires_at:
+            if hit is not None and cache_may_answer(hit.valid_from, hit.expires_at, query.at):
                 self._cache.move_to_end(key)
                 self.counters.hits += 1
                 return Permit(hit.consent_id, list(hit.fields), hit.legal_basis, hit.pseudonym)

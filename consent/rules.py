@@ -23,7 +23,19 @@ from consent.lifecycle import Status
 from core.errors import ConsentDeniedError
 from core.ids import ClientId, Cnic, ServiceId
 
-__all__ = ["ConsentDenied", "DecisionQuery", "DenyReason", "Permit", "check_counts", "evaluate"]
+__all__ = [
+    "CLOCK_SKEW",
+    "ConsentDenied",
+    "DecisionQuery",
+    "DenyReason",
+    "Permit",
+    "cache_may_answer",
+    "check_counts",
+    "evaluate",
+]
+
+#: How far a gateway's decision time may differ from the consent service's clock.
+CLOCK_SKEW = dt.timedelta(seconds=30)
 
 
 class DenyReason(StrEnum):
@@ -132,6 +144,17 @@ def evaluate(
     if max(times) >= consent.expires_at:
         raise ConsentDenied(DenyReason.EXPIRED, cid, f"it expired at {_iso(consent.expires_at)}")
     return fields
+
+
+def cache_may_answer(valid_from: dt.datetime, expires_at: dt.datetime, at: dt.datetime) -> bool:
+    """Whether a cached permit may answer a gateway's query at ``at`` without asking.
+
+    The service judges a consent's window by its own clock as well as by ``at``
+    (:func:`evaluate`), and its clock may be anywhere within CLOCK_SKEW of ``at``. A cached
+    permit answers only where every such clock finds the consent in force; nearer the
+    window's ends the gateway asks, and the service decides by its own clock.
+    """
+    return valid_from <= at - CLOCK_SKEW and at + CLOCK_SKEW < expires_at
 
 
 def check_counts(consent: ConsentView, uses: int, uses_in_window: int) -> None:

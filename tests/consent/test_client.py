@@ -1,0 +1,85 @@
+"""The gateway-side client's own rules: when a cached permit may answer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consent.artefact import ConsentView
+from consent.rules import CLOCK_SKEW, ConsentDenied, DenyReason, cache_may_answer, evaluate
+from core.db import utcnow
+from tests.consent.conftest import CITIZEN, PURPOSE, Harness
+from tests.consent.test_decisions import query
+from tests.consent.test_feed import caught_up, until
+from tests.registry.federation import LMC_TAX, PERSON
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SECONDS = st.integers(min_value=-200_000, max_value=200_000).map(
+    lambda ms: dt.timedelta(milliseconds=ms)
+)
+SKEWS = st.integers(
+    min_value=-int(CLOCK_SKEW.total_seconds() * 1000),
+    max_value=int(CLOCK_SKEW.total_seconds() * 1000),
+).map(lambda ms: dt.timedelta(milliseconds=ms))
+
+
+def _view(valid_from: dt.datetime, expires_at: dt.datetime) -> ConsentView:
+    return ConsentView.model_validate(
+        {
+            "id": "cns-" + "0" * 32,
+            "subject": str(CITIZEN),
+            "consumer": str(LMC_TAX),
+            "services": [{"service": str(PERSON), "fields": ["/name"]}],
+            "purpose": PURPOSE,
+            "legal_basis": "consent",
+            "valid_from": valid_from,
+            "expires_at": expires_at,
+            "use_limit": None,
+            "frequency": None,
+            "uses": 0,
+            "notice": "",
+            "status": "ACTIVE",
+            "grantor": None,
+            "version": 2,
+            "requested_at": T0,
+            "decided_at": T0,
+            "updated_at": T0,
+        }
+    )
+
+
+@given(start=SECONDS, length=SECONDS, at=SECONDS, skew=SKEWS)
+def test_a_cached_permit_answers_only_where_every_allowed_service_clock_would_permit(
+    start: dt.timedelta, length: dt.timedelta, at: dt.timedelta, skew: dt.timedelta
+) -> None:
+    """Whatever the service's clock within CLOCK_SKEW of the gateway's ``at`` (it refuses a
+    query further off), the cache never permits what the service would refuse."""
+    valid_from = T0 + start
+    expires_at = valid_from + abs(length) + dt.timedelta(milliseconds=1)
+    view = _view(valid_from, expires_at)
+    when = T0 + at
+    if cache_may_answer(valid_from, expires_at, when):
+        assert evaluate(view, query(view.id, at=when), when + skew) == ["/name"]
+
+
+async def test_a_lagging_gateway_does_not_permit_from_cache_past_expiry(harness: Harness) -> None:
+    """The gateway's clock lags the service's by 25 s (allowed: up to CLOCK_SKEW). Once the
+    consent has expired by the service's clock the gateway must not permit it from its cache
+    for those 25 s: it asks, and the service refuses."""
+    lag = dt.timedelta(seconds=25)
+    ends = utcnow() + dt.timedelta(seconds=2)
+    consent = await harness.active_consent(expires_at=ends.isoformat())
+    async with harness.client() as client:
+        await caught_up(harness, client)
+        await client.decide(query(consent["id"], at=utcnow() - lag))  # asked, in force
+        await until(lambda: client.status().cache_trusted)
+        await asyncio.sleep(max(0.0, (ends - utcnow()).total_seconds()) + 0.2)
+        assert client.status().cache_trusted
+        with pytest.raises(ConsentDenied) as caught:
+            await client.decide(query(consent["id"], at=utcnow() - lag))
+        assert caught.value.reason is DenyReason.EXPIRED
+        assert client.counters.hits == 0

@@ -169,12 +169,16 @@ async def setup(url: str) -> tuple[web.AppRunner, ConsentClient, ConsentClient, 
     for client in (cached, uncached):
         await client.start()
     deadline = time.monotonic() + 5
-    while not cached.status().cache_trusted:
+    while not cached.status().feed_live:
         if time.monotonic() > deadline:
             raise SystemExit("the feed never became live")
         await asyncio.sleep(0.01)
     query = DecisionQuery(consent.id, SUBJECT, LMC_TAX, PERSON, PURPOSE, utcnow())
     await cached.decide(query)  # fill the cache
+    while not cached.status().cache_trusted:  # a sync vouches for it
+        if time.monotonic() > deadline:
+            raise SystemExit("the cache was never vouched for")
+        await asyncio.sleep(0.01)
     return runner, cached, uncached, query
 
 

@@ -22,11 +22,14 @@ from consent.lifecycle import Status
 from consent.messages import (
     DECISION_TYP,
     PSEUDONYM_TYP,
+    SYNC_TYP,
     DecisionAnswer,
     DecisionRequest,
     Nonce,
     PseudonymAnswer,
     PseudonymRequest,
+    SyncAnswer,
+    SyncRequest,
     body_digest,
 )
 from consent.rules import ConsentDenied, DecisionQuery
@@ -245,6 +248,28 @@ async def feed_stream(
         )
     finally:
         state.metrics.subscribers.dec()
+
+
+@api.route(
+    "POST",
+    "/v1/feed/sync",
+    summary="The newest change number now, for a gateway to know its feed has caught up",
+    body=SyncRequest,
+    response=_JWS,
+    content_type=JOSE,
+    auth="member",
+    tags=["gateway"],
+)
+async def feed_sync(request: web.Request, principal: ClientId, body: SyncRequest) -> web.Response:
+    """The head is read after the question arrived: a gateway whose feed has delivered up to
+    it has heard every change made before it asked (see consent.trust)."""
+    state = request.app[STATE]
+    answer = SyncAnswer(
+        request_sha256=body_digest(await request.read()),
+        head=await state.service.feed_head(),
+        issued_at=utcnow(),
+    )
+    return _signed(answer, request, SYNC_TYP)
 
 
 # --- public --------------------------------------------------------------------------------------

@@ -7,10 +7,13 @@ client follows the revocation feed and drops a consent's cached permits
 the moment a change to it arrives, so a revoke is enforced within about
 the feed's delivery time (milliseconds; the test asserts under a second).
 
-Cached permits are used only while the feed is *live*: a heartbeat, which
-the service sends only after everything before it, arrived within
-``cache_trust`` seconds. When the feed goes quiet the client asks the
-service for every decision instead; when it has heard no heartbeat for
+Cached permits are used only while :mod:`consent.trust` vouches for them: a
+heartbeat arrived within ``cache_trust`` seconds, and a signed round trip
+(``POST /v1/feed/sync``, every ``sync_interval`` while the cache is in use)
+sent less than ``cache_trust`` seconds ago named a newest change the feed
+has since delivered. A feed held back in transit therefore stops the cache
+being trusted instead of stretching a revoke. Otherwise the client asks the
+service for every decision; when it has heard no heartbeat for
 ``feed_bound`` seconds it denies every decision (fail closed) until the
 feed is back. Every answer is a JWS signed by the consent service and bound
 to the request (:mod:`consent.messages`); anything else is a denial.
@@ -38,12 +41,15 @@ from consent.messages import (
     DECISION_TYP,
     FEED_TYP,
     PSEUDONYM_TYP,
+    SYNC_TYP,
     DecisionAnswer,
     FeedMessage,
     PseudonymAnswer,
+    SyncAnswer,
     body_digest,
 )
-from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit, cache_may_answer
+from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit, cache_window
+from consent.trust import CacheTrust
 from core import jws
 from core.errors import InvalidSignatureError, ServiceFailedError, ShahrahError
 from core.ids import ClientId, Cnic, ServiceId
@@ -60,6 +66,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 _CacheKey = tuple[str, Cnic, ClientId, ServiceId, str]
 MAX_ANSWER = 64 * 1024  # bytes
+SYNC_IDLE = 2.0  # seconds without a decision after which the client stops syncing
 
 
 class ConsentUnavailableError(ServiceFailedError):
@@ -72,8 +79,8 @@ class _Cached:
     fields: tuple[str, ...]
     legal_basis: str
     pseudonym: str
-    valid_from: dt.datetime
-    expires_at: dt.datetime
+    answers_from: dt.datetime  # consent.rules.cache_window
+    answers_until: dt.datetime
 
 
 @dataclass(eq=False)
@@ -89,7 +96,8 @@ class FeedStatus:
     connected: bool
     last_seq: int | None
     seconds_since_heartbeat: float
-    cache_trusted: bool
+    feed_live: bool  # a heartbeat arrived within cache_trust
+    cache_trusted: bool  # live, and vouched for by a recent sync the feed has caught up with
     failing_closed: bool
     cached_permits: int
 
@@ -100,6 +108,7 @@ class _Counters:
     asked: int = 0
     invalidations: int = 0
     reconnects: int = 0
+    syncs: int = 0  # sync round trips answered
 
 
 class ConsentClient:
@@ -121,14 +130,22 @@ class ConsentClient:
         cache_trust: float = 0.75,
         cache_size: int = 100_000,
         timeout: float = 5.0,
+        sync_interval: float | None = None,
     ) -> None:
         if not 0 < cache_trust < feed_bound:
             raise ValueError("cache_trust must be positive and shorter than feed_bound")
+        if sync_interval is None:
+            sync_interval = cache_trust / 3
+        if not 0 < sync_interval < cache_trust:
+            raise ValueError("sync_interval must be positive and shorter than cache_trust")
         self._locate = locate
         self._key = key
         self._member = member
         self.feed_bound = feed_bound  # seconds without a heartbeat before denying everything
-        self.cache_trust = cache_trust  # seconds a heartbeat vouches for the cache
+        self.cache_trust = cache_trust  # seconds a heartbeat or a sync vouches for the cache
+        # Seconds between sync round trips while the cache is in use; each vouches for
+        # cache_trust from when it was sent, so a few fit in and trust does not lapse.
+        self.sync_interval = sync_interval
         self._cache_size = cache_size
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._cache: OrderedDict[_CacheKey, _Cached] = OrderedDict()
@@ -137,13 +154,17 @@ class ConsentClient:
         self._watches: dict[str, list[_Watch]] = {}
         self._keys: tuple[CentralServiceInfo, KeySet] | None = None
         self._heartbeat_at = time.monotonic()  # the bound counts from start until the first one
-        self._trusted_until = 0.0
+        self._trust = CacheTrust(cache_trust)
+        self._last_decide = -SYNC_IDLE
+        self._sync_wake = asyncio.Event()
+        self._sync_failures = 0  # sync round trips in a row that failed
         self._last_seq: int | None = None
         self._connected = False
         self._stream_heard = False  # whether the current stream delivered a verified message
         self._feed_failures = 0  # attempts in a row that did not get the feed
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         self.counters = _Counters()
 
     @classmethod
@@ -160,13 +181,15 @@ class ConsentClient:
         self._http = aiohttp.ClientSession()
         self._heartbeat_at = time.monotonic()
         self._task = asyncio.create_task(self._follow())
+        self._sync_task = asyncio.create_task(self._keep_vouched())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sync_task = None
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -184,7 +207,8 @@ class ConsentClient:
             connected=self._connected,
             last_seq=self._last_seq,
             seconds_since_heartbeat=now - self._heartbeat_at,
-            cache_trusted=now < self._trusted_until,
+            feed_live=self._trust.live(now),
+            cache_trusted=now < self._trust.until,
             failing_closed=now - self._heartbeat_at > self.feed_bound,
             cached_permits=len(self._cache),
         )
@@ -202,10 +226,12 @@ class ConsentClient:
                 f"{now - self._heartbeat_at:.0f} s (bound {self.feed_bound:g} s); "
                 "failing closed until it is back",
             )
+        self._last_decide = now
+        self._sync_wake.set()  # the cache is in use: keep it vouched for
         key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
-        if now < self._trusted_until:
+        if now < self._trust.until:
             hit = self._cache.get(key)
-            if hit is not None and cache_may_answer(hit.valid_from, hit.expires_at, query.at):
+            if hit is not None and hit.answers_from <= query.at < hit.answers_until:
                 self._cache.move_to_end(key)
                 self.counters.hits += 1
                 return Permit(hit.consent_id, list(hit.fields), hit.legal_basis, hit.pseudonym)
@@ -260,8 +286,7 @@ class ConsentClient:
                     tuple(answer.released_fields),
                     answer.legal_basis,
                     answer.subject_pseudonym,
-                    answer.valid_from,
-                    answer.expires_at,
+                    *cache_window(answer.valid_from, answer.expires_at),
                 ),
             )
         return Permit(
@@ -274,6 +299,7 @@ class ConsentClient:
     def _store(self, key: _CacheKey, value: _Cached) -> None:
         self._cache[key] = value
         self._cache.move_to_end(key)
+        self._sync_wake.set()
         self._by_consent.setdefault(value.consent_id, set()).add(key)
         while len(self._cache) > self._cache_size:
             old, dropped = self._cache.popitem(last=False)
@@ -328,7 +354,14 @@ class ConsentClient:
         )
         return {"Authorization": auth, "Content-Type": "application/json"}
 
-    async def _post(self, path: str, body: bytes, typ: str, model: type[M]) -> M:
+    async def _post(
+        self,
+        path: str,
+        body: bytes,
+        typ: str,
+        model: type[M],
+        within: aiohttp.ClientTimeout | None = None,
+    ) -> M:
         if self._http is None:
             raise ConsentUnavailableError("the consent client is not started")
         base, keys = self._service()
@@ -337,7 +370,7 @@ class ConsentClient:
                 base + path,
                 data=body,
                 headers=self._headers("POST", path, body),
-                timeout=self._timeout,
+                timeout=within or self._timeout,
                 allow_redirects=False,
             ) as resp:
                 data = await read_up_to(resp.content, MAX_ANSWER + 1)
@@ -377,7 +410,7 @@ class ConsentClient:
                 log.exception("consent feed failed unexpectedly; reconnecting")
             finally:
                 self._connected = False
-                self._trusted_until = 0.0
+                self._trust.lost()
             if self._stream_heard:
                 backoff = 0.05  # the feed worked until it dropped: come back promptly
             self.counters.reconnects += 1
@@ -438,9 +471,45 @@ class ConsentClient:
         else:
             now = time.monotonic()
             self._heartbeat_at = now
-            self._trusted_until = now + self.cache_trust
+            self._trust.heartbeat(now)
             if self._last_seq is None or message.seq > self._last_seq:
                 self._last_seq = message.seq
+        self._trust.delivered(self._last_seq)
+
+    # --- sync round trips ---------------------------------------------------------------------
+
+    async def _keep_vouched(self) -> None:
+        """Every ``sync_interval``, while decisions are asked and permits are cached, ask the
+        service for its newest change; one question at a time, each bounded by cache_trust
+        (a later answer could vouch for nothing)."""
+        timeout = aiohttp.ClientTimeout(total=self.cache_trust)
+        while True:
+            if not self._connected or not self._cache or not self._recently_asked():
+                self._sync_wake.clear()
+                await self._sync_wake.wait()
+                continue
+            sent = time.monotonic()
+            try:
+                body = json.dumps({"nonce": secrets.token_urlsafe(16)}).encode()
+                answer = await self._post("/v1/feed/sync", body, SYNC_TYP, SyncAnswer, timeout)
+            except ShahrahError as e:
+                self._sync_failures += 1
+                level = logging.WARNING if self._sync_failures == 1 else logging.DEBUG
+                log.log(
+                    level, "consent feed sync failed; cached permits wait for it: %s", e.message
+                )
+            except Exception:
+                log.exception("consent feed sync failed unexpectedly")
+            else:
+                if self._sync_failures > 1:
+                    log.info("consent feed sync back after %d failures", self._sync_failures)
+                self._sync_failures = 0
+                self.counters.syncs += 1
+                self._trust.answered(sent, answer.head)
+            await asyncio.sleep(max(0.0, sent + self.sync_interval - time.monotonic()))
+
+    def _recently_asked(self) -> bool:
+        return time.monotonic() - self._last_decide < SYNC_IDLE
 
 
 def _verified(data: bytes, keys: KeySet, typ: str, model: type[M]) -> M:

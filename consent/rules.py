@@ -29,7 +29,7 @@ __all__ = [
     "DecisionQuery",
     "DenyReason",
     "Permit",
-    "cache_may_answer",
+    "cache_window",
     "check_counts",
     "evaluate",
 ]
@@ -146,15 +146,18 @@ def evaluate(
     return fields
 
 
-def cache_may_answer(valid_from: dt.datetime, expires_at: dt.datetime, at: dt.datetime) -> bool:
-    """Whether a cached permit may answer a gateway's query at ``at`` without asking.
+def cache_window(
+    valid_from: dt.datetime, expires_at: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """``(start, end)``: a cached permit may answer a gateway's query without asking only
+    while ``start <= at < end``.
 
     The service judges a consent's window by its own clock as well as by ``at``
     (:func:`evaluate`), and its clock may be anywhere within CLOCK_SKEW of ``at``. A cached
     permit answers only where every such clock finds the consent in force; nearer the
     window's ends the gateway asks, and the service decides by its own clock.
     """
-    return valid_from <= at - CLOCK_SKEW and at + CLOCK_SKEW < expires_at
+    return valid_from + CLOCK_SKEW, expires_at - CLOCK_SKEW
 
 
 def check_counts(consent: ConsentView, uses: int, uses_in_window: int) -> None:

@@ -252,6 +252,11 @@ class ConsentService:
         )
         return Decision(permit, found)
 
+    async def feed_head(self) -> int:
+        """The number of the newest committed change, read now (for a gateway's sync)."""
+        async with transaction(self.sessions, write=False) as s:
+            return await store.head(s)
+
     async def _count_use(self, consent: ConsentView, now: dt.datetime) -> ConsentView:
         async with transaction(self.sessions) as s:
             if not await store.claim_use(s, consent.id, now):

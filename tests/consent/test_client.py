@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consent.artefact import ConsentView
-from consent.rules import CLOCK_SKEW, ConsentDenied, DenyReason, cache_may_answer, evaluate
+from consent.rules import CLOCK_SKEW, ConsentDenied, DenyReason, cache_window, evaluate
 from core.db import utcnow
 from tests.consent.conftest import CITIZEN, PURPOSE, Harness
 from tests.consent.test_decisions import query
@@ -62,7 +62,8 @@ def test_a_cached_permit_answers_only_where_every_allowed_service_clock_would_pe
     expires_at = valid_from + abs(length) + dt.timedelta(milliseconds=1)
     view = _view(valid_from, expires_at)
     when = T0 + at
-    if cache_may_answer(valid_from, expires_at, when):
+    start, end = cache_window(valid_from, expires_at)
+    if start <= when < end:
         assert evaluate(view, query(view.id, at=when), when + skew) == ["/name"]
 
 
@@ -75,8 +76,11 @@ async def test_a_lagging_gateway_does_not_permit_from_cache_past_expiry(harness:
     consent = await harness.active_consent(expires_at=ends.isoformat())
     async with harness.client() as client:
         await caught_up(harness, client)
-        await client.decide(query(consent["id"], at=utcnow() - lag))  # asked, in force
+        await client.decide(query(consent["id"], at=utcnow() - lag))  # asked, in force, cached
         await until(lambda: client.status().cache_trusted)
+        while utcnow() < ends - dt.timedelta(seconds=0.3):  # in use, so kept vouched for
+            await client.decide(query(consent["id"], at=utcnow() - lag))
+            await asyncio.sleep(0.05)
         await asyncio.sleep(max(0.0, (ends - utcnow()).total_seconds()) + 0.2)
         assert client.status().cache_trusted
         with pytest.raises(ConsentDenied) as caught:

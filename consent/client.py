@@ -37,6 +37,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from consent import sse
+from consent.lifecycle import Status
 from consent.messages import (
     DECISION_TYP,
     FEED_TYP,
@@ -48,7 +49,14 @@ from consent.messages import (
     SyncAnswer,
     body_digest,
 )
-from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit, cache_window
+from consent.rules import (
+    ConsentDenied,
+    DecisionQuery,
+    DenyReason,
+    Permit,
+    cache_window,
+    state_reason,
+)
 from consent.trust import CacheTrust
 from core import jws
 from core.errors import InvalidSignatureError, ServiceFailedError, ShahrahError
@@ -67,6 +75,7 @@ M = TypeVar("M", bound=BaseModel)
 _CacheKey = tuple[str, Cnic, ClientId, ServiceId, str]
 MAX_ANSWER = 64 * 1024  # bytes
 SYNC_IDLE = 2.0  # seconds without a decision after which the client stops syncing
+CHANGES_KEPT = 100_000  # consents whose latest change heard is remembered for confirm()
 
 
 class ConsentUnavailableError(ServiceFailedError):
@@ -152,6 +161,13 @@ class ConsentClient:
         self._by_consent: dict[str, set[_CacheKey]] = {}
         self._pseudonyms: OrderedDict[Cnic, str] = OrderedDict()
         self._watches: dict[str, list[_Watch]] = {}
+        # What confirm() needs: changes heard so far (events and clears), when the last clear
+        # was, each consent's latest change as (generation, status), and the newest
+        # generation forgotten to keep that bounded.
+        self._generation = 0
+        self._cleared_at = 0
+        self._changes: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
+        self._forgotten = 0
         self._keys: tuple[CentralServiceInfo, KeySet] | None = None
         self._heartbeat_at = time.monotonic()  # the bound counts from start until the first one
         self._trust = CacheTrust(cache_trust)
@@ -219,13 +235,7 @@ class ConsentClient:
         """Permit with the released fields, or raise ConsentDenied with the reason."""
         now = time.monotonic()
         if now - self._heartbeat_at > self.feed_bound:
-            raise ConsentDenied(
-                DenyReason.FEED_LOST,
-                query.consent_id,
-                f"this gateway has not heard the consent service's revocation feed for "
-                f"{now - self._heartbeat_at:.0f} s (bound {self.feed_bound:g} s); "
-                "failing closed until it is back",
-            )
+            raise self._feed_lost(query.consent_id, now)
         self._last_decide = now
         self._sync_wake.set()  # the cache is in use: keep it vouched for
         key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
@@ -234,8 +244,61 @@ class ConsentClient:
             if hit is not None and hit.answers_from <= query.at < hit.answers_until:
                 self._cache.move_to_end(key)
                 self.counters.hits += 1
-                return Permit(hit.consent_id, list(hit.fields), hit.legal_basis, hit.pseudonym)
+                return Permit(
+                    hit.consent_id,
+                    list(hit.fields),
+                    hit.legal_basis,
+                    hit.pseudonym,
+                    generation=self._generation,
+                )
         return await self._ask(query, key)
+
+    def confirm(self, permit: Permit) -> None:
+        """Raise the ConsentDenied the next decision would get if a change to the permit's
+        consent has been heard since :meth:`decide` gave it (a revoke while the backend was
+        answering), or if the feed failed closed meanwhile.
+
+        Cheap and local: it asks nobody, since asking again would count a use twice. A
+        consent paused and resumed meanwhile is in force again and passes.
+        """
+        cid = permit.consent_id
+        now = time.monotonic()
+        if now - self._heartbeat_at > self.feed_bound:
+            raise self._feed_lost(cid, now)
+        since = permit.generation
+        if self._cleared_at > since:
+            raise ConsentDenied(
+                DenyReason.UNAVAILABLE,
+                cid,
+                "the revocation feed started over since the decision; its state is unknown",
+            )
+        heard = self._changes.get(cid)
+        if heard is None:
+            if self._forgotten > since:
+                raise ConsentDenied(
+                    DenyReason.UNAVAILABLE,
+                    cid,
+                    "too many consent changes since the decision to know about this one",
+                )
+            return
+        generation, status = heard
+        if generation <= since:
+            return
+        try:
+            reason = state_reason(Status(status or ""))
+        except ValueError:
+            reason = DenyReason.UNAVAILABLE
+        if reason is not None:
+            raise ConsentDenied(reason, cid, f"it is {status}")
+
+    def _feed_lost(self, consent_id: str, now: float) -> ConsentDenied:
+        return ConsentDenied(
+            DenyReason.FEED_LOST,
+            consent_id,
+            f"this gateway has not heard the consent service's revocation feed for "
+            f"{now - self._heartbeat_at:.0f} s (bound {self.feed_bound:g} s); "
+            "failing closed until it is back",
+        )
 
     async def _ask(self, query: DecisionQuery, key: _CacheKey) -> Permit:
         self.counters.asked += 1
@@ -252,6 +315,7 @@ class ConsentClient:
         ).encode("utf-8")
         watch = _Watch(query.consent_id)
         self._watches.setdefault(query.consent_id, []).append(watch)
+        since = self._generation  # a change heard from now on may postdate the answer
         try:
             answer = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
         except ConsentUnavailableError as e:
@@ -294,6 +358,7 @@ class ConsentClient:
             list(answer.released_fields),
             answer.legal_basis,
             answer.subject_pseudonym,
+            generation=since,
         )
 
     def _store(self, key: _CacheKey, value: _Cached) -> None:
@@ -309,14 +374,22 @@ class ConsentClient:
                 if not keys:
                     del self._by_consent[dropped.consent_id]
 
-    def _invalidate(self, consent_id: str) -> None:
+    def _invalidate(self, consent_id: str, status: str | None) -> None:
         for key in self._by_consent.pop(consent_id, ()):
             self._cache.pop(key, None)
         for watch in self._watches.get(consent_id, ()):
             watch.spoiled = True
         self.counters.invalidations += 1
+        self._generation += 1
+        self._changes[consent_id] = (self._generation, status)
+        self._changes.move_to_end(consent_id)
+        while len(self._changes) > CHANGES_KEPT:
+            _, (forgotten, _) = self._changes.popitem(last=False)
+            self._forgotten = max(self._forgotten, forgotten)
 
     def _clear(self) -> None:
+        self._generation += 1
+        self._cleared_at = self._generation
         self._cache.clear()
         self._by_consent.clear()
         for watches in self._watches.values():
@@ -463,7 +536,7 @@ class ConsentClient:
 
     def _apply(self, message: FeedMessage) -> None:
         if message.kind == "event" and message.consent_id is not None:
-            self._invalidate(message.consent_id)
+            self._invalidate(message.consent_id, message.status)
             self._last_seq = message.seq
         elif message.kind == "reset":
             self._clear()

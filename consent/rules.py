@@ -15,7 +15,7 @@ its use limits, so the reason a gateway logs is the most specific one.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from consent.artefact import ConsentView
@@ -32,6 +32,7 @@ __all__ = [
     "cache_window",
     "check_counts",
     "evaluate",
+    "state_reason",
 ]
 
 #: How far a gateway's decision time may differ from the consent service's clock.
@@ -100,6 +101,14 @@ class Permit:
     released_fields: list[str]
     legal_basis: str
     subject_pseudonym: str
+    #: The deciding gateway client's count of consent changes heard when it decided, so it
+    #: can tell later whether this consent changed since (consent.client.ConsentClient.confirm).
+    generation: int = field(default=0, compare=False)
+
+
+def state_reason(status: Status) -> DenyReason | None:
+    """Why a consent in ``status`` permits nothing, or None if it is ACTIVE."""
+    return _STATE_REASONS.get(status)
 
 
 def evaluate(
@@ -132,7 +141,7 @@ def evaluate(
             cid,
             f"it was granted for purpose {consent.purpose!r}, not {query.purpose!r}",
         )
-    reason = _STATE_REASONS.get(consent.status)
+    reason = state_reason(consent.status)
     if reason is not None:
         raise ConsentDenied(reason, cid, f"it is {consent.status.value}")
     # Fail closed: judge by whichever of the two clocks is less favourable.

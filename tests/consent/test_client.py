@@ -14,7 +14,7 @@ from consent.rules import CLOCK_SKEW, ConsentDenied, DenyReason, cache_window, e
 from core.db import utcnow
 from tests.consent.conftest import CITIZEN, PURPOSE, Harness
 from tests.consent.test_decisions import query
-from tests.consent.test_feed import caught_up, until
+from tests.consent.test_feed import cached, caught_up, until
 from tests.registry.federation import LMC_TAX, PERSON
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -87,3 +87,65 @@ async def test_a_lagging_gateway_does_not_permit_from_cache_past_expiry(harness:
             await client.decide(query(consent["id"], at=utcnow() - lag))
         assert caught.value.reason is DenyReason.EXPIRED
         assert client.counters.hits == 0
+
+
+async def _act(harness: Harness, consent_id: str, action: str) -> None:
+    token = await harness.sign_in()
+    status, body = await harness.citizen(
+        "POST", f"/v1/citizen/consents/{consent_id}/{action}", token
+    )
+    assert status == 200, body
+
+
+async def test_confirm_refuses_a_permit_whose_consent_was_revoked_since(harness: Harness) -> None:
+    """What the provider asks before releasing an answer: has anything been heard about the
+    consent since the decision? A revoke has; the refusal is the one the next call gets."""
+    consent = await harness.active_consent()
+    other = await harness.active_consent()
+    async with harness.client() as client:
+        await caught_up(harness, client)
+        asked = await client.decide(query(consent["id"]))
+        await cached(client, query(consent["id"]))
+        from_cache = await client.decide(query(consent["id"]))
+        untouched = await client.decide(query(other["id"]))
+        client.confirm(asked)
+        client.confirm(from_cache)
+
+        heard = client.counters.invalidations
+        await _act(harness, consent["id"], "revoke")
+        await until(lambda: client.counters.invalidations > heard)
+        for permit in (asked, from_cache):
+            with pytest.raises(ConsentDenied) as caught:
+                client.confirm(permit)
+            assert caught.value.reason is DenyReason.REVOKED
+            assert caught.value.why == "it is REVOKED"
+        with pytest.raises(ConsentDenied) as next_call:
+            await client.decide(query(consent["id"]))
+        assert (next_call.value.reason, next_call.value.why) == (
+            caught.value.reason,
+            caught.value.why,
+        )
+        client.confirm(untouched)  # another consent's change is no news about this one
+
+
+async def test_confirm_asks_nobody_and_lets_a_resumed_consent_pass(harness: Harness) -> None:
+    """A consent with a use limit is counted once per decision: confirming must not count it
+    again. One paused and resumed meanwhile is in force again."""
+    limited = await harness.active_consent(use_limit=5)
+    async with harness.client() as client:
+        await caught_up(harness, client)
+        permit = await client.decide(query(limited["id"]))
+        asked = client.counters.asked
+        heard = client.counters.invalidations
+        await _act(harness, limited["id"], "pause")
+        await until(lambda: client.counters.invalidations > heard)
+        with pytest.raises(ConsentDenied) as caught:
+            client.confirm(permit)
+        assert caught.value.reason is DenyReason.PAUSED
+        await _act(harness, limited["id"], "resume")
+        await until(lambda: client.counters.invalidations > heard + 1)
+        client.confirm(permit)
+        assert client.counters.asked == asked
+    token = await harness.sign_in()
+    _, body = await harness.citizen("GET", f"/v1/citizen/consents/{limited['id']}", token)
+    assert body["uses"] == 1

@@ -36,7 +36,7 @@ from consent.rules import ConsentDenied, DecisionQuery
 from consent.state import STATE, api
 from core import jws
 from core.db import utcnow
-from core.errors import BadRequestError
+from core.errors import BadRequestError, TooManyRequestsError
 from core.fields import CnicField, SubsystemIdField
 from core.ids import ClientId
 from core.keys import KeySet
@@ -191,12 +191,22 @@ async def decide(request: web.Request, principal: ClientId, body: DecisionReques
     content_type=JOSE,
     auth="member",
     tags=["gateway"],
+    errors=(429,),
 )
 async def pseudonym(
     request: web.Request, principal: ClientId, body: PseudonymRequest
 ) -> web.Response:
-    """Gateways never hold the federation's pseudonym key; they ask here (and cache)."""
+    """Gateways never hold the federation's pseudonym key; they ask here (and cache). Each
+    member has a token bucket (429 with Retry-After beyond it), so nobody can turn CNICs
+    into pseudonyms in bulk and re-identify audit records by trying every CNIC."""
     state = request.app[STATE]
+    member = str(principal.member)
+    try:
+        state.pseudonym_limiter.take(member)
+    except TooManyRequestsError:
+        state.metrics.pseudonyms.labels(member, "limited").inc()
+        raise
+    state.metrics.pseudonyms.labels(member, "answered").inc()
     answer = PseudonymAnswer(
         request_sha256=body_digest(await request.read()),
         pseudonym=state.service.pseudonym(body.subject),

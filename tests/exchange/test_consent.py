@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 from typing import Any
 
 import aiohttp
+import pytest
 from multidict import CIMultiDict
 
 from consent.state import STATE
 from core.db import utcnow
 from core.errors import ConflictError
 from core.ids import Cnic
+from core.ratelimit import RateLimiter
 from registry.memberauth import sign_request
 from tests.exchange.harness import LMC, LMC_TAX, PERSON, PSEUDONYMS, Federation
 
@@ -273,3 +276,29 @@ async def test_an_answer_is_not_released_after_a_revoke_heard_while_the_backend_
         assert event.fields_released == []
         assert event.subject == PSEUDONYMS(CITIZEN)
         assert event.consent_id == consent_id
+
+
+async def test_a_refused_pseudonym_lookup_leaves_the_subject_out_of_the_record_only(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The consent service limits each member's pseudonym lookups (429). A consumer gateway
+    over the limit still answers its caller; its audit record leaves the subject out rather
+    than holding anything else, and the log says so without the CNIC."""
+    consent_id = await _consent(fed)
+    # A service whose members get one lookup an hour (the default's tokens come back every
+    # 50 ms, which a loaded machine can take between these lines), and LMC has spent it.
+    limiter = RateLimiter(rate=1 / 3600, burst=1, what="pseudonym lookups")
+    fed.consent_app[STATE].pseudonym_limiter = limiter
+    limiter.take(str(LMC))
+    with caplog.at_level(logging.DEBUG):
+        resp = await fed.call(
+            "lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id)
+        )
+    assert resp.status == 200
+    consumer = (await fed.events("lmc"))[-1]
+    assert (consumer.outcome, consumer.subject) == ("delivered", None)
+    provider = (await fed.events("nadra"))[-1]  # the permit brought its pseudonym
+    assert provider.subject == PSEUDONYMS(CITIZEN)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("no pseudonym for the data subject" in m for m in messages)
+    assert not [m for m in messages if CITIZEN.digits[5:12] in m]

@@ -1,10 +1,12 @@
-"""The member-facing API: consumers' requests, gateways' decisions, pseudonyms, the feed.
+"""The member-facing API: consumers' requests, gateways' decisions, pseudonyms, the feed
+and its sync.
 
 Every operation here authenticates a member system with a member-signed
 request (``registry.memberauth``, audience ``consent``) checked against the
 verified global configuration, so an expired configuration refuses them all
 (fail closed, ``Server.ClientProxy.OutdatedGlobalConf``). Answers a gateway
-acts on are signed (:mod:`consent.messages`).
+acts on are signed (:mod:`consent.messages`). Pseudonym lookups are limited
+per member (a token bucket), so CNICs cannot be pseudonymised in bulk.
 """
 
 from __future__ import annotations

@@ -4,8 +4,11 @@ A provider's gateway calls :meth:`ConsentClient.decide` on every exchange
 that needs consent. Permits for consents without use limits are cached
 (uses of the others must be counted centrally, so those always ask). The
 client follows the revocation feed and drops a consent's cached permits
-the moment a change to it arrives, so a revoke is enforced within about
-the feed's delivery time (milliseconds; the test asserts under a second).
+the moment a change to it arrives (:mod:`consent.cache`), so a revoke is
+enforced within about the feed's delivery time (milliseconds; the test
+asserts under a second). Before the provider releases an answer,
+:meth:`ConsentClient.confirm` tells whether the consent changed since its
+decision.
 
 Cached permits are used only while :mod:`consent.trust` vouches for them: a
 heartbeat arrived within ``cache_trust`` seconds, and a signed round trip
@@ -37,7 +40,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from consent import sse
-from consent.lifecycle import Status
+from consent.cache import CacheKey, PermitCache
 from consent.messages import (
     DECISION_TYP,
     FEED_TYP,
@@ -49,18 +52,11 @@ from consent.messages import (
     SyncAnswer,
     body_digest,
 )
-from consent.rules import (
-    ConsentDenied,
-    DecisionQuery,
-    DenyReason,
-    Permit,
-    cache_window,
-    state_reason,
-)
+from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit
 from consent.trust import CacheTrust
 from core import jws
 from core.errors import InvalidSignatureError, ServiceFailedError, ShahrahError
-from core.ids import ClientId, Cnic, ServiceId
+from core.ids import ClientId, Cnic
 from core.keys import KeySet, PrivateKey
 from core.web import describe_failure, read_up_to
 from registry.globalconf import CentralServiceInfo
@@ -72,32 +68,12 @@ __all__ = ["ConsentClient", "ConsentUnavailableError", "FeedStatus"]
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
-_CacheKey = tuple[str, Cnic, ClientId, ServiceId, str]
 MAX_ANSWER = 64 * 1024  # bytes
 SYNC_IDLE = 2.0  # seconds without a decision after which the client stops syncing
-CHANGES_KEPT = 100_000  # consents whose latest change heard is remembered for confirm()
 
 
 class ConsentUnavailableError(ServiceFailedError):
     """The consent service could not be asked, or its answer did not verify."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    consent_id: str
-    fields: tuple[str, ...]
-    legal_basis: str
-    pseudonym: str
-    answers_from: dt.datetime  # consent.rules.cache_window
-    answers_until: dt.datetime
-
-
-@dataclass(eq=False)
-class _Watch:
-    """An outstanding question about one consent; a change arriving meanwhile spoils it."""
-
-    consent_id: str
-    spoiled: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,17 +133,8 @@ class ConsentClient:
         self.sync_interval = sync_interval
         self._cache_size = cache_size
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._cache: OrderedDict[_CacheKey, _Cached] = OrderedDict()
-        self._by_consent: dict[str, set[_CacheKey]] = {}
+        self._cache = PermitCache(cache_size)
         self._pseudonyms: OrderedDict[Cnic, str] = OrderedDict()
-        self._watches: dict[str, list[_Watch]] = {}
-        # What confirm() needs: changes heard so far (events and clears), when the last clear
-        # was, each consent's latest change as (generation, status), and the newest
-        # generation forgotten to keep that bounded.
-        self._generation = 0
-        self._cleared_at = 0
-        self._changes: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
-        self._forgotten = 0
         self._keys: tuple[CentralServiceInfo, KeySet] | None = None
         self._heartbeat_at = time.monotonic()  # the bound counts from start until the first one
         self._trust = CacheTrust(cache_trust)
@@ -240,17 +207,10 @@ class ConsentClient:
         self._sync_wake.set()  # the cache is in use: keep it vouched for
         key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
         if now < self._trust.until:
-            hit = self._cache.get(key)
-            if hit is not None and hit.answers_from <= query.at < hit.answers_until:
-                self._cache.move_to_end(key)
+            hit = self._cache.hit(key, query.at)
+            if hit is not None:
                 self.counters.hits += 1
-                return Permit(
-                    hit.consent_id,
-                    list(hit.fields),
-                    hit.legal_basis,
-                    hit.pseudonym,
-                    generation=self._generation,
-                )
+                return hit
         return await self._ask(query, key)
 
     def confirm(self, permit: Permit) -> None:
@@ -261,35 +221,10 @@ class ConsentClient:
         Cheap and local: it asks nobody, since asking again would count a use twice. A
         consent paused and resumed meanwhile is in force again and passes.
         """
-        cid = permit.consent_id
         now = time.monotonic()
         if now - self._heartbeat_at > self.feed_bound:
-            raise self._feed_lost(cid, now)
-        since = permit.generation
-        if self._cleared_at > since:
-            raise ConsentDenied(
-                DenyReason.UNAVAILABLE,
-                cid,
-                "the revocation feed started over since the decision; its state is unknown",
-            )
-        heard = self._changes.get(cid)
-        if heard is None:
-            if self._forgotten > since:
-                raise ConsentDenied(
-                    DenyReason.UNAVAILABLE,
-                    cid,
-                    "too many consent changes since the decision to know about this one",
-                )
-            return
-        generation, status = heard
-        if generation <= since:
-            return
-        try:
-            reason = state_reason(Status(status or ""))
-        except ValueError:
-            reason = DenyReason.UNAVAILABLE
-        if reason is not None:
-            raise ConsentDenied(reason, cid, f"it is {status}")
+            raise self._feed_lost(permit.consent_id, now)
+        self._cache.check(permit)
 
     def _feed_lost(self, consent_id: str, now: float) -> ConsentDenied:
         return ConsentDenied(
@@ -300,7 +235,7 @@ class ConsentClient:
             "failing closed until it is back",
         )
 
-    async def _ask(self, query: DecisionQuery, key: _CacheKey) -> Permit:
+    async def _ask(self, query: DecisionQuery, key: CacheKey) -> Permit:
         self.counters.asked += 1
         body = json.dumps(
             {
@@ -313,18 +248,11 @@ class ConsentClient:
                 "nonce": secrets.token_urlsafe(16),
             }
         ).encode("utf-8")
-        watch = _Watch(query.consent_id)
-        self._watches.setdefault(query.consent_id, []).append(watch)
-        since = self._generation  # a change heard from now on may postdate the answer
-        try:
-            answer = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
-        except ConsentUnavailableError as e:
-            raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, e.message) from e
-        finally:
-            watches = self._watches[query.consent_id]
-            watches.remove(watch)
-            if not watches:
-                del self._watches[query.consent_id]
+        with self._cache.watch(query.consent_id) as watch:
+            try:
+                answer = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
+            except ConsentUnavailableError as e:
+                raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, e.message) from e
         if answer.consent_id != query.consent_id:
             raise ConsentDenied(
                 DenyReason.UNAVAILABLE, query.consent_id, "the answer is about another consent"
@@ -337,64 +265,9 @@ class ConsentClient:
             raise ConsentDenied(reason, query.consent_id, answer.message or reason.value)
         if answer.subject_pseudonym is None or answer.legal_basis is None:
             raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, "incomplete permit")
-        if (
-            answer.cacheable
-            and not watch.spoiled
-            and answer.valid_from is not None
-            and answer.expires_at is not None
-        ):
-            self._store(
-                key,
-                _Cached(
-                    answer.consent_id,
-                    tuple(answer.released_fields),
-                    answer.legal_basis,
-                    answer.subject_pseudonym,
-                    *cache_window(answer.valid_from, answer.expires_at),
-                ),
-            )
-        return Permit(
-            answer.consent_id,
-            list(answer.released_fields),
-            answer.legal_basis,
-            answer.subject_pseudonym,
-            generation=since,
-        )
-
-    def _store(self, key: _CacheKey, value: _Cached) -> None:
-        self._cache[key] = value
-        self._cache.move_to_end(key)
-        self._sync_wake.set()
-        self._by_consent.setdefault(value.consent_id, set()).add(key)
-        while len(self._cache) > self._cache_size:
-            old, dropped = self._cache.popitem(last=False)
-            keys = self._by_consent.get(dropped.consent_id)
-            if keys is not None:
-                keys.discard(old)
-                if not keys:
-                    del self._by_consent[dropped.consent_id]
-
-    def _invalidate(self, consent_id: str, status: str | None) -> None:
-        for key in self._by_consent.pop(consent_id, ()):
-            self._cache.pop(key, None)
-        for watch in self._watches.get(consent_id, ()):
-            watch.spoiled = True
-        self.counters.invalidations += 1
-        self._generation += 1
-        self._changes[consent_id] = (self._generation, status)
-        self._changes.move_to_end(consent_id)
-        while len(self._changes) > CHANGES_KEPT:
-            _, (forgotten, _) = self._changes.popitem(last=False)
-            self._forgotten = max(self._forgotten, forgotten)
-
-    def _clear(self) -> None:
-        self._generation += 1
-        self._cleared_at = self._generation
-        self._cache.clear()
-        self._by_consent.clear()
-        for watches in self._watches.values():
-            for watch in watches:
-                watch.spoiled = True
+        permit = self._cache.keep(key, watch, answer)
+        self._sync_wake.set()  # permits may be cached now: keep them vouched for
+        return permit
 
     # --- pseudonyms -------------------------------------------------------------------------
 
@@ -528,7 +401,7 @@ class ConsentClient:
                         "feed message out of order or from another stream"
                     )
                 if fresh:
-                    self._clear()
+                    self._cache.clear()
                     fresh = False
                 self._stream_heard = True
                 expected += 1
@@ -536,10 +409,11 @@ class ConsentClient:
 
     def _apply(self, message: FeedMessage) -> None:
         if message.kind == "event" and message.consent_id is not None:
-            self._invalidate(message.consent_id, message.status)
+            self._cache.heard(message.consent_id, message.status)
+            self.counters.invalidations += 1
             self._last_seq = message.seq
         elif message.kind == "reset":
-            self._clear()
+            self._cache.clear()
             self._last_seq = message.seq
         else:
             now = time.monotonic()

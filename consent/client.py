@@ -133,6 +133,7 @@ class ConsentClient:
         self.sync_interval = sync_interval
         self._cache_size = cache_size
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._sync_limit = aiohttp.ClientTimeout(total=cache_trust)
         self._cache = PermitCache(cache_size)
         self._pseudonyms: OrderedDict[Cnic, str] = OrderedDict()
         self._keys: tuple[CentralServiceInfo, KeySet] | None = None
@@ -201,10 +202,10 @@ class ConsentClient:
     async def decide(self, query: DecisionQuery) -> Permit:
         """Permit with the released fields, or raise ConsentDenied with the reason."""
         now = time.monotonic()
-        if now - self._heartbeat_at > self.feed_bound:
-            raise self._feed_lost(query.consent_id, now)
         self._last_decide = now
         self._sync_wake.set()  # the cache is in use: keep it vouched for
+        if now - self._heartbeat_at > self.feed_bound:
+            raise self._feed_lost(query.consent_id, now)
         key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
         if now < self._trust.until:
             hit = self._cache.hit(key, query.at)
@@ -425,35 +426,41 @@ class ConsentClient:
 
     # --- sync round trips ---------------------------------------------------------------------
 
+    async def sync(self) -> int:
+        """Ask the service for its newest change now, in one signed round trip limited to
+        cache_trust (a later answer could vouch for nothing), and let the answer vouch for
+        the cache once the feed has delivered that far (:mod:`consent.trust`). Returns the
+        head; raises ConsentUnavailableError. The client does this by itself while the cache
+        is in use."""
+        sent = time.monotonic()
+        body = json.dumps({"nonce": secrets.token_urlsafe(16)}).encode()
+        answer = await self._post("/v1/feed/sync", body, SYNC_TYP, SyncAnswer, self._sync_limit)
+        self.counters.syncs += 1
+        self._trust.answered(sent, answer.head)
+        return answer.head
+
     async def _keep_vouched(self) -> None:
-        """Every ``sync_interval``, while decisions are asked and permits are cached, ask the
-        service for its newest change; one question at a time, each bounded by cache_trust
-        (a later answer could vouch for nothing)."""
-        timeout = aiohttp.ClientTimeout(total=self.cache_trust)
+        """Sync every ``sync_interval`` while the feed is connected, permits are cached and
+        decisions are asked; one question at a time."""
         while True:
             if not self._connected or not self._cache or not self._recently_asked():
                 self._sync_wake.clear()
                 await self._sync_wake.wait()
                 continue
-            sent = time.monotonic()
+            started = time.monotonic()
             try:
-                body = json.dumps({"nonce": secrets.token_urlsafe(16)}).encode()
-                answer = await self._post("/v1/feed/sync", body, SYNC_TYP, SyncAnswer, timeout)
+                await self.sync()
             except ShahrahError as e:
                 self._sync_failures += 1
                 level = logging.WARNING if self._sync_failures == 1 else logging.DEBUG
-                log.log(
-                    level, "consent feed sync failed; cached permits wait for it: %s", e.message
-                )
+                log.log(level, "consent feed sync failed; the cache waits for it: %s", e.message)
             except Exception:
                 log.exception("consent feed sync failed unexpectedly")
             else:
                 if self._sync_failures > 1:
                     log.info("consent feed sync back after %d failures", self._sync_failures)
                 self._sync_failures = 0
-                self.counters.syncs += 1
-                self._trust.answered(sent, answer.head)
-            await asyncio.sleep(max(0.0, sent + self.sync_interval - time.monotonic()))
+            await asyncio.sleep(max(0.0, started + self.sync_interval - time.monotonic()))
 
     def _recently_asked(self) -> bool:
         return time.monotonic() - self._last_decide < SYNC_IDLE

@@ -1,10 +1,12 @@
-"""The member-facing API: consumers' requests, gateways' decisions, pseudonyms, the feed.
+"""The member-facing API: consumers' requests, gateways' decisions, pseudonyms, the feed
+and its sync.
 
 Every operation here authenticates a member system with a member-signed
 request (``registry.memberauth``, audience ``consent``) checked against the
 verified global configuration, so an expired configuration refuses them all
 (fail closed, ``Server.ClientProxy.OutdatedGlobalConf``). Answers a gateway
-acts on are signed (:mod:`consent.messages`).
+acts on are signed (:mod:`consent.messages`). Pseudonym lookups are limited
+per member (a token bucket), so CNICs cannot be pseudonymised in bulk.
 """
 
 from __future__ import annotations
@@ -22,18 +24,21 @@ from consent.lifecycle import Status
 from consent.messages import (
     DECISION_TYP,
     PSEUDONYM_TYP,
+    SYNC_TYP,
     DecisionAnswer,
     DecisionRequest,
     Nonce,
     PseudonymAnswer,
     PseudonymRequest,
+    SyncAnswer,
+    SyncRequest,
     body_digest,
 )
 from consent.rules import ConsentDenied, DecisionQuery
 from consent.state import STATE, api
 from core import jws
 from core.db import utcnow
-from core.errors import BadRequestError
+from core.errors import BadRequestError, TooManyRequestsError
 from core.fields import CnicField, SubsystemIdField
 from core.ids import ClientId
 from core.keys import KeySet
@@ -188,12 +193,22 @@ async def decide(request: web.Request, principal: ClientId, body: DecisionReques
     content_type=JOSE,
     auth="member",
     tags=["gateway"],
+    errors=(429,),
 )
 async def pseudonym(
     request: web.Request, principal: ClientId, body: PseudonymRequest
 ) -> web.Response:
-    """Gateways never hold the federation's pseudonym key; they ask here (and cache)."""
+    """Gateways never hold the federation's pseudonym key; they ask here (and cache). Each
+    member has a token bucket (429 with Retry-After beyond it), so nobody can turn CNICs
+    into pseudonyms in bulk and re-identify audit records by trying every CNIC."""
     state = request.app[STATE]
+    member = str(principal.member)
+    try:
+        state.pseudonym_limiter.take(member)
+    except TooManyRequestsError:
+        state.metrics.pseudonyms.labels(member, "limited").inc()
+        raise
+    state.metrics.pseudonyms.labels(member, "answered").inc()
     answer = PseudonymAnswer(
         request_sha256=body_digest(await request.read()),
         pseudonym=state.service.pseudonym(body.subject),
@@ -245,6 +260,28 @@ async def feed_stream(
         )
     finally:
         state.metrics.subscribers.dec()
+
+
+@api.route(
+    "POST",
+    "/v1/feed/sync",
+    summary="The newest change number now, for a gateway to know its feed has caught up",
+    body=SyncRequest,
+    response=_JWS,
+    content_type=JOSE,
+    auth="member",
+    tags=["gateway"],
+)
+async def feed_sync(request: web.Request, principal: ClientId, body: SyncRequest) -> web.Response:
+    """The head is read after the question arrived: a gateway whose feed has delivered up to
+    it has heard every change made before it asked (see consent.trust)."""
+    state = request.app[STATE]
+    answer = SyncAnswer(
+        request_sha256=body_digest(await request.read()),
+        head=await state.service.feed_head(),
+        issued_at=utcnow(),
+    )
+    return _signed(answer, request, SYNC_TYP)
 
 
 # --- public --------------------------------------------------------------------------------------

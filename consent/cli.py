@@ -166,6 +166,20 @@ def init(
     type=click.FloatRange(1.0),
     help="Seconds between expiry sweeps.",
 )
+@click.option(
+    "--pseudonym-rate",
+    default=20.0,  # consent.server.ConsentConfig's defaults: importing it here is slow
+    show_default=True,
+    type=click.FloatRange(0.01),
+    help="Pseudonym lookups a second each member may make, sustained.",
+)
+@click.option(
+    "--pseudonym-burst",
+    default=2_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Pseudonym lookups each member may make at once.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @no_passphrase_option
@@ -177,6 +191,8 @@ def serve(
     schema_registry: str | None,
     heartbeat: float,
     sweep_interval: float,
+    pseudonym_rate: float,
+    pseudonym_burst: int,
     tls_cert: Path | None,
     tls_key: Path | None,
     no_passphrase: bool,
@@ -211,6 +227,8 @@ def serve(
         fields=RegistryFields(ValidatorCache(source)),
         heartbeat=heartbeat,
         sweep_interval=sweep_interval,
+        pseudonym_rate=pseudonym_rate,
+        pseudonym_burst=pseudonym_burst,
     )
     app = build_app(config)
 

@@ -4,13 +4,19 @@ A provider's gateway calls :meth:`ConsentClient.decide` on every exchange
 that needs consent. Permits for consents without use limits are cached
 (uses of the others must be counted centrally, so those always ask). The
 client follows the revocation feed and drops a consent's cached permits
-the moment a change to it arrives, so a revoke is enforced within about
-the feed's delivery time (milliseconds; the test asserts under a second).
+the moment a change to it arrives (:mod:`consent.cache`), so a revoke is
+enforced within about the feed's delivery time (milliseconds; the test
+asserts under a second). Before the provider releases an answer,
+:meth:`ConsentClient.confirm` tells whether the consent changed since its
+decision.
 
-Cached permits are used only while the feed is *live*: a heartbeat, which
-the service sends only after everything before it, arrived within
-``cache_trust`` seconds. When the feed goes quiet the client asks the
-service for every decision instead; when it has heard no heartbeat for
+Cached permits are used only while :mod:`consent.trust` vouches for them: a
+heartbeat arrived within ``cache_trust`` seconds, and a signed round trip
+(``POST /v1/feed/sync``, every ``sync_interval`` while the cache is in use)
+sent less than ``cache_trust`` seconds ago named a newest change the feed
+has since delivered. A feed held back in transit therefore stops the cache
+being trusted instead of stretching a revoke. Otherwise the client asks the
+service for every decision; when it has heard no heartbeat for
 ``feed_bound`` seconds it denies every decision (fail closed) until the
 feed is back. Every answer is a JWS signed by the consent service and bound
 to the request (:mod:`consent.messages`); anything else is a denial.
@@ -34,19 +40,23 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from consent import sse
+from consent.cache import CacheKey, PermitCache
 from consent.messages import (
     DECISION_TYP,
     FEED_TYP,
     PSEUDONYM_TYP,
+    SYNC_TYP,
     DecisionAnswer,
     FeedMessage,
     PseudonymAnswer,
+    SyncAnswer,
     body_digest,
 )
 from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit
+from consent.trust import CacheTrust
 from core import jws
 from core.errors import InvalidSignatureError, ServiceFailedError, ShahrahError
-from core.ids import ClientId, Cnic, ServiceId
+from core.ids import ClientId, Cnic
 from core.keys import KeySet, PrivateKey
 from core.web import describe_failure, read_up_to
 from registry.globalconf import CentralServiceInfo
@@ -58,30 +68,12 @@ __all__ = ["ConsentClient", "ConsentUnavailableError", "FeedStatus"]
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
-_CacheKey = tuple[str, Cnic, ClientId, ServiceId, str]
 MAX_ANSWER = 64 * 1024  # bytes
+SYNC_IDLE = 2.0  # seconds without a decision after which the client stops syncing
 
 
 class ConsentUnavailableError(ServiceFailedError):
     """The consent service could not be asked, or its answer did not verify."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    consent_id: str
-    fields: tuple[str, ...]
-    legal_basis: str
-    pseudonym: str
-    valid_from: dt.datetime
-    expires_at: dt.datetime
-
-
-@dataclass(eq=False)
-class _Watch:
-    """An outstanding question about one consent; a change arriving meanwhile spoils it."""
-
-    consent_id: str
-    spoiled: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,8 @@ class FeedStatus:
     connected: bool
     last_seq: int | None
     seconds_since_heartbeat: float
-    cache_trusted: bool
+    feed_live: bool  # a heartbeat arrived within cache_trust
+    cache_trusted: bool  # live, and vouched for by a recent sync the feed has caught up with
     failing_closed: bool
     cached_permits: int
 
@@ -100,6 +93,7 @@ class _Counters:
     asked: int = 0
     invalidations: int = 0
     reconnects: int = 0
+    syncs: int = 0  # sync round trips answered
 
 
 class ConsentClient:
@@ -121,29 +115,40 @@ class ConsentClient:
         cache_trust: float = 0.75,
         cache_size: int = 100_000,
         timeout: float = 5.0,
+        sync_interval: float | None = None,
     ) -> None:
         if not 0 < cache_trust < feed_bound:
             raise ValueError("cache_trust must be positive and shorter than feed_bound")
+        if sync_interval is None:
+            sync_interval = cache_trust / 3
+        if not 0 < sync_interval < cache_trust:
+            raise ValueError("sync_interval must be positive and shorter than cache_trust")
         self._locate = locate
         self._key = key
         self._member = member
         self.feed_bound = feed_bound  # seconds without a heartbeat before denying everything
-        self.cache_trust = cache_trust  # seconds a heartbeat vouches for the cache
+        self.cache_trust = cache_trust  # seconds a heartbeat or a sync vouches for the cache
+        # Seconds between sync round trips while the cache is in use; each vouches for
+        # cache_trust from when it was sent, so a few fit in and trust does not lapse.
+        self.sync_interval = sync_interval
         self._cache_size = cache_size
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._cache: OrderedDict[_CacheKey, _Cached] = OrderedDict()
-        self._by_consent: dict[str, set[_CacheKey]] = {}
+        self._sync_limit = aiohttp.ClientTimeout(total=cache_trust)
+        self._cache = PermitCache(cache_size)
         self._pseudonyms: OrderedDict[Cnic, str] = OrderedDict()
-        self._watches: dict[str, list[_Watch]] = {}
         self._keys: tuple[CentralServiceInfo, KeySet] | None = None
         self._heartbeat_at = time.monotonic()  # the bound counts from start until the first one
-        self._trusted_until = 0.0
+        self._trust = CacheTrust(cache_trust)
+        self._last_decide = -SYNC_IDLE
+        self._sync_wake = asyncio.Event()
+        self._sync_failures = 0  # sync round trips in a row that failed
         self._last_seq: int | None = None
         self._connected = False
         self._stream_heard = False  # whether the current stream delivered a verified message
         self._feed_failures = 0  # attempts in a row that did not get the feed
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         self.counters = _Counters()
 
     @classmethod
@@ -160,13 +165,15 @@ class ConsentClient:
         self._http = aiohttp.ClientSession()
         self._heartbeat_at = time.monotonic()
         self._task = asyncio.create_task(self._follow())
+        self._sync_task = asyncio.create_task(self._keep_vouched())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sync_task = None
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -184,7 +191,8 @@ class ConsentClient:
             connected=self._connected,
             last_seq=self._last_seq,
             seconds_since_heartbeat=now - self._heartbeat_at,
-            cache_trusted=now < self._trusted_until,
+            feed_live=self._trust.live(now),
+            cache_trusted=now < self._trust.until,
             failing_closed=now - self._heartbeat_at > self.feed_bound,
             cached_permits=len(self._cache),
         )
@@ -194,24 +202,41 @@ class ConsentClient:
     async def decide(self, query: DecisionQuery) -> Permit:
         """Permit with the released fields, or raise ConsentDenied with the reason."""
         now = time.monotonic()
+        self._last_decide = now
+        self._sync_wake.set()  # the cache is in use: keep it vouched for
         if now - self._heartbeat_at > self.feed_bound:
-            raise ConsentDenied(
-                DenyReason.FEED_LOST,
-                query.consent_id,
-                f"this gateway has not heard the consent service's revocation feed for "
-                f"{now - self._heartbeat_at:.0f} s (bound {self.feed_bound:g} s); "
-                "failing closed until it is back",
-            )
+            raise self._feed_lost(query.consent_id, now)
         key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
-        if now < self._trusted_until:
-            hit = self._cache.get(key)
-            if hit is not None and hit.valid_from <= query.at < hit.expires_at:
-                self._cache.move_to_end(key)
+        if now < self._trust.until:
+            hit = self._cache.hit(key, query.at)
+            if hit is not None:
                 self.counters.hits += 1
-                return Permit(hit.consent_id, list(hit.fields), hit.legal_basis, hit.pseudonym)
+                return hit
         return await self._ask(query, key)
 
-    async def _ask(self, query: DecisionQuery, key: _CacheKey) -> Permit:
+    def confirm(self, permit: Permit) -> None:
+        """Raise the ConsentDenied the next decision would get if a change to the permit's
+        consent has been heard since :meth:`decide` gave it (a revoke while the backend was
+        answering), or if the feed failed closed meanwhile.
+
+        Cheap and local: it asks nobody, since asking again would count a use twice. A
+        consent paused and resumed meanwhile is in force again and passes.
+        """
+        now = time.monotonic()
+        if now - self._heartbeat_at > self.feed_bound:
+            raise self._feed_lost(permit.consent_id, now)
+        self._cache.check(permit)
+
+    def _feed_lost(self, consent_id: str, now: float) -> ConsentDenied:
+        return ConsentDenied(
+            DenyReason.FEED_LOST,
+            consent_id,
+            f"this gateway has not heard the consent service's revocation feed for "
+            f"{now - self._heartbeat_at:.0f} s (bound {self.feed_bound:g} s); "
+            "failing closed until it is back",
+        )
+
+    async def _ask(self, query: DecisionQuery, key: CacheKey) -> Permit:
         self.counters.asked += 1
         body = json.dumps(
             {
@@ -224,17 +249,11 @@ class ConsentClient:
                 "nonce": secrets.token_urlsafe(16),
             }
         ).encode("utf-8")
-        watch = _Watch(query.consent_id)
-        self._watches.setdefault(query.consent_id, []).append(watch)
-        try:
-            answer = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
-        except ConsentUnavailableError as e:
-            raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, e.message) from e
-        finally:
-            watches = self._watches[query.consent_id]
-            watches.remove(watch)
-            if not watches:
-                del self._watches[query.consent_id]
+        with self._cache.watch(query.consent_id) as watch:
+            try:
+                answer = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
+            except ConsentUnavailableError as e:
+                raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, e.message) from e
         if answer.consent_id != query.consent_id:
             raise ConsentDenied(
                 DenyReason.UNAVAILABLE, query.consent_id, "the answer is about another consent"
@@ -247,55 +266,9 @@ class ConsentClient:
             raise ConsentDenied(reason, query.consent_id, answer.message or reason.value)
         if answer.subject_pseudonym is None or answer.legal_basis is None:
             raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, "incomplete permit")
-        if (
-            answer.cacheable
-            and not watch.spoiled
-            and answer.valid_from is not None
-            and answer.expires_at is not None
-        ):
-            self._store(
-                key,
-                _Cached(
-                    answer.consent_id,
-                    tuple(answer.released_fields),
-                    answer.legal_basis,
-                    answer.subject_pseudonym,
-                    answer.valid_from,
-                    answer.expires_at,
-                ),
-            )
-        return Permit(
-            answer.consent_id,
-            list(answer.released_fields),
-            answer.legal_basis,
-            answer.subject_pseudonym,
-        )
-
-    def _store(self, key: _CacheKey, value: _Cached) -> None:
-        self._cache[key] = value
-        self._cache.move_to_end(key)
-        self._by_consent.setdefault(value.consent_id, set()).add(key)
-        while len(self._cache) > self._cache_size:
-            old, dropped = self._cache.popitem(last=False)
-            keys = self._by_consent.get(dropped.consent_id)
-            if keys is not None:
-                keys.discard(old)
-                if not keys:
-                    del self._by_consent[dropped.consent_id]
-
-    def _invalidate(self, consent_id: str) -> None:
-        for key in self._by_consent.pop(consent_id, ()):
-            self._cache.pop(key, None)
-        for watch in self._watches.get(consent_id, ()):
-            watch.spoiled = True
-        self.counters.invalidations += 1
-
-    def _clear(self) -> None:
-        self._cache.clear()
-        self._by_consent.clear()
-        for watches in self._watches.values():
-            for watch in watches:
-                watch.spoiled = True
+        permit = self._cache.keep(key, watch, answer)
+        self._sync_wake.set()  # permits may be cached now: keep them vouched for
+        return permit
 
     # --- pseudonyms -------------------------------------------------------------------------
 
@@ -328,7 +301,14 @@ class ConsentClient:
         )
         return {"Authorization": auth, "Content-Type": "application/json"}
 
-    async def _post(self, path: str, body: bytes, typ: str, model: type[M]) -> M:
+    async def _post(
+        self,
+        path: str,
+        body: bytes,
+        typ: str,
+        model: type[M],
+        within: aiohttp.ClientTimeout | None = None,
+    ) -> M:
         if self._http is None:
             raise ConsentUnavailableError("the consent client is not started")
         base, keys = self._service()
@@ -337,7 +317,7 @@ class ConsentClient:
                 base + path,
                 data=body,
                 headers=self._headers("POST", path, body),
-                timeout=self._timeout,
+                timeout=within or self._timeout,
                 allow_redirects=False,
             ) as resp:
                 data = await read_up_to(resp.content, MAX_ANSWER + 1)
@@ -377,7 +357,7 @@ class ConsentClient:
                 log.exception("consent feed failed unexpectedly; reconnecting")
             finally:
                 self._connected = False
-                self._trusted_until = 0.0
+                self._trust.lost()
             if self._stream_heard:
                 backoff = 0.05  # the feed worked until it dropped: come back promptly
             self.counters.reconnects += 1
@@ -422,7 +402,7 @@ class ConsentClient:
                         "feed message out of order or from another stream"
                     )
                 if fresh:
-                    self._clear()
+                    self._cache.clear()
                     fresh = False
                 self._stream_heard = True
                 expected += 1
@@ -430,17 +410,60 @@ class ConsentClient:
 
     def _apply(self, message: FeedMessage) -> None:
         if message.kind == "event" and message.consent_id is not None:
-            self._invalidate(message.consent_id)
+            self._cache.heard(message.consent_id, message.status)
+            self.counters.invalidations += 1
             self._last_seq = message.seq
         elif message.kind == "reset":
-            self._clear()
+            self._cache.clear()
             self._last_seq = message.seq
         else:
             now = time.monotonic()
             self._heartbeat_at = now
-            self._trusted_until = now + self.cache_trust
+            self._trust.heartbeat(now)
             if self._last_seq is None or message.seq > self._last_seq:
                 self._last_seq = message.seq
+        self._trust.delivered(self._last_seq)
+
+    # --- sync round trips ---------------------------------------------------------------------
+
+    async def sync(self) -> int:
+        """Ask the service for its newest change now, in one signed round trip limited to
+        cache_trust (a later answer could vouch for nothing), and let the answer vouch for
+        the cache once the feed has delivered that far (:mod:`consent.trust`). Returns the
+        head; raises ConsentUnavailableError. The client does this by itself while the cache
+        is in use."""
+        sent = time.monotonic()
+        body = json.dumps({"nonce": secrets.token_urlsafe(16)}).encode()
+        answer = await self._post("/v1/feed/sync", body, SYNC_TYP, SyncAnswer, self._sync_limit)
+        self.counters.syncs += 1
+        self._trust.answered(sent, answer.head)
+        return answer.head
+
+    async def _keep_vouched(self) -> None:
+        """Sync every ``sync_interval`` while the feed is connected, permits are cached and
+        decisions are asked; one question at a time."""
+        while True:
+            if not self._connected or not self._cache or not self._recently_asked():
+                self._sync_wake.clear()
+                await self._sync_wake.wait()
+                continue
+            started = time.monotonic()
+            try:
+                await self.sync()
+            except ShahrahError as e:
+                self._sync_failures += 1
+                level = logging.WARNING if self._sync_failures == 1 else logging.DEBUG
+                log.log(level, "consent feed sync failed; the cache waits for it: %s", e.message)
+            except Exception:
+                log.exception("consent feed sync failed unexpectedly")
+            else:
+                if self._sync_failures > 1:
+                    log.info("consent feed sync back after %d failures", self._sync_failures)
+                self._sync_failures = 0
+            await asyncio.sleep(max(0.0, started + self.sync_interval - time.monotonic()))
+
+    def _recently_asked(self) -> bool:
+        return time.monotonic() - self._last_decide < SYNC_IDLE
 
 
 def _verified(data: bytes, keys: KeySet, typ: str, model: type[M]) -> M:

@@ -12,7 +12,8 @@ change number as the SSE ``id``; a gateway that reconnects sends
 any backlog, and then every heartbeat interval, the stream sends a
 heartbeat saying "everything up to change n that concerns you has been
 sent", but only while the hub itself is reading the database; a gateway
-trusts its cache only while heartbeats arrive (see :mod:`consent.client`).
+trusts its cache only while heartbeats arrive and a signed sync round trip
+shows the feed has caught up (see :mod:`consent.trust`).
 """
 
 from __future__ import annotations

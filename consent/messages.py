@@ -13,7 +13,11 @@ consent service's key (published in the global configuration's
 * feed messages (``shahrah-consent-feed+jws``) carry the stream's nonce,
   chosen by the gateway when it connects, and a counter that goes up by one
   per message, so a message cannot be dropped, replayed or moved to another
-  stream unnoticed.
+  stream unnoticed;
+* sync answers (``shahrah-consent-sync+jws``) name the newest change at the
+  moment the question arrived and carry the question's SHA-256, so the
+  gateway knows the answer is no older than its question
+  (:mod:`consent.trust`).
 """
 
 from __future__ import annotations
@@ -31,18 +35,22 @@ __all__ = [
     "DECISION_TYP",
     "FEED_TYP",
     "PSEUDONYM_TYP",
+    "SYNC_TYP",
     "DecisionAnswer",
     "DecisionRequest",
     "FeedMessage",
     "Nonce",
     "PseudonymAnswer",
     "PseudonymRequest",
+    "SyncAnswer",
+    "SyncRequest",
     "body_digest",
 ]
 
 DECISION_TYP = "shahrah-consent-decision+jws"
 PSEUDONYM_TYP = "shahrah-consent-pseudonym+jws"
 FEED_TYP = "shahrah-consent-feed+jws"
+SYNC_TYP = "shahrah-consent-sync+jws"
 
 Nonce = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
 ConsentId = Annotated[str, Field(pattern=CONSENT_ID_PATTERN)]
@@ -114,3 +122,18 @@ class FeedMessage(_Message):
     consent_id: str | None = None
     status: str | None = None
     at: AwareDatetime
+
+
+class SyncRequest(_Message):
+    nonce: Nonce
+
+
+class SyncAnswer(_Message):
+    """The signed answer to one :class:`SyncRequest`: ``head`` is the newest change the
+    service had committed when it read it, after the question arrived, so every change
+    committed before the gateway sent the question is numbered ``head`` or lower."""
+
+    format: Literal["shahrah-consent-sync/1"] = "shahrah-consent-sync/1"
+    request_sha256: str
+    head: int = Field(ge=0)
+    issued_at: AwareDatetime

@@ -15,7 +15,7 @@ its use limits, so the reason a gateway logs is the most specific one.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from consent.artefact import ConsentView
@@ -23,7 +23,20 @@ from consent.lifecycle import Status
 from core.errors import ConsentDeniedError
 from core.ids import ClientId, Cnic, ServiceId
 
-__all__ = ["ConsentDenied", "DecisionQuery", "DenyReason", "Permit", "check_counts", "evaluate"]
+__all__ = [
+    "CLOCK_SKEW",
+    "ConsentDenied",
+    "DecisionQuery",
+    "DenyReason",
+    "Permit",
+    "cache_window",
+    "check_counts",
+    "evaluate",
+    "state_reason",
+]
+
+#: How far a gateway's decision time may differ from the consent service's clock.
+CLOCK_SKEW = dt.timedelta(seconds=30)
 
 
 class DenyReason(StrEnum):
@@ -88,6 +101,14 @@ class Permit:
     released_fields: list[str]
     legal_basis: str
     subject_pseudonym: str
+    #: The deciding gateway client's count of consent changes heard when it decided, so it
+    #: can tell later whether this consent changed since (consent.client.ConsentClient.confirm).
+    generation: int = field(default=0, compare=False)
+
+
+def state_reason(status: Status) -> DenyReason | None:
+    """Why a consent in ``status`` permits nothing, or None if it is ACTIVE."""
+    return _STATE_REASONS.get(status)
 
 
 def evaluate(
@@ -120,7 +141,7 @@ def evaluate(
             cid,
             f"it was granted for purpose {consent.purpose!r}, not {query.purpose!r}",
         )
-    reason = _STATE_REASONS.get(consent.status)
+    reason = state_reason(consent.status)
     if reason is not None:
         raise ConsentDenied(reason, cid, f"it is {consent.status.value}")
     # Fail closed: judge by whichever of the two clocks is less favourable.
@@ -132,6 +153,20 @@ def evaluate(
     if max(times) >= consent.expires_at:
         raise ConsentDenied(DenyReason.EXPIRED, cid, f"it expired at {_iso(consent.expires_at)}")
     return fields
+
+
+def cache_window(
+    valid_from: dt.datetime, expires_at: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """``(start, end)``: a cached permit may answer a gateway's query without asking only
+    while ``start <= at < end``.
+
+    The service judges a consent's window by its own clock as well as by ``at``
+    (:func:`evaluate`), and its clock may be anywhere within CLOCK_SKEW of ``at``. A cached
+    permit answers only where every such clock finds the consent in force; nearer the
+    window's ends the gateway asks, and the service decides by its own clock.
+    """
+    return valid_from + CLOCK_SKEW, expires_at - CLOCK_SKEW
 
 
 def check_counts(consent: ConsentView, uses: int, uses_in_window: int) -> None:

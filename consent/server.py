@@ -46,6 +46,7 @@ from consent.state import (
 from core.db import create_engine, sessions, utcnow
 from core.keys import PrivateKey
 from core.pseudonym import Pseudonymizer
+from core.ratelimit import RateLimiter
 from core.web import error_middleware, security_headers_middleware
 from registry.globalconf_client import GlobalConfClient
 from registry.memberauth import MemberRequestVerifier
@@ -70,6 +71,9 @@ class ConsentConfig:
     heartbeat: float = 0.25  # seconds between feed heartbeats
     poll_interval: float = 0.2  # seconds between feed reads of changes made by other processes
     sweep_interval: float = 60.0  # seconds between expiry sweeps
+    # Pseudonym lookups per member (a token bucket; see docs/consent.md for the numbers).
+    pseudonym_rate: float = 20.0  # lookups a second, sustained
+    pseudonym_burst: int = 2_000  # lookups at once
     checkpoint_interval: float = 10.0  # seconds between consent log checkpoints (if it grew)
     session_ttl: dt.timedelta = SESSION_TTL
     hasher: PasswordHasher | None = None  # default: argon2id with argon2-cffi's parameters
@@ -119,6 +123,9 @@ def build_app(config: ConsentConfig) -> web.Application:
         verifier=verifier,
         heartbeat=config.heartbeat,
         metrics=Metrics(),
+        pseudonym_limiter=RateLimiter(
+            rate=config.pseudonym_rate, burst=config.pseudonym_burst, what="pseudonym lookups"
+        ),
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

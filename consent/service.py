@@ -31,7 +31,15 @@ from consent import models as m
 from consent.artefact import MAX_VALIDITY, ConsentPage, ConsentRequest, ConsentView
 from consent.history import ConsentLog
 from consent.lifecycle import Action, Status, transition
-from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit, check_counts, evaluate
+from consent.rules import (
+    CLOCK_SKEW,
+    ConsentDenied,
+    DecisionQuery,
+    DenyReason,
+    Permit,
+    check_counts,
+    evaluate,
+)
 from consent.schemafields import FieldChecker
 from core.db import Sessions, transaction, utcnow
 from core.errors import (
@@ -48,8 +56,6 @@ from registry.globalconf import GlobalConfView
 
 __all__ = ["CLOCK_SKEW", "ConsentService", "Decision"]
 
-#: How far a gateway's decision time may differ from the consent service's clock.
-CLOCK_SKEW = dt.timedelta(seconds=30)
 MAX_PAGE = 200
 SWEEP_BATCH = 200
 
@@ -245,6 +251,11 @@ class ConsentService:
             subject_pseudonym=self.pseudonymize(query.subject),
         )
         return Decision(permit, found)
+
+    async def feed_head(self) -> int:
+        """The number of the newest committed change, read now (for a gateway's sync)."""
+        async with transaction(self.sessions, write=False) as s:
+            return await store.head(s)
 
     async def _count_use(self, consent: ConsentView, now: dt.datetime) -> ConsentView:
         async with transaction(self.sessions) as s:

@@ -18,6 +18,7 @@ from core.db import Sessions, transaction
 from core.ids import ClientId, Cnic
 from core.keys import PrivateKey
 from core.pages import LoginLimiter
+from core.ratelimit import RateLimiter
 from core.web import Api, bearer_token
 from registry.globalconf import GlobalConfView
 from registry.memberauth import SCHEME, MemberRequestVerifier
@@ -64,6 +65,12 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
+        self.pseudonyms = Counter(
+            "shahrah_consent_pseudonym_requests",
+            "Pseudonym lookups by member, answered or refused by the rate limit.",
+            ["member", "outcome"],
+            registry=self.registry,
+        )
         self.subscribers = Gauge(
             "shahrah_consent_feed_subscribers",
             "Revocation feed streams open on this process.",
@@ -82,6 +89,7 @@ class ConsentState:
     verifier: MemberRequestVerifier
     heartbeat: float
     metrics: Metrics
+    pseudonym_limiter: RateLimiter  # per member: CNICs must not be pseudonymised in bulk
 
 
 STATE = web.AppKey("consent", ConsentState)

@@ -35,6 +35,7 @@ from core.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ShahrahError,
+    TooManyRequestsError,
     UnauthorizedError,
 )
 
@@ -106,9 +107,14 @@ def render_xroad(error: ShahrahError) -> tuple[int, dict[str, Any]]:
 def _json_error(
     error: ShahrahError, render: ErrorRenderer = render_xroad, header: str | None = None
 ) -> web.Response:
-    """``error`` as ``render`` shapes it, its type also in the ``header`` if one is named."""
+    """``error`` as ``render`` shapes it, its type also in the ``header`` if one is named, and
+    a 429's wait in ``Retry-After`` (RFC 9110) as well as in ``detail.retry_after``."""
     status, body = render(error)
-    headers = {header: error.xroad_type} if header else None
+    headers = {header: error.xroad_type} if header else {}
+    if isinstance(error, TooManyRequestsError) and isinstance(error.detail, dict):
+        wait = error.detail.get("retry_after")
+        if isinstance(wait, int):
+            headers["Retry-After"] = str(wait)
     return web.json_response(body, status=status, headers=headers)
 
 

@@ -22,6 +22,11 @@ class ConsentGate(Protocol):
         """Permit with the released fields, or raise ConsentDeniedError with the reason."""
         ...
 
+    def confirm(self, permit: Permit) -> None:
+        """Raise ConsentDeniedError if the permit's consent is known to have changed since
+        it was given (checked before an answer is released; asks nobody)."""
+        ...
+
     async def pseudonym(self, subject: Cnic) -> str:
         """The federation pseudonym of ``subject`` for audit records."""
         ...

@@ -238,7 +238,19 @@ def consent_body(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def harness(db: Sessions, db_url: str, serve: Any, http: aiohttp.ClientSession) -> Harness:
+def harness_config() -> dict[str, Any]:
+    """ConsentConfig settings a test module overrides (by defining this fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def harness(
+    db: Sessions,
+    db_url: str,
+    serve: Any,
+    http: aiohttp.ClientSession,
+    harness_config: dict[str, Any],
+) -> Harness:
     conf = await seed_federation(db)
     config = ConsentConfig(
         db_url=db_url,
@@ -250,6 +262,7 @@ async def harness(db: Sessions, db_url: str, serve: Any, http: aiohttp.ClientSes
         refresh_globalconf=False,
         heartbeat=0.1,
         poll_interval=0.1,
+        **harness_config,
     )
     app = build_app(config)
     base = await serve(app)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
 
 import pytest
 
 from consent import sse
 from consent.client import ConsentClient
 from consent.messages import FEED_TYP, FeedMessage
-from consent.rules import ConsentDenied, DenyReason
+from consent.rules import ConsentDenied, DecisionQuery, DenyReason
 from consent.state import STATE
 from core import jws
 from core.errors import OutdatedGlobalConfError
@@ -33,7 +35,7 @@ async def until(condition: Callable[[], bool], within: float = 3.0) -> None:
 
 
 async def caught_up(harness: Harness, client: ConsentClient) -> None:
-    """Wait until ``client`` trusts its cache and has heard every change made so far.
+    """Wait until ``client``'s feed is live and has delivered every change made so far.
 
     A fresh stream starts at the point the service's feed hub has read up to, which may lag
     the database by a poll: changes committed just before (the approval of the consent a
@@ -41,7 +43,13 @@ async def caught_up(harness: Harness, client: ConsentClient) -> None:
     permit the test has just cached.
     """
     head = await harness.feed_head()
-    await until(lambda: client.status().cache_trusted and (client.status().last_seq or 0) >= head)
+    await until(lambda: client.status().feed_live and (client.status().last_seq or 0) >= head)
+
+
+async def cached(client: ConsentClient, q: DecisionQuery) -> None:
+    """Ask once (the permit is cached) and wait until a sync vouches for the cache."""
+    await client.decide(q)
+    await until(lambda: client.status().cache_trusted)
 
 
 async def test_a_revoke_reaches_a_subscribed_gateway_within_a_second(harness: Harness) -> None:
@@ -49,7 +57,7 @@ async def test_a_revoke_reaches_a_subscribed_gateway_within_a_second(harness: Ha
     token = await harness.sign_in()
     async with harness.client() as client:
         await caught_up(harness, client)
-        await client.decide(query(consent["id"]))  # asks, and caches the permit
+        await cached(client, query(consent["id"]))
         for _ in range(100):
             await client.decide(query(consent["id"]))
         assert client.counters.hits == 100
@@ -72,6 +80,123 @@ async def test_a_revoke_reaches_a_subscribed_gateway_within_a_second(harness: Ha
         assert elapsed < 1.0, f"revoke took {elapsed:.3f} s to reach the gateway"
         assert client.counters.invalidations >= 1
         assert client.status().cached_permits == 0
+
+
+@contextlib.asynccontextmanager
+async def held_back(base: str, delay: float, *, only_feed: bool) -> AsyncIterator[str]:
+    """A TCP relay to ``base`` that hands the service's bytes on ``delay`` seconds late, in
+    order, altering nothing: what anyone on the network path can do, TLS or not. With
+    ``only_feed`` only connections that open with ``GET /v1/feed`` are held back."""
+    target = urlsplit(base)
+    assert target.hostname is not None
+    assert target.port is not None
+    writers: list[asyncio.StreamWriter] = []
+
+    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(target.hostname, target.port)
+        writers.extend((client_w, server_w))
+        first = await client_r.read(65536)
+        late = delay if not only_feed or first.startswith(b"GET /v1/feed") else 0.0
+        server_w.write(first)
+
+        async def up() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def down() -> None:
+            queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+            async def deliver() -> None:
+                while True:
+                    due, data = await queue.get()
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    if not data:
+                        client_w.close()
+                        return
+                    client_w.write(data)
+                    await client_w.drain()
+
+            deliverer = asyncio.create_task(deliver())
+            try:
+                while data := await server_r.read(65536):
+                    queue.put_nowait((time.monotonic() + late, data))
+                queue.put_nowait((time.monotonic() + late, b""))
+                await deliverer
+            finally:
+                deliverer.cancel()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)  # let the relays see their connections closed
+
+
+async def test_a_feed_held_back_in_transit_does_not_stretch_a_revoke(harness: Harness) -> None:
+    """Someone on the path delays the feed's bytes by 3 s (heartbeats and events alike, in
+    order, unaltered). The cache must stop being trusted within cache_trust of a revoke:
+    no permit may come from the cache later than that."""
+    consent = await harness.active_consent()
+    token = await harness.sign_in()
+    async with held_back(harness.base, 3.0, only_feed=True) as url:
+        info = harness.service_info.model_copy(update={"url": url})
+        async with ConsentClient(lambda: info, key=NADRA_KEY, member=CIVIL) as client:
+            head = await harness.feed_head()
+            await until(
+                lambda: client.status().feed_live and (client.status().last_seq or 0) >= head,
+                within=10,
+            )
+            # Nothing changes meanwhile: the held-back feed is as good as a prompt one.
+            await cached(client, query(consent["id"]))
+            await client.decide(query(consent["id"]))
+            assert client.counters.hits == 1
+
+            status, _ = await harness.citizen(
+                "POST", f"/v1/citizen/consents/{consent['id']}/revoke", token
+            )
+            assert status == 200
+            # Committed by now: the bound counts from the commit, which is no later.
+            revoked = time.monotonic()
+            last_hit = revoked
+            denied: ConsentDenied | None = None
+            while denied is None:
+                now, hits = time.monotonic(), client.counters.hits
+                try:
+                    await client.decide(query(consent["id"]))
+                except ConsentDenied as e:
+                    denied = e
+                if client.counters.hits > hits:
+                    last_hit = now
+                assert now - revoked < 2.5, "the revoke was not enforced before the feed said so"
+                await asyncio.sleep(0.005)
+            assert denied.reason is DenyReason.REVOKED
+            assert last_hit - revoked < client.cache_trust, (
+                f"a cached permit answered {last_hit - revoked:.2f} s after the revoke"
+            )
+
+
+async def test_a_held_back_sync_answer_vouches_for_nothing(harness: Harness) -> None:
+    """With every answer held back by longer than cache_trust, no sync can vouch for the
+    cache: every decision goes to the service, and the syncs give up within cache_trust."""
+    consent = await harness.active_consent()
+    async with held_back(harness.base, 1.0, only_feed=False) as url:
+        info = harness.service_info.model_copy(update={"url": url})
+        async with ConsentClient(lambda: info, key=NADRA_KEY, member=CIVIL) as client:
+            await until(lambda: client.status().feed_live, within=10)
+            for _ in range(3):
+                await client.decide(query(consent["id"]))  # asked, each through the delay
+            status = client.status()
+            assert status.cached_permits == 1
+            assert not status.cache_trusted
+            assert (client.counters.hits, client.counters.asked, client.counters.syncs) == (0, 3, 0)
 
 
 async def test_heartbeats_keep_coming_while_changes_stream_without_pause(
@@ -101,7 +226,7 @@ async def test_the_cache_is_trusted_only_while_heartbeats_arrive(
     hub = harness.app[STATE].hub
     async with harness.client(cache_trust=0.3, feed_bound=0.8) as client:
         await caught_up(harness, client)
-        await client.decide(query(consent["id"]))
+        await cached(client, query(consent["id"]))
         await client.decide(query(consent["id"]))
         assert client.counters.hits == 1
 
@@ -133,6 +258,7 @@ async def test_permits_cached_before_a_fresh_stream_are_not_trusted_by_it(
     after that change and never carries it, so the permit cached before must not be
     vouched for by the stream's heartbeats."""
     consent = await harness.active_consent()
+    other = await harness.active_consent()
     token = await harness.sign_in()
     test_task = asyncio.current_task()
     feed_blocked = True
@@ -153,7 +279,10 @@ async def test_permits_cached_before_a_fresh_stream_are_not_trusted_by_it(
         head = await harness.feed_head()
         await until(lambda: harness.app[STATE].hub.head >= head)
         feed_blocked = False
-        await until(lambda: client.status().cache_trusted)
+        await until(lambda: client.status().feed_live)
+        # Another consent in use gets the cache vouched for by a sync (the stream is past the
+        # revoke): the permit cached before the stream must not be among those it vouches for.
+        await cached(client, query(other["id"]))
         with pytest.raises(ConsentDenied) as caught:
             await client.decide(query(consent["id"]))
         assert caught.value.reason is DenyReason.REVOKED
@@ -275,7 +404,7 @@ async def test_a_feed_away_for_a_while_is_logged_once_and_its_return_noted(
             assert "127.0.0.1:1" in lost[0].getMessage()
             assert "ConnectionKey" not in lost[0].getMessage()  # words, not a repr
             where["url"] = harness.base
-            await until(lambda: client.status().cache_trusted, within=5.0)
+            await until(lambda: client.status().feed_live, within=5.0)
     back = [r for r in caplog.records if "consent feed back" in r.getMessage()]
     assert len(back) == 1
     assert back[0].levelno == logging.INFO

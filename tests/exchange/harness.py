@@ -433,7 +433,7 @@ async def _follow_consent_feeds(nodes: dict[str, Node], within: float = 15.0) ->
     for node in nodes.values():
         await node.consent.start()
     deadline = time.monotonic() + within
-    while not all(node.consent.status().cache_trusted for node in nodes.values()):
+    while not all(node.consent.status().feed_live for node in nodes.values()):
         assert time.monotonic() < deadline, {
             name: node.consent.status() for name, node in nodes.items()
         }

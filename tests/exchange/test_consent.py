@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 from typing import Any
 
 import aiohttp
+import pytest
 from multidict import CIMultiDict
 
 from consent.state import STATE
 from core.db import utcnow
 from core.errors import ConflictError
 from core.ids import Cnic
+from core.ratelimit import RateLimiter
 from registry.memberauth import sign_request
 from tests.exchange.harness import LMC, LMC_TAX, PERSON, PSEUDONYMS, Federation
 
@@ -57,12 +60,7 @@ async def _consent(
     ) as r:
         assert r.status == 201, await r.text()
         consent_id = str((await r.json())["id"])
-    token = await _sign_in(fed, subject)
-    async with fed.http.post(
-        f"{fed.consent_url}/v1/citizen/consents/{consent_id}/approve",
-        headers={"Authorization": f"Bearer {token}"},
-    ) as r:
-        assert r.status == 200, await r.text()
+    await _act(fed, consent_id, "approve", subject)
     return consent_id
 
 
@@ -71,6 +69,16 @@ async def _sign_in(fed: Federation, cnic: Cnic) -> str:
     with contextlib.suppress(ConflictError):
         await accounts.add(cnic, "Muhammad Ali", PASSWORD)
     return str((await accounts.sign_in(cnic, PASSWORD)).token)
+
+
+async def _act(fed: Federation, consent_id: str, action: str, subject: Cnic = CITIZEN) -> None:
+    """The citizen signs in and approves, revokes, ... the consent."""
+    token = await _sign_in(fed, subject)
+    async with fed.http.post(
+        f"{fed.consent_url}/v1/citizen/consents/{consent_id}/{action}",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as r:
+        assert r.status == 200, await r.text()
 
 
 def _headers(consent_id: str, subject: Cnic = CITIZEN) -> dict[str, str]:
@@ -112,12 +120,7 @@ async def test_a_revoke_stops_the_next_call_within_a_second(fed: Federation) -> 
     assert (
         await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
     ).status == 200
-    token = await _sign_in(fed, CITIZEN)
-    async with fed.http.post(
-        f"{fed.consent_url}/v1/citizen/consents/{consent_id}/revoke",
-        headers={"Authorization": f"Bearer {token}"},
-    ) as r:
-        assert r.status == 200
+    await _act(fed, consent_id, "revoke")
     revoked_at = time.monotonic()
     while True:
         resp = await fed.call(
@@ -239,3 +242,63 @@ async def test_a_consent_for_one_citizen_does_not_fetch_anothers_record(
         view.services[PERSON] = info
     assert (await _error(unbound))["type"] == "Server.ServerProxy.ServiceFailed"
     assert "names no subject field" in (await _error(unbound))["message"]
+
+
+async def test_an_answer_is_not_released_after_a_revoke_heard_while_the_backend_worked(
+    fed: Federation,
+) -> None:
+    """Consent is decided before the backend call, which may take up to backend_timeout. A
+    revoke heard meanwhile stops the answer: nothing of it leaves, the consumer gets the
+    refusal the next call would get, and both audit trails record a denial."""
+    consent_id = await _consent(fed)
+    fed.backend.delay = 1.5
+    call = asyncio.create_task(
+        fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    )
+    deadline = time.monotonic() + 5
+    while not fed.backend.seen:  # decided, and the backend is at work
+        assert time.monotonic() < deadline, "the request never reached the backend"
+        await asyncio.sleep(0.01)
+    await _act(fed, consent_id, "revoke")
+    resp = await call
+    assert "Muhammad" not in await resp.text()
+    error = await _error(resp)
+    assert error["type"] == "Server.ServerProxy.ConsentDenied"
+    assert "REVOKED" in error["message"]
+    fed.backend.delay = 0.0
+    again = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    assert again.status == resp.status
+    assert (await _error(again))["message"] == error["message"]
+    assert len(fed.backend.seen) == 1  # asked once, before the revoke
+    for node in ("lmc", "nadra"):
+        event = (await fed.events(node))[-2]  # the refusal after the backend, then the next
+        assert (event.outcome, event.error_type) == ("denied", "Server.ServerProxy.ConsentDenied")
+        assert event.fields_released == []
+        assert event.subject == PSEUDONYMS(CITIZEN)
+        assert event.consent_id == consent_id
+
+
+async def test_a_refused_pseudonym_lookup_leaves_the_subject_out_of_the_record_only(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The consent service limits each member's pseudonym lookups (429). A consumer gateway
+    over the limit still answers its caller; its audit record leaves the subject out rather
+    than holding anything else, and the log says so without the CNIC."""
+    consent_id = await _consent(fed)
+    # A service whose members get one lookup an hour (the default's tokens come back every
+    # 50 ms, which a loaded machine can take between these lines), and LMC has spent it.
+    limiter = RateLimiter(rate=1 / 3600, burst=1, what="pseudonym lookups")
+    fed.consent_app[STATE].pseudonym_limiter = limiter
+    limiter.take(str(LMC))
+    with caplog.at_level(logging.DEBUG):
+        resp = await fed.call(
+            "lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id)
+        )
+    assert resp.status == 200
+    consumer = (await fed.events("lmc"))[-1]
+    assert (consumer.outcome, consumer.subject) == ("delivered", None)
+    provider = (await fed.events("nadra"))[-1]  # the permit brought its pseudonym
+    assert provider.subject == PSEUDONYMS(CITIZEN)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("no pseudonym for the data subject" in m for m in messages)
+    assert not [m for m in messages if CITIZEN.digits[5:12] in m]

@@ -1,0 +1,151 @@
+"""The gateway-side client's own rules: when a cached permit may answer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consent.artefact import ConsentView
+from consent.rules import CLOCK_SKEW, ConsentDenied, DenyReason, cache_window, evaluate
+from core.db import utcnow
+from tests.consent.conftest import CITIZEN, PURPOSE, Harness
+from tests.consent.test_decisions import query
+from tests.consent.test_feed import cached, caught_up, until
+from tests.registry.federation import LMC_TAX, PERSON
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SECONDS = st.integers(min_value=-200_000, max_value=200_000).map(
+    lambda ms: dt.timedelta(milliseconds=ms)
+)
+SKEWS = st.integers(
+    min_value=-int(CLOCK_SKEW.total_seconds() * 1000),
+    max_value=int(CLOCK_SKEW.total_seconds() * 1000),
+).map(lambda ms: dt.timedelta(milliseconds=ms))
+
+
+def _view(valid_from: dt.datetime, expires_at: dt.datetime) -> ConsentView:
+    return ConsentView.model_validate(
+        {
+            "id": "cns-" + "0" * 32,
+            "subject": str(CITIZEN),
+            "consumer": str(LMC_TAX),
+            "services": [{"service": str(PERSON), "fields": ["/name"]}],
+            "purpose": PURPOSE,
+            "legal_basis": "consent",
+            "valid_from": valid_from,
+            "expires_at": expires_at,
+            "use_limit": None,
+            "frequency": None,
+            "uses": 0,
+            "notice": "",
+            "status": "ACTIVE",
+            "grantor": None,
+            "version": 2,
+            "requested_at": T0,
+            "decided_at": T0,
+            "updated_at": T0,
+        }
+    )
+
+
+@given(start=SECONDS, length=SECONDS, at=SECONDS, skew=SKEWS)
+def test_a_cached_permit_answers_only_where_every_allowed_service_clock_would_permit(
+    start: dt.timedelta, length: dt.timedelta, at: dt.timedelta, skew: dt.timedelta
+) -> None:
+    """Whatever the service's clock within CLOCK_SKEW of the gateway's ``at`` (it refuses a
+    query further off), the cache never permits what the service would refuse."""
+    valid_from = T0 + start
+    expires_at = valid_from + abs(length) + dt.timedelta(milliseconds=1)
+    view = _view(valid_from, expires_at)
+    when = T0 + at
+    start, end = cache_window(valid_from, expires_at)
+    if start <= when < end:
+        assert evaluate(view, query(view.id, at=when), when + skew) == ["/name"]
+
+
+async def test_a_lagging_gateway_does_not_permit_from_cache_past_expiry(harness: Harness) -> None:
+    """The gateway's clock lags the service's by 25 s (allowed: up to CLOCK_SKEW). Once the
+    consent has expired by the service's clock the gateway must not permit it from its cache
+    for those 25 s: it asks, and the service refuses."""
+    lag = dt.timedelta(seconds=25)
+    ends = utcnow() + dt.timedelta(seconds=2)
+    consent = await harness.active_consent(expires_at=ends.isoformat())
+    async with harness.client() as client:
+        await caught_up(harness, client)
+        await client.decide(query(consent["id"], at=utcnow() - lag))  # asked, in force, cached
+        await until(lambda: client.status().cache_trusted)
+        while utcnow() < ends - dt.timedelta(seconds=0.3):  # in use, so kept vouched for
+            await client.decide(query(consent["id"], at=utcnow() - lag))
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(max(0.0, (ends - utcnow()).total_seconds()) + 0.2)
+        assert client.status().cache_trusted
+        with pytest.raises(ConsentDenied) as caught:
+            await client.decide(query(consent["id"], at=utcnow() - lag))
+        assert caught.value.reason is DenyReason.EXPIRED
+        assert client.counters.hits == 0
+
+
+async def _act(harness: Harness, consent_id: str, action: str) -> None:
+    token = await harness.sign_in()
+    status, body = await harness.citizen(
+        "POST", f"/v1/citizen/consents/{consent_id}/{action}", token
+    )
+    assert status == 200, body
+
+
+async def test_confirm_refuses_a_permit_whose_consent_was_revoked_since(harness: Harness) -> None:
+    """What the provider asks before releasing an answer: has anything been heard about the
+    consent since the decision? A revoke has; the refusal is the one the next call gets."""
+    consent = await harness.active_consent()
+    other = await harness.active_consent()
+    async with harness.client() as client:
+        await caught_up(harness, client)
+        asked = await client.decide(query(consent["id"]))
+        await cached(client, query(consent["id"]))
+        from_cache = await client.decide(query(consent["id"]))
+        untouched = await client.decide(query(other["id"]))
+        client.confirm(asked)
+        client.confirm(from_cache)
+
+        heard = client.counters.invalidations
+        await _act(harness, consent["id"], "revoke")
+        await until(lambda: client.counters.invalidations > heard)
+        for permit in (asked, from_cache):
+            with pytest.raises(ConsentDenied) as caught:
+                client.confirm(permit)
+            assert caught.value.reason is DenyReason.REVOKED
+            assert caught.value.why == "it is REVOKED"
+        with pytest.raises(ConsentDenied) as next_call:
+            await client.decide(query(consent["id"]))
+        assert (next_call.value.reason, next_call.value.why) == (
+            caught.value.reason,
+            caught.value.why,
+        )
+        client.confirm(untouched)  # another consent's change is no news about this one
+
+
+async def test_confirm_asks_nobody_and_lets_a_resumed_consent_pass(harness: Harness) -> None:
+    """A consent with a use limit is counted once per decision: confirming must not count it
+    again. One paused and resumed meanwhile is in force again."""
+    limited = await harness.active_consent(use_limit=5)
+    async with harness.client() as client:
+        await caught_up(harness, client)
+        permit = await client.decide(query(limited["id"]))
+        asked = client.counters.asked
+        heard = client.counters.invalidations
+        await _act(harness, limited["id"], "pause")
+        await until(lambda: client.counters.invalidations > heard)
+        with pytest.raises(ConsentDenied) as caught:
+            client.confirm(permit)
+        assert caught.value.reason is DenyReason.PAUSED
+        await _act(harness, limited["id"], "resume")
+        await until(lambda: client.counters.invalidations > heard + 1)
+        client.confirm(permit)
+        assert client.counters.asked == asked
+    token = await harness.sign_in()
+    _, body = await harness.citizen("GET", f"/v1/citizen/consents/{limited['id']}", token)
+    assert body["uses"] == 1

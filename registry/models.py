@@ -90,7 +90,8 @@ class Gateway(Base):
     code: Mapped[str] = mapped_column(String(CODE))
     address: Mapped[str] = mapped_column(String(2048))  # https://host:port of the gateway
     tls_certificate: Mapped[str] = mapped_column(Text)  # PEM; peers trust exactly this certificate
-    tls_sha256: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of its DER form (the pin)
+    # Hex SHA-256 of its DER form: the pin, by which gateways know a peer, so one gateway's.
+    tls_sha256: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[CreatedAt]
 

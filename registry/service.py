@@ -155,7 +155,8 @@ async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
         tls_sha256=cert.sha256,
     )
     s.add(row)
-    await _flush(s, f"gateway {body.id} already exists")
+    # Also where a concurrent registration took the certificate after the check above.
+    await _flush(s, f"gateway {body.id} already exists, or its TLS certificate is another's")
     for client in body.clients:
         await _attach_client(s, row, body.id, client)
     return await get_gateway(s, body.id)
@@ -207,6 +208,7 @@ async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -
         cert = _certificate(body.tls_certificate)
         await _refuse_pinned_elsewhere(s, cert, gid)
         row.tls_certificate, row.tls_sha256 = cert.pem, cert.sha256
+        await _flush(s, "this TLS certificate is already registered to another gateway")
     if body.status is not None:
         row.status = body.status
     return await get_gateway(s, gid)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
@@ -16,6 +17,7 @@ from sqlalchemy.exc import StatementError
 from core.db import (
     Sessions,
     WorkerConnection,
+    _alembic_config,
     check,
     create_engine,
     sessions,
@@ -168,3 +170,37 @@ async def test_a_worker_keeps_its_connection_and_replaces_it_after_a_failure(db:
         await worker.close()
     async with transaction(db, write=False) as s:
         assert await s.scalar(select(m.Federation.globalconf_refresh)) == 60 + 3
+
+
+def test_the_pin_index_migration_names_gateways_that_share_a_certificate(
+    tmp_path: Path,
+) -> None:
+    """A registry holding two gateways with one certificate (made before the registry
+    checked) cannot take the unique index: the upgrade says why instead of failing on SQL."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = _alembic_config(url)
+    command.upgrade(config, "reg0004")
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO registry_members (id, member_class, member_code, name, status, "
+                "created_at) VALUES (1, 'FED', 'NADRA', 'NADRA', 'active', '2026-11-29')"
+            )
+        )
+        for code in ("gw1", "gw2"):
+            conn.execute(
+                text(
+                    "INSERT INTO registry_gateways (member_id, code, address, tls_certificate, "
+                    "tls_sha256, status, created_at) VALUES (1, :code, 'https://x:1', 'pem', "
+                    ":pin, 'active', '2026-11-29')"
+                ),
+                {"code": code, "pin": "ab" * 32},
+            )
+    engine.dispose()
+    with pytest.raises(
+        RuntimeError, match=r"gateways share TLS certificates \(abababababababab… \(2"
+    ):
+        upgrade(url)

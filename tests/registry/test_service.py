@@ -210,6 +210,25 @@ async def test_a_gateway_certificate_that_could_sign_others_is_refused(seeded: S
     assert gateway.tls_sha256 == PIN
 
 
+async def test_the_database_holds_one_gateway_per_pin_when_the_check_is_raced(
+    seeded: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two registrations at once can both pass the service's check; the unique index on the
+    pin refuses the second as a conflict, not a 500."""
+
+    async def raced(*_: Any) -> None:
+        return None  # as if the other registration had not committed yet
+
+    monkeypatch.setattr(ops, "_refuse_pinned_elsewhere", raced)
+    taken = GatewayCreate(
+        id=PLRA_LAND.member.gateway("gw1"),
+        address="https://127.0.0.1:9",
+        tls_certificate=NADRA_TLS_PEM,
+    )
+    with pytest.raises(ConflictError, match="its TLS certificate is another's"):
+        await _run(seeded, lambda s: ops.add_gateway(s, taken))
+
+
 async def test_a_certificate_registered_to_another_gateway_is_a_conflict(
     seeded: Sessions,
 ) -> None:

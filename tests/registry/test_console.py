@@ -28,7 +28,12 @@ from registry.payloads import CentralServiceSet
 from registry.schemareg import service as schemas
 from registry.schemareg.payloads import SchemaRequest
 from registry.server import RegistryConfig, build_app
-from tests.consent.conftest import CONSENT_KEY, Harness, harness  # noqa: F401 (fixture)
+from tests.consent.conftest import (  # noqa: F401 (fixtures)
+    CONSENT_KEY,
+    Harness,
+    harness,
+    harness_config,
+)
 from tests.registry.federation import LMC_TAX, NADRA, NADRA_KEY, NADRA_TLS_PEM, OPERATOR, PERSON
 from tests.registry.test_globalconf import anchor_for
 from tests.web import MAX_PAGE, Fetched, PageClient

@@ -131,6 +131,11 @@ _PURPOSE = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 _PRINTABLE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _BAD_QUERY_CHARS = re.compile(r"[\x00-\x20\x7f#]")
+#: What backends that trim a segment drop from its ends: controls and space, as Java's
+#: ``String.trim`` does (Unicode white space too, by ``str.strip``).
+_TRIMMED = "".join(chr(c) for c in range(0x21))
+#: What a segment must not become when a backend reads it again (see :func:`_readings`).
+_REREAD_CHARS = re.compile(r"[\x00-\x1f\x7f?#]")
 
 
 @dataclass(frozen=True)
@@ -181,18 +186,26 @@ def _segments(raw_path: str) -> list[str]:
         except UnicodeDecodeError as e:
             raise BadRequestError("request path is not valid percent-encoded UTF-8") from e
         readings = _readings(decoded)
+        ends = {r.strip(_TRIMMED).strip() for r in (decoded, *readings)}
         # "..;x" is a dot segment to servers that strip path parameters (Tomcat, Jetty),
         # while the access-right check would see an ordinary name.
-        if any(r.split(";", 1)[0] in (".", "..") for r in readings):
+        if any(r.split(";", 1)[0] in (".", "..") for r in ends):
             raise BadRequestError(
                 "request path may not contain '.' or '..' segments, with ';' parameters, "
-                "encoded twice or in look-alike characters or not"
+                "encoded twice, in look-alike characters or between trimmed characters, or not"
             )
-        if any("/" in r or "\\" in r for r in readings):
+        if any("/" in r or "\\" in r for r in ends):
             # One segment to the access-right check, several to a backend that decodes first.
             raise BadRequestError(
                 "request path segment may not encode '/' (%2F), '\\', or either encoded "
                 "twice or in a look-alike character"
+            )
+        if any(_REREAD_CHARS.search(r) for r in readings):
+            # A second decoding must not make a control character (a backend cutting at NUL
+            # reads '..%2500' as '..') or end the path early ('?', '#').
+            raise BadRequestError(
+                "request path segment encodes twice, or in look-alike characters, a control "
+                "character, '?' or '#'"
             )
         if _BAD_PATH_CHARS.search(decoded):
             raise BadRequestError("request path segment contains a forbidden character")
@@ -204,15 +217,14 @@ def _segments(raw_path: str) -> list[str]:
 
 
 def _readings(decoded: str) -> set[str]:
-    """What a decoded path segment may become at a backend that decodes it once more,
-    folds Unicode compatibility characters (NFKC: '‥' is '..', '／' is '/') or trims
-    spaces: each must pass the checks the segment itself passes."""
-    twice = unquote(decoded)
-    return {
-        form.strip()
-        for text in (decoded, twice)
-        for form in (text, unicodedata.normalize("NFKC", text))
-    }
+    """What a decoded path segment may become at a backend that decodes it once more or
+    folds Unicode compatibility characters (NFKC: '‥' is '..', '／' is '/', '％' is '%'),
+    in either order; each must pass the checks the segment itself passes."""
+    nfkc = unicodedata.normalize("NFKC", decoded)
+    forms = {nfkc, unquote(decoded), unquote(nfkc)}
+    forms |= {unicodedata.normalize("NFKC", form) for form in forms}
+    forms.discard(decoded)
+    return forms
 
 
 def check_target(path: str, query: str) -> None:

@@ -113,25 +113,55 @@ _PIECES = st.sampled_from(
         "\uff0f",
         "%EF%BC%8F",
         "\uff0e",
+        "%2500",
+        "%2501",
+        "%257F",
+        "%253f",
+        "%2523",
+        "%EF%BC%85",  # '％', which NFKC folds to '%'
+        "%EF%BC%92",  # '２'
+        "%EF%BD%85",  # 'ｅ'
+        "\u3000",  # ideographic space, which str.strip trims
     ]
 )
+
+
+def _java_trim(text: str) -> str:
+    """As Java's String.trim: every character up to U+0020 off both ends."""
+    return text.strip("".join(chr(c) for c in range(0x21)))
 
 
 @given(st.lists(st.lists(_PIECES, max_size=6).map("".join), min_size=1, max_size=5))
 def test_an_accepted_path_has_the_same_segments_to_every_backend(segments: list[str]) -> None:
     """Whatever a backend does to a path the gateways accept (decode it once or twice, fold
-    Unicode look-alikes, trim spaces, strip ';' parameters), it finds the same segments and
-    no dot segment among them."""
+    Unicode look-alikes before or after, trim controls and spaces, cut at NUL, strip ';'
+    parameters), it finds the same segments, no dot segment among them, and no end of the
+    path ('?', '#') that the first decoding did not show."""
     path = "/" + "/".join(segments)
     try:
         check_target(path, "")
     except BadRequestError:
         return
-    for read in (unquote, lambda p: unquote(unquote(p))):
-        for text in (read(path), unicodedata.normalize("NFKC", read(path))):
-            parts = text.split("/")
-            assert len(parts) == len(path.split("/")), (path, text)
-            assert all(p.split(";", 1)[0].strip() not in (".", "..") for p in parts), (path, text)
+
+    def nfkc(text: str) -> str:
+        return unicodedata.normalize("NFKC", text)
+
+    once = unquote(path)
+    backends = (
+        once,
+        nfkc(once),
+        unquote(once),
+        nfkc(unquote(once)),
+        unquote(nfkc(once)),
+    )
+    for text in backends:
+        parts = text.split("/")
+        assert len(parts) == len(path.split("/")), (path, text)
+        for part in parts:
+            cut = part.split("\x00", 1)[0].split(";", 1)[0]
+            assert _java_trim(cut).strip() not in (".", ".."), (path, text)
+        if text not in (once, nfkc(once)):
+            assert not {"?", "#"} & set(text) - set(once), (path, text)
 
 
 async def test_signed_headers_a_gateway_never_forwards_do_not_reach_the_backend(

@@ -120,6 +120,7 @@ ROUTING_OVERRIDES = frozenset(
         "x-real-ip",
     }
 )
+_NOT_FORWARDED = HOP_BY_HOP | GATEWAY_SET | ROUTING_OVERRIDES
 #: The signed envelope's limits on what it describes, checked here so that a request beyond
 #: them is the caller's error, not a failure of the gateway; three headers are left for
 #: X-Road-UserId, -Issue and -Represented-Party, which the consumer gateway adds.
@@ -185,28 +186,7 @@ def _segments(raw_path: str) -> list[str]:
             decoded = unquote(seg, errors="strict")
         except UnicodeDecodeError as e:
             raise BadRequestError("request path is not valid percent-encoded UTF-8") from e
-        readings = _readings(decoded)
-        ends = {r.strip(_TRIMMED).strip() for r in (decoded, *readings)}
-        # "..;x" is a dot segment to servers that strip path parameters (Tomcat, Jetty),
-        # while the access-right check would see an ordinary name.
-        if any(r.split(";", 1)[0] in (".", "..") for r in ends):
-            raise BadRequestError(
-                "request path may not contain '.' or '..' segments, with ';' parameters, "
-                "encoded twice, in look-alike characters or between trimmed characters, or not"
-            )
-        if any("/" in r or "\\" in r for r in ends):
-            # One segment to the access-right check, several to a backend that decodes first.
-            raise BadRequestError(
-                "request path segment may not encode '/' (%2F), '\\', or either encoded "
-                "twice or in a look-alike character"
-            )
-        if any(_REREAD_CHARS.search(r) for r in readings):
-            # A second decoding must not make a control character (a backend cutting at NUL
-            # reads '..%2500' as '..') or end the path early ('?', '#').
-            raise BadRequestError(
-                "request path segment encodes twice, or in look-alike characters, a control "
-                "character, '?' or '#'"
-            )
+        _check_readings(decoded)
         if _BAD_PATH_CHARS.search(decoded):
             raise BadRequestError("request path segment contains a forbidden character")
         if seg == "" and i != len(segments) - 1:
@@ -216,10 +196,40 @@ def _segments(raw_path: str) -> list[str]:
     return segments
 
 
+def _check_readings(decoded: str) -> None:
+    """Refuse a decoded segment that the access-right check and a backend would read
+    differently: a dot segment or a separator, as it is or in any of its readings."""
+    readings = _readings(decoded)
+    for text in (decoded, *readings):
+        end = text.strip(_TRIMMED).strip()
+        # "..;x" is a dot segment to servers that strip path parameters (Tomcat, Jetty),
+        # while the access-right check would see an ordinary name.
+        if end.split(";", 1)[0] in (".", ".."):
+            raise BadRequestError(
+                "request path may not contain '.' or '..' segments, with ';' parameters, "
+                "encoded twice, in look-alike characters or between trimmed characters, or not"
+            )
+        if "/" in end or "\\" in end:
+            # One segment to the access-right check, several to a backend that decodes first.
+            raise BadRequestError(
+                "request path segment may not encode '/' (%2F), '\\', or either encoded "
+                "twice or in a look-alike character"
+            )
+    if any(_REREAD_CHARS.search(text) for text in readings):
+        # A second decoding must not make a control character (a backend cutting at NUL
+        # reads '..%2500' as '..') or end the path early ('?', '#').
+        raise BadRequestError(
+            "request path segment encodes twice, or in look-alike characters, a control "
+            "character, '?' or '#'"
+        )
+
+
 def _readings(decoded: str) -> set[str]:
     """What a decoded path segment may become at a backend that decodes it once more or
     folds Unicode compatibility characters (NFKC: '‥' is '..', '／' is '/', '％' is '%'),
     in either order; each must pass the checks the segment itself passes."""
+    if decoded.isascii() and "%" not in decoded:
+        return set()  # NFKC leaves ASCII as it is, and nothing is left to decode: most paths
     nfkc = unicodedata.normalize("NFKC", decoded)
     forms = {nfkc, unquote(decoded), unquote(nfkc)}
     forms |= {unicodedata.normalize("NFKC", form) for form in forms}
@@ -327,7 +337,7 @@ def is_forwardable(name: str) -> bool:
     """Whether a header of this name crosses a gateway (neither hop-by-hop, nor set by it,
     nor one that could reroute the request at the backend)."""
     lname = name.lower()
-    return lname not in HOP_BY_HOP and lname not in GATEWAY_SET and lname not in ROUTING_OVERRIDES
+    return lname not in _NOT_FORWARDED
 
 
 def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> dict[str, str]:

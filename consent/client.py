@@ -96,6 +96,25 @@ class _Counters:
     syncs: int = 0  # sync round trips answered
 
 
+@dataclass
+class _Outage:
+    """Failures in a row of one recurring round trip, so that the log says the news once: the
+    first failure as a warning, the retries while it lasts at debug level, and the return."""
+
+    what: str  # "consent feed", "consent feed sync"
+    failures: int = 0
+
+    def failed(self, reason: str) -> None:
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        log.log(level, "%s lost: %s", self.what, reason)
+
+    def recovered(self) -> None:
+        if self.failures > 1:
+            log.info("%s back after %d failed attempts", self.what, self.failures)
+        self.failures = 0
+
+
 class ConsentClient:
     """Decisions, pseudonyms and the revocation feed for one member's gateway.
 
@@ -141,11 +160,11 @@ class ConsentClient:
         self._trust = CacheTrust(cache_trust)
         self._last_decide = -SYNC_IDLE
         self._sync_wake = asyncio.Event()
-        self._sync_failures = 0  # sync round trips in a row that failed
+        self._sync_outage = _Outage("consent feed sync")
         self._last_seq: int | None = None
         self._connected = False
         self._stream_heard = False  # whether the current stream delivered a verified message
-        self._feed_failures = 0  # attempts in a row that did not get the feed
+        self._feed_outage = _Outage("consent feed")
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._sync_task: asyncio.Task[None] | None = None
@@ -347,11 +366,10 @@ class ConsentClient:
             except asyncio.CancelledError:
                 raise
             except (ShahrahError, aiohttp.ClientError, TimeoutError, ValueError) as e:
-                self._feed_failures += 1
-                reason = e.message if isinstance(e, ShahrahError) else describe_failure(e)
                 # Losing the feed is news; each retry while the service stays away is not.
-                level = logging.WARNING if self._feed_failures == 1 else logging.DEBUG
-                log.log(level, "consent feed lost: %s", reason)
+                self._feed_outage.failed(
+                    e.message if isinstance(e, ShahrahError) else describe_failure(e)
+                )
             except Exception:
                 # Whatever went wrong, keep trying: a dead follower would fail closed forever.
                 log.exception("consent feed failed unexpectedly; reconnecting")
@@ -382,9 +400,7 @@ class ConsentClient:
             if resp.status != 200:
                 raise ConsentUnavailableError(f"feed refused: HTTP {resp.status}")
             self._connected = True
-            if self._feed_failures > 1:
-                log.info("consent feed back after %d failed attempts", self._feed_failures)
-            self._feed_failures = 0
+            self._feed_outage.recovered()
             parser = sse.Parser()
             expected = 1
             while True:
@@ -451,15 +467,11 @@ class ConsentClient:
             try:
                 await self.sync()
             except ShahrahError as e:
-                self._sync_failures += 1
-                level = logging.WARNING if self._sync_failures == 1 else logging.DEBUG
-                log.log(level, "consent feed sync failed; the cache waits for it: %s", e.message)
+                self._sync_outage.failed(f"{e.message}; the cache waits for it")
             except Exception:
                 log.exception("consent feed sync failed unexpectedly")
             else:
-                if self._sync_failures > 1:
-                    log.info("consent feed sync back after %d failures", self._sync_failures)
-                self._sync_failures = 0
+                self._sync_outage.recovered()
             await asyncio.sleep(max(0.0, started + self.sync_interval - time.monotonic()))
 
     def _recently_asked(self) -> bool:

@@ -54,7 +54,7 @@ from core.ids import ClientId, Cnic
 from core.pseudonym import Pseudonymizer
 from registry.globalconf import GlobalConfView
 
-__all__ = ["CLOCK_SKEW", "ConsentService", "Decision"]
+__all__ = ["ConsentService", "Decision"]
 
 MAX_PAGE = 200
 SWEEP_BATCH = 200

@@ -91,15 +91,15 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
         view.require_active_client(env.client)
         if env.service.provider not in own.clients:
             raise UnknownServiceError(f"{env.service.provider} is not served by gateway {gw.id}")
-        if env.service.service_code in METASERVICES and env.service not in view.services:
-            service_label = str(env.service)
+        metaservice = env.service.service_code in METASERVICES and env.service not in view.services
+        info = None if metaservice else view.service(env.service)
+        # Only a registered service (or a metaservice of a subsystem served here) names a
+        # metric series: a signed envelope may name any service code, which could hold a CNIC.
+        service_label = str(env.service)
+        if info is None:
             payload = answer_metaservice(view, env)
             response = BackendResponse(200, {"Content-Type": METADATA_TYPE}, payload)
         else:
-            info = view.service(env.service)
-            # Only a registered service names a metric series: a signed envelope may name
-            # any service code, and a label made of it could hold a CNIC.
-            service_label = str(env.service)
             view.require_active_client(env.service.provider)
             if not view.is_allowed(env.client, env.service, env.method, env.path or "/"):
                 raise AccessDeniedError(

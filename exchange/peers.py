@@ -22,9 +22,25 @@ from core.tls import client_context, leaf_fault
 from exchange.envelope import ENVELOPE_FIELD_SIZE
 from registry.globalconf import GatewayInfo
 
-__all__ = ["PeerPool", "TlsFiles"]
+__all__ = ["PeerPool", "TlsFiles", "pinnable"]
 
 log = logging.getLogger(__name__)
+
+
+def pinnable(peer: GatewayInfo, refusing: str) -> bool:
+    """Whether ``peer``'s registered certificate can be pinned; if not, the log says so,
+    naming what this gateway will not do (``"sending to"``, ``"accepting"``). Callers ask
+    once per certificate."""
+    fault = leaf_fault(peer.tls_certificate)
+    if fault is not None:
+        log.warning(
+            "not %s gateway %s: its registered TLS certificate %s cannot be pinned: %s",
+            refusing,
+            peer.id,
+            peer.tls_sha256,
+            fault,
+        )
+    return fault is None
 
 
 @dataclass(frozen=True)
@@ -53,21 +69,10 @@ class PeerPool:
     def context(self, peer: GatewayInfo) -> ssl.SSLContext:
         ctx = self._contexts.get(peer.tls_sha256)
         if ctx is None:
-            trusted: str | None = peer.tls_certificate
-            fault = leaf_fault(peer.tls_certificate)
-            if fault is not None:
-                log.warning(
-                    "not sending to gateway %s: its registered TLS certificate %s cannot be "
-                    "pinned: %s",
-                    peer.id,
-                    peer.tls_sha256,
-                    fault,
-                )
-                trusted = None
             ctx = client_context(
                 self.tls.cert,
                 self.tls.key,
-                trusted,
+                peer.tls_certificate if pinnable(peer, "sending to") else None,
                 pin=peer.tls_sha256,
                 password=self.tls.password,
             )

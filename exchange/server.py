@@ -23,12 +23,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import OutdatedGlobalConfError
-from core.tls import PinnedContext, leaf_fault
+from core.tls import PinnedContext
 from core.web import Api, error_middleware, security_headers_middleware
 from exchange import envelope
 from exchange.consumer import consume
 from exchange.context import Gateway
 from exchange.metadata import XML_TYPE, client_list_xml, list_clients
+from exchange.peers import pinnable
 from exchange.provider import provide
 from exchange.r1 import ERROR_HEADER, ERROR_TYPES, error_format_middleware
 from registry.globalconf import GlobalConfView
@@ -184,16 +185,8 @@ class TrustSync:
             if g.tls_sha256 in self._checked:
                 continue
             self._checked.add(g.tls_sha256)
-            fault = leaf_fault(g.tls_certificate)
-            if fault is not None:
+            if not pinnable(g, "accepting"):
                 self.refused.add(g.tls_sha256)
-                log.warning(
-                    "not accepting gateway %s: its registered TLS certificate %s cannot be "
-                    "pinned: %s",
-                    g.id,
-                    g.tls_sha256,
-                    fault,
-                )
         added, removed = self.context.trust_exactly(
             {
                 g.tls_sha256: g.tls_certificate

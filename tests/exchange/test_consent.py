@@ -29,7 +29,10 @@ RELEASED = ["/name", "/present_address/district", "/cnic"]
 
 
 async def _consent(
-    fed: Federation, subject: Cnic = CITIZEN, fields: list[str] | None = None
+    fed: Federation,
+    subject: Cnic = CITIZEN,
+    fields: list[str] | None = None,
+    lasting: dt.timedelta = dt.timedelta(days=7),
 ) -> str:
     """An ACTIVE consent: LMC requests it, the citizen signs in and approves it."""
     now = utcnow()
@@ -41,7 +44,7 @@ async def _consent(
             "services": [{"service": str(PERSON), "fields": fields or RELEASED}],
             "legal_basis": "consent",
             "valid_from": (now - dt.timedelta(minutes=1)).isoformat(),
-            "expires_at": (now + dt.timedelta(days=7)).isoformat(),
+            "expires_at": (now + lasting).isoformat(),
             "notice": "Property tax assessment.",
         }
     ).encode()
@@ -136,6 +139,20 @@ async def test_a_revoke_stops_the_next_call_within_a_second(fed: Federation) -> 
     error = await _error(resp)
     assert error["type"] == "Server.ServerProxy.ConsentDenied"
     assert "REVOKED" in error["message"]
+    assert (await fed.events("nadra"))[-1].error_type == "Server.ServerProxy.ConsentDenied"
+
+
+async def test_an_expired_consent_releases_nothing(fed: Federation) -> None:
+    lasting = dt.timedelta(seconds=3)
+    consent_id = await _consent(fed, lasting=lasting)
+    granted_until = time.monotonic() + lasting.total_seconds()
+    first = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    assert first.status == 200
+    await asyncio.sleep(max(0.0, granted_until - time.monotonic()) + 0.2)
+    resp = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id))
+    error = await _error(resp)
+    assert error["type"] == "Server.ServerProxy.ConsentDenied"
+    assert "expired" in error["message"].lower()
     assert (await fed.events("nadra"))[-1].error_type == "Server.ServerProxy.ConsentDenied"
 
 

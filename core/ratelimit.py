@@ -53,11 +53,15 @@ class RateLimiter:
         tokens, then = self._buckets.pop(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.rate)
         allowed = tokens >= 1 - ROUNDING
-        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        # Never below empty: a token spent within ROUNDING of whole must not leave a debt that
+        # the next refusal's wait would round up into a needless extra second.
+        self._buckets[key] = (max(0.0, tokens - 1) if allowed else tokens, now)
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         if not allowed:
-            wait = max(1, math.ceil((1 - tokens) / self.rate))
+            # The same tolerance as the test above: after ``wait`` seconds the caller is answered,
+            # a second sooner it would not be.
+            wait = max(1, math.ceil((1 - ROUNDING - tokens) / self.rate))
             raise TooManyRequestsError(
                 f"too many {self._what}; try again in {wait} s", detail={"retry_after": wait}
             )

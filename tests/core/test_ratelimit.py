@@ -4,7 +4,7 @@ for a caller that keeps to the rate, and a Retry-After that is honest."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from core.errors import TooManyRequestsError
@@ -55,6 +55,9 @@ def test_no_key_is_answered_more_than_burst_plus_rate_times_the_interval(
 
 
 @given(rate=RATES, burst=BURSTS, gaps=GAPS)
+# Found in CI: a token spent within rounding of whole left a debt of 6e-14, and the next
+# refusal said 3 s where 2 were enough.
+@example(rate=0.5, burst=1, gaps=[0.0] * 9 + [0.003] * 3 + [0.0, 0.0])
 def test_a_refusal_says_when_to_come_back_and_means_it(
     rate: float, burst: int, gaps: list[float]
 ) -> None:

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024  # bytes; a consent request with 20 services of 200 fields fits
 STARTUP_RETRY = 1.0  # seconds between configuration fetches until the first succeeds
+JOB_GRACE = 10.0  # seconds a running sweep or checkpoint may take to finish at shutdown
 LOG_PREFIX = "/v1/log"  # the consent log's read API (audit.api) for regulators
 LOG_WRITER = web.AppKey("consent_log_writer", AuditWriter)
 
@@ -146,20 +147,31 @@ def build_app(config: ConsentConfig) -> web.Application:
             app[LOG_WRITER] = writer
             # The portal reads citizens' timelines from the audit server, signed as this service.
             app[TIMELINE] = TimelineClient(config.globalconf.current, http, config.signing_key)
-            tasks = [
-                asyncio.create_task(hub.run()),
-                asyncio.create_task(_every(config.sweep_interval, "expiry sweep", service.sweep)),
+            # Jobs that write stop between runs, never inside one: a transaction cut off by
+            # cancellation can leave SQLite's write lock held, and the final checkpoint below
+            # then finds the database locked.
+            jobs = [
                 asyncio.create_task(
-                    _every(config.checkpoint_interval, "consent log checkpoint", writer.checkpoint)
+                    _every(config.sweep_interval, "expiry sweep", service.sweep, stop)
+                ),
+                asyncio.create_task(
+                    _every(
+                        config.checkpoint_interval,
+                        "consent log checkpoint",
+                        writer.checkpoint,
+                        stop,
+                    )
                 ),
             ]
+            tasks = [asyncio.create_task(hub.run())]
             if config.refresh_globalconf:
                 tasks.append(asyncio.create_task(_follow(config.globalconf, http, stop)))
             yield
             stop.set()
-            for task in tasks:
+            _, late = await asyncio.wait(jobs, timeout=JOB_GRACE)
+            for task in [*tasks, *late]:
                 task.cancel()
-            for task in tasks:
+            for task in [*tasks, *jobs]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await writer.close()
@@ -183,11 +195,15 @@ async def _follow(conf: GlobalConfClient, http: aiohttp.ClientSession, stop: asy
     await conf.run(http, stop)
 
 
-async def _every(interval: float, what: str, job: Callable[[], Awaitable[object]]) -> None:
-    """Run ``job`` every ``interval`` seconds; a failure is logged and retried next time."""
-    while True:
+async def _every(
+    interval: float, what: str, job: Callable[[], Awaitable[object]], stop: asyncio.Event
+) -> None:
+    """Run ``job`` every ``interval`` seconds until ``stop`` (a run in progress finishes); a
+    failure is logged and retried next time."""
+    while not stop.is_set():
         try:
             await job()
         except Exception:
             log.exception("%s failed; retrying in %s s", what, interval)
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -130,3 +133,47 @@ async def test_a_step_that_breaks_unexpectedly_is_reported_as_failed(
     assert len(steps) == 7
     assert not steps[0].ok
     assert "ServerDisconnectedError" in steps[0].detail or "disconnected" in steps[0].detail
+
+
+def test_ctrl_c_stops_the_federation_cleanly(tmp_path: Path) -> None:
+    """As an operator runs it: `shahrah demo` in its own process, serving until Ctrl-C, then
+    exiting 0 with every port released and no traceback."""
+    base = free_base()
+    demo = subprocess.Popen(  # noqa: S603 (this interpreter, fixed arguments)
+        [
+            sys.executable,
+            "-m",
+            "shahrah",
+            "demo",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--base-port",
+            str(base),
+            "--people",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        first = demo.stdout.readline()  # printed once everything is up
+        assert "is running (Ctrl-C stops it)" in first, first
+        with socket.create_connection(("127.0.0.1", base), timeout=5):
+            pass  # the registry answers
+        demo.send_signal(signal.SIGINT)
+        _, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, err
+    assert "Traceback" not in err
+    assert "stopping" in err
+    for port in (base, base + 1, base + 2):
+        with socket.socket() as s:
+            # As the servers bind (connections just closed may linger in TIME_WAIT).
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))  # nothing listens there any more
+            s.listen()

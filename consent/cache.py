@@ -70,8 +70,9 @@ class PermitCache:
     def __len__(self) -> int:
         return len(self._permits)
 
-    def hit(self, key: CacheKey, at: dt.datetime) -> Permit | None:
-        """The kept permit for ``key`` if it may answer at gateway time ``at``."""
+    def hit(self, key: CacheKey, at: dt.datetime, as_of: float) -> Permit | None:
+        """The kept permit for ``key`` if it may answer at gateway time ``at``; the feed has
+        delivered every change made before ``as_of`` (``Permit.as_of``)."""
         kept = self._permits.get(key)
         if kept is None or not kept.answers_from <= at < kept.answers_until:
             return None
@@ -82,6 +83,7 @@ class PermitCache:
             kept.legal_basis,
             kept.pseudonym,
             generation=self._generation,
+            as_of=as_of,
         )
 
     @contextlib.contextmanager
@@ -97,9 +99,9 @@ class PermitCache:
             if not watches:
                 del self._watches[consent_id]
 
-    def keep(self, key: CacheKey, watch: Watch, answer: DecisionAnswer) -> Permit:
+    def keep(self, key: CacheKey, watch: Watch, answer: DecisionAnswer, as_of: float) -> Permit:
         """The permit a verified ``answer`` gives, kept if it may be and nothing was heard
-        about its consent while it was asked."""
+        about its consent while it was asked (sent at ``as_of``: ``Permit.as_of``)."""
         assert answer.legal_basis is not None
         assert answer.subject_pseudonym is not None
         if (
@@ -131,6 +133,7 @@ class PermitCache:
             answer.legal_basis,
             answer.subject_pseudonym,
             generation=watch.since,
+            as_of=as_of,
         )
 
     def heard(self, consent_id: str, status: str | None) -> None:

@@ -8,7 +8,8 @@ the moment a change to it arrives (:mod:`consent.cache`), so a revoke is
 enforced within about the feed's delivery time (milliseconds; the test
 asserts under a second). Before the provider releases an answer,
 :meth:`ConsentClient.confirm` tells whether the consent changed since its
-decision.
+decision, and waits for the feed to vouch for what it has heard when the
+backend took longer than ``cache_trust``.
 
 Cached permits are used only while :mod:`consent.trust` vouches for them: a
 heartbeat arrived within ``cache_trust`` seconds, and a signed round trip
@@ -160,6 +161,8 @@ class ConsentClient:
         self._trust = CacheTrust(cache_trust)
         self._last_decide = -SYNC_IDLE
         self._sync_wake = asyncio.Event()
+        self._catching_up = 0  # confirms waiting for a sync to vouch for the present
+        self._trust_moved = asyncio.Event()  # set, and replaced, when trust may have grown
         self._sync_outage = _Outage("consent feed sync")
         self._last_seq: int | None = None
         self._connected = False
@@ -227,24 +230,52 @@ class ConsentClient:
             raise self._feed_lost(query.consent_id, now)
         key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
         if now < self._trust.until:
-            hit = self._cache.hit(key, query.at)
+            hit = self._cache.hit(key, query.at, self._trust.heard_before())
             if hit is not None:
                 self.counters.hits += 1
                 return hit
         return await self._ask(query, key)
 
-    def confirm(self, permit: Permit) -> None:
+    async def confirm(self, permit: Permit) -> None:
         """Raise the ConsentDenied the next decision would get if a change to the permit's
         consent has been heard since :meth:`decide` gave it (a revoke while the backend was
         answering), or if the feed failed closed meanwhile.
 
-        Cheap and local: it asks nobody, since asking again would count a use twice. A
-        consent paused and resumed meanwhile is in force again and passes.
+        It never asks for a decision again, since that would count a use twice; a consent
+        paused and resumed meanwhile is in force again and passes. Usually it is local and
+        cheap. But the feed may be held back in transit, so a permit released later than
+        ``cache_trust`` after the moment it speaks for (``Permit.as_of``) could outlive a
+        revoke the client has not heard yet. Then confirm waits, at most ``cache_trust`` +
+        ``sync_interval``, for a sync the feed has caught up with to vouch for the present
+        (as cached permits need), and refuses with ``unavailable`` if none does.
         """
         now = time.monotonic()
         if now - self._heartbeat_at > self.feed_bound:
             raise self._feed_lost(permit.consent_id, now)
         self._cache.check(permit)
+        if now - self.cache_trust < max(permit.as_of, self._trust.heard_before()):
+            return  # every change made before now - cache_trust has been checked
+        await self._vouched_now(permit.consent_id)
+        self._cache.check(permit)
+
+    async def _vouched_now(self, consent_id: str) -> None:
+        """Wait until a sync the feed has caught up with vouches for the present."""
+        deadline = time.monotonic() + self.cache_trust + self.sync_interval
+        self._catching_up += 1
+        try:
+            while (now := time.monotonic()) >= self._trust.until:
+                self._sync_wake.set()  # again after each move: the feed may just be back
+                if now >= deadline:
+                    raise ConsentDenied(
+                        DenyReason.UNAVAILABLE,
+                        consent_id,
+                        "the revocation feed has not caught up with the consent service "
+                        "since the decision; cannot confirm the consent still holds",
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._trust_moved.wait(), deadline - now)
+        finally:
+            self._catching_up -= 1
 
     def _feed_lost(self, consent_id: str, now: float) -> ConsentDenied:
         return ConsentDenied(
@@ -268,6 +299,7 @@ class ConsentClient:
                 "nonce": secrets.token_urlsafe(16),
             }
         ).encode("utf-8")
+        sent = time.monotonic()
         with self._cache.watch(query.consent_id) as watch:
             try:
                 answer = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
@@ -285,7 +317,7 @@ class ConsentClient:
             raise ConsentDenied(reason, query.consent_id, answer.message or reason.value)
         if answer.subject_pseudonym is None or answer.legal_basis is None:
             raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, "incomplete permit")
-        permit = self._cache.keep(key, watch, answer)
+        permit = self._cache.keep(key, watch, answer, sent)
         self._sync_wake.set()  # permits may be cached now: keep them vouched for
         return permit
 
@@ -439,6 +471,7 @@ class ConsentClient:
             if self._last_seq is None or message.seq > self._last_seq:
                 self._last_seq = message.seq
         self._trust.delivered(self._last_seq)
+        self._tell_waiting()
 
     # --- sync round trips ---------------------------------------------------------------------
 
@@ -453,13 +486,15 @@ class ConsentClient:
         answer = await self._post("/v1/feed/sync", body, SYNC_TYP, SyncAnswer, self._sync_limit)
         self.counters.syncs += 1
         self._trust.answered(sent, answer.head)
+        self._tell_waiting()
         return answer.head
 
     async def _keep_vouched(self) -> None:
-        """Sync every ``sync_interval`` while the feed is connected, permits are cached and
-        decisions are asked; one question at a time."""
+        """Sync every ``sync_interval`` while the feed is connected and either permits are
+        cached and decisions asked, or a confirm waits; one question at a time."""
         while True:
-            if not self._connected or not self._cache or not self._recently_asked():
+            in_use = self._cache and self._recently_asked()
+            if not self._connected or not (in_use or self._catching_up):
                 self._sync_wake.clear()
                 await self._sync_wake.wait()
                 continue
@@ -473,6 +508,11 @@ class ConsentClient:
             else:
                 self._sync_outage.recovered()
             await asyncio.sleep(max(0.0, started + self.sync_interval - time.monotonic()))
+
+    def _tell_waiting(self) -> None:
+        if self._catching_up:
+            self._trust_moved.set()
+            self._trust_moved = asyncio.Event()
 
     def _recently_asked(self) -> bool:
         return time.monotonic() - self._last_decide < SYNC_IDLE

@@ -104,6 +104,10 @@ class Permit:
     #: The deciding gateway client's count of consent changes heard when it decided, so it
     #: can tell later whether this consent changed since (consent.client.ConsentClient.confirm).
     generation: int = field(default=0, compare=False)
+    #: The deciding client's monotonic time before which every change to any consent is
+    #: reflected in this permit or was heard by the client, so ``confirm`` can tell whether a
+    #: change still in transit could have been left unsaid by the time the answer leaves.
+    as_of: float = field(default=0.0, compare=False)
 
 
 def state_reason(status: Status) -> DenyReason | None:

@@ -78,6 +78,11 @@ class CacheTrust:
         else:
             self._pending.append((until, head))
 
+    def heard_before(self) -> float:
+        """While the cache is trusted, every change made before this time (the send time of
+        the sync vouching for it, or earlier) has been delivered."""
+        return self.until - self.cache_trust
+
     def live(self, now: float) -> bool:
         """Whether a heartbeat of the current stream arrived within cache_trust."""
         return now < self._live_until

@@ -22,9 +22,9 @@ class ConsentGate(Protocol):
         """Permit with the released fields, or raise ConsentDeniedError with the reason."""
         ...
 
-    def confirm(self, permit: Permit) -> None:
-        """Raise ConsentDeniedError if the permit's consent is known to have changed since
-        it was given (checked before an answer is released; asks nobody)."""
+    async def confirm(self, permit: Permit) -> None:
+        """Raise ConsentDeniedError if the permit's consent may have changed since it was
+        given (checked before an answer is released; never counts a use again)."""
         ...
 
     async def pseudonym(self, subject: Cnic) -> str:

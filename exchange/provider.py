@@ -111,7 +111,7 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
             response = await _call_backend(gw, info, env, body, permit)
             if permit is not None and gw.consent is not None:
                 # The backend may take its time: a revoke heard meanwhile stops the release.
-                gw.consent.confirm(permit)
+                await gw.consent.confirm(permit)
         return await _answer(gw, env, token, response, permit, body, started, service_label)
     except ShahrahError as e:
         return await _refuse(gw, e, env, token, body, permit, started, service_label)

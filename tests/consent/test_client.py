@@ -108,15 +108,15 @@ async def test_confirm_refuses_a_permit_whose_consent_was_revoked_since(harness:
         await cached(client, query(consent["id"]))
         from_cache = await client.decide(query(consent["id"]))
         untouched = await client.decide(query(other["id"]))
-        client.confirm(asked)
-        client.confirm(from_cache)
+        await client.confirm(asked)
+        await client.confirm(from_cache)
 
         heard = client.counters.invalidations
         await _act(harness, consent["id"], "revoke")
         await until(lambda: client.counters.invalidations > heard)
         for permit in (asked, from_cache):
             with pytest.raises(ConsentDenied) as caught:
-                client.confirm(permit)
+                await client.confirm(permit)
             assert caught.value.reason is DenyReason.REVOKED
             assert caught.value.why == "it is REVOKED"
         with pytest.raises(ConsentDenied) as next_call:
@@ -125,7 +125,7 @@ async def test_confirm_refuses_a_permit_whose_consent_was_revoked_since(harness:
             caught.value.reason,
             caught.value.why,
         )
-        client.confirm(untouched)  # another consent's change is no news about this one
+        await client.confirm(untouched)  # another consent's change is no news about this one
 
 
 async def test_confirm_asks_nobody_and_lets_a_resumed_consent_pass(harness: Harness) -> None:
@@ -140,11 +140,34 @@ async def test_confirm_asks_nobody_and_lets_a_resumed_consent_pass(harness: Harn
         await _act(harness, limited["id"], "pause")
         await until(lambda: client.counters.invalidations > heard)
         with pytest.raises(ConsentDenied) as caught:
-            client.confirm(permit)
+            await client.confirm(permit)
         assert caught.value.reason is DenyReason.PAUSED
         await _act(harness, limited["id"], "resume")
         await until(lambda: client.counters.invalidations > heard + 1)
-        client.confirm(permit)
+        await client.confirm(permit)
+        assert client.counters.asked == asked
+    token = await harness.sign_in()
+    _, body = await harness.citizen("GET", f"/v1/citizen/consents/{limited['id']}", token)
+    assert body["uses"] == 1
+
+
+async def test_confirm_after_a_slow_call_waits_for_a_sync_and_counts_no_use(
+    harness: Harness,
+) -> None:
+    """A backend slower than cache_trust: before the answer leaves, confirm needs a sync the
+    feed has caught up with to vouch for the present. With nothing cached (a limited
+    consent is never cached) no sync runs by itself; confirm has one made, asks for no
+    decision, and passes."""
+    limited = await harness.active_consent(use_limit=5)
+    async with harness.client() as client:
+        await caught_up(harness, client)
+        permit = await client.decide(query(limited["id"]))
+        assert client.status().cached_permits == 0
+        asked, syncs = client.counters.asked, client.counters.syncs
+        await asyncio.sleep(client.cache_trust + 0.1)  # the backend answering
+        assert not client.status().cache_trusted
+        await client.confirm(permit)
+        assert client.counters.syncs > syncs
         assert client.counters.asked == asked
     token = await harness.sign_in()
     _, body = await harness.citizen("GET", f"/v1/citizen/consents/{limited['id']}", token)

@@ -87,6 +87,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             raise ClientNetworkError(f"no active gateway serves {sid.provider}")
         if local.security_server is not None:
             targets = _targeted(view, targets, local.security_server, sid)
+        pseudonym = await gw.subject_pseudonym(local.subject)
         answer, env, token = await _send(gw, view, local, sid, path, body, targets)
         xroad = _xroad_headers(env, answer.renv)
         await gw.record(
@@ -98,6 +99,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             method=env.method,
             error=_error_of(answer),
             subject=local.subject,
+            subject_pseudonym=pseudonym,
             purpose=local.purpose,
             consent_id=local.consent,
             request_body=body,

@@ -21,6 +21,7 @@ from core.errors import BadRequestError, PayloadTooLargeError, ShahrahError
 from core.ids import ClientId, Cnic, GatewayId, ServiceId
 from core.keys import PrivateKey
 from core.web import read_up_to
+from exchange.errors import PseudonymUnavailableError
 from exchange.metrics import GatewayMetrics
 from exchange.peers import PeerPool
 from exchange.ports import AuditSink, ConsentGate
@@ -63,15 +64,32 @@ class Gateway:
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], dt.datetime] = utcnow
 
+    async def subject_pseudonym(self, subject: Cnic | None) -> str | None:
+        """The pseudonym an exchange about ``subject`` will be recorded with, asked before
+        anything is sent or released: an exchange that could deliver is refused
+        (PseudonymUnavailableError) rather than recorded without its subject, which the
+        citizen would then never see."""
+        if subject is None or self.consent is None:
+            return None
+        try:
+            return await self.consent.pseudonym(subject)
+        except ShahrahError as e:
+            raise PseudonymUnavailableError(
+                f"the data subject cannot be named in the audit record ({e.message}); "
+                "the exchange is refused rather than recorded without them"
+            ) from e
+
     async def pseudonym(self, subject: Cnic | None) -> str | None:
-        """The subject's federation pseudonym for the audit record (never the CNIC itself)."""
+        """The subject's federation pseudonym for recording a refusal (never the CNIC
+        itself); None if it cannot be had, since nothing was released."""
         if subject is None or self.consent is None:
             return None
         try:
             return await self.consent.pseudonym(subject)
         except ShahrahError:
-            # The exchange was refused or answered already; the record must not be lost for this.
-            log.warning("no pseudonym for the data subject; the audit record omits it")
+            # Only refusals get here (delivered exchanges asked first, in subject_pseudonym):
+            # their record must not be lost for want of the subject.
+            log.warning("no pseudonym for the data subject; the refusal's audit record omits it")
             return None
 
     async def record(

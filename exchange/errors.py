@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from core.errors import ClientProxyError, ServerProxyError
+from core.errors import ClientProxyError, ServerProxyError, ShahrahError
 
 __all__ = [
     "ClientNetworkError",
     "ClientProxyInvalidSignatureError",
     "InvalidSecurityServerError",
     "ProviderNetworkError",
+    "PseudonymUnavailableError",
     "SslAuthenticationFailedError",
 ]
 
@@ -39,6 +40,16 @@ class ClientProxyInvalidSignatureError(ClientProxyError):
 
     status = 502
     xroad_type = "Server.ClientProxy.InvalidSignature"
+
+
+class PseudonymUnavailableError(ShahrahError):
+    """The data subject's pseudonym could not be had (the consent service refused the lookup
+    beyond the member's limit, or could not be asked), so the exchange is refused rather
+    than recorded without its subject. Raised by shared code: each side names itself in the
+    type (``Server.ClientProxy.PseudonymUnavailable``, ``Server.ServerProxy...``)."""
+
+    status = 503
+    xroad_type = "Server.PseudonymUnavailable"
 
 
 class InvalidSecurityServerError(ClientProxyError):

@@ -70,6 +70,7 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
     token = request.headers.get(env_.ENVELOPE_HEADER, "")
     env: RequestEnvelope | None = None
     permit: Permit | None = None
+    pseudonym: str | None = None
     body = b""
     service_label = "unknown"
     try:
@@ -108,11 +109,17 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
                     f"of {env.service}"
                 )
             permit = await _consent(gw, info, env)
+            if permit is not None:
+                pseudonym = permit.subject_pseudonym
+            elif env.subject is not None:
+                pseudonym = await gw.subject_pseudonym(Cnic.from_user_id(env.subject))
             response = await _call_backend(gw, info, env, body, permit)
             if permit is not None and gw.consent is not None:
                 # The backend may take its time: a revoke heard meanwhile stops the release.
                 await gw.consent.confirm(permit)
-        return await _answer(gw, env, token, response, permit, body, started, service_label)
+        return await _answer(
+            gw, env, token, response, permit, pseudonym, body, started, service_label
+        )
     except ShahrahError as e:
         return await _refuse(gw, e, env, token, body, permit, started, service_label)
     except Exception:
@@ -359,6 +366,7 @@ async def _answer(
     token: str,
     response: BackendResponse,
     permit: Permit | None,
+    pseudonym: str | None,
     body: bytes,
     started: float,
     service_label: str,
@@ -399,7 +407,7 @@ async def _answer(
         method=env.method,
         error=None,
         subject=Cnic.from_user_id(env.subject) if env.subject else None,
-        subject_pseudonym=permit.subject_pseudonym if permit else None,
+        subject_pseudonym=pseudonym,
         purpose=env.purpose,
         legal_basis=permit.legal_basis if permit else None,
         consent_id=env.consent,

@@ -17,12 +17,13 @@ from multidict import CIMultiDict
 from consent.state import STATE
 from core.db import utcnow
 from core.errors import ConflictError
-from core.ids import Cnic
+from core.ids import Cnic, MemberId
 from core.ratelimit import RateLimiter
 from registry.memberauth import sign_request
-from tests.exchange.harness import LMC, LMC_TAX, PERSON, PSEUDONYMS, Federation
+from tests.exchange.harness import LMC, LMC_TAX, NADRA, PERSON, PSEUDONYMS, Federation
 
 PERSON_PATH = "/r1/PK/FED/NADRA/civil-registry/person/v1/persons/"
+ECHO_PATH = "/r1/PK/FED/NADRA/civil-registry/echo"
 CITIZEN = Cnic("35202-1234567-1")
 PASSWORD = "a long citizen passphrase"
 RELEASED = ["/name", "/present_address/district", "/cnic"]
@@ -295,27 +296,73 @@ async def test_an_answer_is_not_released_after_a_revoke_heard_while_the_backend_
         assert event.consent_id == consent_id
 
 
-async def test_a_refused_pseudonym_lookup_leaves_the_subject_out_of_the_record_only(
+def _spent_lookups(fed: Federation, member: MemberId) -> None:
+    """Give the consent service a pseudonym limit of one lookup an hour (the default's tokens
+    come back every 50 ms, which a loaded machine can take between a test's lines), and have
+    ``member`` spend it."""
+    limiter = RateLimiter(rate=1 / 3600, burst=1, what="pseudonym lookups")
+    fed.consent_app[STATE].pseudonym_limiter = limiter
+    limiter.take(str(member))
+
+
+async def test_a_consumer_refused_a_pseudonym_lookup_sends_nothing(
     fed: Federation, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The consent service limits each member's pseudonym lookups (429). A consumer gateway
-    over the limit still answers its caller; its audit record leaves the subject out rather
-    than holding anything else, and the log says so without the CNIC."""
+    over the limit cannot name the subject in its audit record, so it refuses the exchange
+    before sending anything, rather than let a citizen's record be read unseen by them; the
+    log says so without the CNIC."""
     consent_id = await _consent(fed)
-    # A service whose members get one lookup an hour (the default's tokens come back every
-    # 50 ms, which a loaded machine can take between these lines), and LMC has spent it.
-    limiter = RateLimiter(rate=1 / 3600, burst=1, what="pseudonym lookups")
-    fed.consent_app[STATE].pseudonym_limiter = limiter
-    limiter.take(str(LMC))
+    _spent_lookups(fed, LMC)
+    seen = len(fed.backend.seen)
     with caplog.at_level(logging.DEBUG):
         resp = await fed.call(
             "lmc", "GET", PERSON_PATH + str(CITIZEN), headers=_headers(consent_id)
         )
-    assert resp.status == 200
+    assert resp.status == 500
+    error = await _error(resp)
+    assert error["type"] == "Server.ClientProxy.PseudonymUnavailable"
+    assert "429" in error["message"]
+    assert len(fed.backend.seen) == seen
+    assert [e for e in await fed.events("nadra") if e.consent_id == consent_id] == []
     consumer = (await fed.events("lmc"))[-1]
-    assert (consumer.outcome, consumer.subject) == ("delivered", None)
-    provider = (await fed.events("nadra"))[-1]  # the permit brought its pseudonym
-    assert provider.subject == PSEUDONYMS(CITIZEN)
+    assert (consumer.outcome, consumer.error_type, consumer.subject) == (
+        "denied",
+        "Server.ClientProxy.PseudonymUnavailable",
+        None,
+    )
     messages = [r.getMessage() for r in caplog.records]
     assert any("no pseudonym for the data subject" in m for m in messages)
     assert not [m for m in messages if CITIZEN.digits[5:12] in m]
+
+
+async def test_a_provider_refused_a_pseudonym_lookup_calls_no_backend(fed: Federation) -> None:
+    """A service without consent, asked about a data subject: the provider gateway looks the
+    subject up for its record before calling the backend. Refused that (its member is over
+    the limit), it calls nothing and answers with its own refusal, which the consumer
+    records with the subject it could name."""
+    _spent_lookups(fed, NADRA)
+    subject = Cnic("35202-7654321-9")
+    seen = len(fed.backend.seen)
+    resp = await fed.call(
+        "lmc", "GET", ECHO_PATH, headers={"Shahrah-Data-Subject": subject.to_user_id()}
+    )
+    assert resp.status == 500
+    assert (await _error(resp))["type"] == "Server.ServerProxy.PseudonymUnavailable"
+    assert len(fed.backend.seen) == seen
+    provider = (await fed.events("nadra"))[-1]
+    assert (provider.outcome, provider.subject) == ("denied", None)
+    consumer = (await fed.events("lmc"))[-1]
+    assert (consumer.outcome, consumer.subject) == ("denied", PSEUDONYMS(subject))
+
+    fed.consent_app[STATE].pseudonym_limiter = RateLimiter(
+        rate=20, burst=100, what="pseudonym lookups"
+    )
+    resp = await fed.call(
+        "lmc", "GET", ECHO_PATH, headers={"Shahrah-Data-Subject": subject.to_user_id()}
+    )
+    assert resp.status == 200
+    assert len(fed.backend.seen) == seen + 1
+    for node in ("nadra", "lmc"):
+        event = (await fed.events(node))[-1]
+        assert (event.outcome, event.subject) == ("delivered", PSEUDONYMS(subject))

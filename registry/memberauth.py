@@ -121,25 +121,45 @@ def sign_request(
 
 class RequestChecks:
     """The checks every signed-request scheme shares once the signature verified: audience,
-    request, body, age, and no replay (nonces are remembered for the acceptance window, in
-    bounded memory)."""
+    request, body, age, and no replay.
+
+    Nonces are remembered for the acceptance window, in bounded memory kept per caller (the
+    signing member, or central service): ``max_nonces_per_caller`` each, ``max_nonces`` in
+    all. A full memory refuses newcomers (429) rather than forget a nonce still inside the
+    window. Per caller, so that one member sending a flood of signed requests exhausts only
+    its own share: with one shared memory it could have the consent service refuse every
+    other member's decisions, and their gateways fail closed.
+    """
 
     def __init__(
         self,
         audience: str,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        max_nonces: int = 100_000,
+        max_nonces: int = 500_000,
+        max_nonces_per_caller: int = 50_000,
     ) -> None:
         self.audience = audience
         self.clock = clock
-        self._seen: OrderedDict[str, dt.datetime] = OrderedDict()
+        # caller -> nonce -> iat (POSIX seconds), in arrival order (about iat order).
+        self._seen: dict[str, OrderedDict[str, float]] = {}
+        self._total = 0
         self._max = max_nonces
+        self._per_caller = max_nonces_per_caller
 
     def check(
-        self, claims: RequestBinding, *, method: str, path: str, body: bytes, what: str
+        self,
+        claims: RequestBinding,
+        *,
+        caller: str,
+        method: str,
+        path: str,
+        body: bytes,
+        what: str,
     ) -> None:
-        """Raise UnauthorizedError naming ``what`` (e.g. "member assertion") and the reason."""
+        """Raise UnauthorizedError naming ``what`` (e.g. "member assertion") and the reason;
+        TooManyRequestsError when ``caller``'s share of the nonce memory, or the whole of it,
+        is full."""
         now = self.clock()
         if claims.aud != self.audience:
             raise UnauthorizedError(f"{what} is for {claims.aud!r}, not {self.audience!r}")
@@ -149,25 +169,41 @@ class RequestChecks:
             raise UnauthorizedError(f"{what} does not match the request body")
         if not (now - MAX_AGE <= claims.iat <= now + CLOCK_SKEW):
             raise UnauthorizedError(f"{what} is stale or from the future")
-        self._remember(claims.nonce, claims.iat, now, what)
+        self._remember(caller, claims.nonce, claims.iat.timestamp(), now, what)
 
-    def _remember(self, nonce: str, iat: dt.datetime, now: dt.datetime, what: str) -> None:
-        horizon = now - MAX_AGE - CLOCK_SKEW
-        while self._seen:
-            oldest, when = next(iter(self._seen.items()))
-            if when >= horizon:
-                break
-            self._seen.pop(oldest)
-        if nonce in self._seen:
+    def _remember(self, caller: str, nonce: str, iat: float, now: dt.datetime, what: str) -> None:
+        horizon = (now - MAX_AGE - CLOCK_SKEW).timestamp()
+        seen = self._seen.setdefault(caller, OrderedDict())
+        self._expire(seen, horizon)
+        if nonce in seen:
             raise UnauthorizedError(f"{what} was already used (replay)")
-        if len(self._seen) >= self._max:
-            # Forgetting a nonce still inside the window would let its assertion be replayed:
-            # refuse the newcomer instead, until old ones age out.
+        # Forgetting a nonce still inside the window would let its assertion be replayed:
+        # a full memory refuses the newcomer instead, until old ones age out.
+        if len(seen) >= self._per_caller:
             raise TooManyRequestsError(
-                "too many signed requests within the acceptance window; try again shortly",
+                f"too many signed requests from {caller} within the acceptance window; "
+                "try again shortly",
                 detail={"retry_after": 1},
             )
-        self._seen[nonce] = iat
+        if self._total >= self._max:
+            for other in list(self._seen.values()):
+                self._expire(other, horizon)
+            if self._total >= self._max:
+                raise TooManyRequestsError(
+                    "too many signed requests within the acceptance window; try again shortly",
+                    detail={"retry_after": 1},
+                )
+        seen[nonce] = iat
+        self._total += 1
+
+    def _expire(self, seen: OrderedDict[str, float], horizon: float) -> None:
+        """Drop nonces whose assertions are past the window from the front of ``seen``."""
+        while seen:
+            oldest, when = next(iter(seen.items()))
+            if when >= horizon:
+                break
+            del seen[oldest]
+            self._total -= 1
 
 
 class MemberRequestVerifier:
@@ -183,11 +219,17 @@ class MemberRequestVerifier:
         view: Callable[[], GlobalConfView],
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        max_nonces: int = 100_000,
+        max_nonces: int = 500_000,
+        max_nonces_per_caller: int = 50_000,
     ) -> None:
         self.audience = audience
         self.view = view
-        self.checks = RequestChecks(audience, clock=clock, max_nonces=max_nonces)
+        self.checks = RequestChecks(
+            audience,
+            clock=clock,
+            max_nonces=max_nonces,
+            max_nonces_per_caller=max_nonces_per_caller,
+        )
 
     def verify(self, header: str, *, method: str, path: str, body: bytes) -> ClientId:
         """The authenticated client, or UnauthorizedError with the reason."""
@@ -207,7 +249,15 @@ class MemberRequestVerifier:
             claims = _Claims.model_validate_json(verified.payload)
         except (InvalidSignatureError, ValidationError) as e:
             raise UnauthorizedError(f"member assertion refused: {refusal_reason(e)}") from e
-        self.checks.check(claims, method=method, path=path, body=body, what="member assertion")
+        self.checks.check(
+            claims,
+            # One share per member: its subsystems sign with its keys.
+            caller=str(claims.client.member),
+            method=method,
+            path=path,
+            body=body,
+            what="member assertion",
+        )
         try:
             view.require_active_client(claims.client)
         except AccessDeniedError as e:

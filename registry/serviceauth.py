@@ -107,7 +107,9 @@ class ServiceRequestVerifier:
             claims = _Claims.model_validate_json(verified.payload)
         except (InvalidSignatureError, ValidationError) as e:
             raise UnauthorizedError(f"{_WHAT} refused: {refusal_reason(e)}") from e
-        self.checks.check(claims, method=method, path=path, body=body, what=_WHAT)
+        self.checks.check(
+            claims, caller=claims.service, method=method, path=path, body=body, what=_WHAT
+        )
         if claims.service not in self.callers:
             raise ForbiddenError(f"central service {claims.service!r} may not call this")
         return claims.service

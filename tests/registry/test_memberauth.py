@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.db import Sessions, transaction
 from core.errors import TooManyRequestsError, UnauthorizedError
@@ -12,7 +14,13 @@ from core.keys import PrivateKey
 from registry import publisher
 from registry import service as ops
 from registry.globalconf import GlobalConfView, verify_globalconf
-from registry.memberauth import MemberRequestVerifier, sign_request
+from registry.memberauth import (
+    MemberRequestVerifier,
+    RequestBinding,
+    RequestChecks,
+    binding_claims,
+    sign_request,
+)
 from registry.payloads import KeyCreate, SubsystemUpdate
 from tests.registry.federation import CIVIL, LMC_TAX, NADRA, NADRA_KEY, OPERATOR
 from tests.registry.test_globalconf import anchor_for
@@ -72,6 +80,89 @@ async def test_a_full_nonce_memory_refuses_rather_than_forgets(seeded: Sessions)
         verifier.verify(first, **request)  # type: ignore[arg-type]
     clock[0] = NOW + dt.timedelta(minutes=2)  # both have aged out: room again
     verifier.verify(_sign(now=clock[0]), **request)  # type: ignore[arg-type]
+
+
+async def test_one_member_filling_its_share_of_the_nonce_memory_leaves_others_theirs(
+    seeded: Sessions,
+) -> None:
+    """A member sending a flood of signed requests exhausts only its own share: with one
+    shared memory it could have the consent service refuse every other member's decisions
+    (and their gateways fail closed)."""
+    lmc_key = PrivateKey.generate()
+    async with transaction(seeded) as s:
+        await ops.add_key(s, KeyCreate(member=LMC_TAX.member, jwk=lmc_key.public().to_jwk()))
+    pub = await publisher.publish(seeded, OPERATOR, now=NOW, force=True)
+    view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
+    verifier = MemberRequestVerifier(
+        "consent", lambda: view, clock=lambda: NOW, max_nonces=3, max_nonces_per_caller=2
+    )
+    request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
+
+    def lmc() -> str:
+        return sign_request(lmc_key, LMC_TAX, audience="consent", now=NOW, **request)  # type: ignore[arg-type]
+
+    verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+    verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+    with pytest.raises(TooManyRequestsError, match=f"from {NADRA} within"):
+        verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+    assert verifier.verify(lmc(), **request) == LMC_TAX  # type: ignore[arg-type]
+    # Three in all is the whole memory: the next newcomer is refused, whoever it is.
+    with pytest.raises(TooManyRequestsError, match=r"^too many signed requests within"):
+        verifier.verify(lmc(), **request)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["PK/FED/NADRA", "PK/LG/LMC", "PK/PROV/PLRA"]),
+            st.integers(min_value=0, max_value=40),  # seconds the clock moves first
+            st.integers(min_value=0, max_value=60),  # age of the assertion when it arrives
+            st.integers(min_value=-1, max_value=30),  # -1: a new assertion; else a replay
+        ),
+        max_size=80,
+    )
+)
+def test_no_assertion_is_accepted_twice_within_its_window_and_memory_stays_bounded(
+    steps: list[tuple[str, int, int, int]],
+) -> None:
+    """However callers, clocks and replays interleave, an assertion is never accepted again
+    while its age still admits it, and neither a caller's share nor the whole memory ever
+    holds more than its bound."""
+    clock = [NOW]
+    checks = RequestChecks("consent", clock=lambda: clock[0], max_nonces=5, max_nonces_per_caller=3)
+    sent: list[tuple[str, RequestBinding]] = []
+    accepted: set[tuple[str, str]] = set()
+    for n, (caller, advance, age, replay) in enumerate(steps):
+        clock[0] += dt.timedelta(seconds=advance)
+        if 0 <= replay < len(sent):
+            caller, claims = sent[replay]
+        else:
+            claims = RequestBinding.model_validate(
+                {
+                    **binding_claims(
+                        audience="consent",
+                        method="POST",
+                        path="/v1/decisions",
+                        body=b"{}",
+                        now=clock[0] - dt.timedelta(seconds=age),
+                    ),
+                    "nonce": f"nonce-{n:010d}",
+                }
+            )
+            sent.append((caller, claims))
+        try:
+            checks.check(
+                claims, caller=caller, method="POST", path="/v1/decisions", body=b"{}", what="a"
+            )
+        except (UnauthorizedError, TooManyRequestsError):
+            pass
+        else:
+            assert (caller, claims.nonce) not in accepted, "a replay was accepted in its window"
+            accepted.add((caller, claims.nonce))
+        held = [len(seen) for seen in checks._seen.values()]
+        assert max(held, default=0) <= 3
+        assert sum(held) <= 5
 
 
 @pytest.mark.parametrize(

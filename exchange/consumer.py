@@ -195,7 +195,7 @@ async def _send(
         token = env_.seal(env, gw.key)
         if len(token) > env_.MAX_ENVELOPE:
             raise BadRequestError(
-                f"the request's headers make its signed envelope larger than "
+                f"the request's headers, path and query make its signed envelope larger than "
                 f"{env_.MAX_ENVELOPE} bytes"
             )
         url = (

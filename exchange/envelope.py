@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from core import jws
 from core.canonical import b64url, b64url_decode
@@ -42,6 +42,7 @@ __all__ = [
     "RequestEnvelope",
     "ResponseEnvelope",
     "body_digest",
+    "header_bytes",
     "open_request",
     "open_response",
     "request_hash",
@@ -55,9 +56,15 @@ ENVELOPE_HEADER = "Shahrah-Envelope"
 MAX_HEADERS = 100  # end-to-end headers one envelope may carry
 MAX_HEADER_NAME = 128  # characters
 MAX_TEXT = 8192  # characters of a header value, a path or a query
-#: Bytes of a compact envelope, which travels as one header line: room for MAX_HEADERS
-#: headers of MAX_TEXT ASCII characters each, base64url-encoded.
-MAX_ENVELOPE = 2 * 2**20
+#: UTF-8 bytes of one message's end-to-end header names and values together (a common
+#: server's whole header limit is smaller). It bounds the envelope, which carries them.
+MAX_HEADER_BYTES = 64 * 1024
+#: Bytes of a compact envelope, which travels as one header line. Its payload's JSON holds
+#: the headers in at most twice their bytes (an escaped quote, backslash or tab), an ASCII
+#: path and query of MAX_TEXT each, and under 2 KiB of the rest: 148 KiB, 198 KiB in
+#: base64url. Every header line a gateway reads from a peer may be this long, so it is kept
+#: tight: 128 of them (aiohttp's count limit) are 32 MiB at worst.
+MAX_ENVELOPE = 256 * 1024
 #: HTTP parsers' limits (bytes of a header line) where envelopes are read, and where header
 #: values the envelope describes are (up to MAX_TEXT characters of up to 4 UTF-8 bytes).
 #: aiohttp's default, 8,190 bytes, refuses far less, and before any handler runs.
@@ -72,6 +79,19 @@ HeaderValue = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x08\x
 #: X-Road-Id as r1 accepts it (printable ASCII): it is passed on as a header, and recorded.
 MessageId = Annotated[str, Field(pattern=r"^[\x21-\x7e][\x20-\x7e]{0,254}$")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$")]
+
+
+def header_bytes(headers: Mapping[str, str]) -> int:
+    """UTF-8 bytes of the names and values of ``headers``, as MAX_HEADER_BYTES counts them."""
+    return sum(len(k) + len(v.encode("utf-8", "surrogatepass")) for k, v in headers.items())
+
+
+def _within_total(headers: dict[str, str]) -> dict[str, str]:
+    if header_bytes(headers) > MAX_HEADER_BYTES:
+        raise ValueError(f"the headers total more than {MAX_HEADER_BYTES} bytes")
+    return headers
+
+
 #: Every end-to-end header, by lower-case name: the receiving side forwards exactly these.
 Headers = Annotated[
     dict[
@@ -79,6 +99,7 @@ Headers = Annotated[
         HeaderValue,
     ],
     Field(max_length=MAX_HEADERS),
+    AfterValidator(_within_total),
 ]
 
 

@@ -331,6 +331,10 @@ def _check_sizes(headers: Mapping[str, str]) -> None:
                 f"header {name} is longer than {envelope.MAX_TEXT} characters",
                 detail={"header": name},
             )
+    if envelope.header_bytes(headers) > envelope.MAX_HEADER_BYTES:
+        raise BadRequestError(
+            f"the end-to-end headers total more than {envelope.MAX_HEADER_BYTES} bytes"
+        )
 
 
 def is_forwardable(name: str) -> bool:

@@ -267,6 +267,26 @@ async def test_header_values_up_to_the_documented_limit_cross_both_ways(
         await fed.nodes["nadra"].gateway.backends[ECHO].close()
 
 
+async def test_end_to_end_headers_cross_up_to_their_total_bound_and_no_further(
+    fed: Federation,
+) -> None:
+    """64 KiB of end-to-end headers in all cross (their envelope, about 86 KiB, goes through
+    the provider's parser); a byte more is the caller's error, and nothing is sent."""
+    wide = {f"X-Wide-{i}": "w" * (8000 - 8) for i in range(8)}
+    assert env_.header_bytes(wide) <= env_.MAX_HEADER_BYTES
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a", headers=wide)
+    assert resp.status == 200, await resp.text()
+    seen = fed.backend.seen[-1].headers
+    assert all(seen[name] == value for name, value in wide.items())
+
+    wide["X-One-More"] = "w" * 2000
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a", headers=wide)
+    status, kind, text = await _error(resp)
+    assert (status, kind) == (400, "Client.BadRequest")
+    assert f"total more than {env_.MAX_HEADER_BYTES} bytes" in text
+    assert len(fed.backend.seen) == 1
+
+
 async def _stalling() -> AsyncIterator[bytes]:
     yield b"{"
     await asyncio.sleep(30)
@@ -302,6 +322,8 @@ async def test_a_backend_answer_no_envelope_can_describe_is_a_service_failure(
     async def answer(request: web.Request) -> web.Response:
         if request.path == "/long":
             return web.json_response({}, headers={"X-Long": "l" * (MAX_TEXT + 1)})
+        if request.path == "/wide":  # each within its limit, more than 64 KiB in all
+            return web.json_response({}, headers={f"X-Wide-{i}": "w" * 8000 for i in range(9)})
         return web.json_response({}, headers={f"X-Many-{i}": "v" for i in range(110)})
 
     app = web.Application()
@@ -310,7 +332,7 @@ async def test_a_backend_answer_no_envelope_can_describe_is_a_service_failure(
     nadra = fed.nodes["nadra"].gateway
     nadra.backends = {ECHO: HttpBackend(url, timeout=5, max_body=nadra.limits.max_body)}
     try:
-        for path in ("/long", "/many"):
+        for path in ("/long", "/wide", "/many"):
             resp = await fed.call("lmc", "GET", ECHO_PATH + path)
             status, kind, text = await _error(resp)
             assert (status, kind) == (500, "Server.ServerProxy.ServiceFailed"), text

@@ -124,11 +124,14 @@ class RequestChecks:
     request, body, age, and no replay.
 
     Nonces are remembered for the acceptance window, in bounded memory kept per caller (the
-    signing member, or central service): ``max_nonces_per_caller`` each, ``max_nonces`` in
-    all. A full memory refuses newcomers (429) rather than forget a nonce still inside the
-    window. Per caller, so that one member sending a flood of signed requests exhausts only
-    its own share: with one shared memory it could have the consent service refuse every
-    other member's decisions, and their gateways fail closed.
+    signing member, or central service), and a full memory refuses newcomers (429) rather
+    than forget a nonce still inside the window. Per caller, so that a member sending a
+    flood of signed requests exhausts only its own share: with one shared memory it could
+    have the consent service refuse every other member's decisions, and their gateways
+    fail closed. A caller may hold ``max_nonces_per_caller``; once ``max_nonces`` are held
+    in all, only callers holding less than an equal share of that (``max_nonces`` over the
+    callers holding any) are still admitted, so that several members together cannot shut
+    the others out either. The memory thus never holds twice ``max_nonces``.
     """
 
     def __init__(
@@ -136,8 +139,8 @@ class RequestChecks:
         audience: str,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        max_nonces: int = 500_000,
-        max_nonces_per_caller: int = 50_000,
+        max_nonces: int = 250_000,
+        max_nonces_per_caller: int = 25_000,
     ) -> None:
         self.audience = audience
         self.clock = clock
@@ -186,9 +189,11 @@ class RequestChecks:
                 detail={"retry_after": 1},
             )
         if self._total >= self._max:
-            for other in list(self._seen.values()):
+            for name, other in list(self._seen.items()):
                 self._expire(other, horizon)
-            if self._total >= self._max:
+                if not other and name != caller:
+                    del self._seen[name]
+            if self._total >= self._max and len(seen) >= self._max // len(self._seen):
                 raise TooManyRequestsError(
                     "too many signed requests within the acceptance window; try again shortly",
                     detail={"retry_after": 1},
@@ -219,8 +224,8 @@ class MemberRequestVerifier:
         view: Callable[[], GlobalConfView],
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        max_nonces: int = 500_000,
-        max_nonces_per_caller: int = 50_000,
+        max_nonces: int = 250_000,
+        max_nonces_per_caller: int = 25_000,
     ) -> None:
         self.audience = audience
         self.view = view

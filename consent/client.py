@@ -318,6 +318,7 @@ class ConsentClient:
         if answer.subject_pseudonym is None or answer.legal_basis is None:
             raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, "incomplete permit")
         permit = self._cache.keep(key, watch, answer, sent)
+        self._keep_pseudonym(query.subject, answer.subject_pseudonym)
         self._sync_wake.set()  # permits may be cached now: keep them vouched for
         return permit
 
@@ -330,10 +331,19 @@ class ConsentClient:
             return known
         body = json.dumps({"subject": str(subject), "nonce": secrets.token_urlsafe(16)}).encode()
         answer = await self._post("/v1/pseudonyms", body, PSEUDONYM_TYP, PseudonymAnswer)
-        self._pseudonyms[subject] = answer.pseudonym
+        self._keep_pseudonym(subject, answer.pseudonym)
+        return answer.pseudonym
+
+    def known_pseudonym(self, subject: Cnic) -> str | None:
+        """The pseudonym of ``subject`` if this client has it already (looked up, or brought
+        by a permit); asks nobody."""
+        return self._pseudonyms.get(subject)
+
+    def _keep_pseudonym(self, subject: Cnic, pseudonym: str) -> None:
+        self._pseudonyms[subject] = pseudonym
+        self._pseudonyms.move_to_end(subject)
         while len(self._pseudonyms) > self._cache_size:
             self._pseudonyms.popitem(last=False)
-        return answer.pseudonym
 
     # --- transport ----------------------------------------------------------------------------
 

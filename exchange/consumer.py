@@ -87,7 +87,9 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             raise ClientNetworkError(f"no active gateway serves {sid.provider}")
         if local.security_server is not None:
             targets = _targeted(view, targets, local.security_server, sid)
-        pseudonym = await gw.subject_pseudonym(local.subject)
+        # A metaservice's answer is about no one: its record names no subject.
+        subject = local.subject if sid in view.services else None
+        pseudonym = await gw.subject_pseudonym(subject)
         answer, env, token = await _send(gw, view, local, sid, path, body, targets)
         xroad = _xroad_headers(env, answer.renv)
         await gw.record(
@@ -98,7 +100,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             service=sid,
             method=env.method,
             error=_error_of(answer),
-            subject=local.subject,
+            subject=subject,
             subject_pseudonym=pseudonym,
             purpose=local.purpose,
             consent_id=local.consent,

@@ -74,23 +74,21 @@ class Gateway:
         try:
             return await self.consent.pseudonym(subject)
         except ShahrahError as e:
+            # The reason stays here: it tells of this member's lookups, not the caller's.
+            log.warning("no pseudonym for the data subject, so the exchange is refused: %s", e)
             raise PseudonymUnavailableError(
-                f"the data subject cannot be named in the audit record ({e.message}); "
-                "the exchange is refused rather than recorded without them"
+                "this gateway cannot name the data subject in its audit record now; the "
+                "exchange is refused rather than recorded without them"
             ) from e
 
-    async def pseudonym(self, subject: Cnic | None) -> str | None:
-        """The subject's federation pseudonym for recording a refusal (never the CNIC
-        itself); None if it cannot be had, since nothing was released."""
+    def known_pseudonym(self, subject: Cnic | None) -> str | None:
+        """For the record of a refusal: the subject's pseudonym if this gateway knows it
+        already (asked before, or brought by a permit), else None. Never asked for: refused
+        requests, which anyone can send, would otherwise spend the member's lookups, and
+        once they were gone every exchange about a new subject would be refused."""
         if subject is None or self.consent is None:
             return None
-        try:
-            return await self.consent.pseudonym(subject)
-        except ShahrahError:
-            # Only refusals get here (delivered exchanges asked first, in subject_pseudonym):
-            # their record must not be lost for want of the subject.
-            log.warning("no pseudonym for the data subject; the refusal's audit record omits it")
-            return None
+        return self.consent.known_pseudonym(subject)
 
     async def record(
         self,
@@ -130,7 +128,7 @@ class Gateway:
             client=client,
             service=service,
             method=method if method in _METHODS else None,
-            subject=subject_pseudonym or await self.pseudonym(subject),
+            subject=subject_pseudonym or self.known_pseudonym(subject),
             purpose=purpose,
             legal_basis=legal_basis,
             consent_id=consent_id,

@@ -31,6 +31,10 @@ class ConsentGate(Protocol):
         """The federation pseudonym of ``subject`` for audit records."""
         ...
 
+    def known_pseudonym(self, subject: Cnic) -> str | None:
+        """The pseudonym of ``subject`` if already known here; asks nobody."""
+        ...
+
 
 class AuditSink(Protocol):
     """The gateway's audit log (audit.writer.AuditWriter)."""

@@ -98,9 +98,11 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
         # metric series: a signed envelope may name any service code, which could hold a CNIC.
         service_label = str(env.service)
         if info is None:
+            subject = None  # a metaservice's answer is about no one
             payload = answer_metaservice(view, env)
             response = BackendResponse(200, {"Content-Type": METADATA_TYPE}, payload)
         else:
+            subject = Cnic.from_user_id(env.subject) if env.subject else None
             view.require_active_client(env.service.provider)
             if not view.is_allowed(env.client, env.service, env.method, env.path or "/"):
                 raise AccessDeniedError(
@@ -111,14 +113,14 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
             permit = await _consent(gw, info, env)
             if permit is not None:
                 pseudonym = permit.subject_pseudonym
-            elif env.subject is not None:
-                pseudonym = await gw.subject_pseudonym(Cnic.from_user_id(env.subject))
+            else:
+                pseudonym = await gw.subject_pseudonym(subject)
             response = await _call_backend(gw, info, env, body, permit)
             if permit is not None and gw.consent is not None:
                 # The backend may take its time: a revoke heard meanwhile stops the release.
                 await gw.consent.confirm(permit)
         return await _answer(
-            gw, env, token, response, permit, pseudonym, body, started, service_label
+            gw, env, token, response, permit, subject, pseudonym, body, started, service_label
         )
     except ShahrahError as e:
         return await _refuse(gw, e, env, token, body, permit, started, service_label)
@@ -366,6 +368,7 @@ async def _answer(
     token: str,
     response: BackendResponse,
     permit: Permit | None,
+    subject: Cnic | None,
     pseudonym: str | None,
     body: bytes,
     started: float,
@@ -406,7 +409,7 @@ async def _answer(
         service=env.service,
         method=env.method,
         error=None,
-        subject=Cnic.from_user_id(env.subject) if env.subject else None,
+        subject=subject,
         subject_pseudonym=pseudonym,
         purpose=env.purpose,
         legal_basis=permit.legal_basis if permit else None,

@@ -172,3 +172,17 @@ async def test_confirm_after_a_slow_call_waits_for_a_sync_and_counts_no_use(
     token = await harness.sign_in()
     _, body = await harness.citizen("GET", f"/v1/citizen/consents/{limited['id']}", token)
     assert body["uses"] == 1
+
+
+async def test_confirms_waiting_at_once_share_one_sync(harness: Harness) -> None:
+    """Twenty answers ready at once after a slow call wait for the same sync, not one each:
+    syncs count against the member's share of the service's replay memory."""
+    limited = await harness.active_consent(use_limit=5)
+    async with harness.client() as client:
+        await caught_up(harness, client)
+        permit = await client.decide(query(limited["id"]))
+        await asyncio.sleep(client.cache_trust + 0.1)
+        syncs = client.counters.syncs
+        await asyncio.gather(*(client.confirm(permit) for _ in range(20)))
+        # One, or two if the feed had not yet delivered the first one's head.
+        assert 1 <= client.counters.syncs - syncs <= 2

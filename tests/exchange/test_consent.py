@@ -20,7 +20,15 @@ from core.errors import ConflictError
 from core.ids import Cnic, MemberId
 from core.ratelimit import RateLimiter
 from registry.memberauth import sign_request
-from tests.exchange.harness import LMC, LMC_TAX, NADRA, PERSON, PSEUDONYMS, Federation
+from tests.exchange.harness import (
+    LMC,
+    LMC_TAX,
+    NADRA,
+    PERSON,
+    PLRA_LAND,
+    PSEUDONYMS,
+    Federation,
+)
 
 PERSON_PATH = "/r1/PK/FED/NADRA/civil-registry/person/v1/persons/"
 ECHO_PATH = "/r1/PK/FED/NADRA/civil-registry/echo"
@@ -322,7 +330,7 @@ async def test_a_consumer_refused_a_pseudonym_lookup_sends_nothing(
     assert resp.status == 500
     error = await _error(resp)
     assert error["type"] == "Server.ClientProxy.PseudonymUnavailable"
-    assert "429" in error["message"]
+    assert "cannot name the data subject" in error["message"]
     assert len(fed.backend.seen) == seen
     assert [e for e in await fed.events("nadra") if e.consent_id == consent_id] == []
     consumer = (await fed.events("lmc"))[-1]
@@ -332,8 +340,57 @@ async def test_a_consumer_refused_a_pseudonym_lookup_sends_nothing(
         None,
     )
     messages = [r.getMessage() for r in caplog.records]
-    assert any("no pseudonym for the data subject" in m for m in messages)
+    assert any("no pseudonym for the data subject" in m and "429" in m for m in messages)
     assert not [m for m in messages if CITIZEN.digits[5:12] in m]
+
+
+async def test_refused_requests_spend_none_of_the_providers_pseudonym_lookups(
+    fed: Federation,
+) -> None:
+    """Anyone can send requests that get refused. Were a refusal's record to look its
+    subject up, a member without any access right could spend the provider's lookups, and
+    then every exchange about a new subject would be refused. A refusal is recorded with a
+    pseudonym the gateway knows already, or without one."""
+    fed.consent_app[STATE].pseudonym_limiter = RateLimiter(
+        rate=1 / 3600, burst=6, what="pseudonym lookups"
+    )
+    for i in range(5):  # PLRA has no access right to the person service
+        subject = Cnic(f"35202-{1_000_000 + i}-1")
+        resp = await fed.call(
+            "plra",
+            "GET",
+            PERSON_PATH + str(subject),
+            client=PLRA_LAND,
+            headers={"Shahrah-Data-Subject": subject.to_user_id()},
+        )
+        assert (await _error(resp))["type"] == "Server.ServerProxy.AccessDenied"
+        refusal = (await fed.events("nadra"))[-1]
+        assert (refusal.outcome, refusal.subject) == ("denied", None)
+    for i in range(6):  # NADRA's six lookups are all still there for LMC's exchanges
+        subject = Cnic(f"35202-{2_000_000 + i}-1")
+        resp = await fed.call(
+            "lmc", "GET", ECHO_PATH, headers={"Shahrah-Data-Subject": subject.to_user_id()}
+        )
+        assert resp.status == 200, await resp.text()
+        assert (await fed.events("nadra"))[-1].subject == PSEUDONYMS(subject)
+
+
+async def test_a_metaservice_answer_is_about_no_subject(fed: Federation) -> None:
+    """listMethods tells about a service, not a citizen: a subject header sent along (as a
+    local system may send it everywhere) is looked up by neither gateway, and neither
+    record names it, even with both members' lookups spent."""
+    _spent_lookups(fed, LMC)
+    fed.consent_app[STATE].pseudonym_limiter.take(str(NADRA))
+    resp = await fed.call(
+        "lmc",
+        "GET",
+        "/r1/PK/FED/NADRA/civil-registry/listMethods",
+        headers={"Shahrah-Data-Subject": CITIZEN.to_user_id()},
+    )
+    assert resp.status == 200, await resp.text()
+    for node in ("lmc", "nadra"):
+        event = (await fed.events(node))[-1]
+        assert (event.outcome, event.subject) == ("delivered", None)
 
 
 async def test_a_provider_refused_a_pseudonym_lookup_calls_no_backend(fed: Federation) -> None:

@@ -211,6 +211,7 @@ async def pseudonym(
     state.metrics.pseudonyms.labels(member, "answered").inc()
     answer = PseudonymAnswer(
         request_sha256=body_digest(await request.read()),
+        subject=body.subject,
         pseudonym=state.service.pseudonym(body.subject),
     )
     return _signed(answer, request, PSEUDONYM_TYP)

@@ -64,7 +64,13 @@ from registry.globalconf import CentralServiceInfo
 from registry.globalconf_client import GlobalConfClient
 from registry.memberauth import sign_request
 
-__all__ = ["ConsentClient", "ConsentUnavailableError", "FeedStatus"]
+__all__ = [
+    "ConsentClient",
+    "ConsentUnavailableError",
+    "FeedStatus",
+    "Pseudonym",
+    "stated_pseudonym",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,31 @@ SYNC_IDLE = 2.0  # seconds without a decision after which the client stops synci
 
 class ConsentUnavailableError(ServiceFailedError):
     """The consent service could not be asked, or its answer did not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pseudonym:
+    """A data subject's federation pseudonym (``value``) and, when it was looked up, the
+    consent service's signed answer stating it (``statement``, a compact JWS of a
+    :class:`consent.messages.PseudonymAnswer`), which anyone holding the service's public
+    key can check with :func:`stated_pseudonym`."""
+
+    value: str
+    statement: str | None = None
+
+
+def stated_pseudonym(statement: str, keys: KeySet, subject: Cnic) -> str:
+    """The pseudonym of ``subject`` that the consent service's signed ``statement`` gives;
+    InvalidSignatureError if it does not verify with ``keys`` or is about someone else."""
+    try:
+        answer = PseudonymAnswer.model_validate_json(
+            jws.verify(statement, keys, typ=PSEUDONYM_TYP).payload
+        )
+    except ValidationError as e:
+        raise InvalidSignatureError("the pseudonym statement is malformed") from e
+    if answer.subject != subject:
+        raise InvalidSignatureError("the pseudonym statement is about another subject")
+    return answer.pseudonym
 
 
 @dataclass(frozen=True)
@@ -155,7 +186,7 @@ class ConsentClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._sync_limit = aiohttp.ClientTimeout(total=cache_trust)
         self._cache = PermitCache(cache_size)
-        self._pseudonyms: OrderedDict[Cnic, str] = OrderedDict()
+        self._pseudonyms: OrderedDict[Cnic, Pseudonym] = OrderedDict()
         self._keys: tuple[CentralServiceInfo, KeySet] | None = None
         self._heartbeat_at = time.monotonic()  # the bound counts from start until the first one
         self._trust = CacheTrust(cache_trust)
@@ -302,7 +333,7 @@ class ConsentClient:
         sent = time.monotonic()
         with self._cache.watch(query.consent_id) as watch:
             try:
-                answer = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
+                answer, _ = await self._post("/v1/decisions", body, DECISION_TYP, DecisionAnswer)
             except ConsentUnavailableError as e:
                 raise ConsentDenied(DenyReason.UNAVAILABLE, query.consent_id, e.message) from e
         if answer.consent_id != query.consent_id:
@@ -324,23 +355,33 @@ class ConsentClient:
 
     # --- pseudonyms -------------------------------------------------------------------------
 
-    async def pseudonym(self, subject: Cnic) -> str:
-        """The federation pseudonym of ``subject`` (stable, so cached)."""
+    async def pseudonym(self, subject: Cnic) -> Pseudonym:
+        """The federation pseudonym of ``subject`` with the service's signed statement of it
+        (stable, so cached; one a permit brought, which has no statement, is looked up)."""
         known = self._pseudonyms.get(subject)
-        if known is not None:
+        if known is not None and known.statement is not None:
             return known
         body = json.dumps({"subject": str(subject), "nonce": secrets.token_urlsafe(16)}).encode()
-        answer = await self._post("/v1/pseudonyms", body, PSEUDONYM_TYP, PseudonymAnswer)
-        self._keep_pseudonym(subject, answer.pseudonym)
-        return answer.pseudonym
+        answer, statement = await self._post("/v1/pseudonyms", body, PSEUDONYM_TYP, PseudonymAnswer)
+        if answer.subject != subject:
+            raise ConsentUnavailableError("the consent service's answer is about another subject")
+        found = Pseudonym(answer.pseudonym, statement.decode("ascii"))
+        self._pseudonyms[subject] = found
+        self._trim_pseudonyms(subject)
+        return found
 
     def known_pseudonym(self, subject: Cnic) -> str | None:
         """The pseudonym of ``subject`` if this client has it already (looked up, or brought
         by a permit); asks nobody."""
-        return self._pseudonyms.get(subject)
+        known = self._pseudonyms.get(subject)
+        return known.value if known is not None else None
 
     def _keep_pseudonym(self, subject: Cnic, pseudonym: str) -> None:
-        self._pseudonyms[subject] = pseudonym
+        if subject not in self._pseudonyms:
+            self._pseudonyms[subject] = Pseudonym(pseudonym)
+        self._trim_pseudonyms(subject)
+
+    def _trim_pseudonyms(self, subject: Cnic) -> None:
         self._pseudonyms.move_to_end(subject)
         while len(self._pseudonyms) > self._cache_size:
             self._pseudonyms.popitem(last=False)
@@ -369,7 +410,8 @@ class ConsentClient:
         typ: str,
         model: type[M],
         within: aiohttp.ClientTimeout | None = None,
-    ) -> M:
+    ) -> tuple[M, bytes]:
+        """The verified answer to ``body``, and the signed answer as received."""
         if self._http is None:
             raise ConsentUnavailableError("the consent client is not started")
         base, keys = self._service()
@@ -395,7 +437,7 @@ class ConsentClient:
         answer = _verified(data, keys, typ, model)
         if getattr(answer, "request_sha256", None) != body_digest(body):
             raise ConsentUnavailableError("the consent service's answer is for another request")
-        return answer
+        return answer, data
 
     # --- the feed -----------------------------------------------------------------------------
 
@@ -493,7 +535,7 @@ class ConsentClient:
         is in use."""
         sent = time.monotonic()
         body = json.dumps({"nonce": secrets.token_urlsafe(16)}).encode()
-        answer = await self._post("/v1/feed/sync", body, SYNC_TYP, SyncAnswer, self._sync_limit)
+        answer, _ = await self._post("/v1/feed/sync", body, SYNC_TYP, SyncAnswer, self._sync_limit)
         self.counters.syncs += 1
         self._trust.answered(sent, answer.head)
         self._tell_waiting()

@@ -9,7 +9,10 @@ consent service's key (published in the global configuration's
 * decisions (``shahrah-consent-decision+jws``) and pseudonyms
   (``shahrah-consent-pseudonym+jws``) carry the SHA-256 of the exact request
   body they answer, which holds a fresh nonce, so an old answer cannot be
-  replayed for a new question;
+  replayed for a new question. A pseudonym answer also names its subject:
+  it is a statement anyone holding the service's key can check ("this
+  CNIC's pseudonym is P"), which the consumer gateway passes on in the
+  request envelope so that the provider's gateway need not ask again;
 * feed messages (``shahrah-consent-feed+jws``) carry the stream's nonce,
   chosen by the gateway when it connects, and a counter that goes up by one
   per message, so a message cannot be dropped, replayed or moved to another
@@ -101,8 +104,9 @@ class PseudonymRequest(_Message):
 
 
 class PseudonymAnswer(_Message):
-    format: Literal["shahrah-consent-pseudonym/1"] = "shahrah-consent-pseudonym/1"
+    format: Literal["shahrah-consent-pseudonym/2"] = "shahrah-consent-pseudonym/2"
     request_sha256: str
+    subject: CnicField
     pseudonym: str
 
 

@@ -90,7 +90,8 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
         # A metaservice's answer is about no one: its record names no subject.
         subject = local.subject if sid in view.services else None
         pseudonym = await gw.subject_pseudonym(subject)
-        answer, env, token = await _send(gw, view, local, sid, path, body, targets)
+        statement = pseudonym.statement if pseudonym else None
+        answer, env, token = await _send(gw, view, local, sid, path, body, targets, statement)
         xroad = _xroad_headers(env, answer.renv)
         await gw.record(
             role="consumer",
@@ -101,7 +102,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             method=env.method,
             error=_error_of(answer),
             subject=subject,
-            subject_pseudonym=pseudonym,
+            subject_pseudonym=pseudonym.value if pseudonym else None,
             purpose=local.purpose,
             consent_id=local.consent,
             request_body=body,
@@ -174,6 +175,7 @@ async def _send(
     path: str,
     body: bytes,
     targets: list[GatewayInfo],
+    statement: str | None,
 ) -> tuple[_Answer, RequestEnvelope, str]:
     headers = dict(local.headers)
     for name, value in (
@@ -193,6 +195,7 @@ async def _send(
             path=path,
             headers=env_.envelope_headers(headers),
             body=body,
+            statement=statement,
         )
         token = env_.seal(env, gw.key)
         if len(token) > env_.MAX_ENVELOPE:
@@ -230,6 +233,7 @@ def _envelope(
     path: str,
     headers: dict[str, str],
     body: bytes,
+    statement: str | None,
 ) -> RequestEnvelope:
     try:
         return RequestEnvelope(
@@ -246,6 +250,7 @@ def _envelope(
             body_sha256=env_.body_digest(body),
             body_length=len(body),
             subject=local.subject.to_user_id() if local.subject else None,
+            subject_statement=statement,
             purpose=local.purpose,
             consent=local.consent,
             time=gw.clock(),

@@ -15,17 +15,24 @@ from aiohttp import web
 
 from adapters.base import Backend
 from audit.events import AuditEvent
+from consent.client import Pseudonym, stated_pseudonym
 from core.canonical import b64url
 from core.db import utcnow
-from core.errors import BadRequestError, PayloadTooLargeError, ShahrahError
+from core.errors import (
+    BadRequestError,
+    InvalidSignatureError,
+    PayloadTooLargeError,
+    ShahrahError,
+)
 from core.ids import ClientId, Cnic, GatewayId, ServiceId
-from core.keys import PrivateKey
+from core.keys import KeySet, PrivateKey
 from core.web import read_up_to
 from exchange.errors import PseudonymUnavailableError
 from exchange.metrics import GatewayMetrics
 from exchange.peers import PeerPool
 from exchange.ports import AuditSink, ConsentGate
 from exchange.replay import ReplayGuard
+from registry.globalconf import CentralServiceInfo, GlobalConfView
 from registry.globalconf_client import GlobalConfClient
 from registry.schemareg.validation import ValidatorCache
 
@@ -63,8 +70,12 @@ class Gateway:
     schemas: ValidatorCache | None = None
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], dt.datetime] = utcnow
+    # The consent service's entry in the configuration, and its keys parsed once.
+    _consent_keys: tuple[CentralServiceInfo, KeySet] | None = field(
+        default=None, init=False, repr=False
+    )
 
-    async def subject_pseudonym(self, subject: Cnic | None) -> str | None:
+    async def subject_pseudonym(self, subject: Cnic | None) -> Pseudonym | None:
         """The pseudonym an exchange about ``subject`` will be recorded with, asked before
         anything is sent or released: an exchange that could deliver is refused
         (PseudonymUnavailableError) rather than recorded without its subject, which the
@@ -89,6 +100,24 @@ class Gateway:
         if subject is None or self.consent is None:
             return None
         return self.consent.known_pseudonym(subject)
+
+    def stated_pseudonym(self, view: GlobalConfView, subject: Cnic, statement: str | None) -> str:
+        """On the provider, the pseudonym of ``subject`` from the consent service's signed
+        statement the consumer gateway sent in the envelope: the provider records the
+        subject without asking the service, so a consumer cannot spend the provider
+        member's lookups (and have its other consumers refused) by asking about many."""
+        if statement is None:
+            raise BadRequestError(
+                "a request naming a data subject must carry the consent service's statement "
+                "of the subject's pseudonym"
+            )
+        info = view.central_service("consent")
+        if self._consent_keys is None or self._consent_keys[0] is not info:
+            self._consent_keys = (info, info.keys.keyset())
+        try:
+            return stated_pseudonym(statement, self._consent_keys[1], subject)
+        except InvalidSignatureError as e:
+            raise InvalidSignatureError(f"subject pseudonym statement: {e.message}") from e
 
     async def record(
         self,

@@ -61,9 +61,10 @@ MAX_TEXT = 8192  # characters of a header value, a path or a query
 MAX_HEADER_BYTES = 64 * 1024
 #: Bytes of a compact envelope, which travels as one header line. Its payload's JSON holds
 #: the headers in at most twice their bytes (an escaped quote, backslash or tab), an ASCII
-#: path and query of MAX_TEXT each, and under 2 KiB of the rest: 148 KiB, 198 KiB in
-#: base64url. Every header line a gateway reads from a peer may be this long, so it is kept
-#: tight: 128 of them (aiohttp's count limit) are 32 MiB at worst.
+#: path and query of MAX_TEXT each, and under 5 KiB of the rest (the pseudonym statement
+#: the largest): 148 KiB, 197 KiB in base64url. Every header line a gateway reads from a
+#: peer may be this long, so it is kept tight: 128 of them (aiohttp's count limit) are
+#: 32 MiB at worst.
 MAX_ENVELOPE = 256 * 1024
 #: HTTP parsers' limits (bytes of a header line) where envelopes are read, and where header
 #: values the envelope describes are (up to MAX_TEXT characters of up to 4 UTF-8 bytes).
@@ -79,6 +80,10 @@ HeaderValue = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x08\x
 #: X-Road-Id as r1 accepts it (printable ASCII): it is passed on as a header, and recorded.
 MessageId = Annotated[str, Field(pattern=r"^[\x21-\x7e][\x20-\x7e]{0,254}$")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$")]
+#: A compact JWS made by a central service, carried inside an envelope.
+Statement = Annotated[
+    str, Field(max_length=2048, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+]
 
 
 def header_bytes(headers: Mapping[str, str]) -> int:
@@ -125,6 +130,10 @@ class RequestEnvelope(_Envelope):
     body_sha256: Digest
     body_length: int = Field(ge=0)
     subject: Annotated[str, Field(pattern=r"^PK[0-9]{13}$")] | None = None
+    #: The consent service's signed answer giving the subject's pseudonym
+    #: (consent.client.Pseudonym.statement), so the provider records the subject without
+    #: asking the service on the consumer's behalf.
+    subject_statement: Statement | None = None
     purpose: Code | None = None
     consent: Code | None = None
     time: AwareDatetime

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import ClientProxyError, ServerProxyError, ShahrahError
+from core.errors import ClientProxyError, ServerProxyError
 
 __all__ = [
     "ClientNetworkError",
@@ -42,14 +42,13 @@ class ClientProxyInvalidSignatureError(ClientProxyError):
     xroad_type = "Server.ClientProxy.InvalidSignature"
 
 
-class PseudonymUnavailableError(ShahrahError):
-    """The data subject's pseudonym could not be had (the consent service refused the lookup
-    beyond the member's limit, or could not be asked), so the exchange is refused rather
-    than recorded without its subject. Raised by shared code: each side names itself in the
-    type (``Server.ClientProxy.PseudonymUnavailable``, ``Server.ServerProxy...``)."""
+class PseudonymUnavailableError(ClientProxyError):
+    """The consumer gateway could not get the data subject's pseudonym (the consent service
+    refused the lookup beyond the member's limit, or could not be asked), so the exchange
+    is refused rather than recorded without its subject."""
 
     status = 503
-    xroad_type = "Server.PseudonymUnavailable"
+    xroad_type = "Server.ClientProxy.PseudonymUnavailable"
 
 
 class InvalidSecurityServerError(ClientProxyError):

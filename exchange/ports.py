@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from audit.events import AuditEvent
+from consent.client import Pseudonym
 from consent.rules import DecisionQuery, Permit
 from core.ids import Cnic
 
@@ -27,8 +28,9 @@ class ConsentGate(Protocol):
         given (checked before an answer is released; never counts a use again)."""
         ...
 
-    async def pseudonym(self, subject: Cnic) -> str:
-        """The federation pseudonym of ``subject`` for audit records."""
+    async def pseudonym(self, subject: Cnic) -> Pseudonym:
+        """The federation pseudonym of ``subject`` for audit records, with the consent
+        service's signed statement of it."""
         ...
 
     def known_pseudonym(self, subject: Cnic) -> str | None:

@@ -113,8 +113,8 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
             permit = await _consent(gw, info, env)
             if permit is not None:
                 pseudonym = permit.subject_pseudonym
-            else:
-                pseudonym = await gw.subject_pseudonym(subject)
+            elif subject is not None:
+                pseudonym = gw.stated_pseudonym(view, subject, env.subject_statement)
             response = await _call_backend(gw, info, env, body, permit)
             if permit is not None and gw.consent is not None:
                 # The backend may take its time: a revoke heard meanwhile stops the release.
@@ -429,6 +429,18 @@ async def _answer(
     )
 
 
+def _stated(gw: Gateway, env: RequestEnvelope | None) -> str | None:
+    """For the record of a refusal: the pseudonym the envelope's statement gives, if it
+    holds (a refused exchange about someone is theirs to see too), else None."""
+    if env is None or env.subject is None:
+        return None
+    try:
+        view = gw.globalconf.current()
+        return gw.stated_pseudonym(view, Cnic.from_user_id(env.subject), env.subject_statement)
+    except ShahrahError:
+        return None
+
+
 async def _refuse(
     gw: Gateway,
     error: ShahrahError,
@@ -478,7 +490,7 @@ async def _refuse(
             method=seen.method if seen else None,
             error=error,
             subject=Cnic.from_user_id(env.subject) if env and env.subject else None,
-            subject_pseudonym=permit.subject_pseudonym if permit else None,
+            subject_pseudonym=permit.subject_pseudonym if permit else _stated(gw, env),
             purpose=env.purpose if env else None,
             consent_id=env.consent if env else None,
             request_body=body if env else None,

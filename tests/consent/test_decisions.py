@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from consent import store
+from consent.client import stated_pseudonym
 from consent.history import MerkleConsentLog
 from consent.messages import DECISION_TYP, DecisionAnswer
 from consent.rules import ConsentDenied, DecisionQuery, DenyReason
@@ -18,8 +19,9 @@ from consent.service import ConsentService
 from consent.state import STATE
 from core import jws
 from core.db import create_engine, sessions, transaction, utcnow
+from core.errors import InvalidSignatureError
 from core.ids import ClientId, Cnic
-from core.keys import KeySet
+from core.keys import KeySet, PrivateKey
 from tests.consent.conftest import (
     CITIZEN,
     CONSENT_KEY,
@@ -245,8 +247,17 @@ async def test_racing_gateways_spend_the_last_uses_exactly_once(
 
 
 async def test_pseudonyms_are_signed_and_cached(harness: Harness) -> None:
+    """A lookup brings the service's signed statement, which anyone with the service's
+    public key can check, for that subject only (the cache is shown in test_pseudonyms)."""
     async with harness.client() as client:
         first = await client.pseudonym(CITIZEN)
-        assert first == PSEUDONYMS(CITIZEN)
+        assert first.value == PSEUDONYMS(CITIZEN)
+        assert json.dumps(first.value).startswith('"ps1:')
         assert await client.pseudonym(CITIZEN) == first
-    assert json.dumps(first).startswith('"ps1:')
+    assert first.statement is not None
+    keys = KeySet([CONSENT_KEY.public()])
+    assert stated_pseudonym(first.statement, keys, CITIZEN) == first.value
+    with pytest.raises(InvalidSignatureError, match="another subject"):
+        stated_pseudonym(first.statement, keys, Cnic("35202-7654321-9"))
+    with pytest.raises(InvalidSignatureError):
+        stated_pseudonym(first.statement, KeySet([PrivateKey.generate().public()]), CITIZEN)

@@ -94,13 +94,13 @@ async def test_the_gateway_client_fails_only_the_lookup_that_was_refused(
     harness: Harness,
 ) -> None:
     async with harness.client() as client:
-        known = await client.pseudonym(_cnic(0))
+        known = (await client.pseudonym(_cnic(0))).value
         for i in range(1, BURST):
             await client.pseudonym(_cnic(i))
         with pytest.raises(ConsentUnavailableError) as caught:
             await client.pseudonym(_cnic(BURST))
         assert "429" in caught.value.message
         assert _cnic(BURST).digits[5:12] not in caught.value.message
-        assert await client.pseudonym(_cnic(0)) == known  # cached: no lookup, no refusal
+        assert (await client.pseudonym(_cnic(0))).value == known  # cached: no lookup, no refusal
         await asyncio.sleep(1)
-        assert await client.pseudonym(_cnic(BURST)) == PSEUDONYMS(_cnic(BURST))
+        assert (await client.pseudonym(_cnic(BURST))).value == PSEUDONYMS(_cnic(BURST))

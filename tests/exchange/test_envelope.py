@@ -65,6 +65,7 @@ def _request(headers: dict[str, str]) -> RequestEnvelope:
         body_sha256=env_.body_digest(b""),
         body_length=10 * 2**20,
         subject="PK" + "1" * 13,
+        subject_statement="a" * 1000 + "." + "b" * 500 + "." + "c" * 546,
         purpose="p" * 255,
         consent="c" * 255,
         time=utcnow(),

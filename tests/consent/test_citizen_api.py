@@ -309,7 +309,7 @@ async def test_receipts_verify_with_ours_and_with_another_jose_library(harness: 
         verify_receipt(f"{head}.{b64url(json.dumps(forged).encode())}.{sig}", keys)
     with pytest.raises(InvalidSignatureError):
         verify_receipt(signed, KeySet([PrivateKey.generate().public()]))
-    with pytest.raises(InvalidSignatureError, match="expected"):
+    with pytest.raises(InvalidSignatureError, match="not of type"):
         verify_receipt(jws.sign_json({"a": 1}, CONSENT_KEY, typ="other+jws"), keys)
 
 

@@ -63,8 +63,9 @@ def test_detached_payload_change_fails(payload: bytes, index: int, bit: int) -> 
 
 def test_a_signature_for_one_type_never_passes_as_another() -> None:
     token = jws.sign_json({"serial": 1}, KEY, typ="shahrah-globalconf+jws")
-    with pytest.raises(InvalidSignatureError, match="expected 'shahrah-envelope"):
+    with pytest.raises(InvalidSignatureError, match="not of type 'shahrah-envelope") as caught:
         jws.verify(token, TRUSTED, typ="shahrah-envelope+jws")
+    assert "globalconf" not in caught.value.message  # the sender's typ is not quoted
 
 
 def test_unknown_key_fails() -> None:
@@ -84,6 +85,8 @@ def _forge_header(header: dict[str, object], payload: bytes = b"x") -> str:
         ({"alg": "none", "typ": TYP, "kid": KEY.kid}, "algorithm"),
         ({"alg": "HS256", "typ": TYP, "kid": KEY.kid}, "algorithm"),
         ({"alg": "ES256", "typ": TYP}, "key id"),
+        ({"alg": "ES256", "typ": TYP, "kid": "k" * 42}, "not a key thumbprint"),
+        ({"alg": "ES256", "typ": TYP, "kid": "line\nbreak" + "k" * 33}, "not a key thumbprint"),
         ({"alg": "ES256", "typ": TYP, "kid": KEY.kid, "jwk": {}}, "forbidden"),
         ({"alg": "ES256", "typ": TYP, "kid": KEY.kid, "b64": False, "crit": ["b64"]}, "forbidden"),
     ],
@@ -97,6 +100,14 @@ def test_dangerous_headers_are_refused(header: dict[str, object], reason: str) -
 def test_malformed_tokens_are_refused(token: str) -> None:
     with pytest.raises(InvalidSignatureError):
         jws.verify(token, TRUSTED, typ=TYP)
+
+
+def test_a_deeply_nested_header_is_refused_not_a_crash() -> None:
+    """A peer's envelope may be 256 KiB: room for a header nested deep enough to exhaust
+    the JSON parser's recursion, which no ValueError handler would catch."""
+    head = b64url(b"[" * 20_000)
+    with pytest.raises(InvalidSignatureError, match="header is too large"):
+        jws.verify(f"{head}.e30.{b64url(bytes(64))}", TRUSTED, typ=TYP)
 
 
 def test_detached_and_attached_are_not_interchangeable() -> None:

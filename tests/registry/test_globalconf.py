@@ -142,7 +142,7 @@ def test_other_signer_and_other_instance_are_refused(signed: str) -> None:
 def test_a_differently_typed_signature_by_the_operator_is_refused(signed: str) -> None:
     payload = b64url_decode(signed.split(".")[1])
     other = jws.sign(payload, OPERATOR, typ="shahrah-envelope+jws")
-    with pytest.raises(GlobalConfRejectedError, match="expected 'shahrah-globalconf"):
+    with pytest.raises(GlobalConfRejectedError, match="not of type 'shahrah-globalconf"):
         verify_globalconf(other, anchor_for(), now=T0)
 
 

@@ -131,7 +131,7 @@ class RequestChecks:
     fail closed. A caller may hold ``max_nonces_per_caller``; once ``max_nonces`` are held
     in all, only callers holding less than an equal share of that (``max_nonces`` over the
     callers holding any) are still admitted, so that several members together cannot shut
-    the others out either. The memory thus never holds twice ``max_nonces``.
+    the others out either, and never beyond twice ``max_nonces`` in all.
     """
 
     def __init__(
@@ -193,7 +193,9 @@ class RequestChecks:
                 self._expire(other, horizon)
                 if not other and name != caller:
                     del self._seen[name]
-            if self._total >= self._max and len(seen) >= self._max // len(self._seen):
+            if self._total >= self._max and (
+                len(seen) >= max(1, self._max // len(self._seen)) or self._total >= 2 * self._max
+            ):
                 raise TooManyRequestsError(
                     "too many signed requests within the acceptance window; try again shortly",
                     detail={"retry_after": 1},

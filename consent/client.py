@@ -87,11 +87,12 @@ class ConsentUnavailableError(ServiceFailedError):
 class Pseudonym:
     """A data subject's federation pseudonym (``value``) and, when it was looked up, the
     consent service's signed answer stating it (``statement``, a compact JWS of a
-    :class:`consent.messages.PseudonymAnswer`), which anyone holding the service's public
-    key can check with :func:`stated_pseudonym`."""
+    :class:`consent.messages.PseudonymAnswer`, signed with key ``kid``), which anyone
+    holding the service's public key can check with :func:`stated_pseudonym`."""
 
     value: str
     statement: str | None = None
+    kid: str | None = None
 
 
 def stated_pseudonym(statement: str, keys: KeySet, subject: Cnic) -> str:
@@ -357,15 +358,17 @@ class ConsentClient:
 
     async def pseudonym(self, subject: Cnic) -> Pseudonym:
         """The federation pseudonym of ``subject`` with the service's signed statement of it
-        (stable, so cached; one a permit brought, which has no statement, is looked up)."""
+        (stable, so cached). Looked up again when the cached one has no statement (a permit
+        brought it) or its key has left the configuration: nobody could check it then."""
         known = self._pseudonyms.get(subject)
-        if known is not None and known.statement is not None:
+        if known is not None and known.statement is not None and known.kid in self._service()[1]:
             return known
         body = json.dumps({"subject": str(subject), "nonce": secrets.token_urlsafe(16)}).encode()
         answer, statement = await self._post("/v1/pseudonyms", body, PSEUDONYM_TYP, PseudonymAnswer)
         if answer.subject != subject:
             raise ConsentUnavailableError("the consent service's answer is about another subject")
-        found = Pseudonym(answer.pseudonym, statement.decode("ascii"))
+        token = statement.decode("ascii")
+        found = Pseudonym(answer.pseudonym, token, jws.key_id(token))
         self._pseudonyms[subject] = found
         self._trim_pseudonyms(subject)
         return found

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from consent import store
-from consent.client import stated_pseudonym
+from consent.client import ConsentClient, stated_pseudonym
 from consent.history import MerkleConsentLog
 from consent.messages import DECISION_TYP, DecisionAnswer
 from consent.rules import ConsentDenied, DecisionQuery, DenyReason
@@ -22,6 +22,7 @@ from core.db import create_engine, sessions, transaction, utcnow
 from core.errors import InvalidSignatureError
 from core.ids import ClientId, Cnic
 from core.keys import KeySet, PrivateKey
+from registry.globalconf import Jwks
 from tests.consent.conftest import (
     CITIZEN,
     CONSENT_KEY,
@@ -261,3 +262,28 @@ async def test_pseudonyms_are_signed_and_cached(harness: Harness) -> None:
         stated_pseudonym(first.statement, keys, Cnic("35202-7654321-9"))
     with pytest.raises(InvalidSignatureError):
         stated_pseudonym(first.statement, KeySet([PrivateKey.generate().public()]), CITIZEN)
+
+
+async def test_a_statement_whose_key_left_the_configuration_is_looked_up_again(
+    harness: Harness,
+) -> None:
+    """The consent service's key rotates: a statement signed with the old key could be
+    checked by nobody once the configuration lists only the new one, so the client looks
+    the subject up again rather than hand it on (providers would refuse every exchange
+    about the subject until the gateway restarted)."""
+    located = [harness.service_info]
+    client = ConsentClient(lambda: located[0], key=NADRA_KEY, member=CIVIL)
+    async with client:
+        first = await client.pseudonym(CITIZEN)
+        assert first.kid == CONSENT_KEY.kid
+        assert await client.pseudonym(CITIZEN) is first  # cached while its key is listed
+
+        rotated = PrivateKey.generate()
+        harness.app[STATE].key = rotated
+        located[0] = harness.service_info.model_copy(
+            update={"keys": Jwks.model_validate(KeySet([rotated.public()]).to_jwks())}
+        )
+        second = await client.pseudonym(CITIZEN)
+    assert (second.value, second.kid) == (first.value, rotated.kid)
+    assert second.statement is not None
+    assert stated_pseudonym(second.statement, KeySet([rotated.public()]), CITIZEN) == first.value

@@ -20,6 +20,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
 
+from consent.client import Pseudonym
 from core.errors import (
     BadRequestError,
     ClientProxyError,
@@ -29,7 +30,7 @@ from core.errors import (
     ShahrahError,
     UnknownServiceError,
 )
-from core.ids import GatewayId, ServiceId
+from core.ids import Cnic, GatewayId, ServiceId
 from core.web import read_up_to
 from exchange import envelope as env_
 from exchange.context import METASERVICES, Gateway, read_body
@@ -90,8 +91,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
         # A metaservice's answer is about no one: its record names no subject.
         subject = local.subject if sid in view.services else None
         pseudonym = await gw.subject_pseudonym(subject)
-        statement = pseudonym.statement if pseudonym else None
-        answer, env, token = await _send(gw, view, local, sid, path, body, targets, statement)
+        answer, env, token = await _send(gw, view, local, sid, path, body, targets, pseudonym)
         xroad = _xroad_headers(env, answer.renv)
         await gw.record(
             role="consumer",
@@ -175,7 +175,7 @@ async def _send(
     path: str,
     body: bytes,
     targets: list[GatewayInfo],
-    statement: str | None,
+    pseudonym: Pseudonym | None,
 ) -> tuple[_Answer, RequestEnvelope, str]:
     headers = dict(local.headers)
     for name, value in (
@@ -195,7 +195,7 @@ async def _send(
             path=path,
             headers=env_.envelope_headers(headers),
             body=body,
-            statement=statement,
+            pseudonym=pseudonym,
         )
         token = env_.seal(env, gw.key)
         if len(token) > env_.MAX_ENVELOPE:
@@ -233,8 +233,10 @@ def _envelope(
     path: str,
     headers: dict[str, str],
     body: bytes,
-    statement: str | None,
+    pseudonym: Pseudonym | None,
 ) -> RequestEnvelope:
+    """The envelope describing the request; it names the subject only with the statement
+    of its pseudonym (a metaservice call, about no one, names none)."""
     try:
         return RequestEnvelope(
             message_id=local.message_id,
@@ -249,8 +251,8 @@ def _envelope(
             headers=headers,
             body_sha256=env_.body_digest(body),
             body_length=len(body),
-            subject=local.subject.to_user_id() if local.subject else None,
-            subject_statement=statement,
+            subject=local.subject.to_user_id() if local.subject and pseudonym else None,
+            subject_statement=pseudonym.statement if pseudonym else None,
             purpose=local.purpose,
             consent=local.consent,
             time=gw.clock(),
@@ -436,7 +438,12 @@ async def _refuse(
             else (local.provider.service(local.service_code) if local else None),
             method=local.method if local else None,
             error=error,
-            subject=local.subject if local else None,
+            # What the envelope named, once there is one (a metaservice call names no one).
+            subject=(
+                (Cnic.from_user_id(env.subject) if env.subject else None)
+                if env
+                else (local.subject if local else None)
+            ),
             purpose=local.purpose if local else None,
             consent_id=local.consent if local else None,
             request_body=body or None,

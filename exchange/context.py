@@ -80,8 +80,13 @@ class Gateway:
         anything is sent or released: an exchange that could deliver is refused
         (PseudonymUnavailableError) rather than recorded without its subject, which the
         citizen would then never see."""
-        if subject is None or self.consent is None:
+        if subject is None:
             return None
+        if self.consent is None:
+            raise PseudonymUnavailableError(
+                "this gateway has no consent service to name the data subject in its audit "
+                "record; the exchange is refused rather than recorded without them"
+            )
         try:
             return await self.consent.pseudonym(subject)
         except ShahrahError as e:

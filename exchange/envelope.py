@@ -62,7 +62,7 @@ MAX_HEADER_BYTES = 64 * 1024
 #: Bytes of a compact envelope, which travels as one header line. Its payload's JSON holds
 #: the headers in at most twice their bytes (an escaped quote, backslash or tab), an ASCII
 #: path and query of MAX_TEXT each, and under 5 KiB of the rest (the pseudonym statement
-#: the largest): 148 KiB, 197 KiB in base64url. Every header line a gateway reads from a
+#: the largest): 148 KiB, 198 KiB in base64url. Every header line a gateway reads from a
 #: peer may be this long, so it is kept tight: 128 of them (aiohttp's count limit) are
 #: 32 MiB at worst.
 MAX_ENVELOPE = 256 * 1024

@@ -254,6 +254,8 @@ async def _call_backend(
             data = json.dumps(projected, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             # The backend's own headers stay behind too: any of them could carry the record.
             return BackendResponse(response.status, {"Content-Type": "application/json"}, data)
+        if info.subject_field is not None:
+            _require_named(info, env, document)
     elif permit is not None:
         # Without a response schema the consented fields cannot be checked: release nothing.
         raise ServiceFailedError(
@@ -270,6 +272,31 @@ def _require_subject(info: ServiceInfo, env: RequestEnvelope, document: Any) -> 
             f"{env.service} requires consent but names no subject field; refusing (fail closed)"
         )
     assert env.subject is not None  # the consent decision needed it
+    if _subject_of(info, document) != Cnic.from_user_id(env.subject):
+        raise ConsentDeniedError(
+            "the record returned is not the consented data subject's; nothing is released"
+        )
+
+
+def _require_named(info: ServiceInfo, env: RequestEnvelope, document: Any) -> None:
+    """Without consent, an answer about a data subject (the service names its field) must be
+    about the one the request names: the audit records name that subject, and a citizen
+    whose record was read under another's name, or none, would never see it."""
+    named = _subject_of(info, document)
+    if env.subject is None:
+        raise AccessDeniedError(
+            f"{env.service} answers with a data subject's record: the request must name "
+            "them in Shahrah-Data-Subject; nothing is released"
+        )
+    if named != Cnic.from_user_id(env.subject):
+        raise AccessDeniedError(
+            "the record returned is not the named data subject's; nothing is released"
+        )
+
+
+def _subject_of(info: ServiceInfo, document: Any) -> Cnic:
+    """The CNIC in the answer's subject field, or ServiceFailedError."""
+    assert info.subject_field is not None
     try:
         value = member_at(document, info.subject_field)
     except NotFoundError as e:
@@ -278,13 +305,9 @@ def _require_subject(info: ServiceInfo, env: RequestEnvelope, document: Any) -> 
     if not isinstance(value, str):
         raise not_a_cnic
     try:
-        named = Cnic.parse(value)
+        return Cnic.parse(value)
     except BadRequestError as e:
         raise not_a_cnic from e
-    if named != Cnic.from_user_id(env.subject):
-        raise ConsentDeniedError(
-            "the record returned is not the consented data subject's; nothing is released"
-        )
 
 
 #: Methods whose requests carry no content: an empty body is not checked against a schema.

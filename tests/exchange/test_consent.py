@@ -17,19 +17,23 @@ from multidict import CIMultiDict
 from consent.messages import DECISION_TYP, PSEUDONYM_TYP, PseudonymAnswer
 from consent.state import STATE
 from core import jws
-from core.db import utcnow
+from core.db import transaction, utcnow
 from core.errors import ConflictError
 from core.ids import Cnic, MemberId
 from core.keys import PrivateKey
 from core.ratelimit import RateLimiter
 from exchange import envelope as env_
+from registry import service as ops
 from registry.memberauth import sign_request
+from registry.payloads import AccessRightCreate, ServiceCreate
 from tests.exchange.harness import (
+    CIVIL,
     CONSENT_KEY,
     LMC,
     LMC_TAX,
     NADRA,
     PERSON,
+    PERSON_SCHEMA,
     PLRA_LAND,
     PSEUDONYMS,
     Federation,
@@ -440,3 +444,45 @@ async def test_a_subject_without_a_valid_statement_of_its_pseudonym_reaches_no_b
         assert (resp.status, body["type"]) == (500, "Server.ServerProxy.InvalidSignature")
         assert body["message"].startswith("subject pseudonym statement: ")
     assert fed.backend.seen == []
+
+
+async def test_an_answer_about_a_subject_must_be_about_the_one_the_request_names(
+    fed: Federation,
+) -> None:
+    """A service without consent whose answers are a person's record (it names the subject
+    field): both audit records name the subject the request names, so the answer must be
+    that subject's. Naming one citizen while reading another's record, or naming no one,
+    would hide the reading from the citizen read; nothing is released then."""
+    directory = CIVIL.service("directory")
+    async with transaction(fed.registry_db) as s:
+        await ops.add_service(
+            s,
+            ServiceCreate(
+                id=directory,
+                title="Person directory (no consent)",
+                subject_field="/cnic",
+                response_schema=PERSON_SCHEMA,
+            ),
+        )
+        await ops.grant(s, AccessRightCreate(service=directory, client=LMC_TAX))
+    await fed.refresh()
+    nadra = fed.nodes["nadra"].gateway
+    nadra.backends = {**nadra.backends, directory: nadra.backends[PERSON]}  # the same system
+    read, named = Cnic("35202-7654321-9"), Cnic("35202-1111111-1")
+    path = "/r1/PK/FED/NADRA/civil-registry/directory/persons/" + str(read)
+
+    unnamed = await fed.call("lmc", "GET", path)
+    body = await _error(unnamed)
+    assert (unnamed.status, body["type"]) == (500, "Server.ServerProxy.AccessDenied")
+    assert "must name them in Shahrah-Data-Subject" in body["message"]
+    other = await fed.call("lmc", "GET", path, headers={"Shahrah-Data-Subject": named.to_user_id()})
+    body = await _error(other)
+    assert (other.status, body["type"]) == (500, "Server.ServerProxy.AccessDenied")
+    assert "not the named data subject's" in body["message"]
+    assert str(read) not in json.dumps(body)
+
+    right = await fed.call("lmc", "GET", path, headers={"Shahrah-Data-Subject": read.to_user_id()})
+    assert right.status == 200, await right.text()
+    for node in ("nadra", "lmc"):
+        event = (await fed.events(node))[-1]
+        assert (event.outcome, event.subject) == ("delivered", PSEUDONYMS(read))

@@ -52,7 +52,7 @@ def _fill(runs: list[tuple[str, int]]) -> dict[str, str]:
 
 def _request(headers: dict[str, str]) -> RequestEnvelope:
     return RequestEnvelope(
-        message_id="m" * 255,
+        message_id='"' * 255,  # quotes: twice their size in JSON
         request_id=str(uuid.uuid4()),
         client=CLIENT,
         service=SERVICE,
@@ -75,7 +75,7 @@ def _request(headers: dict[str, str]) -> RequestEnvelope:
 
 def _response(headers: dict[str, str]) -> ResponseEnvelope:
     return ResponseEnvelope(
-        message_id="m" * 255,
+        message_id='"' * 255,  # quotes: twice their size in JSON
         request_hash="h" * 88,
         responder=GatewayId("PK", "GOV", LONG, LONG),
         status=200,

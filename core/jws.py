@@ -183,7 +183,7 @@ def _decode_header(segment: str) -> dict[str, Any]:
         raise InvalidSignatureError("signature header is too large")
     try:
         header = json.loads(b64url_decode(segment))
-    except (BadRequestError, ValueError, UnicodeDecodeError) as e:
+    except (BadRequestError, ValueError, UnicodeDecodeError, RecursionError) as e:
         raise InvalidSignatureError("signature header is not base64url JSON") from e
     if not isinstance(header, dict):
         raise InvalidSignatureError("signature header is not a JSON object")

@@ -65,6 +65,7 @@ class _Answer:
 async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     local: LocalRequest | None = None
+    subject: Cnic | None = None  # whom the exchange is about, as far as known
     env: RequestEnvelope | None = None
     token: str | None = None
     body = b""
@@ -72,6 +73,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
     try:
         view = gw.globalconf.current()
         local = parse_local(request)
+        subject = local.subject
         own = view.gateways.get(gw.id)
         if own is None or own.status != "active":
             raise ClientProxyError(
@@ -88,8 +90,8 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             raise ClientNetworkError(f"no active gateway serves {sid.provider}")
         if local.security_server is not None:
             targets = _targeted(view, targets, local.security_server, sid)
-        # A metaservice's answer is about no one: its record names no subject.
-        subject = local.subject if sid in view.services else None
+        if sid not in view.services:
+            subject = None  # a metaservice's answer is about no one: no record names them
         pseudonym = await gw.subject_pseudonym(subject)
         answer, env, token = await _send(gw, view, local, sid, path, body, targets, pseudonym)
         xroad = _xroad_headers(env, answer.renv)
@@ -121,7 +123,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             body=answer.body,
         )
     except ShahrahError as e:
-        return await _refuse(gw, e, local, env, token, body, started, service_label)
+        return await _refuse(gw, e, local, subject, env, token, body, started, service_label)
     except Exception:
         # The service, never the path: a path can hold a CNIC.
         log.exception(
@@ -133,6 +135,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             gw,
             InternalError("internal error in the consumer gateway"),
             local,
+            subject,
             env,
             token,
             body,
@@ -373,7 +376,7 @@ def _is_refusal(renv: ResponseEnvelope, body: bytes) -> bool:
         return False
     try:
         error = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a provider's body nested past the parser's depth
         return False
     return (
         isinstance(error, dict)
@@ -406,7 +409,7 @@ def _error_of(answer: _Answer) -> ShahrahError | None:
         return None
     try:
         message = str(json.loads(answer.body).get("message", ""))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         message = ""
     error = ShahrahError(message)
     error.xroad_type = kind
@@ -417,6 +420,7 @@ async def _refuse(
     gw: Gateway,
     error: ShahrahError,
     local: LocalRequest | None,
+    subject: Cnic | None,
     env: RequestEnvelope | None,
     token: str | None,
     body: bytes,
@@ -438,12 +442,7 @@ async def _refuse(
             else (local.provider.service(local.service_code) if local else None),
             method=local.method if local else None,
             error=error,
-            # What the envelope named, once there is one (a metaservice call names no one).
-            subject=(
-                (Cnic.from_user_id(env.subject) if env.subject else None)
-                if env
-                else (local.subject if local else None)
-            ),
+            subject=subject,
             purpose=local.purpose if local else None,
             consent_id=local.consent if local else None,
             request_body=body or None,

@@ -115,6 +115,13 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
                 pseudonym = permit.subject_pseudonym
             elif subject is not None:
                 pseudonym = gw.stated_pseudonym(view, subject, env.subject_statement)
+            elif info.subject_field is not None:
+                # Before the call: a backend may act on the request (a PUT, a DELETE) whatever
+                # is released after, and the records must name whom it concerned.
+                raise AccessDeniedError(
+                    f"{env.service} answers with a data subject's record: the request must "
+                    "name them in Shahrah-Data-Subject"
+                )
             response = await _call_backend(gw, info, env, body, permit)
             if permit is not None and gw.consent is not None:
                 # The backend may take its time: a revoke heard meanwhile stops the release.
@@ -244,8 +251,9 @@ async def _call_backend(
         raise ProviderNetworkError(
             f"the backend of {env.service} did not answer within {gw.limits.backend_timeout:g} s"
         ) from e
+    about_subject = permit is not None or info.subject_field is not None
     if not 200 <= response.status < 300:
-        return _withheld(response) if permit is not None else response
+        return _withheld(response) if about_subject else response
     if info.response_schema is not None:
         document = await _validate(gw, info.response_schema, response.body, request_side=False)
         if permit is not None:
@@ -260,6 +268,11 @@ async def _call_backend(
         # Without a response schema the consented fields cannot be checked: release nothing.
         raise ServiceFailedError(
             f"{env.service} requires consent but has no response schema to project"
+        )
+    elif about_subject:
+        raise ServiceFailedError(
+            f"{env.service} names a subject field but has no response schema to read it from; "
+            "refusing (fail closed)"
         )
     return response
 
@@ -282,13 +295,8 @@ def _require_named(info: ServiceInfo, env: RequestEnvelope, document: Any) -> No
     """Without consent, an answer about a data subject (the service names its field) must be
     about the one the request names: the audit records name that subject, and a citizen
     whose record was read under another's name, or none, would never see it."""
-    named = _subject_of(info, document)
-    if env.subject is None:
-        raise AccessDeniedError(
-            f"{env.service} answers with a data subject's record: the request must name "
-            "them in Shahrah-Data-Subject; nothing is released"
-        )
-    if named != Cnic.from_user_id(env.subject):
+    assert env.subject is not None  # refused before the backend call otherwise
+    if _subject_of(info, document) != Cnic.from_user_id(env.subject):
         raise AccessDeniedError(
             "the record returned is not the named data subject's; nothing is released"
         )
@@ -315,14 +323,15 @@ _BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 
 def _withheld(response: BackendResponse) -> BackendResponse:
-    """A failed answer of a service under consent: its status only. An error body is not
-    checked against the response schema, so nothing in it can be projected to the consented
-    fields, and a backend may well put the record there (a 404 with the person in it)."""
+    """A failed answer of a service under consent, or naming a subject field: its status
+    only. An error body is not checked against the response schema, so nothing in it can be
+    projected or its subject checked, and a backend may well put the record there (a 404,
+    or a 409, with the person in it)."""
     data = json.dumps(
         {
             "status": response.status,
-            "message": "the provider's system refused the request; under consent its answer "
-            "is not passed on",
+            "message": "the provider's system refused the request; its answer concerns a "
+            "data subject and is not passed on",
         }
     ).encode()
     return BackendResponse(response.status, {"Content-Type": "application/json"}, data)

@@ -447,7 +447,7 @@ async def error_format_middleware(request: web.Request, handler: Handler) -> web
         return response
     try:
         body = json.loads(response.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a provider's refusal body is the provider's
         return response
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         return response

@@ -33,6 +33,7 @@ from tests.exchange.harness import (
     LMC_TAX,
     NADRA,
     PERSON,
+    PERSON_EXAMPLE,
     PERSON_SCHEMA,
     PLRA_LAND,
     PSEUDONYMS,
@@ -471,10 +472,13 @@ async def test_an_answer_about_a_subject_must_be_about_the_one_the_request_names
     read, named = Cnic("35202-7654321-9"), Cnic("35202-1111111-1")
     path = "/r1/PK/FED/NADRA/civil-registry/directory/persons/" + str(read)
 
-    unnamed = await fed.call("lmc", "GET", path)
+    seen = len(fed.backend.seen)
+    unnamed = await fed.call("lmc", "DELETE", path)
     body = await _error(unnamed)
     assert (unnamed.status, body["type"]) == (500, "Server.ServerProxy.AccessDenied")
     assert "must name them in Shahrah-Data-Subject" in body["message"]
+    assert len(fed.backend.seen) == seen  # refused before the backend could act on it
+
     other = await fed.call("lmc", "GET", path, headers={"Shahrah-Data-Subject": named.to_user_id()})
     body = await _error(other)
     assert (other.status, body["type"]) == (500, "Server.ServerProxy.AccessDenied")
@@ -486,3 +490,39 @@ async def test_an_answer_about_a_subject_must_be_about_the_one_the_request_names
     for node in ("nadra", "lmc"):
         event = (await fed.events(node))[-1]
         assert (event.outcome, event.subject) == ("delivered", PSEUDONYMS(read))
+
+    # A failed answer is not checked against the schema, so its subject cannot be either:
+    # only its status leaves (the backend's 404 carries a record, and a header).
+    gone = await fed.call(
+        "lmc", "GET", path + "/gone", headers={"Shahrah-Data-Subject": named.to_user_id()}
+    )
+    assert gone.status == 404
+    assert "concerns a data subject" in (await gone.json())["message"]
+    assert "X-Name" not in gone.headers
+    assert PERSON_EXAMPLE["date_of_birth"] not in await gone.text()
+
+
+async def test_a_subject_field_without_a_response_schema_releases_nothing(
+    fed: Federation,
+) -> None:
+    """The subject field is read from the answer the response schema has checked: without
+    a schema there is nothing to check it in, so nothing is released (fail closed)."""
+    unchecked = CIVIL.service("unchecked")
+    async with transaction(fed.registry_db) as s:
+        await ops.add_service(
+            s, ServiceCreate(id=unchecked, title="Unchecked", subject_field="/cnic")
+        )
+        await ops.grant(s, AccessRightCreate(service=unchecked, client=LMC_TAX))
+    await fed.refresh()
+    nadra = fed.nodes["nadra"].gateway
+    nadra.backends = {**nadra.backends, unchecked: nadra.backends[PERSON]}
+    subject = Cnic("35202-7654321-9")
+    resp = await fed.call(
+        "lmc",
+        "GET",
+        "/r1/PK/FED/NADRA/civil-registry/unchecked/persons/" + str(subject),
+        headers={"Shahrah-Data-Subject": subject.to_user_id()},
+    )
+    body = await _error(resp)
+    assert (resp.status, body["type"]) == (500, "Server.ServerProxy.ServiceFailed")
+    assert "no response schema" in body["message"]

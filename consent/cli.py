@@ -180,6 +180,22 @@ def init(
     type=click.IntRange(1),
     help="Pseudonym lookups each member may make at once.",
 )
+@click.option(
+    "--signed-requests-per-member",
+    default=25_000,
+    show_default=True,
+    type=click.IntRange(100),
+    help="Signed requests each member may make within 90 s (the replay memory's share of "
+    "each; beyond it the member is answered 429).",
+)
+@click.option(
+    "--signed-requests",
+    default=250_000,
+    show_default=True,
+    type=click.IntRange(1_000),
+    help="Signed requests remembered in all before only members under an equal share are "
+    "admitted (never beyond twice this; about 230 bytes each).",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @no_passphrase_option
@@ -193,6 +209,8 @@ def serve(
     sweep_interval: float,
     pseudonym_rate: float,
     pseudonym_burst: int,
+    signed_requests_per_member: int,
+    signed_requests: int,
     tls_cert: Path | None,
     tls_key: Path | None,
     no_passphrase: bool,
@@ -229,6 +247,8 @@ def serve(
         sweep_interval=sweep_interval,
         pseudonym_rate=pseudonym_rate,
         pseudonym_burst=pseudonym_burst,
+        signed_requests_per_member=signed_requests_per_member,
+        signed_requests=signed_requests,
     )
     app = build_app(config)
 

@@ -75,6 +75,10 @@ class ConsentConfig:
     # Pseudonym lookups per member (a token bucket; see docs/consent.md for the numbers).
     pseudonym_rate: float = 20.0  # lookups a second, sustained
     pseudonym_burst: int = 2_000  # lookups at once
+    # Member-signed requests remembered against replay within an assertion's 90 s: each
+    # member's share, and the whole (registry.memberauth.RequestChecks).
+    signed_requests_per_member: int = 25_000
+    signed_requests: int = 250_000
     checkpoint_interval: float = 10.0  # seconds between consent log checkpoints (if it grew)
     session_ttl: dt.timedelta = SESSION_TTL
     hasher: PasswordHasher | None = None  # default: argon2id with argon2-cffi's parameters
@@ -95,7 +99,12 @@ def build_app(config: ConsentConfig) -> web.Application:
     engine = create_engine(config.db_url)
     factory = sessions(engine)
     consent_log = MerkleConsentLog()
-    verifier = MemberRequestVerifier(AUDIENCE, config.globalconf.current)
+    verifier = MemberRequestVerifier(
+        AUDIENCE,
+        config.globalconf.current,
+        max_nonces=config.signed_requests,
+        max_nonces_per_caller=config.signed_requests_per_member,
+    )
     # Regulators read the consent log (pseudonymous entries, proofs, checkpoints) as they read
     # gateways' logs; one nonce memory serves every member-signed request of this server.
     register_read_api(

@@ -84,14 +84,14 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
         view.require_active_client(local.client)
         body = await read_body(request, gw.limits.max_body, gw.limits.body_timeout)
         sid, path = _resolve(view, local)
+        if sid not in view.services:
+            subject = None  # a metaservice's answer is about no one: no record names them
         service_label = str(sid)
         targets = view.gateways_for(sid.provider)
         if not targets:
             raise ClientNetworkError(f"no active gateway serves {sid.provider}")
         if local.security_server is not None:
             targets = _targeted(view, targets, local.security_server, sid)
-        if sid not in view.services:
-            subject = None  # a metaservice's answer is about no one: no record names them
         pseudonym = await gw.subject_pseudonym(subject)
         answer, env, token = await _send(gw, view, local, sid, path, body, targets, pseudonym)
         xroad = _xroad_headers(env, answer.renv)

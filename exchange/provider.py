@@ -130,11 +130,15 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
             gw, env, token, response, permit, subject, pseudonym, body, started, service_label
         )
     except ShahrahError as e:
-        return await _refuse(gw, e, env, token, body, permit, started, service_label)
+        return await _refuse(
+            gw, e, request.method, env, token, body, permit, started, service_label
+        )
     except Exception:
         log.exception("provider pipeline failed on %s", env.service if env else "-")
         error = InternalError("internal error in the provider gateway")
-        return await _refuse(gw, error, env, token, body, permit, started, service_label)
+        return await _refuse(
+            gw, error, request.method, env, token, body, permit, started, service_label
+        )
 
 
 def _authenticate(
@@ -253,7 +257,7 @@ async def _call_backend(
         ) from e
     about_subject = permit is not None or info.subject_field is not None
     if not 200 <= response.status < 300:
-        return _withheld(response) if about_subject else response
+        return _withheld(response, env.method) if about_subject else response
     if info.response_schema is not None:
         document = await _validate(gw, info.response_schema, response.body, request_side=False)
         if permit is not None:
@@ -322,19 +326,27 @@ def _subject_of(info: ServiceInfo, document: Any) -> Cnic:
 _BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 
-def _withheld(response: BackendResponse) -> BackendResponse:
-    """A failed answer of a service under consent, or naming a subject field: its status
-    only. An error body is not checked against the response schema, so nothing in it can be
-    projected or its subject checked, and a backend may well put the record there (a 404,
-    or a 409, with the person in it)."""
+def _withheld(response: BackendResponse, method: str) -> BackendResponse:
+    """A non-2xx answer of a service under consent, or naming a subject field: its status
+    only (a redirect without its Location). Such a body is not checked against the response
+    schema, so nothing in it can be projected or its subject checked, and a backend may
+    well put the record there (a 404, or a 409, with the person in it)."""
+    if _bodiless(method, response.status):
+        return BackendResponse(response.status, {}, b"")
     data = json.dumps(
         {
             "status": response.status,
-            "message": "the provider's system refused the request; its answer concerns a "
-            "data subject and is not passed on",
+            "message": "the provider's system answered with this status; its answer "
+            "concerns a data subject and is not passed on",
         }
     ).encode()
     return BackendResponse(response.status, {"Content-Type": "application/json"}, data)
+
+
+def _bodiless(method: str, status: int) -> bool:
+    """Whether HTTP sends no body with this answer (RFC 9110): the signed digest must then
+    be of no body, or the consumer would see the answer as tampered with."""
+    return method == "HEAD" or status in (204, 304) or 100 <= status < 200
 
 
 def _backend_headers(env: RequestEnvelope) -> dict[str, str]:
@@ -476,6 +488,7 @@ def _stated(gw: Gateway, env: RequestEnvelope | None) -> str | None:
 async def _refuse(
     gw: Gateway,
     error: ShahrahError,
+    method: str,
     env: RequestEnvelope | None,
     token: str,
     body: bytes,
@@ -494,10 +507,14 @@ async def _refuse(
         error.message,
         error_id,
     )
-    data = json.dumps(
-        {"type": error.xroad_type, "message": error.message, "detail": error_id}
-    ).encode()
     status = r1_status(error)
+    data = (
+        b""
+        if _bodiless(method, status)
+        else json.dumps(
+            {"type": error.xroad_type, "message": error.message, "detail": error_id}
+        ).encode()
+    )
     headers = {"Content-Type": "application/json; charset=utf-8", ERROR_HEADER: error.xroad_type}
     renv = ResponseEnvelope(
         message_id=message_id,

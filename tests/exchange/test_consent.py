@@ -500,6 +500,25 @@ async def test_an_answer_about_a_subject_must_be_about_the_one_the_request_names
     assert "concerns a data subject" in (await gone.json())["message"]
     assert "X-Name" not in gone.headers
     assert PERSON_EXAMPLE["date_of_birth"] not in await gone.text()
+    # HEAD sends no body, so none is signed: both gateways agree on what was answered.
+    head = await fed.call(
+        "lmc", "HEAD", path + "/gone", headers={"Shahrah-Data-Subject": named.to_user_id()}
+    )
+    assert (head.status, "X-Road-Error" in head.headers) == (404, False)
+    assert [(await fed.events(n))[-1].outcome for n in ("nadra", "lmc")] == ["delivered"] * 2
+    refused = await fed.call("lmc", "HEAD", path)  # no subject named: refused, not "tampered"
+    assert (refused.status, refused.headers["X-Road-Error"]) == (
+        500,
+        "Server.ServerProxy.AccessDenied",
+    )
+    # A redirect leaves without its Location, which nothing here has checked.
+    moved = await fed.call(
+        "lmc",
+        "GET",
+        "/r1/PK/FED/NADRA/civil-registry/directory/redirect",
+        headers={"Shahrah-Data-Subject": named.to_user_id()},
+    )
+    assert (moved.status, "Location" in moved.headers) == (302, False)
 
 
 async def test_a_subject_field_without_a_response_schema_releases_nothing(

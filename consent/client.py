@@ -188,7 +188,6 @@ class ConsentClient:
         self._sync_limit = aiohttp.ClientTimeout(total=cache_trust)
         self._cache = PermitCache(cache_size)
         self._pseudonyms: OrderedDict[Cnic, Pseudonym] = OrderedDict()
-        self._keys: tuple[CentralServiceInfo, KeySet] | None = None
         self._heartbeat_at = time.monotonic()  # the bound counts from start until the first one
         self._trust = CacheTrust(cache_trust)
         self._last_decide = -SYNC_IDLE
@@ -396,9 +395,7 @@ class ConsentClient:
             info = self._locate()
         except ShahrahError as e:
             raise ConsentUnavailableError(f"consent service unknown: {e.message}") from e
-        if self._keys is None or self._keys[0] is not info:
-            self._keys = (info, info.keys.keyset())
-        return info.url.rstrip("/"), self._keys[1]
+        return info.url.rstrip("/"), info.keys.keyset()
 
     def _headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
         auth = sign_request(

@@ -25,14 +25,14 @@ from core.errors import (
     ShahrahError,
 )
 from core.ids import ClientId, Cnic, GatewayId, ServiceId
-from core.keys import KeySet, PrivateKey
+from core.keys import PrivateKey
 from core.web import read_up_to
 from exchange.errors import PseudonymUnavailableError
 from exchange.metrics import GatewayMetrics
 from exchange.peers import PeerPool
 from exchange.ports import AuditSink, ConsentGate
 from exchange.replay import ReplayGuard
-from registry.globalconf import CentralServiceInfo, GlobalConfView
+from registry.globalconf import GlobalConfView
 from registry.globalconf_client import GlobalConfClient
 from registry.schemareg.validation import ValidatorCache
 
@@ -70,10 +70,6 @@ class Gateway:
     schemas: ValidatorCache | None = None
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], dt.datetime] = utcnow
-    # The consent service's entry in the configuration, and its keys parsed once.
-    _consent_keys: tuple[CentralServiceInfo, KeySet] | None = field(
-        default=None, init=False, repr=False
-    )
 
     async def subject_pseudonym(self, subject: Cnic | None) -> Pseudonym | None:
         """The pseudonym an exchange about ``subject`` will be recorded with, asked before
@@ -116,11 +112,9 @@ class Gateway:
                 "a request naming a data subject must carry the consent service's statement "
                 "of the subject's pseudonym"
             )
-        info = view.central_service("consent")
-        if self._consent_keys is None or self._consent_keys[0] is not info:
-            self._consent_keys = (info, info.keys.keyset())
+        keys = view.central_service("consent").keys.keyset()
         try:
-            return stated_pseudonym(statement, self._consent_keys[1], subject)
+            return stated_pseudonym(statement, keys, subject)
         except InvalidSignatureError as e:
             raise InvalidSignatureError(f"subject pseudonym statement: {e.message}") from e
 

@@ -16,6 +16,7 @@ gateway asks on every message.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections import defaultdict
@@ -112,6 +113,12 @@ class Jwks(_Doc):
     keys: list[dict[str, str]]
 
     def keyset(self) -> KeySet:
+        """The keys, parsed once per document (it is frozen): verifiers on hot paths ask on
+        every message."""
+        return self._keyset
+
+    @functools.cached_property
+    def _keyset(self) -> KeySet:
         return KeySet.from_jwks(self.model_dump())
 
 

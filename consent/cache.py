@@ -33,11 +33,28 @@ CHANGES_KEPT = 100_000  # consents whose latest change heard is remembered for c
 
 
 @dataclass(frozen=True, slots=True)
-class _Cached:
+class _Grant:
+    """What a permit answer grants, whoever hands it out."""
+
     consent_id: str
     fields: tuple[str, ...]
     legal_basis: str
     pseudonym: str
+
+    def permit(self, generation: int, as_of: float) -> Permit:
+        return Permit(
+            self.consent_id,
+            list(self.fields),
+            self.legal_basis,
+            self.pseudonym,
+            generation=generation,
+            as_of=as_of,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    grant: _Grant
     answers_from: dt.datetime  # consent.rules.cache_window
     answers_until: dt.datetime
 
@@ -77,14 +94,7 @@ class PermitCache:
         if kept is None or not kept.answers_from <= at < kept.answers_until:
             return None
         self._permits.move_to_end(key)
-        return Permit(
-            kept.consent_id,
-            list(kept.fields),
-            kept.legal_basis,
-            kept.pseudonym,
-            generation=self._generation,
-            as_of=as_of,
-        )
+        return kept.grant.permit(self._generation, as_of)
 
     @contextlib.contextmanager
     def watch(self, consent_id: str) -> Iterator[Watch]:
@@ -104,6 +114,12 @@ class PermitCache:
         about its consent while it was asked (sent at ``as_of``: ``Permit.as_of``)."""
         assert answer.legal_basis is not None
         assert answer.subject_pseudonym is not None
+        grant = _Grant(
+            answer.consent_id,
+            tuple(answer.released_fields),
+            answer.legal_basis,
+            answer.subject_pseudonym,
+        )
         if (
             answer.cacheable
             and not watch.spoiled
@@ -111,30 +127,17 @@ class PermitCache:
             and answer.expires_at is not None
             and self._size > 0
         ):
-            self._permits[key] = _Cached(
-                answer.consent_id,
-                tuple(answer.released_fields),
-                answer.legal_basis,
-                answer.subject_pseudonym,
-                *cache_window(answer.valid_from, answer.expires_at),
-            )
+            self._permits[key] = _Cached(grant, *cache_window(answer.valid_from, answer.expires_at))
             self._permits.move_to_end(key)
             self._by_consent.setdefault(answer.consent_id, set()).add(key)
             while len(self._permits) > self._size:
                 old, dropped = self._permits.popitem(last=False)
-                keys = self._by_consent.get(dropped.consent_id)
+                keys = self._by_consent.get(dropped.grant.consent_id)
                 if keys is not None:
                     keys.discard(old)
                     if not keys:
-                        del self._by_consent[dropped.consent_id]
-        return Permit(
-            answer.consent_id,
-            list(answer.released_fields),
-            answer.legal_basis,
-            answer.subject_pseudonym,
-            generation=watch.since,
-            as_of=as_of,
-        )
+                        del self._by_consent[dropped.grant.consent_id]
+        return grant.permit(watch.since, as_of)
 
     def heard(self, consent_id: str, status: str | None) -> None:
         """Consent ``consent_id`` changed (to ``status``): drop its permits, spoil questions."""

@@ -261,49 +261,41 @@ async def _call_backend(
     if info.response_schema is not None:
         document = await _validate(gw, info.response_schema, response.body, request_side=False)
         if permit is not None:
-            _require_subject(info, env, document)
+            if info.subject_field is None:
+                raise ServiceFailedError(
+                    f"{env.service} requires consent but names no subject field; refusing "
+                    "(fail closed)"
+                )
+            if not _about_named_subject(info, env, document):
+                # A consent for one citizen is no key to another's record, whatever the
+                # request asked the backend for.
+                raise ConsentDeniedError(
+                    "the record returned is not the consented data subject's; nothing is released"
+                )
             projected = project(document, permit.released_fields)
             data = json.dumps(projected, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             # The backend's own headers stay behind too: any of them could carry the record.
             return BackendResponse(response.status, {"Content-Type": "application/json"}, data)
-        if info.subject_field is not None:
-            _require_named(info, env, document)
-    elif permit is not None:
-        # Without a response schema the consented fields cannot be checked: release nothing.
-        raise ServiceFailedError(
-            f"{env.service} requires consent but has no response schema to project"
-        )
+        if info.subject_field is not None and not _about_named_subject(info, env, document):
+            # The audit records name the subject the request names: a citizen whose record
+            # was read under another's name would never see it.
+            raise AccessDeniedError(
+                "the record returned is not the named data subject's; nothing is released"
+            )
     elif about_subject:
+        # Without a response schema neither projection nor the subject can be checked.
         raise ServiceFailedError(
-            f"{env.service} names a subject field but has no response schema to read it from; "
-            "refusing (fail closed)"
+            f"{env.service} answers about a data subject but has no response schema to "
+            "check its answer against; refusing (fail closed)"
         )
     return response
 
 
-def _require_subject(info: ServiceInfo, env: RequestEnvelope, document: Any) -> None:
-    """The answer must be the consented subject's record: a consent for one citizen is no
-    key to another's, whatever the request asked the backend for."""
-    if info.subject_field is None:
-        raise ServiceFailedError(
-            f"{env.service} requires consent but names no subject field; refusing (fail closed)"
-        )
-    assert env.subject is not None  # the consent decision needed it
-    if _subject_of(info, document) != Cnic.from_user_id(env.subject):
-        raise ConsentDeniedError(
-            "the record returned is not the consented data subject's; nothing is released"
-        )
-
-
-def _require_named(info: ServiceInfo, env: RequestEnvelope, document: Any) -> None:
-    """Without consent, an answer about a data subject (the service names its field) must be
-    about the one the request names: the audit records name that subject, and a citizen
-    whose record was read under another's name, or none, would never see it."""
-    assert env.subject is not None  # refused before the backend call otherwise
-    if _subject_of(info, document) != Cnic.from_user_id(env.subject):
-        raise AccessDeniedError(
-            "the record returned is not the named data subject's; nothing is released"
-        )
+def _about_named_subject(info: ServiceInfo, env: RequestEnvelope, document: Any) -> bool:
+    """Whether the answer's subject field holds the CNIC the request names (a request to a
+    service with that field names one, or was refused before the backend call)."""
+    assert env.subject is not None
+    return _subject_of(info, document) == Cnic.from_user_id(env.subject)
 
 
 def _subject_of(info: ServiceInfo, document: Any) -> Cnic:

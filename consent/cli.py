@@ -29,6 +29,7 @@ from core.keys import KeySet, PrivateKey
 from core.pseudonym import Pseudonymizer
 from core.web import parse_json, parse_model
 from registry.globalconf import Anchor
+from registry.memberauth import MAX_NONCES, MAX_NONCES_PER_CALLER
 
 __all__ = ["consent"]
 
@@ -182,7 +183,7 @@ def init(
 )
 @click.option(
     "--signed-requests-per-member",
-    default=25_000,
+    default=MAX_NONCES_PER_CALLER,
     show_default=True,
     type=click.IntRange(100),
     help="Signed requests each member may make within 90 s (the replay memory's share of "
@@ -190,7 +191,7 @@ def init(
 )
 @click.option(
     "--signed-requests",
-    default=250_000,
+    default=MAX_NONCES,
     show_default=True,
     type=click.IntRange(1_000),
     help="Signed requests remembered in all before only members under an equal share are "

@@ -49,7 +49,7 @@ from core.pseudonym import Pseudonymizer
 from core.ratelimit import RateLimiter
 from core.web import error_middleware, security_headers_middleware
 from registry.globalconf_client import GlobalConfClient
-from registry.memberauth import MemberRequestVerifier
+from registry.memberauth import MAX_NONCES, MAX_NONCES_PER_CALLER, MemberRequestVerifier
 
 __all__ = ["LOG_WRITER", "ConsentConfig", "build_app"]
 
@@ -77,8 +77,8 @@ class ConsentConfig:
     pseudonym_burst: int = 2_000  # lookups at once
     # Member-signed requests remembered against replay within an assertion's 90 s: each
     # member's share, and the whole (registry.memberauth.RequestChecks).
-    signed_requests_per_member: int = 25_000
-    signed_requests: int = 250_000
+    signed_requests_per_member: int = MAX_NONCES_PER_CALLER
+    signed_requests: int = MAX_NONCES
     checkpoint_interval: float = 10.0  # seconds between consent log checkpoints (if it grew)
     session_ttl: dt.timedelta = SESSION_TTL
     hasher: PasswordHasher | None = None  # default: argon2id with argon2-cffi's parameters

@@ -58,6 +58,9 @@ MEMBER_REQUEST_TYP = "shahrah-member-request+jws"
 SCHEME = "Shahrah-Member"
 MAX_AGE = dt.timedelta(seconds=60)  # how long an assertion is accepted after it was made
 CLOCK_SKEW = dt.timedelta(seconds=30)
+#: Nonces a verifier remembers within the acceptance window: in all, and per caller.
+MAX_NONCES = 250_000
+MAX_NONCES_PER_CALLER = 25_000
 
 
 class RequestBinding(BaseModel):
@@ -139,8 +142,8 @@ class RequestChecks:
         audience: str,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        max_nonces: int = 250_000,
-        max_nonces_per_caller: int = 25_000,
+        max_nonces: int = MAX_NONCES,
+        max_nonces_per_caller: int = MAX_NONCES_PER_CALLER,
     ) -> None:
         self.audience = audience
         self.clock = clock
@@ -226,8 +229,8 @@ class MemberRequestVerifier:
         view: Callable[[], GlobalConfView],
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        max_nonces: int = 250_000,
-        max_nonces_per_caller: int = 25_000,
+        max_nonces: int = MAX_NONCES,
+        max_nonces_per_caller: int = MAX_NONCES_PER_CALLER,
     ) -> None:
         self.audience = audience
         self.view = view

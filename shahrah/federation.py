@@ -133,32 +133,54 @@ PURPOSES = (
         "Issuing a child's registration certificate (B-form).",
     ),
 )
+
+
+@dataclass(frozen=True)
+class DemoService:
+    id: ServiceId
+    title: str
+    requires_consent: bool
+    purposes: tuple[str, ...]
+    schema: str  # the response schema's subject (version 1)
+    #: Where an answer names the person it is about; None where no single person is (a
+    #: parcel's several owners, a child who may not have an identity number yet).
+    subject_field: str | None
+
+
 SERVICES = (
-    (
+    DemoService(
         PERSON,
         "Person record (CNIC identity)",
         True,
         ("identity-verification", "property-tax-assessment"),
         "pk.nadra.person",
+        "/cnic",
     ),
-    (
+    DemoService(
         PARCEL,
         "Land parcel (record of rights)",
         False,
         ("land-transfer", "property-tax-assessment"),
         "pk.plra.land-parcel",
+        None,
     ),
-    (
+    DemoService(
         ASSESSMENT,
         "Property tax assessment",
         False,
         ("land-transfer", "property-tax-assessment"),
         "pk.lmc.property-tax-assessment",
+        "/owner_cnic",
     ),
-    (BIRTH, "Birth registration", False, ("birth-registration",), "pk.nadra.birth-registration"),
+    DemoService(
+        BIRTH,
+        "Birth registration",
+        False,
+        ("birth-registration",),
+        "pk.nadra.birth-registration",
+        None,
+    ),
 )
-#: Where the consent service's answers (NADRA's person record) name the data subject.
-SUBJECT_FIELD = "/cnic"
 GRANTS = (
     (PERSON, TAX_OFFICE, "/persons/*"),
     (PARCEL, TAX_OFFICE, "/parcels/*"),
@@ -291,16 +313,16 @@ async def create(data_dir: Path, ports: Ports, *, people: int = 200) -> dict[str
                 await ops.add_purpose(
                     s, PurposeCreate(code=code, name=name, description=description)
                 )
-            for sid, title, consent, purposes, subject in SERVICES:
+            for service in SERVICES:
                 await ops.add_service(
                     s,
                     ServiceCreate(
-                        id=sid,
-                        title=title,
-                        requires_consent=consent,
-                        subject_field=SUBJECT_FIELD if consent else None,
-                        purposes=list(purposes),
-                        response_schema=SchemaRef(subject=subject, version=1),
+                        id=service.id,
+                        title=service.title,
+                        requires_consent=service.requires_consent,
+                        subject_field=service.subject_field,
+                        purposes=list(service.purposes),
+                        response_schema=SchemaRef(subject=service.schema, version=1),
                     ),
                 )
             for sid, client, path in GRANTS:
@@ -374,6 +396,8 @@ async def create(data_dir: Path, ports: Ports, *, people: int = 200) -> dict[str
         "samples": {
             "parcel_id": legacy.parcel_ids[0],
             "property_id": legacy.property_ids[0],
+            # Assessments are about their owner: a call names the owner as its data subject.
+            "property_owner": str(Cnic.parse(legacy.property_owners[legacy.property_ids[0]])),
             "birth_registration": legacy.birth_numbers[0],
         },
         "gateways": gateways,
@@ -551,16 +575,16 @@ def write_federation(data_dir: Path, federation: dict[str, Any], ports: Ports) -
         )
     federation["services"] = [
         {
-            "id": str(sid),
-            "title": title,
-            "requires_consent": consent,
-            "subject_field": SUBJECT_FIELD if consent else None,
-            "purposes": list(purposes),
-            "response_schema": f"{subject}:1",
-            "provider_gateway": _owner(sid).name,
-            "r1": f"/r1/{sid.to_path()}",
+            "id": str(s.id),
+            "title": s.title,
+            "requires_consent": s.requires_consent,
+            "subject_field": s.subject_field,
+            "purposes": list(s.purposes),
+            "response_schema": f"{s.schema}:1",
+            "provider_gateway": _owner(s.id).name,
+            "r1": f"/r1/{s.id.to_path()}",
         }
-        for sid, title, consent, purposes, subject in SERVICES
+        for s in SERVICES
     ]
     federation["access_rights"] = [
         {"service": str(sid), "client": str(client), "method": "GET", "path": path}

@@ -149,12 +149,15 @@ async def run_scenario(live: Live) -> list[Step]:
 
     async def assessment_from_fixed_width() -> str:
         prop = live.federation["samples"]["property_id"]
+        # An assessment is about its owner: the call names the owner, and is recorded so.
+        owner = Cnic(live.federation["samples"]["property_owner"])
+        about = {"Shahrah-Data-Subject": owner.to_user_id()}
         # Right after start the night's extract may still be settling in the drop folder
         # (the ingester reads a file only once it has stopped changing): wait for it, briefly.
         deadline = time.monotonic() + INGEST_WAIT
         while True:
             status, _, body = await _r1(
-                live, "plra", LAND_OFFICE, ASSESSMENT, f"/assessments/{prop}"
+                live, "plra", LAND_OFFICE, ASSESSMENT, f"/assessments/{prop}", about
             )
             if status != 404 or time.monotonic() > deadline:
                 break
@@ -164,7 +167,7 @@ async def run_scenario(live: Live) -> list[Step]:
             body.get("property_id") == prop, f"asked for {prop}, got {body.get('property_id')}"
         )
         due, year = body["tax_due"], body["fiscal_year"]
-        return f"assessment of {prop} for {year}: due {due} ({body['status']})"
+        return f"assessment of {prop} for {year}, owner {owner}: due {due} ({body['status']})"
 
     async def export_and_verify() -> str:
         for running in live.gateways.values():

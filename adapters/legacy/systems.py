@@ -249,12 +249,13 @@ def property_tax_layout(environ: dict[str, str]) -> FixedWidthFormat:
 
 def property_tax_extract(
     people: list[Person], rng: random.Random, layout: FixedWidthFormat, year: int
-) -> tuple[bytes, list[str]]:
+) -> tuple[bytes, dict[str, str]]:
     """One night's extract for fiscal year ``year``-``year+1``, for Lahore's property owners:
-    (file bytes, property ids). Amounts are whole rupees; the status says what was paid."""
+    (file bytes, each property id's owner CNIC). Amounts are whole rupees; the status says what
+    was paid."""
     owners = [p for p in people if p.district.name == "Lahore"] or people[:10]
     records = []
-    ids = []
+    owned = {}
     for i, owner in enumerate(owners, start=1):
         code, town = rng.choice(_TOWNS)
         rental = rng.randrange(60_000, 2_400_000)
@@ -262,7 +263,7 @@ def property_tax_extract(
         status = rng.choice("AAPQLE")
         paid = {"P": tax, "Q": tax // 2}.get(status, 0)
         property_id = f"LHR-{code}-{i:06d}"
-        ids.append(property_id)
+        owned[property_id] = owner.cnic
         records.append(
             layout.encode(
                 {
@@ -283,7 +284,7 @@ def property_tax_extract(
             )
         )
     records.append(layout.encode_trailer(len(records)))
-    return b"".join(records), ids
+    return b"".join(records), owned
 
 
 def birth_sheet(people: list[Person], rng: random.Random, council: int) -> tuple[bytes, list[str]]:
@@ -354,8 +355,12 @@ class LegacyDemo:
     variables: dict[str, str]  # for load_adapters(..., environ=...); add PLRA_SOAP_URL
     people: list[Person]
     parcel_ids: list[str]
-    property_ids: list[str]
+    property_owners: dict[str, str]  # property id -> owner's CNIC (13 digits)
     birth_numbers: list[str]
+
+    @property
+    def property_ids(self) -> list[str]:
+        return list(self.property_owners)
 
     @property
     def land_records(self) -> Path:
@@ -382,7 +387,7 @@ def build(
     )
     variables = {"LEGACY_DIR": str(directory.resolve()), "NADRA_DB_URL": url, "PLRA_SOAP_URL": ""}
     layout = property_tax_layout(variables)
-    extract, property_ids = property_tax_extract(citizens, rng, layout, 2024)
+    extract, property_owners = property_tax_extract(citizens, rng, layout, 2024)
     write_atomic(directory / "property-tax" / "PTAX.D2024.EXTRACT.DAT", extract)
     births: list[str] = []
     for council in (45, 112):
@@ -394,6 +399,6 @@ def build(
         variables=variables,
         people=citizens,
         parcel_ids=[str(p["id"]) for p in parcels],
-        property_ids=property_ids,
+        property_owners=property_owners,
         birth_numbers=births,
     )

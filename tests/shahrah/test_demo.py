@@ -14,10 +14,11 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
+from core.ids import Cnic
 from shahrah import scenario
 from shahrah.cli import main
 from shahrah.demo import Live, describe, running
-from shahrah.federation import FEDERATION_FILE, MEMBERS, Ports
+from shahrah.federation import ASSESSMENT, FEDERATION_FILE, LAND_OFFICE, MEMBERS, Ports
 from shahrah.scenario import run_scenario
 from tests.ports import free_base
 
@@ -29,6 +30,18 @@ async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) 
         assert [s.name for s in steps if not s.ok] == [], [s.detail for s in steps if not s.ok]
         assert len(steps) == 7
         told = describe(live)
+        # An assessment is about its owner: asked for under anyone else's name, or under
+        # none, it is refused, so the owner's "who looked at my data" is the true one.
+        prop = live.federation["samples"]["property_id"]
+        someone_else = Cnic(live.federation["citizens"][0]["cnic"])
+        assert someone_else != Cnic(live.federation["samples"]["property_owner"])
+        path = f"/assessments/{prop}"
+        for named in ({"Shahrah-Data-Subject": someone_else.to_user_id()}, {}):
+            status, headers, body = await scenario._r1(
+                live, "plra", LAND_OFFICE, ASSESSMENT, path, named
+            )
+            assert (status, headers["X-Road-Error"]) == (500, "Server.ServerProxy.AccessDenied")
+            assert "tax_due" not in json.dumps(body)
     federation = json.loads((data / FEDERATION_FILE).read_text())
     assert stat.S_IMODE((data / FEDERATION_FILE).stat().st_mode) == 0o600
     assert set(federation["gateways"]) == {m.name for m in MEMBERS}

@@ -36,9 +36,12 @@ from exchange import envelope as env_
 from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import (
+    ERROR_TYPE,
+    AnswerTooLargeError,
     ClientNetworkError,
     ClientProxyInvalidSignatureError,
     InvalidSecurityServerError,
+    known_type,
 )
 from exchange.provider import service_path
 from exchange.r1 import LocalRequest, error_response, located, parse_local, response_headers
@@ -113,7 +116,9 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             response_token=answer.token,
             fields_released=answer.renv.released_fields,
         )
-        outcome = answer.renv.headers.get("x-road-error", "delivered")
+        kind = answer.renv.headers.get("x-road-error")
+        # The provider names its refusal's type: only types we know become a label.
+        outcome = "delivered" if kind is None else kind if known_type(kind) else "other"
         gw.metrics.requests.labels("consumer", service_label, outcome).inc()
         gw.metrics.latency.labels("consumer", service_label).observe(time.perf_counter() - started)
         # Only what the provider signed reaches the local system, plus X-Road's own headers.
@@ -149,6 +154,10 @@ def _resolve(view: GlobalConfView, local: LocalRequest) -> tuple[ServiceId, str]
     if local.service_code in METASERVICES:
         sid = local.provider.service(local.service_code)
         if sid not in view.services:
+            if local.provider not in view.subsystems:
+                # Refused here, so no caller can name providers without end (each would be
+                # a metric series of its own).
+                raise UnknownServiceError(f"{local.provider} is not a registered subsystem")
             if local.rest:
                 raise UnknownServiceError(f"{local.service_code} takes no path")
             return sid, ""
@@ -293,8 +302,8 @@ async def _post(
             limit = gw.limits.max_body
             data = await read_up_to(resp.content, limit + 1)
             if len(data) > limit:
-                raise ClientProxyInvalidSignatureError(
-                    f"provider answer is larger than {limit} bytes"
+                raise AnswerTooLargeError(
+                    f"the provider's answer is larger than this gateway's limit of {limit} bytes"
                 )
             rtoken = resp.headers.get(env_.ENVELOPE_HEADER, "")
             rheaders = {
@@ -352,6 +361,11 @@ def _verify(
     if not env_.matches(headers, renv.headers):
         raise ClientProxyInvalidSignatureError(
             "the provider's answer headers do not match its envelope"
+        )
+    kind = renv.headers.get("x-road-error")
+    if kind is not None and not ERROR_TYPE.fullmatch(kind):
+        raise ClientProxyInvalidSignatureError(
+            "the provider's answer names something other than an X-Road error type"
         )
     if not _is_refusal(renv, body) and (
         abs((renv.time - gw.clock()).total_seconds()) > gw.limits.freshness

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from core.errors import ClientProxyError, ServerProxyError
+import functools
+import re
+
+from core.errors import ClientProxyError, ServerProxyError, ShahrahError
 
 __all__ = [
+    "ERROR_TYPE",
+    "AnswerTooLargeError",
     "ClientNetworkError",
     "ClientProxyInvalidSignatureError",
     "InvalidSecurityServerError",
     "ProviderNetworkError",
     "PseudonymUnavailableError",
     "SslAuthenticationFailedError",
+    "known_type",
 ]
+
+#: The shape of an X-Road error type (PR-REST's CamelCase fault codes, dot-separated), as a
+#: provider gateway may name one in its signed refusal.
+ERROR_TYPE = re.compile(r"(?:Client|Server)(?:\.[A-Za-z][A-Za-z0-9]{0,63}){1,4}")
 
 
 class ProviderNetworkError(ServerProxyError):
@@ -55,3 +65,28 @@ class InvalidSecurityServerError(ClientProxyError):
     """``X-Road-Security-Server`` names no active gateway that serves the provider."""
 
     xroad_type = "Server.ClientProxy.InvalidSecurityServer"
+
+
+class AnswerTooLargeError(ClientProxyError):
+    """The provider's answer is larger than this gateway's body limit: it was signed and may
+    be intact, but is not taken in (a consumer's limit should be no smaller than its
+    providers')."""
+
+    status = 502
+    xroad_type = "Server.ClientProxy.ResponseTooLarge"
+
+
+@functools.cache
+def _types() -> frozenset[str]:
+    found, todo = set(), [ShahrahError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.xroad_type)
+        todo.extend(cls.__subclasses__())
+    return frozenset(found)
+
+
+def known_type(kind: str) -> bool:
+    """Whether ``kind`` is an X-Road error type this code base raises: what a metric label
+    may hold, so a peer's refusals cannot add series without end."""
+    return kind in _types()

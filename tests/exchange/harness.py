@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -42,6 +43,7 @@ from core.ids import ClientId, MemberId
 from core.keys import KeySet, PrivateKey
 from core.pseudonym import Pseudonymizer
 from core.tls import make_certificate, server_context
+from exchange import provider
 from exchange.context import Gateway, Limits
 from exchange.metrics import GatewayMetrics
 from exchange.passthrough import HttpBackend
@@ -118,6 +120,9 @@ class Backend:
                 await asyncio.sleep(self.delay)
             if request.path.startswith("/redirect"):
                 raise web.HTTPFound("/elsewhere")
+            if request.path.startswith("/sized/"):  # an answer of the bytes asked for
+                size = min(int(request.path.rsplit("/", 1)[-1]), 1024 * 1024)
+                return web.Response(body=b"x" * size, content_type="application/octet-stream")
             if request.path.startswith("/upload"):  # echo the body: large answers, too
                 return web.Response(body=self.bodies[-1], content_type="application/octet-stream")
             if request.path.startswith("/persons/"):
@@ -459,3 +464,12 @@ def sqlite_copy(template: Path, tmp: Path) -> Callable[[str], str]:
         return f"sqlite:///{path}"
 
     return make
+
+
+def provider_signs_error_type(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Make every provider gateway sign ``X-Road-Error: kind`` into its answers, delivered
+    ones included: what a provider of another release, or a rogue one, could send."""
+    real = provider.forwardable_headers
+    monkeypatch.setattr(
+        provider, "forwardable_headers", lambda headers: {**real(headers), "X-Road-Error": kind}
+    )

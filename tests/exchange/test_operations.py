@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from defusedxml import ElementTree
 
-from tests.exchange.harness import LMC_TAX, PLRA_LAND, Federation
+from tests.exchange.harness import LMC_TAX, PLRA_LAND, Federation, provider_signs_error_type
 
 META = "/r1/PK/FED/NADRA/civil-registry"
 XROAD_NS = "http://x-road.eu/xsd/xroad.xsd"
@@ -124,6 +124,24 @@ async def test_metrics_count_outcomes_and_report_configuration_age(fed: Federati
     assert "shahrah_exchange_duration_seconds_bucket" in text
     provider = await (await fed.http.get(fed.nodes["nadra"].local_url + "/metrics")).text()
     assert 'role="provider"' in provider
+
+
+async def test_no_caller_or_peer_can_add_metric_series_without_end(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A metaservice on a subsystem nobody registered is refused, not labelled by its name.
+    for n in range(3):
+        resp = await fed.call("lmc", "GET", f"/r1/PK/FED/NADRA/made-up-{n}/listMethods")
+        assert resp.headers["X-Road-Error"] == "Server.ServerProxy.UnknownService"
+    # A provider's refusal of a type this release does not know is passed on as signed,
+    # and counted as "other".
+    provider_signs_error_type(monkeypatch, "Server.ServerProxy.FromTheFuture")
+    resp = await fed.call("lmc", "GET", META + "/echo/a")
+    assert resp.headers["X-Road-Error"] == "Server.ServerProxy.FromTheFuture"
+    text = await (await fed.http.get(fed.nodes["lmc"].local_url + "/metrics")).text()
+    assert "made-up" not in text
+    assert "FromTheFuture" not in text
+    assert 'outcome="other",role="consumer",service="PK/FED/NADRA/civil-registry/echo"' in text
 
 
 async def test_health_and_readiness(fed: Federation) -> None:

@@ -28,7 +28,6 @@ from core.keys import PrivateKey
 from core.tls import client_context, make_certificate, server_context
 from core.web import listening
 from exchange import envelope as env_
-from exchange import provider
 from exchange.context import Limits
 from exchange.envelope import RequestEnvelope
 from exchange.provider import service_path
@@ -47,6 +46,7 @@ from tests.exchange.harness import (
     Federation,
     build,
     close,
+    provider_signs_error_type,
     sqlite_copy,
 )
 
@@ -316,12 +316,7 @@ async def test_only_a_real_refusal_may_be_dated_outside_the_window(
     header does not make it a refusal: the exemption from freshness is for refusals only."""
     lmc = fed.nodes["lmc"].gateway
     lmc.limits = dataclasses.replace(lmc.limits, freshness=1e-9)
-    real = provider.forwardable_headers
-    monkeypatch.setattr(
-        provider,
-        "forwardable_headers",
-        lambda headers: {**real(headers), "X-Road-Error": "Server.ServerProxy.AccessDenied"},
-    )
+    provider_signs_error_type(monkeypatch, "Server.ServerProxy.AccessDenied")
     resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a")
     status, kind, message = await _error(resp)
     assert (status, kind) == (500, "Server.ClientProxy.InvalidSignature")
@@ -330,6 +325,19 @@ async def test_only_a_real_refusal_may_be_dated_outside_the_window(
     # A real refusal still passes, whatever its time.
     denied = await fed.call("lmc", "GET", PERSON_PATH + "/persons/35202-1234567-1")
     assert (await _error(denied))[1] == "Server.ServerProxy.ConsentDenied"
+
+
+async def test_a_refusal_type_that_is_no_x_road_error_type_is_refused(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider's signed error type reaches the local system, the audit record and the
+    metrics: it must at least have the shape of one."""
+    provider_signs_error_type(monkeypatch, "Server.ServerProxy." + "x" * 70)
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a")
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (500, "Server.ClientProxy.InvalidSignature")
+    assert "names something other than an X-Road error type" in message
+    assert "xxx" not in message
 
 
 async def test_a_provider_answer_signed_by_the_wrong_key_is_refused(fed: Federation) -> None:
@@ -609,6 +617,20 @@ async def test_body_limit_and_backend_timeouts(tight: Federation) -> None:
     _status, kind, message = await _error(resp)
     assert kind == "Server.ServerProxy.NetworkError"
     assert "did not answer within 0.3 s" in message
+
+
+async def test_an_answer_over_the_consumers_limit_is_named_for_what_it_is(
+    fed: Federation,
+) -> None:
+    """Not InvalidSignature: the answer may be intact, it is only more than this gateway
+    takes in."""
+    lmc = fed.nodes["lmc"].gateway
+    lmc.limits = dataclasses.replace(lmc.limits, max_body=4096)
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/sized/4096")).status == 200
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/sized/4097")
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (500, "Server.ClientProxy.ResponseTooLarge")
+    assert "limit of 4096 bytes" in message
 
 
 async def test_an_in_process_adapter_is_held_to_the_backend_timeout(tight: Federation) -> None:

@@ -285,8 +285,7 @@ def parse_local(request: web.Request) -> LocalRequest:
     clients = headers.getall("X-Road-Client", [])
     if not clients:
         raise InvalidClientIdentifierError("header X-Road-Client is required")
-    # PR-REST: if the header is repeated, the last one wins.
-    client = ClientId.parse(clients[-1].strip(), encoded=True)
+    client = _last_client(clients[-1])
 
     # Blank counts as absent, as in X-Road (a client template may send it empty); repeated,
     # the last one counts.
@@ -337,6 +336,23 @@ def _check_sizes(headers: Mapping[str, str]) -> None:
         )
 
 
+def _last_client(value: str) -> ClientId:
+    """PR-REST: if X-Road-Client is repeated, the last one wins, also when a proxy on the
+    way folded the repeats into one comma-separated line (RFC 9110 5.3). A comma may stand
+    in a code, so the line is one identifier if it reads as one; otherwise the last is the
+    shortest tail after a comma that does."""
+    try:
+        return ClientId.parse(value.strip(), encoded=True)
+    except ShahrahError as e:
+        refusal = e
+    for i in reversed([i for i, c in enumerate(value) if c == ","]):
+        try:
+            return ClientId.parse(value[i + 1 :].strip(), encoded=True)
+        except ShahrahError:
+            continue
+    raise refusal
+
+
 def is_forwardable(name: str) -> bool:
     """Whether a header of this name crosses a gateway (neither hop-by-hop, nor set by it,
     nor one that could reroute the request at the backend)."""
@@ -347,11 +363,19 @@ def is_forwardable(name: str) -> bool:
 def forwardable_headers(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> dict[str, str]:
     """End-to-end headers, minus hop-by-hop and the ones gateways set themselves.
 
-    Repeated headers are joined with ', ' as HTTP allows for list-valued fields.
+    Every header that ``Connection`` names is hop-by-hop too (RFC 9110 7.6.1), so it stays
+    behind with it. Repeated headers are joined with ', ' as HTTP allows for list-valued
+    fields.
     """
+    named = {
+        token.strip().lower()
+        for name, value in headers.items()
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        if is_forwardable(name):
+        if is_forwardable(name) and name.lower() not in named:
             out.add(name, value)
     merged: dict[str, str] = {}
     for name in {k.lower(): k for k in out}.values():

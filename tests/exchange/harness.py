@@ -140,7 +140,12 @@ class Backend:
                     "client": request.headers.get("X-Road-Client"),
                     "user": request.headers.get("X-Road-UserId"),
                 },
-                headers={"X-Custom": "kept", "Connection": "keep-alive", "Server": "legacy/1.0"},
+                headers={
+                    "X-Custom": "kept",
+                    "Connection": "keep-alive, X-Hop-Out",
+                    "X-Hop-Out": "for the next hop only",
+                    "Server": "legacy/1.0",
+                },
             )
 
         app = web.Application()

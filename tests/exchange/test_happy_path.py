@@ -23,7 +23,8 @@ async def test_a_request_crosses_two_gateways_and_comes_back_signed(fed: Federat
             "X-Road-Id": "msg-1",
             "X-Road-UserId": "PK3520212345671",
             "X-Custom-In": "yes",
-            "Connection": "close",
+            "Connection": "close, X-Hop-In",
+            "X-Hop-In": "for the gateway only",
             "Shahrah-Envelope": "forged by caller",
         },
     )
@@ -43,11 +44,13 @@ async def test_a_request_crosses_two_gateways_and_comes_back_signed(fed: Federat
     assert len(base64.b64decode(resp.headers["X-Road-Request-Hash"])) == 64
     assert resp.headers["X-Custom"] == "kept"
     assert resp.headers.get("Server") != "legacy/1.0"
+    assert "X-Hop-Out" not in resp.headers  # named in Connection: hop-by-hop
     assert ENVELOPE_HEADER not in resp.headers
     seen = fed.backend.seen[-1]
     assert seen.headers["X-Custom-In"] == "yes"
     assert seen.headers["X-Road-Id"] == "msg-1"
     assert "Shahrah-Envelope" not in seen.headers
+    assert "X-Hop-In" not in seen.headers
 
 
 async def test_both_gateways_record_the_exchange(fed: Federation) -> None:
@@ -87,6 +90,19 @@ async def test_last_x_road_client_header_wins(fed: Federation) -> None:
     )
     assert resp.status == 200
     assert resp.headers["X-Road-Client"] == str(LMC_TAX)
+    # Folded into one line on the way (RFC 9110 5.3), the last still wins.
+    for line, wins in (
+        (f"PK/PROV/PLRA/land-records, {LMC_TAX}", str(LMC_TAX)),
+        (f"PK/PROV/PLRA/land-records,{LMC_TAX}", str(LMC_TAX)),
+        (f"{LMC_TAX}, PK/PROV/PLRA/land-records", None),
+    ):
+        resp = await fed.http.get(
+            fed.nodes["lmc"].local_url + ECHO_PATH, headers={"X-Road-Client": line}
+        )
+        if wins:
+            assert (resp.status, resp.headers["X-Road-Client"]) == (200, wins)
+        else:  # PLRA's subsystem, last, is no client of this gateway
+            assert resp.headers["X-Road-Error"] == "Client.InvalidClientIdentifier"
 
 
 async def test_x_road_service_is_the_five_part_service_id_the_caller_named(

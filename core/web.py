@@ -40,6 +40,7 @@ from core.errors import (
 )
 
 __all__ = [
+    "RELAYED",
     "Api",
     "ErrorRenderer",
     "ListenError",
@@ -272,10 +273,17 @@ async def listening(
         await runner.cleanup()
 
 
+#: Set on a response that relays another system's answer (a gateway's delivered answer):
+#: its headers are that system's, cache headers included (PR-REST 4.3: passed as they are).
+RELAYED = web.ResponseKey("relayed", bool)
+
+
 @web.middleware
 async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Headers every API response carries: no sniffing, no framing, no caching of secrets."""
     response: web.StreamResponse = await handler(request)
+    if response.get(RELAYED):
+        return response
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "no-referrer")

@@ -31,7 +31,7 @@ from core.errors import (
     UnknownServiceError,
 )
 from core.ids import Cnic, GatewayId, ServiceId
-from core.web import read_up_to
+from core.web import RELAYED, read_up_to
 from exchange import envelope as env_
 from exchange.context import METASERVICES, Gateway, read_body
 from exchange.envelope import RequestEnvelope, ResponseEnvelope
@@ -122,11 +122,13 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
         gw.metrics.requests.labels("consumer", service_label, outcome).inc()
         gw.metrics.latency.labels("consumer", service_label).observe(time.perf_counter() - started)
         # Only what the provider signed reaches the local system, plus X-Road's own headers.
-        return web.Response(
+        response = web.Response(
             status=answer.status,
             headers=response_headers(answer.renv.headers, xroad),
             body=answer.body,
         )
+        response[RELAYED] = kind is None  # a refusal is a gateway's message, not the backend's
+        return response
     except ShahrahError as e:
         return await _refuse(gw, e, local, subject, env, token, body, started, service_label)
     except Exception:

@@ -142,6 +142,7 @@ class Backend:
                 },
                 headers={
                     "X-Custom": "kept",
+                    "Cache-Control": "private, max-age=60",
                     "Connection": "keep-alive, X-Hop-Out",
                     "X-Hop-Out": "for the next hop only",
                     "Server": "legacy/1.0",

@@ -45,6 +45,9 @@ async def test_a_request_crosses_two_gateways_and_comes_back_signed(fed: Federat
     assert resp.headers["X-Custom"] == "kept"
     assert resp.headers.get("Server") != "legacy/1.0"
     assert "X-Hop-Out" not in resp.headers  # named in Connection: hop-by-hop
+    # PR-REST 4.3: cache headers as the backend sent them; none of the gateway's own.
+    assert resp.headers["Cache-Control"] == "private, max-age=60"
+    assert "X-Frame-Options" not in resp.headers
     assert ENVELOPE_HEADER not in resp.headers
     seen = fed.backend.seen[-1]
     assert seen.headers["X-Custom-In"] == "yes"

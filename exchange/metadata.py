@@ -5,8 +5,7 @@
 service on a provider subsystem and answered by the provider's gateway.
 A service's endpoints are the method/path patterns of its access rights; its
 OpenAPI description is generated from the registry's view of it (title,
-endpoints, schema references), or taken from a document the gateway
-operator configured for the service.
+endpoints, schema references).
 """
 
 from __future__ import annotations
@@ -136,6 +135,31 @@ def answer_metaservice(view: GlobalConfView, env: RequestEnvelope) -> bytes:
     return json.dumps(openapi_for(view, candidates)).encode()
 
 
+def _templated(prefix: str, pattern: str) -> tuple[str, list[dict[str, Any]]]:
+    """An access right's path pattern as an OpenAPI path template and its parameters: each
+    ``*`` one segment, a trailing ``**`` whatever follows (slashes included)."""
+    segments = ["**"] if pattern == "**" else pattern[1:].split("/")
+    parts: list[str] = []
+    parameters: list[dict[str, Any]] = []
+    for seg in segments:
+        if seg not in ("*", "**"):
+            parts.append(seg)
+            continue
+        name = "rest" if seg == "**" else f"segment{len(parameters) + 1}"
+        parts.append("{" + name + "}")
+        what = "the rest of the path, any number of segments" if seg == "**" else "one segment"
+        parameters.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "description": what,
+                "schema": {"type": "string"},
+            }
+        )
+    return prefix + "/" + "/".join(parts), parameters
+
+
 def openapi_for(view: GlobalConfView, services: list[ServiceId]) -> dict[str, Any]:
     """An OpenAPI 3.1 description of a service's versions, built from the configuration."""
     paths: dict[str, Any] = {}
@@ -144,15 +168,15 @@ def openapi_for(view: GlobalConfView, services: list[ServiceId]) -> dict[str, An
         info = view.services[sid]
         prefix = f"/{sid.version}" if sid.version else ""
         for ep in _endpoints(view, sid, None):
-            path = prefix + (
-                "/{path}" if ep["path"] in ("**",) else ep["path"].replace("**", "{rest}")
-            )
+            path, parameters = _templated(prefix, ep["path"])
             methods = (
                 ["get", "post", "put", "patch", "delete"]
                 if ep["method"] == "*"
                 else [ep["method"].lower()]
             )
             item = paths.setdefault(path, {})
+            if parameters:
+                item["parameters"] = parameters
             for method in methods:
                 op: dict[str, Any] = {
                     "summary": info.title,

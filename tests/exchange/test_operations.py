@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from defusedxml import ElementTree
+from openapi_spec_validator import validate
 
 from tests.exchange.harness import LMC_TAX, PLRA_LAND, Federation, provider_signs_error_type
 
@@ -105,12 +106,17 @@ async def test_get_openapi_describes_a_service(fed: Federation) -> None:
     resp = await fed.call("lmc", "GET", META + "/getOpenAPI?serviceCode=person")
     doc = await resp.json()
     assert doc["openapi"] == "3.1.0"
-    assert "/v1/persons/*" in doc["paths"]
+    validate(doc)  # a valid document: every templated segment is a declared parameter
+    (person,) = doc["paths"]["/v1/persons/{segment1}"]["parameters"]
+    assert (person["in"], person["required"]) == ("path", True)
+    echo = await (await fed.call("lmc", "GET", META + "/getOpenAPI?serviceCode=echo")).json()
+    validate(echo)
+    assert "/public/{rest}" in echo["paths"]
     missing = await fed.call("lmc", "GET", META + "/getOpenAPI")
     assert missing.headers["X-Road-Error"] == "Client.BadRequest"
     # X-Road reads the parameter's name in any case, and the last one given.
     other = await fed.call("lmc", "GET", META + "/getOpenAPI?servicecode=echo&SERVICECODE=person")
-    assert "/v1/persons/*" in (await other.json())["paths"]
+    assert "/v1/persons/{segment1}" in (await other.json())["paths"]
 
 
 async def test_metrics_count_outcomes_and_report_configuration_age(fed: Federation) -> None:

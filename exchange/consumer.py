@@ -44,7 +44,14 @@ from exchange.errors import (
     known_type,
 )
 from exchange.provider import service_path
-from exchange.r1 import LocalRequest, error_response, located, parse_local, response_headers
+from exchange.r1 import (
+    LocalRequest,
+    error_response,
+    located,
+    loggable,
+    parse_local,
+    response_headers,
+)
 from registry.globalconf import GatewayInfo, GlobalConfView
 
 __all__ = ["consume"]
@@ -445,7 +452,7 @@ async def _refuse(
 ) -> web.StreamResponse:
     error_id = str(uuid.uuid4())
     error = located(error, "ClientProxy")
-    log.info("refused local request: %s (%s) [%s]", error.xroad_type, error.message, error_id)
+    log.info("refused local request: %s (%s) [%s]", error.xroad_type, loggable(error), error_id)
     try:
         await gw.record(
             role="consumer",

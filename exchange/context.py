@@ -31,6 +31,7 @@ from exchange.errors import PseudonymUnavailableError
 from exchange.metrics import GatewayMetrics
 from exchange.peers import PeerPool
 from exchange.ports import AuditSink, ConsentGate
+from exchange.r1 import loggable
 from exchange.replay import ReplayGuard
 from registry.globalconf import GlobalConfView
 from registry.globalconf_client import GlobalConfClient
@@ -145,7 +146,10 @@ class Gateway:
         about anyone: it is refused and logged, but has no place in the trail.
         """
         if client is None or service is None:
-            log.info("not recorded in the audit trail (no client or service): %s", error)
+            log.info(
+                "not recorded in the audit trail (no client or service): %s",
+                f"{error.xroad_type}: {loggable(error)}" if error else "-",
+            )
             return
         event = AuditEvent(
             time=self.clock(),

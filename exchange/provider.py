@@ -47,7 +47,14 @@ from exchange.envelope import RequestEnvelope, ResponseEnvelope
 from exchange.errors import ProviderNetworkError, SslAuthenticationFailedError
 from exchange.metadata import CONTENT_TYPE as METADATA_TYPE
 from exchange.metadata import answer_metaservice
-from exchange.r1 import ERROR_HEADER, check_target, forwardable_headers, is_forwardable, located
+from exchange.r1 import (
+    ERROR_HEADER,
+    check_target,
+    forwardable_headers,
+    is_forwardable,
+    located,
+    loggable,
+)
 from registry.globalconf import GlobalConfView, SchemaRef, ServiceInfo
 from registry.schemareg.validation import member_at, project
 
@@ -496,7 +503,7 @@ async def _refuse(
         "refused %s: %s (%s) [%s]",
         env.request_id if env else "-",
         error.xroad_type,
-        error.message,
+        loggable(error),
         error_id,
     )
     status = r1_status(error)

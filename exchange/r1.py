@@ -50,6 +50,8 @@ __all__ = [
     "error_response",
     "forwardable_headers",
     "is_forwardable",
+    "located",
+    "loggable",
     "parse_local",
     "response_headers",
 ]
@@ -390,6 +392,20 @@ def response_headers(
     out = forwardable_headers(backend_headers)
     out.update(xroad)
     return out
+
+
+#: Refusals whose message may quote what the caller or peer sent (an identifier, a header,
+#: a path): a service code where a caller put a CNIC, say.
+_QUOTING = ("Client.", "Server.ServerProxy.UnknownService", "Server.ClientProxy.InvalidSecurity")
+
+
+def loggable(error: ShahrahError) -> str:
+    """What the gateway's log may say of a refusal: its message, unless that may quote the
+    request, which the caller has in its answer (by the same error id) and the log must not
+    hold."""
+    if error.xroad_type.startswith(_QUOTING):
+        return "message withheld from the log: it may quote the request"
+    return error.message
 
 
 def located(error: ShahrahError, proxy: str) -> ShahrahError:

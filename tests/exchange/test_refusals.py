@@ -174,6 +174,33 @@ async def test_a_subject_in_another_form_is_refused_without_being_logged(
 
 
 @pytest.mark.parametrize(
+    ("path", "client", "kind"),
+    [
+        # A member-level service's URL read as INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE: the
+        # record's number lands where the service code goes.
+        ("/r1/PK/FED/NADRA/persons/3520212345671", str(LMC_TAX), "UnknownService"),
+        (ECHO_PATH, "PK/LG/LMC/3520212345671", "Client.InvalidClientIdentifier"),
+        (ECHO_PATH, "PK/LG/LMC/3520212345671 x", "Client.InvalidClientIdentifier"),
+    ],
+)
+async def test_a_refusal_quoting_the_request_is_logged_without_it(
+    fed: Federation, path: str, client: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller is told what was wrong, in its own words; the log keeps the type and the
+    error id, never what a request put anywhere."""
+    caplog.set_level(logging.DEBUG)
+    resp = await fed.http.get(
+        URL(fed.nodes["lmc"].local_url + path, encoded=True), headers={"X-Road-Client": client}
+    )
+    _status, got, message = await _error(resp)
+    assert kind in got
+    assert "3520212345671" in message
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert got in logged
+    assert "1234567" not in logged
+
+
+@pytest.mark.parametrize(
     ("server", "status", "kind", "message"),
     [
         # LMC's own gateway exists but does not serve NADRA's subsystem.

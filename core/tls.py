@@ -41,6 +41,7 @@ __all__ = [
     "PinnedContext",
     "client_context",
     "leaf_fault",
+    "local_context",
     "make_certificate",
     "peer_pin",
     "server_context",
@@ -210,6 +211,8 @@ def _require_pin(conn: ssl.SSLObject | ssl.SSLSocket) -> None:
     pin = peer_pin(conn)
     if isinstance(ctx, PinnedContext) and pin is not None and pin in ctx.pins:
         return
+    if isinstance(ctx, PinnedContext) and ctx.verify_mode == ssl.CERT_OPTIONAL and pin is None:
+        return  # a server that asks for a certificate but does not require one
     side = "client" if conn.server_side else "server"
     log.info("TLS handshake refused: the %s's certificate %s is not pinned", side, pin)
     raise ssl.SSLCertVerificationError(f"the {side}'s TLS certificate is not a pinned one")
@@ -279,6 +282,18 @@ def server_context(
     ctx = PinnedContext(ssl.PROTOCOL_TLS_SERVER)
     _load_key_pair(ctx, cert_file, key_file, password)
     ctx.trust_exactly({_anchor(pem)[0]: pem for pem in trusted})
+    return ctx
+
+
+def local_context(
+    cert_file: str, key_file: str, trusted: Iterable[str], *, password: bytes | None = None
+) -> PinnedContext:
+    """Server side of a gateway's local listener: a client may present a certificate or not
+    (X-Road's HTTPS and HTTPS_NO_AUTH connection types share it), but one it presents must
+    be among ``trusted`` (PEMs); whose it is, is checked per request against the client the
+    request names."""
+    ctx = server_context(cert_file, key_file, trusted, password=password)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
 
 

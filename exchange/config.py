@@ -10,18 +10,20 @@ import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import BadRequestError
-from core.fields import GatewayIdField, ServiceIdField
+from core.fields import ClientIdField, GatewayIdField, ServiceIdField
 
 __all__ = [
     "BackendSettings",
+    "ClientSettings",
     "GatewayConfig",
     "LimitSettings",
     "Listener",
+    "LocalListener",
     "check_host",
     "https_address",
 ]
@@ -61,6 +63,32 @@ class Listener(_Section):
     port: Port
 
 
+class LocalListener(Listener):
+    """Where local systems call the gateway: plain HTTP (for a listener only they can reach,
+    as the default 127.0.0.1 is), or with ``tls = true`` HTTPS only, each client subsystem
+    connecting as its ``[clients]`` entry says."""
+
+    tls: bool = False
+    certificate: Path | None = Field(None, description="default: the gateway's TLS certificate")
+    key: Path | None = Field(None, description="default: the gateway's TLS key")
+
+
+class ClientSettings(_Section):
+    """How one client subsystem's information systems connect (X-Road's connection types):
+    ``HTTPS`` presenting one of ``certificates`` (the default once the listener has TLS), or
+    ``HTTPS_NO_AUTH``, over TLS without a certificate, the X-Road-Client header its only
+    claim."""
+
+    connection: Literal["HTTPS", "HTTPS_NO_AUTH"] = "HTTPS"
+    certificates: list[Path] = Field([], description="PEM files of the systems' certificates")
+
+    @model_validator(mode="after")
+    def _authenticated_needs_certificates(self) -> ClientSettings:
+        if self.connection == "HTTPS" and not self.certificates:
+            raise ValueError("connection HTTPS needs the certificates its systems present")
+        return self
+
+
 class LimitSettings(_Section):
     max_body: Annotated[int, Field(strict=True)] = Field(
         10 * 2**20, ge=1024, description="bytes, request and response bodies"
@@ -94,15 +122,24 @@ class GatewayConfig(_Section):
     tls_certificate: Path = Path("tls-cert.pem")
     tls_key: Path = Path("tls-key.pem")
     globalconf_cache: Path = Path("globalconf.jws")
-    local: Listener = Listener(port=8080)
+    local: LocalListener = LocalListener(port=8080)
     remote: Listener = Listener(port=8443)
     limits: LimitSettings = LimitSettings()
     services: dict[ServiceIdField, BackendSettings] = {}
+    clients: dict[ClientIdField, ClientSettings] = Field(
+        {}, description="how each client subsystem connects to the local listener (TLS only)"
+    )
     adapters: list[Path] = Field([], description="adapter configurations loaded in-process")
     adapter_variables: dict[str, str] = Field(
         {}, description="${NAME} values for the adapter configurations (beside the environment)"
     )
     schema_registry: str = Field("", description="registry base URL; default: from the anchor")
+
+    @model_validator(mode="after")
+    def _clients_need_tls(self) -> GatewayConfig:
+        if self.clients and not self.local.tls:
+            raise ValueError("[clients] sets how clients connect over TLS: set [local] tls = true")
+        return self
 
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
@@ -130,6 +167,18 @@ class GatewayConfig(_Section):
                 "signing_key": base / config.signing_key,
                 "tls_certificate": base / config.tls_certificate,
                 "tls_key": base / config.tls_key,
+                "local": config.local.model_copy(
+                    update={
+                        "certificate": base / (config.local.certificate or config.tls_certificate),
+                        "key": base / (config.local.key or config.tls_key),
+                    }
+                ),
+                "clients": {
+                    client: settings.model_copy(
+                        update={"certificates": [base / c for c in settings.certificates]}
+                    )
+                    for client, settings in config.clients.items()
+                },
                 "globalconf_cache": base / config.globalconf_cache,
                 "adapters": [base / a for a in config.adapters],
                 "database": database,

@@ -91,6 +91,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             )
         if local.client not in own.clients:
             raise InvalidClientIdentifierError(f"{local.client} is not a client of gateway {gw.id}")
+        gw.local_clients.check(local.client, request)
         view.require_active_client(local.client)
         body = await read_body(request, gw.limits.max_body, gw.limits.body_timeout)
         sid, path = _resolve(view, local)

@@ -27,6 +27,7 @@ from core.errors import (
 from core.ids import ClientId, Cnic, GatewayId, ServiceId
 from core.keys import PrivateKey
 from core.web import read_up_to
+from exchange.clients import LocalClients
 from exchange.errors import PseudonymUnavailableError
 from exchange.metrics import GatewayMetrics
 from exchange.peers import PeerPool
@@ -70,6 +71,7 @@ class Gateway:
     consent: ConsentGate | None = None
     schemas: ValidatorCache | None = None
     limits: Limits = field(default_factory=Limits)
+    local_clients: LocalClients = field(default_factory=LocalClients)
     clock: Callable[[], dt.datetime] = utcnow
 
     async def subject_pseudonym(self, subject: Cnic | None) -> Pseudonym | None:

@@ -13,6 +13,7 @@ __all__ = [
     "ClientNetworkError",
     "ClientProxyInvalidSignatureError",
     "InvalidSecurityServerError",
+    "LocalSslAuthenticationFailedError",
     "ProviderNetworkError",
     "PseudonymUnavailableError",
     "SslAuthenticationFailedError",
@@ -36,6 +37,13 @@ class SslAuthenticationFailedError(ServerProxyError):
 
     status = 403
     xroad_type = "Server.ServerProxy.SslAuthenticationFailed"
+
+
+class LocalSslAuthenticationFailedError(ClientProxyError):
+    """A local system's TLS connection does not prove the client subsystem it names."""
+
+    status = 403
+    xroad_type = "Server.ClientProxy.SslAuthenticationFailed"
 
 
 class ClientNetworkError(ClientProxyError):

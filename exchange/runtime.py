@@ -28,8 +28,9 @@ from core.db import create_engine, sessions, upgrade
 from core.errors import BadRequestError
 from core.ids import ClientId, ServiceId
 from core.keys import PrivateKey
-from core.tls import server_context
+from core.tls import local_context, server_context
 from core.web import listening
+from exchange.clients import LocalClients
 from exchange.config import GatewayConfig
 from exchange.context import Gateway, Limits
 from exchange.metrics import GatewayMetrics
@@ -86,6 +87,17 @@ async def running(
     # refused at once rather than after migrations and background tasks.
     tls = TlsFiles(str(config.tls_certificate), str(config.tls_key), passphrase)
     ctx = server_context(tls.cert, tls.key, [], password=passphrase)
+    local_clients = LocalClients.from_config(config)
+    local_ctx = (
+        local_context(
+            str(config.local.certificate),
+            str(config.local.key),
+            local_clients.certificates,
+            password=passphrase,
+        )
+        if config.local.tls
+        else None
+    )
     anchor = Anchor.load(config.anchor)
     await asyncio.to_thread(upgrade, config.database)
     engine = create_engine(config.database)
@@ -153,6 +165,7 @@ async def running(
                 HttpSchemaSource(registry_base(anchor, config.schema_registry), session=http)
             ),
             limits=limits,
+            local_clients=local_clients,
         )
         trust = TrustSync(ctx)
         if conf.view is not None:
@@ -166,7 +179,11 @@ async def running(
         try:
             async with (
                 listening(
-                    local, config.local.host, config.local.port, error_header=ERROR_HEADER
+                    local,
+                    config.local.host,
+                    config.local.port,
+                    local_ctx,
+                    error_header=ERROR_HEADER,
                 ) as local_port,
                 listening(
                     remote_app(gateway),
@@ -176,9 +193,11 @@ async def running(
                     error_header=ERROR_HEADER,
                 ) as remote_port,
             ):
+                scheme = "https" if config.local.tls else "http"
                 log.info(
-                    "gateway %s: local http://%s:%d, remote https://%s:%d",
+                    "gateway %s: local %s://%s:%d, remote https://%s:%d",
                     config.id,
+                    scheme,
                     config.local.host,
                     local_port,
                     config.remote.host,
@@ -186,7 +205,7 @@ async def running(
                 )
                 yield Running(
                     gateway,
-                    f"http://{config.local.host}:{local_port}",
+                    f"{scheme}://{config.local.host}:{local_port}",
                     f"https://{config.remote.host}:{remote_port}",
                     audit,
                 )

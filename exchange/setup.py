@@ -103,6 +103,9 @@ tls_key = "tls-key.pem"
 [local]    # X-Road REST protocol r1 for this member's own systems
 host = "127.0.0.1"
 port = {local_port}
+# Over plain HTTP the X-Road-Client header is a caller's only claim: keep this listener
+# where only your own systems reach it, or serve HTTPS and list each client below.
+# tls = true   # presents tls_certificate; or set certificate = "..." and key = "..."
 
 [remote]   # mutual TLS from other gateways; register {https_address(remote_host, remote_port)}
 host = "{remote_host}"
@@ -119,4 +122,9 @@ freshness = 120.0          # seconds an envelope's time may be off
 # One section per service this gateway provides, named by its service id:
 # [services."{member}/SUBSYSTEM/CODE/VERSION"]
 # url = "http://127.0.0.1:9000"
+
+# With tls = true under [local], how each client subsystem's systems connect:
+# [clients."{member}/SUBSYSTEM"]
+# connection = "HTTPS"            # present one of these; or "HTTPS_NO_AUTH": no certificate
+# certificates = ["systems/tax-office.pem"]
 """

@@ -141,6 +141,15 @@ def test_an_unusable_tls_key_is_named(tmp_path: Path) -> None:
     assert str(d / "tls-key.pem") in line
 
 
+def test_serve_reads_the_local_clients_certificates_before_it_starts(tmp_path: Path) -> None:
+    d, _ = _made_gateway(tmp_path)
+    config = (d / "gateway.toml").read_text().replace("# tls = true", "tls = true", 1)
+    config += '\n[clients."PK/FED/NADRA/civil-registry"]\ncertificates = ["systems/a.pem"]\n'
+    (d / "gateway.toml").write_text(config)
+    line = _one_line_error(_serve(d))
+    assert f"clients.PK/FED/NADRA/civil-registry: {d / 'systems/a.pem'}: cannot read" in line
+
+
 def test_init_refuses_a_port_no_listener_can_have(tmp_path: Path) -> None:
     for option, value in (("--local-port", "99999"), ("--remote-port", "0")):
         result = _init(tmp_path, option, value)

@@ -39,11 +39,13 @@ from core.keys import KeyFileError, read_private_pem
 __all__ = [
     "Certificate",
     "PinnedContext",
+    "backend_context",
     "client_context",
     "leaf_fault",
     "local_context",
     "make_certificate",
     "peer_pin",
+    "read_pinned",
     "server_context",
 ]
 
@@ -127,6 +129,23 @@ def _leaf(pem: str) -> x509.Certificate:
     if fault is not None:
         raise ValueError(fault)
     return cert
+
+
+def read_pinned(path: Path, where: str) -> tuple[str, str]:
+    """(pin, PEM) of the certificate file ``path`` to pin, or BadRequestError naming
+    ``where`` (the configuration entry) and the file."""
+    named = f"{where}: {path}"
+    try:
+        pem = path.read_text("ascii")
+    except OSError as e:
+        raise BadRequestError(f"{named}: cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise BadRequestError(f"{named}: not a PEM certificate") from e
+    try:
+        # A trusted certificate that may sign others would make every one it signed trusted.
+        return _anchor(pem)[0], pem
+    except ValueError as e:
+        raise BadRequestError(f"{named}: {e}") from e
 
 
 def _anchor(pem: str) -> tuple[str, bytes]:
@@ -294,6 +313,26 @@ def local_context(
     request names."""
     ctx = server_context(cert_file, key_file, trusted, password=password)
     ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+def backend_context(
+    cert_file: str, key_file: str, pinned: Iterable[str], *, password: bytes | None = None
+) -> ssl.SSLContext:
+    """Client side toward an HTTPS system behind a service: present the gateway's certificate
+    (the backend may require it), and trust the backend's certificate if it is one of
+    ``pinned`` (PEMs), or, with none pinned, as the system's certificate authorities and its
+    host name vouch for it."""
+    pems = list(pinned)
+    ctx: ssl.SSLContext
+    if pems:
+        ctx = PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False  # the pin names the backend
+        ctx.trust_exactly({_anchor(pem)[0]: pem for pem in pems})
+    else:
+        ctx = ssl.create_default_context()
+        ctx.minimum_version = MIN_TLS
+    _load_key_pair(ctx, cert_file, key_file, password)
     return ctx
 
 

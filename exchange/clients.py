@@ -11,18 +11,13 @@ another subsystem's certificate, though trusted by the listener, is refused.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from core.errors import BadRequestError
 from core.ids import ClientId
-from core.tls import leaf_fault, peer_pin
+from core.tls import peer_pin, read_pinned
 from exchange.config import GatewayConfig
 from exchange.errors import LocalSslAuthenticationFailedError
 
@@ -39,13 +34,13 @@ class LocalClients:
     @classmethod
     def from_config(cls, config: GatewayConfig) -> LocalClients:
         """Read every client's certificate files; a file that is not one certificate a
-        listener may trust is named with its client."""
+        listener may trust is named with its client (BadRequestError)."""
         pins: dict[ClientId, frozenset[str]] = {}
         pems: dict[str, str] = {}
         for client, settings in config.clients.items():
             mine = set()
             for path in settings.certificates:
-                pin, pem = _read(path, client)
+                pin, pem = read_pinned(path, f"clients.{client}")
                 mine.add(pin)
                 pems[pin] = pem
             pins[client] = frozenset(mine)
@@ -68,21 +63,3 @@ class LocalClients:
             raise LocalSslAuthenticationFailedError(
                 f"the TLS certificate presented is not one registered for {client}"
             )
-
-
-def _read(path: Path, client: ClientId) -> tuple[str, str]:
-    where = f"clients.{client}: {path}"
-    try:
-        pem = path.read_text("ascii")
-    except OSError as e:
-        raise BadRequestError(f"{where}: cannot read: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise BadRequestError(f"{where}: not a PEM certificate") from e
-    fault = leaf_fault(pem)
-    if fault is not None:
-        # A trusted certificate that may sign others would make every one it signed a client.
-        raise BadRequestError(f"{where}: cannot be trusted: {fault}")
-    der = x509.load_pem_x509_certificate(pem.encode("ascii")).public_bytes(
-        serialization.Encoding.DER
-    )
-    return hashlib.sha256(der).hexdigest(), pem

@@ -109,9 +109,18 @@ class LimitSettings(_Section):
 
 
 class BackendSettings(_Section):
-    """Where a service this gateway provides is answered: a REST URL."""
+    """Where a service this gateway provides is answered: a REST URL. Over HTTPS the gateway
+    presents its local listener's certificate, and trusts the backend's certificate if it
+    is one of ``certificates`` or, with none listed, as the system's CAs vouch for it."""
 
     url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
+    certificates: list[Path] = Field([], description="PEM files of the backend's certificates")
+
+    @model_validator(mode="after")
+    def _pins_need_https(self) -> BackendSettings:
+        if self.certificates and not self.url.startswith("https://"):
+            raise ValueError("certificates pin an HTTPS backend: the url is not https://")
+        return self
 
 
 class GatewayConfig(_Section):
@@ -173,6 +182,12 @@ class GatewayConfig(_Section):
                         "key": base / (config.local.key or config.tls_key),
                     }
                 ),
+                "services": {
+                    sid: settings.model_copy(
+                        update={"certificates": [base / c for c in settings.certificates]}
+                    )
+                    for sid, settings in config.services.items()
+                },
                 "clients": {
                     client: settings.model_copy(
                         update={"certificates": [base / c for c in settings.certificates]}

@@ -6,6 +6,8 @@ every call has a timeout; hop-by-hop headers never cross.
 
 from __future__ import annotations
 
+import ssl
+
 import aiohttp
 from yarl import URL
 
@@ -20,8 +22,16 @@ __all__ = ["HttpBackend"]
 
 
 class HttpBackend:
-    def __init__(self, base_url: str, *, timeout: float, max_body: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        max_body: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.ssl_context = ssl_context  # for an https:// backend; None: the system's defaults
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_body = max_body
         self._session: aiohttp.ClientSession | None = None
@@ -29,7 +39,7 @@ class HttpBackend:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100),
+                connector=aiohttp.TCPConnector(limit=100, ssl=self.ssl_context or True),
                 # Never let the backend's cookies leak from one caller to the next.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,

@@ -28,7 +28,7 @@ from core.db import create_engine, sessions, upgrade
 from core.errors import BadRequestError
 from core.ids import ClientId, ServiceId
 from core.keys import PrivateKey
-from core.tls import local_context, server_context
+from core.tls import backend_context, local_context, read_pinned, server_context
 from core.web import listening
 from exchange.clients import LocalClients
 from exchange.config import GatewayConfig
@@ -128,7 +128,19 @@ async def running(
         stack.push_async_callback(consent.close)
 
         backends: dict[ServiceId, Backend] = {
-            sid: HttpBackend(b.url, timeout=limits.backend_timeout, max_body=limits.max_body)
+            sid: HttpBackend(
+                b.url,
+                timeout=limits.backend_timeout,
+                max_body=limits.max_body,
+                ssl_context=backend_context(
+                    str(config.local.certificate),
+                    str(config.local.key),
+                    [read_pinned(path, f"services.{sid}")[1] for path in b.certificates],
+                    password=passphrase,
+                )
+                if b.url.startswith("https://")
+                else None,
+            )
             for sid, b in config.services.items()
         }
         metrics = GatewayMetrics(conf.age, lambda: conf.view.serial if conf.view else None)

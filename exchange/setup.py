@@ -122,6 +122,8 @@ freshness = 120.0          # seconds an envelope's time may be off
 # One section per service this gateway provides, named by its service id:
 # [services."{member}/SUBSYSTEM/CODE/VERSION"]
 # url = "http://127.0.0.1:9000"
+# An https:// backend gets the local listener's certificate; pin its own with
+# certificates = ["systems/backend.pem"]   (default: the system's CAs and its host name)
 
 # With tls = true under [local], how each client subsystem's systems connect:
 # [clients."{member}/SUBSYSTEM"]

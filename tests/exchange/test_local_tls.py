@@ -1,5 +1,6 @@
-"""Local systems over TLS: each client subsystem proves itself with its own certificate
-(X-Road's HTTPS connection type) or connects without one (HTTPS_NO_AUTH)."""
+"""Local systems over TLS (PR-REST 4.7): each client subsystem proves itself with its own
+certificate (X-Road's HTTPS connection type) or connects without one (HTTPS_NO_AUTH); the
+provider gateway presents its certificate to an HTTPS backend and pins the backend's."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from core.errors import BadRequestError
-from core.tls import local_context, make_certificate
+from core.tls import backend_context, local_context, make_certificate, server_context
 from exchange.clients import LocalClients
 from exchange.config import GatewayConfig
+from exchange.passthrough import HttpBackend
 from exchange.r1 import ERROR_HEADER
 from exchange.server import local_app
 from tests.exchange.harness import ECHO, LMC, LMC_TAX, Federation
@@ -32,6 +34,10 @@ def _system(tmp: Path, name: str, *, ca: bool = False) -> tuple[Path, Path]:
     )
     (tmp / f"{name}.pem").write_bytes(make_certificate(name, key, ca=ca).public_bytes(Encoding.PEM))
     return tmp / f"{name}.pem", tmp / f"{name}.key"
+
+
+def _pem(path: Path) -> str:
+    return path.read_text()
 
 
 def _config(tmp: Path, clients: str, *, tls: bool = True) -> GatewayConfig:
@@ -141,3 +147,64 @@ def test_a_certificate_the_listener_cannot_trust_is_named_with_its_client(
         LocalClients.from_config(config)
     assert f"clients.{LMC_TAX}: {tmp_path / file}.pem" in e.value.message
     assert says in e.value.message
+
+
+async def _tls_backend(fed: Federation, serve: Any, tmp: Path) -> str:
+    """NADRA's echo backend over HTTPS, accepting only NADRA's gateway certificate."""
+    cert, key = _system(tmp, "backend")
+    gateway_pem = fed.nodes["nadra"].cert.public_bytes(Encoding.PEM).decode()
+    ctx = server_context(str(cert), str(key), [gateway_pem])
+    return str(await serve(fed.backend.app(), ctx))
+
+
+@pytest.mark.parametrize(
+    ("presenting", "pinned", "reaches"),
+    [
+        ("gateway", "backend", True),
+        ("gateway", "other", False),  # not the backend the operator pinned
+        ("gateway", None, False),  # self-signed: no system CA vouches for it
+        ("other", "backend", False),  # the backend takes only the gateway's certificate
+    ],
+)
+async def test_the_provider_gateway_and_an_https_backend_prove_themselves_to_each_other(
+    fed: Federation,
+    serve: Any,
+    tmp_path: Path,
+    presenting: str,
+    pinned: str | None,
+    reaches: bool,
+) -> None:
+    url = await _tls_backend(fed, serve, tmp_path)
+    _system(tmp_path, "other")
+    nadra = fed.nodes["nadra"]
+    cert, key = (
+        (nadra.tls.cert, nadra.tls.key)
+        if presenting == "gateway"
+        else (str(tmp_path / "other.pem"), str(tmp_path / "other.key"))
+    )
+    pins = [_pem(tmp_path / f"{pinned}.pem")] if pinned else []
+    backend = HttpBackend(
+        url, timeout=5, max_body=2**20, ssl_context=backend_context(cert, key, pins)
+    )
+    nadra.gateway.backends = {ECHO: backend}
+    try:
+        resp = await fed.call("lmc", "GET", ECHO_PATH + "/a")
+        if reaches:
+            assert resp.status == 200
+            assert len(fed.backend.seen) == 1
+        else:
+            assert resp.headers["X-Road-Error"] == "Server.ServerProxy.NetworkError"
+            assert fed.backend.seen == []
+    finally:
+        await backend.close()
+
+
+def test_backend_pins_need_an_https_backend(tmp_path: Path) -> None:
+    _system(tmp_path, "backend")
+    with pytest.raises(BadRequestError) as e:
+        _config(
+            tmp_path,
+            f'[services."{ECHO}"]\nurl = "http://10.0.0.5"\ncertificates = ["backend.pem"]\n',
+            tls=False,
+        )
+    assert "the url is not https://" in e.value.message

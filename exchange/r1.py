@@ -34,7 +34,7 @@ from core.errors import (
     ShahrahError,
     r1_status,
 )
-from core.ids import ClientId, Cnic, GatewayId, validate_part
+from core.ids import MAX_PART_LENGTH, ClientId, Cnic, GatewayId, validate_part
 from core.web import Handler
 from exchange import envelope
 
@@ -338,20 +338,32 @@ def _check_sizes(headers: Mapping[str, str]) -> None:
         )
 
 
+#: The longest X-Road-Client an identifier can be: four parts, each percent-encoded (three
+#: characters a byte at worst), and the slashes between them.
+_MAX_CLIENT_TEXT = 4 * 3 * MAX_PART_LENGTH + 3
+#: Tails of a folded line tried at most: each is one identifier's parse, so a line of many
+#: commas costs no more than a few.
+_FOLD_TRIES = 16
+
+
 def _last_client(value: str) -> ClientId:
     """PR-REST: if X-Road-Client is repeated, the last one wins, also when a proxy on the
     way folded the repeats into one comma-separated line (RFC 9110 5.3). A comma may stand
     in a code, so the line is one identifier if it reads as one; otherwise the last is the
-    shortest tail after a comma that does."""
+    shortest tail after a comma that does (of the few an identifier's length allows)."""
     try:
         return ClientId.parse(value.strip(), encoded=True)
     except ShahrahError as e:
         refusal = e
-    for i in reversed([i for i, c in enumerate(value) if c == ","]):
+    end = len(value)
+    for _ in range(_FOLD_TRIES):
+        comma = value.rfind(",", 0, end)
+        if comma < 0 or len(value) - comma - 1 > _MAX_CLIENT_TEXT:
+            break
         try:
-            return ClientId.parse(value[i + 1 :].strip(), encoded=True)
+            return ClientId.parse(value[comma + 1 :].strip(), encoded=True)
         except ShahrahError:
-            continue
+            end = comma
     raise refusal
 
 

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from core.ids import ClientId
 from exchange.envelope import ENVELOPE_HEADER
 from tests.exchange.harness import ECHO, LMC_TAX, Federation
 
@@ -106,6 +107,31 @@ async def test_last_x_road_client_header_wins(fed: Federation) -> None:
             assert (resp.status, resp.headers["X-Road-Client"]) == (200, wins)
         else:  # PLRA's subsystem, last, is no client of this gateway
             assert resp.headers["X-Road-Error"] == "Client.InvalidClientIdentifier"
+
+
+async def test_a_folded_x_road_client_costs_a_few_parses_whatever_its_commas(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every tail of a long line tried in turn would hold the event loop for seconds."""
+    parses = []
+    real = ClientId.parse.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[ClientId], text: str, **kw: bool) -> ClientId:
+        parses.append(len(text))
+        return real(cls, text, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(ClientId, "parse", classmethod(counted))
+    line = "," * 20_000 + "PK/LG"  # no tail reads as an identifier
+    resp = await fed.http.get(
+        fed.nodes["lmc"].local_url + ECHO_PATH, headers={"X-Road-Client": line}
+    )
+    assert resp.headers["X-Road-Error"] == "Client.InvalidClientIdentifier"
+    assert len(parses) <= 17
+    folded = ", ".join(["PK/PROV/PLRA/land-records"] * 1000 + [str(LMC_TAX)])
+    resp = await fed.http.get(
+        fed.nodes["lmc"].local_url + ECHO_PATH, headers={"X-Road-Client": folded}
+    )
+    assert resp.headers["X-Road-Client"] == str(LMC_TAX)
 
 
 async def test_x_road_service_is_the_five_part_service_id_the_caller_named(

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -76,8 +77,7 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     local: LocalRequest | None = None
     subject: Cnic | None = None  # whom the exchange is about, as far as known
-    env: RequestEnvelope | None = None
-    token: str | None = None
+    sending = _Sending()
     body = b""
     service_label = "unknown"
     try:
@@ -104,7 +104,8 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
         if local.security_server is not None:
             targets = _targeted(view, targets, local.security_server, sid)
         pseudonym = await gw.subject_pseudonym(subject)
-        answer, env, token = await _send(gw, view, local, sid, path, body, targets, pseudonym)
+        answer = await _send(gw, view, local, sid, path, body, targets, pseudonym, sending)
+        env, token = sending.sent()
         xroad = _xroad_headers(env, answer.renv)
         await gw.record(
             role="consumer",
@@ -138,7 +139,9 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
         response[RELAYED] = kind is None  # a refusal is a gateway's message, not the backend's
         return response
     except ShahrahError as e:
-        return await _refuse(gw, e, local, subject, env, token, body, started, service_label)
+        return await _refuse(
+            gw, e, local, subject, sending.env, sending.token, body, started, service_label
+        )
     except Exception:
         # The service, never the path: a path can hold a CNIC.
         log.exception(
@@ -151,8 +154,8 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             InternalError("internal error in the consumer gateway"),
             local,
             subject,
-            env,
-            token,
+            sending.env,
+            sending.token,
             body,
             started,
             service_label,
@@ -198,7 +201,8 @@ async def _send(
     body: bytes,
     targets: list[GatewayInfo],
     pseudonym: Pseudonym | None,
-) -> tuple[_Answer, RequestEnvelope, str]:
+    sending: _Sending,
+) -> _Answer:
     headers = dict(local.headers)
     for name, value in (
         ("X-Road-UserId", local.user_id),
@@ -231,6 +235,14 @@ async def _send(
             + path
             + (f"?{local.query}" if local.query else "")
         )
+        if not target.address.startswith("https://"):
+            # Only over pinned TLS: an http:// address would carry the envelope and body in
+            # the clear to whoever answers (the registry accepts none; a view may be older).
+            failures.append(f"{target.id}: registered at an address that is not https://")
+            continue
+        # A refusal from here on is recorded with this envelope: once sent, the provider may
+        # have delivered it, and its record names this request id.
+        sending.env, sending.token = env, token
         try:
             answer = await _post(gw, view, target, url, env, token, headers, body)
         except _Unreachable as e:
@@ -238,8 +250,21 @@ async def _send(
             # gone out it is never sent again (a second gateway would run it a second time).
             failures.append(f"{target.id}: {e.message}")
             continue
-        return answer, env, token
+        return answer
     raise ClientNetworkError("no provider gateway answered: " + "; ".join(failures))
+
+
+@dataclass
+class _Sending:
+    """The request envelope last sealed for a provider gateway, and its token."""
+
+    env: RequestEnvelope | None = None
+    token: str | None = None
+
+    def sent(self) -> tuple[RequestEnvelope, str]:
+        assert self.env is not None
+        assert self.token is not None
+        return self.env, self.token
 
 
 class _Unreachable(ClientNetworkError):

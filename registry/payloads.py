@@ -28,8 +28,13 @@ from registry.globalconf import (
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 Text = Annotated[str, Field(max_length=2000)]
 GroupText = Annotated[str, Field(max_length=1000)]  # as the groups' description columns hold
-HttpsUrl = Annotated[
+HttpUrl = Annotated[
     str, Field(pattern=r"^https?://[^\s/?#]+(:[0-9]+)?(/[^\s]*)?$", max_length=2048)
+]
+#: Gateways reach each other over pinned mutual TLS only: an http:// address would send the
+#: envelope and body in the clear to whoever answers.
+GatewayAddress = Annotated[
+    str, Field(pattern=r"^https://[^\s/?#]+(:[0-9]+)?(/[^\s]*)?$", max_length=2048)
 ]
 
 
@@ -62,7 +67,7 @@ class SubsystemUpdate(_Body):
 
 class GatewayCreate(_Body):
     id: GatewayIdField
-    address: HttpsUrl = Field(description="base URL other gateways reach this one at")
+    address: GatewayAddress = Field(description="https:// URL other gateways reach this one at")
     tls_certificate: str = Field(
         max_length=16_384, description="the gateway's TLS certificate (PEM); its pin is derived"
     )
@@ -70,7 +75,7 @@ class GatewayCreate(_Body):
 
 
 class GatewayUpdate(_Body):
-    address: HttpsUrl | None = None
+    address: GatewayAddress | None = None
     tls_certificate: Annotated[str, Field(max_length=16_384)] | None = None
     status: Status | None = None
 
@@ -154,7 +159,7 @@ class AccessRightView(AccessRightInfo):
 
 
 class CentralServiceSet(_Body):
-    url: HttpsUrl
+    url: HttpUrl
     keys: Jwks
 
 

@@ -23,7 +23,7 @@ from yarl import URL
 from adapters.base import BackendRequest, BackendResponse
 from core.canonical import b64url
 from core.db import transaction, utcnow
-from core.ids import ServiceId
+from core.ids import ClientId, ServiceId
 from core.keys import PrivateKey
 from core.tls import client_context, make_certificate, server_context
 from core.web import listening
@@ -34,6 +34,7 @@ from exchange.provider import service_path
 from exchange.r1 import MAX_HEADERS
 from exchange.replay import ReplayGuard
 from registry import service as ops
+from registry.globalconf import GatewayInfo, GlobalConfView
 from registry.payloads import GatewayUpdate, MemberUpdate
 from tests.exchange.harness import (
     ECHO,
@@ -658,6 +659,32 @@ async def test_an_answer_over_the_consumers_limit_is_named_for_what_it_is(
     status, kind, message = await _error(resp)
     assert (status, kind) == (500, "Server.ClientProxy.ResponseTooLarge")
     assert "limit of 4096 bytes" in message
+    # Refused after it was sent: both records name the same request, as the provider's
+    # says it delivered.
+    consumer, provider_side = (await fed.events("lmc"))[-1], (await fed.events("nadra"))[-1]
+    assert provider_side.outcome == "delivered"
+    assert consumer.request_id is not None
+    assert consumer.request_id == provider_side.request_id
+
+
+async def test_a_provider_gateway_at_an_address_that_is_not_https_is_never_sent_anything(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = GlobalConfView.gateways_for
+
+    def in_the_clear(view: GlobalConfView, client: ClientId) -> list[GatewayInfo]:
+        return [
+            g.model_copy(update={"address": g.address.replace("https://", "http://")})
+            for g in real(view, client)
+        ]
+
+    monkeypatch.setattr(GlobalConfView, "gateways_for", in_the_clear)
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a")
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (500, "Server.ClientProxy.NetworkError")
+    assert "not https://" in message
+    assert fed.backend.seen == []
+    assert await fed.events("nadra") == []
 
 
 async def test_an_in_process_adapter_is_held_to_the_backend_timeout(tight: Federation) -> None:

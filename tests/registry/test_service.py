@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import ValidationError
 
 from core.db import Sessions, transaction
 from core.errors import BadRequestError, ConflictError, NotFoundError
@@ -208,6 +209,16 @@ async def test_a_gateway_certificate_that_could_sign_others_is_refused(seeded: S
         )
     gateway = await _run(seeded, lambda s: ops.get_gateway(s, NADRA.gateway("gw1")))
     assert gateway.tls_sha256 == PIN
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:9443", "ftp://x", "https://"])
+def test_a_gateway_is_registered_only_at_an_https_address(address: str) -> None:
+    """Gateways exchange envelopes and bodies over pinned TLS only: an http:// address
+    would carry them in the clear."""
+    with pytest.raises(ValidationError):
+        GatewayCreate(id=NADRA.gateway("gw2"), address=address, tls_certificate="x")
+    with pytest.raises(ValidationError):
+        GatewayUpdate(address=address)
 
 
 async def test_the_database_holds_one_gateway_per_pin_when_the_check_is_raced(

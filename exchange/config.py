@@ -117,6 +117,14 @@ class BackendSettings(_Section):
     certificates: list[Path] = Field([], description="PEM files of the backend's certificates")
 
     @model_validator(mode="after")
+    def _no_credentials_in_the_url(self) -> BackendSettings:
+        authority = self.url.split("://", 1)[1].split("/", 1)[0]
+        if "@" in authority:
+            # A URL is printed and logged as a matter of course; a password in it would be.
+            raise ValueError("the url must not hold a user name or password")
+        return self
+
+    @model_validator(mode="after")
     def _pins_need_https(self) -> BackendSettings:
         if self.certificates and not self.url.startswith("https://"):
             raise ValueError("certificates pin an HTTPS backend: the url is not https://")

@@ -1,7 +1,8 @@
 """The provider gateway's pass-through to a REST backend (an ``adapters.base.Backend``).
 
 Redirects are passed back, never followed (PR-REST 4.4); bodies are bounded;
-every call has a timeout; hop-by-hop headers never cross.
+every call has a timeout; hop-by-hop headers never cross. Refusals name the
+service, never the backend's URL: they reach the consumer and the log.
 """
 
 from __future__ import annotations
@@ -78,17 +79,17 @@ class HttpBackend:
                 return BackendResponse(resp.status, forwardable_headers(resp.headers), body)
         except TimeoutError as e:
             raise ProviderNetworkError(
-                f"backend {self.base_url} did not answer within {self.timeout.total} s"
+                f"the backend of {request.service} did not answer within {self.timeout.total} s"
             ) from e
         except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as e:
             # It answered, but not in HTTP this client reads (a broken status line, too many
             # or too long headers, a truncated body): the backend failed, not the network.
             raise ServiceFailedError(
-                f"backend {self.base_url} answered malformed HTTP: {type(e).__name__}"
+                f"the backend of {request.service} answered malformed HTTP: {type(e).__name__}"
             ) from e
         except aiohttp.ClientError as e:
             raise ProviderNetworkError(
-                f"backend {self.base_url} is unreachable: {type(e).__name__}"
+                f"the backend of {request.service} is unreachable: {type(e).__name__}"
             ) from e
 
     async def close(self) -> None:

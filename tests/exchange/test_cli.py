@@ -68,6 +68,10 @@ def test_init_writes_keys_certificate_and_config(tmp_path: Path) -> None:
         ("[limits]\nbody_timeout = nan", "limits.body_timeout"),
         ("[limits]\nfreshness = inf", "limits.freshness"),
         ("[limits]\nmax_body = 1e7", "limits.max_body"),
+        (
+            '[services."PK/FED/NADRA/civil-registry/echo"]\nurl = "http://svc:S3cret@10.0.0.1/x"',
+            "services.PK/FED/NADRA/civil-registry/echo: Value error, the url must not hold",
+        ),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, section: str, field: str) -> None:
@@ -76,6 +80,7 @@ def test_config_errors_name_the_field(tmp_path: Path, section: str, field: str) 
     result = _serve(tmp_path)
     assert result.exit_code != 0
     assert field in result.stderr
+    assert "S3cret" not in result.stderr
 
 
 def test_every_config_problem_is_named_at_once(tmp_path: Path) -> None:

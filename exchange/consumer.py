@@ -323,7 +323,11 @@ async def _post(
     headers: dict[str, str],
     body: bytes,
 ) -> _Answer:
-    timeout = aiohttp.ClientTimeout(total=gw.limits.peer_timeout, connect=gw.limits.connect_timeout)
+    # The connect bound is the socket's alone: waiting for one of the connections a busy
+    # provider may have is not failing to reach it, and counts against the total only.
+    timeout = aiohttp.ClientTimeout(
+        total=gw.limits.peer_timeout, sock_connect=gw.limits.connect_timeout
+    )
     try:
         async with gw.peers.session.request(
             env.method,

@@ -17,6 +17,7 @@ from core.errors import ServiceFailedError
 from core.web import read_up_to
 from exchange.envelope import HEADER_FIELD_SIZE
 from exchange.errors import ProviderNetworkError
+from exchange.peers import never_twice
 from exchange.r1 import forwardable_headers
 
 __all__ = ["HttpBackend"]
@@ -46,6 +47,7 @@ class HttpBackend:
                 auto_decompress=False,
                 max_field_size=HEADER_FIELD_SIZE,
             )
+            never_twice(self._session)
         return self._session
 
     async def call(self, request: BackendRequest) -> BackendResponse:

@@ -22,7 +22,7 @@ from core.tls import client_context, leaf_fault
 from exchange.envelope import ENVELOPE_FIELD_SIZE
 from registry.globalconf import GatewayInfo
 
-__all__ = ["PeerPool", "TlsFiles", "pinnable"]
+__all__ = ["PeerPool", "TlsFiles", "never_twice", "pinnable"]
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,31 @@ class TlsFiles:
         return f"TlsFiles(cert={self.cert!r}, key={self.key!r})"
 
 
+def never_twice(session: aiohttp.ClientSession) -> None:
+    """Make ``session`` send each request once: aiohttp sends a PUT, DELETE or GET again when
+    the connection drops before an answer, though the other side may have acted on it (a
+    provider gateway refuses the repeat as a replay; a backend would act twice). aiohttp
+    offers no public switch for this; its own attribute is in the session's declared ones."""
+    session._retry_connection = False
+
+
 class PeerPool:
-    def __init__(self, tls: TlsFiles, *, connect_timeout: float, limit: int = 200) -> None:
+    def __init__(
+        self, tls: TlsFiles, *, connect_timeout: float, limit: int = 400, per_peer: int = 100
+    ) -> None:
+        """``per_peer`` bounds the connections to one provider gateway, so that a slow one
+        cannot hold every connection and starve the exchanges with the others."""
         self.tls = tls
         self.connect_timeout = connect_timeout
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=per_peer),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             # The provider's answer carries its envelope as a header.
             max_field_size=ENVELOPE_FIELD_SIZE,
         )
+        never_twice(self.session)
 
     def context(self, peer: GatewayInfo) -> ssl.SSLContext:
         ctx = self._contexts.get(peer.tls_sha256)

@@ -417,6 +417,10 @@ async def _answer(
     started: float,
     service_label: str,
 ) -> web.StreamResponse:
+    if _bodiless(env.method, response.status) and response.body:
+        # What HTTP sends is what is signed: an in-process adapter or a metaservice answering
+        # a HEAD with a body would otherwise leave a digest of bytes never sent.
+        response = BackendResponse(response.status, response.headers, b"")
     headers = forwardable_headers(response.headers)
     # Under consent a failed answer releases nothing (see _withheld).
     released = None

@@ -93,6 +93,15 @@ async def test_list_and_allowed_methods_come_from_the_provider(fed: Federation) 
     assert {s["service_code"] for s in mine["service"]} == {"echo", "person", "records"}
 
 
+async def test_a_head_on_a_metaservice_is_answered_without_a_body(fed: Federation) -> None:
+    """What is signed is what HTTP sends: no body for a HEAD, so the consumer sees no
+    tampering."""
+    for path in ("/listMethods", "/allowedMethods"):
+        resp = await fed.call("lmc", "HEAD", META + path)
+        assert resp.status == 200, resp.headers.get("X-Road-Error")
+        assert await resp.read() == b""
+
+
 async def test_metaservice_answers_name_their_character_encoding(fed: Federation) -> None:
     """PR-REST 4.3: a message a security server makes itself states its media type and its
     character encoding, as listClients and every error already do."""

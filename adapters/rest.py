@@ -22,7 +22,7 @@ from adapters.mapping import JsonNode, Node, pointer_tokens
 from adapters.routes import CompiledRoute, fill, fill_path, placeholders
 from adapters.spec import BuildContext, MappedRouteSpec, ServiceSpec
 from core.errors import BadRequestError
-from core.web import parse_json, read_up_to
+from core.web import never_twice, parse_json, read_up_to
 
 __all__ = ["RestRoute", "RestService", "RestSource"]
 
@@ -85,6 +85,7 @@ class RestSource:
                 connector=aiohttp.TCPConnector(limit=self.spec.max_connections),
                 headers={"Accept": "application/json", **self.spec.headers},
             )
+            never_twice(self._session)  # retries are the resilience policy's, per route
         return self._session
 
     async def fetch(

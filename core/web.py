@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -49,6 +50,7 @@ __all__ = [
     "error_middleware",
     "json_response",
     "listening",
+    "never_twice",
     "parse_json",
     "parse_model",
     "path_id",
@@ -271,6 +273,14 @@ async def listening(
         yield int(runner.addresses[0][1])
     finally:
         await runner.cleanup()
+
+
+def never_twice(session: aiohttp.ClientSession) -> None:
+    """Make ``session`` send each request once: aiohttp sends a PUT, DELETE or GET again when
+    the connection drops before an answer, though the other side may have acted on it (a
+    provider gateway refuses the repeat as a replay; a backend would act twice). aiohttp
+    offers no public switch for this; its own attribute is in the session's declared ones."""
+    session._retry_connection = False
 
 
 #: Set on a response that relays another system's answer (a gateway's delivered answer):

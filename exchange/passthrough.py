@@ -14,10 +14,9 @@ from yarl import URL
 
 from adapters.base import BackendRequest, BackendResponse
 from core.errors import ServiceFailedError
-from core.web import read_up_to
+from core.web import never_twice, read_up_to
 from exchange.envelope import HEADER_FIELD_SIZE
 from exchange.errors import ProviderNetworkError
-from exchange.peers import never_twice
 from exchange.r1 import forwardable_headers
 
 __all__ = ["HttpBackend"]

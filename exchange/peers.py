@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import aiohttp
 
 from core.tls import client_context, leaf_fault
+from core.web import never_twice
 from exchange.envelope import ENVELOPE_FIELD_SIZE
 from registry.globalconf import GatewayInfo
 
-__all__ = ["PeerPool", "TlsFiles", "never_twice", "pinnable"]
+__all__ = ["PeerPool", "TlsFiles", "pinnable"]
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,6 @@ class TlsFiles:
 
     def __repr__(self) -> str:
         return f"TlsFiles(cert={self.cert!r}, key={self.key!r})"
-
-
-def never_twice(session: aiohttp.ClientSession) -> None:
-    """Make ``session`` send each request once: aiohttp sends a PUT, DELETE or GET again when
-    the connection drops before an answer, though the other side may have acted on it (a
-    provider gateway refuses the repeat as a replay; a backend would act twice). aiohttp
-    offers no public switch for this; its own attribute is in the session's declared ones."""
-    session._retry_connection = False
 
 
 class PeerPool:

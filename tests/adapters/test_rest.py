@@ -43,11 +43,15 @@ class Upstream:
         self.hits = 0
         self.queries: list[dict[str, str]] = []
         self.piece = 0  # when set, answers go out in pieces of this many bytes, apart in time
+        self.drop = False  # when set, the connection drops after the request is taken in
 
     def app(self) -> web.Application:
         async def citizen(request: web.Request) -> web.StreamResponse:
             self.hits += 1
             self.queries.append(dict(request.query))
+            if self.drop and request.transport is not None:
+                request.transport.close()
+                return web.Response()
             await asyncio.sleep(self.delay)
             status = self.script.pop(0) if self.script else 200
             if status != 200:
@@ -210,6 +214,18 @@ async def test_writes_are_never_retried(adapters: Adapters, upstream: Upstream) 
     upstream.script = [503]
     with pytest.raises(BackendFailure):
         await adapters.backends[PERSON].call(call("/persons/3520212345671/refresh", "POST"))
+    assert upstream.hits == 1
+
+
+async def test_the_http_client_repeats_nothing_the_policy_does_not(
+    start: Any, upstream: Upstream
+) -> None:
+    """aiohttp would send a GET again on its own when the connection drops before the
+    answer; only the resilience policy decides what is tried again."""
+    adapters = await start("{retries: 0}")
+    upstream.drop = True
+    with pytest.raises(BackendFailure):
+        await adapters.backends[PERSON].call(call("/persons/3520212345671"))
     assert upstream.hits == 1
 
 

@@ -88,12 +88,20 @@ async def timeline(s: AsyncSession, query: TimelineQuery, pseudonymize: Pseudony
 
 def merge(results: Sequence[Found]) -> list[TimelineItem]:
     """One item per exchange, in the order of ``results``, from the records that may speak."""
-    merged: dict[tuple[str, str, str], list[tuple[AuditEvent, bool]]] = {}
+    merged: dict[tuple[str, ...], list[tuple[AuditEvent, bool]]] = {}
     for found in results:
         event = AuditEvent.model_validate(found.event)
         if not _speaks_for(found, event):
             continue
-        key = (event.message_id, str(event.client), str(event.service))
+        # The request id, which both gateways record and the provider admits once: not the
+        # X-Road-Id, which the calling system chooses and may repeat, so that a refusal
+        # would stand for another exchange's delivery. A record without one (a refusal
+        # before any envelope was made) is an item of its own.
+        key = (
+            ("request", event.request_id, str(event.client), str(event.service))
+            if event.request_id
+            else ("record", found.log_id, str(found.index))
+        )
         merged.setdefault(key, []).append((event, found.witnessed is not None))
     return [_item(records) for records in merged.values()]
 

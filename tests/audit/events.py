@@ -35,6 +35,7 @@ def event(
             "gateway": gateway,
             "role": "provider",
             "message_id": f"msg-{n}",
+            "request_id": f"req-{n}",
             "client": LMC_TAX,
             "service": PERSON,
             "method": "GET",

@@ -305,6 +305,27 @@ def test_records_from_the_wrong_members_log_never_change_an_item(
     assert item.fields_released == ([] if provider_denied else ["/name", "/address"])
 
 
+def test_a_repeated_x_road_id_never_lets_one_refusal_stand_for_other_deliveries() -> None:
+    """The calling system chooses X-Road-Id and may send the same one again: each request
+    (its own request id, which the provider admits once) is its own item."""
+    same_id = [
+        event(n, denied=n == 1).model_copy(update={"message_id": "reused"}) for n in range(3)
+    ]
+    items = _items(
+        [found(e, GATEWAY, i) for i, e in enumerate(same_id)]
+        + [found(consumer_side(e), LMC_GATEWAY, i) for i, e in enumerate(same_id)]
+    )
+    assert [(i.consent_id, i.outcome) for i in items] == [
+        ("c-0", "delivered"),
+        ("c-1", "denied"),
+        ("c-2", "delivered"),
+    ]
+    assert items[0].fields_released == ["/name", "/address"]
+    # A refusal before any envelope existed has no request id: an item of its own.
+    early = consumer_side(event(5, denied=True)).model_copy(update={"request_id": None})
+    assert len(_items([found(early, LMC_GATEWAY, 0), found(early, LMC_GATEWAY, 1)])) == 2
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.booleans())
 def test_without_the_providers_record_the_consumers_own_account_shows(denied: bool) -> None:

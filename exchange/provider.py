@@ -107,7 +107,7 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
         if info is None:
             subject = None  # a metaservice's answer is about no one
             payload = answer_metaservice(view, env)
-            response = BackendResponse(200, {"Content-Type": METADATA_TYPE}, payload)
+            response = BackendResponse(200, _rebuilt(METADATA_TYPE), payload)
         else:
             subject = Cnic.from_user_id(env.subject) if env.subject else None
             view.require_active_client(env.service.provider)
@@ -282,7 +282,7 @@ async def _call_backend(
             projected = project(document, permit.released_fields)
             data = json.dumps(projected, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             # The backend's own headers stay behind too: any of them could carry the record.
-            return BackendResponse(response.status, {"Content-Type": "application/json"}, data)
+            return BackendResponse(response.status, _rebuilt("application/json"), data)
         if info.subject_field is not None and not _about_named_subject(info, env, document):
             # The audit records name the subject the request names: a citizen whose record
             # was read under another's name would never see it.
@@ -331,7 +331,7 @@ def _withheld(response: BackendResponse, method: str) -> BackendResponse:
     schema, so nothing in it can be projected or its subject checked, and a backend may
     well put the record there (a 404, or a 409, with the person in it)."""
     if _bodiless(method, response.status):
-        return BackendResponse(response.status, {}, b"")
+        return BackendResponse(response.status, _rebuilt(None), b"")
     data = json.dumps(
         {
             "status": response.status,
@@ -339,7 +339,16 @@ def _withheld(response: BackendResponse, method: str) -> BackendResponse:
             "concerns a data subject and is not passed on",
         }
     ).encode()
-    return BackendResponse(response.status, {"Content-Type": "application/json"}, data)
+    return BackendResponse(response.status, _rebuilt("application/json"), data)
+
+
+def _rebuilt(content_type: str | None) -> dict[str, str]:
+    """Headers of an answer this gateway made rather than passed through (a metaservice's, a
+    projection, a withheld answer): signed with it, they reach the local system as the
+    backend's would, and the consumer adds none to a delivered answer. Nothing of it is for a
+    cache to keep."""
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    return headers | ({"Content-Type": content_type} if content_type else {})
 
 
 def _bodiless(method: str, status: int) -> bool:

@@ -128,6 +128,9 @@ async def test_only_the_consented_fields_are_released_and_recorded(fed: Federati
         "name": {"en": "Muhammad Ali", "ur": "محمد علی"},
         "present_address": {"district": "Lahore"},
     }
+    # Not the backend's headers (any could carry the record), and nothing for a cache to keep.
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "X-Custom" not in resp.headers
     for node in ("lmc", "nadra"):
         event = (await fed.events(node))[-1]
         assert event.outcome == "delivered"

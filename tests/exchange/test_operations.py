@@ -109,6 +109,9 @@ async def test_metaservice_answers_name_their_character_encoding(fed: Federation
         resp = await fed.call("lmc", "GET", META + path)
         assert resp.status == 200
         assert resp.headers["Content-Type"] == "application/json; charset=utf-8", path
+        # The gateway's own message: nothing for a cache to keep, no sniffing.
+        assert resp.headers["Cache-Control"] == "no-store", path
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", path
 
 
 async def test_get_openapi_describes_a_service(fed: Federation) -> None:

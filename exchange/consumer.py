@@ -248,6 +248,8 @@ async def _send(
         except _Unreachable as e:
             # Nothing reached that gateway, so the next one may have it; once a request has
             # gone out it is never sent again (a second gateway would run it a second time).
+            # Nor is it recorded as sent: no provider will have a record of it.
+            sending.env = sending.token = None
             failures.append(f"{target.id}: {e.message}")
             continue
         return answer

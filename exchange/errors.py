@@ -91,6 +91,13 @@ def _types() -> frozenset[str]:
         cls = todo.pop()
         found.add(cls.xroad_type)
         todo.extend(cls.__subclasses__())
+    # A gateway names the side that failed (r1.located): Server.AuditLogUnavailable leaves a
+    # provider as Server.ServerProxy.AuditLogUnavailable.
+    for kind in list(found):
+        if kind.startswith("Server."):
+            rest = kind.removeprefix("Server.").removeprefix("ClientProxy.")
+            rest = rest.removeprefix("ServerProxy.")
+            found |= {f"Server.ServerProxy.{rest}", f"Server.ClientProxy.{rest}"}
     return frozenset(found)
 
 

@@ -407,8 +407,15 @@ def response_headers(
 
 
 #: Refusals whose message may quote what the caller or peer sent (an identifier, a header,
-#: a path): a service code where a caller put a CNIC, say.
-_QUOTING = ("Client.", "Server.ServerProxy.UnknownService", "Server.ClientProxy.InvalidSecurity")
+#: a path, an envelope's field): a service code where a caller put a CNIC, say.
+_QUOTING = (
+    "Client.",
+    "Server.ServerProxy.UnknownService",
+    "Server.ClientProxy.InvalidSecurity",
+    # An envelope that does not parse is refused in words that may quote what it holds.
+    "Server.ServerProxy.InvalidSignature",
+    "Server.ClientProxy.InvalidSignature",
+)
 
 
 def loggable(error: ShahrahError) -> str:

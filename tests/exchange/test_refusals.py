@@ -382,6 +382,8 @@ async def test_nothing_is_released_when_the_audit_log_cannot_record(fed: Federat
     resp = await fed.call("lmc", "GET", ECHO_PATH + "/secret")
     _status, kind, _ = await _error(resp)
     assert kind == "Server.ServerProxy.AuditLogUnavailable"
+    metrics = await (await fed.http.get(fed.nodes["lmc"].local_url + "/metrics")).text()
+    assert 'outcome="Server.ServerProxy.AuditLogUnavailable",role="consumer"' in metrics
     assert b"secret" not in await resp.read()
     fed.nodes["nadra"].gateway.audit = fed.nodes["nadra"].audit
     fed.nodes["lmc"].gateway.audit = FailingAudit()
@@ -468,6 +470,21 @@ async def test_a_service_named_only_in_an_envelope_names_no_metric_series(
     metrics = await (await fed.http.get(fed.nodes["nadra"].local_url + "/metrics")).text()
     assert 'service="unknown"' in metrics
     assert code not in metrics
+
+
+async def test_a_malformed_envelope_is_refused_without_its_text_reaching_the_log(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    head = b64url(json.dumps({"alg": "ES256", "typ": env_.REQUEST_TYP, "kid": "x"}).encode())
+    doc = _envelope(fed).model_dump(mode="json")
+    doc["client"] = "PK/GOV/NADRA/35202-1234567-1/x"
+    resp = await _raw(fed, f"{head}.{b64url(json.dumps(doc).encode())}.AAAA")
+    _status, kind, _message = await _error(resp)
+    assert kind == "Server.ServerProxy.InvalidSignature"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert kind in logged
+    assert "1234567" not in logged
 
 
 async def test_an_unverified_envelope_cannot_write_lines_into_the_log(
@@ -826,6 +843,8 @@ async def test_x_road_security_server_picks_the_provider_gateway(
     status, kind, _ = await _error(resp)
     assert (status, kind) == (500, "Server.ClientProxy.NetworkError")
     assert fed.backend.seen == []  # not sent on to the gateway the caller did not name
+    # Nothing went out: the record names no request a provider could have a record of.
+    assert (await fed.events("lmc"))[-1].request_id is None
 
     # Percent-encoded parts, as for X-Road-Client; repeated, the last one counts.
     resp = await fed.http.get(

@@ -143,9 +143,14 @@ def read_pinned(path: Path, where: str) -> tuple[str, str]:
         raise BadRequestError(f"{named}: not a PEM certificate") from e
     try:
         # A trusted certificate that may sign others would make every one it signed trusted.
-        return _anchor(pem)[0], pem
+        pin = _anchor(pem)[0]
     except ValueError as e:
         raise BadRequestError(f"{named}: {e}") from e
+    expires = x509.load_pem_x509_certificate(pem.encode("ascii")).not_valid_after_utc
+    if expires <= dt.datetime.now(dt.UTC):
+        # Every handshake with it would fail: said once at start, not per request.
+        raise BadRequestError(f"{named}: the certificate expired at {expires.isoformat()}")
+    return pin, pem
 
 
 def _anchor(pem: str) -> tuple[str, bytes]:

@@ -135,29 +135,39 @@ def answer_metaservice(view: GlobalConfView, env: RequestEnvelope) -> bytes:
     return json.dumps(openapi_for(view, candidates)).encode()
 
 
-def _templated(prefix: str, pattern: str) -> tuple[str, list[dict[str, Any]]]:
-    """An access right's path pattern as an OpenAPI path template and its parameters: each
-    ``*`` one segment, a trailing ``**`` whatever follows (slashes included)."""
+def _templated(prefix: str, pattern: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """An access right's path pattern as OpenAPI path templates with their parameters: each
+    ``*`` one segment, a trailing ``**`` whatever follows, nothing included (so two paths:
+    without it, and with a parameter for the rest). A literal brace, which would read as a
+    template, stands percent-encoded, as a request would send it."""
     segments = ["**"] if pattern == "**" else pattern[1:].split("/")
     parts: list[str] = []
     parameters: list[dict[str, Any]] = []
     for seg in segments:
-        if seg not in ("*", "**"):
-            parts.append(seg)
-            continue
-        name = "rest" if seg == "**" else f"segment{len(parameters) + 1}"
-        parts.append("{" + name + "}")
-        what = "the rest of the path, any number of segments" if seg == "**" else "one segment"
-        parameters.append(
-            {
-                "name": name,
-                "in": "path",
-                "required": True,
-                "description": what,
-                "schema": {"type": "string"},
-            }
-        )
-    return prefix + "/" + "/".join(parts), parameters
+        if seg == "**":
+            rest = _parameter("rest", "the rest of the path, one or more segments")
+            # "**" also matches nothing: the path may end before it.
+            return [
+                (prefix + "".join("/" + p for p in parts) or "/", parameters),
+                (prefix + "".join("/" + p for p in [*parts, "{rest}"]), [*parameters, rest]),
+            ]
+        if seg == "*":
+            name = f"segment{len(parameters) + 1}"
+            parts.append("{" + name + "}")
+            parameters.append(_parameter(name, "one segment"))
+        else:
+            parts.append(seg.replace("{", "%7B").replace("}", "%7D"))
+    return [(prefix + "/" + "/".join(parts), parameters)]
+
+
+def _parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
 
 
 def openapi_for(view: GlobalConfView, services: list[ServiceId]) -> dict[str, Any]:
@@ -167,8 +177,10 @@ def openapi_for(view: GlobalConfView, services: list[ServiceId]) -> dict[str, An
     for sid in services:
         info = view.services[sid]
         prefix = f"/{sid.version}" if sid.version else ""
-        for ep in _endpoints(view, sid, None):
-            path, parameters = _templated(prefix, ep["path"])
+        endpoints = _endpoints(view, sid, None)
+        for ep, (path, parameters) in (
+            (e, t) for e in endpoints for t in _templated(prefix, e["path"])
+        ):
             methods = (
                 ["get", "post", "put", "patch", "delete"]
                 if ep["method"] == "*"

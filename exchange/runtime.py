@@ -88,6 +88,16 @@ async def running(
     tls = TlsFiles(str(config.tls_certificate), str(config.tls_key), passphrase)
     ctx = server_context(tls.cert, tls.key, [], password=passphrase)
     local_clients = LocalClients.from_config(config)
+    backend_contexts = {
+        sid: backend_context(
+            str(config.local.certificate),
+            str(config.local.key),
+            [read_pinned(path, f"services.{sid}")[1] for path in b.certificates],
+            password=passphrase,
+        )
+        for sid, b in config.services.items()
+        if b.url.startswith("https://")
+    }
     local_ctx = (
         local_context(
             str(config.local.certificate),
@@ -132,14 +142,7 @@ async def running(
                 b.url,
                 timeout=limits.backend_timeout,
                 max_body=limits.max_body,
-                ssl_context=backend_context(
-                    str(config.local.certificate),
-                    str(config.local.key),
-                    [read_pinned(path, f"services.{sid}")[1] for path in b.certificates],
-                    password=passphrase,
-                )
-                if b.url.startswith("https://")
-                else None,
+                ssl_context=backend_contexts.get(sid),
             )
             for sid, b in config.services.items()
         }

@@ -153,6 +153,13 @@ def test_serve_reads_the_local_clients_certificates_before_it_starts(tmp_path: P
     (d / "gateway.toml").write_text(config)
     line = _one_line_error(_serve(d))
     assert f"clients.PK/FED/NADRA/civil-registry: {d / 'systems/a.pem'}: cannot read" in line
+    # A backend's pinned certificate too, before anything starts.
+    config = (d / "gateway.toml").read_text().split("\n[clients.")[0]
+    config += '\n[services."PK/FED/NADRA/civil-registry/echo/v1"]\nurl = "https://10.0.0.5"\n'
+    config += 'certificates = ["systems/b.pem"]\n'
+    (d / "gateway.toml").write_text(config)
+    line = _one_line_error(_serve(d))
+    assert f"services.PK/FED/NADRA/civil-registry/echo/v1: {d / 'systems/b.pem'}" in line
 
 
 def test_init_refuses_a_port_no_listener_can_have(tmp_path: Path) -> None:

@@ -26,13 +26,14 @@ ECHO_PATH = f"/r1/{ECHO.to_path()}"
 OTHER = LMC.subsystem("births")  # another client the listener knows, with its own certificate
 
 
-def _system(tmp: Path, name: str, *, ca: bool = False) -> tuple[Path, Path]:
+def _system(tmp: Path, name: str, *, ca: bool = False, days: int = 30) -> tuple[Path, Path]:
     """A local system's key and certificate files."""
     key = ec.generate_private_key(ec.SECP256R1())
     (tmp / f"{name}.key").write_bytes(
         key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     )
-    (tmp / f"{name}.pem").write_bytes(make_certificate(name, key, ca=ca).public_bytes(Encoding.PEM))
+    cert = make_certificate(name, key, ca=ca, days=days)
+    (tmp / f"{name}.pem").write_bytes(cert.public_bytes(Encoding.PEM))
     return tmp / f"{name}.pem", tmp / f"{name}.key"
 
 
@@ -137,11 +138,15 @@ def test_connection_settings_are_checked(
     assert says in e.value.message
 
 
-@pytest.mark.parametrize(("file", "says"), [("ca", "CA certificate"), ("missing", "cannot read")])
+@pytest.mark.parametrize(
+    ("file", "says"),
+    [("ca", "CA certificate"), ("missing", "cannot read"), ("expired", "expired at")],
+)
 def test_a_certificate_the_listener_cannot_trust_is_named_with_its_client(
     tmp_path: Path, file: str, says: str
 ) -> None:
     _system(tmp_path, "ca", ca=True)
+    _system(tmp_path, "expired", days=0)
     config = _config(tmp_path, f'[clients."{LMC_TAX}"]\ncertificates = ["{file}.pem"]\n')
     with pytest.raises(BadRequestError) as e:
         LocalClients.from_config(config)

@@ -211,10 +211,17 @@ async def transaction(factory: Sessions, *, write: bool = True) -> AsyncIterator
     """One unit of work: commit when the block ends, roll back on any exception.
 
     ``write=False`` declares a read-only transaction, which on SQLite does not
-    take the write lock.
+    take the write lock. It reads one snapshot on either database: SQLite's
+    transactions do, and PostgreSQL's are then REPEATABLE READ (a read-only one
+    never fails to serialize), so that a long read, such as an export, never
+    sees a row committed after its first read beside one from before it.
     """
+    options: dict[str, Any] = {_WRITE_OPTION: write}
+    bind = factory.kw.get("bind")
+    if not write and isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
     async with factory() as session:
-        await session.connection(execution_options={_WRITE_OPTION: write})
+        await session.connection(execution_options=options)
         try:
             yield session
             # Commit even a read: a rollback would expire the objects the caller now holds.

@@ -106,6 +106,34 @@ async def test_a_complete_export_verifies_offline(witnessed: Federation, tmp_pat
     assert pinned.ok
 
 
+async def test_an_export_is_one_snapshot_while_the_witness_goes_on(
+    witnessed: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log grows and is cosigned again after the export read the heads: on PostgreSQL's
+    default isolation it then saw a checkpoint larger than the log it had read."""
+    real = export_module.store.logs
+
+    async def logs_then_more(s: Any, kind: str) -> Any:
+        heads = await real(s, kind)
+        async with AuditWriter(
+            witnessed.db,
+            LOG,
+            NADRA_KEY,
+            origin=log_origin(LOG),
+            checkpoint_every=4,
+            witness=witnessed.witness_client(),
+        ) as writer:
+            for n in range(N, N + 8):
+                await writer.append(event(n))
+        return heads
+
+    monkeypatch.setattr(export_module.store, "logs", logs_then_more)
+    path = await export(witnessed, tmp_path / "during.jsonl")
+    report = verify_export(path)
+    assert report.ok, report.problems
+    assert report.entries == N  # as the log stood when the export began
+
+
 async def test_a_selected_export_carries_inclusion_proofs(
     witnessed: Federation, tmp_path: Path
 ) -> None:

@@ -243,7 +243,7 @@ def export(
 
     Without filters (or with only --gateway/--member) every entry of each log is
     exported; otherwise the matching entries with their inclusion proofs. Check
-    the file anywhere with `shahrah audit verify FILE`."""
+    the file anywhere with `shahrah audit verify FILE --anchor anchor.json`."""
     filters = _filters(mirror.Filters, **values)
     show = sys.stderr.isatty() if progress is None else progress
     counter = _Exporting() if show else None
@@ -367,18 +367,29 @@ class _Progress:
     help="Trust this JWK Set as the witness's keys.",
 )
 @click.option(
+    "--trust-embedded-keys",
+    is_flag=True,
+    help="Check the file against the keys it carries itself (anyone can make such a file).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Show progress on stderr (default: only when stderr is a terminal).",
 )
 def verify(
-    file: Path, anchor_file: Path | None, witness_jwks: Path | None, progress: bool | None
+    file: Path,
+    anchor_file: Path | None,
+    witness_jwks: Path | None,
+    trust_embedded_keys: bool,
+    progress: bool | None,
 ) -> None:
     """Check an export offline: signatures, cosignatures, consistency, every entry.
 
     Exits 0 if everything verifies and 1 naming every problem found: a changed,
     missing, duplicated or reordered entry, a forged or inconsistent checkpoint,
-    or a file edited after export."""
+    or a file edited after export. Exits 2 (UNVERIFIED) if the file holds
+    together but nothing outside it vouches for its keys: give --anchor or
+    --witness-jwks, or --trust-embedded-keys to accept the file's own."""
     try:
         anchor = Anchor.load(anchor_file) if anchor_file else None
         pinned = KeySet.from_jwks(parse_json(witness_jwks.read_bytes())) if witness_jwks else None
@@ -399,11 +410,17 @@ def verify(
         f"{report.logs} logs, {report.checkpoints} checkpoints, {report.entries} entries "
         f"in {elapsed:.1f} s"
     )
-    if report.ok:
-        click.echo(f"OK: {summary}")
-        return
-    click.echo(f"FAILED: {len(report.problems)} problem(s); {summary}")
-    sys.exit(1)
+    if not report.ok:
+        click.echo(f"FAILED: {len(report.problems)} problem(s); {summary}")
+        sys.exit(1)
+    if anchor is None and pinned is None and not trust_embedded_keys:
+        # Consistent, but signed by whatever keys the file names: a forger's would do.
+        click.echo(
+            f"UNVERIFIED: {summary} hold together, but only the file vouches for its keys; "
+            "give --anchor (or --witness-jwks) to check them"
+        )
+        sys.exit(2)
+    click.echo(f"OK: {summary}")
 
 
 @audit.command()

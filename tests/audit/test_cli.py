@@ -102,8 +102,14 @@ async def test_export_and_verify_from_the_command_line(
     verified = await _cli("audit", "verify", str(out), "--anchor", str(anchor), "--progress")
     assert verified.stdout.splitlines()[-1].startswith("OK: 1 logs, 6 checkpoints, 7 entries")
     assert "verifying: 100%" in verified.stderr
-    quiet = await _cli("audit", "verify", str(out))
+    quiet = await _cli("audit", "verify", str(out), "--anchor", str(anchor))
     assert "verifying" not in quiet.stderr  # not a terminal and no --progress
+    # Nothing outside the file vouches for its keys: not OK, whatever it holds.
+    alone = await _cli("audit", "verify", str(out), ok=False)
+    assert alone.exit_code == 2
+    assert alone.stdout.splitlines()[-1].startswith("UNVERIFIED: 1 logs, 6 checkpoints")
+    embedded = await _cli("audit", "verify", str(out), "--trust-embedded-keys")
+    assert embedded.stdout.splitlines()[-1].startswith("OK: 1 logs")
 
     text = out.read_text().replace('\\"msg-3\\"', '\\"msg-X\\"')
     tampered = tmp_path / "tampered.jsonl"

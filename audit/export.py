@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import itertools
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -165,16 +164,12 @@ async def _matching(s: AsyncSession, head: LogHead, conditions: list[Any], size:
 async def _log_head(
     s: AsyncSession, writer: _Out, head: LogHead, size: int, indices: list[int] | None
 ) -> int:
-    """The log line, its witnessed checkpoints up to ``size`` and the proofs between them."""
-    rows: list[AuditCheckpoint] = []
-    after = -1
-    while True:
-        page = await store.checkpoints(s, head, after=after, cosigned=True, limit=_PAGE)
-        rows.extend(r for r in page if r.size <= size)
-        if len(page) < _PAGE or page[-1].size >= size:
-            break
-        after = page[-1].size
-    keys = sorted({r.key_jwk for r in rows if r.key_jwk})
+    """The log line, its witnessed checkpoints up to ``size`` and the proofs between them.
+
+    A busy log has millions of checkpoints: they are read a page at a time, once for the
+    keys that signed them, once for their lines and once for the proofs, so memory stays
+    that of a page. The transaction is one snapshot, so the passes read the same rows."""
+    keys = sorted({r.key_jwk async for r in _cosigned(s, head, size) if r.key_jwk})
     line: dict[str, Any] = {
         "type": "log",
         "log_id": head.name,
@@ -186,20 +181,39 @@ async def _log_head(
     if indices is not None:
         line["indices"] = indices
     writer.line(line)
-    for r in rows:
+    count = 0
+    async for r in _cosigned(s, head, size):
         writer.line({"type": "checkpoint", "log_id": head.name, "note": r.cosigned})
-    for first, second in itertools.pairwise(rows):
-        proof = await store.consistency_proof(s, head, first.size, second.size)
-        writer.line(
-            {
-                "type": "consistency",
-                "log_id": head.name,
-                "size1": first.size,
-                "size2": second.size,
-                "proof": [b64encode_hash(h) for h in proof],
-            }
-        )
-    return len(rows)
+        count += 1
+    previous: AuditCheckpoint | None = None
+    async for r in _cosigned(s, head, size):
+        if previous is not None:
+            proof = await store.consistency_proof(s, head, previous.size, r.size)
+            writer.line(
+                {
+                    "type": "consistency",
+                    "log_id": head.name,
+                    "size1": previous.size,
+                    "size2": r.size,
+                    "proof": [b64encode_hash(h) for h in proof],
+                }
+            )
+        previous = r
+    return count
+
+
+async def _cosigned(s: AsyncSession, head: LogHead, size: int) -> AsyncIterator[AuditCheckpoint]:
+    """The log's cosigned checkpoints up to ``size``, smallest first, a page at a time."""
+    after = -1
+    while True:
+        page = await store.checkpoints(s, head, after=after, cosigned=True, limit=_PAGE)
+        for r in page:
+            if r.size > size:
+                return
+            yield r
+        if len(page) < _PAGE:
+            return
+        after = page[-1].size
 
 
 def _entry_line(name: str, index: int, leaf: bytes, entry: bytes) -> dict[str, Any]:

@@ -134,6 +134,20 @@ async def test_an_export_is_one_snapshot_while_the_witness_goes_on(
     assert report.entries == N  # as the log stood when the export began
 
 
+async def test_checkpoints_read_a_page_at_a_time_make_the_same_export(
+    witnessed: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = await export(witnessed, tmp_path / "whole.jsonl")
+    monkeypatch.setattr(export_module, "_PAGE", 2)  # six checkpoints: three pages, and a rest
+    paged = await export(witnessed, tmp_path / "paged.jsonl")
+
+    def body(path: Path) -> list[str]:
+        return [x for x in path.read_text().splitlines() if '"type":"header"' not in x][:-1]
+
+    assert body(paged) == body(whole)
+    assert verify_export(paged).ok
+
+
 async def test_a_selected_export_carries_inclusion_proofs(
     witnessed: Federation, tmp_path: Path
 ) -> None:

@@ -34,6 +34,7 @@ from typing import Annotated
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit import merkle, mirror, store
@@ -248,16 +249,35 @@ class Witness:
             )
 
     async def _raise_alarm(self, log_id: str, alarm: _Alarm) -> None:
-        log.error("AUDIT ALARM %s for log %s: %s", alarm.reason, log_id, alarm.message)
-        self.metrics.alarms.labels(log_id, alarm.reason).inc()
+        """Keep the evidence once: a gateway retrying the same refused checkpoint (after a
+        restore from backup, every minute) must not bury every other alarm under copies."""
+        # The same checkpoint (origin, size, root), however often it was signed again.
+        signed_text = Note.parse(alarm.evidence).text + "\n"
         async with transaction(self.sessions) as s:
-            s.add(
-                AuditAlarm(
-                    log_name=log_id,
-                    reason=alarm.reason,
-                    message=alarm.message,
-                    evidence=alarm.evidence,
+            known = await s.scalar(
+                select(AuditAlarm.id)
+                .where(
+                    AuditAlarm.log_name == log_id,
+                    AuditAlarm.reason == alarm.reason,
+                    AuditAlarm.evidence.startswith(signed_text, autoescape=True),
                 )
+                .limit(1)
+            )
+            if known is None:
+                s.add(
+                    AuditAlarm(
+                        log_name=log_id,
+                        reason=alarm.reason,
+                        message=alarm.message,
+                        evidence=alarm.evidence,
+                    )
+                )
+        if known is None:
+            log.error("AUDIT ALARM %s for log %s: %s", alarm.reason, log_id, alarm.message)
+            self.metrics.alarms.labels(log_id, alarm.reason).inc()
+        else:
+            log.warning(
+                "log %s submitted again a checkpoint already alarmed (alarm %d)", log_id, known
             )
 
 

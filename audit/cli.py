@@ -353,6 +353,10 @@ class _Progress:
         click.echo("", err=True)
 
 
+#: verify's exit status for a file nothing outside it vouches for (click uses 2 for usage).
+UNVERIFIED = 3
+
+
 @audit.command()
 @click.argument("file", type=_FILE)
 @click.option(
@@ -387,9 +391,10 @@ def verify(
 
     Exits 0 if everything verifies and 1 naming every problem found: a changed,
     missing, duplicated or reordered entry, a forged or inconsistent checkpoint,
-    or a file edited after export. Exits 2 (UNVERIFIED) if the file holds
+    or a file edited after export. Exits 3 (UNVERIFIED) if the file holds
     together but nothing outside it vouches for its keys: give --anchor or
-    --witness-jwks, or --trust-embedded-keys to accept the file's own."""
+    --witness-jwks, or --trust-embedded-keys to accept the file's own (2 is a
+    usage error, as for every command)."""
     try:
         anchor = Anchor.load(anchor_file) if anchor_file else None
         pinned = KeySet.from_jwks(parse_json(witness_jwks.read_bytes())) if witness_jwks else None
@@ -419,7 +424,7 @@ def verify(
             f"UNVERIFIED: {summary} hold together, but only the file vouches for its keys; "
             "give --anchor (or --witness-jwks) to check them"
         )
-        sys.exit(2)
+        sys.exit(UNVERIFIED)
     click.echo(f"OK: {summary}")
 
 

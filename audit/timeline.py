@@ -103,7 +103,18 @@ def merge(results: Sequence[Found]) -> list[TimelineItem]:
             else ("record", found.log_id, str(found.index))
         )
         merged.setdefault(key, []).append((event, found.witnessed is not None))
-    return [_item(records) for records in merged.values()]
+    items = []
+    for records in merged.values():
+        providers = [r for r in records if r[0].role == "provider"]
+        if len(providers) <= 1:
+            items.append(_item(records))
+            continue
+        # The provider admits a request id once, but refuses it again when it is replayed
+        # (or, its replay cache purged, admits it anew): each of its records is an attempt
+        # of its own, so a refused replay never stands for the delivery before it.
+        consumers = [r for r in records if r[0].role != "provider"]
+        items.extend(_item([p, *(consumers if n == 0 else [])]) for n, p in enumerate(providers))
+    return items
 
 
 def _speaks_for(found: Found, event: AuditEvent) -> bool:

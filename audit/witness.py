@@ -251,34 +251,43 @@ class Witness:
     async def _raise_alarm(self, log_id: str, alarm: _Alarm) -> None:
         """Keep the evidence once: a gateway retrying the same refused checkpoint (after a
         restore from backup, every minute) must not bury every other alarm under copies."""
-        # The same checkpoint (origin, size, root), however often it was signed again.
+        # The same checkpoint (origin, size, root), however often it was signed again; LIKE
+        # only narrows the rows (SQLite's ignores case), the comparison is exact.
         signed_text = Note.parse(alarm.evidence).text + "\n"
-        async with transaction(self.sessions) as s:
-            known = await s.scalar(
-                select(AuditAlarm.id)
-                .where(
-                    AuditAlarm.log_name == log_id,
-                    AuditAlarm.reason == alarm.reason,
-                    AuditAlarm.evidence.startswith(signed_text, autoescape=True),
-                )
-                .limit(1)
-            )
-            if known is None:
-                s.add(
-                    AuditAlarm(
-                        log_name=log_id,
-                        reason=alarm.reason,
-                        message=alarm.message,
-                        evidence=alarm.evidence,
+        try:
+            async with transaction(self.sessions) as s:
+                candidates = await s.execute(
+                    select(AuditAlarm.id, AuditAlarm.evidence).where(
+                        AuditAlarm.log_name == log_id,
+                        AuditAlarm.reason == alarm.reason,
+                        AuditAlarm.evidence.startswith(signed_text, autoescape=True),
                     )
                 )
+                known = next((i for i, e in candidates if e.startswith(signed_text)), None)
+                if known is None:
+                    s.add(
+                        AuditAlarm(
+                            log_name=log_id,
+                            reason=alarm.reason,
+                            message=alarm.message,
+                            evidence=alarm.evidence,
+                        )
+                    )
+        except Exception:
+            # Said and counted whatever the database does: an alarm must never go unheard.
+            log.exception(
+                "AUDIT ALARM %s for log %s: %s (its evidence could not be stored)",
+                alarm.reason,
+                log_id,
+                alarm.message,
+            )
+            self.metrics.alarms.labels(log_id, alarm.reason).inc()
+            raise
         if known is None:
             log.error("AUDIT ALARM %s for log %s: %s", alarm.reason, log_id, alarm.message)
             self.metrics.alarms.labels(log_id, alarm.reason).inc()
         else:
-            log.warning(
-                "log %s submitted again a checkpoint already alarmed (alarm %d)", log_id, known
-            )
+            log.warning("log %s sent again the checkpoint of alarm %d", log_id, known)
 
 
 def _parse(body: Submission, identity: LogIdentity) -> tuple[Note, Checkpoint]:

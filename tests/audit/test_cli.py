@@ -106,7 +106,7 @@ async def test_export_and_verify_from_the_command_line(
     assert "verifying" not in quiet.stderr  # not a terminal and no --progress
     # Nothing outside the file vouches for its keys: not OK, whatever it holds.
     alone = await _cli("audit", "verify", str(out), ok=False)
-    assert alone.exit_code == 2
+    assert alone.exit_code == 3  # not 2, which is a usage error
     assert alone.stdout.splitlines()[-1].startswith("UNVERIFIED: 1 logs, 6 checkpoints")
     embedded = await _cli("audit", "verify", str(out), "--trust-embedded-keys")
     assert embedded.stdout.splitlines()[-1].startswith("OK: 1 logs")

@@ -321,6 +321,25 @@ def test_a_repeated_x_road_id_never_lets_one_refusal_stand_for_other_deliveries(
         ("c-2", "delivered"),
     ]
     assert items[0].fields_released == ["/name", "/address"]
+    # The same request replayed to the provider (refused) is an attempt of its own.
+    replayed = event(0, denied=True).model_copy(
+        update={
+            "event_id": "00000000-0000-0000-0000-0000000000ee",
+            "error_type": "Server.ServerProxy.ReplayedMessage",
+        }
+    )
+    items = _items(
+        [
+            found(replayed, GATEWAY, 1),
+            found(event(0), GATEWAY, 0),
+            found(consumer_side(event(0)), LMC_GATEWAY, 0),
+        ]
+    )
+    assert [(i.outcome, i.error_type) for i in items] == [
+        ("denied", "Server.ServerProxy.ReplayedMessage"),
+        ("delivered", None),
+    ]
+    assert items[1].fields_released == ["/name", "/address"]
     # A refusal before any envelope existed has no request id: an item of its own.
     early = consumer_side(event(5, denied=True)).model_copy(update={"request_id": None})
     assert len(_items([found(early, LMC_GATEWAY, 0), found(early, LMC_GATEWAY, 1)])) == 2

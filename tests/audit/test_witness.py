@@ -3,6 +3,7 @@ growing log, mirrors it, and refuses forks, rollbacks and malformed submissions.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -127,6 +128,27 @@ async def test_the_witness_refuses_a_forked_log_with_an_alarm(federation: Federa
         assert (await fed.regulator("GET", f"/api/v1/alarms?{bad}"))[0] == 400, bad
     await submit(fed, HONEST, 10, 20)  # the honest log goes on
     assert await mirrored(fed) == 20
+
+
+async def test_a_checkpoint_alarmed_once_does_not_hide_a_different_one(
+    federation: Federation,
+) -> None:
+    """Evidence is kept once per checkpoint, matched exactly: a root differing only in the
+    case of its base64 (which SQLite's LIKE would not tell apart) is another checkpoint."""
+    fed = federation
+    await submit(fed, HONEST, 0, 10)
+    root = FORK.root(8)
+    text = base64.b64encode(root).decode()
+    first = next(i for i, c in enumerate(text) if c.isalpha())  # not the last: it is canonical
+    swapped = base64.b64decode(text[:first] + text[first].swapcase() + text[first + 1 :])
+    assert base64.b64encode(swapped).decode().lower() == text.lower()
+    assert swapped != root
+    for variant in (root, swapped):
+        note = sign_checkpoint(Checkpoint(ORIGIN, 8, variant), NADRA_KEY)
+        with pytest.raises(WitnessConflictError, match=r"\(rollback\)"):
+            await fed.witness_client().add_checkpoint(LOG, 8, [], note, [])
+    _status, listed = await fed.regulator("GET", "/api/v1/alarms")
+    assert [a["reason"] for a in listed] == ["rollback", "rollback"]
 
 
 async def test_entries_that_do_not_produce_the_signed_root_raise_an_alarm(

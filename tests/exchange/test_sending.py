@@ -84,7 +84,7 @@ async def test_one_slow_provider_cannot_hold_every_connection(fed: Federation, s
     lmc = fed.nodes["lmc"]
     await lmc.gateway.peers.close()
     lmc.gateway.peers = PeerPool(lmc.tls, connect_timeout=5, limit=4, per_peer=2)
-    fed.backend.delay = 3.0  # NADRA answers slowly; it may hold two connections, not four
+    fed.backend.delay = 1.5  # NADRA answers slowly; it may hold two connections, not four
     slow = [asyncio.create_task(fed.call("lmc", "GET", ECHO_PATH + f"/slow/{n}")) for n in range(4)]
     try:
         while len(fed.backend.seen) < 2:  # noqa: ASYNC110 (the harness backend only records)

@@ -42,12 +42,12 @@ from exchange.errors import (
     ClientNetworkError,
     ClientProxyInvalidSignatureError,
     InvalidSecurityServerError,
-    known_type,
 )
 from exchange.provider import service_path
 from exchange.r1 import (
     LocalRequest,
     error_response,
+    known_type,
     located,
     loggable,
     parse_local,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import re
 
-from core.errors import ClientProxyError, ServerProxyError, ShahrahError
+from core.errors import ClientProxyError, ServerProxyError
 
 __all__ = [
     "ERROR_TYPE",
@@ -17,7 +16,6 @@ __all__ = [
     "ProviderNetworkError",
     "PseudonymUnavailableError",
     "SslAuthenticationFailedError",
-    "known_type",
 ]
 
 #: The shape of an X-Road error type (PR-REST's CamelCase fault codes, dot-separated), as a
@@ -82,26 +80,3 @@ class AnswerTooLargeError(ClientProxyError):
 
     status = 502
     xroad_type = "Server.ClientProxy.ResponseTooLarge"
-
-
-@functools.cache
-def _types() -> frozenset[str]:
-    found, todo = set(), [ShahrahError]
-    while todo:
-        cls = todo.pop()
-        found.add(cls.xroad_type)
-        todo.extend(cls.__subclasses__())
-    # A gateway names the side that failed (r1.located): Server.AuditLogUnavailable leaves a
-    # provider as Server.ServerProxy.AuditLogUnavailable.
-    for kind in list(found):
-        if kind.startswith("Server."):
-            rest = kind.removeprefix("Server.").removeprefix("ClientProxy.")
-            rest = rest.removeprefix("ServerProxy.")
-            found |= {f"Server.ServerProxy.{rest}", f"Server.ClientProxy.{rest}"}
-    return frozenset(found)
-
-
-def known_type(kind: str) -> bool:
-    """Whether ``kind`` is an X-Road error type this code base raises: what a metric label
-    may hold, so a peer's refusals cannot add series without end."""
-    return kind in _types()

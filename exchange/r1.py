@@ -13,6 +13,7 @@ Shahrah's consent travels in extension headers: ``Shahrah-Data-Subject``
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -50,6 +51,7 @@ __all__ = [
     "error_response",
     "forwardable_headers",
     "is_forwardable",
+    "known_type",
     "located",
     "loggable",
     "parse_local",
@@ -425,6 +427,28 @@ def loggable(error: ShahrahError) -> str:
     if error.xroad_type.startswith(_QUOTING):
         return "message withheld from the log: it may quote the request"
     return error.message
+
+
+def known_type(kind: str) -> bool:
+    """Whether ``kind`` is an error type a provider gateway of this release refuses with:
+    what a consumer's metric label may hold, so a peer's refusals cannot add series without
+    end."""
+    return kind in _provider_types()
+
+
+@functools.cache
+def _provider_types() -> frozenset[str]:
+    kinds, todo = set(), [ShahrahError]
+    while todo:
+        cls = todo.pop()
+        kinds.add(cls.xroad_type)
+        todo.extend(cls.__subclasses__())
+    named = []
+    for kind in kinds:
+        error = ShahrahError("")
+        error.xroad_type = kind
+        named.append(located(error, "ServerProxy").xroad_type)
+    return frozenset(named)
 
 
 def located(error: ShahrahError, proxy: str) -> ShahrahError:

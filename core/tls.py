@@ -143,14 +143,14 @@ def read_pinned(path: Path, where: str) -> tuple[str, str]:
         raise BadRequestError(f"{named}: not a PEM certificate") from e
     try:
         # A trusted certificate that may sign others would make every one it signed trusted.
-        pin = _anchor(pem)[0]
+        cert = _leaf(pem)
     except ValueError as e:
-        raise BadRequestError(f"{named}: {e}") from e
-    expires = x509.load_pem_x509_certificate(pem.encode("ascii")).not_valid_after_utc
+        raise BadRequestError(f"{named}: a certificate that cannot be pinned: {e}") from e
+    expires = cert.not_valid_after_utc
     if expires <= dt.datetime.now(dt.UTC):
         # Every handshake with it would fail: said once at start, not per request.
         raise BadRequestError(f"{named}: the certificate expired at {expires.isoformat()}")
-    return pin, pem
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(), pem
 
 
 def _anchor(pem: str) -> tuple[str, bytes]:

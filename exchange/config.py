@@ -10,7 +10,7 @@ import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -190,20 +190,22 @@ class GatewayConfig(_Section):
                         "key": base / (config.local.key or config.tls_key),
                     }
                 ),
-                "services": {
-                    sid: settings.model_copy(
-                        update={"certificates": [base / c for c in settings.certificates]}
-                    )
-                    for sid, settings in config.services.items()
-                },
-                "clients": {
-                    client: settings.model_copy(
-                        update={"certificates": [base / c for c in settings.certificates]}
-                    )
-                    for client, settings in config.clients.items()
-                },
+                "services": _certificates_under(base, config.services),
+                "clients": _certificates_under(base, config.clients),
                 "globalconf_cache": base / config.globalconf_cache,
                 "adapters": [base / a for a in config.adapters],
                 "database": database,
             }
         )
+
+
+_S = TypeVar("_S", BackendSettings, ClientSettings)
+_K = TypeVar("_K")
+
+
+def _certificates_under(base: Path, sections: dict[_K, _S]) -> dict[_K, _S]:
+    """``sections`` with their certificate files' paths resolved against ``base``."""
+    return {
+        key: settings.model_copy(update={"certificates": [base / c for c in settings.certificates]})
+        for key, settings in sections.items()
+    }

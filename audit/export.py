@@ -166,10 +166,10 @@ async def _log_head(
 ) -> int:
     """The log line, its witnessed checkpoints up to ``size`` and the proofs between them.
 
-    A busy log has millions of checkpoints: they are read a page at a time, once for the
-    keys that signed them, once for their lines and once for the proofs, so memory stays
-    that of a page. The transaction is one snapshot, so the passes read the same rows."""
-    keys = sorted({r.key_jwk async for r in _cosigned(s, head, size) if r.key_jwk})
+    A busy log has millions of checkpoints: they are read a page at a time, once for their
+    lines and once for the proofs, so memory stays that of a page. The transaction is one
+    snapshot, so the passes and the keys' query read the same rows."""
+    keys = sorted(await store.checkpoint_keys(s, head, upto=size))
     line: dict[str, Any] = {
         "type": "log",
         "log_id": head.name,

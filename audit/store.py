@@ -38,6 +38,7 @@ __all__ = [
     "append",
     "append_locked",
     "checkpoint_at",
+    "checkpoint_keys",
     "checkpoints",
     "consistency_proof",
     "create_log",
@@ -389,6 +390,21 @@ async def checkpoints(
     if cosigned:
         query = query.where(AuditCheckpoint.cosigned.is_not(None))
     return list(await s.scalars(query.order_by(AuditCheckpoint.size).limit(limit)))
+
+
+async def checkpoint_keys(s: AsyncSession, log: LogHead, *, upto: int) -> list[str]:
+    """The keys (JWK JSON) that signed the log's cosigned checkpoints up to size ``upto``."""
+    query = (
+        select(AuditCheckpoint.key_jwk)
+        .distinct()
+        .where(
+            AuditCheckpoint.log_id == log.id,
+            AuditCheckpoint.size <= upto,
+            AuditCheckpoint.cosigned.is_not(None),
+            AuditCheckpoint.key_jwk.is_not(None),
+        )
+    )
+    return [k for k in await s.scalars(query) if k]
 
 
 async def add_checkpoint(

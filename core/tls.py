@@ -322,18 +322,17 @@ def local_context(
 
 
 def backend_context(
-    cert_file: str, key_file: str, pinned: Iterable[str], *, password: bytes | None = None
+    cert_file: str, key_file: str, pinned: Mapping[str, str], *, password: bytes | None = None
 ) -> ssl.SSLContext:
     """Client side toward an HTTPS system behind a service: present the gateway's certificate
     (the backend may require it), and trust the backend's certificate if it is one of
-    ``pinned`` (PEMs), or, with none pinned, as the system's certificate authorities and its
-    host name vouch for it."""
-    pems = list(pinned)
+    ``pinned`` (pin -> PEM, as :func:`read_pinned` gives them), or, with none pinned, as the
+    system's certificate authorities and its host name vouch for it."""
     ctx: ssl.SSLContext
-    if pems:
+    if pinned:
         ctx = PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False  # the pin names the backend
-        ctx.trust_exactly({_anchor(pem)[0]: pem for pem in pems})
+        ctx.trust_exactly(pinned)
     else:
         ctx = ssl.create_default_context()
         ctx.minimum_version = MIN_TLS

@@ -92,7 +92,7 @@ async def running(
         sid: backend_context(
             str(config.local.certificate),
             str(config.local.key),
-            [read_pinned(path, f"services.{sid}")[1] for path in b.certificates],
+            dict(read_pinned(path, f"services.{sid}") for path in b.certificates),
             password=passphrase,
         )
         for sid, b in config.services.items()

@@ -14,7 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from core.errors import BadRequestError
-from core.tls import backend_context, local_context, make_certificate, server_context
+from core.tls import (
+    backend_context,
+    local_context,
+    make_certificate,
+    read_pinned,
+    server_context,
+)
 from exchange.clients import LocalClients
 from exchange.config import GatewayConfig
 from exchange.passthrough import HttpBackend
@@ -35,10 +41,6 @@ def _system(tmp: Path, name: str, *, ca: bool = False, days: int = 30) -> tuple[
     cert = make_certificate(name, key, ca=ca, days=days)
     (tmp / f"{name}.pem").write_bytes(cert.public_bytes(Encoding.PEM))
     return tmp / f"{name}.pem", tmp / f"{name}.key"
-
-
-def _pem(path: Path) -> str:
-    return path.read_text()
 
 
 def _config(tmp: Path, clients: str, *, tls: bool = True) -> GatewayConfig:
@@ -187,7 +189,7 @@ async def test_the_provider_gateway_and_an_https_backend_prove_themselves_to_eac
         if presenting == "gateway"
         else (str(tmp_path / "other.pem"), str(tmp_path / "other.key"))
     )
-    pins = [_pem(tmp_path / f"{pinned}.pem")] if pinned else []
+    pins = dict([read_pinned(tmp_path / f"{pinned}.pem", "test")]) if pinned else {}
     backend = HttpBackend(
         url, timeout=5, max_body=2**20, ssl_context=backend_context(cert, key, pins)
     )

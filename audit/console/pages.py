@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from audit import mirror
 from audit.console.accounts import Regulator, RegulatorAccounts
@@ -43,7 +43,8 @@ __all__ = ["PAGE_SIZE", "ConsoleDeps", "build_console"]
 
 PREFIX = "/console"
 PAGE_SIZE = 50  # results per page: keeps a page of results well under 100 KB
-MAX_ALARMS = 200  # newest alarms shown
+# Alarms per page: each keeps up to 64 KiB of evidence, so this bounds a page at about 1.6 MB.
+ALARMS_PER_PAGE = 25
 _INDEX = re.compile(r"0|[1-9][0-9]{0,17}", re.ASCII)  # an entry index as this console writes it
 _FILTER_FIELDS = ("member", "service", "cnic", "outcome", "since", "until")
 
@@ -228,11 +229,30 @@ def build_console(deps: ConsoleDeps) -> Console:
 
     @console.page("/alarms")
     async def alarms(request: web.Request, ctx: PageContext) -> web.StreamResponse:
+        """Newest first, a page at a time; ``?before=ID`` (the last id of the page before)
+        asks for older ones, as the API's ``before`` does."""
         await regulator(ctx)
+        before_text = request.query.get("before")
+        if before_text is not None and not _INDEX.fullmatch(before_text):
+            raise BadRequestError(ctx.t("reg.alarms.bad_page"))
+        older = AuditAlarm.id < int(before_text) if before_text is not None else true()
         async with transaction(deps.sessions, write=False) as s:
+            # One more than a page, to know whether an older page exists.
             rows = list(
-                await s.scalars(select(AuditAlarm).order_by(AuditAlarm.id.desc()).limit(MAX_ALARMS))
+                await s.scalars(
+                    select(AuditAlarm)
+                    .where(older)
+                    .order_by(AuditAlarm.id.desc())
+                    .limit(ALARMS_PER_PAGE + 1)
+                )
             )
-        return ctx.render("reg_alarms.html", page_title=ctx.t("reg.alarms.title"), alarms=rows)
+        shown = rows[:ALARMS_PER_PAGE]
+        return ctx.render(
+            "reg_alarms.html",
+            page_title=ctx.t("reg.alarms.title"),
+            alarms=shown,
+            paged=before_text is not None,
+            older=shown[-1].id if len(rows) > ALARMS_PER_PAGE else None,
+        )
 
     return console

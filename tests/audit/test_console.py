@@ -310,6 +310,45 @@ async def test_alarms_are_listed_with_their_evidence(fed: Federation) -> None:
     assert "&lt;script&gt;x&lt;/script&gt;" in page.text
 
 
+async def test_alarms_are_paged_newest_first_and_every_one_is_reachable(
+    fed: Federation,
+) -> None:
+    """A log that misbehaves for long leaves more alarms than a page holds: the regulator
+    walks back through all of them, each once, and a page address that is not one is a
+    400."""
+    total = 2 * pages.ALARMS_PER_PAGE + 3
+    async with transaction(fed.db) as s:
+        s.add_all(
+            AuditAlarm(log_name=LOG, reason="fork", message=f"alarm number {n}.", evidence="x")
+            for n in range(total)
+        )
+    client = await signed_in(fed)
+    seen: list[int] = []
+    page = await client.get("/console/alarms")
+    assert "Back to the newest alarms" not in page.visible
+    while True:
+        assert page.status == 200
+        assert len(page.text.encode()) < MAX_PAGE
+        numbers = [int(n) for n in re.findall(r"alarm number (\d+)\.", page.visible)]
+        assert len(numbers) <= pages.ALARMS_PER_PAGE
+        seen += numbers
+        older = re.search(r'href="(/console/alarms\?before=\d+)"', page.text)
+        if older is None:
+            break
+        page = await client.get(older.group(1))
+        assert "Back to the newest alarms" in page.visible
+    assert seen == list(reversed(range(total)))  # newest first, none twice, none missed
+
+    for bad in ("", "-1", "x", "１２", "1" * 19):
+        refused = await client.get(f"/console/alarms?before={quote(bad)}")
+        assert refused.status == 400, bad
+        assert "That page of alarms does not exist" in refused.visible
+    past_the_end = await client.get("/console/alarms?before=1")
+    assert past_the_end.status == 200
+    assert "alarm number" not in past_the_end.visible
+    assert "No alarms" not in past_the_end.visible  # there are, on the newer pages
+
+
 async def test_urdu_pages_are_right_to_left(fed: Federation) -> None:
     login = await visitor(fed, "ur").get("/console/login")
     assert login.dir == "rtl"

@@ -398,8 +398,16 @@ def gateway_add(
 @click.option(
     "--tls-cert",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="A renewed TLS certificate (PEM).",
+    help="Replace the current TLS certificate (PEM); given the renewed one, promote it and "
+    "drop the old.",
 )
+@click.option(
+    "--next-tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Register a renewed TLS certificate (PEM) beside the current one: peers accept "
+    "both while the gateway moves to it.",
+)
+@click.option("--drop-next-tls-cert", is_flag=True, help="Unregister the renewed certificate.")
 @click.option("--status", type=click.Choice(["active", "suspended"]))
 def gateway_set(
     data_dir: Path | None,
@@ -407,12 +415,28 @@ def gateway_set(
     gateway_id: str,
     address: str | None,
     tls_cert: Path | None,
+    next_tls_cert: Path | None,
+    drop_next_tls_cert: bool,
     status: str | None,
 ) -> None:
-    """Change a gateway's address or certificate (renewal), or suspend it."""
+    """Change a gateway's address or certificate, or suspend it.
+
+    \b
+    Renewing a gateway's TLS certificate without refusing a handshake:
+      1. shahrah gateway renew-tls --data-dir DIR    (on the gateway's host)
+      2. shahrah registry gateway set GATEWAY --next-tls-cert DIR/tls-cert.next.pem
+      3. the gateway presents the renewed one once every working peer accepts it (one
+         configuration validity later) and logs that it did;
+      4. shahrah registry gateway set GATEWAY --tls-cert DIR/tls-cert.pem  (drops the old)
+    """
     gid = _parse(GatewayId.parse, gateway_id)
     body = _model(
-        GatewayUpdate, address=address, tls_certificate=_read_cert(tls_cert), status=status
+        GatewayUpdate,
+        address=address,
+        tls_certificate=_read_cert(tls_cert),
+        next_tls_certificate=_read_cert(next_tls_cert),
+        drop_next_tls_certificate=drop_next_tls_cert,
+        status=status,
     )
     echo_json(_act(_db(data_dir, db), lambda s: service.update_gateway(s, gid, body)))
 

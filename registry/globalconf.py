@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from core import jws
 from core.errors import (
@@ -149,8 +156,35 @@ class GatewayInfo(_Doc):
     address: str
     tls_certificate: str = Field(description="PEM certificate the gateway presents in mutual TLS")
     tls_sha256: Sha256Hex = Field(description="hex SHA-256 of the certificate's DER form")
+    # Absent rather than null when unset: a configuration in which no gateway is renewing
+    # stays one that gateways of the previous release (strict, as every gateway is) accept.
+    next_tls_certificate: str | None = Field(
+        None,
+        description="a renewed certificate the gateway may present instead (peers accept both)",
+        exclude_if=lambda v: v is None,
+    )
+    next_tls_sha256: Sha256Hex | None = Field(
+        None,
+        description="hex SHA-256 of the renewed certificate's DER form",
+        exclude_if=lambda v: v is None,
+    )
     status: Status = "active"
     clients: list[SubsystemIdField] = []
+
+    @model_validator(mode="after")
+    def _renewal_is_whole(self) -> GatewayInfo:
+        if (self.next_tls_certificate is None) != (self.next_tls_sha256 is None):
+            raise ValueError("next_tls_certificate and next_tls_sha256 go together")
+        if self.next_tls_sha256 == self.tls_sha256:
+            raise ValueError("next_tls_sha256 is the current certificate's pin")
+        return self
+
+    def certificates(self) -> dict[str, str]:
+        """Every certificate peers accept from this gateway: pin -> PEM, the current first."""
+        found = {self.tls_sha256: self.tls_certificate}
+        if self.next_tls_sha256 is not None and self.next_tls_certificate is not None:
+            found[self.next_tls_sha256] = self.next_tls_certificate
+        return found
 
 
 class GroupInfo(_Doc):
@@ -383,7 +417,7 @@ class GlobalConfView:
         for g in conf.gateways:
             for c in g.clients:
                 self._by_client[c].append(g)
-        self._by_pin = {g.tls_sha256: g for g in conf.gateways}
+        self._by_pin = {pin: g for g in conf.gateways for pin in g.certificates()}
         self._global_groups = {g.code: frozenset(g.members) for g in conf.global_groups}
         self._local_groups = {(g.owner, g.code): frozenset(g.members) for g in conf.local_groups}
         self._rights: dict[ServiceId, list[AccessRightInfo]] = defaultdict(list)

@@ -92,6 +92,13 @@ class Gateway(Base):
     tls_certificate: Mapped[str] = mapped_column(Text)  # PEM; peers trust exactly this certificate
     # Hex SHA-256 of its DER form: the pin, by which gateways know a peer, so one gateway's.
     tls_sha256: Mapped[str] = mapped_column(String(64), index=True, unique=True)
+    # A renewed certificate registered beside the current one, as X-Road lets a security
+    # server hold several: peers accept either, so the gateway moves to it without one
+    # refused handshake, and making it the current one drops the old.
+    next_tls_certificate: Mapped[str | None] = mapped_column(Text, default=None)
+    next_tls_sha256: Mapped[str | None] = mapped_column(
+        String(64), index=True, unique=True, default=None
+    )
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[CreatedAt]
 

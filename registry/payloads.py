@@ -76,7 +76,19 @@ class GatewayCreate(_Body):
 
 class GatewayUpdate(_Body):
     address: GatewayAddress | None = None
-    tls_certificate: Annotated[str, Field(max_length=16_384)] | None = None
+    tls_certificate: Annotated[str, Field(max_length=16_384)] | None = Field(
+        None,
+        description="replaces the current certificate; the renewed one, if it is this, is "
+        "promoted and the old one dropped",
+    )
+    next_tls_certificate: Annotated[str, Field(max_length=16_384)] | None = Field(
+        None,
+        description="a renewed certificate (PEM) registered beside the current one: peers "
+        "accept both, so the gateway can move to it without a refused handshake",
+    )
+    drop_next_tls_certificate: bool = Field(
+        False, description="unregister the renewed certificate (an abandoned renewal)"
+    )
     status: Status | None = None
 
 

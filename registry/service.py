@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -162,22 +162,25 @@ async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
     return await get_gateway(s, body.id)
 
 
-def _certificate(pem: str) -> Certificate:
-    """The gateway's TLS certificate, refused (naming the field) unless it can be pinned."""
+def _certificate(pem: str, *, field: str = "tls_certificate") -> Certificate:
+    """A gateway's TLS certificate, refused (naming the field) unless it can be pinned."""
     try:
         return Certificate.from_pem(pem)
     except BadRequestError as e:
-        raise BadRequestError(e.message, detail={"field": "tls_certificate"}) from e
+        raise BadRequestError(e.message, detail={"field": field}) from e
 
 
-async def _refuse_pinned_elsewhere(s: AsyncSession, cert: Certificate, gid: GatewayId) -> None:
-    """A pin names one gateway: gateways find a peer by its pin, so a second gateway with the
-    same certificate would take the first one's place in every gateway's eyes."""
+async def _refuse_pinned_elsewhere(
+    s: AsyncSession, cert: Certificate, gid: GatewayId, *, field: str = "tls_certificate"
+) -> None:
+    """A pin names one gateway: gateways find a peer by its pin (current or renewed), so a
+    second gateway with the same certificate would take the first one's place in every
+    gateway's eyes."""
     fed = await store.federation(s)
     rows = await s.execute(
         select(m.Member.member_class, m.Member.member_code, m.Gateway.code)
         .join(m.Member, m.Gateway.member_id == m.Member.id)
-        .where(m.Gateway.tls_sha256 == cert.sha256)
+        .where(or_(m.Gateway.tls_sha256 == cert.sha256, m.Gateway.next_tls_sha256 == cert.sha256))
         .order_by(m.Gateway.id)
     )
     for member_class, member_code, code in rows:
@@ -186,7 +189,7 @@ async def _refuse_pinned_elsewhere(s: AsyncSession, cert: Certificate, gid: Gate
             raise ConflictError(
                 f"this TLS certificate is already registered to gateway {other}; "
                 "each gateway needs a certificate of its own",
-                detail={"field": "tls_certificate", "gateway": str(other)},
+                detail={"field": field, "gateway": str(other)},
             )
 
 
@@ -204,11 +207,30 @@ async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -
     row = await store.gateway(s, gid)
     if body.address is not None:
         row.address = body.address
+    if body.next_tls_certificate is not None and body.drop_next_tls_certificate:
+        raise BadRequestError(
+            "register a renewed certificate or drop it, not both",
+            detail={"field": "drop_next_tls_certificate"},
+        )
     if body.tls_certificate is not None:
         cert = _certificate(body.tls_certificate)
         await _refuse_pinned_elsewhere(s, cert, gid)
+        if cert.sha256 == row.next_tls_sha256:  # the renewal completes: the old one goes
+            row.next_tls_certificate = row.next_tls_sha256 = None
         row.tls_certificate, row.tls_sha256 = cert.pem, cert.sha256
-        await _flush(s, "this TLS certificate is already registered to another gateway")
+    if body.next_tls_certificate is not None:
+        cert = _certificate(body.next_tls_certificate, field="next_tls_certificate")
+        if cert.sha256 == row.tls_sha256:
+            raise BadRequestError(
+                f"this is gateway {gid}'s current TLS certificate, not a renewed one",
+                detail={"field": "next_tls_certificate"},
+            )
+        await _refuse_pinned_elsewhere(s, cert, gid, field="next_tls_certificate")
+        row.next_tls_certificate, row.next_tls_sha256 = cert.pem, cert.sha256
+    if body.drop_next_tls_certificate:
+        row.next_tls_certificate = row.next_tls_sha256 = None
+    # Also where a concurrent registration took a certificate after the checks above.
+    await _flush(s, "this TLS certificate is already registered to another gateway")
     if body.status is not None:
         row.status = body.status
     return await get_gateway(s, gid)

@@ -196,6 +196,8 @@ async def snapshot(s: AsyncSession) -> Snapshot:
                 address=g.address,
                 tls_certificate=g.tls_certificate,
                 tls_sha256=g.tls_sha256,
+                next_tls_certificate=g.next_tls_certificate,
+                next_tls_sha256=g.next_tls_sha256,
                 status=g.status,
                 clients=sorted(clients_by_gateway[g.id], key=str),
             )

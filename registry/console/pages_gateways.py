@@ -56,19 +56,27 @@ def register(console: Console) -> None:
 
     @console.page("/gateway", methods=("GET", "POST"))
     async def gateway(request: web.Request, ctx: PageContext) -> web.StreamResponse:
-        """One gateway (``?id=``): change its address, certificate (and so its pin) or status."""
+        """One gateway (``?id=``): change its address, certificate (and so its pin) or status,
+        register a renewed certificate beside the current one, or drop it."""
         gid = GatewayId.parse(request.query.get("id", ""))
         snap = await read(request, store.snapshot)
         current = next((g for g in snap.gateways if g.id == gid), None)
         if current is None:
             raise NotFoundError(ctx.t("op.gateways.unknown", id=str(gid)))
-        form = {"address": current.address, "tls_certificate": "", "status": current.status}
+        form = {
+            "address": current.address,
+            "tls_certificate": "",
+            "next_tls_certificate": "",
+            "status": current.status,
+        }
         outcome: Outcome[Any] = Outcome()
         if request.method == "POST":
             form = {k: ctx.form.get(k, "").strip() for k in form}
             body = {
                 "address": form["address"] or None,
                 "tls_certificate": form["tls_certificate"] or None,
+                "next_tls_certificate": form["next_tls_certificate"] or None,
+                "drop_next_tls_certificate": ctx.form.get("drop_next") == "1",
                 "status": form["status"] or None,
             }
             outcome = await perform(

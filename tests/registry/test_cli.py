@@ -9,7 +9,10 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from core.tls import make_certificate
 from registry.globalconf import Anchor
 from shahrah.cli import main
 
@@ -231,3 +234,41 @@ def test_every_command_explains_itself(path: tuple[str, ...]) -> None:
         cmd = cmd.commands[name]
     assert cmd.help, f"{' '.join(path)} has no help text"
     assert len(cmd.help.strip()) > 10
+
+
+def test_a_gateway_certificate_is_renewed_from_the_command_line(
+    data_dir: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    def cert(name: str) -> Path:
+        path = tmp_path / f"{name}.pem"
+        key = ec.generate_private_key(ec.SECP256R1())
+        path.write_bytes(make_certificate(name, key).public_bytes(Encoding.PEM))
+        return path
+
+    d, db, _ = data_dir
+    common = ["--data-dir", str(d), "--db", db]
+    gw = "PK/FED/NADRA/gw1"
+    run("registry", "member", "add", "FED", "NADRA", "--name", "NADRA", *common)
+    current, renewed = cert("current"), cert("renewed")
+    added = json.loads(
+        run(
+            "registry", "gateway", "add", gw, "--address", "https://127.0.0.1:9443",
+            "--tls-cert", str(current), *common,
+        ).stdout
+    )  # fmt: skip
+    assert "next_tls_sha256" not in added
+    both = json.loads(
+        run("registry", "gateway", "set", gw, "--next-tls-cert", str(renewed), *common).stdout
+    )
+    assert both["tls_sha256"] == added["tls_sha256"]
+    assert both["next_tls_sha256"] not in (None, added["tls_sha256"])
+    refused = run(
+        "registry", "gateway", "set", gw, "--next-tls-cert", str(renewed),
+        "--drop-next-tls-cert", *common, ok=False,
+    )  # fmt: skip
+    assert "or drop it, not both" in refused.stderr
+    promoted = json.loads(
+        run("registry", "gateway", "set", gw, "--tls-cert", str(renewed), *common).stdout
+    )
+    assert promoted["tls_sha256"] == both["next_tls_sha256"]
+    assert "next_tls_sha256" not in promoted

@@ -19,6 +19,7 @@ from core.canonical import b64url_decode
 from core.db import Sessions, transaction
 from core.ids import ClientId
 from core.keys import PrivateKey
+from core.tls import Certificate
 from registry import models as m
 from registry import service as ops
 from registry import store, tokens
@@ -36,6 +37,7 @@ from tests.consent.conftest import (  # noqa: F401 (fixtures)
 )
 from tests.registry.federation import LMC_TAX, NADRA, NADRA_KEY, NADRA_TLS_PEM, OPERATOR, PERSON
 from tests.registry.test_globalconf import anchor_for
+from tests.registry.test_service import _cert_pem
 from tests.web import MAX_PAGE, Fetched, PageClient
 
 ENV_TOKEN = "env-admin-token-for-console-tests"
@@ -296,6 +298,31 @@ async def test_the_other_forms_change_the_registry_or_say_which_field_is_wrong(
         edit, address="https://10.0.0.7:9443", tls_certificate="", status="active"
     )
     assert "Gateway PK/FED/NADRA/gw1 changed." in moved.visible
+    renewed_pem = _cert_pem("nadra-gw1-renewed")
+    renewing = await operator.submit(
+        edit,
+        address="https://10.0.0.7:9443",
+        tls_certificate="",
+        next_tls_certificate=renewed_pem,
+        status="active",
+    )
+    assert "Gateway PK/FED/NADRA/gw1 changed." in renewing.visible
+    page = await operator.get(edit)
+    renewed_pin = Certificate.from_pem(renewed_pem).sha256
+    assert renewed_pin in page.visible
+    assert "Drop the renewed certificate" in page.visible
+    await operator.post(
+        edit,
+        {
+            "csrf": page.csrf,
+            "address": "https://10.0.0.7:9443",
+            "tls_certificate": "",
+            "next_tls_certificate": "",
+            "status": "active",
+            "drop_next": "1",
+        },
+    )
+    assert renewed_pin not in (await operator.get(edit)).visible
     async with transaction(registry.db, write=False) as s:
         snap = await store.snapshot(s)
     assert [g.address for g in snap.gateways] == ["https://10.0.0.7:9443"]

@@ -268,6 +268,60 @@ async def test_a_certificate_registered_to_another_gateway_is_a_conflict(
     assert info.tls_sha256 == PIN
 
 
+async def test_a_renewed_certificate_is_registered_beside_the_current_one_then_promoted(
+    seeded: Sessions,
+) -> None:
+    """The renewal's registry side: peers accept both pins while it is registered; making it
+    the current certificate drops the old one; an abandoned one can be dropped."""
+    gw = NADRA.gateway("gw1")
+
+    async def update(**fields: Any) -> Any:
+        body = GatewayUpdate.model_validate(fields)
+        return await _run(seeded, lambda s: ops.update_gateway(s, gw, body))
+
+    plain = await _run(seeded, lambda s: ops.get_gateway(s, gw))
+    # Unset, the fields are absent, not null: gateways of the previous release (strict)
+    # still accept a configuration in which no gateway is renewing.
+    assert "next_tls_sha256" not in plain.model_dump(mode="json")
+    renewed_pem = _cert_pem("nadra-gw1-renewed")
+    info = await update(next_tls_certificate=renewed_pem)
+    assert info.tls_sha256 == PIN
+    assert info.next_tls_sha256 is not None
+    assert list(info.certificates()) == [PIN, info.next_tls_sha256]
+    renewed_pin = info.next_tls_sha256
+
+    with pytest.raises(BadRequestError, match="current TLS certificate, not a renewed one") as e:
+        await update(next_tls_certificate=NADRA_TLS_PEM)
+    assert e.value.detail == {"field": "next_tls_certificate"}
+    with pytest.raises(BadRequestError, match="CA:TRUE") as e:
+        await update(next_tls_certificate=_cert_pem("a CA", ca=True))
+    assert e.value.detail == {"field": "next_tls_certificate"}
+    with pytest.raises(BadRequestError, match="or drop it, not both"):
+        await update(next_tls_certificate=renewed_pem, drop_next_tls_certificate=True)
+
+    # A pin names one gateway, whichever of its certificates it is.
+    plra_gw = PLRA_LAND.member.gateway("gw1")
+    taken = GatewayCreate(id=plra_gw, address="https://127.0.0.1:9", tls_certificate=renewed_pem)
+    with pytest.raises(ConflictError, match="already registered to gateway PK/FED/NADRA/gw1"):
+        await _run(seeded, lambda s: ops.add_gateway(s, taken))
+    plra_pem = _cert_pem("plra-gw1")
+    await _run(
+        seeded, lambda s: ops.add_gateway(s, taken.model_copy(update={"tls_certificate": plra_pem}))
+    )
+    with pytest.raises(ConflictError, match="PK/PROV/PLRA/gw1") as e:
+        await update(next_tls_certificate=plra_pem)
+    assert e.value.detail == {"field": "next_tls_certificate", "gateway": str(plra_gw)}
+
+    promoted = await update(tls_certificate=renewed_pem)
+    assert promoted.certificates() == {renewed_pin: promoted.tls_certificate}
+    assert promoted.next_tls_sha256 is None
+
+    again = await update(next_tls_certificate=NADRA_TLS_PEM)  # renewing back, say
+    assert again.next_tls_sha256 == PIN
+    dropped = await update(drop_next_tls_certificate=True)
+    assert list(dropped.certificates()) == [renewed_pin]
+
+
 async def test_revoking_a_key_twice_is_a_conflict(seeded: Sessions) -> None:
     info = await _run(seeded, lambda s: ops.revoke_key(s, NADRA_KEY.kid))
     assert info.revoked_at is not None

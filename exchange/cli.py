@@ -13,7 +13,9 @@ import click
 from core.cli import no_passphrase_option, resolve_passphrase, run_async
 from core.errors import BadRequestError, ShahrahError
 from core.ids import GatewayId
+from core.tls import server_context
 from exchange.config import GatewayConfig, check_host, https_address
+from exchange.renewal import renew
 from exchange.runtime import running
 from exchange.setup import CONFIG_FILE, init_gateway
 
@@ -107,6 +109,37 @@ def init(
         f"  shahrah registry gateway add {gid} --address {https_address(remote_host, remote_port)} "
         f"--tls-cert {made.tls_certificate} --client {gid.member}/SUBSYSTEM"
     )
+
+
+@gateway.command("renew-tls")
+@data_dir_option
+@no_passphrase_option
+def renew_tls(data_dir: Path, no_passphrase: bool) -> None:
+    """Make a renewed TLS key and certificate for the gateway, beside the current ones.
+
+    \b
+    Then, with no handshake refused anywhere:
+      1. the registry operator registers the printed certificate beside the current one;
+      2. the running gateway presents it once every gateway still serving accepts it (one
+         configuration validity after it is first listed) and logs that it did;
+      3. the registry operator promotes it, which drops the old one.
+    The new key is encrypted with the keys' passphrase (SHAHRAH_KEY_PASSPHRASE, or asked
+    for at the terminal), which must open the current TLS key."""
+    try:
+        config = GatewayConfig.load(data_dir / CONFIG_FILE)
+    except BadRequestError as e:
+        raise click.ClickException(e.message) from e
+    passphrase = resolve_passphrase(no_passphrase)
+    try:
+        # The passphrase must be the one the gateway starts with, or it could not load the
+        # renewed key when the time comes: it must open the current pair.
+        server_context(str(config.tls_certificate), str(config.tls_key), [], password=passphrase)
+        made = renew(config.id, config.tls_certificate, config.tls_key, passphrase=passphrase)
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    click.echo(f"renewed TLS key and certificate written beside the current ones: {made}", err=True)
+    click.echo("Ask the operator to run:", err=True)
+    click.echo(f"  shahrah registry gateway set {config.id} --next-tls-cert {made}")
 
 
 @gateway.command()

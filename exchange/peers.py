@@ -1,13 +1,15 @@
 """Outgoing mutual-TLS connections from a consumer gateway to provider gateways.
 
 Each provider gateway gets an SSL context that trusts only its registered
-certificate and completes a handshake only with a peer whose certificate has
-the registered pin (see core.tls), so no byte of a request goes to any other.
-Contexts are cached by pin, so connection pools are kept per peer and a peer's
-certificate change (a new pin in the configuration) gets a fresh context and
-fresh connections. A registered certificate that could sign others (a
-configuration made by an older registry may hold one) is not trusted at all:
-that gateway's handshakes fail, as an unreachable gateway's connections do.
+certificates (the current one, and a renewed one while it is registered
+beside it: exchange.renewal) and completes a handshake only with a peer whose
+certificate has one of their pins (see core.tls), so no byte of a request goes
+to any other. Contexts are cached by the peer's pins, so connection pools are
+kept per peer and a peer's certificate change (a new pin in the
+configuration) gets a fresh context and fresh connections. A registered
+certificate that could sign others (a configuration made by an older registry
+may hold one) is not trusted at all: if it is the only one, that gateway's
+handshakes fail, as an unreachable gateway's connections do.
 """
 
 from __future__ import annotations
@@ -28,17 +30,17 @@ __all__ = ["PeerPool", "TlsFiles", "pinnable"]
 log = logging.getLogger(__name__)
 
 
-def pinnable(peer: GatewayInfo, refusing: str) -> bool:
-    """Whether ``peer``'s registered certificate can be pinned; if not, the log says so,
-    naming what this gateway will not do (``"sending to"``, ``"accepting"``). Callers ask
-    once per certificate."""
-    fault = leaf_fault(peer.tls_certificate)
+def pinnable(peer: GatewayInfo, pin: str, refusing: str) -> bool:
+    """Whether ``peer``'s registered certificate ``pin`` can be pinned; if not, the log says
+    so, naming what this gateway will not do (``"sending to"``, ``"accepting"``). Callers
+    ask once per certificate."""
+    fault = leaf_fault(peer.certificates()[pin])
     if fault is not None:
         log.warning(
             "not %s gateway %s: its registered TLS certificate %s cannot be pinned: %s",
             refusing,
             peer.id,
-            peer.tls_sha256,
+            pin,
             fault,
         )
     return fault is None
@@ -62,7 +64,7 @@ class PeerPool:
         cannot hold every connection and starve the exchanges with the others."""
         self.tls = tls
         self.connect_timeout = connect_timeout
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._contexts: dict[tuple[str, ...], ssl.SSLContext] = {}  # by the peer's pins
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=per_peer),
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -73,17 +75,23 @@ class PeerPool:
         never_twice(self.session)
 
     def context(self, peer: GatewayInfo) -> ssl.SSLContext:
-        ctx = self._contexts.get(peer.tls_sha256)
+        """A context that completes a handshake only with ``peer``: with its current
+        certificate, or the renewed one registered beside it."""
+        registered = peer.certificates()
+        ctx = self._contexts.get(tuple(registered))
         if ctx is None:
-            ctx = client_context(
-                self.tls.cert,
-                self.tls.key,
-                peer.tls_certificate if pinnable(peer, "sending to") else None,
-                pin=peer.tls_sha256,
-                password=self.tls.password,
+            ctx = client_context(self.tls.cert, self.tls.key, None, password=self.tls.password)
+            ctx.trust_exactly(
+                {pin: pem for pin, pem in registered.items() if pinnable(peer, pin, "sending to")}
             )
-            self._contexts[peer.tls_sha256] = ctx
+            self._contexts[tuple(registered)] = ctx
         return ctx
+
+    def present(self, tls: TlsFiles) -> None:
+        """Present ``tls`` (a renewed certificate) from the next connection on; connections
+        already open keep the one they were made with, which peers still accept."""
+        self.tls = tls
+        self._contexts.clear()
 
     async def close(self) -> None:
         await self.session.close()

@@ -37,6 +37,7 @@ from exchange.metrics import GatewayMetrics
 from exchange.passthrough import HttpBackend
 from exchange.peers import PeerPool, TlsFiles
 from exchange.r1 import ERROR_HEADER
+from exchange.renewal import Renewal, finish_interrupted
 from exchange.replay import ReplayGuard
 from exchange.server import TrustSync, local_app, remote_app, run_background
 from registry.globalconf import Anchor
@@ -83,6 +84,7 @@ async def running(
     refused (fail closed).
     """
     key = PrivateKey.load(config.signing_key, passphrase)
+    finish_interrupted(config.tls_certificate, config.tls_key)
     # The TLS key too, before anything starts: a wrong passphrase or a missing file is
     # refused at once rather than after migrations and background tasks.
     tls = TlsFiles(str(config.tls_certificate), str(config.tls_key), passphrase)
@@ -183,14 +185,16 @@ async def running(
             local_clients=local_clients,
         )
         trust = TrustSync(ctx)
+        renewal = Renewal(config.id, tls, listener=ctx, peers=peers)
         if conf.view is not None:
             trust.sync(conf.view)
+            renewal.sync(conf.view)
         local = local_app(gateway)
         register_read_api(
             local, db, RegulatorAuthenticator(str(config.id), conf.current), prefix="/audit"
         )
         stop = asyncio.Event()
-        background = asyncio.create_task(run_background(gateway, trust, stop))
+        background = asyncio.create_task(run_background(gateway, trust, renewal, stop))
         try:
             async with (
                 listening(

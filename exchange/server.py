@@ -32,6 +32,7 @@ from exchange.metadata import XML_TYPE, client_list_xml, list_clients
 from exchange.peers import pinnable
 from exchange.provider import provide
 from exchange.r1 import ERROR_HEADER, ERROR_TYPES, error_format_middleware
+from exchange.renewal import Renewal
 from registry.globalconf import GlobalConfView
 
 __all__ = ["TrustSync", "local_app", "remote_app", "run_background"]
@@ -169,10 +170,10 @@ def remote_app(gw: Gateway) -> web.Application:
 class TrustSync:
     """Keeps the remote listener accepting exactly the registered gateway certificates.
 
-    A gateway added, removed or given a new certificate is accepted or refused at the
-    handshake from the next sync on, without restarting the listener. A registered
-    certificate that could sign others (a configuration made by an older registry may hold
-    one) is never trusted: that gateway's handshakes fail, and which one is logged once.
+    A gateway added, removed, given a new certificate or a renewed one beside it is
+    accepted or refused at the handshake from the next sync on, without restarting the
+    listener. A registered certificate that could sign others (a configuration made by an
+    older registry may hold one) is never trusted, and which one is logged once.
     """
 
     context: PinnedContext
@@ -181,18 +182,17 @@ class TrustSync:
 
     def sync(self, view: GlobalConfView) -> int:
         """Trust the configuration's gateway certificates; returns how many are new."""
-        for g in view.conf.gateways:
-            if g.tls_sha256 in self._checked:
+        registered = {
+            pin: (g, pem) for g in view.conf.gateways for pin, pem in g.certificates().items()
+        }
+        for pin, (g, _) in registered.items():
+            if pin in self._checked:
                 continue
-            self._checked.add(g.tls_sha256)
-            if not pinnable(g, "accepting"):
-                self.refused.add(g.tls_sha256)
+            self._checked.add(pin)
+            if not pinnable(g, pin, "accepting"):
+                self.refused.add(pin)
         added, removed = self.context.trust_exactly(
-            {
-                g.tls_sha256: g.tls_certificate
-                for g in view.conf.gateways
-                if g.tls_sha256 not in self.refused
-            }
+            {pin: pem for pin, (_, pem) in registered.items() if pin not in self.refused}
         )
         if added:
             log.info("trusting %d more gateway certificate(s)", added)
@@ -201,9 +201,11 @@ class TrustSync:
         return added
 
 
-async def run_background(gw: Gateway, trust: TrustSync, stop: asyncio.Event) -> None:
-    """Refresh the configuration on its interval, keep the trust store in step, purge the
-    replay cache; until ``stop``."""
+async def run_background(
+    gw: Gateway, trust: TrustSync, renewal: Renewal, stop: asyncio.Event
+) -> None:
+    """Refresh the configuration on its interval, keep the trust store in step, move to a
+    renewed certificate when it may, purge the replay cache; until ``stop``."""
     failures = 0
     async with aiohttp.ClientSession() as http:
         while not stop.is_set():
@@ -214,6 +216,12 @@ async def run_background(gw: Gateway, trust: TrustSync, stop: asyncio.Event) -> 
                     trust.sync(gw.globalconf.view)
                 except Exception:
                     log.exception("updating the TLS trust store failed; trying again next round")
+                try:
+                    renewal.sync(gw.globalconf.view)
+                except Exception:
+                    log.exception(
+                        "moving to the renewed TLS certificate failed; trying again next round"
+                    )
             try:
                 await gw.replay.purge()
             except Exception:

@@ -24,7 +24,7 @@ from core.tls import make_certificate
 from exchange.config import check_host, https_address
 from registry.globalconf import Anchor
 
-__all__ = ["CONFIG_FILE", "Created", "init_gateway"]
+__all__ = ["CONFIG_FILE", "Created", "init_gateway", "write_tls_pair"]
 
 CONFIG_FILE = "gateway.toml"
 
@@ -73,20 +73,25 @@ def init_gateway(
     jwk_path = data_dir / "signing-key.jwk"
     write_atomic(jwk_path, (json.dumps(key.public().to_jwk(), indent=2) + "\n").encode())
 
-    tls_key = ec.generate_private_key(ec.SECP256R1())
-    encryption = BestAvailableEncryption(passphrase) if passphrase else NoEncryption()
-    write_atomic(
-        data_dir / "tls-key.pem",
-        tls_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption),
-        mode=0o600,
-    )
     cert_path = data_dir / "tls-cert.pem"
-    write_atomic(cert_path, make_certificate(str(gateway), tls_key).public_bytes(Encoding.PEM))
+    write_tls_pair(gateway, cert_path, data_dir / "tls-key.pem", passphrase=passphrase)
 
     write_atomic(
         config, _config_text(gateway, local_port, remote_host, remote_port).encode("utf-8")
     )
     return Created(config, jwk_path, cert_path, key)
+
+
+def write_tls_pair(gateway: GatewayId, cert: Path, key: Path, *, passphrase: bytes | None) -> None:
+    """A new P-256 TLS key (mode 0600, encrypted with ``passphrase`` unless None) and a
+    self-signed leaf certificate for ``gateway``. The key is written first: a certificate
+    file, which is what gets registered, is only ever there with its key."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    encryption = BestAvailableEncryption(passphrase) if passphrase else NoEncryption()
+    write_atomic(
+        key, private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption), mode=0o600
+    )
+    write_atomic(cert, make_certificate(str(gateway), private).public_bytes(Encoding.PEM))
 
 
 def _config_text(gateway: GatewayId, local_port: int, remote_host: str, remote_port: int) -> str:

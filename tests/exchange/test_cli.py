@@ -220,3 +220,35 @@ def test_init_prints_the_address_to_register(tmp_path: Path, host: str, address:
     assert result.exit_code == 0, result.output
     assert f"--address {address} " in result.stdout
     assert GatewayConfig.load(tmp_path / "gw" / "gateway.toml").remote.host == host
+
+
+def test_renew_tls_writes_a_renewed_pair_under_the_same_passphrase(tmp_path: Path) -> None:
+    d = tmp_path / "gw"
+    assert _init(tmp_path, passphrase="s3cret").exit_code == 0
+    current = (d / "tls-cert.pem").read_bytes()
+
+    def renew_tls(passphrase: str) -> Result:
+        args = ["gateway", "renew-tls", "--data-dir", str(d)]
+        return CliRunner().invoke(main, args, env=_env(passphrase))
+
+    wrong = renew_tls("not-it")
+    assert wrong.exit_code != 0
+    assert "wrong passphrase" in wrong.stderr
+    assert "not-it" not in wrong.output
+    assert not (d / "tls-cert.next.pem").exists()
+    assert not (d / "tls-key.next.pem").exists()
+
+    made = renew_tls("s3cret")
+    assert made.exit_code == 0, made.output
+    assert made.stdout.strip() == (
+        f"shahrah registry gateway set PK/FED/NADRA/gw1 --next-tls-cert {d / 'tls-cert.next.pem'}"
+    )
+    renewed = Certificate.from_pem((d / "tls-cert.next.pem").read_text())
+    assert renewed.sha256 != Certificate.from_pem(current.decode()).sha256
+    assert stat.S_IMODE((d / "tls-key.next.pem").stat().st_mode) == 0o600
+    assert b"ENCRYPTED" in (d / "tls-key.next.pem").read_bytes()
+    assert (d / "tls-cert.pem").read_bytes() == current  # the current pair stays in use
+
+    again = renew_tls("s3cret")
+    assert again.exit_code != 0
+    assert "a renewal is under way" in again.stderr

@@ -1,0 +1,158 @@
+"""Moving a gateway to a renewed TLS certificate without one refused handshake.
+
+Peers pin a gateway's certificate from the global configuration, so a gateway
+that simply started presenting a new one would be refused by every peer until
+each had fetched a configuration listing it. As X-Road lets a security server
+hold several authentication certificates, the registry lists a renewed
+certificate beside the current one (``registry gateway set --next-tls-cert``)
+and peers accept either. The steps:
+
+1. ``shahrah gateway renew-tls`` writes the renewed pair beside the current
+   one (:func:`renew`: ``tls-cert.next.pem``, ``tls-key.next.pem``);
+2. the operator registers the renewed certificate;
+3. the gateway moves to it (:class:`Renewal`) once every working peer accepts
+   it: a peer serves only while its configuration is valid, so once the first
+   configuration this gateway saw listing the renewed certificate has expired,
+   every peer still serving holds one issued after it, which lists it too
+   (unless the federation's validity period was shortened meanwhile: one
+   issued before may outlive it; docs/gateway.md says to wait). If the
+   registry stops listing the current certificate first (the renewal promoted
+   early), the gateway moves at once: nobody accepts the old one any more;
+4. the operator promotes the renewed certificate (``--tls-cert``), which drops
+   the old one from the configuration.
+
+Moving replaces the current files with the renewed ones, the key first, so
+that a crash between the two renames leaves a state :func:`finish_interrupted`
+completes at the next start; then the remote listener presents the renewed
+certificate from the next handshake, and new connections to peers do too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from core.db import utcnow
+from core.errors import BadRequestError, ConflictError
+from core.ids import GatewayId
+from core.tls import Certificate, server_context
+from exchange.peers import PeerPool, TlsFiles
+from exchange.setup import write_tls_pair
+from registry.globalconf import GlobalConfView
+
+__all__ = ["Renewal", "finish_interrupted", "renew", "renewed"]
+
+log = logging.getLogger(__name__)
+
+
+def renewed(path: Path) -> Path:
+    """Where the renewed counterpart of ``path`` is kept: ``tls-cert.pem`` ->
+    ``tls-cert.next.pem``."""
+    return path.with_name(f"{path.stem}.next{path.suffix}")
+
+
+def renew(gateway: GatewayId, cert: Path, key: Path, *, passphrase: bytes | None) -> Path:
+    """Write a renewed TLS key and self-signed certificate beside ``cert`` and ``key``;
+    returns the certificate's path, for the operator to register.
+
+    Refuses while a renewal is under way (its files exist): replacing a registered renewed
+    certificate would leave the registry listing one no gateway holds.
+    """
+    next_cert, next_key = renewed(cert), renewed(key)
+    for path in (next_cert, next_key):
+        if path.exists():
+            raise ConflictError(
+                f"{path} exists: a renewal is under way. Register it, or remove both "
+                f"{next_cert.name} and {next_key.name} to start again"
+            )
+    write_tls_pair(gateway, next_cert, next_key, passphrase=passphrase)
+    return next_cert
+
+
+def finish_interrupted(cert: Path, key: Path) -> None:
+    """Complete a move that stopped between its two renames (the key already moved, the
+    certificate not): without this the current files would not be a pair."""
+    next_cert, next_key = renewed(cert), renewed(key)
+    if next_cert.exists() and not next_key.exists():
+        log.warning("completing the move to the renewed TLS certificate that was interrupted")
+        os.replace(next_cert, cert)
+
+
+def _pin(path: Path) -> str | None:
+    """The pin of the certificate file ``path``; None if it cannot be read as one."""
+    try:
+        return Certificate.from_pem(path.read_text("ascii")).sha256
+    except (OSError, UnicodeDecodeError, BadRequestError):
+        return None
+
+
+class Renewal:
+    """Moves this gateway to its renewed certificate when the configuration allows."""
+
+    def __init__(
+        self,
+        gateway: GatewayId,
+        tls: TlsFiles,
+        *,
+        listener: ssl.SSLContext,
+        peers: PeerPool,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.gateway = gateway
+        self.tls = tls
+        self.listener = listener
+        self.peers = peers
+        self.clock = clock
+        self.presented = _pin(Path(tls.cert))
+        # When every working peer accepts the renewed certificate: the expiry of the first
+        # configuration seen listing it. None while none listing it has been seen.
+        self._accepted_from: dt.datetime | None = None
+
+    def sync(self, view: GlobalConfView) -> bool:
+        """Move to the renewed certificate if ``view`` shows every working peer accepts it
+        (or none accepts the current one any more); returns whether it moved."""
+        me = view.gateways.get(self.gateway)
+        pending = _pin(renewed(Path(self.tls.cert)))
+        if me is None or pending is None or pending == self.presented:
+            self._accepted_from = None
+            return False
+        registered = me.certificates()
+        if pending not in registered:
+            if self._accepted_from is not None:
+                log.warning("the renewed TLS certificate %s is no longer registered", pending)
+            self._accepted_from = None
+            return False
+        if self._accepted_from is None:
+            self._accepted_from = view.conf.expires_at
+            log.info(
+                "the renewed TLS certificate %s is registered; presenting it from %s, when "
+                "every gateway still serving holds a configuration that lists it",
+                pending,
+                self._accepted_from.isoformat(),
+            )
+        if self.presented in registered and self.clock() < self._accepted_from:
+            return False
+        self._move(pending)
+        return True
+
+    def _move(self, pin: str) -> None:
+        cert, key = Path(self.tls.cert), Path(self.tls.key)
+        # Loaded before any file changes: a pair that does not load (a key that is not the
+        # certificate's, another passphrase) stays where it is, and the current one in use.
+        server_context(str(renewed(cert)), str(renewed(key)), [], password=self.tls.password)
+        os.replace(renewed(key), key)
+        os.replace(renewed(cert), cert)
+        self.listener.load_cert_chain(cert, key, password=self.tls.password)
+        self.peers.present(self.tls)
+        self.presented, self._accepted_from = pin, None
+        log.warning(
+            "now presenting the renewed TLS certificate %s; have the registry operator drop "
+            "the old one: shahrah registry gateway set %s --tls-cert %s",
+            pin,
+            self.gateway,
+            cert,
+        )

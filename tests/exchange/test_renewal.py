@@ -1,0 +1,236 @@
+"""Renewing a gateway's TLS certificate with no handshake refused: the renewed certificate
+registered beside the current one, both accepted by peers, the gateway moving to it when
+every working peer accepts it, and the old one dropped. Real sockets, real mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import shutil
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from core.db import transaction, utcnow
+from core.errors import ConflictError
+from core.keys import KeyFileError
+from core.tls import Certificate, client_context, make_certificate
+from exchange import envelope as env_
+from exchange.peers import TlsFiles
+from exchange.renewal import Renewal, finish_interrupted, renew, renewed
+from registry import service as ops
+from registry.payloads import GatewayUpdate
+from tests.exchange.harness import LMC, Federation, Node
+from tests.exchange.test_refusals import _envelope, _raw
+
+ECHO_PATH = "/r1/PK/FED/NADRA/civil-registry/echo"
+LMC_GW = LMC.gateway("gw1")
+
+
+def _pem(path: str | Path) -> str:
+    return Path(path).read_text("ascii")
+
+
+def _pin(path: str | Path) -> str:
+    return Certificate.from_pem(_pem(path)).sha256
+
+
+async def _register(fed: Federation, **update: str | bool) -> None:
+    async with transaction(fed.registry_db) as s:
+        await ops.update_gateway(s, LMC_GW, GatewayUpdate.model_validate(update))
+    await fed.refresh()
+
+
+async def _presents(fed: Federation, node: Node, cert: str | Path) -> bool:
+    """Whether ``node``'s remote listener completes a handshake presenting ``cert`` (NADRA,
+    a registered peer, connecting and trusting only that certificate)."""
+    nadra = fed.nodes["nadra"].tls
+    ctx = client_context(nadra.cert, nadra.key, _pem(cert))
+    where = urlsplit(node.remote_url)
+    try:
+        _, writer = await asyncio.open_connection(where.hostname, where.port, ssl=ctx)
+    except ssl.SSLError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+class _Now:
+    def __init__(self) -> None:
+        self.value = utcnow()
+
+    def __call__(self) -> dt.datetime:
+        return self.value
+
+
+def _renewal(fed: Federation, now: _Now) -> Renewal:
+    lmc = fed.nodes["lmc"]
+    return Renewal(LMC_GW, lmc.tls, listener=lmc.trust.context, peers=lmc.gateway.peers, clock=now)
+
+
+def _keep_old_pair(tmp: Path, tls: TlsFiles) -> TlsFiles:
+    shutil.copy(tls.cert, tmp / "old.crt")
+    shutil.copy(tls.key, tmp / "old.key")
+    return TlsFiles(str(tmp / "old.crt"), str(tmp / "old.key"))
+
+
+async def test_a_gateway_moves_to_its_renewed_certificate_without_a_refused_exchange(
+    fed: Federation, tmp_path: Path
+) -> None:
+    lmc = fed.nodes["lmc"]
+    old = _keep_old_pair(tmp_path, lmc.tls)
+    now = _Now()
+    renewal = _renewal(fed, now)
+    new_cert = renew(LMC_GW, Path(lmc.tls.cert), Path(lmc.tls.key), passphrase=None)
+    assert new_cert == renewed(Path(lmc.tls.cert))
+
+    # Not registered yet: the gateway keeps presenting the current certificate.
+    await fed.refresh()
+    assert renewal.sync(lmc.gateway.globalconf.current()) is False
+    assert await _presents(fed, lmc, old.cert)
+
+    await _register(fed, next_tls_certificate=_pem(new_cert))
+    view = lmc.gateway.globalconf.current()
+    assert view.gateway_by_pin(_pin(new_cert)) == view.gateway_by_pin(_pin(old.cert))
+    # Registered, but a peer may still hold a valid configuration that does not list it.
+    assert renewal.sync(view) is False
+    assert await _presents(fed, lmc, old.cert)
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/a")).status == 200
+
+    # Once the first configuration listing it has expired, every serving peer accepts it.
+    now.value = view.conf.expires_at
+    assert renewal.sync(view) is True
+    assert _pin(lmc.tls.cert) == renewal.presented != _pin(old.cert)
+    assert not renewed(Path(lmc.tls.cert)).exists()
+    assert not renewed(Path(lmc.tls.key)).exists()
+    assert await _presents(fed, lmc, lmc.tls.cert)
+    assert not await _presents(fed, lmc, old.cert)
+    # LMC's new connections to NADRA present the renewed certificate, which NADRA accepts;
+    # NADRA's to LMC's listener find it presenting the renewed one.
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/b")
+    assert resp.status == 200, await resp.text()
+
+    # The operator promotes it: the old certificate is dropped, and NADRA refuses it.
+    await _register(fed, tls_certificate=_pem(lmc.tls.cert))
+    info = lmc.gateway.globalconf.current().gateways[LMC_GW]
+    assert info.certificates() == {_pin(lmc.tls.cert): _pem(lmc.tls.cert)}
+    assert (await _raw(fed, env_.seal(_envelope(fed), fed.member_keys[LMC]))).status == 200
+    fed.nodes["old-lmc"] = dataclasses.replace(lmc, tls=old)
+    try:
+        with pytest.raises(aiohttp.ClientError):
+            await _raw(fed, env_.seal(_envelope(fed), fed.member_keys[LMC]), tls_node="old-lmc")
+    finally:
+        del fed.nodes["old-lmc"]
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/c")).status == 200
+    assert renewal.sync(lmc.gateway.globalconf.current()) is False  # nothing left to move
+
+
+async def test_both_certificates_are_accepted_while_the_renewal_is_registered(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """NADRA accepts LMC presenting either certificate, whichever LMC presents, so peers'
+    configurations and the gateway's move need not happen in any order."""
+    lmc = fed.nodes["lmc"]
+    old = _keep_old_pair(tmp_path, lmc.tls)
+    new_cert = renew(LMC_GW, Path(lmc.tls.cert), Path(lmc.tls.key), passphrase=None)
+    await _register(fed, next_tls_certificate=_pem(new_cert))
+    new = TlsFiles(str(new_cert), str(renewed(Path(lmc.tls.key))))
+    for pair in (old, new):
+        lmc.gateway.peers.present(pair)
+        resp = await fed.call("lmc", "GET", ECHO_PATH + "/either")
+        assert resp.status == 200, await resp.text()
+    # Dropped again (an abandoned renewal): the renewed certificate is refused, on the
+    # connection already open with it too (NADRA maps the pin to a gateway per request).
+    await _register(fed, drop_next_tls_certificate=True)
+    seen = len(fed.backend.seen)
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/dropped")
+    assert resp.status == 500
+    assert resp.headers["X-Road-Error"] == "Server.ServerProxy.SslAuthenticationFailed"
+    assert len(fed.backend.seen) == seen
+
+
+async def test_the_gateway_moves_at_once_when_its_current_certificate_is_dropped(
+    fed: Federation, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Promoted early, before the gateway moved: peers refuse the old certificate from their
+    next configuration, so the gateway does not wait for the validity period."""
+    caplog.set_level(logging.WARNING, logger="exchange.renewal")
+    lmc = fed.nodes["lmc"]
+    renewal = _renewal(fed, _Now())
+    new_cert = renew(LMC_GW, Path(lmc.tls.cert), Path(lmc.tls.key), passphrase=None)
+    await _register(fed, tls_certificate=_pem(new_cert))
+    assert renewal.sync(lmc.gateway.globalconf.current()) is True
+    assert await _presents(fed, lmc, lmc.tls.cert)
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/now")).status == 200
+    assert any("now presenting the renewed TLS certificate" in r.message for r in caplog.records)
+
+
+async def test_a_renewal_dropped_from_the_registry_is_not_moved_to(
+    fed: Federation, tmp_path: Path
+) -> None:
+    lmc = fed.nodes["lmc"]
+    old_pin = _pin(lmc.tls.cert)
+    now = _Now()
+    renewal = _renewal(fed, now)
+    new_cert = renew(LMC_GW, Path(lmc.tls.cert), Path(lmc.tls.key), passphrase=None)
+    await _register(fed, next_tls_certificate=_pem(new_cert))
+    assert renewal.sync(lmc.gateway.globalconf.current()) is False
+    await _register(fed, drop_next_tls_certificate=True)
+    now.value = utcnow() + dt.timedelta(days=1)
+    assert renewal.sync(lmc.gateway.globalconf.current()) is False
+    assert _pin(lmc.tls.cert) == old_pin
+    assert await _presents(fed, lmc, lmc.tls.cert)
+
+
+async def test_a_renewed_pair_that_does_not_load_changes_nothing(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """A renewed certificate whose key is not beside it: the move is refused before any
+    file changes, and the gateway keeps presenting (and having on disk) its current pair."""
+    lmc = fed.nodes["lmc"]
+    before = (_pem(lmc.tls.cert), _pem(lmc.tls.key))
+    renewal = _renewal(fed, _Now())
+    new_cert = renew(LMC_GW, Path(lmc.tls.cert), Path(lmc.tls.key), passphrase=None)
+    other = ec.generate_private_key(ec.SECP256R1())
+    new_cert.write_bytes(make_certificate("not-the-key", other).public_bytes(Encoding.PEM))
+    await _register(fed, tls_certificate=_pem(new_cert))  # promoted: it would move at once
+    with pytest.raises(KeyFileError, match="does not match"):
+        renewal.sync(lmc.gateway.globalconf.current())
+    assert (_pem(lmc.tls.cert), _pem(lmc.tls.key)) == before
+    assert renewed(Path(lmc.tls.key)).exists()
+
+
+def test_renew_refuses_while_a_renewal_is_under_way(tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls-cert.pem", tmp_path / "tls-key.pem"
+    made = renew(LMC_GW, cert, key, passphrase=b"secret")
+    assert made == tmp_path / "tls-cert.next.pem"
+    assert (tmp_path / "tls-key.next.pem").stat().st_mode & 0o777 == 0o600
+    assert b"ENCRYPTED" in (tmp_path / "tls-key.next.pem").read_bytes()
+    first = made.read_bytes()
+    with pytest.raises(ConflictError, match="a renewal is under way"):
+        renew(LMC_GW, cert, key, passphrase=b"secret")
+    assert made.read_bytes() == first
+
+
+def test_a_move_interrupted_between_its_renames_is_completed_at_start(tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls-cert.pem", tmp_path / "tls-key.pem"
+    cert.write_text("old certificate")
+    key.write_text("new key")  # moved already
+    renewed(cert).write_text("new certificate")  # not yet
+    finish_interrupted(cert, key)
+    assert cert.read_text() == "new certificate"
+    assert not renewed(cert).exists()
+    # A renewal still waiting (both renewed files) or none at all: nothing is touched.
+    renewed(cert).write_text("next certificate")
+    renewed(key).write_text("next key")
+    finish_interrupted(cert, key)
+    assert cert.read_text() == "new certificate"
+    assert renewed(cert).read_text() == "next certificate"

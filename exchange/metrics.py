@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -49,6 +50,21 @@ class GatewayMetrics:
             registry=self.registry,
         )
         serial.set_function(lambda: _nan(globalconf_serial()))
+        self._tls_expiry = Gauge(
+            "shahrah_gateway_tls_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate this gateway presents to other gateways expires (Unix "
+            "time; NaN if unreadable). Renew well before: shahrah gateway renew-tls.",
+            registry=self.registry,
+        )
+        self._tls_expiry.set(float("nan"))
+
+    def follow_certificate(self, expires: Callable[[], dt.datetime | None]) -> None:
+        """Report the expiry ``expires`` gives, read at each scrape (it changes on renewal)."""
+        self._tls_expiry.set_function(lambda: _nan(_timestamp(expires())))
+
+
+def _timestamp(value: dt.datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
 
 
 def _nan(value: float | int | None) -> float:

@@ -30,11 +30,15 @@ certificate from the next handshake, and new connections to peers do too.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from core.db import utcnow
 from core.errors import BadRequestError, ConflictError
@@ -83,11 +87,22 @@ def finish_interrupted(cert: Path, key: Path) -> None:
 
 
 def _pin(path: Path) -> str | None:
-    """The pin of the certificate file ``path``; None if it cannot be read as one."""
+    """The pin of the renewed certificate file ``path``; None if it is not one to move to
+    (unreadable, expired, or one the registry would refuse)."""
     try:
         return Certificate.from_pem(path.read_text("ascii")).sha256
     except (OSError, UnicodeDecodeError, BadRequestError):
         return None
+
+
+def _presented(path: Path) -> tuple[str, dt.datetime] | None:
+    """Pin and expiry of the certificate file ``path`` in use, expired or not (an expired
+    one is what the expiry metric must show); None if it cannot be read."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(), cert.not_valid_after_utc
 
 
 class Renewal:
@@ -107,7 +122,10 @@ class Renewal:
         self.listener = listener
         self.peers = peers
         self.clock = clock
-        self.presented = _pin(Path(tls.cert))
+        current = _presented(Path(tls.cert))
+        # The pin and expiry of the certificate presented to peers (for /metrics).
+        self.presented: str | None = current[0] if current else None
+        self.expires: dt.datetime | None = current[1] if current else None
         # When every working peer accepts the renewed certificate: the expiry of the first
         # configuration seen listing it. None while none listing it has been seen.
         self._accepted_from: dt.datetime | None = None
@@ -148,7 +166,9 @@ class Renewal:
         os.replace(renewed(cert), cert)
         self.listener.load_cert_chain(cert, key, password=self.tls.password)
         self.peers.present(self.tls)
-        self.presented, self._accepted_from = pin, None
+        current = _presented(cert)
+        self.presented, self.expires = current if current else (pin, None)
+        self._accepted_from = None
         log.warning(
             "now presenting the renewed TLS certificate %s; have the registry operator drop "
             "the old one: shahrah registry gateway set %s --tls-cert %s",

@@ -186,6 +186,7 @@ async def running(
         )
         trust = TrustSync(ctx)
         renewal = Renewal(config.id, tls, listener=ctx, peers=peers)
+        metrics.follow_certificate(lambda: renewal.expires)
         if conf.view is not None:
             trust.sync(conf.view)
             renewal.sync(conf.view)

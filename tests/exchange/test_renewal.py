@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import re
 import shutil
 import ssl
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -73,7 +75,28 @@ class _Now:
 
 def _renewal(fed: Federation, now: _Now) -> Renewal:
     lmc = fed.nodes["lmc"]
-    return Renewal(LMC_GW, lmc.tls, listener=lmc.trust.context, peers=lmc.gateway.peers, clock=now)
+    renewal = Renewal(
+        LMC_GW, lmc.tls, listener=lmc.trust.context, peers=lmc.gateway.peers, clock=now
+    )
+    lmc.gateway.metrics.follow_certificate(lambda: renewal.expires)
+    return renewal
+
+
+async def _expiry_reported(fed: Federation) -> float:
+    text = await (await fed.http.get(fed.nodes["lmc"].local_url + "/metrics")).text()
+    name = "shahrah_gateway_tls_certificate_expiry_timestamp_seconds"
+    [value] = re.findall(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(value)
+
+
+def _not_after(path: str | Path) -> float:
+    return x509.load_pem_x509_certificate(Path(path).read_bytes()).not_valid_after_utc.timestamp()
+
+
+def _write_certificate(path: str | Path, name: str, *, days: int = 825) -> None:
+    """A certificate at ``path`` for a key of its own (the key beside it not matching)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    Path(path).write_bytes(make_certificate(name, key, days=days).public_bytes(Encoding.PEM))
 
 
 def _keep_old_pair(tmp: Path, tls: TlsFiles) -> TlsFiles:
@@ -94,6 +117,7 @@ async def test_a_gateway_moves_to_its_renewed_certificate_without_a_refused_exch
 
     # Not registered yet: the gateway keeps presenting the current certificate.
     await fed.refresh()
+    assert await _expiry_reported(fed) == _not_after(old.cert)
     assert renewal.sync(lmc.gateway.globalconf.current()) is False
     assert await _presents(fed, lmc, old.cert)
 
@@ -113,6 +137,7 @@ async def test_a_gateway_moves_to_its_renewed_certificate_without_a_refused_exch
     assert not renewed(Path(lmc.tls.key)).exists()
     assert await _presents(fed, lmc, lmc.tls.cert)
     assert not await _presents(fed, lmc, old.cert)
+    assert await _expiry_reported(fed) == _not_after(lmc.tls.cert)
     # LMC's new connections to NADRA present the renewed certificate, which NADRA accepts;
     # NADRA's to LMC's listener find it presenting the renewed one.
     resp = await fed.call("lmc", "GET", ECHO_PATH + "/b")
@@ -199,8 +224,7 @@ async def test_a_renewed_pair_that_does_not_load_changes_nothing(
     before = (_pem(lmc.tls.cert), _pem(lmc.tls.key))
     renewal = _renewal(fed, _Now())
     new_cert = renew(LMC_GW, Path(lmc.tls.cert), Path(lmc.tls.key), passphrase=None)
-    other = ec.generate_private_key(ec.SECP256R1())
-    new_cert.write_bytes(make_certificate("not-the-key", other).public_bytes(Encoding.PEM))
+    _write_certificate(new_cert, "not-the-key")
     await _register(fed, tls_certificate=_pem(new_cert))  # promoted: it would move at once
     with pytest.raises(KeyFileError, match="does not match"):
         renewal.sync(lmc.gateway.globalconf.current())
@@ -234,3 +258,16 @@ def test_a_move_interrupted_between_its_renames_is_completed_at_start(tmp_path: 
     finish_interrupted(cert, key)
     assert cert.read_text() == "new certificate"
     assert renewed(cert).read_text() == "next certificate"
+
+
+async def test_an_expired_certificate_in_use_is_reported_with_its_expiry(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """The metric exists to alert before expiry; after it, it must still say when, not
+    go blank."""
+    lmc = fed.nodes["lmc"]
+    _write_certificate(lmc.tls.cert, "lmc-expired", days=0)
+    _renewal(fed, _Now())
+    expiry = await _expiry_reported(fed)
+    assert expiry == _not_after(lmc.tls.cert)
+    assert expiry <= utcnow().timestamp()

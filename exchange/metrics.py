@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from audit.writer import WriterStatus
+
 __all__ = ["GatewayMetrics"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -57,6 +59,31 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._tls_expiry.set(float("nan"))
+
+    def follow_audit(self, status: Callable[[], WriterStatus]) -> None:
+        """Report how much of this gateway's audit log the witness has cosigned, read from
+        ``status`` at each scrape. A gap that keeps growing while ``witness_failing`` is 1
+        is a witness that refuses the log (a gateway restored from a backup forks it) or
+        cannot be reached: the exchanges go on, their records kept here but not mirrored
+        where regulators search."""
+        size = Gauge(
+            "shahrah_gateway_audit_log_size",
+            "Entries in this gateway's audit log.",
+            registry=self.registry,
+        )
+        size.set_function(lambda: float(status().size))
+        witnessed = Gauge(
+            "shahrah_gateway_audit_witnessed_size",
+            "Entries covered by the newest checkpoint the witness has cosigned.",
+            registry=self.registry,
+        )
+        witnessed.set_function(lambda: float(status().witnessed_size))
+        failing = Gauge(
+            "shahrah_gateway_audit_witness_failing",
+            "1 while the last attempt to have a checkpoint cosigned failed (the log says why).",
+            registry=self.registry,
+        )
+        failing.set_function(lambda: float(status().witness_error is not None))
 
     def follow_certificate(self, expires: Callable[[], dt.datetime | None]) -> None:
         """Report the expiry ``expires`` gives, read at each scrape (it changes on renewal)."""

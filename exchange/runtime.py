@@ -149,6 +149,7 @@ async def running(
             for sid, b in config.services.items()
         }
         metrics = GatewayMetrics(conf.age, lambda: conf.view.serial if conf.view else None)
+        metrics.follow_audit(audit.status)
         adapter_metrics = AdapterMetrics(metrics.registry) if config.adapters else None
         for path in config.adapters:
             loaded: Adapters = await load_adapters(

@@ -3,12 +3,14 @@ growing log, mirrors it, and refuses forks, rollbacks and malformed submissions.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from audit import store
 from audit.errors import WitnessConflictError, WitnessRefusedError, WitnessUnavailableError
@@ -25,6 +27,7 @@ from audit.witness_client import ADD_CHECKPOINT
 from audit.writer import AuditWriter
 from core.db import transaction
 from core.keys import KeySet, PrivateKey
+from exchange.metrics import GatewayMetrics
 from registry import service as ops
 from registry.globalconf import Jwks
 from registry.memberauth import sign_request
@@ -96,6 +99,61 @@ async def test_a_gateway_log_is_witnessed_mirrored_and_indexed(federation: Feder
     assert page["results"][0]["witnessed"]["tree_size"] == 12
     counts = await metric(fed, "shahrah_audit_witness_submissions_total")
     assert counts['shahrah_audit_witness_submissions_total{result="cosigned"}'] == 3
+
+
+def gateway_metrics(writer: AuditWriter) -> dict[str, float]:
+    """What a gateway's /metrics says of its audit log (exchange.metrics)."""
+    metrics = GatewayMetrics(lambda: None, lambda: None)
+    metrics.follow_audit(writer.status)
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if line.startswith("shahrah_gateway_audit_")
+    }
+
+
+async def test_a_gateway_reports_its_log_witnessed(federation: Federation) -> None:
+    async with AuditWriter(
+        federation.db, LOG, NADRA_KEY, origin=ORIGIN, witness=federation.witness_client()
+    ) as writer:
+        for n in range(7):
+            await writer.append(event(n))
+        await writer.checkpoint()
+        await writer.sync_witness()
+        assert gateway_metrics(writer) == {
+            "shahrah_gateway_audit_log_size": 7.0,
+            "shahrah_gateway_audit_witnessed_size": 7.0,
+            "shahrah_gateway_audit_witness_failing": 0.0,
+        }
+
+
+async def test_a_gateway_restored_from_a_backup_says_its_log_goes_unwitnessed(
+    federation: Federation,
+) -> None:
+    """The witness cosigned 10 entries; the gateway's database, restored from a backup, has
+    none of them and records other exchanges. Every checkpoint is refused, and the gateway's
+    metrics say so: its log grows, the witnessed part does not, witnessing fails."""
+    await submit(federation, HONEST, 0, 10)
+    async with AuditWriter(
+        federation.db,
+        LOG,
+        NADRA_KEY,
+        origin=ORIGIN,
+        checkpoint_every=5,
+        witness=federation.witness_client(),
+    ) as writer:
+        for n in range(12):
+            await writer.append(event(200 + n))
+        for _ in range(100):  # the background submission fails within moments
+            if writer.status().witness_error is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert gateway_metrics(writer) == {
+            "shahrah_gateway_audit_log_size": 12.0,
+            "shahrah_gateway_audit_witnessed_size": 0.0,
+            "shahrah_gateway_audit_witness_failing": 1.0,
+        }
+    assert await mirrored(federation) == 10  # nothing of the restored log reached regulators
 
 
 async def test_the_witness_refuses_a_forked_log_with_an_alarm(federation: Federation) -> None:

@@ -62,14 +62,18 @@ async def mirrored(fed: Federation) -> int:
         return (await store.get_log(s, LOG, store.MIRROR)).size
 
 
-async def metric(fed: Federation, name: str) -> dict[str, float]:
-    async with fed.http.get(fed.audit_url + "/metrics") as resp:
-        text = await resp.text()
+def samples(exposition: str, name: str) -> dict[str, float]:
+    """The samples of Prometheus text ``exposition`` whose name starts with ``name``."""
     return {
         line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines()
+        for line in exposition.splitlines()
         if line.startswith(name)
     }
+
+
+async def metric(fed: Federation, name: str) -> dict[str, float]:
+    async with fed.http.get(fed.audit_url + "/metrics") as resp:
+        return samples(await resp.text(), name)
 
 
 async def test_a_gateway_log_is_witnessed_mirrored_and_indexed(federation: Federation) -> None:
@@ -105,11 +109,7 @@ def gateway_metrics(writer: AuditWriter) -> dict[str, float]:
     """What a gateway's /metrics says of its audit log (exchange.metrics)."""
     metrics = GatewayMetrics(lambda: None, lambda: None)
     metrics.follow_audit(writer.status)
-    return {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in generate_latest(metrics.registry).decode().splitlines()
-        if line.startswith("shahrah_gateway_audit_")
-    }
+    return samples(generate_latest(metrics.registry).decode(), "shahrah_gateway_audit_")
 
 
 async def test_a_gateway_reports_its_log_witnessed(federation: Federation) -> None:

@@ -407,7 +407,12 @@ def gateway_add(
     help="Register a renewed TLS certificate (PEM) beside the current one: peers accept "
     "both while the gateway moves to it.",
 )
-@click.option("--drop-next-tls-cert", is_flag=True, help="Unregister the renewed certificate.")
+@click.option(
+    "--drop-next-tls-cert",
+    is_flag=True,
+    help="Unregister the renewed certificate: only before the gateway moved to it (its log "
+    "says when); after, promote it with --tls-cert, or peers refuse the gateway.",
+)
 @click.option("--status", type=click.Choice(["active", "suspended"]))
 def gateway_set(
     data_dir: Path | None,

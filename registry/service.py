@@ -146,6 +146,7 @@ async def update_subsystem(s: AsyncSession, cid: ClientId, body: SubsystemUpdate
 async def add_gateway(s: AsyncSession, body: GatewayCreate) -> GatewayInfo:
     owner = await store.member(s, body.id.member)
     cert = _certificate(body.tls_certificate)
+    await _one_registration_at_a_time(s)
     await _refuse_pinned_elsewhere(s, cert, body.id)
     row = m.Gateway(
         member_id=owner.id,
@@ -168,6 +169,15 @@ def _certificate(pem: str, *, field: str = "tls_certificate") -> Certificate:
         return Certificate.from_pem(pem)
     except BadRequestError as e:
         raise BadRequestError(e.message, detail={"field": field}) from e
+
+
+async def _one_registration_at_a_time(s: AsyncSession) -> None:
+    """Hold the registry's one federation row until commit, so that certificate changes run
+    one at a time. A pin must name one gateway across two columns (current and renewed),
+    which no unique index spans; on PostgreSQL, under READ COMMITTED, two changes checked
+    at once could each pass. SQLite's write transactions are serial already. Operators
+    change certificates rarely: waiting costs nothing."""
+    await s.execute(select(m.Federation.id).where(m.Federation.id == 1).with_for_update())
 
 
 async def _refuse_pinned_elsewhere(
@@ -204,6 +214,8 @@ async def _attach_client(s: AsyncSession, gw: m.Gateway, gid: GatewayId, client:
 
 
 async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -> GatewayInfo:
+    if body.tls_certificate is not None or body.next_tls_certificate is not None:
+        await _one_registration_at_a_time(s)  # before the row is read: it decides on it
     row = await store.gateway(s, gid)
     if body.address is not None:
         row.address = body.address
@@ -229,7 +241,7 @@ async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -
         row.next_tls_certificate, row.next_tls_sha256 = cert.pem, cert.sha256
     if body.drop_next_tls_certificate:
         row.next_tls_certificate = row.next_tls_sha256 = None
-    # Also where a concurrent registration took a certificate after the checks above.
+    # The unique indexes and the check constraint hold these rules in the database too.
     await _flush(s, "this TLS certificate is already registered to another gateway")
     if body.status is not None:
         row.status = body.status

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from core.db import Sessions, transaction
 from core.errors import BadRequestError, ConflictError, NotFoundError
@@ -320,6 +322,88 @@ async def test_a_renewed_certificate_is_registered_beside_the_current_one_then_p
     assert again.next_tls_sha256 == PIN
     dropped = await update(drop_next_tls_certificate=True)
     assert list(dropped.certificates()) == [renewed_pin]
+
+
+async def test_certificate_changes_at_once_are_checked_one_after_the_other(
+    seeded: Sessions,
+) -> None:
+    """Registering one certificate as NADRA's renewed one and as PLRA's current one at the
+    same moment: no unique index spans both columns, so unless the changes are checked one
+    after the other, both would pass and two gateways share a pin. And the same gateway's
+    renewed certificate set and promoted at once never leaves both pins equal."""
+    plra_gw = PLRA_LAND.member.gateway("gw1")
+    await _run(
+        seeded,
+        lambda s: ops.add_gateway(
+            s,
+            GatewayCreate(
+                id=plra_gw, address="https://127.0.0.1:9", tls_certificate=_cert_pem("plra")
+            ),
+        ),
+    )
+    for _ in range(3):
+        shared = _cert_pem("shared")
+        outcomes = await asyncio.gather(
+            _run(
+                seeded,
+                lambda s, pem=shared: ops.update_gateway(
+                    s, NADRA.gateway("gw1"), GatewayUpdate(next_tls_certificate=pem)
+                ),
+            ),
+            _run(
+                seeded,
+                lambda s, pem=shared: ops.update_gateway(
+                    s, plra_gw, GatewayUpdate(tls_certificate=pem)
+                ),
+            ),
+            return_exceptions=True,
+        )
+        assert sorted(type(o).__name__ for o in outcomes) == ["ConflictError", "GatewayInfo"]
+        await _run(
+            seeded,
+            lambda s: ops.update_gateway(
+                s, NADRA.gateway("gw1"), GatewayUpdate(drop_next_tls_certificate=True)
+            ),
+        )
+        await _run(
+            seeded,
+            lambda s: ops.update_gateway(
+                s, plra_gw, GatewayUpdate(tls_certificate=_cert_pem("plra"))
+            ),
+        )
+
+    renewed_pem = _cert_pem("renewed")
+    await asyncio.gather(
+        _run(
+            seeded,
+            lambda s: ops.update_gateway(
+                s, NADRA.gateway("gw1"), GatewayUpdate(next_tls_certificate=renewed_pem)
+            ),
+        ),
+        _run(
+            seeded,
+            lambda s: ops.update_gateway(
+                s, NADRA.gateway("gw1"), GatewayUpdate(tls_certificate=renewed_pem)
+            ),
+        ),
+        return_exceptions=True,
+    )
+    async with transaction(seeded, write=False) as s:
+        snap = await store.snapshot(s)  # would refuse a gateway whose two pins are equal
+    [nadra] = [g for g in snap.gateways if g.id == NADRA.gateway("gw1")]
+    assert nadra.next_tls_sha256 != nadra.tls_sha256
+
+
+async def test_the_database_refuses_a_renewed_pin_equal_to_the_current_one(
+    seeded: Sessions,
+) -> None:
+    async def renew_to_itself(s: Any) -> None:
+        row = await store.gateway(s, NADRA.gateway("gw1"))
+        row.next_tls_certificate, row.next_tls_sha256 = row.tls_certificate, row.tls_sha256
+        await s.flush()
+
+    with pytest.raises(IntegrityError):
+        await _run(seeded, renew_to_itself)
 
 
 async def test_revoking_a_key_twice_is_a_conflict(seeded: Sessions) -> None:

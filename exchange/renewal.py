@@ -15,7 +15,8 @@ and peers accept either. The steps:
    configuration this gateway saw listing the renewed certificate has expired,
    every peer still serving holds one issued after it, which lists it too
    (unless the federation's validity period was shortened meanwhile: one
-   issued before may outlive it; docs/gateway.md says to wait). If the
+   issued before may outlive it; docs/gateway.md says to wait); it waits the
+   clock skew peers allow each other on top. If the
    registry stops listing the current certificate first (the renewal promoted
    early), the gateway moves at once: nobody accepts the old one any more;
 4. the operator promotes the renewed certificate (``--tls-cert``), which drops
@@ -38,15 +39,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from core.db import utcnow
 from core.errors import BadRequestError, ConflictError
 from core.ids import GatewayId
+from core.keys import read_private_pem
 from core.tls import Certificate, server_context
 from exchange.peers import PeerPool, TlsFiles
 from exchange.setup import write_tls_pair
-from registry.globalconf import GlobalConfView
+from registry.globalconf import CLOCK_SKEW, GlobalConfView
 
 __all__ = ["Renewal", "finish_interrupted", "renew", "renewed"]
 
@@ -77,13 +80,32 @@ def renew(gateway: GatewayId, cert: Path, key: Path, *, passphrase: bytes | None
     return next_cert
 
 
-def finish_interrupted(cert: Path, key: Path) -> None:
+def finish_interrupted(cert: Path, key: Path, *, password: bytes | None) -> None:
     """Complete a move that stopped between its two renames (the key already moved, the
-    certificate not): without this the current files would not be a pair."""
+    certificate not): without this the current files would not be a pair. Only if the
+    current key is the renewed certificate's: a renewal abandoned halfway (its key removed
+    first) leaves the same files, and must not replace the certificate in use."""
     next_cert, next_key = renewed(cert), renewed(key)
-    if next_cert.exists() and not next_key.exists():
-        log.warning("completing the move to the renewed TLS certificate that was interrupted")
-        os.replace(next_cert, cert)
+    if not next_cert.exists() or next_key.exists():
+        return
+    try:
+        waiting = x509.load_pem_x509_certificate(next_cert.read_bytes()).public_key()
+    except (OSError, ValueError):
+        return  # not a certificate to move to; loading the current pair says what is wrong
+    current = read_private_pem(key, password, what="TLS key file").public_key()
+    if _spki(current) != _spki(waiting):
+        log.warning(
+            "%s is there without its key and is not the current key's: a renewal abandoned "
+            "halfway; left as it is",
+            next_cert,
+        )
+        return
+    log.warning("completing the move to the renewed TLS certificate that was interrupted")
+    os.replace(next_cert, cert)
+
+
+def _spki(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def _pin(path: Path) -> str | None:
@@ -126,33 +148,44 @@ class Renewal:
         # The pin and expiry of the certificate presented to peers (for /metrics).
         self.presented: str | None = current[0] if current else None
         self.expires: dt.datetime | None = current[1] if current else None
-        # When every working peer accepts the renewed certificate: the expiry of the first
-        # configuration seen listing it. None while none listing it has been seen.
-        self._accepted_from: dt.datetime | None = None
+        # The renewed certificate waited for, and when every working peer accepts it: the
+        # expiry of the first configuration seen listing it (plus the clock skew peers are
+        # allowed). None while no configuration seen lists the pending one.
+        self._waiting: tuple[str, dt.datetime] | None = None
 
     def sync(self, view: GlobalConfView) -> bool:
         """Move to the renewed certificate if ``view`` shows every working peer accepts it
         (or none accepts the current one any more); returns whether it moved."""
         me = view.gateways.get(self.gateway)
-        pending = _pin(renewed(Path(self.tls.cert)))
-        if me is None or pending is None or pending == self.presented:
-            self._accepted_from = None
+        if me is None:
+            self._waiting = None
             return False
         registered = me.certificates()
-        if pending not in registered:
-            if self._accepted_from is not None:
-                log.warning("the renewed TLS certificate %s is no longer registered", pending)
-            self._accepted_from = None
+        pending = _pin(renewed(Path(self.tls.cert)))
+        if pending is None or pending == self.presented or pending not in registered:
+            if self._waiting is not None:
+                log.warning(
+                    "no longer waiting to present the renewed TLS certificate %s: it is not "
+                    "registered any more, or its files are gone",
+                    self._waiting[0],
+                )
+            self._waiting = None
+            if self.presented not in registered:
+                log.error(
+                    "peers refuse this gateway: the TLS certificate it presents, %s, is not "
+                    "registered for it (dropped, or replaced by one this gateway does not hold)",
+                    self.presented,
+                )
             return False
-        if self._accepted_from is None:
-            self._accepted_from = view.conf.expires_at
+        if self._waiting is None or self._waiting[0] != pending:
+            self._waiting = (pending, view.conf.expires_at + CLOCK_SKEW)
             log.info(
                 "the renewed TLS certificate %s is registered; presenting it from %s, when "
                 "every gateway still serving holds a configuration that lists it",
                 pending,
-                self._accepted_from.isoformat(),
+                self._waiting[1].isoformat(),
             )
-        if self.presented in registered and self.clock() < self._accepted_from:
+        if self.presented in registered and self.clock() < self._waiting[1]:
             return False
         self._move(pending)
         return True
@@ -168,7 +201,7 @@ class Renewal:
         self.peers.present(self.tls)
         current = _presented(cert)
         self.presented, self.expires = current if current else (pin, None)
-        self._accepted_from = None
+        self._waiting = None
         log.warning(
             "now presenting the renewed TLS certificate %s; have the registry operator drop "
             "the old one: shahrah registry gateway set %s --tls-cert %s",

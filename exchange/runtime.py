@@ -84,7 +84,7 @@ async def running(
     refused (fail closed).
     """
     key = PrivateKey.load(config.signing_key, passphrase)
-    finish_interrupted(config.tls_certificate, config.tls_key)
+    finish_interrupted(config.tls_certificate, config.tls_key, password=passphrase)
     # The TLS key too, before anything starts: a wrong passphrase or a missing file is
     # refused at once rather than after migrations and background tasks.
     tls = TlsFiles(str(config.tls_certificate), str(config.tls_key), passphrase)
@@ -190,7 +190,10 @@ async def running(
         metrics.follow_certificate(lambda: renewal.expires)
         if conf.view is not None:
             trust.sync(conf.view)
-            renewal.sync(conf.view)
+            try:
+                renewal.sync(conf.view)
+            except Exception:  # serve with the current pair; the next refresh tries again
+                log.exception("moving to the renewed TLS certificate failed")
         local = local_app(gateway)
         register_read_api(
             local, db, RegulatorAuthenticator(str(config.id), conf.current), prefix="/audit"

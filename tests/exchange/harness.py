@@ -199,9 +199,10 @@ class Federation:
                 for _, e in await audit_store.entries(s, head, 0, head.size)
             ]
 
-    async def refresh(self) -> None:
-        """Publish the registry's current state now and have every gateway fetch it."""
-        await publisher.publish(self.registry_db, self.operator, force=True)
+    async def refresh(self, *, issued: dt.datetime | None = None) -> None:
+        """Publish the registry's current state now (as issued at ``issued``, if given: a
+        configuration of a later second) and have every gateway fetch it."""
+        await publisher.publish(self.registry_db, self.operator, force=True, now=issued)
         await self.consent_conf.refresh(self.http)
         for node in self.nodes.values():
             await node.gateway.globalconf.refresh(self.http)

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import os
 import re
 import shutil
 import ssl
@@ -22,12 +23,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from core.db import transaction, utcnow
 from core.errors import ConflictError
+from core.ids import GatewayId
 from core.keys import KeyFileError
-from core.tls import Certificate, client_context, make_certificate
+from core.tls import Certificate, client_context, make_certificate, server_context
 from exchange import envelope as env_
 from exchange.peers import TlsFiles
 from exchange.renewal import Renewal, finish_interrupted, renew, renewed
+from exchange.setup import write_tls_pair
 from registry import service as ops
+from registry.globalconf import CLOCK_SKEW
 from registry.payloads import GatewayUpdate
 from tests.exchange.harness import LMC, Federation, Node
 from tests.exchange.test_refusals import _envelope, _raw
@@ -44,10 +48,22 @@ def _pin(path: str | Path) -> str:
     return Certificate.from_pem(_pem(path)).sha256
 
 
-async def _register(fed: Federation, **update: str | bool) -> None:
+async def _register(
+    fed: Federation,
+    gateway: GatewayId = LMC_GW,
+    *,
+    issued: dt.datetime | None = None,
+    **update: str | bool,
+) -> None:
     async with transaction(fed.registry_db) as s:
-        await ops.update_gateway(s, LMC_GW, GatewayUpdate.model_validate(update))
-    await fed.refresh()
+        await ops.update_gateway(s, gateway, GatewayUpdate.model_validate(update))
+    await fed.refresh(issued=issued)
+
+
+def _later() -> dt.datetime:
+    """A minute ahead (within the clock skew gateways allow): a configuration published
+    now that expires after the one just published."""
+    return utcnow() + dt.timedelta(minutes=1)
 
 
 async def _presents(fed: Federation, node: Node, cert: str | Path) -> bool:
@@ -73,12 +89,12 @@ class _Now:
         return self.value
 
 
-def _renewal(fed: Federation, now: _Now) -> Renewal:
-    lmc = fed.nodes["lmc"]
+def _renewal(fed: Federation, now: _Now, node: str = "lmc") -> Renewal:
+    n = fed.nodes[node]
     renewal = Renewal(
-        LMC_GW, lmc.tls, listener=lmc.trust.context, peers=lmc.gateway.peers, clock=now
+        n.gateway.id, n.tls, listener=n.trust.context, peers=n.gateway.peers, clock=now
     )
-    lmc.gateway.metrics.follow_certificate(lambda: renewal.expires)
+    n.gateway.metrics.follow_certificate(lambda: renewal.expires)
     return renewal
 
 
@@ -122,24 +138,30 @@ async def test_a_gateway_moves_to_its_renewed_certificate_without_a_refused_exch
     assert await _presents(fed, lmc, old.cert)
 
     await _register(fed, next_tls_certificate=_pem(new_cert))
-    view = lmc.gateway.globalconf.current()
-    assert view.gateway_by_pin(_pin(new_cert)) == view.gateway_by_pin(_pin(old.cert))
+    first = lmc.gateway.globalconf.current()
+    assert first.gateway_by_pin(_pin(new_cert)) == first.gateway_by_pin(_pin(old.cert))
     # Registered, but a peer may still hold a valid configuration that does not list it.
-    assert renewal.sync(view) is False
+    assert renewal.sync(first) is False
     assert await _presents(fed, lmc, old.cert)
     assert (await fed.call("lmc", "GET", ECHO_PATH + "/a")).status == 200
+    await fed.refresh(issued=_later())  # newer ones come out meanwhile: they delay nothing
+    latest = lmc.gateway.globalconf.current()
+    assert latest.conf.expires_at > first.conf.expires_at
+    assert renewal.sync(latest) is False
 
-    # Once the first configuration listing it has expired, every serving peer accepts it.
-    now.value = view.conf.expires_at
-    assert renewal.sync(view) is True
+    # Once the first configuration listing it has expired, every serving peer accepts it,
+    # even one whose clock is behind by as much as peers allow.
+    now.value = first.conf.expires_at
+    assert renewal.sync(latest) is False
+    now.value = first.conf.expires_at + CLOCK_SKEW
+    assert renewal.sync(latest) is True
     assert _pin(lmc.tls.cert) == renewal.presented != _pin(old.cert)
     assert not renewed(Path(lmc.tls.cert)).exists()
     assert not renewed(Path(lmc.tls.key)).exists()
     assert await _presents(fed, lmc, lmc.tls.cert)
     assert not await _presents(fed, lmc, old.cert)
     assert await _expiry_reported(fed) == _not_after(lmc.tls.cert)
-    # LMC's new connections to NADRA present the renewed certificate, which NADRA accepts;
-    # NADRA's to LMC's listener find it presenting the renewed one.
+    # LMC's new connections to NADRA present the renewed certificate, which NADRA accepts.
     resp = await fed.call("lmc", "GET", ECHO_PATH + "/b")
     assert resp.status == 200, await resp.text()
 
@@ -156,6 +178,52 @@ async def test_a_gateway_moves_to_its_renewed_certificate_without_a_refused_exch
         del fed.nodes["old-lmc"]
     assert (await fed.call("lmc", "GET", ECHO_PATH + "/c")).status == 200
     assert renewal.sync(lmc.gateway.globalconf.current()) is False  # nothing left to move
+
+
+async def test_a_consumer_reaches_a_provider_that_moved_to_its_renewed_certificate(
+    fed: Federation,
+) -> None:
+    """The other side of the move: LMC's connection to NADRA accepts NADRA's renewed
+    certificate as soon as the configuration lists it, before it is promoted."""
+    nadra = fed.nodes["nadra"]
+    now = _Now()
+    renewal = _renewal(fed, now, "nadra")
+    new_cert = renew(nadra.gateway.id, Path(nadra.tls.cert), Path(nadra.tls.key), passphrase=None)
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/before")).status == 200
+    await _register(fed, nadra.gateway.id, next_tls_certificate=_pem(new_cert))
+    view = nadra.gateway.globalconf.current()
+    now.value = view.conf.expires_at + CLOCK_SKEW
+    assert renewal.sync(view) is True
+    assert await _presents(fed, nadra, nadra.tls.cert)
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/after")
+    assert resp.status == 200, await resp.text()
+
+
+async def test_another_renewed_certificate_waits_its_own_time(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """A renewal abandoned and made again, the new certificate registered in place of the
+    first: configurations that listed only the first may still be valid, so the wait starts
+    again from the first configuration listing the new one."""
+    lmc = fed.nodes["lmc"]
+    now = _Now()
+    renewal = _renewal(fed, now)
+    cert, key = Path(lmc.tls.cert), Path(lmc.tls.key)
+    first = renew(LMC_GW, cert, key, passphrase=None)
+    await _register(fed, next_tls_certificate=_pem(first))
+    listing_first = lmc.gateway.globalconf.current()
+    assert renewal.sync(listing_first) is False
+    renewed(cert).unlink()
+    renewed(key).unlink()
+    second = renew(LMC_GW, cert, key, passphrase=None)
+    second_pin = _pin(second)
+    await _register(fed, next_tls_certificate=_pem(second), issued=_later())
+    listing_second = lmc.gateway.globalconf.current()
+    now.value = listing_first.conf.expires_at + CLOCK_SKEW
+    assert renewal.sync(listing_second) is False
+    now.value = listing_second.conf.expires_at + CLOCK_SKEW
+    assert renewal.sync(listing_second) is True
+    assert renewal.presented == _pin(cert) == second_pin
 
 
 async def test_both_certificates_are_accepted_while_the_renewal_is_registered(
@@ -246,18 +314,31 @@ def test_renew_refuses_while_a_renewal_is_under_way(tmp_path: Path) -> None:
 
 def test_a_move_interrupted_between_its_renames_is_completed_at_start(tmp_path: Path) -> None:
     cert, key = tmp_path / "tls-cert.pem", tmp_path / "tls-key.pem"
-    cert.write_text("old certificate")
-    key.write_text("new key")  # moved already
-    renewed(cert).write_text("new certificate")  # not yet
-    finish_interrupted(cert, key)
-    assert cert.read_text() == "new certificate"
+    write_tls_pair(LMC_GW, cert, key, passphrase=b"pw")
+    renew(LMC_GW, cert, key, passphrase=b"pw")
+    waiting = _pin(renewed(cert))
+    # Both renewed files there (a renewal waiting): nothing is touched.
+    finish_interrupted(cert, key, password=b"pw")
+    assert _pin(renewed(cert)) == waiting != _pin(cert)
+    # The key moved, the certificate not yet: the move is completed.
+    os.replace(renewed(key), key)
+    finish_interrupted(cert, key, password=b"pw")
+    assert _pin(cert) == waiting
     assert not renewed(cert).exists()
-    # A renewal still waiting (both renewed files) or none at all: nothing is touched.
-    renewed(cert).write_text("next certificate")
-    renewed(key).write_text("next key")
-    finish_interrupted(cert, key)
-    assert cert.read_text() == "new certificate"
-    assert renewed(cert).read_text() == "next certificate"
+    server_context(str(cert), str(key), [], password=b"pw")  # a pair again
+
+
+def test_a_renewal_abandoned_halfway_leaves_the_current_certificate(tmp_path: Path) -> None:
+    """The operator removed the renewed key first, then stopped: the same files as an
+    interrupted move, but the current key is not the renewed certificate's."""
+    cert, key = tmp_path / "tls-cert.pem", tmp_path / "tls-key.pem"
+    write_tls_pair(LMC_GW, cert, key, passphrase=None)
+    current = _pin(cert)
+    renew(LMC_GW, cert, key, passphrase=None)
+    renewed(key).unlink()
+    finish_interrupted(cert, key, password=None)
+    assert _pin(cert) == current
+    server_context(str(cert), str(key), [], password=None)
 
 
 async def test_an_expired_certificate_in_use_is_reported_with_its_expiry(

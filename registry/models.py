@@ -83,10 +83,6 @@ class Gateway(Base):
     __table_args__ = (
         UniqueConstraint("member_id", "code"),
         CheckConstraint("status IN ('active', 'suspended')", name="status"),
-        # A renewed certificate is another one: gateways find a peer by either pin.
-        CheckConstraint(
-            "next_tls_sha256 IS NULL OR next_tls_sha256 <> tls_sha256", name="renewed_differs"
-        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

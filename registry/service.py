@@ -241,7 +241,7 @@ async def update_gateway(s: AsyncSession, gid: GatewayId, body: GatewayUpdate) -
         row.next_tls_certificate, row.next_tls_sha256 = cert.pem, cert.sha256
     if body.drop_next_tls_certificate:
         row.next_tls_certificate = row.next_tls_sha256 = None
-    # The unique indexes and the check constraint hold these rules in the database too.
+    # Each pin column's unique index holds its part of the rule in the database too.
     await _flush(s, "this TLS certificate is already registered to another gateway")
     if body.status is not None:
         row.status = body.status

@@ -204,3 +204,34 @@ def test_the_pin_index_migration_names_gateways_that_share_a_certificate(
         RuntimeError, match=r"gateways share TLS certificates \(abababababababab… \(2"
     ):
         upgrade(url)
+
+
+def test_upgrading_a_registry_keeps_which_subsystems_each_gateway_serves(tmp_path: Path) -> None:
+    """On SQLite, a migration that must rebuild ``registry_gateways`` (adding a constraint
+    does) drops the old table with foreign keys on, and the cascade deletes every
+    gateway's clients: after such an upgrade no gateway would serve anything. The renewal
+    columns are added without a rebuild; this keeps any later change honest too."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(_alembic_config(url), "reg0005")
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        for statement in (
+            "INSERT INTO registry_members (id, member_class, member_code, name, status, "
+            "created_at) VALUES (1, 'FED', 'NADRA', 'NADRA', 'active', '2026-11-29')",
+            "INSERT INTO registry_subsystems (id, member_id, code, name, status, created_at) "
+            "VALUES (1, 1, 'civil-registry', '', 'active', '2026-11-29')",
+            "INSERT INTO registry_gateways (id, member_id, code, address, tls_certificate, "
+            "tls_sha256, status, created_at) VALUES (1, 1, 'gw1', 'https://x:1', 'pem', "
+            ":pin, 'active', '2026-11-29')",
+            "INSERT INTO registry_gateway_clients (gateway_id, subsystem_id) VALUES (1, 1)",
+        ):
+            conn.execute(text(statement), {"pin": "ab" * 32} if ":pin" in statement else {})
+    engine.dispose()
+    upgrade(url)
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        served = conn.execute(text("SELECT gateway_id, subsystem_id FROM registry_gateway_clients"))
+        assert served.all() == [(1, 1)]
+    engine.dispose()

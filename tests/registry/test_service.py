@@ -9,7 +9,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from core.db import Sessions, transaction
 from core.errors import BadRequestError, ConflictError, NotFoundError
@@ -392,18 +391,6 @@ async def test_certificate_changes_at_once_are_checked_one_after_the_other(
         snap = await store.snapshot(s)  # would refuse a gateway whose two pins are equal
     [nadra] = [g for g in snap.gateways if g.id == NADRA.gateway("gw1")]
     assert nadra.next_tls_sha256 != nadra.tls_sha256
-
-
-async def test_the_database_refuses_a_renewed_pin_equal_to_the_current_one(
-    seeded: Sessions,
-) -> None:
-    async def renew_to_itself(s: Any) -> None:
-        row = await store.gateway(s, NADRA.gateway("gw1"))
-        row.next_tls_certificate, row.next_tls_sha256 = row.tls_certificate, row.tls_sha256
-        await s.flush()
-
-    with pytest.raises(IntegrityError):
-        await _run(seeded, renew_to_itself)
 
 
 async def test_revoking_a_key_twice_is_a_conflict(seeded: Sessions) -> None:

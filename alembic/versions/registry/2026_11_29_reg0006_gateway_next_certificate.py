@@ -18,23 +18,18 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     # A renewed certificate registered beside a gateway's current one. Nullable: a gateway
-    # has none until its operator renews; unique, as the current pin is, and never the
-    # current one, since gateways find a peer by either.
+    # has none until its operator renews; unique, as the current pin is, since gateways find
+    # a peer by either.
     with op.batch_alter_table('registry_gateways') as batch:
         batch.add_column(sa.Column('next_tls_certificate', sa.Text(), nullable=True))
         batch.add_column(sa.Column('next_tls_sha256', sa.String(length=64), nullable=True))
         batch.create_index(
             op.f('ix_registry_gateways_next_tls_sha256'), ['next_tls_sha256'], unique=True
         )
-        batch.create_check_constraint(
-            op.f('ck_registry_gateways_renewed_differs'),
-            'next_tls_sha256 IS NULL OR next_tls_sha256 <> tls_sha256',
-        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table('registry_gateways') as batch:
-        batch.drop_constraint(op.f('ck_registry_gateways_renewed_differs'), type_='check')
         batch.drop_index(op.f('ix_registry_gateways_next_tls_sha256'))
         batch.drop_column('next_tls_sha256')
         batch.drop_column('next_tls_certificate')

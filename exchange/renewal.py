@@ -15,8 +15,9 @@ and peers accept either. The steps:
    configuration this gateway saw listing the renewed certificate has expired,
    every peer still serving holds one issued after it, which lists it too
    (unless the federation's validity period was shortened meanwhile: one
-   issued before may outlive it; docs/gateway.md says to wait); it waits the
-   clock skew peers allow each other on top. If the
+   issued before may outlive it; docs/gateway.md says to wait); it waits twice
+   the clock skew gateways allow on top, and starts again if it missed a
+   configuration (a serial skipped between two fetches). If the
    registry stops listing the current certificate first (the renewal promoted
    early), the gateway moves at once: nobody accepts the old one any more;
 4. the operator promotes the renewed certificate (``--tls-cert``), which drops
@@ -36,6 +37,7 @@ import logging
 import os
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -127,6 +129,15 @@ def _presented(path: Path) -> tuple[str, dt.datetime] | None:
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(), cert.not_valid_after_utc
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    pin: str
+    serial: int  # of the newest configuration seen listing it, none skipped since
+    # Expiry of the first of them, plus twice the clock skew gateways allow (this clock may
+    # run that much fast, a peer's that much slow).
+    until: dt.datetime
+
+
 class Renewal:
     """Moves this gateway to its renewed certificate when the configuration allows."""
 
@@ -148,44 +159,50 @@ class Renewal:
         # The pin and expiry of the certificate presented to peers (for /metrics).
         self.presented: str | None = current[0] if current else None
         self.expires: dt.datetime | None = current[1] if current else None
-        # The renewed certificate waited for, and when every working peer accepts it: the
-        # expiry of the first configuration seen listing it (plus the clock skew peers are
-        # allowed). None while no configuration seen lists the pending one.
-        self._waiting: tuple[str, dt.datetime] | None = None
+        # The renewed certificate waited for, the serial of the configuration last seen
+        # listing it, and when every working peer accepts it. None while no configuration
+        # seen lists the pending one.
+        self._waiting: _Waiting | None = None
 
     def sync(self, view: GlobalConfView) -> bool:
         """Move to the renewed certificate if ``view`` shows every working peer accepts it
         (or none accepts the current one any more); returns whether it moved."""
         me = view.gateways.get(self.gateway)
-        if me is None:
-            self._waiting = None
-            return False
-        registered = me.certificates()
+        registered = me.certificates() if me is not None else {}
         pending = _pin(renewed(Path(self.tls.cert)))
         if pending is None or pending == self.presented or pending not in registered:
             if self._waiting is not None:
                 log.warning(
                     "no longer waiting to present the renewed TLS certificate %s: it is not "
                     "registered any more, or its files are gone",
-                    self._waiting[0],
+                    self._waiting.pin,
                 )
             self._waiting = None
             if self.presented not in registered:
                 log.error(
                     "peers refuse this gateway: the TLS certificate it presents, %s, is not "
-                    "registered for it (dropped, or replaced by one this gateway does not hold)",
+                    "registered for it (the gateway is not in the configuration, or the "
+                    "certificate was dropped or replaced by one this gateway does not hold)",
                     self.presented,
                 )
             return False
-        if self._waiting is None or self._waiting[0] != pending:
-            self._waiting = (pending, view.conf.expires_at + CLOCK_SKEW)
+        if self.presented not in registered:  # promoted early: nobody accepts the old one
+            self._move(pending)
+            return True
+        waiting = self._waiting
+        # Every configuration since the one the wait started from must have listed it: one
+        # this gateway skipped (a serial missed between two fetches) may not have, and may
+        # still be valid at a peer. Then the wait starts again from this one.
+        if waiting is None or waiting.pin != pending or view.serial > waiting.serial + 1:
+            waiting = _Waiting(pending, view.serial, view.conf.expires_at + 2 * CLOCK_SKEW)
             log.info(
                 "the renewed TLS certificate %s is registered; presenting it from %s, when "
                 "every gateway still serving holds a configuration that lists it",
                 pending,
-                self._waiting[1].isoformat(),
+                waiting.until.isoformat(),
             )
-        if self.presented in registered and self.clock() < self._waiting[1]:
+        self._waiting = replace(waiting, serial=max(waiting.serial, view.serial))
+        if self.clock() < waiting.until:
             return False
         self._move(pending)
         return True

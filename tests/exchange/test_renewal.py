@@ -150,10 +150,10 @@ async def test_a_gateway_moves_to_its_renewed_certificate_without_a_refused_exch
     assert renewal.sync(latest) is False
 
     # Once the first configuration listing it has expired, every serving peer accepts it,
-    # even one whose clock is behind by as much as peers allow.
-    now.value = first.conf.expires_at
-    assert renewal.sync(latest) is False
+    # even one whose clock is behind as much as gateways allow while this one's is ahead.
     now.value = first.conf.expires_at + CLOCK_SKEW
+    assert renewal.sync(latest) is False
+    now.value = first.conf.expires_at + 2 * CLOCK_SKEW
     assert renewal.sync(latest) is True
     assert _pin(lmc.tls.cert) == renewal.presented != _pin(old.cert)
     assert not renewed(Path(lmc.tls.cert)).exists()
@@ -192,7 +192,7 @@ async def test_a_consumer_reaches_a_provider_that_moved_to_its_renewed_certifica
     assert (await fed.call("lmc", "GET", ECHO_PATH + "/before")).status == 200
     await _register(fed, nadra.gateway.id, next_tls_certificate=_pem(new_cert))
     view = nadra.gateway.globalconf.current()
-    now.value = view.conf.expires_at + CLOCK_SKEW
+    now.value = view.conf.expires_at + 2 * CLOCK_SKEW
     assert renewal.sync(view) is True
     assert await _presents(fed, nadra, nadra.tls.cert)
     resp = await fed.call("lmc", "GET", ECHO_PATH + "/after")
@@ -219,11 +219,34 @@ async def test_another_renewed_certificate_waits_its_own_time(
     second_pin = _pin(second)
     await _register(fed, next_tls_certificate=_pem(second), issued=_later())
     listing_second = lmc.gateway.globalconf.current()
-    now.value = listing_first.conf.expires_at + CLOCK_SKEW
+    now.value = listing_first.conf.expires_at + 2 * CLOCK_SKEW
     assert renewal.sync(listing_second) is False
-    now.value = listing_second.conf.expires_at + CLOCK_SKEW
+    now.value = listing_second.conf.expires_at + 2 * CLOCK_SKEW
     assert renewal.sync(listing_second) is True
     assert renewal.presented == _pin(cert) == second_pin
+
+
+async def test_a_configuration_missed_between_two_fetches_starts_the_wait_again(
+    fed: Federation,
+) -> None:
+    """The renewed certificate dropped and registered again between two of this gateway's
+    fetches: the configuration in between did not list it and may still be valid at a
+    peer, so the wait starts again from the one that lists it again."""
+    lmc = fed.nodes["lmc"]
+    now = _Now()
+    renewal = _renewal(fed, now)
+    new_cert = renew(LMC_GW, Path(lmc.tls.cert), Path(lmc.tls.key), passphrase=None)
+    await _register(fed, next_tls_certificate=_pem(new_cert))
+    first = lmc.gateway.globalconf.current()
+    assert renewal.sync(first) is False
+    await _register(fed, drop_next_tls_certificate=True)  # this gateway does not sync
+    await _register(fed, next_tls_certificate=_pem(new_cert), issued=_later())
+    again = lmc.gateway.globalconf.current()
+    assert again.serial == first.serial + 2
+    now.value = first.conf.expires_at + 2 * CLOCK_SKEW
+    assert renewal.sync(again) is False
+    now.value = again.conf.expires_at + 2 * CLOCK_SKEW
+    assert renewal.sync(again) is True
 
 
 async def test_both_certificates_are_accepted_while_the_renewal_is_registered(

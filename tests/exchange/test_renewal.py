@@ -29,6 +29,7 @@ from core.tls import Certificate, client_context, make_certificate, server_conte
 from exchange import envelope as env_
 from exchange.peers import TlsFiles
 from exchange.renewal import Renewal, finish_interrupted, renew, renewed
+from exchange.server import run_background
 from exchange.setup import write_tls_pair
 from registry import service as ops
 from registry.globalconf import CLOCK_SKEW
@@ -277,13 +278,25 @@ async def test_the_gateway_moves_at_once_when_its_current_certificate_is_dropped
     fed: Federation, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Promoted early, before the gateway moved: peers refuse the old certificate from their
-    next configuration, so the gateway does not wait for the validity period."""
+    next configuration, so the gateway does not wait for the validity period. The gateway's
+    own background refresh (exchange.server.run_background) does the move."""
     caplog.set_level(logging.WARNING, logger="exchange.renewal")
     lmc = fed.nodes["lmc"]
     renewal = _renewal(fed, _Now())
     new_cert = renew(LMC_GW, Path(lmc.tls.cert), Path(lmc.tls.key), passphrase=None)
+    new_pin = _pin(new_cert)
     await _register(fed, tls_certificate=_pem(new_cert))
-    assert renewal.sync(lmc.gateway.globalconf.current()) is True
+    stop = asyncio.Event()
+    background = asyncio.create_task(run_background(lmc.gateway, lmc.trust, renewal, stop))
+    try:
+        for _ in range(100):
+            if renewal.presented == new_pin:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await background
+    assert renewal.presented == new_pin
     assert await _presents(fed, lmc, lmc.tls.cert)
     assert (await fed.call("lmc", "GET", ECHO_PATH + "/now")).status == 200
     assert any("now presenting the renewed TLS certificate" in r.message for r in caplog.records)

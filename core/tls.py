@@ -45,6 +45,7 @@ __all__ = [
     "local_context",
     "make_certificate",
     "peer_pin",
+    "pin_of",
     "read_pinned",
     "server_context",
 ]
@@ -117,6 +118,11 @@ def leaf_fault(pem: str) -> str | None:
     return None
 
 
+def pin_of(cert: x509.Certificate) -> str:
+    """A certificate's pin: the hex SHA-256 of its DER form, as the registry publishes it."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
 def _leaf(pem: str) -> x509.Certificate:
     """The one certificate ``pem`` holds, if it can be pinned; else ValueError saying why."""
     if pem.count("-----BEGIN CERTIFICATE-----") != 1:
@@ -150,16 +156,16 @@ def read_pinned(path: Path, where: str) -> tuple[str, str]:
     if expires <= dt.datetime.now(dt.UTC):
         # Every handshake with it would fail: said once at start, not per request.
         raise BadRequestError(f"{named}: the certificate expired at {expires.isoformat()}")
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(), pem
+    return pin_of(cert), pem
 
 
 def _anchor(pem: str) -> tuple[str, bytes]:
     """(pin, DER form) of a certificate to pin; ValueError if it cannot be pinned."""
     try:
-        der = _leaf(pem).public_bytes(serialization.Encoding.DER)
+        cert = _leaf(pem)
     except ValueError as e:
         raise ValueError(f"a certificate that cannot be pinned: {e}") from e
-    return hashlib.sha256(der).hexdigest(), der
+    return pin_of(cert), cert.public_bytes(serialization.Encoding.DER)
 
 
 def _leaf_fault(cert: x509.Certificate) -> str | None:

@@ -64,7 +64,7 @@ class PeerPool:
         cannot hold every connection and starve the exchanges with the others."""
         self.tls = tls
         self.connect_timeout = connect_timeout
-        self._contexts: dict[tuple[str, ...], ssl.SSLContext] = {}  # by the peer's pins
+        self._contexts: dict[tuple[str, str | None], ssl.SSLContext] = {}  # by the peer's pins
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=per_peer),
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -77,14 +77,18 @@ class PeerPool:
     def context(self, peer: GatewayInfo) -> ssl.SSLContext:
         """A context that completes a handshake only with ``peer``: with its current
         certificate, or the renewed one registered beside it."""
-        registered = peer.certificates()
-        ctx = self._contexts.get(tuple(registered))
+        pins = (peer.tls_sha256, peer.next_tls_sha256)  # per exchange: no dict built for it
+        ctx = self._contexts.get(pins)
         if ctx is None:
             ctx = client_context(self.tls.cert, self.tls.key, None, password=self.tls.password)
             ctx.trust_exactly(
-                {pin: pem for pin, pem in registered.items() if pinnable(peer, pin, "sending to")}
+                {
+                    pin: pem
+                    for pin, pem in peer.certificates().items()
+                    if pinnable(peer, pin, "sending to")
+                }
             )
-            self._contexts[tuple(registered)] = ctx
+            self._contexts[pins] = ctx
         return ctx
 
     def present(self, tls: TlsFiles) -> None:

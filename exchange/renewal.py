@@ -32,7 +32,6 @@ certificate from the next handshake, and new connections to peers do too.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import ssl
@@ -48,7 +47,7 @@ from core.db import utcnow
 from core.errors import BadRequestError, ConflictError
 from core.ids import GatewayId
 from core.keys import read_private_pem
-from core.tls import Certificate, server_context
+from core.tls import Certificate, pin_of, server_context
 from exchange.peers import PeerPool, TlsFiles
 from exchange.setup import write_tls_pair
 from registry.globalconf import CLOCK_SKEW, GlobalConfView
@@ -126,7 +125,7 @@ def _presented(path: Path) -> tuple[str, dt.datetime] | None:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError):
         return None
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(), cert.not_valid_after_utc
+    return pin_of(cert), cert.not_valid_after_utc
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from audit.note import log_origin
 from audit.regulators import authorization
 from audit.server import AuditServerConfig, build_app
 from audit.witness_client import WITNESS_SERVICE, WitnessClient
+from audit.writer import AuditWriter
 from core.db import Sessions, transaction
 from core.ids import ClientId
 from core.keys import KeySet, PrivateKey
@@ -29,7 +31,7 @@ from registry.payloads import (
 )
 from registry.server import RegistryConfig
 from registry.server import build_app as registry_app
-from tests.audit.events import PSEUDONYMS
+from tests.audit.events import GATEWAY, PSEUDONYMS
 from tests.registry.federation import NADRA, NADRA_KEY, OPERATOR, seed
 from tests.registry.test_globalconf import anchor_for
 
@@ -59,6 +61,18 @@ class Federation:
         self, key: PrivateKey = NADRA_KEY, client: ClientId = NADRA_CLIENT
     ) -> WitnessClient:
         return WitnessClient(self.gateway_conf.current, self.http, key=key, client=client)
+
+    def nadra_writer(self, *, checkpoint_every: int = 1000) -> AuditWriter:
+        """NADRA's gateway's audit log writer, witnessed by this federation's witness."""
+        log = str(GATEWAY)
+        return AuditWriter(
+            self.db,
+            log,
+            NADRA_KEY,
+            origin=log_origin(log),
+            checkpoint_every=checkpoint_every,
+            witness=self.witness_client(),
+        )
 
     async def regulator(
         self,

@@ -27,7 +27,6 @@ from audit.note import (
     witness_name,
 )
 from audit.verify import verify_export
-from audit.writer import AuditWriter
 from core import jws
 from core.db import transaction
 from core.errors import BadRequestError
@@ -44,24 +43,12 @@ N = 21
 @pytest.fixture
 async def witnessed(federation: Federation) -> Federation:
     """21 events of NADRA's gateway, checkpointed every 4 and all witnessed and mirrored."""
-    async with _nadra_writer(federation) as writer:
+    async with federation.nadra_writer(checkpoint_every=4) as writer:
         for n in range(N):
             await writer.append(
                 event(n, subject=CITIZEN if n % 3 == 0 else _other(n), denied=n == 9)
             )
     return federation
-
-
-def _nadra_writer(fed: Federation) -> AuditWriter:
-    """NADRA's gateway's log writer, checkpointing every 4 entries, witnessed."""
-    return AuditWriter(
-        fed.db,
-        LOG,
-        NADRA_KEY,
-        origin=log_origin(LOG),
-        checkpoint_every=4,
-        witness=fed.witness_client(),
-    )
 
 
 def _other(n: int) -> Any:
@@ -120,7 +107,7 @@ async def test_an_export_is_one_snapshot_while_the_witness_goes_on(
 
     async def logs_then_more(s: Any, kind: str) -> Any:
         heads = await real(s, kind)
-        async with _nadra_writer(witnessed) as writer:
+        async with witnessed.nadra_writer(checkpoint_every=4) as writer:
             for n in range(N, N + 8):
                 await writer.append(event(n))
         return heads

@@ -78,14 +78,7 @@ async def metric(fed: Federation, name: str) -> dict[str, float]:
 
 async def test_a_gateway_log_is_witnessed_mirrored_and_indexed(federation: Federation) -> None:
     fed = federation
-    async with AuditWriter(
-        fed.db,
-        LOG,
-        NADRA_KEY,
-        origin=ORIGIN,
-        checkpoint_every=5,
-        witness=fed.witness_client(),
-    ) as writer:
+    async with fed.nadra_writer(checkpoint_every=5) as writer:
         for n in range(12):
             await writer.append(event(n))
     async with transaction(fed.db, write=False) as s:
@@ -113,9 +106,7 @@ def gateway_metrics(writer: AuditWriter) -> dict[str, float]:
 
 
 async def test_a_gateway_reports_its_log_witnessed(federation: Federation) -> None:
-    async with AuditWriter(
-        federation.db, LOG, NADRA_KEY, origin=ORIGIN, witness=federation.witness_client()
-    ) as writer:
+    async with federation.nadra_writer() as writer:
         for n in range(7):
             await writer.append(event(n))
         await writer.checkpoint()
@@ -134,14 +125,7 @@ async def test_a_gateway_restored_from_a_backup_says_its_log_goes_unwitnessed(
     none of them and records other exchanges. Every checkpoint is refused, and the gateway's
     metrics say so: its log grows, the witnessed part does not, witnessing fails."""
     await submit(federation, HONEST, 0, 10)
-    async with AuditWriter(
-        federation.db,
-        LOG,
-        NADRA_KEY,
-        origin=ORIGIN,
-        checkpoint_every=5,
-        witness=federation.witness_client(),
-    ) as writer:
+    async with federation.nadra_writer(checkpoint_every=5) as writer:
         for n in range(12):
             await writer.append(event(200 + n))
         for _ in range(100):  # the background submission fails within moments

@@ -3,6 +3,7 @@
 Routes:
 
 * ``POST /witness/v1/add-checkpoint``: logs submit checkpoints (audit.witness);
+* ``POST /witness/v1/read-back``: a gateway reads back its mirrored log (audit.repair);
 * ``POST /api/v1/search``: regulators search every mirrored entry (audit.mirror);
 * ``GET /api/v1/alarms``: the evidence of every refused, contradicting checkpoint;
 * ``POST /api/v1/timeline``: one citizen's exchanges, for the consent service's citizen
@@ -39,8 +40,8 @@ from audit.errors import TimelineUnavailableError
 from audit.models import AuditAlarm
 from audit.note import witness_name
 from audit.regulators import SECURITY_SCHEME, RegulatorAuthenticator
-from audit.witness import Submission, Witness, WitnessMetrics
-from audit.witness_client import ADD_CHECKPOINT, WITNESS_SERVICE
+from audit.witness import MirroredEntries, ReadBack, Submission, Witness, WitnessMetrics
+from audit.witness_client import ADD_CHECKPOINT, READ_BACK, WITNESS_SERVICE
 from core.db import Sessions, create_engine, sessions, transaction
 from core.fields import AwareDatetime
 from core.ids import ClientId
@@ -144,6 +145,26 @@ async def add_checkpoint(request: web.Request, body: Submission) -> Cosignatures
     if "Authorization" in request.headers:
         caller = await state.members.authenticate(request)
     return Cosignatures(cosignatures=await state.witness.add_checkpoint(body, caller))
+
+
+@server_api.route(
+    "POST",
+    READ_BACK,
+    summary="Read back entries of the caller's own mirrored log, with its newest cosigned "
+    "checkpoint (to repair a gateway restored from a backup)",
+    body=ReadBack,
+    response=MirroredEntries,
+    errors=(400, 401, 403, 404, 503),
+    tags=("witness",),
+)
+async def read_back(request: web.Request, body: ReadBack) -> MirroredEntries:
+    """Signed by the gateway's own member (``Authorization: Shahrah-Member``); a POST, so the
+    signature covers the query."""
+    state = request.app[STATE]
+    caller: ClientId | None = None
+    if "Authorization" in request.headers:
+        caller = await state.members.authenticate(request)
+    return await state.witness.read_back(body, caller)
 
 
 async def _regulator(request: web.Request) -> ClientId:

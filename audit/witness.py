@@ -21,6 +21,10 @@ fork at the same or a smaller size, a failing consistency proof, entries
 that do not produce the signed root) raises an alarm: a log line, the
 ``shahrah_audit_witness_alarms_total`` counter, and the refused note kept as
 evidence in ``audit_alarm``.
+
+A gateway may also read back what the mirror holds of its own log
+(:meth:`Witness.read_back`): after a restore from a backup older than what was
+witnessed, that is where the records the backup lacks still are (audit.repair).
 """
 
 from __future__ import annotations
@@ -67,7 +71,16 @@ from core.ids import ClientId, GatewayId
 from core.keys import PrivateKey
 from registry.globalconf import GlobalConfView
 
-__all__ = ["Submission", "Witness", "WitnessMetrics"]
+__all__ = [
+    "MAX_READ_BACK",
+    "MirroredEntries",
+    "ReadBack",
+    "Submission",
+    "Witness",
+    "WitnessMetrics",
+]
+
+MAX_READ_BACK = 250  # entries a page: 16 KiB each, at most 6 bytes of JSON a byte: 24 MiB
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +99,21 @@ class Submission(BaseModel):
     entries: list[Annotated[str, Field(max_length=store.MAX_ENTRY)]] = Field(
         max_length=MAX_CHECKPOINT_GAP, description="entries old_size .. size - 1"
     )
+
+
+class ReadBack(BaseModel):
+    """Entries ``start`` to ``end`` (exclusive) of a mirrored log, asked by its own gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    log_id: str = Field(max_length=1100)
+    start: int = Field(ge=0, lt=2**63)
+    end: int = Field(gt=0, lt=2**63, description=f"exclusive; at most {MAX_READ_BACK} after start")
+
+
+class MirroredEntries(BaseModel):
+    checkpoint: str = Field(description="the newest cosigned checkpoint of the log, as a note")
+    entries: list[str] = Field(description="entries start .. min(end, size) - 1")
 
 
 class WitnessMetrics:
@@ -144,15 +172,7 @@ class Witness:
         now = self.clock()
         identity = resolve_log(self.view(), body.log_id, now)
         if identity.member is not None:
-            if caller is None:
-                raise UnauthorizedError(
-                    f"checkpoints of {body.log_id} must come in a request signed by "
-                    f"{identity.member} (Authorization: Shahrah-Member ...)"
-                )
-            if caller.member != identity.member:
-                raise ForbiddenError(
-                    f"only {identity.member} may submit checkpoints of {body.log_id}"
-                )
+            _check_caller(identity, caller, "submit checkpoints of")
         note, checkpoint = _parse(body, identity)
         try:
             key = verify_log_signature(note, identity.origin, identity.keys)
@@ -219,6 +239,40 @@ class Witness:
                 row.cosigned_at = dt.datetime.fromtimestamp(timestamp, dt.UTC)
         log.info("cosigned %s at size %d", body.log_id, checkpoint.size)
         return [cosignature.line()]
+
+    async def read_back(self, query: ReadBack, caller: ClientId | None) -> MirroredEntries:
+        """What the mirror holds of a gateway's log, for that gateway alone: entries are
+        personal data, and only the member that wrote them may read them back here."""
+        identity = resolve_log(self.view(), query.log_id, self.clock())
+        if identity.member is None:
+            raise ForbiddenError(
+                f"{query.log_id} is a central service's log: only gateways read theirs back"
+            )
+        _check_caller(identity, caller, "read back")
+        if not query.start < query.end <= query.start + MAX_READ_BACK:
+            raise BadRequestError(
+                f"end must be after start and at most {MAX_READ_BACK} entries after it",
+                detail={"field": "end"},
+            )
+        async with transaction(self.sessions, write=False) as s:
+            try:
+                head = await store.get_log(s, query.log_id, store.MIRROR)
+            except NotFoundError:
+                raise NotFoundError(f"the witness holds nothing of {query.log_id}") from None
+            row = await store.latest_checkpoint(s, head, cosigned=True)
+            if row is None or row.cosigned is None or row.size != head.size:
+                raise store.LogStorageError(
+                    f"the mirror of {query.log_id} has no cosigned checkpoint at its size"
+                )
+            if query.start > head.size:
+                raise BadRequestError(
+                    f"start {query.start} is beyond the {head.size} entries witnessed",
+                    detail={"field": "start", "size": head.size},
+                )
+            found = await store.entries(s, head, query.start, min(query.end, head.size))
+        return MirroredEntries(
+            checkpoint=row.cosigned, entries=[e.decode("utf-8") for _, e in found]
+        )
 
     async def _against_history(
         self,
@@ -288,6 +342,17 @@ class Witness:
             self.metrics.alarms.labels(log_id, alarm.reason).inc()
         else:
             log.warning("log %s sent again the checkpoint of alarm %d", log_id, known)
+
+
+def _check_caller(identity: LogIdentity, caller: ClientId | None, action: str) -> None:
+    """A gateway's log is its member's business alone."""
+    if caller is None:
+        raise UnauthorizedError(
+            f"requests to {action} {identity.log_id} must be signed by "
+            f"{identity.member} (Authorization: Shahrah-Member ...)"
+        )
+    if caller.member != identity.member:
+        raise ForbiddenError(f"only {identity.member} may {action} {identity.log_id}")
 
 
 def _parse(body: Submission, identity: LogIdentity) -> tuple[Note, Checkpoint]:

@@ -29,6 +29,7 @@ from audit.errors import (
     WitnessUnavailableError,
 )
 from audit.note import (
+    Checkpoint,
     Note,
     NoteError,
     NoteSignature,
@@ -39,17 +40,27 @@ from audit.note import (
 )
 from core.errors import InvalidSignatureError
 from core.ids import ClientId
-from core.keys import PrivateKey
+from core.keys import PrivateKey, PublicKey
 from core.web import describe_failure, read_up_to
 from registry.globalconf import GlobalConfView
 from registry.memberauth import sign_request
 
-__all__ = ["ADD_CHECKPOINT", "WITNESS_SERVICE", "Cosigned", "WitnessClient", "post_bounded"]
+__all__ = [
+    "ADD_CHECKPOINT",
+    "READ_BACK",
+    "WITNESS_SERVICE",
+    "Cosigned",
+    "Mirrored",
+    "WitnessClient",
+    "post_bounded",
+]
 
 WITNESS_SERVICE = "audit-witness"
 ADD_CHECKPOINT = "/witness/v1/add-checkpoint"
+READ_BACK = "/witness/v1/read-back"
 TIMEOUT = 30.0  # seconds for one submission
 _MAX_ANSWER = 64 * 1024  # bytes
+_MAX_READ_ANSWER = 25 * 2**20  # bytes: a page of read-back entries (audit.witness)
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,17 @@ class Cosigned:
 
     signature: NoteSignature
     timestamp: int
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """A page of the witness's mirror of a log, and the checkpoint it cosigned last."""
+
+    note: Note  # log-signed and cosigned
+    checkpoint: Checkpoint
+    cosigned_at: int  # POSIX seconds, as the verified cosignature states
+    start: int  # the index of the first entry
+    entries: list[bytes]
 
 
 class WitnessClient:
@@ -97,9 +119,9 @@ class WitnessClient:
         the witness holds), WitnessRefusedError or WitnessUnavailableError.
         """
         view = self.view()
-        service = view.central_service(WITNESS_SERVICE)
-        url = service.url.rstrip("/") + ADD_CHECKPOINT
-        body = json.dumps(
+        status, document = await self._post(
+            view,
+            ADD_CHECKPOINT,
             {
                 "log_id": log_id,
                 "old_size": old_size,
@@ -107,8 +129,61 @@ class WitnessClient:
                 "checkpoint": checkpoint.render(),
                 "entries": [e.decode("utf-8") for e in entries],
             },
-            ensure_ascii=False,
-        ).encode("utf-8")
+            _MAX_ANSWER,
+        )
+        if status == 200:
+            return self._cosignature(view, checkpoint, document)
+        message = str(document.get("message", f"HTTP {status}"))
+        if status == 409 and isinstance(document.get("detail"), dict):
+            size = document["detail"].get("size")
+            if type(size) is int:
+                raise WitnessConflictError(message, size=size)
+        if status in (400, 401, 403, 404, 409, 413, 422):
+            raise WitnessRefusedError(f"the audit witness refused the checkpoint: {message}")
+        raise WitnessUnavailableError(f"the audit witness answered HTTP {status}: {message}")
+
+    async def read_back(self, log_id: str, start: int, end: int) -> Mirrored:
+        """Entries ``start`` to ``end`` (exclusive, at most MAX_READ_BACK) of the witness's
+        mirror of ``log_id``, with its newest checkpoint, whose cosignature is checked here
+        against the witness key in the global configuration."""
+        view = self.view()
+        status, document = await self._post(
+            view, READ_BACK, {"log_id": log_id, "start": start, "end": end}, _MAX_READ_ANSWER
+        )
+        if status != 200:
+            message = str(document.get("message", f"HTTP {status}"))
+            if status in (400, 401, 403, 404):
+                raise WitnessRefusedError(f"the audit witness refused to read back: {message}")
+            raise WitnessUnavailableError(f"the audit witness answered HTTP {status}: {message}")
+        text, entries = document.get("checkpoint"), document.get("entries")
+        if not isinstance(text, str) or not isinstance(entries, list):
+            raise WitnessUnavailableError("the audit witness answered without entries")
+        if not all(isinstance(e, str) for e in entries):
+            raise WitnessUnavailableError("the audit witness answered entries that are not text")
+        try:
+            note = Note.parse(text)
+            checkpoint = Checkpoint.parse(note.text)
+        except NoteError as e:
+            raise WitnessUnavailableError(f"the witness's checkpoint is malformed: {e}") from e
+        name = witness_name(view.conf.instance)
+        keys = view.central_service(WITNESS_SERVICE).keys.keyset().values()
+        times = [t for t in (_cosigned_at(note, name, key) for key in keys) if t is not None]
+        if not times:
+            raise WitnessUnavailableError("the witness's checkpoint has no cosignature of its key")
+        if len(entries) != max(0, min(end, checkpoint.size) - start):
+            raise WitnessUnavailableError(
+                f"the audit witness answered {len(entries)} entries from {start} of a log of "
+                f"{checkpoint.size}, asked for those before {end}"
+            )
+        return Mirrored(note, checkpoint, times[0], start, [e.encode("utf-8") for e in entries])
+
+    async def _post(
+        self, view: GlobalConfView, path: str, document: dict[str, Any], limit: int
+    ) -> tuple[int, dict[str, Any]]:
+        """POST ``document`` to the witness, signed as the member if this client has a key;
+        the status and the answer's JSON object ({} if it is none)."""
+        url = view.central_service(WITNESS_SERVICE).url.rstrip("/") + path
+        body = json.dumps(document, ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if self.key is not None and self.client is not None:
             headers["Authorization"] = sign_request(
@@ -121,23 +196,13 @@ class WitnessClient:
             )
         try:
             status, answer = await post_bounded(
-                self.http, url, body, headers, seconds=self.timeout, limit=_MAX_ANSWER
+                self.http, url, body, headers, seconds=self.timeout, limit=limit
             )
         except (aiohttp.ClientError, TimeoutError) as e:
             raise WitnessUnavailableError(
                 f"cannot reach the audit witness at {url}: {describe_failure(e)}"
             ) from e
-        document = _json(answer)
-        if status == 200:
-            return self._cosignature(view, checkpoint, document)
-        message = str(document.get("message", f"HTTP {status}"))
-        if status == 409 and isinstance(document.get("detail"), dict):
-            size = document["detail"].get("size")
-            if type(size) is int:
-                raise WitnessConflictError(message, size=size)
-        if status in (400, 401, 403, 404, 409, 413, 422):
-            raise WitnessRefusedError(f"the audit witness refused the checkpoint: {message}")
-        raise WitnessUnavailableError(f"the audit witness answered HTTP {status}: {message}")
+        return status, _json(answer)
 
     def _cosignature(
         self, view: GlobalConfView, checkpoint: Note, document: dict[str, Any]
@@ -183,6 +248,14 @@ async def post_bounded(
         allow_redirects=False,
     ) as resp:
         return resp.status, await read_up_to(resp.content, limit)
+
+
+def _cosigned_at(note: Note, name: str, key: PublicKey) -> int | None:
+    """The time ``key`` cosigned ``note`` at, or None if it did not."""
+    try:
+        return verify_cosignature(note, name, key)
+    except InvalidSignatureError:
+        return None
 
 
 def _json(data: bytes) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit import store
-from audit.errors import AuditUnavailableError, WitnessConflictError
+from audit.errors import AuditUnavailableError, WitnessConflictError, WitnessRefusedError
 from audit.events import AuditEvent
 from audit.note import Checkpoint, Note, sign_checkpoint
 from audit.store import Appended
@@ -312,7 +312,9 @@ class AuditWriter:
         except WitnessConflictError as e:
             if e.size > head.size:
                 log.error(
-                    "audit log %s: the witness holds size %d, larger than this log's %d",
+                    "audit log %s: the witness holds size %d, larger than this log's %d: "
+                    "restored from an older backup? Stop the gateway and run "
+                    "'shahrah gateway repair-audit'",
                     self.log_id,
                     e.size,
                     head.size,
@@ -341,7 +343,15 @@ class AuditWriter:
             try:
                 await self.sync_witness()
             except Exception as e:
-                if isinstance(e, ShahrahError):
+                if isinstance(e, WitnessRefusedError):
+                    # After a restore, a log longer than the witnessed one is refused as a fork.
+                    log.warning(
+                        "audit log %s: witnessing failed: %s (if the gateway was restored from "
+                        "a backup, stop it and run 'shahrah gateway repair-audit')",
+                        self.log_id,
+                        e.message,
+                    )
+                elif isinstance(e, ShahrahError):
                     log.warning("audit log %s: witnessing failed: %s", self.log_id, e.message)
                 else:
                     log.exception("audit log %s: witnessing failed", self.log_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from core.ids import GatewayId
 from core.tls import server_context
 from exchange.config import GatewayConfig, check_host, https_address
 from exchange.renewal import renew
-from exchange.runtime import running
+from exchange.runtime import repair_audit, running
 from exchange.setup import CONFIG_FILE, init_gateway
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -140,6 +141,44 @@ def renew_tls(data_dir: Path, no_passphrase: bool) -> None:
     click.echo(f"renewed TLS key and certificate written beside the current ones: {made}", err=True)
     click.echo("Ask the operator to run:", err=True)
     click.echo(f"  shahrah registry gateway set {config.id} --next-tls-cert {made}")
+
+
+@gateway.command("repair-audit")
+@data_dir_option
+@no_passphrase_option
+def repair_audit_command(data_dir: Path, no_passphrase: bool) -> None:
+    """Repair the audit log of a gateway restored from a backup older than what the witness
+    cosigned, from the witness's mirror. Stop every process of the gateway first.
+
+    \b
+    The records the backup lacks are read back from the witness and written in their
+    places; the exchanges recorded since the restore follow them, none lost. It all happens
+    in one transaction: if anything fails, the log stays as it was. Run it when the
+    gateway logs "the witness holds size N, larger than this log's" or its
+    shahrah_gateway_audit_witness_failing gauge stays at 1 after a restore."""
+    try:
+        config = GatewayConfig.load(data_dir / CONFIG_FILE)
+    except BadRequestError as e:
+        raise click.ClickException(e.message) from e
+    passphrase = resolve_passphrase(no_passphrase)
+    said = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - said[0] >= 2 or done == total:
+            said[0] = now
+            click.echo(f"  {done:,} of {total:,} witnessed entries", err=True)
+
+    done = run_async(repair_audit(config, passphrase=passphrase, progress=progress))
+    if done is None:
+        click.echo(f"audit log {config.id} already extends what the witness cosigned", err=True)
+        return
+    click.echo(
+        f"audit log {config.id} repaired: it left the witnessed history at entry "
+        f"{done.diverged:,}; {done.restored:,} entries restored from the witness's mirror, "
+        f"{done.moved:,} recorded since the restore moved after them; {done.size:,} entries",
+        err=True,
+    )
 
 
 @gateway.command()

@@ -1,6 +1,7 @@
 """Running a configured gateway: everything it needs, started in order and stopped cleanly.
 
-``shahrah gateway serve`` and the embedded federation both use :func:`running`.
+``shahrah gateway serve`` and the embedded federation both use :func:`running`;
+``shahrah gateway repair-audit`` uses :func:`repair_audit`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from adapters.metrics import AdapterMetrics
 from audit.api import register_read_api
 from audit.note import log_origin
 from audit.regulators import RegulatorAuthenticator
+from audit.repair import Progress, Repair, repair
 from audit.witness_client import WitnessClient
 from audit.writer import AuditWriter
 from consent.client import ConsentClient
@@ -44,7 +46,7 @@ from registry.globalconf import Anchor
 from registry.globalconf_client import FetchIdentity, GlobalConfClient
 from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
 
-__all__ = ["Running", "registry_base", "running"]
+__all__ = ["Running", "registry_base", "repair_audit", "running"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,38 @@ def registry_base(anchor: Anchor, configured: str = "") -> str:
             "cannot tell the schema registry's URL from the anchor: set schema_registry"
         )
     return anchor.url.removesuffix("/globalconf")
+
+
+def _member(config: GatewayConfig) -> ClientId:
+    return ClientId(config.id.instance, config.id.member_class, config.id.member_code)
+
+
+def _globalconf(config: GatewayConfig, anchor: Anchor, key: PrivateKey) -> GlobalConfClient:
+    # Signed fetches let the operator see which configuration this gateway holds.
+    return GlobalConfClient(
+        anchor,
+        cache_file=config.globalconf_cache,
+        identity=FetchIdentity(key, _member(config), config.id.gateway_code),
+    )
+
+
+async def repair_audit(
+    config: GatewayConfig, *, passphrase: bytes | None, progress: Progress | None = None
+) -> Repair | None:
+    """Make the gateway's audit log extend what the witness cosigned again, from its mirror
+    (audit.repair), after a restore from an older backup. Every process of the gateway must
+    be stopped. None if the log needed no repair."""
+    key = PrivateKey.load(config.signing_key, passphrase)
+    await asyncio.to_thread(upgrade, config.database)
+    engine = create_engine(config.database)
+    conf = _globalconf(config, Anchor.load(config.anchor), key)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await conf.refresh(http)
+            witness = WitnessClient(conf.current, http, key=key, client=_member(config))
+            return await repair(sessions(engine), str(config.id), witness, progress=progress)
+    finally:
+        await engine.dispose()
 
 
 @contextlib.asynccontextmanager
@@ -115,13 +149,8 @@ async def running(
     engine = create_engine(config.database)
     db = sessions(engine)
     limits = Limits(**config.limits.model_dump())
-    member = ClientId(config.id.instance, config.id.member_class, config.id.member_code)
-    # Signed fetches let the operator see which configuration this gateway holds.
-    conf = GlobalConfClient(
-        anchor,
-        cache_file=config.globalconf_cache,
-        identity=FetchIdentity(key, member, config.id.gateway_code),
-    )
+    member = _member(config)
+    conf = _globalconf(config, anchor, key)
     stack = contextlib.AsyncExitStack()
     try:
         http = await stack.enter_async_context(aiohttp.ClientSession())

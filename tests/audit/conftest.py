@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.note import log_origin
 from audit.regulators import authorization
@@ -57,6 +58,12 @@ class Federation:
             await conf.refresh(self.http)
             assert conf.current().serial == published.serial
 
+    async def move_witness(self, url: str, key: PrivateKey = WITNESS_KEY) -> None:
+        """Publish the witness at ``url`` with ``key`` (a fake one, in tests of its clients)."""
+        async with transaction(self.db) as s:
+            await _set_witness(s, url, key)
+        await self.publish()
+
     def witness_client(
         self, key: PrivateKey = NADRA_KEY, client: ClientId = NADRA_CLIENT
     ) -> WitnessClient:
@@ -103,6 +110,11 @@ class Federation:
                 return resp.status, text
 
 
+async def _set_witness(s: AsyncSession, url: str, key: PrivateKey) -> None:
+    keys = Jwks.model_validate(KeySet([key.public()]).to_jwks())
+    await ops.set_central_service(s, WITNESS_SERVICE, CentralServiceSet(url=url, keys=keys))
+
+
 async def _regulator_agency(db: Sessions) -> None:
     async with transaction(db) as s:
         await ops.add_member(
@@ -136,13 +148,7 @@ async def federation(
         build_app(AuditServerConfig(db_url, WITNESS_KEY, PSEUDONYMS), audit_conf)
     )
     async with transaction(db) as s:
-        await ops.set_central_service(
-            s,
-            WITNESS_SERVICE,
-            CentralServiceSet(
-                url=audit_url, keys=Jwks.model_validate(KeySet([WITNESS_KEY.public()]).to_jwks())
-            ),
-        )
+        await _set_witness(s, audit_url, WITNESS_KEY)
     fed = Federation(db, registry_url, audit_url, audit_conf, GlobalConfClient(anchor), http)
     await fed.publish()
     assert fed.gateway_conf.current().central_service(WITNESS_SERVICE).url == audit_url

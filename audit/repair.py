@@ -1,0 +1,229 @@
+"""Repairing a gateway's log restored from a backup older than what the witness cosigned.
+
+Such a log lacks records the witness already holds, and the exchanges the
+gateway recorded since the restore took their places: its checkpoints now
+contradict the witnessed history, so the witness refuses every one of them
+(a fork alarm), and nothing more of the log reaches regulators. The mirror
+still holds every witnessed entry, so the log can be made whole again:
+
+1. find where the local log leaves the witnessed one (``diverged``): the
+   entries after the newest local checkpoint the witness cosigned are compared
+   with the mirror's, read back from the witness;
+2. set aside the local entries from there on (the exchanges recorded since the
+   restore);
+3. write the mirror's entries in their places up to the witnessed size, and
+   check that they produce the witnessed root;
+4. append the set-aside entries after them, in their order: nothing recorded
+   is lost, and none is recorded twice;
+5. drop the local checkpoints of the abandoned history and record the
+   witness's cosigned checkpoint, so witnessing resumes from it.
+
+All of it is one transaction under the log's row lock: a failure anywhere
+(the witness unreachable, entries that do not produce the cosigned root)
+leaves the log exactly as it was. The writer then signs checkpoints of the
+new head as usual and the witness accepts them, since they extend what it
+cosigned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import delete, select, update
+
+from audit import merkle, store
+from audit.models import AuditCheckpoint, AuditEntry, AuditNode
+from audit.note import Note
+from audit.witness import MAX_READ_BACK
+from audit.witness_client import Mirrored
+from core.db import Sessions, transaction
+from core.errors import ConflictError, UnprocessableError
+
+__all__ = ["MirrorReader", "Progress", "Repair", "RepairError", "repair"]
+
+_DELETE_CHUNK = 500  # node keys per DELETE statement
+
+
+class RepairError(UnprocessableError):
+    """The log cannot be repaired from the witness's mirror as it stands."""
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What a repair did to a log."""
+
+    witnessed: int  # the size the witness cosigned, now the local log's prefix
+    diverged: int  # the first index where the local log differed from the witnessed one
+    moved: int  # local entries from ``diverged`` on, appended again after ``witnessed``
+    size: int  # the log's size afterwards: witnessed + moved
+
+    @property
+    def restored(self) -> int:
+        """Entries written from the mirror."""
+        return self.witnessed - self.diverged
+
+
+#: Called with (entries done, entries to do) while a repair reads the mirror.
+Progress = Callable[[int, int], None]
+
+
+class MirrorReader(Protocol):
+    """Where the witnessed entries are read back from: audit.witness_client.WitnessClient."""
+
+    async def read_back(self, log_id: str, start: int, end: int) -> Mirrored: ...
+
+
+async def repair(
+    sessions: Sessions,
+    log_id: str,
+    witness: MirrorReader,
+    *,
+    progress: Progress | None = None,
+) -> Repair | None:
+    """Make the local log ``log_id`` extend what the witness cosigned (see the module's
+    docstring); None if it already does. Run it while the gateway is stopped: a log that
+    grows meanwhile is refused rather than repaired."""
+    async with transaction(sessions, write=False) as s:
+        head = await store.get_log(s, log_id)
+        cosigned = await store.latest_checkpoint(s, head, cosigned=True)
+    start = cosigned.size if cosigned else 0
+    first = await witness.read_back(log_id, start, start + MAX_READ_BACK)
+    witnessed = first.checkpoint
+    if witnessed.origin != head.origin:
+        raise RepairError(f"the witness's checkpoint names {witnessed.origin}, not {head.origin}")
+    if witnessed.size <= head.size:
+        async with transaction(sessions, write=False) as s:
+            if await store.root_at(s, head, witnessed.size) == witnessed.root:
+                return None
+    if witnessed.size < start:
+        raise RepairError(
+            f"the witness holds {witnessed.size} entries of {log_id}, fewer than the "
+            f"{start} it cosigned here, and another history: it is not this log's witness "
+            "any more, or lost its state"
+        )
+    diverged, page = await _divergence(sessions, head, witness, first, progress)
+    return await _rewrite(sessions, head, witness, page, diverged, progress)
+
+
+async def _divergence(
+    sessions: Sessions,
+    head: store.LogHead,
+    witness: MirrorReader,
+    page: Mirrored,
+    progress: Progress | None,
+) -> tuple[int, Mirrored]:
+    """The first index from the page's start on where the local entry is not the mirror's,
+    and the last page read."""
+    end = min(head.size, page.checkpoint.size)
+    at = page.start
+    while at < end:
+        if at >= page.start + len(page.entries):
+            page = await _page(witness, head.name, at, page)
+        async with transaction(sessions, write=False) as s:
+            local = await store.entries(s, head, at, min(end, page.start + len(page.entries)))
+        for _, mine in local:
+            if mine != page.entries[at - page.start]:
+                return at, page
+            at += 1
+        if progress:
+            progress(at, page.checkpoint.size)
+    return at, page
+
+
+async def _page(witness: MirrorReader, log_id: str, at: int, previous: Mirrored) -> Mirrored:
+    """The mirror's page from ``at``, which must be of the same witnessed checkpoint."""
+    page = await witness.read_back(log_id, at, min(previous.checkpoint.size, at + MAX_READ_BACK))
+    if page.checkpoint != previous.checkpoint:
+        raise ConflictError(
+            f"the witness cosigned more of {log_id} during the repair: is the gateway still "
+            "running? Stop every process of it and repair again"
+        )
+    if not page.entries:
+        raise RepairError(f"the witness read back no entries at {at} of {log_id}")
+    return page
+
+
+def _nodes_from(index: int, size: int) -> list[int]:
+    """The keys of the stored inner nodes of a ``size``-entry log that cover ``index`` or
+    a later entry: those a log cut back to ``index`` entries must not keep."""
+    keys: list[int] = []
+    level = 1
+    while size >> level:
+        keys.extend(merkle.node_key((level, i)) for i in range(index >> level, size >> level))
+        level += 1
+    return keys
+
+
+async def _rewrite(
+    sessions: Sessions,
+    head: store.LogHead,
+    witness: MirrorReader,
+    page: Mirrored,
+    diverged: int,
+    progress: Progress | None,
+) -> Repair:
+    witnessed = page.checkpoint
+    note = page.note
+    async with transaction(sessions) as s:
+        locked = await store.get_log(s, head.name, lock=True)
+        if (locked.size, locked.root) != (head.size, head.root):
+            raise ConflictError(
+                f"audit log {head.name} grew during the repair: stop every process of the "
+                "gateway and repair again"
+            )
+        # Set aside: index i goes to -1 - i, out of the way of the entries written in its place.
+        await s.execute(
+            update(AuditEntry)
+            .where(AuditEntry.log_id == head.id, AuditEntry.idx >= diverged)
+            .values(idx=-1 - AuditEntry.idx)
+        )
+        keys = _nodes_from(diverged, head.size)
+        for begin in range(0, len(keys), _DELETE_CHUNK):
+            chunk = keys[begin : begin + _DELETE_CHUNK]
+            await s.execute(
+                delete(AuditNode).where(AuditNode.log_id == head.id, AuditNode.key.in_(chunk))
+            )
+        root = await store.root_at(s, head, diverged)
+        grown = store.LogHead(head.id, head.name, head.kind, head.origin, diverged, root)
+        while grown.size < witnessed.size:
+            if not page.start <= grown.size < page.start + len(page.entries):
+                page = await _page(witness, head.name, grown.size, page)
+            grown, _ = await store.append(s, grown, page.entries[grown.size - page.start :])
+            if progress:
+                progress(grown.size, witnessed.size)
+        if grown.root != witnessed.root:
+            raise RepairError(
+                f"the mirror's entries of {head.name} do not produce the root the witness "
+                "cosigned; nothing was changed"
+            )
+        for begin in range(diverged, head.size, MAX_READ_BACK):
+            end = min(head.size, begin + MAX_READ_BACK)
+            aside = (
+                AuditEntry.log_id == head.id,
+                AuditEntry.idx <= -1 - begin,
+                AuditEntry.idx >= -end,
+            )
+            rows = await s.scalars(
+                select(AuditEntry.entry).where(*aside).order_by(AuditEntry.idx.desc())
+            )
+            grown, _ = await store.append(s, grown, [bytes(e) for e in rows])
+            await s.execute(delete(AuditEntry).where(*aside))
+        await s.execute(
+            delete(AuditCheckpoint).where(
+                AuditCheckpoint.log_id == head.id, AuditCheckpoint.size > diverged
+            )
+        )
+        signed = Note(note.text, tuple(x for x in note.signatures if x.name == head.origin))
+        await store.add_checkpoint(
+            s,
+            grown,
+            witnessed.size,
+            witnessed.root,
+            signed.render(),
+            cosigned=note.render(),
+            cosigned_at=dt.datetime.fromtimestamp(page.cosigned_at, dt.UTC),
+        )
+    return Repair(witnessed.size, diverged, head.size - diverged, grown.size)

@@ -104,6 +104,12 @@ class WitnessClient:
         self.client = client
         self.timeout = timeout
 
+    def use_key(self, key: PrivateKey) -> None:
+        """Sign submissions with ``key`` from now on (if this client signs as a member)."""
+        if self.key is None:
+            raise ValueError("this witness client submits for a central service, unsigned")
+        self.key = key
+
     async def add_checkpoint(
         self,
         log_id: str,

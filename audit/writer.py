@@ -164,6 +164,13 @@ class AuditWriter:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def use_key(self, key: PrivateKey) -> None:
+        """Sign checkpoints and witness submissions with ``key`` from now on: another of the
+        log's registered keys (a gateway's key rotation, exchange.rotation)."""
+        self.key = key
+        if self.witness is not None:
+            self.witness.use_key(key)
+
     def status(self) -> WriterStatus:
         return WriterStatus(self._size, self._checkpointed, self._witnessed, self._witness_error)
 

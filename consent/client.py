@@ -211,6 +211,11 @@ class ConsentClient:
 
     # --- life -------------------------------------------------------------------------------
 
+    def use_key(self, key: PrivateKey) -> None:
+        """Sign requests with ``key`` from now on (a gateway's key rotation, exchange.rotation):
+        another of the member's registered keys."""
+        self._key = key
+
     async def start(self) -> None:
         """Open the HTTP session and subscribe to the feed (in the background)."""
         if self._task is not None:

@@ -14,9 +14,11 @@ import click
 from core.cli import no_passphrase_option, resolve_passphrase, run_async
 from core.errors import BadRequestError, ShahrahError
 from core.ids import GatewayId
+from core.keys import PrivateKey
 from core.tls import server_context
 from exchange.config import GatewayConfig, check_host, https_address
 from exchange.renewal import renew
+from exchange.rotation import rotate
 from exchange.runtime import repair_audit, running
 from exchange.setup import CONFIG_FILE, init_gateway
 
@@ -112,6 +114,13 @@ def init(
     )
 
 
+def _config(data_dir: Path) -> GatewayConfig:
+    try:
+        return GatewayConfig.load(data_dir / CONFIG_FILE)
+    except BadRequestError as e:
+        raise click.ClickException(e.message) from e
+
+
 @gateway.command("renew-tls")
 @data_dir_option
 @no_passphrase_option
@@ -126,10 +135,7 @@ def renew_tls(data_dir: Path, no_passphrase: bool) -> None:
       3. the registry operator promotes it, which drops the old one.
     The new key is encrypted with the keys' passphrase (SHAHRAH_KEY_PASSPHRASE, or asked
     for at the terminal), which must open the current TLS key."""
-    try:
-        config = GatewayConfig.load(data_dir / CONFIG_FILE)
-    except BadRequestError as e:
-        raise click.ClickException(e.message) from e
+    config = _config(data_dir)
     passphrase = resolve_passphrase(no_passphrase)
     try:
         # The passphrase must be the one the gateway starts with, or it could not load the
@@ -141,6 +147,35 @@ def renew_tls(data_dir: Path, no_passphrase: bool) -> None:
     click.echo(f"renewed TLS key and certificate written beside the current ones: {made}", err=True)
     click.echo("Ask the operator to run:", err=True)
     click.echo(f"  shahrah registry gateway set {config.id} --next-tls-cert {made}")
+
+
+@gateway.command("rotate-key")
+@data_dir_option
+@no_passphrase_option
+def rotate_key(data_dir: Path, no_passphrase: bool) -> None:
+    """Make a new member signing key for the gateway, beside the current one.
+
+    \b
+    Then, with no exchange refused:
+      1. the registry operator registers the printed key;
+      2. the running gateway signs with it once every gateway and central service still
+         serving accepts it (one configuration validity after it is first listed), and
+         logs that it did;
+      3. the registry operator revokes the old key once what it signed is done.
+    The new key is encrypted with the keys' passphrase (SHAHRAH_KEY_PASSPHRASE, or asked
+    for at the terminal), which must open the current signing key."""
+    config = _config(data_dir)
+    passphrase = resolve_passphrase(no_passphrase)
+    try:
+        # The gateway loads the new key with the passphrase it started with: it must open
+        # the current key.
+        PrivateKey.load(config.signing_key, passphrase)
+        made = rotate(config.signing_key, passphrase=passphrase)
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    click.echo(f"new signing key written beside the current one: {made}", err=True)
+    click.echo("Ask the operator to run:", err=True)
+    click.echo(f"  shahrah registry key add --member {config.id.member} --jwk {made}")
 
 
 @gateway.command("repair-audit")
@@ -156,10 +191,7 @@ def repair_audit_command(data_dir: Path, no_passphrase: bool) -> None:
     in one transaction: if anything fails, the log stays as it was. Run it when the
     gateway logs "the witness holds size N, larger than this log's" or its
     shahrah_gateway_audit_witness_failing gauge stays at 1 after a restore."""
-    try:
-        config = GatewayConfig.load(data_dir / CONFIG_FILE)
-    except BadRequestError as e:
-        raise click.ClickException(e.message) from e
+    config = _config(data_dir)
     passphrase = resolve_passphrase(no_passphrase)
     said = [0.0]
 
@@ -190,10 +222,7 @@ def serve(data_dir: Path, no_passphrase: bool) -> None:
     The keys' passphrase is read from SHAHRAH_KEY_PASSPHRASE, or asked for at the terminal.
     gateway.toml sets the listeners, database, limits (body size, timeouts), services and
     adapters: see docs/gateway.md. /healthz, /readyz and /metrics are on the local port."""
-    try:
-        config = GatewayConfig.load(data_dir / CONFIG_FILE)
-    except BadRequestError as e:
-        raise click.ClickException(e.message) from e
+    config = _config(data_dir)
     passphrase = resolve_passphrase(no_passphrase)
 
     async def main() -> None:

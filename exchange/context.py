@@ -74,6 +74,16 @@ class Gateway:
     local_clients: LocalClients = field(default_factory=LocalClients)
     clock: Callable[[], dt.datetime] = utcnow
 
+    def use_key(self, key: PrivateKey) -> None:
+        """Sign with ``key`` from now on, wherever this gateway signs: request envelopes and
+        answers, its audit log's checkpoints and witness submissions, its questions to the
+        consent service and its configuration fetches (exchange.rotation)."""
+        self.key = key
+        self.audit.use_key(key)
+        if self.consent is not None:
+            self.consent.use_key(key)
+        self.globalconf.use_key(key)
+
     async def subject_pseudonym(self, subject: Cnic | None) -> Pseudonym | None:
         """The pseudonym an exchange about ``subject`` will be recorded with, asked before
         anything is sent or released: an exchange that could deliver is refused

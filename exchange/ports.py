@@ -12,6 +12,7 @@ from audit.events import AuditEvent
 from consent.client import Pseudonym
 from consent.rules import DecisionQuery, Permit
 from core.ids import Cnic
+from core.keys import PrivateKey
 
 __all__ = ["AuditSink", "ConsentGate"]
 
@@ -37,10 +38,18 @@ class ConsentGate(Protocol):
         """The pseudonym of ``subject`` if already known here; asks nobody."""
         ...
 
+    def use_key(self, key: PrivateKey) -> None:
+        """Sign questions to the consent service with ``key`` from now on."""
+        ...
+
 
 class AuditSink(Protocol):
     """The gateway's audit log (audit.writer.AuditWriter)."""
 
     async def append(self, event: AuditEvent) -> object:
         """Return only once the event is durable; raise if it cannot be made so."""
+        ...
+
+    def use_key(self, key: PrivateKey) -> None:
+        """Sign the log's checkpoints with ``key`` from now on (exchange.rotation)."""
         ...

@@ -11,15 +11,9 @@ and peers accept either. The steps:
    one (:func:`renew`: ``tls-cert.next.pem``, ``tls-key.next.pem``);
 2. the operator registers the renewed certificate;
 3. the gateway moves to it (:class:`Renewal`) once every working peer accepts
-   it: a peer serves only while its configuration is valid, so once the first
-   configuration this gateway saw listing the renewed certificate has expired,
-   every peer still serving holds one issued after it, which lists it too
-   (unless the federation's validity period was shortened meanwhile: one
-   issued before may outlive it; docs/gateway.md says to wait); it waits twice
-   the clock skew gateways allow on top, and starts again if it missed a
-   configuration (a serial skipped between two fetches). If the
-   registry stops listing the current certificate first (the renewal promoted
-   early), the gateway moves at once: nobody accepts the old one any more;
+   it (exchange.acceptance says when). If the registry stops listing the
+   current certificate first (the renewal promoted early), the gateway moves at
+   once: nobody accepts the old one any more;
 4. the operator promotes the renewed certificate (``--tls-cert``), which drops
    the old one from the configuration.
 
@@ -36,7 +30,6 @@ import logging
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -48,9 +41,10 @@ from core.errors import BadRequestError, ConflictError
 from core.ids import GatewayId
 from core.keys import read_private_pem
 from core.tls import Certificate, pin_of, server_context
+from exchange.acceptance import Acceptance
 from exchange.peers import PeerPool, TlsFiles
 from exchange.setup import write_tls_pair
-from registry.globalconf import CLOCK_SKEW, GlobalConfView
+from registry.globalconf import GlobalConfView
 
 __all__ = ["Renewal", "finish_interrupted", "renew", "renewed"]
 
@@ -128,15 +122,6 @@ def _presented(path: Path) -> tuple[str, dt.datetime] | None:
     return pin_of(cert), cert.not_valid_after_utc
 
 
-@dataclass(frozen=True)
-class _Waiting:
-    pin: str
-    serial: int  # of the newest configuration seen listing it, none skipped since
-    # Expiry of the first of them, plus twice the clock skew gateways allow (this clock may
-    # run that much fast, a peer's that much slow).
-    until: dt.datetime
-
-
 class Renewal:
     """Moves this gateway to its renewed certificate when the configuration allows."""
 
@@ -158,10 +143,7 @@ class Renewal:
         # The pin and expiry of the certificate presented to peers (for /metrics).
         self.presented: str | None = current[0] if current else None
         self.expires: dt.datetime | None = current[1] if current else None
-        # The renewed certificate waited for, the serial of the configuration last seen
-        # listing it, and when every working peer accepts it. None while no configuration
-        # seen lists the pending one.
-        self._waiting: _Waiting | None = None
+        self._acceptance = Acceptance("the renewed TLS certificate", clock)
 
     def sync(self, view: GlobalConfView) -> bool:
         """Move to the renewed certificate if ``view`` shows every working peer accepts it
@@ -170,13 +152,7 @@ class Renewal:
         registered = me.certificates() if me is not None else {}
         pending = _pin(renewed(Path(self.tls.cert)))
         if pending is None or pending == self.presented or pending not in registered:
-            if self._waiting is not None:
-                log.warning(
-                    "no longer waiting to present the renewed TLS certificate %s: it is not "
-                    "registered any more, or its files are gone",
-                    self._waiting.pin,
-                )
-            self._waiting = None
+            self._acceptance.forget()
             if self.presented not in registered:
                 log.error(
                     "peers refuse this gateway: the TLS certificate it presents, %s, is not "
@@ -185,23 +161,8 @@ class Renewal:
                     self.presented,
                 )
             return False
-        if self.presented not in registered:  # promoted early: nobody accepts the old one
-            self._move(pending)
-            return True
-        waiting = self._waiting
-        # Every configuration since the one the wait started from must have listed it: one
-        # this gateway skipped (a serial missed between two fetches) may not have, and may
-        # still be valid at a peer. Then the wait starts again from this one.
-        if waiting is None or waiting.pin != pending or view.serial > waiting.serial + 1:
-            waiting = _Waiting(pending, view.serial, view.conf.expires_at + 2 * CLOCK_SKEW)
-            log.info(
-                "the renewed TLS certificate %s is registered; presenting it from %s, when "
-                "every gateway still serving holds a configuration that lists it",
-                pending,
-                waiting.until.isoformat(),
-            )
-        self._waiting = replace(waiting, serial=max(waiting.serial, view.serial))
-        if self.clock() < waiting.until:
+        # Promoted early, nobody accepts the old one: move at once.
+        if self.presented in registered and not self._acceptance.accepted(pending, view):
             return False
         self._move(pending)
         return True
@@ -217,7 +178,7 @@ class Renewal:
         self.peers.present(self.tls)
         current = _presented(cert)
         self.presented, self.expires = current if current else (pin, None)
-        self._waiting = None
+        self._acceptance.done()
         log.warning(
             "now presenting the renewed TLS certificate %s; have the registry operator drop "
             "the old one: shahrah registry gateway set %s --tls-cert %s",

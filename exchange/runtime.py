@@ -41,6 +41,7 @@ from exchange.peers import PeerPool, TlsFiles
 from exchange.r1 import ERROR_HEADER
 from exchange.renewal import Renewal, finish_interrupted
 from exchange.replay import ReplayGuard
+from exchange.rotation import KeyRotation
 from exchange.server import TrustSync, local_app, remote_app, run_background
 from registry.globalconf import Anchor
 from registry.globalconf_client import FetchIdentity, GlobalConfClient
@@ -216,6 +217,10 @@ async def running(
         )
         trust = TrustSync(ctx)
         renewal = Renewal(config.id, tls, listener=ctx, peers=peers)
+
+        rotation = KeyRotation(
+            config.id.member, config.signing_key, key, passphrase=passphrase, use=gateway.use_key
+        )
         metrics.follow_certificate(lambda: renewal.expires)
         if conf.view is not None:
             trust.sync(conf.view)
@@ -223,12 +228,16 @@ async def running(
                 renewal.sync(conf.view)
             except Exception:  # serve with the current pair; the next refresh tries again
                 log.exception("moving to the renewed TLS certificate failed")
+            try:
+                rotation.sync(conf.view)
+            except Exception:  # sign with the current key; the next refresh tries again
+                log.exception("moving to the new signing key failed")
         local = local_app(gateway)
         register_read_api(
             local, db, RegulatorAuthenticator(str(config.id), conf.current), prefix="/audit"
         )
         stop = asyncio.Event()
-        background = asyncio.create_task(run_background(gateway, trust, renewal, stop))
+        background = asyncio.create_task(run_background(gateway, trust, renewal, stop, rotation))
         try:
             async with (
                 listening(

@@ -33,6 +33,7 @@ from exchange.peers import pinnable
 from exchange.provider import provide
 from exchange.r1 import ERROR_HEADER, ERROR_TYPES, error_format_middleware
 from exchange.renewal import Renewal
+from exchange.rotation import KeyRotation
 from registry.globalconf import GlobalConfView
 
 __all__ = ["TrustSync", "local_app", "remote_app", "run_background"]
@@ -202,10 +203,15 @@ class TrustSync:
 
 
 async def run_background(
-    gw: Gateway, trust: TrustSync, renewal: Renewal, stop: asyncio.Event
+    gw: Gateway,
+    trust: TrustSync,
+    renewal: Renewal,
+    stop: asyncio.Event,
+    rotation: KeyRotation | None = None,
 ) -> None:
     """Refresh the configuration on its interval, keep the trust store in step, move to a
-    renewed certificate when it may, purge the replay cache; until ``stop``."""
+    renewed certificate and a new signing key when it may, purge the replay cache; until
+    ``stop``."""
     failures = 0
     async with aiohttp.ClientSession() as http:
         while not stop.is_set():
@@ -222,6 +228,11 @@ async def run_background(
                     log.exception(
                         "moving to the renewed TLS certificate failed; trying again next round"
                     )
+                try:
+                    if rotation is not None:
+                        rotation.sync(gw.globalconf.view)
+                except Exception:
+                    log.exception("moving to the new signing key failed; trying again next round")
             try:
                 await gw.replay.purge()
             except Exception:

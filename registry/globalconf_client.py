@@ -21,7 +21,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -125,6 +125,11 @@ class GlobalConfClient:
         if self._view is None:
             return None
         return (self.clock() - self._view.conf.issued_at).total_seconds()
+
+    def use_key(self, key: PrivateKey) -> None:
+        """Sign fetches with ``key`` from now on (a gateway's key rotation)."""
+        if self.identity is not None:
+            self.identity = replace(self.identity, key=key)
 
     @property
     def refresh_interval(self) -> float:

@@ -21,6 +21,7 @@ from audit.note import (
     log_origin,
     sign_checkpoint,
     verify_cosignature,
+    verify_log_signature,
     witness_name,
 )
 from audit.witness_client import ADD_CHECKPOINT
@@ -345,3 +346,27 @@ async def test_a_witness_answering_garbage_is_unavailable_not_a_crash(
             await fed.witness_client().add_checkpoint(
                 LOG, 0, [], checkpoint(HONEST, 3), HONEST.entries[:3]
             )
+
+
+async def test_a_writer_moved_to_another_key_is_witnessed_under_it(federation: Federation) -> None:
+    """A gateway's key rotation (exchange.rotation): once the writer takes the new key, its
+    checkpoints and its signed submissions verify with it, the old key revoked."""
+    fed = federation
+    new = PrivateKey.generate()
+    async with transaction(fed.db) as s:
+        await ops.add_key(s, KeyCreate(member=NADRA_CLIENT.member, jwk=new.public().to_jwk()))
+    await fed.publish()
+    async with fed.nadra_writer() as writer:
+        await writer.append(event(0))
+        await writer.checkpoint()
+        await writer.sync_witness()
+        writer.use_key(new)
+        async with transaction(fed.db) as s:
+            await ops.revoke_key(s, NADRA_KEY.kid)
+        await fed.publish()
+        await writer.append(event(1))
+        note = await writer.checkpoint()
+        assert note is not None
+        await writer.sync_witness()
+        assert verify_log_signature(note, ORIGIN, [new.public()]) == new.public()
+        assert gateway_metrics(writer)["shahrah_gateway_audit_witnessed_size"] == 2.0

@@ -95,6 +95,9 @@ class FailingAudit:
     async def append(self, event: AuditEvent) -> None:
         raise AuditUnavailableError("audit storage unavailable")
 
+    def use_key(self, key: PrivateKey) -> None:
+        pass  # it signs nothing
+
 
 class Clock:
     def __init__(self) -> None:

@@ -252,3 +252,32 @@ def test_renew_tls_writes_a_renewed_pair_under_the_same_passphrase(tmp_path: Pat
     again = renew_tls("s3cret")
     assert again.exit_code != 0
     assert "a renewal is under way" in again.stderr
+
+
+def test_rotate_key_writes_a_new_key_under_the_same_passphrase(tmp_path: Path) -> None:
+    d = tmp_path / "gw"
+    assert _init(tmp_path, passphrase="s3cret").exit_code == 0
+    current = PrivateKey.load(d / "signing-key.pem", b"s3cret")
+
+    def rotate_key(passphrase: str) -> Result:
+        args = ["gateway", "rotate-key", "--data-dir", str(d)]
+        return CliRunner().invoke(main, args, env=_env(passphrase))
+
+    wrong = rotate_key("not-it")
+    assert wrong.exit_code != 0
+    assert "wrong passphrase" in wrong.stderr
+    assert "not-it" not in wrong.output
+    assert not (d / "signing-key.next.pem").exists()
+
+    made = rotate_key("s3cret")
+    assert made.exit_code == 0, made.output
+    jwk = d / "signing-key.next.jwk"
+    assert made.stdout.strip() == f"shahrah registry key add --member PK/FED/NADRA --jwk {jwk}"
+    new = PrivateKey.load(d / "signing-key.next.pem", b"s3cret")
+    assert PublicKey.from_jwk(json.loads(jwk.read_text())).kid == new.kid != current.kid
+    assert stat.S_IMODE((d / "signing-key.next.pem").stat().st_mode) == 0o600
+    assert PrivateKey.load(d / "signing-key.pem", b"s3cret").kid == current.kid  # still in use
+
+    again = rotate_key("s3cret")
+    assert again.exit_code != 0
+    assert "a key rotation is under way" in again.stderr

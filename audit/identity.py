@@ -17,9 +17,9 @@ from audit.note import log_origin
 from core.errors import InvalidSignatureError, NotFoundError, ShahrahError
 from core.ids import GatewayId, MemberId
 from core.keys import PublicKey
-from registry.globalconf import GlobalConfView
+from registry.globalconf import GlobalConfView, KeyInfo
 
-__all__ = ["LogIdentity", "resolve_log"]
+__all__ = ["LogIdentity", "key_valid_at", "member_keys_at", "resolve_log"]
 
 _SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
 
@@ -55,3 +55,23 @@ def resolve_log(view: GlobalConfView, log_id: str, at: dt.datetime) -> LogIdenti
         except InvalidSignatureError:
             continue  # revoked or outside its validity window
     return LogIdentity(log_id, log_origin(log_id), gateway.member, tuple(valid))
+
+
+def key_valid_at(info: KeyInfo, at: dt.datetime) -> bool:
+    """Whether a member key was valid during the second ``at`` (cosignatures have whole
+    seconds): revoked keys too, if they were revoked later."""
+    limits = (info.not_after, info.revoked_at)
+    return info.not_before < at + dt.timedelta(seconds=1) and all(
+        limit is None or limit > at for limit in limits
+    )
+
+
+def member_keys_at(
+    view: GlobalConfView, member: MemberId, at: dt.datetime
+) -> tuple[PublicKey, ...]:
+    """The keys of ``member`` in ``view`` that were valid at ``at``, later revocations aside:
+    those that may have signed a checkpoint the witness cosigned then."""
+    info = view.members.get(member)
+    return (
+        tuple(PublicKey.from_jwk(k.jwk) for k in info.keys if key_valid_at(k, at)) if info else ()
+    )

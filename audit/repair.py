@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from audit import merkle, store
 from audit.models import AuditCheckpoint, AuditEntry, AuditNode
@@ -43,8 +43,6 @@ from core.db import Sessions, transaction
 from core.errors import ConflictError, UnprocessableError
 
 __all__ = ["MirrorReader", "Progress", "Repair", "RepairError", "repair"]
-
-_DELETE_CHUNK = 500  # node keys per DELETE statement
 
 
 class RepairError(UnprocessableError):
@@ -98,12 +96,6 @@ async def repair(
         async with transaction(sessions, write=False) as s:
             if await store.root_at(s, head, witnessed.size) == witnessed.root:
                 return None
-    if witnessed.size < start:
-        raise RepairError(
-            f"the witness holds {witnessed.size} entries of {log_id}, fewer than the "
-            f"{start} it cosigned here, and another history: it is not this log's witness "
-            "any more, or lost its state"
-        )
     diverged, page = await _divergence(sessions, head, witness, first, progress)
     return await _rewrite(sessions, head, witness, page, diverged, progress)
 
@@ -138,21 +130,25 @@ async def _page(witness: MirrorReader, log_id: str, at: int, previous: Mirrored)
     page = await witness.read_back(log_id, at, min(previous.checkpoint.size, at + MAX_READ_BACK))
     if page.checkpoint != previous.checkpoint:
         raise ConflictError(
-            f"the witness cosigned more of {log_id} during the repair: is the gateway still "
-            "running? Stop every process of it and repair again"
+            f"the witness's newest checkpoint of {log_id} changed during the repair: is the "
+            "gateway still running? Stop every process of it and repair again"
         )
     if not page.entries:
         raise RepairError(f"the witness read back no entries at {at} of {log_id}")
     return page
 
 
-def _nodes_from(index: int, size: int) -> list[int]:
-    """The keys of the stored inner nodes of a ``size``-entry log that cover ``index`` or
-    a later entry: those a log cut back to ``index`` entries must not keep."""
-    keys: list[int] = []
+def _straddling(index: int, size: int) -> list[int]:
+    """The keys of the stored inner nodes of a ``size``-entry log that cover both an entry
+    before ``index`` and ``index`` itself: its ancestors that began earlier. With every
+    node from the key ``2 * index`` on (those that begin at ``index`` or later, and some of
+    these), they are the nodes a log cut back to ``index`` entries must not keep."""
+    keys = []
     level = 1
-    while size >> level:
-        keys.extend(merkle.node_key((level, i)) for i in range(index >> level, size >> level))
+    while (1 << level) <= size:
+        begin = (index >> level) << level
+        if begin < index and begin + (1 << level) <= size:
+            keys.append(merkle.node_key((level, index >> level)))
         level += 1
     return keys
 
@@ -165,8 +161,7 @@ async def _rewrite(
     diverged: int,
     progress: Progress | None,
 ) -> Repair:
-    witnessed = page.checkpoint
-    note = page.note
+    witnessed, note, cosigned_at = page.checkpoint, page.note, page.cosigned_at
     async with transaction(sessions) as s:
         locked = await store.get_log(s, head.name, lock=True)
         if (locked.size, locked.root) != (head.size, head.root):
@@ -180,12 +175,17 @@ async def _rewrite(
             .where(AuditEntry.log_id == head.id, AuditEntry.idx >= diverged)
             .values(idx=-1 - AuditEntry.idx)
         )
-        keys = _nodes_from(diverged, head.size)
-        for begin in range(0, len(keys), _DELETE_CHUNK):
-            chunk = keys[begin : begin + _DELETE_CHUNK]
-            await s.execute(
-                delete(AuditNode).where(AuditNode.log_id == head.id, AuditNode.key.in_(chunk))
+        # An inner node's key lies between its first and last leaf's (2i and 2j), so every
+        # node that begins at ``diverged`` or later has a key from 2 * diverged on.
+        await s.execute(
+            delete(AuditNode).where(
+                AuditNode.log_id == head.id,
+                or_(
+                    AuditNode.key >= 2 * diverged,
+                    AuditNode.key.in_(_straddling(diverged, head.size)),
+                ),
             )
+        )
         root = await store.root_at(s, head, diverged)
         grown = store.LogHead(head.id, head.name, head.kind, head.origin, diverged, root)
         while grown.size < witnessed.size:
@@ -224,6 +224,6 @@ async def _rewrite(
             witnessed.root,
             signed.render(),
             cosigned=note.render(),
-            cosigned_at=dt.datetime.fromtimestamp(page.cosigned_at, dt.UTC),
+            cosigned_at=dt.datetime.fromtimestamp(cosigned_at, dt.UTC),
         )
     return Repair(witnessed.size, diverged, head.size - diverged, grown.size)

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from audit import merkle
 from audit.export_format import EXPORT_TYP, FORMAT, seal_payload
+from audit.identity import key_valid_at
 from audit.merkle import Frontier, ProofError
 from audit.note import (
     Checkpoint,
@@ -333,7 +334,7 @@ class _Verifier:
             return
         if self.view is not None:
             info = (self._published(log.log_id) or {}).get(key.kid)
-            if info is not None and not _valid(info, witnessed):
+            if info is not None and not key_valid_at(info, witnessed):
                 self.problem(
                     f"{where}: signed with key {key.kid}, which was not valid when it was "
                     f"witnessed ({witnessed.isoformat()})"
@@ -533,14 +534,6 @@ class _Verifier:
                 continue
             return
         self.problem("the export's closing signature by the witness does not verify")
-
-
-def _valid(info: KeyInfo, at: dt.datetime) -> bool:
-    """Whether a member key was valid during the second ``at`` (cosignatures have whole seconds)."""
-    limits = (info.not_after, info.revoked_at)
-    return info.not_before < at + dt.timedelta(seconds=1) and all(
-        limit is None or limit > at for limit in limits
-    )
 
 
 def _extend(ranges: list[list[int]], index: int) -> None:

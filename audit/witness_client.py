@@ -15,6 +15,7 @@ no signature verified, 422 that the proof or entries do not add up.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from audit.errors import (
     WitnessRefusedError,
     WitnessUnavailableError,
 )
+from audit.identity import member_keys_at
 from audit.note import (
     Checkpoint,
     Note,
@@ -35,11 +37,14 @@ from audit.note import (
     NoteSignature,
     b64encode_hash,
     cosignature_key_id,
+    log_key_id,
+    log_origin,
     verify_cosignature,
+    verify_log_signature,
     witness_name,
 )
 from core.errors import InvalidSignatureError
-from core.ids import ClientId
+from core.ids import ClientId, GatewayId
 from core.keys import PrivateKey, PublicKey
 from core.web import describe_failure, read_up_to
 from registry.globalconf import GlobalConfView
@@ -61,6 +66,7 @@ READ_BACK = "/witness/v1/read-back"
 TIMEOUT = 30.0  # seconds for one submission
 _MAX_ANSWER = 64 * 1024  # bytes
 _MAX_READ_ANSWER = 25 * 2**20  # bytes: a page of read-back entries (audit.witness)
+_MAX_MESSAGE = 500  # characters of a witness's error message worth quoting
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,7 @@ class WitnessClient:
         )
         if status == 200:
             return self._cosignature(view, checkpoint, document)
-        message = str(document.get("message", f"HTTP {status}"))
+        message = _message(document, status)
         if status == 409 and isinstance(document.get("detail"), dict):
             size = document["detail"].get("size")
             if type(size) is int:
@@ -157,31 +163,65 @@ class WitnessClient:
             view, READ_BACK, {"log_id": log_id, "start": start, "end": end}, _MAX_READ_ANSWER
         )
         if status != 200:
-            message = str(document.get("message", f"HTTP {status}"))
+            message = _message(document, status)
             if status in (400, 401, 403, 404):
                 raise WitnessRefusedError(f"the audit witness refused to read back: {message}")
             raise WitnessUnavailableError(f"the audit witness answered HTTP {status}: {message}")
         text, entries = document.get("checkpoint"), document.get("entries")
         if not isinstance(text, str) or not isinstance(entries, list):
             raise WitnessUnavailableError("the audit witness answered without entries")
-        if not all(isinstance(e, str) for e in entries):
-            raise WitnessUnavailableError("the audit witness answered entries that are not text")
+        try:
+            data = [e.encode("utf-8") for e in entries]
+        except (AttributeError, UnicodeEncodeError) as e:
+            raise WitnessUnavailableError(
+                "the audit witness answered entries that are not text"
+            ) from e
+        note, checkpoint, cosigned_at = self._witnessed(view, log_id, text)
+        if len(data) != max(0, min(end, checkpoint.size) - start):
+            raise WitnessUnavailableError(
+                f"the audit witness answered {len(data)} entries from {start} of a log of "
+                f"{checkpoint.size}, asked for those before {end}"
+            )
+        return Mirrored(note, checkpoint, cosigned_at, start, data)
+
+    def _witnessed(
+        self, view: GlobalConfView, log_id: str, text: str
+    ) -> tuple[Note, Checkpoint, int]:
+        """The checkpoint a read-back comes with, believed only if the witness cosigned it and
+        a key of the log's member valid then signed it (as the witness checked before it
+        cosigned): a witness's key alone cannot vouch for a history the gateway never wrote.
+        Returns the note with only those two signatures, and the cosignature's time."""
         try:
             note = Note.parse(text)
             checkpoint = Checkpoint.parse(note.text)
         except NoteError as e:
             raise WitnessUnavailableError(f"the witness's checkpoint is malformed: {e}") from e
-        name = witness_name(view.conf.instance)
-        keys = view.central_service(WITNESS_SERVICE).keys.keyset().values()
-        times = [t for t in (_cosigned_at(note, name, key) for key in keys) if t is not None]
-        if not times:
-            raise WitnessUnavailableError("the witness's checkpoint has no cosignature of its key")
-        if len(entries) != max(0, min(end, checkpoint.size) - start):
+        if checkpoint.origin != log_origin(log_id):
             raise WitnessUnavailableError(
-                f"the audit witness answered {len(entries)} entries from {start} of a log of "
-                f"{checkpoint.size}, asked for those before {end}"
+                f"the witness answered a checkpoint of {checkpoint.origin}, not of {log_id}"
             )
-        return Mirrored(note, checkpoint, times[0], start, [e.encode("utf-8") for e in entries])
+        name = witness_name(view.conf.instance)
+        for witness_key in view.central_service(WITNESS_SERVICE).keys.keyset().values():
+            cosigned_at = _cosigned_at(note, name, witness_key)
+            if cosigned_at is not None:
+                break
+        else:
+            raise WitnessUnavailableError("the witness's checkpoint has no cosignature of its key")
+        when = dt.datetime.fromtimestamp(cosigned_at, dt.UTC)
+        member = GatewayId.parse(log_id).member
+        try:
+            key = verify_log_signature(note, checkpoint.origin, member_keys_at(view, member, when))
+        except InvalidSignatureError as e:
+            raise WitnessUnavailableError(
+                f"the witness's checkpoint of {log_id} is not signed by a key {member} held "
+                f"when it was cosigned: {e.message}"
+            ) from e
+        kept = {
+            (checkpoint.origin, log_key_id(key)),
+            (name, cosignature_key_id(name, witness_key)),
+        }
+        own = tuple(x for x in note.signatures if (x.name, x.key_id) in kept)
+        return Note(note.text, own), checkpoint, cosigned_at
 
     async def _post(
         self, view: GlobalConfView, path: str, document: dict[str, Any], limit: int
@@ -262,6 +302,11 @@ def _cosigned_at(note: Note, name: str, key: PublicKey) -> int | None:
         return verify_cosignature(note, name, key)
     except InvalidSignatureError:
         return None
+
+
+def _message(document: dict[str, Any], status: int) -> str:
+    """The witness's error message, cut short: it is quoted in logs and errors."""
+    return str(document.get("message", f"HTTP {status}"))[:_MAX_MESSAGE]
 
 
 def _json(data: bytes) -> dict[str, Any]:

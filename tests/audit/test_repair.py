@@ -247,9 +247,19 @@ async def fake_witness(fed: Federation, serve: Any, answer: Any) -> None:
     await fed.move_witness(await serve(app))
 
 
-def cosigned(tree: MemoryTree, size: int, key: PrivateKey = WITNESS_KEY) -> str:
-    note = sign_checkpoint(Checkpoint(ORIGIN, size, tree.root(size)), NADRA_KEY)
-    return note.with_signatures([cosign(note, key, witness_name("PK"), 1_800_000_000)]).render()
+def cosigned(
+    tree: MemoryTree,
+    size: int,
+    key: PrivateKey = WITNESS_KEY,
+    *,
+    log_key: PrivateKey | None = NADRA_KEY,
+) -> str:
+    """The checkpoint of ``tree`` at ``size`` signed by ``log_key`` (none if None), cosigned
+    by ``key``."""
+    checkpoint = Checkpoint(ORIGIN, size, tree.root(size))
+    note = Note(checkpoint.text(), ()) if log_key is None else sign_checkpoint(checkpoint, log_key)
+    cosignature = cosign(note, key, witness_name("PK"), 1_800_000_000)
+    return Note(note.text, (*note.signatures, cosignature)).render()
 
 
 def pages(tree: MemoryTree, size: int, note: str) -> Any:
@@ -275,6 +285,25 @@ def pages(tree: MemoryTree, size: int, note: str) -> Any:
             "no cosignature of its key",
             id="cosigned-by-another-key",
         ),
+        # The witness's key alone: a history it made up, consistent with a root it cosigned.
+        pytest.param(
+            pages(FORK, 10, cosigned(FORK, 10, log_key=PrivateKey.generate())),
+            WitnessUnavailableError,
+            "not signed by a key PK/FED/NADRA held when it was cosigned",
+            id="a-history-the-gateway-never-signed",
+        ),
+        pytest.param(
+            pages(FORK, 10, cosigned(FORK, 10, log_key=None)),
+            WitnessUnavailableError,
+            "not signed by a key PK/FED/NADRA held",
+            id="a-history-nobody-signed",
+        ),
+        pytest.param(
+            pages(HONEST, 10, cosigned(HONEST, 10).replace("shahrah/PK/FED", "shahrah/PK/GOV")),
+            WitnessUnavailableError,
+            "answered a checkpoint of shahrah/PK/GOV/NADRA/gw1",
+            id="another-logs-checkpoint",
+        ),
         pytest.param(
             lambda body: {
                 "checkpoint": cosigned(HONEST, 10),
@@ -295,6 +324,29 @@ async def test_a_witness_answer_that_does_not_add_up_changes_nothing(
     await fake_witness(fed, serve, answer)
     with pytest.raises(error, match=says):
         await repair(fed.db, LOG, fed.witness_client())
+    assert await snapshot(fed) == before
+
+
+async def test_a_checkpoint_that_changes_between_pages_stops_the_repair(
+    federation: Federation, serve: Any
+) -> None:
+    """The witness cosigned more while the mirror was read: another process of the gateway
+    is still running, and the pages read so far may be of another tree."""
+    fed = federation
+    await restored(fed, backup=4, witnessed=10, since=2)
+    before = await snapshot(fed)
+    first, then = pages(HONEST, 10, cosigned(HONEST, 10)), pages(HONEST, 11, cosigned(HONEST, 11))
+
+    calls: list[int] = []
+
+    def counted(body: dict[str, Any]) -> dict[str, Any]:
+        calls.append(body["start"])
+        return first(body) if len(calls) == 1 else then(body)
+
+    await fake_witness(fed, serve, counted)
+    with pytest.raises(ConflictError, match=r"newest checkpoint of \S+ changed during the repair"):
+        await repair(fed.db, LOG, fed.witness_client())
+    assert calls == [4, 7]
     assert await snapshot(fed) == before
 
 
@@ -325,14 +377,16 @@ async def test_only_the_gateways_own_member_reads_its_log_back(federation: Feder
 class MemoryMirror:
     """A witness's mirror of ``history``, in memory: what the repair reads back."""
 
-    def __init__(self, history: list[bytes]) -> None:
+    def __init__(self, history: list[bytes], page: int) -> None:
         self.tree = MemoryTree(history)
         self.note = Note.parse(cosigned(self.tree, self.tree.size))
+        self.page = page  # at most this many entries an answer, whatever was asked
 
     async def read_back(self, log_id: str, start: int, end: int) -> Mirrored:
         size = self.tree.size
         checkpoint = Checkpoint(ORIGIN, size, self.tree.root(size))
-        return Mirrored(self.note, checkpoint, 1_800_000_000, start, self.tree.entries[start:end])
+        entries = self.tree.entries[start : min(end, start + self.page)]
+        return Mirrored(self.note, checkpoint, 1_800_000_000, start, entries)
 
 
 _example = iter(range(10**6))
@@ -342,9 +396,10 @@ _example = iter(range(10**6))
 @given(
     sizes=st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(0, 40)).map(sorted),
     since=st.integers(0, 12),
+    page=st.integers(1, 4),
 )
 async def test_a_repair_stores_the_tree_of_the_witnessed_history_then_its_own(
-    db: Sessions, sizes: list[int], since: int
+    db: Sessions, sizes: list[int], since: int, page: int
 ) -> None:
     """Any restore: the first ``cosigned`` entries witnessed when the backup was made, the
     backup holding ``kept``, the witness ``witnessed``. The repaired log stores the very tree
@@ -373,7 +428,7 @@ async def test_a_repair_stores_the_tree_of_the_witnessed_history_then_its_own(
             )
         await store.append(s, heads[reference], history + own)
 
-    done = await repair(db, name, MemoryMirror(history))
+    done = await repair(db, name, MemoryMirror(history, page))
 
     if kept == witnessed:  # the local log extends the witnessed one
         assert done is None

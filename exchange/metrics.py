@@ -63,9 +63,9 @@ class GatewayMetrics:
     def follow_audit(self, status: Callable[[], WriterStatus]) -> None:
         """Report how much of this gateway's audit log the witness has cosigned, read from
         ``status`` at each scrape. A gap that keeps growing while ``witness_failing`` is 1
-        is a witness that refuses the log (a gateway restored from a backup forks it) or
-        cannot be reached: the exchanges go on, their records kept here but not mirrored
-        where regulators search."""
+        is a witness that refuses the log (a gateway restored from a backup forks it, and
+        ``shahrah gateway repair-audit`` mends it) or cannot be reached: the exchanges go
+        on, their records kept here but not mirrored where regulators search."""
         size = Gauge(
             "shahrah_gateway_audit_log_size",
             "Entries in this gateway's audit log.",
@@ -88,6 +88,27 @@ class GatewayMetrics:
     def follow_certificate(self, expires: Callable[[], dt.datetime | None]) -> None:
         """Report the expiry ``expires`` gives, read at each scrape (it changes on renewal)."""
         self._tls_expiry.set_function(lambda: _nan(_timestamp(expires())))
+
+    def follow_credentials(
+        self, tls_registered: Callable[[], bool | None], key_valid: Callable[[], bool | None]
+    ) -> None:
+        """Report whether peers accept what this gateway presents and signs, as the held
+        configuration says (read at each scrape; NaN before the first): 0 is every exchange
+        refused, which the log says at each refresh too."""
+        registered = Gauge(
+            "shahrah_gateway_tls_certificate_registered",
+            "1 if the TLS certificate this gateway presents is registered for it in the held "
+            "configuration, 0 if peers refuse it.",
+            registry=self.registry,
+        )
+        registered.set_function(lambda: _nan(tls_registered()))
+        valid = Gauge(
+            "shahrah_gateway_signing_key_valid",
+            "1 if the member key this gateway signs with is valid in the held configuration, "
+            "0 if what it signs is refused (revoked, expired or not registered).",
+            registry=self.registry,
+        )
+        valid.set_function(lambda: _nan(key_valid()))
 
 
 def _timestamp(value: dt.datetime | None) -> float | None:

@@ -144,6 +144,8 @@ class Renewal:
         self.presented: str | None = current[0] if current else None
         self.expires: dt.datetime | None = current[1] if current else None
         self._acceptance = Acceptance("the renewed TLS certificate", clock)
+        # Whether the held configuration registers the presented certificate (for /metrics).
+        self.registered: bool | None = None
 
     def sync(self, view: GlobalConfView) -> bool:
         """Move to the renewed certificate if ``view`` shows every working peer accepts it
@@ -151,6 +153,7 @@ class Renewal:
         me = view.gateways.get(self.gateway)
         registered = me.certificates() if me is not None else {}
         pending = _pin(renewed(Path(self.tls.cert)))
+        self.registered = self.presented in registered
         if pending is None or pending == self.presented or pending not in registered:
             self._acceptance.forget()
             if self.presented not in registered:
@@ -178,6 +181,7 @@ class Renewal:
         self.peers.present(self.tls)
         current = _presented(cert)
         self.presented, self.expires = current if current else (pin, None)
+        self.registered = True  # moved to a registered one
         self._acceptance.done()
         log.warning(
             "now presenting the renewed TLS certificate %s; have the registry operator drop "

@@ -99,6 +99,8 @@ class KeyRotation:
         self.use = use
         self.clock = clock
         self._acceptance = Acceptance("the new signing key", clock)
+        # Whether the held configuration accepts the key signed with now (for /metrics).
+        self.valid: bool | None = None
 
     def _valid(self, view: GlobalConfView) -> set[str]:
         """The member's keys that verify what is signed now."""
@@ -122,6 +124,7 @@ class KeyRotation:
             os.replace(next_jwk, jwk_of(self.key_file))  # a move cut short between its renames
             pending = None
         valid = self._valid(view)
+        self.valid = self.current.kid in valid
         if pending is None or pending == self.current.kid or pending not in valid:
             self._acceptance.forget()
             if self.current.kid not in valid:
@@ -147,6 +150,7 @@ class KeyRotation:
         os.replace(next_jwk, jwk_of(self.key_file))
         old, self.current = self.current.kid, key
         self.use(key)
+        self.valid = True  # moved to a valid one
         self._acceptance.done()
         log.warning(
             "now signing with the new key %s; once what the old one signed is done (the "

@@ -221,6 +221,7 @@ async def running(
         rotation = KeyRotation(
             config.id.member, config.signing_key, key, passphrase=passphrase, use=gateway.use_key
         )
+        metrics.follow_credentials(lambda: renewal.registered, lambda: rotation.valid)
         metrics.follow_certificate(lambda: renewal.expires)
         if conf.view is not None:
             trust.sync(conf.view)

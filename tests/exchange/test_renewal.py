@@ -388,3 +388,23 @@ async def test_an_expired_certificate_in_use_is_reported_with_its_expiry(
     expiry = await _expiry_reported(fed)
     assert expiry == _not_after(lmc.tls.cert)
     assert expiry <= utcnow().timestamp()
+
+
+async def test_metrics_say_when_peers_refuse_the_presented_certificate(
+    fed: Federation, tmp_path: Path
+) -> None:
+    lmc = fed.nodes["lmc"]
+    renewal = _renewal(fed, _Now())
+    lmc.gateway.metrics.follow_credentials(lambda: renewal.registered, lambda: None)
+    name = "shahrah_gateway_tls_certificate_registered"
+    text = await (await fed.http.get(lmc.local_url + "/metrics")).text()
+    assert f"{name} NaN" in text  # not read from a configuration yet
+    assert renewal.sync(lmc.gateway.globalconf.current()) is False
+    text = await (await fed.http.get(lmc.local_url + "/metrics")).text()
+    assert f"{name} 1.0" in text
+    other = tmp_path / "other.crt"
+    _write_certificate(other, str(LMC_GW))  # registered in its place, held by no gateway
+    await _register(fed, tls_certificate=_pem(other))
+    assert renewal.sync(lmc.gateway.globalconf.current()) is False
+    text = await (await fed.http.get(lmc.local_url + "/metrics")).text()
+    assert f"{name} 0.0" in text

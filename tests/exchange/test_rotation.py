@@ -8,6 +8,8 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -226,3 +228,24 @@ async def test_a_second_rotation_is_refused_while_one_is_under_way(tmp_path: Pat
     rotate(key_file, passphrase=None)
     with pytest.raises(ConflictError, match="a key rotation is under way"):
         rotate(key_file, passphrase=None)
+
+
+async def _gauge(fed: Federation, name: str) -> float:
+    text = await (await fed.http.get(fed.nodes["lmc"].local_url + "/metrics")).text()
+    [value] = re.findall(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(value)
+
+
+async def test_metrics_say_when_what_the_gateway_signs_is_refused(
+    fed: Federation, tmp_path: Path
+) -> None:
+    lmc = fed.nodes["lmc"]
+    rotation = _rotation(fed, tmp_path, "lmc", LMC, _Now())
+    lmc.gateway.metrics.follow_credentials(lambda: None, lambda: rotation.valid)
+    name = "shahrah_gateway_signing_key_valid"
+    assert math.isnan(await _gauge(fed, name))  # not read from a configuration yet
+    assert rotation.sync(lmc.gateway.globalconf.current()) is False
+    assert await _gauge(fed, name) == 1.0
+    await _revoke(fed, lmc.gateway.key.kid)  # revoked with no new key to move to
+    assert rotation.sync(lmc.gateway.globalconf.current()) is False
+    assert await _gauge(fed, name) == 0.0

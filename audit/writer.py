@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 #: The most entries one checkpoint may add to the previous one (bounds a witness submission).
 MAX_CHECKPOINT_GAP = 1024
 _RETRY_MIN, _RETRY_MAX = 1.0, 60.0  # seconds between witness attempts after a failure
+_AFTER_RESTORE = (
+    "a gateway's log is repaired with 'shahrah gateway repair-audit', the gateway stopped; "
+    "see docs/consent.md for the consent service's"
+)
 
 
 @dataclass(frozen=True)
@@ -320,11 +324,11 @@ class AuditWriter:
             if e.size > head.size:
                 log.error(
                     "audit log %s: the witness holds size %d, larger than this log's %d: "
-                    "restored from an older backup? Stop the gateway and run "
-                    "'shahrah gateway repair-audit'",
+                    "restored from an older backup? %s",
                     self.log_id,
                     e.size,
                     head.size,
+                    _AFTER_RESTORE,
                 )
                 raise
             if e.size == old:
@@ -353,10 +357,11 @@ class AuditWriter:
                 if isinstance(e, WitnessRefusedError):
                     # After a restore, a log longer than the witnessed one is refused as a fork.
                     log.warning(
-                        "audit log %s: witnessing failed: %s (if the gateway was restored from "
-                        "a backup, stop it and run 'shahrah gateway repair-audit')",
+                        "audit log %s: witnessing failed: %s (if it was restored from a "
+                        "backup: %s)",
                         self.log_id,
                         e.message,
+                        _AFTER_RESTORE,
                     )
                 elif isinstance(e, ShahrahError):
                     log.warning("audit log %s: witnessing failed: %s", self.log_id, e.message)

@@ -37,7 +37,8 @@ from typing import Any
 from audit import store
 from audit.errors import AuditUnavailableError, WitnessConflictError, WitnessRefusedError
 from audit.events import AuditEvent
-from audit.note import Checkpoint, Note, sign_checkpoint
+from audit.models import AuditCheckpoint
+from audit.note import Checkpoint, Note, log_key_id, sign_checkpoint
 from audit.store import Appended
 from audit.witness_client import WitnessClient
 from core.canonical import canonical_json
@@ -316,10 +317,9 @@ class AuditWriter:
             target = pending[0]
             proof = await store.consistency_proof(s, head, old, target.size)
             entries = [e for _, e in await store.entries(s, head, old, target.size)]
+        note = self._signed_now(head.origin, target)
         try:
-            cosigned = await witness.add_checkpoint(
-                self.log_id, old, proof, Note.parse(target.note), entries
-            )
+            cosigned = await witness.add_checkpoint(self.log_id, old, proof, note, entries)
         except WitnessConflictError as e:
             if e.size > head.size:
                 log.error(
@@ -340,10 +340,22 @@ class AuditWriter:
         async with transaction(self.sessions) as s:
             row = await store.checkpoint_at(s, head, target.size)
             assert row is not None
-            row.cosigned = Note.parse(row.note).with_signatures([cosigned.signature]).render()
+            row.note = note.render()
+            row.cosigned = note.with_signatures([cosigned.signature]).render()
             row.cosigned_at = dt.datetime.fromtimestamp(cosigned.timestamp, dt.UTC)
         self._witnessed = target.size
         return True
+
+    def _signed_now(self, origin: str, row: AuditCheckpoint) -> Note:
+        """The checkpoint ``row`` as submitted: signed with the key the log signs with now.
+        One signed before a key rotation and not yet cosigned is signed again, the same text:
+        the witness checks the signature against the keys valid when it is submitted, and
+        the old key may be revoked by then (exchange.rotation)."""
+        note = Note.parse(row.note)
+        current = log_key_id(self.key.public())
+        if any(x.name == origin and x.key_id == current for x in note.signatures):
+            return note
+        return sign_checkpoint(Checkpoint(origin, row.size, bytes(row.root)), self.key)
 
     async def _witnessing(self) -> None:
         assert self.witness is not None

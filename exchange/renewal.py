@@ -138,7 +138,6 @@ class Renewal:
         self.tls = tls
         self.listener = listener
         self.peers = peers
-        self.clock = clock
         current = _presented(Path(tls.cert))
         # The pin and expiry of the certificate presented to peers (for /metrics).
         self.presented: str | None = current[0] if current else None

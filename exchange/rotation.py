@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.db import utcnow
-from core.errors import ConflictError, InvalidSignatureError
+from core.errors import ConflictError, InvalidSignatureError, ShahrahError
 from core.files import write_atomic
 from core.ids import MemberId
 from core.keys import PrivateKey, PublicKey
@@ -75,7 +75,7 @@ def _pending(path: Path) -> str | None:
     """The key id of the public JWK in ``path``; None if there is none to move to."""
     try:
         return PublicKey.from_jwk(json.loads(path.read_bytes())).kid
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, ShahrahError):
         return None
 
 
@@ -147,11 +147,13 @@ class KeyRotation:
         if key.kid != kid:
             raise ConflictError(f"{next_key} holds key {key.kid}, not {kid} of {next_jwk}")
         os.replace(next_key, self.key_file)
-        os.replace(next_jwk, jwk_of(self.key_file))
+        # In use from the moment it is the key on disk: should the JWK's rename fail, the
+        # next sync finishes it.
         old, self.current = self.current.kid, key
         self.use(key)
         self.valid = True  # moved to a valid one
         self._acceptance.done()
+        os.replace(next_jwk, jwk_of(self.key_file))
         log.warning(
             "now signing with the new key %s; once what the old one signed is done (the "
             "freshness window, then one configuration validity), have the registry operator "

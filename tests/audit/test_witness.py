@@ -348,9 +348,15 @@ async def test_a_witness_answering_garbage_is_unavailable_not_a_crash(
             )
 
 
-async def test_a_writer_moved_to_another_key_is_witnessed_under_it(federation: Federation) -> None:
-    """A gateway's key rotation (exchange.rotation): once the writer takes the new key, its
-    checkpoints and its signed submissions verify with it, the old key revoked."""
+@pytest.mark.parametrize("witness_away", [False, True])
+async def test_checkpoints_signed_before_a_key_rotation_are_witnessed_after_it(
+    federation: Federation, witness_away: bool
+) -> None:
+    """A checkpoint signed with the old key and not yet cosigned when the key is revoked:
+    the gateway revoked first and signing until its next refresh, or the witness out of reach
+    across the rotation. The writer signs it again with the key it holds now, and witnessing
+    goes on rather than stopping at it for good. The signed submissions carry the new key too
+    (exchange.rotation: AuditWriter.use_key)."""
     fed = federation
     new = PrivateKey.generate()
     async with transaction(fed.db) as s:
@@ -360,13 +366,23 @@ async def test_a_writer_moved_to_another_key_is_witnessed_under_it(federation: F
         await writer.append(event(0))
         await writer.checkpoint()
         await writer.sync_witness()
-        writer.use_key(new)
+        if witness_away:
+            await fed.move_witness("http://127.0.0.1:9")
         async with transaction(fed.db) as s:
             await ops.revoke_key(s, NADRA_KEY.kid)
         await fed.publish()
         await writer.append(event(1))
-        note = await writer.checkpoint()
-        assert note is not None
+        await writer.checkpoint()  # still under the old key
+        writer.use_key(new)
+        if witness_away:
+            await fed.move_witness(fed.audit_url)
+        for n in range(2, 4):
+            await writer.append(event(n))
+            await writer.checkpoint()
         await writer.sync_witness()
-        assert verify_log_signature(note, ORIGIN, [new.public()]) == new.public()
-        assert gateway_metrics(writer)["shahrah_gateway_audit_witnessed_size"] == 2.0
+        assert gateway_metrics(writer)["shahrah_gateway_audit_witnessed_size"] == 4.0
+    async with transaction(fed.db, write=False) as s:
+        rows = await store.checkpoints(s, await store.get_log(s, LOG))
+    for row in rows[1:]:  # each stored as cosigned, under the key that is valid
+        assert row.cosigned is not None
+        assert verify_log_signature(Note.parse(row.cosigned), ORIGIN, [new.public()])

@@ -249,3 +249,47 @@ async def test_metrics_say_when_what_the_gateway_signs_is_refused(
     await _revoke(fed, lmc.gateway.key.kid)  # revoked with no new key to move to
     assert rotation.sync(lmc.gateway.globalconf.current()) is False
     assert await _gauge(fed, name) == 0.0
+
+
+async def test_a_move_whose_second_rename_fails_signs_with_the_key_on_disk(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """The key file moved and the JWK's rename failed: the gateway signs with the key that
+    is now signing-key.pem, never with one the disk no longer holds, and the next refresh
+    finishes the rename."""
+    lmc = fed.nodes["lmc"]
+    old = lmc.gateway.key
+    rotation = _rotation(fed, tmp_path, "lmc", LMC, _Now())
+    jwk = rotate(rotation.key_file, passphrase=None)
+    await _register(fed, LMC, jwk)
+    await _revoke(fed, old.kid)
+    rotation.clock = utcnow  # the new key is valid from its registration
+    blocker = jwk_of(rotation.key_file)
+    blocker.mkdir()
+    (blocker / "in-the-way").touch()  # os.replace cannot put a file over this directory
+    with pytest.raises(IsADirectoryError):
+        rotation.sync(lmc.gateway.globalconf.current())
+    assert lmc.gateway.key.kid == PrivateKey.load(rotation.key_file, None).kid != old.kid
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/meanwhile")).status == 200
+    (blocker / "in-the-way").unlink()
+    blocker.rmdir()
+    assert rotation.sync(lmc.gateway.globalconf.current()) is False
+    assert jwk_of(rotation.key_file).is_file()
+    assert not jwk.exists()
+
+
+@pytest.mark.parametrize("junk", [b"", b"{}", b"not json", b'{"kty": "RSA", "n": "x", "e": "y"}'])
+async def test_a_next_jwk_that_is_no_key_is_not_a_rotation(
+    fed: Federation, tmp_path: Path, junk: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing to move to; the gateway still says so when its own key is not valid."""
+    caplog.set_level(logging.ERROR, logger="exchange.rotation")
+    lmc = fed.nodes["lmc"]
+    rotation = _rotation(fed, tmp_path, "lmc", LMC, _Now())
+    renewed(jwk_of(rotation.key_file)).write_bytes(junk)
+    assert rotation.sync(lmc.gateway.globalconf.current()) is False
+    assert rotation.valid is True
+    await _revoke(fed, lmc.gateway.key.kid)
+    assert rotation.sync(lmc.gateway.globalconf.current()) is False
+    assert rotation.valid is False
+    assert any("is not a valid key of PK/LG/LMC" in r.message for r in caplog.records)

@@ -14,7 +14,7 @@ from core.keys import PrivateKey
 from registry import fetch_reports, publisher
 from registry import service as ops
 from registry.globalconf_client import FetchIdentity, GlobalConfClient
-from registry.payloads import PurposeCreate
+from registry.payloads import KeyCreate, PurposeCreate
 from registry.server import RegistryConfig, build_app
 from tests.registry.federation import NADRA, NADRA_KEY, OPERATOR
 from tests.registry.test_globalconf import anchor_for
@@ -101,3 +101,21 @@ async def test_a_replayed_assertion_is_not_recorded_twice(
     async with http.get(target, headers=headers) as r:
         assert r.status == 200  # the configuration is public; only the report is refused
     assert await fetch_reports.reports(seeded) == [first]
+
+
+async def test_a_gateway_that_moved_to_a_new_key_is_still_recorded(
+    registry: str, seeded: Sessions, http: aiohttp.ClientSession
+) -> None:
+    """After a key rotation (exchange.rotation) the fetches are signed with the new key, so
+    the registry goes on recording them once the old one is revoked."""
+    conf = client(registry, FetchIdentity(NADRA_KEY, NADRA_CLIENT, "gw1"))
+    assert await conf.refresh(http)
+    new = PrivateKey.generate()
+    async with transaction(seeded) as s:
+        await ops.add_key(s, KeyCreate(member=NADRA, jwk=new.public().to_jwk()))
+        await ops.revoke_key(s, NADRA_KEY.kid)
+    await publisher.publish(seeded, OPERATOR)
+    conf.use_key(new)
+    assert await conf.refresh(http)
+    [report] = await fetch_reports.reports(seeded)
+    assert (report.gateway, report.serial) == ("gw1", 2)

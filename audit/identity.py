@@ -19,7 +19,7 @@ from core.ids import GatewayId, MemberId
 from core.keys import PublicKey
 from registry.globalconf import GlobalConfView, KeyInfo
 
-__all__ = ["LogIdentity", "key_valid_at", "member_keys_at", "resolve_log"]
+__all__ = ["LogIdentity", "key_valid_at", "log_keys_at", "member_keys_at", "resolve_log"]
 
 _SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
 
@@ -75,3 +75,12 @@ def member_keys_at(
     return (
         tuple(PublicKey.from_jwk(k.jwk) for k in info.keys if key_valid_at(k, at)) if info else ()
     )
+
+
+def log_keys_at(view: GlobalConfView, log_id: str, at: dt.datetime) -> tuple[PublicKey, ...]:
+    """The keys that may have signed a checkpoint of ``log_id`` the witness cosigned at
+    ``at``: its member's keys valid then, or the central service's keys."""
+    identity = resolve_log(view, log_id, at)
+    if identity.member is None:
+        return identity.keys
+    return member_keys_at(view, identity.member, at)

@@ -1,10 +1,11 @@
-"""Repairing a gateway's log restored from a backup older than what the witness cosigned.
+"""Repairing a log restored from a backup older than what the witness cosigned.
 
-Such a log lacks records the witness already holds, and the exchanges the
-gateway recorded since the restore took their places: its checkpoints now
-contradict the witnessed history, so the witness refuses every one of them
-(a fork alarm), and nothing more of the log reaches regulators. The mirror
-still holds every witnessed entry, so the log can be made whole again:
+Such a log (a gateway's, or the consent service's: consent.restore) lacks
+records the witness already holds, and what was recorded since the restore
+took their places: its checkpoints now contradict the witnessed history, so
+the witness refuses every one of them (a fork alarm), and nothing more of the
+log reaches regulators. The mirror still holds every witnessed entry, so the
+log can be made whole again:
 
 1. find where the local log leaves the witnessed one (``diverged``): the
    entries after the newest local checkpoint the witness cosigned are compared
@@ -28,11 +29,12 @@ cosigned.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit import merkle, store
 from audit.models import AuditCheckpoint, AuditEntry, AuditNode
@@ -42,7 +44,7 @@ from audit.witness_client import Mirrored
 from core.db import Sessions, transaction
 from core.errors import ConflictError, UnprocessableError
 
-__all__ = ["MirrorReader", "Progress", "Repair", "RepairError", "repair"]
+__all__ = ["MirrorReader", "Progress", "Repair", "RepairError", "Within", "repair"]
 
 
 class RepairError(UnprocessableError):
@@ -68,6 +70,10 @@ class Repair:
 Progress = Callable[[int, int], None]
 
 
+#: Runs last inside a repair's transaction, with what the repair did.
+Within = Callable[[AsyncSession, Repair], Awaitable[None]]
+
+
 class MirrorReader(Protocol):
     """Where the witnessed entries are read back from: audit.witness_client.WitnessClient."""
 
@@ -80,10 +86,12 @@ async def repair(
     witness: MirrorReader,
     *,
     progress: Progress | None = None,
+    within: Within | None = None,
 ) -> Repair | None:
     """Make the local log ``log_id`` extend what the witness cosigned (see the module's
-    docstring); None if it already does. Run it while the gateway is stopped: a log that
-    grows meanwhile is refused rather than repaired."""
+    docstring); None if it already does. Run it while the log's writer is stopped: a log
+    that grows meanwhile is refused rather than repaired. ``within`` runs last in the
+    repair's transaction, for what else the owner of the log keeps by index (consent)."""
     async with transaction(sessions, write=False) as s:
         head = await store.get_log(s, log_id)
         cosigned = await store.latest_checkpoint(s, head, cosigned=True)
@@ -97,7 +105,7 @@ async def repair(
             if await store.root_at(s, head, witnessed.size) == witnessed.root:
                 return None
     diverged, page = await _divergence(sessions, head, witness, first, progress)
-    return await _rewrite(sessions, head, witness, page, diverged, progress)
+    return await _rewrite(sessions, head, witness, page, diverged, progress, within)
 
 
 async def _divergence(
@@ -160,6 +168,7 @@ async def _rewrite(
     page: Mirrored,
     diverged: int,
     progress: Progress | None,
+    within: Within | None,
 ) -> Repair:
     witnessed, note, cosigned_at = page.checkpoint, page.note, page.cosigned_at
     async with transaction(sessions) as s:
@@ -226,4 +235,7 @@ async def _rewrite(
             cosigned=note.render(),
             cosigned_at=dt.datetime.fromtimestamp(cosigned_at, dt.UTC),
         )
-    return Repair(witnessed.size, diverged, head.size - diverged, grown.size)
+        done = Repair(witnessed.size, diverged, head.size - diverged, grown.size)
+        if within is not None:
+            await within(s, done)
+    return done

@@ -3,7 +3,8 @@
 Routes:
 
 * ``POST /witness/v1/add-checkpoint``: logs submit checkpoints (audit.witness);
-* ``POST /witness/v1/read-back``: a gateway reads back its mirrored log (audit.repair);
+* ``POST /witness/v1/read-back``: a gateway or the consent service reads back its
+  mirrored log (audit.repair);
 * ``POST /api/v1/search``: regulators search every mirrored entry (audit.mirror);
 * ``GET /api/v1/alarms``: the evidence of every refused, contradicting checkpoint;
 * ``POST /api/v1/timeline``: one citizen's exchanges, for the consent service's citizen
@@ -99,6 +100,7 @@ class _State:
     members: MemberRequestVerifier
     regulator: RegulatorAuthenticator
     portal: ServiceRequestVerifier
+    log_keepers: ServiceRequestVerifier
     pseudonyms: Pseudonymizer | None
     conf: GlobalConfClient
     metrics: CollectorRegistry
@@ -110,6 +112,8 @@ REG = "regulator"
 PORTAL = "consent-service"
 #: The one central service that may read citizens' timelines (for its citizen portal).
 TIMELINE_CALLERS = frozenset({"consent"})
+#: Central services that keep a witnessed log, and may read back theirs (audit.repair).
+LOG_KEEPERS = frozenset({"consent"})
 
 server_api = Api(
     title="Shahrah audit server",
@@ -141,10 +145,9 @@ async def add_checkpoint(request: web.Request, body: Submission) -> Cosignatures
     """A gateway signs the request as its member (``Authorization: Shahrah-Member``); a
     central service's log is authenticated by its checkpoint signature alone."""
     state = request.app[STATE]
-    caller: ClientId | None = None
-    if "Authorization" in request.headers:
-        caller = await state.members.authenticate(request)
-    return Cosignatures(cosignatures=await state.witness.add_checkpoint(body, caller))
+    return Cosignatures(
+        cosignatures=await state.witness.add_checkpoint(body, await _signer(request))
+    )
 
 
 @server_api.route(
@@ -158,13 +161,21 @@ async def add_checkpoint(request: web.Request, body: Submission) -> Cosignatures
     tags=("witness",),
 )
 async def read_back(request: web.Request, body: ReadBack) -> MirroredEntries:
-    """Signed by the gateway's own member (``Authorization: Shahrah-Member``); a POST, so the
-    signature covers the query."""
+    """Signed by the gateway's own member (``Authorization: Shahrah-Member``), or by the
+    central service whose log it is (``Shahrah-Service``); a POST, so the signature covers
+    the query."""
+    return await request.app[STATE].witness.read_back(body, await _signer(request))
+
+
+async def _signer(request: web.Request) -> ClientId | str | None:
+    """Who signed the request: a member's client, a central service's name, or nobody."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
     state = request.app[STATE]
-    caller: ClientId | None = None
-    if "Authorization" in request.headers:
-        caller = await state.members.authenticate(request)
-    return await state.witness.read_back(body, caller)
+    if header.startswith(SERVICE_SCHEME + " "):
+        return await state.log_keepers.authenticate(request)
+    return await state.members.authenticate(request)
 
 
 async def _regulator(request: web.Request) -> ClientId:
@@ -298,6 +309,7 @@ def build_app(config: AuditServerConfig, conf: GlobalConfClient) -> web.Applicat
         members=members,
         regulator=RegulatorAuthenticator(WITNESS_SERVICE, conf.current, verifier=members),
         portal=ServiceRequestVerifier(WITNESS_SERVICE, conf.current, TIMELINE_CALLERS),
+        log_keepers=ServiceRequestVerifier(WITNESS_SERVICE, conf.current, LOG_KEEPERS),
         pseudonyms=config.pseudonyms,
         conf=conf,
         metrics=registry,

@@ -80,6 +80,9 @@ __all__ = [
     "WitnessMetrics",
 ]
 
+#: Who signed a request to the witness: a member's client, a central service's name, or nobody.
+Caller = ClientId | str | None
+
 MAX_READ_BACK = 250  # entries a page: 16 KiB each, at most 6 bytes of JSON a byte: 24 MiB
 
 log = logging.getLogger(__name__)
@@ -153,9 +156,9 @@ class Witness:
     metrics: WitnessMetrics
     clock: Callable[[], dt.datetime] = utcnow
 
-    async def add_checkpoint(self, body: Submission, caller: ClientId | None) -> list[str]:
+    async def add_checkpoint(self, body: Submission, caller: Caller) -> list[str]:
         """Check a submission; returns the cosignature lines, or raises with the status
-        tlog-witness prescribes. ``caller`` is the member that signed the request, if any."""
+        tlog-witness prescribes. ``caller`` signed the request, if anyone did."""
         try:
             lines = await self._add(body, caller)
         except _Alarm as alarm:
@@ -168,7 +171,7 @@ class Witness:
         self.metrics.submissions.labels("cosigned").inc()
         return lines
 
-    async def _add(self, body: Submission, caller: ClientId | None) -> list[str]:
+    async def _add(self, body: Submission, caller: Caller) -> list[str]:
         now = self.clock()
         identity = resolve_log(self.view(), body.log_id, now)
         if identity.member is not None:
@@ -240,15 +243,18 @@ class Witness:
         log.info("cosigned %s at size %d", body.log_id, checkpoint.size)
         return [cosignature.line()]
 
-    async def read_back(self, query: ReadBack, caller: ClientId | None) -> MirroredEntries:
-        """What the mirror holds of a gateway's log, for that gateway alone: entries are
-        personal data, and only the member that wrote them may read them back here."""
+    async def read_back(self, query: ReadBack, caller: Caller) -> MirroredEntries:
+        """What the mirror holds of a log, for the one that wrote it alone (the gateway's
+        member, or the central service): entries are personal data."""
         identity = resolve_log(self.view(), query.log_id, self.clock())
-        if identity.member is None:
-            raise ForbiddenError(
-                f"{query.log_id} is a central service's log: only gateways read theirs back"
+        if identity.member is not None:
+            _check_caller(identity, caller, "read back")
+        elif caller != query.log_id:
+            error = UnauthorizedError if caller is None else ForbiddenError
+            raise error(
+                f"only the central service {query.log_id} may read back its log "
+                "(Authorization: Shahrah-Service ...)"
             )
-        _check_caller(identity, caller, "read back")
         if not query.start < query.end <= query.start + MAX_READ_BACK:
             raise BadRequestError(
                 f"end must be after start and at most {MAX_READ_BACK} entries after it",
@@ -291,7 +297,7 @@ class Witness:
                     ConflictError(
                         f"checkpoint at size {checkpoint.size} contradicts the witnessed log "
                         f"({reason})",
-                        detail={"size": head.size},
+                        detail={"size": head.size, "alarm": reason},
                     ),
                     reason,
                     evidence,
@@ -344,9 +350,9 @@ class Witness:
             log.warning("log %s sent again the checkpoint of alarm %d", log_id, known)
 
 
-def _check_caller(identity: LogIdentity, caller: ClientId | None, action: str) -> None:
+def _check_caller(identity: LogIdentity, caller: Caller, action: str) -> None:
     """A gateway's log is its member's business alone."""
-    if caller is None:
+    if not isinstance(caller, ClientId):
         raise UnauthorizedError(
             f"requests to {action} {identity.log_id} must be signed by "
             f"{identity.member} (Authorization: Shahrah-Member ...)"

@@ -29,7 +29,7 @@ from audit.errors import (
     WitnessRefusedError,
     WitnessUnavailableError,
 )
-from audit.identity import member_keys_at
+from audit.identity import log_keys_at
 from audit.note import (
     Checkpoint,
     Note,
@@ -44,11 +44,12 @@ from audit.note import (
     witness_name,
 )
 from core.errors import InvalidSignatureError
-from core.ids import ClientId, GatewayId
+from core.ids import ClientId
 from core.keys import PrivateKey, PublicKey
 from core.web import describe_failure, read_up_to
 from registry.globalconf import GlobalConfView
 from registry.memberauth import sign_request
+from registry.serviceauth import sign_service_request
 
 __all__ = [
     "ADD_CHECKPOINT",
@@ -98,16 +99,19 @@ class WitnessClient:
         *,
         key: PrivateKey | None = None,
         client: ClientId | None = None,
+        service: str | None = None,
         timeout: float = TIMEOUT,
     ) -> None:
-        """``key`` and ``client`` sign submissions as a member (gateways); leave both out for
-        a central service's log."""
-        if (key is None) != (client is None):
-            raise ValueError("give both the member key and the client, or neither")
+        """``key`` signs requests as a member with ``client`` (gateways), or as the central
+        service ``service`` (which reads back its log only: its submissions are
+        authenticated by their checkpoint signature). Without a key, nothing is signed."""
+        if (key is None) != (client is None and service is None) or (client and service):
+            raise ValueError("give the key with either the member's client or the service")
         self.view = view
         self.http = http
         self.key = key
         self.client = client
+        self.service = service
         self.timeout = timeout
 
     def use_key(self, key: PrivateKey) -> None:
@@ -146,8 +150,10 @@ class WitnessClient:
         if status == 200:
             return self._cosignature(view, checkpoint, document)
         message = _message(document, status)
-        if status == 409 and isinstance(document.get("detail"), dict):
-            size = document["detail"].get("size")
+        detail = document.get("detail")
+        # A 409 that raised an alarm refuses this history; any other says where to resume.
+        if status == 409 and isinstance(detail, dict) and "alarm" not in detail:
+            size = detail.get("size")
             if type(size) is int:
                 raise WitnessConflictError(message, size=size)
         if status in (400, 401, 403, 404, 409, 413, 422):
@@ -208,13 +214,12 @@ class WitnessClient:
         else:
             raise WitnessUnavailableError("the witness's checkpoint has no cosignature of its key")
         when = dt.datetime.fromtimestamp(cosigned_at, dt.UTC)
-        member = GatewayId.parse(log_id).member
         try:
-            key = verify_log_signature(note, checkpoint.origin, member_keys_at(view, member, when))
+            key = verify_log_signature(note, checkpoint.origin, log_keys_at(view, log_id, when))
         except InvalidSignatureError as e:
             raise WitnessUnavailableError(
-                f"the witness's checkpoint of {log_id} is not signed by a key {member} held "
-                f"when it was cosigned: {e.message}"
+                f"the witness's checkpoint of {log_id} is not signed by a key of the log "
+                f"valid when it was cosigned: {e.message}"
             ) from e
         kept = {
             (checkpoint.origin, log_key_id(key)),
@@ -235,6 +240,15 @@ class WitnessClient:
             headers["Authorization"] = sign_request(
                 self.key,
                 self.client,
+                audience=WITNESS_SERVICE,
+                method="POST",
+                path=urlsplit(url).path,
+                body=body,
+            )
+        elif self.key is not None and self.service is not None:
+            headers["Authorization"] = sign_service_request(
+                self.key,
+                self.service,
                 audience=WITNESS_SERVICE,
                 method="POST",
                 path=urlsplit(url).path,

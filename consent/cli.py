@@ -262,6 +262,80 @@ def serve(
     web.run_app(app, host=host, port=port, ssl_context=ssl_ctx, print=None)
 
 
+@consent.command("repair-log")
+@data_dir_option
+@db_option
+@no_passphrase_option
+def repair_log(data_dir: Path | None, db: str | None, no_passphrase: bool) -> None:
+    """Repair the consent service after a restore from a backup older than what the audit
+    witness cosigned. Stop the service first.
+
+    \b
+    The consent log's lost entries are read back from the witness's mirror and written in
+    their places, the changes made since the restore after them. Every lost change that
+    takes permission away (revoke, reject, pause, expiry) is made again, unless a newer
+    change here stands; what only gave permission (requests, approvals, resumes) is not:
+    members and citizens make it again. One transaction: if anything fails, nothing
+    changes."""
+    import aiohttp
+
+    from audit.witness_client import WitnessClient
+    from consent.history import MerkleConsentLog
+    from consent.restore import ConsentRepair, repair
+    from consent.schemafields import RegistryFields
+    from consent.service import ConsentService
+    from registry.globalconf_client import GlobalConfClient
+    from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
+
+    folder = _required_dir(data_dir)
+    try:
+        anchor = Anchor.load(folder / bootstrap.ANCHOR_FILE)
+        key = _signing_key(folder, no_passphrase)
+        pseudonyms = Pseudonymizer.load(folder / bootstrap.PSEUDONYM_FILE)
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    conf = GlobalConfClient(anchor, cache_file=folder / bootstrap.GLOBALCONF_FILE)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 10_000 == 0:
+            click.echo(f"  {done:,} of {total:,} witnessed entries", err=True)
+
+    async def go(factory: Sessions) -> ConsentRepair | None:
+        source = HttpSchemaSource(bootstrap.registry_base_url(anchor))
+        try:
+            async with aiohttp.ClientSession() as http:
+                await conf.refresh(http)
+                service = ConsentService(
+                    sessions=factory,
+                    log=MerkleConsentLog(),
+                    pseudonymize=pseudonyms,
+                    conf=conf.current,
+                    fields=RegistryFields(ValidatorCache(source)),
+                )
+                witness = WitnessClient(conf.current, http, key=key, service="consent")
+                return await repair(service, witness, progress=progress)
+        finally:
+            await source.aclose()
+
+    done = _with_db(_db(folder, db), go)
+    if done is None:
+        click.echo("the consent log already extends what the witness cosigned", err=True)
+        return
+    click.echo(
+        f"consent log repaired: it left the witnessed history at entry {done.log.diverged:,}; "
+        f"{done.log.restored:,} entries restored from the witness's mirror, "
+        f"{done.log.moved:,} made since the restore moved after them",
+        err=True,
+    )
+    click.echo(
+        f"{len(done.reapplied):,} lost revocations, rejections, pauses or expiries made "
+        f"again; {done.left:,} consents with lost changes left as they are here",
+        err=True,
+    )
+    for cid, status in sorted(done.reapplied.items()):
+        click.echo(f"{cid}\t{status}")
+
+
 def _signing_key(folder: Path, no_passphrase: bool) -> PrivateKey:
     return PrivateKey.load(folder / bootstrap.KEY_FILE, resolve_passphrase(no_passphrase))
 

@@ -30,7 +30,7 @@ from consent import citizens, history, store
 from consent import models as m
 from consent.artefact import MAX_VALIDITY, ConsentPage, ConsentRequest, ConsentView
 from consent.history import ConsentLog
-from consent.lifecycle import Action, Status, transition
+from consent.lifecycle import Action, IllegalTransitionError, Status, transition
 from consent.rules import (
     CLOCK_SKEW,
     ConsentDenied,
@@ -66,6 +66,15 @@ _LIVE = (Status.PENDING, Status.ACTIVE, Status.PAUSED)
 class Decision:
     permit: Permit
     consent: ConsentView
+
+
+#: The changes a restore may re-apply: those that only ever take permission away.
+_RESTRICTING = {
+    Status.REVOKED: Action.REVOKE,
+    Status.REJECTED: Action.REJECT,
+    Status.PAUSED: Action.PAUSE,
+    Status.EXPIRED: Action.EXPIRE,
+}
 
 
 def _not_found(cid: str) -> NotFoundError:
@@ -373,6 +382,27 @@ class ConsentService:
         if relation is None:
             raise _not_found(cid)
         return row
+
+    # --- after a restore from a backup (consent.restore) ---------------------------------------
+
+    async def reapply(
+        self, s: AsyncSession, cid: str, status: Status, at: dt.datetime, now: dt.datetime
+    ) -> bool:
+        """Move consent ``cid`` to ``status``, a change made at ``at`` that a restore from a
+        backup lost, if that restricts it: a revoke, reject, pause or expiry the lifecycle
+        allows from where the consent stands, and later than its last change here (a
+        citizen's decision since the restore stands). Recorded as the system's, in the
+        caller's transaction; whether it moved."""
+        action = _RESTRICTING.get(status)
+        row = await store.consent(s, cid, lock=True)
+        if action is None or row is None or row.updated_at >= at:
+            return False
+        try:
+            transition(Status(row.status), action)
+        except IllegalTransitionError:
+            return False
+        await self._change(s, row, action, "system", "restore", None, now)
+        return True
 
     # --- recording changes ------------------------------------------------------------------
 

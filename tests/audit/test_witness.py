@@ -145,10 +145,10 @@ async def test_the_witness_refuses_a_forked_log_with_an_alarm(federation: Federa
     await submit(fed, HONEST, 0, 10)
     with pytest.raises(WitnessRefusedError, match="consistency proof does not verify"):
         await submit(fed, FORK, 10, 14)  # a history that agrees only on its first 6 entries
-    with pytest.raises(WitnessConflictError, match=r"contradicts the witnessed log \(fork\)"):
+    with pytest.raises(WitnessRefusedError, match=r"contradicts the witnessed log \(fork\)"):
         await fed.witness_client().add_checkpoint(LOG, 10, [], checkpoint(FORK, 10), [])
     for _ in range(3):  # a gateway retrying: refused each time, kept as evidence once
-        with pytest.raises(WitnessConflictError, match=r"\(rollback\)"):
+        with pytest.raises(WitnessRefusedError, match=r"\(rollback\)"):
             await fed.witness_client().add_checkpoint(LOG, 8, [], checkpoint(FORK, 8), [])
     assert await mirrored(fed) == 10
     alarms = await metric(fed, "shahrah_audit_witness_alarms_total")
@@ -187,7 +187,7 @@ async def test_a_checkpoint_alarmed_once_does_not_hide_a_different_one(
     assert swapped != root
     for variant in (root, swapped):
         note = sign_checkpoint(Checkpoint(ORIGIN, 8, variant), NADRA_KEY)
-        with pytest.raises(WitnessConflictError, match=r"\(rollback\)"):
+        with pytest.raises(WitnessRefusedError, match=r"\(rollback\)"):
             await fed.witness_client().add_checkpoint(LOG, 8, [], note, [])
     _status, listed = await fed.regulator("GET", "/api/v1/alarms")
     assert [a["reason"] for a in listed] == ["rollback", "rollback"]
@@ -386,3 +386,19 @@ async def test_checkpoints_signed_before_a_key_rotation_are_witnessed_after_it(
     for row in rows[1:]:  # each stored as cosigned, under the key that is valid
         assert row.cosigned is not None
         assert verify_log_signature(Note.parse(row.cosigned), ORIGIN, [new.public()])
+
+
+async def test_a_restored_log_as_long_as_the_witnessed_one_is_not_taken_for_witnessed(
+    federation: Federation,
+) -> None:
+    """The witness refuses the restored log's checkpoint as a rollback and names its own size,
+    which this log has too: that is not where to resume (the history differs), so the writer
+    reports witnessing failing rather than the log witnessed."""
+    await submit(federation, HONEST, 0, 10)
+    async with federation.nadra_writer(checkpoint_every=5) as writer:
+        for n in range(10):
+            await writer.append(event(200 + n))
+        await writer.checkpoint()
+        with pytest.raises(WitnessRefusedError, match=r"\(rollback\)"):
+            await writer.sync_witness()
+        assert gateway_metrics(writer)["shahrah_gateway_audit_witnessed_size"] == 0.0

@@ -19,6 +19,9 @@ import pytest
 from argon2 import PasswordHasher
 
 from audit import store as logstore
+from audit.server import AuditServerConfig
+from audit.server import build_app as audit_app
+from audit.witness_client import WITNESS_SERVICE
 from consent import store
 from consent.citizens import Accounts, GuardianshipCreate, add_guardianship
 from consent.client import ConsentClient
@@ -36,7 +39,13 @@ from registry import service as ops
 from registry.globalconf import CentralServiceInfo, Jwks, SchemaRef
 from registry.globalconf_client import GlobalConfClient
 from registry.memberauth import sign_request
-from registry.payloads import AccessRightCreate, KeyCreate, ServiceCreate, ServiceUpdate
+from registry.payloads import (
+    AccessRightCreate,
+    CentralServiceSet,
+    KeyCreate,
+    ServiceCreate,
+    ServiceUpdate,
+)
 from registry.schemareg import service as schemas
 from registry.schemareg.payloads import SchemaRequest
 from registry.schemareg.validation import DatabaseSchemaSource, ValidatorCache
@@ -57,7 +66,8 @@ LMC = MemberId("PK", "LG", "LMC")
 PLRA = MemberId("PK", "PROV", "PLRA")
 PARCELS = PLRA_LAND.service("parcels", "v1")
 PURPOSE = "identity-verification"
-PSEUDONYMS = Pseudonymizer(b"consent-test-pseudonym-key-32byt")
+PSEUDONYM_KEY = b"consent-test-pseudonym-key-32byt"
+PSEUDONYMS = Pseudonymizer(PSEUDONYM_KEY)
 FAST_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 CITIZEN = Cnic("35202-1234567-1")
@@ -126,6 +136,23 @@ class Harness:
         async with transaction(self.db, write=False) as s:
             head = await logstore.get_log(s, LOG_ID)
             return [e for _, e in await logstore.entries(s, head, 0, head.size)]
+
+    async def witnessed(self, serve: Any, db_url: str) -> None:
+        """Start the federation's audit witness (the regulator's audit server) and publish it
+        in the configuration beside this consent service."""
+        witness_key = PrivateKey.generate()
+        audit_conf = GlobalConfClient(anchor_for())
+        audit_url = await serve(audit_app(AuditServerConfig(db_url, witness_key), audit_conf))
+        async with transaction(self.db) as s:
+            for name, url, key in [
+                (WITNESS_SERVICE, audit_url, witness_key),
+                ("consent", self.base, CONSENT_KEY),
+            ]:
+                jwks = Jwks.model_validate(KeySet([key.public()]).to_jwks())
+                await ops.set_central_service(s, name, CentralServiceSet(url=url, keys=jwks))
+        signed = (await publisher.publish(self.db, OPERATOR, now=utcnow())).signed
+        for conf in (self.conf, audit_conf):
+            conf.accept(signed)
 
     async def feed_head(self) -> int:
         """The newest change number: where a gateway that has caught up on the feed stands."""

@@ -13,9 +13,6 @@ from openapi_spec_validator import validate
 from audit.merkle import leaf_hash, verify_inclusion
 from audit.note import Checkpoint, Note, b64decode_hash, log_origin, verify_log_signature
 from audit.regulators import REGULATORS_GROUP, authorization
-from audit.server import AuditServerConfig
-from audit.server import build_app as audit_app
-from audit.witness_client import WITNESS_SERVICE
 from consent import operators
 from consent.artefact import StatusName
 from consent.history import LOG_ID
@@ -23,15 +20,11 @@ from consent.lifecycle import Status
 from consent.server import LOG_WRITER
 from consent.state import api
 from core.db import transaction, utcnow
-from core.keys import KeySet, PrivateKey
 from registry import publisher
 from registry import service as ops
-from registry.globalconf import Jwks
-from registry.globalconf_client import GlobalConfClient
-from registry.payloads import CentralServiceSet, GroupCreate
+from registry.payloads import GroupCreate
 from tests.consent.conftest import CONSENT_KEY, PLRA_KEY, Harness
 from tests.registry.federation import OPERATOR, PLRA_LAND
-from tests.registry.test_globalconf import anchor_for
 
 
 async def _as_regulator(harness: Harness) -> None:
@@ -150,19 +143,7 @@ async def test_the_consent_log_is_cosigned_by_the_audit_witness(
     """The federation's witness (the regulator's audit server) cosigns the consent log's
     checkpoints, checking them against the consent service's key in the configuration."""
     await harness.active_consent()
-    witness_key = PrivateKey.generate()
-    audit_conf = GlobalConfClient(anchor_for())
-    audit_url = await serve(audit_app(AuditServerConfig(db_url, witness_key), audit_conf))
-    async with transaction(harness.db) as s:
-        for name, url, key in [
-            (WITNESS_SERVICE, audit_url, witness_key),
-            ("consent", harness.base, CONSENT_KEY),
-        ]:
-            jwks = Jwks.model_validate(KeySet([key.public()]).to_jwks())
-            await ops.set_central_service(s, name, CentralServiceSet(url=url, keys=jwks))
-    signed = (await publisher.publish(harness.db, OPERATOR, now=utcnow())).signed
-    for conf in (harness.conf, audit_conf):
-        conf.accept(signed)
+    await harness.witnessed(serve, db_url)
 
     writer = harness.app[LOG_WRITER]
     await writer.checkpoint()

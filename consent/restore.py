@@ -1,0 +1,102 @@
+"""Repairing the consent service after a restore from a backup older than what the witness
+cosigned.
+
+Such a restore loses every change made since the backup, revocations included,
+so a consent revoked since would permit again; and the changes made after the
+restore take the lost ones' places in the consent log, which the witness then
+refuses. The witness's mirror still holds the lost entries: each names the
+consent, the action, the status it led to and when (not the terms: those are
+only a digest). :func:`repair` makes the log whole again (audit.repair: the
+mirror's entries in their places, the changes since the restore after them)
+and, in the same transaction:
+
+* moves the leaf index of each change recorded since the restore with its entry
+  (a citizen's history proves each change by its index);
+* re-applies every lost change that takes permission away (revoke, reject,
+  pause, expiry) if the lifecycle allows it from where the consent stands and
+  nothing newer happened to it here. It is recorded as the system's, appended
+  to the log and sent on the revocation feed like any change.
+
+What only gave permission (a request, an approval, a resume) is not re-applied:
+the consent stays as the backup has it, which allows less, and the citizen or
+the member makes it again. Uses counted since the backup are not restored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit import store as logstore
+from audit.repair import MirrorReader, Progress, Repair
+from audit.repair import repair as repair_log
+from consent import models as m
+from consent.history import ENTRY_FORMAT, LOG_ID
+from consent.lifecycle import Status
+from consent.service import ConsentService
+
+__all__ = ["ConsentRepair", "repair"]
+
+_PAGE = 1000  # lost entries read at a time
+
+
+@dataclass(frozen=True)
+class ConsentRepair:
+    """What a repair did: to the log, and to the consents."""
+
+    log: Repair
+    reapplied: dict[str, str] = field(default_factory=dict)  # consent id -> status
+    left: int = 0  # consents with lost changes not re-applied (see the module's docstring)
+
+
+def _lost_change(entry: bytes) -> tuple[str, Status, dt.datetime] | None:
+    """The consent, status and time of a consent log entry; None if it is not one."""
+    try:
+        doc = json.loads(entry)
+        if doc.get("format") != ENTRY_FORMAT or not isinstance(doc.get("consent_id"), str):
+            return None
+        at = dt.datetime.fromisoformat(str(doc["at"]).replace("Z", "+00:00"))
+        return doc["consent_id"], Status(doc["status"]), at
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+async def repair(
+    service: ConsentService, witness: MirrorReader, *, progress: Progress | None = None
+) -> ConsentRepair | None:
+    """Repair the consent log and re-apply the lost restrictive changes (see the module's
+    docstring); None if the log already extends what the witness cosigned. The consent
+    service must be stopped."""
+    reapplied: dict[str, str] = {}
+    left: list[str] = []
+
+    async def within(s: AsyncSession, done: Repair) -> None:
+        await s.execute(
+            update(m.ConsentEvent)
+            .where(m.ConsentEvent.leaf_index >= done.diverged)
+            .values(leaf_index=m.ConsentEvent.leaf_index + done.restored)
+        )
+        head = await logstore.get_log(s, LOG_ID)
+        lost: dict[str, tuple[Status, dt.datetime]] = {}
+        for begin in range(done.diverged, done.witnessed, _PAGE):
+            page = await logstore.entries(s, head, begin, min(done.witnessed, begin + _PAGE))
+            for _, entry in page:
+                change = _lost_change(entry)
+                if change is not None:
+                    lost[change[0]] = change[1:]  # the last lost change of each consent
+        now = service.clock()
+        for cid, (status, at) in lost.items():
+            if await service.reapply(s, cid, status, at, now):
+                reapplied[cid] = status.value
+            else:
+                left.append(cid)
+
+    done = await repair_log(service.sessions, LOG_ID, witness, progress=progress, within=within)
+    if done is None:
+        return None
+    service.on_change()
+    return ConsentRepair(done, reapplied, len(left))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from consent import bootstrap, citizens, operators
 from consent.citizens import Accounts, GuardianshipCreate
 from consent.receipt import verify_receipt
 from core.cli import db_url_for, echo_json, no_passphrase_option, resolve_passphrase, run_async
-from core.db import Sessions, create_engine, sessions, transaction, utcnow
+from core.db import Sessions, create_engine, sessions, transaction, upgrade, utcnow
 from core.errors import BadRequestError, ShahrahError
 from core.ids import Cnic
 from core.keys import KeySet, PrivateKey
@@ -296,8 +297,12 @@ def repair_log(data_dir: Path | None, db: str | None, no_passphrase: bool) -> No
         raise click.ClickException(e.message) from e
     conf = GlobalConfClient(anchor, cache_file=folder / bootstrap.GLOBALCONF_FILE)
 
+    said = [0.0]
+
     def progress(done: int, total: int) -> None:
-        if done == total or done % 10_000 == 0:
+        now = time.monotonic()
+        if now - said[0] >= 2 or done == total:
+            said[0] = now
             click.echo(f"  {done:,} of {total:,} witnessed entries", err=True)
 
     async def go(factory: Sessions) -> ConsentRepair | None:
@@ -317,7 +322,12 @@ def repair_log(data_dir: Path | None, db: str | None, no_passphrase: bool) -> No
         finally:
             await source.aclose()
 
-    done = _with_db(_db(folder, db), go)
+    url = _db(folder, db)
+    try:
+        upgrade(url)  # a backup of an older release is brought up to this one first
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    done = _with_db(url, go)
     if done is None:
         click.echo("the consent log already extends what the witness cosigned", err=True)
         return

@@ -13,9 +13,10 @@ and, in the same transaction:
 * moves the leaf index of each change recorded since the restore with its entry
   (a citizen's history proves each change by its index);
 * re-applies every lost change that takes permission away (revoke, reject,
-  pause, expiry) if the lifecycle allows it from where the consent stands and
-  nothing newer happened to it here. It is recorded as the system's, appended
-  to the log and sent on the revocation feed like any change.
+  pause, expiry: ConsentService.reapply says how), numbered after every lost
+  change, so that a gateway that heard of those is sent it. It is recorded as
+  the system's, appended to the log and sent on the revocation feed like any
+  change.
 
 What only gave permission (a request, an approval, a resume) is not re-applied:
 the consent stays as the backup has it, which allows less, and the citizen or
@@ -24,17 +25,17 @@ the member makes it again. Uses counted since the backup are not restored.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit import store as logstore
 from audit.repair import MirrorReader, Progress, Repair
 from audit.repair import repair as repair_log
 from consent import models as m
+from consent import store as cstore
 from consent.history import ENTRY_FORMAT, LOG_ID
 from consent.lifecycle import Status
 from consent.service import ConsentService
@@ -53,14 +54,16 @@ class ConsentRepair:
     left: int = 0  # consents with lost changes not re-applied (see the module's docstring)
 
 
-def _lost_change(entry: bytes) -> tuple[str, Status, dt.datetime] | None:
-    """The consent, status and time of a consent log entry; None if it is not one."""
+def _lost_change(entry: bytes) -> tuple[str, Status, int] | None:
+    """The consent, status and change number of a consent log entry; None if it is not one."""
     try:
         doc = json.loads(entry)
         if doc.get("format") != ENTRY_FORMAT or not isinstance(doc.get("consent_id"), str):
             return None
-        at = dt.datetime.fromisoformat(str(doc["at"]).replace("Z", "+00:00"))
-        return doc["consent_id"], Status(doc["status"]), at
+        seq = doc.get("seq")
+        if type(seq) is not int or seq < 0:
+            return None
+        return doc["consent_id"], Status(doc["status"]), seq
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
 
@@ -75,23 +78,38 @@ async def repair(
     left: list[str] = []
 
     async def within(s: AsyncSession, done: Repair) -> None:
+        # Changed here since the restore: their entries are the ones the repair moved.
+        changed = set(
+            await s.scalars(
+                select(m.ConsentEvent.consent_id)
+                .where(m.ConsentEvent.leaf_index >= done.diverged)
+                .distinct()
+            )
+        )
         await s.execute(
             update(m.ConsentEvent)
             .where(m.ConsentEvent.leaf_index >= done.diverged)
             .values(leaf_index=m.ConsentEvent.leaf_index + done.restored)
         )
         head = await logstore.get_log(s, LOG_ID)
-        lost: dict[str, tuple[Status, dt.datetime]] = {}
+        lost: dict[str, Status] = {}
+        heard = 0
         for begin in range(done.diverged, done.witnessed, _PAGE):
             page = await logstore.entries(s, head, begin, min(done.witnessed, begin + _PAGE))
             for _, entry in page:
                 change = _lost_change(entry)
                 if change is not None:
-                    lost[change[0]] = change[1:]  # the last lost change of each consent
+                    cid, status, seq = change
+                    lost[cid] = status  # the last lost change of each consent
+                    heard = max(heard, seq)
+        # Gateways may have heard the lost changes' numbers: number what is re-applied after
+        # them, or a gateway resuming from one of them would never be sent it.
+        await cstore.advance_head(s, heard)
         now = service.clock()
-        for cid, (status, at) in lost.items():
-            if await service.reapply(s, cid, status, at, now):
-                reapplied[cid] = status.value
+        for cid, status in lost.items():
+            moved = await service.reapply(s, cid, status, now, changed_here=cid in changed)
+            if moved is not None:
+                reapplied[cid] = moved.value
             else:
                 left.append(cid)
 

@@ -30,7 +30,7 @@ from consent import citizens, history, store
 from consent import models as m
 from consent.artefact import MAX_VALIDITY, ConsentPage, ConsentRequest, ConsentView
 from consent.history import ConsentLog
-from consent.lifecycle import Action, IllegalTransitionError, Status, transition
+from consent.lifecycle import FINAL, Action, IllegalTransitionError, Status, transition
 from consent.rules import (
     CLOCK_SKEW,
     ConsentDenied,
@@ -386,23 +386,34 @@ class ConsentService:
     # --- after a restore from a backup (consent.restore) ---------------------------------------
 
     async def reapply(
-        self, s: AsyncSession, cid: str, status: Status, at: dt.datetime, now: dt.datetime
-    ) -> bool:
-        """Move consent ``cid`` to ``status``, a change made at ``at`` that a restore from a
-        backup lost, if that restricts it: a revoke, reject, pause or expiry the lifecycle
-        allows from where the consent stands, and later than its last change here (a
-        citizen's decision since the restore stands). Recorded as the system's, in the
-        caller's transaction; whether it moved."""
-        action = _RESTRICTING.get(status)
+        self, s: AsyncSession, cid: str, status: Status, now: dt.datetime, *, changed_here: bool
+    ) -> Status | None:
+        """Take consent ``cid`` to ``status``, where a change a restore from a backup lost
+        left it, if that takes permission away (revoked, rejected, expired, paused) and the
+        lifecycle allows it from where the consent stands; a final status it does not allow
+        directly is reached by the final move it does allow (a consent still pending is
+        rejected). A consent ``changed_here`` since the restore and active now stays so: the
+        citizen decided on what the restored service showed. Recorded as the system's, in the
+        caller's transaction; the status it moved to, or None."""
         row = await store.consent(s, cid, lock=True)
-        if action is None or row is None or row.updated_at >= at:
-            return False
-        try:
-            transition(Status(row.status), action)
-        except IllegalTransitionError:
-            return False
-        await self._change(s, row, action, "system", "restore", None, now)
-        return True
+        if row is None or status not in _RESTRICTING:
+            return None
+        current = Status(row.status)
+        if changed_here and current is Status.ACTIVE:
+            return None
+        moves = [_RESTRICTING[status]]
+        if status in FINAL:
+            moves += [Action.REVOKE, Action.REJECT, Action.EXPIRE]
+        for action in moves:
+            try:
+                moved = transition(current, action)
+            except IllegalTransitionError:
+                continue
+            if action is Action.REJECT:
+                row.decided_at = now
+            await self._change(s, row, action, "system", "restore", None, now)
+            return moved
+        return None
 
     # --- recording changes ------------------------------------------------------------------
 

@@ -172,6 +172,14 @@ async def next_seq(s: AsyncSession) -> int:
     return int(seq)
 
 
+async def advance_head(s: AsyncSession, seq: int) -> None:
+    """Number the next change after ``seq`` at least: after a restore from a backup, past
+    every change gateways may have heard of (consent.restore)."""
+    await s.execute(
+        update(m.FeedHead).where(m.FeedHead.id == 1, m.FeedHead.seq < seq).values(seq=seq)
+    )
+
+
 async def head(s: AsyncSession) -> int:
     """The number of the newest change (0 before any)."""
     return int(await s.scalar(select(m.FeedHead.seq).where(m.FeedHead.id == 1)) or 0)

@@ -188,9 +188,9 @@ def repair_audit_command(data_dir: Path, no_passphrase: bool) -> None:
     \b
     The records the backup lacks are read back from the witness and written in their
     places; the exchanges recorded since the restore follow them, none lost. It all happens
-    in one transaction: if anything fails, the log stays as it was. Run it when the
-    gateway logs "the witness holds size N, larger than this log's" or its
-    shahrah_gateway_audit_witness_failing gauge stays at 1 after a restore."""
+    in one transaction: if anything fails, the log stays as it was. Run it when, after a
+    restore, the gateway logs that witnessing fails and its
+    shahrah_gateway_audit_witness_failing gauge stays at 1."""
     config = _config(data_dir)
     passphrase = resolve_passphrase(no_passphrase)
     said = [0.0]

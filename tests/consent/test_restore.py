@@ -29,24 +29,25 @@ from core.keys import PrivateKey
 from registry import publisher
 from shahrah.cli import main
 from tests.audit.trees import MemoryTree
-from tests.consent.conftest import CONSENT_KEY, PSEUDONYM_KEY, PSEUDONYMS, Harness
+from tests.consent.conftest import CONSENT_KEY, LMC, PSEUDONYM_KEY, PSEUDONYMS, Harness
 from tests.registry.federation import OPERATOR
 from tests.registry.test_globalconf import anchor_for
 
 ORIGIN = log_origin(LOG_ID)
 
 
-def _lost(consent: dict[str, Any], status: Status, action: str, at: dt.datetime) -> bytes:
-    """The consent log entry of a change the restore lost."""
+def _lost(consent: dict[str, Any], status: Status, action: str, seq: int) -> bytes:
+    """The consent log entry of a change the restore lost, made an hour before the restore
+    (earlier than the changes the backup holds, as a skewed clock could stamp it)."""
     view = ConsentView.model_validate({**consent, "status": status.value})
     return history.entry(
-        seq=int(consent["version"]) + 100,
+        seq=seq,
         consent=view,
         action=action,
         actor_kind="citizen",
         actor=PSEUDONYMS(view.subject),
         relation="self",
-        at=at,
+        at=utcnow() - dt.timedelta(hours=1),
         pseudonymize=PSEUDONYMS,
     )
 
@@ -89,73 +90,104 @@ async def _repair_log_command(harness: Harness, tmp: Path, db_url: str) -> Resul
     return await asyncio.to_thread(CliRunner().invoke, main, args)
 
 
+async def _act(harness: Harness, cid: str, *actions: str) -> None:
+    token = await harness.sign_in()
+    for action in actions:
+        status, body = await harness.citizen("POST", f"/v1/citizen/consents/{cid}/{action}", token)
+        assert status == 200, body
+
+
 @pytest.mark.parametrize("how", ["api", "cli"])
-async def test_a_restore_does_not_bring_back_a_revoked_consent(
+async def test_a_restore_does_not_bring_back_what_was_revoked(
     harness: Harness, serve: Any, db_url: str, tmp_path: Path, how: str
 ) -> None:
-    revoked = await harness.active_consent()
-    paused_then_resumed_here = await harness.active_consent()
+    """What the restore lost, and what the repair makes of each consent:
+
+    * revoked: revoked again;
+    * paused, and paused and resumed again here since: the citizen's newer decision stands;
+    * paused then revoked: revoked (the last lost change counts);
+    * revoked, and paused here since: revoked (a pause does not contradict it);
+    * approved then revoked, pending in the backup: rejected, final either way;
+    * paused then resumed: nothing to take away;
+    * resumed, paused in the backup: stays paused (nothing that gives permission is redone);
+    * revoked, of a consent the backup does not hold, and an entry that is no change."""
+    a, b, c, d, f, g = [await harness.active_consent() for _ in range(6)]
+    e = await harness.request_consent()
+    await _act(harness, g["id"], "pause")
     await harness.witnessed(serve, db_url)
     writer = harness.app[LOG_WRITER]
     await writer.checkpoint()
     await writer.sync_witness()  # the backup: everything so far witnessed
     backup = len(await harness.log_entries())
+    head = await harness.feed_head()
 
-    # Lost with the restore: one consent revoked; another paused, which the citizen paused
-    # and resumed again here after the restore (newer changes, which stand).
-    lost_at = utcnow()
-    witnessed = await _witness_lost(
-        harness,
-        [
-            _lost(revoked, Status.REVOKED, "revoke", lost_at),
-            _lost(paused_then_resumed_here, Status.PAUSED, "pause", lost_at),
-        ],
-    )
-    token = await harness.sign_in()
-    cid = paused_then_resumed_here["id"]
-    for action in ("pause", "resume"):
-        status, _ = await harness.citizen("POST", f"/v1/citizen/consents/{cid}/{action}", token)
-        assert status == 200
-    since = await harness.request_consent()  # and a new request, made after the restore
-    assert await _status(harness, revoked["id"]) == "ACTIVE"  # what the restore brought back
+    lost = [
+        (a, Status.REVOKED, "revoke"),
+        (b, Status.PAUSED, "pause"),
+        (c, Status.PAUSED, "pause"),
+        (c, Status.REVOKED, "revoke"),
+        (d, Status.REVOKED, "revoke"),
+        (e, Status.ACTIVE, "approve"),
+        (e, Status.REVOKED, "revoke"),
+        (f, Status.PAUSED, "pause"),
+        (f, Status.ACTIVE, "resume"),
+        (g, Status.ACTIVE, "resume"),
+        ({**a, "id": "cns-not-in-the-backup"}, Status.REVOKED, "revoke"),
+    ]
+    entries = [_lost(x, st, act, head + 1 + n) for n, (x, st, act) in enumerate(lost)]
+    entries.insert(3, b'{"format": "something else"}')
+    witnessed = await _witness_lost(harness, entries)
+    last_heard = head + len(lost)  # a gateway heard every lost change on the feed
+
+    await _act(harness, b["id"], "pause", "resume")  # here, since the restore
+    await _act(harness, d["id"], "pause")
+    since = await harness.request_consent()
+    assert await _status(harness, a["id"]) == "ACTIVE"  # what the restore brought back
     await writer.checkpoint()
     with pytest.raises(WitnessError):
         await writer.sync_witness()  # the witness refuses the restored history
 
+    expected = {a["id"]: "REVOKED", c["id"]: "REVOKED", d["id"]: "REVOKED", e["id"]: "REJECTED"}
     if how == "api":
         done = await repair(harness.app[STATE].service, _reader(harness))
         assert done is not None
-        assert (done.log.diverged, done.log.witnessed, done.log.moved) == (backup, witnessed, 3)
-        assert done.reapplied == {revoked["id"]: "REVOKED"}
-        assert done.left == 1  # the pause: the citizen's changes since are newer
+        assert (done.log.diverged, done.log.witnessed, done.log.moved) == (backup, witnessed, 4)
+        assert done.reapplied == expected
+        assert done.left == 4  # b, f, g and the consent the backup does not hold
     else:
         told = await _repair_log_command(harness, tmp_path, db_url)
         assert told.exit_code == 0, told.output
-        assert told.stdout == f"{revoked['id']}\tREVOKED\n"
+        assert told.stdout.splitlines() == [f"{k}\t{v}" for k, v in sorted(expected.items())]
         assert (
             f"consent log repaired: it left the witnessed history at entry {backup}; "
-            f"{witnessed - backup} entries restored from the witness's mirror, 3 made since "
+            f"{witnessed - backup} entries restored from the witness's mirror, 4 made since "
             "the restore moved after them"
         ) in told.stderr
-        assert "1 lost revocations, rejections, pauses or expiries made again; 1 consents" in (
+        assert "4 lost revocations, rejections, pauses or expiries made again; 4 consents" in (
             told.stderr
         )
-    assert await _status(harness, revoked["id"]) == "REVOKED"
-    assert await _status(harness, cid) == "ACTIVE"
-    assert await _status(harness, since["id"]) == "PENDING"
-    entries = await harness.log_entries()
-    assert len(entries) == witnessed + 3 + 1  # the mirror's, the three since, the re-applied
-    # Each change keeps the index of its entry: the history's proofs hold.
+    for consent, status in [(b, "ACTIVE"), (f, "ACTIVE"), (g, "PAUSED"), (since, "PENDING")]:
+        assert await _status(harness, consent["id"]) == status
+    for cid, status in expected.items():
+        assert await _status(harness, cid) == status
+
+    log = await harness.log_entries()
+    assert len(log) == witnessed + 4 + len(expected)  # the mirror's, those since, re-applied
     async with transaction(harness.db, write=False) as s:
-        for cid_ in (revoked["id"], cid, since["id"]):
-            for event in await cstore.events_of(s, cid_):
-                assert entries[event.leaf_index] == event.entry.encode()
-    _, log = await harness.citizen("GET", f"/v1/citizen/consents/{revoked['id']}/history", token)
-    assert [(e["action"], e["actor_kind"]) for e in log][-1] == ("revoke", "system")
+        for consent in (a, b, c, d, e, f, g, since):
+            events = await cstore.events_of(s, consent["id"])
+            for event in events:  # each change keeps the index of its entry: proofs hold
+                assert log[event.leaf_index] == event.entry.encode()
+            if consent["id"] in expected:
+                assert (events[-1].actor_kind, events[-1].actor) == ("system", "restore")
+                # Numbered after every lost change: a gateway that heard them is sent it.
+                assert events[-1].seq > last_heard
+        sent = {ev.consent_id for ev in await cstore.feed_after(s, last_heard, member=str(LMC))}
+    assert set(expected) <= sent
 
     await writer.checkpoint()
     await writer.sync_witness()
-    assert writer.status().witnessed_size == len(entries)
+    assert writer.status().witnessed_size == len(log)
     assert await repair(harness.app[STATE].service, _reader(harness)) is None  # all done
 
 

@@ -281,20 +281,28 @@ def check_schema(bundle: Bundle) -> None:
     """Raise :class:`InvalidSchemaError` unless every document of ``bundle`` passes its
     draft's meta-schema and every ``$ref`` stays inside the bundle."""
     for name, doc in (("", bundle.root), *bundle.references.items()):
-        validator_class = (
-            jsonschema.Draft7Validator
-            if draft_of(doc) == DRAFT7
-            else jsonschema.Draft202012Validator
-        )
-        checker = validator_class(
-            validator_class.META_SCHEMA, format_checker=validator_class.FORMAT_CHECKER
-        )
-        error = jsonschema.exceptions.best_match(checker.iter_errors(doc))
-        if error is not None:
-            where = pointer(tuple(error.absolute_path)) or "/"
+        failure = _meta_failure(json.dumps(doc, sort_keys=True), draft_of(doc) == DRAFT7)
+        if failure is not None:
+            where, message = failure
             prefix = f"reference {name!r} " if name else ""
             raise InvalidSchemaError(
-                f"Invalid schema: {prefix}fails the meta-schema at {where}: {error.message}",
+                f"Invalid schema: {prefix}fails the meta-schema at {where}: {message}",
                 detail={"pointer": where, "reference": name or None},
             )
     _check_refs(bundle)
+
+
+@lru_cache(maxsize=256)
+def _meta_failure(text: str, draft7: bool) -> tuple[str, str] | None:
+    """Where and how the document ``text`` fails its draft's meta-schema, or None. Cached by
+    the document's text: the registry checks the same documents again and again (the
+    canonical records at every start, a reference with every schema that uses it), and
+    this check is most of what registering one costs."""
+    validator_class = jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator
+    checker = validator_class(
+        validator_class.META_SCHEMA, format_checker=validator_class.FORMAT_CHECKER
+    )
+    error = jsonschema.exceptions.best_match(checker.iter_errors(json.loads(text)))
+    if error is None:
+        return None
+    return pointer(tuple(error.absolute_path)) or "/", error.message

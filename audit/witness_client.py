@@ -236,23 +236,21 @@ class WitnessClient:
         url = view.central_service(WITNESS_SERVICE).url.rstrip("/") + path
         body = json.dumps(document, ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json"}
-        if self.key is not None and self.client is not None:
-            headers["Authorization"] = sign_request(
-                self.key,
-                self.client,
-                audience=WITNESS_SERVICE,
-                method="POST",
-                path=urlsplit(url).path,
-                body=body,
-            )
-        elif self.key is not None and self.service is not None:
-            headers["Authorization"] = sign_service_request(
-                self.key,
-                self.service,
-                audience=WITNESS_SERVICE,
-                method="POST",
-                path=urlsplit(url).path,
-                body=body,
+        if self.key is not None:  # as the member (a gateway) or as the central service
+            target, audience = urlsplit(url).path, WITNESS_SERVICE
+            headers["Authorization"] = (
+                sign_request(
+                    self.key, self.client, audience=audience, method="POST", path=target, body=body
+                )
+                if self.client is not None
+                else sign_service_request(
+                    self.key,
+                    str(self.service),
+                    audience=audience,
+                    method="POST",
+                    path=target,
+                    body=body,
+                )
             )
         try:
             status, answer = await post_bounded(

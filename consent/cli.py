@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from consent import bootstrap, citizens, operators
 from consent.citizens import Accounts, GuardianshipCreate
 from consent.receipt import verify_receipt
-from core.cli import db_url_for, echo_json, no_passphrase_option, resolve_passphrase, run_async
+from core.cli import (
+    ProgressLine,
+    db_url_for,
+    echo_json,
+    no_passphrase_option,
+    resolve_passphrase,
+    run_async,
+)
 from core.db import Sessions, create_engine, sessions, transaction, upgrade, utcnow
 from core.errors import BadRequestError, ShahrahError
 from core.ids import Cnic
@@ -297,13 +303,7 @@ def repair_log(data_dir: Path | None, db: str | None, no_passphrase: bool) -> No
         raise click.ClickException(e.message) from e
     conf = GlobalConfClient(anchor, cache_file=folder / bootstrap.GLOBALCONF_FILE)
 
-    said = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - said[0] >= 2 or done == total:
-            said[0] = now
-            click.echo(f"  {done:,} of {total:,} witnessed entries", err=True)
+    progress = ProgressLine("witnessed entries")
 
     async def go(factory: Sessions) -> ConsentRepair | None:
         source = HttpSchemaSource(bootstrap.registry_base_url(anchor))

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from core.errors import ShahrahError
 
 __all__ = [
     "PASSPHRASE_ENV",
+    "ProgressLine",
     "db_url_for",
     "echo_json",
     "no_passphrase_option",
@@ -85,3 +87,19 @@ def db_url_for(data_dir: Path | None, db: str | None, filename: str) -> str:
     if data_dir is None:
         raise click.UsageError("give --data-dir (or --db URL)")
     return f"sqlite:///{(data_dir / filename).resolve()}"
+
+
+class ProgressLine:
+    """``done`` of ``total`` things on one line of stderr, redrawn at most five times a
+    second and ended when the total is reached (a long command's progress)."""
+
+    def __init__(self, things: str) -> None:
+        self.things = things
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and done < total:
+            return
+        self.last = now
+        click.echo(f"\r  {done:,} of {total:,} {self.things}", err=True, nl=done >= total)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from core.cli import no_passphrase_option, resolve_passphrase, run_async
+from core.cli import ProgressLine, no_passphrase_option, resolve_passphrase, run_async
 from core.errors import BadRequestError, ShahrahError
 from core.ids import GatewayId
 from core.keys import PrivateKey
@@ -193,13 +192,7 @@ def repair_audit_command(data_dir: Path, no_passphrase: bool) -> None:
     shahrah_gateway_audit_witness_failing gauge stays at 1."""
     config = _config(data_dir)
     passphrase = resolve_passphrase(no_passphrase)
-    said = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - said[0] >= 2 or done == total:
-            said[0] = now
-            click.echo(f"  {done:,} of {total:,} witnessed entries", err=True)
+    progress = ProgressLine("witnessed entries")
 
     done = run_async(repair_audit(config, passphrase=passphrase, progress=progress))
     if done is None:

@@ -8,7 +8,6 @@ whole action back, so nothing is ever half-written.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -119,9 +118,7 @@ async def update_member(s: AsyncSession, mid: MemberId, body: MemberUpdate) -> M
 
 
 async def get_member(s: AsyncSession, mid: MemberId) -> MemberInfo:
-    await store.member(s, mid)
-    snap = await store.snapshot(s)
-    return next(x for x in snap.members if x.id == mid)
+    return await store.member_info(s, mid)
 
 
 async def add_subsystem(s: AsyncSession, body: SubsystemCreate) -> MemberInfo:
@@ -267,8 +264,7 @@ async def remove_gateway_client(s: AsyncSession, gid: GatewayId, client: ClientI
 
 
 async def get_gateway(s: AsyncSession, gid: GatewayId) -> GatewayInfo:
-    await store.gateway(s, gid)
-    return next(g for g in (await store.snapshot(s)).gateways if g.id == gid)
+    return await store.gateway_info(s, gid)
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -287,7 +283,7 @@ async def add_key(s: AsyncSession, body: KeyCreate, *, now: dt.datetime | None =
     )
     s.add(row)
     await _flush(s, f"key {key.kid} is already registered")
-    return _key_info(row)
+    return store.key_info(row)
 
 
 async def revoke_key(s: AsyncSession, kid: str, *, now: dt.datetime | None = None) -> KeyInfo:
@@ -295,17 +291,7 @@ async def revoke_key(s: AsyncSession, kid: str, *, now: dt.datetime | None = Non
     if row.revoked_at is not None:
         raise ConflictError(f"key {kid} was already revoked at {row.revoked_at.isoformat()}")
     row.revoked_at = now or utcnow()
-    return _key_info(row)
-
-
-def _key_info(row: m.MemberKey) -> KeyInfo:
-    return KeyInfo(
-        kid=row.kid,
-        jwk=json.loads(row.jwk),
-        not_before=row.not_before,
-        not_after=row.not_after,
-        revoked_at=row.revoked_at,
-    )
+    return store.key_info(row)
 
 
 # --- groups -----------------------------------------------------------------------------------
@@ -318,8 +304,7 @@ async def add_global_group(s: AsyncSession, body: GroupCreate) -> GroupInfo:
 
 
 async def get_global_group(s: AsyncSession, code: str) -> GroupInfo:
-    await store.global_group(s, code)
-    return next(g for g in (await store.snapshot(s)).global_groups if g.code == code)
+    return await store.global_group_info(s, code)
 
 
 async def add_global_group_member(s: AsyncSession, code: str, client: ClientId) -> GroupInfo:
@@ -351,9 +336,7 @@ async def add_local_group(s: AsyncSession, body: LocalGroupCreate) -> LocalGroup
 
 
 async def get_local_group(s: AsyncSession, owner: ClientId, code: str) -> LocalGroupInfo:
-    await store.local_group(s, owner, code)
-    snap = await store.snapshot(s)
-    return next(g for g in snap.local_groups if g.owner == owner and g.code == code)
+    return await store.local_group_info(s, owner, code)
 
 
 async def add_local_group_member(
@@ -482,8 +465,7 @@ async def _set_purposes(s: AsyncSession, row: m.Service, codes: list[str]) -> No
 
 
 async def get_service(s: AsyncSession, sid: ServiceId) -> ServiceInfo:
-    await store.service(s, sid)
-    return next(x for x in (await store.snapshot(s)).services if x.id == sid)
+    return await store.service_info(s, sid)
 
 
 # --- access rights ----------------------------------------------------------------------------

@@ -1,17 +1,20 @@
 """Queries over the registry's tables.
 
-Lookups by X-Road identifier raise NotFoundError naming what is missing; the
-snapshot functions read the whole registry in a handful of queries and build
-the global configuration's models from it.
+Lookups by X-Road identifier raise NotFoundError naming what is missing. The
+``*_info`` functions read one item as the global configuration shows it (what an
+operator's action answers with); the snapshot reads the whole registry in a handful
+of queries and builds every item with the same functions.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import BadRequestError, NotFoundError
@@ -128,6 +131,127 @@ async def key(s: AsyncSession, kid: str) -> m.MemberKey:
     return row
 
 
+# --- one item as the global configuration shows it ------------------------------------------
+# The operator's actions answer with the item they changed. Each reads only that item's rows;
+# the snapshot below builds every item with the same functions.
+
+
+async def member_info(s: AsyncSession, mid: MemberId) -> MemberInfo:
+    row = await member(s, mid)
+    subs = await s.scalars(select(m.Subsystem).where(m.Subsystem.member_id == row.id))
+    keys = await s.scalars(
+        select(m.MemberKey).where(m.MemberKey.member_id == row.id).order_by(m.MemberKey.kid)
+    )
+    return _member_info(mid, row, subs, keys)
+
+
+async def gateway_info(s: AsyncSession, gid: GatewayId) -> GatewayInfo:
+    row = await gateway(s, gid)
+    clients = select(m.GatewayClient.subsystem_id).where(m.GatewayClient.gateway_id == row.id)
+    return _gateway_info(gid, row, await _client_ids(s, gid.instance, clients))
+
+
+async def global_group_info(s: AsyncSession, code: str) -> GroupInfo:
+    row = await global_group(s, code)
+    members = select(m.GlobalGroupMember.subsystem_id).where(m.GlobalGroupMember.group_id == row.id)
+    return _global_group_info(row, await _client_ids(s, (await federation(s)).instance, members))
+
+
+async def local_group_info(s: AsyncSession, owner: ClientId, code: str) -> LocalGroupInfo:
+    row = await local_group(s, owner, code)
+    members = select(m.LocalGroupMember.subsystem_id).where(m.LocalGroupMember.group_id == row.id)
+    return _local_group_info(owner, row, await _client_ids(s, owner.instance, members))
+
+
+async def service_info(s: AsyncSession, sid: ServiceId) -> ServiceInfo:
+    row = await service(s, sid)
+    codes = await s.scalars(
+        select(m.Purpose.code)
+        .join(m.ServicePurpose, m.ServicePurpose.purpose_id == m.Purpose.id)
+        .where(m.ServicePurpose.service_id == row.id)
+    )
+    return _service_info(sid, row, codes)
+
+
+async def _client_ids(s: AsyncSession, instance: str, subsystem_ids: Select[Any]) -> list[ClientId]:
+    rows = await s.execute(
+        select(m.Member.member_class, m.Member.member_code, m.Subsystem.code)
+        .join(m.Member, m.Subsystem.member_id == m.Member.id)
+        .where(m.Subsystem.id.in_(subsystem_ids))
+    )
+    return sorted((MemberId(instance, c, k).subsystem(code) for c, k, code in rows), key=str)
+
+
+def key_info(row: m.MemberKey) -> KeyInfo:
+    return KeyInfo(
+        kid=row.kid,
+        jwk=json.loads(row.jwk),
+        not_before=row.not_before,
+        not_after=row.not_after,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _member_info(
+    mid: MemberId, row: m.Member, subs: Iterable[m.Subsystem], keys: Iterable[m.MemberKey]
+) -> MemberInfo:
+    return MemberInfo(
+        id=mid,
+        name=row.name,
+        status=row.status,
+        subsystems=sorted(
+            (SubsystemInfo(code=x.code, name=x.name, status=x.status) for x in subs),
+            key=lambda x: x.code,
+        ),
+        keys=[key_info(k) for k in keys],
+    )
+
+
+def _gateway_info(gid: GatewayId, row: m.Gateway, clients: list[ClientId]) -> GatewayInfo:
+    return GatewayInfo(
+        id=gid,
+        address=row.address,
+        tls_certificate=row.tls_certificate,
+        tls_sha256=row.tls_sha256,
+        next_tls_certificate=row.next_tls_certificate,
+        next_tls_sha256=row.next_tls_sha256,
+        status=row.status,
+        clients=sorted(clients, key=str),
+    )
+
+
+def _global_group_info(row: m.GlobalGroup, members: list[ClientId]) -> GroupInfo:
+    return GroupInfo(code=row.code, description=row.description, members=sorted(members, key=str))
+
+
+def _local_group_info(
+    owner: ClientId, row: m.LocalGroup, members: list[ClientId]
+) -> LocalGroupInfo:
+    return LocalGroupInfo(
+        owner=owner,
+        code=row.code,
+        description=row.description,
+        members=sorted(members, key=str),
+    )
+
+
+def _service_info(sid: ServiceId, row: m.Service, purposes: Iterable[str]) -> ServiceInfo:
+    return ServiceInfo(
+        id=sid,
+        title=row.title,
+        description=row.description,
+        request_schema=_ref(row.request_schema_subject, row.request_schema_version),
+        response_schema=_ref(row.response_schema_subject, row.response_schema_version),
+        requires_consent=row.requires_consent,
+        subject_field=row.subject_field,
+        purposes=sorted(purposes),
+        status=row.status,
+    )
+
+
+# --- the whole registry -----------------------------------------------------------------------
+
+
 @dataclass
 class Snapshot:
     """The registry's content as the global configuration's models, sorted by identifier."""
@@ -148,38 +272,20 @@ async def snapshot(s: AsyncSession) -> Snapshot:
     fed = await federation(s)
     inst = fed.instance
     members = {r.id: r for r in await s.scalars(select(m.Member))}
+    member_ids = {i: MemberId(inst, r.member_class, r.member_code) for i, r in members.items()}
     subs = {r.id: r for r in await s.scalars(select(m.Subsystem))}
-    sub_ids = {
-        sid: MemberId(
-            inst, members[r.member_id].member_class, members[r.member_id].member_code
-        ).subsystem(r.code)
-        for sid, r in subs.items()
-    }
+    sub_ids = {i: member_ids[r.member_id].subsystem(r.code) for i, r in subs.items()}
 
-    subs_by_member: dict[int, list[SubsystemInfo]] = defaultdict(list)
+    subs_by_member: dict[int, list[m.Subsystem]] = defaultdict(list)
     for r in subs.values():
-        subs_by_member[r.member_id].append(SubsystemInfo(code=r.code, name=r.name, status=r.status))
-    keys_by_member: dict[int, list[KeyInfo]] = defaultdict(list)
+        subs_by_member[r.member_id].append(r)
+    keys_by_member: dict[int, list[m.MemberKey]] = defaultdict(list)
     for k in await s.scalars(select(m.MemberKey).order_by(m.MemberKey.kid)):
-        keys_by_member[k.member_id].append(
-            KeyInfo(
-                kid=k.kid,
-                jwk=json.loads(k.jwk),
-                not_before=k.not_before,
-                not_after=k.not_after,
-                revoked_at=k.revoked_at,
-            )
-        )
+        keys_by_member[k.member_id].append(k)
     member_infos = sorted(
         (
-            MemberInfo(
-                id=MemberId(inst, r.member_class, r.member_code),
-                name=r.name,
-                status=r.status,
-                subsystems=sorted(subs_by_member[r.id], key=lambda x: x.code),
-                keys=keys_by_member[r.id],
-            )
-            for r in members.values()
+            _member_info(member_ids[i], r, subs_by_member[i], keys_by_member[i])
+            for i, r in members.items()
         ),
         key=lambda x: str(x.id),
     )
@@ -189,18 +295,7 @@ async def snapshot(s: AsyncSession) -> Snapshot:
         clients_by_gateway[gc.gateway_id].append(sub_ids[gc.subsystem_id])
     gateways = sorted(
         (
-            GatewayInfo(
-                id=MemberId(
-                    inst, members[g.member_id].member_class, members[g.member_id].member_code
-                ).gateway(g.code),
-                address=g.address,
-                tls_certificate=g.tls_certificate,
-                tls_sha256=g.tls_sha256,
-                next_tls_certificate=g.next_tls_certificate,
-                next_tls_sha256=g.next_tls_sha256,
-                status=g.status,
-                clients=sorted(clients_by_gateway[g.id], key=str),
-            )
+            _gateway_info(member_ids[g.member_id].gateway(g.code), g, clients_by_gateway[g.id])
             for g in await s.scalars(select(m.Gateway))
         ),
         key=lambda x: str(x.id),
@@ -211,12 +306,7 @@ async def snapshot(s: AsyncSession) -> Snapshot:
         gg_members[gm.group_id].append(sub_ids[gm.subsystem_id])
     global_groups_rows = {g.id: g for g in await s.scalars(select(m.GlobalGroup))}
     global_groups = sorted(
-        (
-            GroupInfo(
-                code=g.code, description=g.description, members=sorted(gg_members[g.id], key=str)
-            )
-            for g in global_groups_rows.values()
-        ),
+        (_global_group_info(g, gg_members[g.id]) for g in global_groups_rows.values()),
         key=lambda x: x.code,
     )
 
@@ -226,12 +316,7 @@ async def snapshot(s: AsyncSession) -> Snapshot:
     local_groups_rows = {g.id: g for g in await s.scalars(select(m.LocalGroup))}
     local_groups = sorted(
         (
-            LocalGroupInfo(
-                owner=sub_ids[g.owner_id],
-                code=g.code,
-                description=g.description,
-                members=sorted(lg_members[g.id], key=str),
-            )
+            _local_group_info(sub_ids[g.owner_id], g, lg_members[g.id])
             for g in local_groups_rows.values()
         ),
         key=lambda x: (str(x.owner), x.code),
@@ -256,17 +341,7 @@ async def snapshot(s: AsyncSession) -> Snapshot:
     }
     services = sorted(
         (
-            ServiceInfo(
-                id=service_ids[r.id],
-                title=r.title,
-                description=r.description,
-                request_schema=_ref(r.request_schema_subject, r.request_schema_version),
-                response_schema=_ref(r.response_schema_subject, r.response_schema_version),
-                requires_consent=r.requires_consent,
-                subject_field=r.subject_field,
-                purposes=sorted(purposes_by_service[r.id]),
-                status=r.status,
-            )
+            _service_info(service_ids[r.id], r, purposes_by_service[r.id])
             for r in service_rows.values()
         ),
         key=lambda x: str(x.id),

@@ -26,6 +26,7 @@ from registry.payloads import (
     LocalGroupCreate,
     MemberCreate,
     MemberUpdate,
+    PurposeCreate,
     ServiceCreate,
     SubsystemCreate,
 )
@@ -56,6 +57,60 @@ async def test_seeded_federation_reads_back(seeded: Sessions) -> None:
     assert snap.services[0].purposes == ["identity-verification"]
     assert snap.access_rights[0].client == LMC_TAX
     assert snap.access_rights[0].path == "/persons/*"
+
+
+async def test_each_item_reads_back_as_the_snapshot_shows_it(seeded: Sessions) -> None:
+    """An action answers with the item it changed, read on its own; it must be the item the
+    published configuration carries, for every kind and with every part filled in."""
+    plra = PLRA_LAND.member
+    second = PrivateKey.generate()
+    tls = make_certificate("plra-gw", ec.generate_private_key(ec.SECP256R1()))
+    async with transaction(seeded) as s:
+        await ops.add_subsystem(s, SubsystemCreate(id=plra.subsystem("archive"), name="Archive"))
+        await ops.add_key(s, KeyCreate(member=NADRA, jwk=second.public().to_jwk()))
+        await ops.revoke_key(s, NADRA_KEY.kid)
+        await ops.add_gateway(
+            s,
+            GatewayCreate(
+                id=plra.gateway("gw1"),
+                address="https://127.0.0.1:9444",
+                tls_certificate=tls.public_bytes(Encoding.PEM).decode(),
+                clients=[plra.subsystem("archive"), PLRA_LAND],
+            ),
+        )
+        await ops.add_purpose(s, PurposeCreate(code="land-transfer", name="Land transfer"))
+        await ops.add_service(
+            s,
+            ServiceCreate(
+                id=PLRA_LAND.service("parcel"),
+                title="Parcel",
+                purposes=["land-transfer", "identity-verification"],
+            ),
+        )
+        for client in (PLRA_LAND, LMC_TAX):
+            await ops.add_global_group_member(s, "local-governments", client)
+            await ops.add_local_group_member(s, CIVIL, "land", client)
+    async with transaction(seeded, write=False) as s:
+        snap = await store.snapshot(s)
+        assert [await ops.get_member(s, x.id) for x in snap.members] == snap.members
+        assert [await ops.get_gateway(s, x.id) for x in snap.gateways] == snap.gateways
+        assert [await ops.get_service(s, x.id) for x in snap.services] == snap.services
+        assert [
+            await ops.get_global_group(s, x.code) for x in snap.global_groups
+        ] == snap.global_groups
+        assert [
+            await ops.get_local_group(s, x.owner, x.code) for x in snap.local_groups
+        ] == snap.local_groups
+    # Every part was filled in, so the comparison above compared something.
+    assert [len(x.keys) for x in snap.members if x.id == NADRA] == [2]
+    assert [len(x.subsystems) for x in snap.members if x.id == plra] == [2]
+    assert [g.clients for g in snap.gateways if g.id.member == plra] == [
+        sorted([plra.subsystem("archive"), PLRA_LAND], key=str)
+    ]
+    assert snap.global_groups[0].members == snap.local_groups[0].members == [LMC_TAX, PLRA_LAND]
+    assert [x.purposes for x in snap.services if x.id.provider == PLRA_LAND] == [
+        ["identity-verification", "land-transfer"]
+    ]
 
 
 @pytest.mark.parametrize(

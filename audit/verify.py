@@ -34,10 +34,11 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
-import itertools
 import json
 import math
-from collections.abc import Callable
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,68 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
+class _Roots:
+    """The checkpoints of one log that verified, by increasing size, in flat arrays.
+
+    The file lists a log's checkpoints before its entries, so all of them are held until
+    the entries are read: a year of a busy gateway's log checkpointed every 10 s is about
+    three million. Here each costs its size and root (40 bytes) and one byte saying whether
+    a consistency proof joins it to the next; as dictionaries and sets of tuples they took
+    about ten times that.
+    """
+
+    def __init__(self) -> None:
+        self.sizes = array("Q")
+        self._roots = bytearray()
+        self._proven = bytearray()  # at i: 1 once a proof joins sizes[i] and sizes[i + 1]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def add(self, size: int, root: bytes) -> None:
+        """Record a verified checkpoint; the caller has refused any not larger than the last."""
+        assert len(root) == merkle.HASH_SIZE
+        assert not self.sizes or size > self.sizes[-1]
+        self.sizes.append(size)
+        self._roots += root
+        self._proven.append(0)
+
+    def index(self, size: int) -> int | None:
+        i = bisect_left(self.sizes, size)
+        return i if i < len(self.sizes) and self.sizes[i] == size else None
+
+    def __contains__(self, size: int) -> bool:
+        return self.index(size) is not None
+
+    def root(self, i: int) -> bytes:
+        return bytes(self._roots[i * merkle.HASH_SIZE : (i + 1) * merkle.HASH_SIZE])
+
+    def get(self, size: int) -> bytes | None:
+        i = self.index(size)
+        return None if i is None else self.root(i)
+
+    def before(self, size: int) -> int:
+        """The largest verified size below ``size``, or 0."""
+        i = bisect_left(self.sizes, size)
+        return self.sizes[i - 1] if i else 0
+
+    def after(self, size: int) -> list[int]:
+        """The verified sizes above ``size`` (a slice: the caller names the first and last)."""
+        return list(self.sizes[bisect_right(self.sizes, size) :])
+
+    def proven(self, size1: int, size2: int) -> None:
+        """A consistency proof verified between these two; only neighbours' proofs count."""
+        i = self.index(size1)
+        if i is not None and i + 1 < len(self.sizes) and self.sizes[i + 1] == size2:
+            self._proven[i] = 1
+
+    def unproven(self) -> Iterator[tuple[int, int]]:
+        """Each pair of neighbouring verified checkpoints that no consistency proof joins."""
+        for i in range(len(self.sizes) - 1):
+            if not self._proven[i]:
+                yield self.sizes[i], self.sizes[i + 1]
+
+
 @dataclass
 class _Log:
     """What the verifier knows about the log it is reading."""
@@ -128,15 +191,16 @@ class _Log:
     complete: bool
     keys: list[PublicKey]
     indices: set[int] | None
-    roots: dict[int, bytes] = field(default_factory=dict)  # checkpoints that verified
-    sizes: list[int] = field(default_factory=list)  # every checkpoint line, in file order
-    proven: set[tuple[int, int]] = field(default_factory=set)
+    roots: _Roots = field(default_factory=_Roots)  # checkpoints that verified
+    last_checkpoint: int | None = None  # the size of the latest checkpoint line, verified or not
     last_index: int = -1
     seen: set[int] = field(default_factory=set)  # selected mode, and late entries
     gaps: list[list[int]] = field(default_factory=list)  # complete mode: [first, last] missing
     beyond: list[list[int]] = field(default_factory=list)  # [first, last] at or past ``size``
     uncovered: list[list[int]] = field(default_factory=list)  # below ``size``, no verified root
-    checked: set[int] = field(default_factory=set)  # complete mode: roots compared with entries
+    # Complete mode: roots[:next_root] were compared with the entries (a root of size 0
+    # needs no entries and counts as compared).
+    next_root: int = 0
     has_entries: bool = False
     frontier: Frontier = field(default_factory=Frontier)
     broken_at: int | None = None  # complete mode: first index the tree could not follow
@@ -315,11 +379,11 @@ class _Verifier:
                 f"{where}: found after the log's entries (checkpoints come first); not used"
             )
             return
-        if log.sizes and cp.size <= log.sizes[-1]:
-            kind = "duplicated" if cp.size == log.sizes[-1] else "out of order"
-            self.problem(f"{where}: {kind} (after size {log.sizes[-1]})")
+        if log.last_checkpoint is not None and cp.size <= log.last_checkpoint:
+            kind = "duplicated" if cp.size == log.last_checkpoint else "out of order"
+            self.problem(f"{where}: {kind} (after size {log.last_checkpoint})")
             return
-        log.sizes.append(cp.size)
+        log.last_checkpoint = cp.size
         if cp.origin != log.origin or cp.size > log.size:
             self.problem(f"{where}: does not belong to this log (origin {cp.origin})")
             return
@@ -340,7 +404,9 @@ class _Verifier:
                     f"witnessed ({witnessed.isoformat()})"
                 )
                 return
-        log.roots[cp.size] = cp.root
+        log.roots.add(cp.size, cp.root)
+        if cp.size == 0:
+            log.next_root = 1
 
     def _cosigned(self, note: Note) -> dt.datetime | None:
         """When the witness cosigned ``note``, or None if no trusted cosignature verifies."""
@@ -356,18 +422,19 @@ class _Verifier:
         log = self._current("consistency", line)
         size1, size2 = _int(line.get("size1"), "size1"), _int(line.get("size2"), "size2")
         proof = _hashes(line.get("proof"), "consistency proof")
-        if size1 not in log.roots or size2 not in log.roots:
+        root1, root2 = log.roots.get(size1), log.roots.get(size2)
+        if root1 is None or root2 is None:
             self.problem(f"{log.log_id}: consistency proof {size1} -> {size2} joins no checkpoints")
             return
         try:
-            merkle.verify_consistency(size1, size2, proof, log.roots[size1], log.roots[size2])
+            merkle.verify_consistency(size1, size2, proof, root1, root2)
         except ProofError as e:
             self.problem(
                 f"{log.log_id}: checkpoints at sizes {size1} and {size2} are inconsistent: "
                 f"{e.message}"
             )
             return
-        log.proven.add((size1, size2))
+        log.roots.proven(size1, size2)
 
     # --- entries ----------------------------------------------------------------------------
 
@@ -414,15 +481,18 @@ class _Verifier:
         if log.broken_at is not None:
             return
         log.frontier.append(leaf)
-        if log.frontier.size in log.roots:
+        # Entries grow the tree one leaf at a time and roots are in increasing size, so the
+        # next root to meet is always the next one in order.
+        if log.next_root < len(log.roots) and log.roots.sizes[log.next_root] == log.frontier.size:
             self._check_root(log)
 
     def _check_root(self, log: _Log) -> None:
-        """Compare the entries read so far with the verified checkpoint at their size."""
+        """Compare the entries read so far with the next verified checkpoint, at their size."""
         size = log.frontier.size
-        log.checked.add(size)
-        if log.frontier.root() != log.roots[size]:
-            previous = max((s for s in log.roots if s < size), default=0)
+        expected = log.roots.root(log.next_root)
+        log.next_root += 1
+        if log.frontier.root() != expected:
+            previous = log.roots.before(size)
             self.problem(
                 f"{log.log_id}: entries #{previous}..#{size - 1} do not produce the root of the "
                 f"checkpoint at size {size} (an entry was changed, added, removed or reordered)"
@@ -452,12 +522,8 @@ class _Verifier:
         self.log = None
         if log.size and log.size not in log.roots:
             self.problem(f"{log.log_id}: no verified checkpoint at its size {log.size}")
-        verified = sorted(log.roots)
-        for first, second in itertools.pairwise(verified):
-            if (first, second) not in log.proven:
-                self.problem(
-                    f"{log.log_id}: no consistency proof between sizes {first} and {second}"
-                )
+        for first, second in log.roots.unproven():
+            self.problem(f"{log.log_id}: no consistency proof between sizes {first} and {second}")
         for first, last in log.beyond:
             self.problem(
                 f"{log.log_id} entry {_span(first, last)}: beyond the witnessed tree size "
@@ -470,7 +536,7 @@ class _Verifier:
                     log.broken_at = log.last_index + 1
             for first, last in log.gaps:
                 self.problem(f"{log.log_id} entry {_span(first, last)}: missing")
-            self._finish_complete(log, verified)
+            self._finish_complete(log)
         else:
             for first, last in log.uncovered:
                 self.problem(
@@ -481,27 +547,23 @@ class _Verifier:
             for index in sorted(log.indices - log.seen):
                 self.problem(f"{log.log_id} entry #{index}: missing (listed in the manifest)")
 
-    def _finish_complete(self, log: _Log, verified: list[int]) -> None:
+    def _finish_complete(self, log: _Log) -> None:
         """Every entry of a complete log must be under a verified root that its entries rebuilt."""
-        newest = verified[-1] if verified else 0
+        newest = log.roots.sizes[-1] if len(log.roots) else 0
         if log.last_index >= newest:
             self.problem(
                 f"{log.log_id} entry {_span(newest, log.last_index)}: no verified checkpoint "
                 f"covers it (the newest verified size is {newest})"
             )
         if log.broken_at is not None:
-            unchecked = [s for s in verified if s > log.broken_at]
+            unchecked = log.roots.after(log.broken_at)
             if unchecked:
                 self.problem(
                     f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[-1]} could "
                     "not be checked against the entries"
                 )
             return
-        # Checkpoints precede entries, so _grow met every root; should that ever not hold, the
-        # final root is still compared here rather than an unchecked root being trusted.
-        if log.frontier.size in log.roots and log.frontier.size not in log.checked:
-            self._check_root(log)
-        unchecked = [s for s in verified if s > 0 and s not in log.checked]
+        unchecked = list(log.roots.sizes[log.next_root :])
         if unchecked:
             self.problem(
                 f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[-1]} were never "

@@ -9,6 +9,11 @@
 3. Offline verification of a complete export of ``--export`` realistic
    audit events, against merely parsing the same file (target: >= 50,000
    entries/s).
+4. The verifier's memory for each checkpoint it holds until the entries reach
+   it: the peak while verifying an export checkpointed every 2 entries, less
+   that of the same entries checkpointed every 1,000, per extra checkpoint;
+   beside it, what the same checkpoints took in the dictionaries and sets the
+   verifier held them in before, built in the same run.
 
     python -m bench.audit [--db URL] [--entries N] [--export N] [--rounds R]
 
@@ -23,14 +28,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
+import itertools
 import json
 import os
 import random
 import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import text
 
@@ -46,6 +55,7 @@ from core.keys import PrivateKey
 from shahrah.models import metadata
 
 LOG = "PK/FED/NADRA/gw1"
+_T = TypeVar("_T")
 KEY = PrivateKey.generate()
 WITNESS = PrivateKey.generate()
 
@@ -205,37 +215,41 @@ def bench_proofs(url: str, *, count: int, rounds: int, ops: int) -> None:
 
 
 async def _mirror(db: Sessions, entries: list[bytes], every: int = 1000) -> None:
-    """A witnessed mirror log, as the witness would have built it."""
+    """A witnessed mirror log, as the witness would have built it: a checkpoint every
+    ``every`` entries (a hundred checkpoints to a transaction, to build many quickly)."""
     name = witness_name("PK")
     async with transaction(db) as s:
         head = await store.create_log(s, LOG, store.MIRROR, log_origin(LOG))
-    for start in range(0, len(entries), every):
+    for first in range(0, len(entries), every * 100):
         async with transaction(db) as s:
             head = await store.get_log(s, LOG, store.MIRROR, lock=True)
-            head, _ = await store.append(s, head, entries[start : start + every])
-            note = sign_checkpoint(Checkpoint(head.origin, head.size, head.root), KEY)
-            cosigned = note.with_signatures([cosign(note, WITNESS, name, 1800000000)])
-            await store.add_checkpoint(
-                s,
-                head,
-                head.size,
-                head.root,
-                note.render(),
-                cosigned=cosigned.render(),
-                cosigned_at=dt.datetime.now(dt.UTC),
-                key_jwk=json.dumps(KEY.public().to_jwk()),
-            )
+            for start in range(first, min(first + every * 100, len(entries)), every):
+                head, _ = await store.append(s, head, entries[start : start + every])
+                note = sign_checkpoint(Checkpoint(head.origin, head.size, head.root), KEY)
+                cosigned = note.with_signatures([cosign(note, WITNESS, name, 1800000000)])
+                await store.add_checkpoint(
+                    s,
+                    head,
+                    head.size,
+                    head.root,
+                    note.render(),
+                    cosigned=cosigned.render(),
+                    cosigned_at=dt.datetime.now(dt.UTC),
+                    key_jwk=json.dumps(KEY.public().to_jwk()),
+                )
 
 
-def bench_verify(folder: Path, *, count: int, rounds: int) -> None:
-    url = f"sqlite:///{folder / 'export.db'}"
+def _export(folder: Path, entries: list[bytes], every: int) -> tuple[Path, float]:
+    """A complete export of a mirror of ``entries`` checkpointed every ``every``, and the
+    seconds writing it took."""
+    url = f"sqlite:///{folder / f'export-{every}.db'}"
     upgrade(url)
-    path = folder / "export.jsonl"
+    path = folder / f"export-{every}.jsonl"
 
-    async def prepare() -> float:
+    async def write() -> float:
         engine = create_engine(url)
         db = sessions(engine)
-        await _mirror(db, _entries(count))
+        await _mirror(db, entries, every)
         start = time.perf_counter()
         with path.open("wb") as f:
             await write_export(
@@ -250,7 +264,11 @@ def bench_verify(folder: Path, *, count: int, rounds: int) -> None:
         await engine.dispose()
         return time.perf_counter() - start
 
-    exported = asyncio.run(prepare())
+    return path, asyncio.run(write())
+
+
+def bench_verify(folder: Path, *, count: int, rounds: int) -> None:
+    path, exported = _export(folder, _entries(count), 1000)
     size = path.stat().st_size
 
     def parse_only() -> None:
@@ -278,11 +296,64 @@ def bench_verify(folder: Path, *, count: int, rounds: int) -> None:
     print("target: verify_export >= 50,000 entries/s\n")
 
 
+# --- 4. the verifier's memory per checkpoint ------------------------------------------------------
+
+
+def _peak(action: Callable[[], _T]) -> tuple[_T, int]:
+    """What ``action`` returned, and the most memory Python held at once while it ran."""
+    tracemalloc.start()
+    try:
+        result = action()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _held_as_before(count: int) -> dict[str, object]:
+    """``count`` verified checkpoints in the shapes the verifier kept them in before it used
+    flat arrays: roots by size, every size in order, the consistency proofs seen as pairs,
+    and the sizes compared with the entries."""
+    sizes = list(range(2, 2 * count + 1, 2))
+    return {
+        "roots": {size: os.urandom(32) for size in sizes},
+        "sizes": sizes,
+        "proven": set(itertools.pairwise(sizes)),
+        "checked": set(sizes),
+    }
+
+
+def bench_verifier_memory(folder: Path, *, count: int) -> None:
+    entries = _entries(count)
+    few, many = (_export(folder, entries, every)[0] for every in (1000, 2))
+    extra = count // 2 - count // 1000
+    (report_few, peak_few), (report_many, peak_many) = (
+        _peak(functools.partial(verify_export, path)) for path in (few, many)
+    )
+    for report in (report_few, report_many):
+        assert report.ok, report.problems
+    now = (peak_many - peak_few) / extra
+    before = _peak(functools.partial(_held_as_before, extra))[1] / extra
+    print(
+        f"Verifier memory per checkpoint held ({count:,} entries checkpointed every 2 against "
+        f"every 1,000; {extra:,} more checkpoints)"
+    )
+    print(f"{'flat arrays (the verifier)':<34}{now:>9.0f} bytes")
+    print(f"{'dicts and sets, as before':<34}{before:>9.0f} bytes{before / now:>8.1f}x")
+    per_year = 365 * 24 * 3600 // 10
+    print(
+        f"a year checkpointed every 10 s ({per_year:,} checkpoints): "
+        f"{now * per_year / 2**20:,.0f} MiB against {before * per_year / 2**20:,.0f} MiB\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", help="postgresql://... to measure appends and proofs there")
     parser.add_argument("--entries", type=int, default=1_000_000, help="log size for proofs")
     parser.add_argument("--export", type=int, default=200_000, help="entries in the export")
+    parser.add_argument(
+        "--checkpointed", type=int, default=40_000, help="entries of the memory measure"
+    )
     parser.add_argument("--appends", type=int, default=2000, help="appends per round")
     parser.add_argument("--concurrency", type=int, default=100, help="concurrent appenders")
     parser.add_argument("--rounds", type=int, default=5)
@@ -295,6 +366,7 @@ def main() -> None:
         bench_appends(url, appends=args.appends, concurrency=args.concurrency, rounds=args.rounds)
         bench_proofs(url, count=args.entries, rounds=args.rounds, ops=200)
         bench_verify(folder, count=args.export, rounds=args.rounds)
+        bench_verifier_memory(folder, count=args.checkpointed)
 
 
 if __name__ == "__main__":

@@ -186,6 +186,31 @@ def test_checkpoints_after_the_entries_are_not_used(log: tuple[MemoryTree, list[
     ) in report.problems
 
 
+@settings(max_examples=25, deadline=None)
+@given(logs(), st.data())
+def test_every_pair_of_neighbouring_checkpoints_needs_its_own_consistency_proof(
+    log: tuple[MemoryTree, list[int]], data: Any
+) -> None:
+    """Proofs left out are each named; a proof that verifies between checkpoints further
+    apart (as a dishonest exporter could add in their place) stands in for none of them."""
+    tree, sizes = log
+    pairs = list(itertools.pairwise(sizes))
+    dropped = data.draw(st.sets(st.sampled_from(pairs)) if pairs else st.just(set()))
+    lines = [
+        x
+        for x in complete_log(tree, sizes)
+        if x["type"] != "consistency" or (x["size1"], x["size2"]) not in dropped
+    ]
+    if len(sizes) > 2:  # first to last: a proof that verifies, but not between neighbours
+        proof = tree.consistency(sizes[0], sizes[-1])
+        wide = {"size1": sizes[0], "size2": sizes[-1], "proof": [b64encode_hash(h) for h in proof]}
+        lines.insert(1 + len(sizes), {"type": "consistency", "log_id": LOG, **wide})
+    report = verify_sealed(lines)
+    assert report.problems == [
+        f"{LOG}: no consistency proof between sizes {a} and {b}" for a, b in sorted(dropped)
+    ]
+
+
 def test_one_late_checkpoint_leaves_its_entries_uncovered() -> None:
     tree = MemoryTree(entries(8))
     head, cp4, cp8, proof = complete_log(tree, [4, 8])[:4]

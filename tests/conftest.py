@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.db import Sessions, create_engine, create_sync_engine, sessions, upgrade
 from core.web import listening
 from shahrah.models import metadata
+from tests.databases import drop_created, for_this_worker
 
 PG_ENV = "SHAHRAH_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get(PG_ENV) else [])
@@ -42,6 +43,10 @@ def pytest_report_header() -> str:
     return f"database backends: {', '.join(BACKENDS)}"
 
 
+def pytest_sessionfinish() -> None:
+    drop_created()
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite database that each test copies, so migrations run once per session."""
@@ -52,7 +57,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    url = os.environ[PG_ENV]
+    url = for_this_worker(os.environ[PG_ENV])
     engine = create_sync_engine(url)
     try:
         with engine.begin() as conn:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from adapters.legacy.synthetic import Person, make_people
 from adapters.legacy.systems import create_nadra_database
+from tests.databases import for_this_worker
 
 MARIADB_ENV = "SHAHRAH_TEST_MARIADB_URL"
 PG_ENV = "SHAHRAH_TEST_POSTGRES_URL"
@@ -62,9 +63,9 @@ def legacy_sql(
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'nadra.db'}"
     elif request.param == "postgresql":
-        url = os.environ[PG_ENV]
+        url = for_this_worker(os.environ[PG_ENV])
     else:
-        url = os.environ[MARIADB_ENV]
+        url = for_this_worker(os.environ[MARIADB_ENV])
     create_nadra_database(url, people, seed=7)
     try:
         yield url

@@ -241,16 +241,21 @@ async def test_heartbeats_keep_coming_while_changes_stream_without_pause(
     with an access right can file requests) must not silence its heartbeats: the gateway
     would fail closed on a live feed."""
     consent = await harness.active_consent()
-    async with harness.client(cache_trust=0.5, feed_bound=1.0) as client:
+    # The bound is generous so that a machine pausing this process for a second (the suite
+    # runs on every core) does not drop the stream; what is asserted is that heartbeats keep
+    # arriving at all, every 0.1 s here, where before the fix none came while changes did.
+    async with harness.client(cache_trust=0.5, feed_bound=5.0) as client:
         await caught_up(harness, client)
         stop = time.monotonic() + 2.0
-        longest = 0.0
+        heard, since = 0, client.status().seconds_since_heartbeat
         while time.monotonic() < stop:
             await harness.request_consent()  # a change for NADRA's feed, every ~30 ms
-            longest = max(longest, client.status().seconds_since_heartbeat)
+            now = client.status().seconds_since_heartbeat
+            heard += now < since  # a heartbeat arrived since the last look
+            since = now
             await asyncio.sleep(0.02)
         assert client.status().connected
-        assert longest < 1.0, f"no heartbeat for {longest:.2f} s while changes streamed"
+        assert heard >= 5, f"{heard} heartbeats in 2 s of streamed changes (one due each 0.1 s)"
         await client.decide(query(consent["id"]))  # not failing closed
 
 

@@ -164,9 +164,10 @@ class _Roots:
         i = bisect_left(self.sizes, size)
         return self.sizes[i - 1] if i else 0
 
-    def after(self, size: int) -> list[int]:
-        """The verified sizes above ``size`` (a slice: the caller names the first and last)."""
-        return list(self.sizes[bisect_right(self.sizes, size) :])
+    def span_after(self, size: int) -> tuple[int, int] | None:
+        """The first and last verified sizes above ``size``, if any."""
+        i = bisect_right(self.sizes, size)
+        return (self.sizes[i], self.sizes[-1]) if i < len(self.sizes) else None
 
     def proven(self, size1: int, size2: int) -> None:
         """A consistency proof verified between these two; only neighbours' proofs count."""
@@ -556,17 +557,17 @@ class _Verifier:
                 f"covers it (the newest verified size is {newest})"
             )
         if log.broken_at is not None:
-            unchecked = log.roots.after(log.broken_at)
+            unchecked = log.roots.span_after(log.broken_at)
             if unchecked:
                 self.problem(
-                    f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[-1]} could "
+                    f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[1]} could "
                     "not be checked against the entries"
                 )
             return
-        unchecked = list(log.roots.sizes[log.next_root :])
-        if unchecked:
+        if log.next_root < len(log.roots):
+            first, last = log.roots.sizes[log.next_root], log.roots.sizes[-1]
             self.problem(
-                f"{log.log_id}: checkpoints at sizes {unchecked[0]}..{unchecked[-1]} were never "
+                f"{log.log_id}: checkpoints at sizes {first}..{last} were never "
                 "compared with the entries"
             )
 

@@ -242,9 +242,10 @@ async def _mirror(db: Sessions, entries: list[bytes], every: int = 1000) -> None
 def _export(folder: Path, entries: list[bytes], every: int) -> tuple[Path, float]:
     """A complete export of a mirror of ``entries`` checkpointed every ``every``, and the
     seconds writing it took."""
-    url = f"sqlite:///{folder / f'export-{every}.db'}"
+    name = f"export-{len(entries)}-every-{every}"  # a log of its own, never one built before
+    url = f"sqlite:///{folder / f'{name}.db'}"
     upgrade(url)
-    path = folder / f"export-{every}.jsonl"
+    path = folder / f"{name}.jsonl"
 
     async def write() -> float:
         engine = create_engine(url)

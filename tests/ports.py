@@ -9,7 +9,10 @@ import socket
 def free_base(span: int = 40) -> int:
     """A base port whose next ``span`` ports are free now (the federation uses P..P+31)."""
     for _ in range(50):
-        base = random.randrange(20000, 60000, 100)
+        # Below Linux's ephemeral range (32768-60999), which the kernel hands out to every
+        # socket bound to port 0 and every outgoing connection, the suite's other workers'
+        # included: a range found free here stays free until the federation binds it.
+        base = random.randrange(10000, 32000, 100)
         sockets = []
         try:
             for port in range(base, base + span):

@@ -143,12 +143,8 @@ async def consume(gw: Gateway, request: web.Request) -> web.StreamResponse:
             gw, e, local, subject, sending.env, sending.token, body, started, service_label
         )
     except Exception:
-        # The service, never the path: a path can hold a CNIC.
-        log.exception(
-            "consumer pipeline failed on %s/%s",
-            local.provider if local else "-",
-            local.service_code if local else "-",
-        )
+        # The label, never the path nor an unregistered service code: either can hold a CNIC.
+        log.exception("consumer pipeline failed on %s", service_label)
         return await _refuse(
             gw,
             InternalError("internal error in the consumer gateway"),

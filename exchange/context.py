@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from adapters.base import Backend
 from audit.events import AuditEvent
@@ -205,6 +206,10 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
             body = await read_up_to(request.content, limit + 1)
     except TimeoutError as e:
         raise BadRequestError(f"request body did not arrive within {seconds:g} s") from e
+    except (HttpProcessingError, ConnectionResetError) as e:
+        # Shorter than its Content-Length, a malformed chunk, or the caller hung up: the
+        # caller's fault, not the gateway's, and no part of such a body goes anywhere.
+        raise BadRequestError("request body was cut short or malformed") from e
     if len(body) > limit:
         raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
     return body

@@ -19,8 +19,9 @@ __all__ = [
 ]
 
 #: The shape of an X-Road error type (PR-REST's CamelCase fault codes, dot-separated), as a
-#: provider gateway may name one in its signed refusal.
-ERROR_TYPE = re.compile(r"(?:Client|Server)(?:\.[A-Za-z][A-Za-z0-9]{0,63}){1,4}")
+#: provider gateway may name one in its signed refusal; at most 255 characters, as the audit
+#: record that keeps it.
+ERROR_TYPE = re.compile(r"(?=.{1,255}\Z)(?:Client|Server)(?:\.[A-Za-z][A-Za-z0-9]{0,63}){1,4}")
 
 
 class ProviderNetworkError(ServerProxyError):

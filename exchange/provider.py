@@ -49,6 +49,7 @@ from exchange.metadata import CONTENT_TYPE as METADATA_TYPE
 from exchange.metadata import answer_metaservice
 from exchange.r1 import (
     ERROR_HEADER,
+    check_request,
     check_target,
     forwardable_headers,
     is_forwardable,
@@ -99,7 +100,12 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
         view.require_active_client(env.client)
         if env.service.provider not in own.clients:
             raise UnknownServiceError(f"{env.service.provider} is not served by gateway {gw.id}")
-        metaservice = env.service.service_code in METASERVICES and env.service not in view.services
+        # A metaservice has no version: with one, it is a service, and must be registered.
+        metaservice = (
+            env.service.version is None
+            and env.service.service_code in METASERVICES
+            and env.service not in view.services
+        )
         info = None if metaservice else view.service(env.service)
         # Only a registered service (or a metaservice of a subsystem served here) names a
         # metric series: a signed envelope may name any service code, which could hold a CNIC.
@@ -141,7 +147,9 @@ async def provide(gw: Gateway, request: web.Request) -> web.StreamResponse:
             gw, e, request.method, env, token, body, permit, started, service_label
         )
     except Exception:
-        log.exception("provider pipeline failed on %s", env.service if env else "-")
+        # The label, not the envelope's service: a signed envelope may name any service
+        # code, which could hold a CNIC; the label names only a registered one.
+        log.exception("provider pipeline failed on %s", service_label)
         error = InternalError("internal error in the provider gateway")
         return await _refuse(
             gw, error, request.method, env, token, body, permit, started, service_label
@@ -179,6 +187,7 @@ def _check_described(env: RequestEnvelope) -> None:
     """What the envelope describes must be a request a consumer gateway could have let
     through: its member signs it, but the backend is handed its path, query and headers."""
     check_target(env.path, env.query)
+    check_request(env.method, env.headers)
     # None of the signed headers may be one a gateway filters or sets itself (Host,
     # Transfer-Encoding, X-Road-Client, Shahrah-Data-Subject, ...).
     unforwardable = sorted(name for name in env.headers if not is_forwardable(name))

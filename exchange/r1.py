@@ -18,9 +18,9 @@ import json
 import re
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 from xml.etree import ElementTree as ET
 
@@ -45,6 +45,7 @@ __all__ = [
     "ERROR_HEADER",
     "PURPOSE",
     "LocalRequest",
+    "check_request",
     "check_target",
     "error_format_middleware",
     "error_media_type",
@@ -130,12 +131,16 @@ _NOT_FORWARDED = HOP_BY_HOP | GATEWAY_SET | ROUTING_OVERRIDES
 #: X-Road-UserId, -Issue and -Represented-Party, which the consumer gateway adds.
 MAX_HEADERS = envelope.MAX_HEADERS - 3
 _METHOD = re.compile(r"[A-Z]{3,7}")
+#: Methods no gateway passes on: TRACE has a backend echo the request, headers and all, to
+#: whoever can make a browser send one; CONNECT would make a backend a tunnel.
+_NOT_PASSED_ON = frozenset({"TRACE", "CONNECT"})
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 _PRINTABLE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _BAD_QUERY_CHARS = re.compile(r"[\x00-\x20\x7f#]")
+_MALFORMED_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 #: What backends that trim a segment drop from its ends: controls and space, as Java's
 #: ``String.trim`` does (Unicode white space too, by ``str.strip``).
 _TRIMMED = "".join(chr(c) for c in range(0x21))
@@ -195,7 +200,7 @@ def _segments(raw_path: str) -> list[str]:
             raise BadRequestError("request path segment contains a forbidden character")
         if seg == "" and i != len(segments) - 1:
             raise BadRequestError("request path contains an empty segment ('//')")
-        if re.search(r"%(?![0-9A-Fa-f]{2})", seg):
+        if _MALFORMED_PERCENT.search(seg):
             raise BadRequestError("request path has a malformed percent-encoding")
     return segments
 
@@ -257,8 +262,32 @@ def check_target(path: str, query: str) -> None:
     if not path.isascii() or not query.isascii():
         raise BadRequestError("request URI is not ASCII (percent-encode it)")
     _segments(path)
+    _check_query(query)
+
+
+def _check_query(query: str) -> None:
+    """The query is passed on as sent (PR-REST 4.5), but only if it is a URI's query."""
     if _BAD_QUERY_CHARS.search(query):
         raise BadRequestError("request query contains a space, control character or '#'")
+    if _MALFORMED_PERCENT.search(query):
+        raise BadRequestError("request query has a malformed percent-encoding")
+
+
+def check_request(method: str, headers: Mapping[str, str]) -> None:
+    """A request's method and body encoding, held to what both gateways pass on: the
+    consumer for its local system, the provider for what a signed envelope describes.
+
+    A body is taken as sent and compared with its signed digest, and checked against the
+    service's schema: so it must come uncompressed (``Content-Encoding`` identity, or none).
+    """
+    if _METHOD.fullmatch(method) is None or method in _NOT_PASSED_ON:
+        raise BadRequestError(f"method {method} is not supported")
+    for name, value in headers.items():
+        if name.lower() == "content-encoding" and value.strip().lower() not in ("", "identity"):
+            raise BadRequestError(
+                "request bodies are taken uncompressed: send no Content-Encoding but identity",
+                detail={"header": "Content-Encoding"},
+            )
 
 
 def parse_local(request: web.Request) -> LocalRequest:
@@ -266,9 +295,9 @@ def parse_local(request: web.Request) -> LocalRequest:
     url = request.rel_url
     if len(url.raw_path) + len(url.raw_query_string) > MAX_URI:
         raise BadRequestError(f"request URI is longer than {MAX_URI} characters")
-    if _METHOD.fullmatch(request.method) is None:
-        raise BadRequestError(f"method {request.method} is not supported")
+    check_request(request.method, request.headers)
     segments = _segments(url.raw_path)
+    _check_query(url.raw_query_string)
     if not segments or segments[0] != PROTOCOL:
         raise BadRequestError(
             f"unsupported protocol: the path must start with /{PROTOCOL}/ (X-Road REST protocol r1)"
@@ -289,7 +318,7 @@ def parse_local(request: web.Request) -> LocalRequest:
     clients = headers.getall("X-Road-Client", [])
     if not clients:
         raise InvalidClientIdentifierError("header X-Road-Client is required")
-    client = _last_client(clients[-1])
+    client = _last_identifier(clients[-1], ClientId.parse)
 
     # Blank counts as absent, as in X-Road (a client template may send it empty); repeated,
     # the last one counts.
@@ -297,7 +326,8 @@ def parse_local(request: web.Request) -> LocalRequest:
     given = _header(headers, "X-Road-Id", _PRINTABLE) if ids and ids[-1].strip() else None
     message_id = given or str(uuid.uuid4())
     # Percent-encoded parts, as in X-Road-Client; repeated, the last one counts, as there.
-    server = _header(headers, "X-Road-Security-Server", _PRINTABLE)
+    servers = headers.getall("X-Road-Security-Server", [])
+    security_server = _last_identifier(servers[-1], GatewayId.parse) if servers else None
     subject_text = _header(headers, DATA_SUBJECT, re.compile(r".{1,64}"), once=True)
     subject = Cnic.from_user_id(subject_text) if subject_text is not None else None
     forwarded = forwardable_headers(headers)
@@ -310,7 +340,7 @@ def parse_local(request: web.Request) -> LocalRequest:
         query=request.rel_url.raw_query_string,
         method=request.method,
         message_id=message_id,
-        security_server=GatewayId.parse(server, encoded=True) if server is not None else None,
+        security_server=security_server,
         user_id=_header(headers, "X-Road-UserId", _PRINTABLE),
         issue=_header(headers, "X-Road-Issue", _PRINTABLE),
         represented_party=_header(headers, "X-Road-Represented-Party", _PRINTABLE),
@@ -340,30 +370,32 @@ def _check_sizes(headers: Mapping[str, str]) -> None:
         )
 
 
-#: The longest X-Road-Client an identifier can be: four parts, each percent-encoded (three
-#: characters a byte at worst), and the slashes between them.
-_MAX_CLIENT_TEXT = 4 * 3 * MAX_PART_LENGTH + 3
+#: The longest identifier header value (X-Road-Client, X-Road-Security-Server): four parts,
+#: each percent-encoded (three characters a byte at worst), and the slashes between them.
+_MAX_ID_TEXT = 4 * 3 * MAX_PART_LENGTH + 3
 #: Tails of a folded line tried at most: each is one identifier's parse, so a line of many
 #: commas costs no more than a few.
 _FOLD_TRIES = 16
+_Id = TypeVar("_Id", ClientId, GatewayId)
 
 
-def _last_client(value: str) -> ClientId:
-    """PR-REST: if X-Road-Client is repeated, the last one wins, also when a proxy on the
-    way folded the repeats into one comma-separated line (RFC 9110 5.3). A comma may stand
-    in a code, so the line is one identifier if it reads as one; otherwise the last is the
-    shortest tail after a comma that does (of the few an identifier's length allows)."""
+def _last_identifier(value: str, parse: Callable[..., _Id]) -> _Id:
+    """PR-REST: if X-Road-Client (or X-Road-Security-Server) is repeated, the last one wins,
+    also when a proxy on the way folded the repeats into one comma-separated line (RFC 9110
+    5.3). A comma may stand in a code, so the line is one identifier if it reads as one;
+    otherwise the last is the shortest tail after a comma that does (of the few an
+    identifier's length allows)."""
     try:
-        return ClientId.parse(value.strip(), encoded=True)
+        return parse(value.strip(), encoded=True)
     except ShahrahError as e:
         refusal = e
     end = len(value)
     for _ in range(_FOLD_TRIES):
         comma = value.rfind(",", 0, end)
-        if comma < 0 or len(value) - comma - 1 > _MAX_CLIENT_TEXT:
+        if comma < 0 or len(value) - comma - 1 > _MAX_ID_TEXT:
             break
         try:
-            return ClientId.parse(value[comma + 1 :].strip(), encoded=True)
+            return parse(value[comma + 1 :].strip(), encoded=True)
         except ShahrahError:
             end = comma
     raise refusal

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
+import json
 import logging
 import unicodedata
 from collections.abc import AsyncIterator
@@ -30,8 +32,16 @@ from exchange.envelope import MAX_TEXT
 from exchange.passthrough import HttpBackend
 from exchange.provider import service_path
 from exchange.r1 import check_target
-from tests.exchange.harness import ECHO, LMC, PERSON_EXAMPLE, PLRA_LAND, RECORDS, Federation
-from tests.exchange.test_refusals import ECHO_PATH, _envelope, _error, _raw
+from tests.exchange.harness import (
+    ECHO,
+    LMC,
+    LMC_TAX,
+    PERSON_EXAMPLE,
+    PLRA_LAND,
+    RECORDS,
+    Federation,
+)
+from tests.exchange.test_refusals import ECHO_PATH, _envelope, _error, _raw, wire
 
 
 async def _send(
@@ -398,3 +408,148 @@ async def test_a_backend_answer_outside_its_schema_leaks_none_of_its_values(
         assert "secret-value" not in caplog.text
     finally:
         await nadra.backends[RECORDS].close()
+
+
+# --- bodies, methods and targets no gateway passes on -------------------------------------------
+
+
+def _no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    """A caller's fault is a refusal, logged as one: never an error with a traceback."""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        gzip.compress(b'{"a": 1}'),
+        gzip.compress(gzip.compress(b'{"a": 1}')),
+        b"not gzip at all",
+    ],
+    ids=["gzip", "gzip twice", "not gzip"],
+)
+async def test_a_compressed_request_body_is_refused_not_inflated(
+    fed: Federation, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    """A body is compared with its signed digest and checked against its service's schema
+    as it came; inflated on the way it was a crash (not gzip), a false charge of tampering
+    (inflated twice) or a 500 from the provider (inflated by each gateway)."""
+    resp = await fed.call(
+        "lmc", "POST", ECHO_PATH + "/public/a", headers={"Content-Encoding": "gzip"}, data=body
+    )
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (400, "Client.BadRequest")
+    assert "request bodies are taken uncompressed" in message
+    # A signed envelope describing one is refused by the provider the same way.
+    headers = {"content-encoding": "gzip"}
+    env = _envelope(
+        fed,
+        method="POST",
+        headers=headers,
+        body_sha256=env_.body_digest(body),
+        body_length=len(body),
+    )
+    resp = await _raw(fed, env_.seal(env, fed.member_keys[LMC]), body=body, method="POST")
+    assert (await _error(resp))[:2] == (400, "Client.BadRequest")
+    assert fed.backend.seen == []
+    _no_tracebacks(caplog)
+
+
+async def test_an_unsigned_content_encoding_on_the_hop_changes_nothing(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Between gateways the body is the signed bytes whatever a hop header says: the
+    provider does not inflate it, so it matches its digest and reaches the backend as sent."""
+    body = b'{"a": 1}'
+    env = _envelope(fed, method="POST", body_sha256=env_.body_digest(body), body_length=len(body))
+    nadra, tls = fed.nodes["nadra"], fed.nodes["lmc"].tls
+    ctx = client_context(tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode())
+    resp = await fed.http.post(
+        URL(nadra.remote_url + service_path(ECHO) + "/x", encoded=True),
+        headers={
+            env_.ENVELOPE_HEADER: env_.seal(env, fed.member_keys[LMC]),
+            "Content-Encoding": "gzip",
+        },
+        data=body,
+        ssl=ctx,
+    )
+    assert resp.status == 200, await resp.text()
+    assert fed.backend.bodies == [body]
+    _no_tracebacks(caplog)
+
+
+async def test_a_body_cut_short_is_the_callers_error(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = URL(fed.nodes["lmc"].local_url).port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"POST {ECHO_PATH}/public/a HTTP/1.1\r\nHost: gw\r\nX-Road-Client: {LMC_TAX}\r\n"
+            "Content-Length: 100\r\n\r\n0123456789".encode()
+        )
+        await writer.drain()
+        writer.write_eof()  # the caller gives up after 10 of the 100 bytes it announced
+        head, _, text = (await asyncio.wait_for(reader.read(), 10)).partition(b"\r\n\r\n")
+    finally:
+        writer.close()
+    # The caller has gone, and is answered (if at all) with a refusal; the record says so.
+    assert head == b"" or head.split(b" ", 2)[1] == b"400", head
+    assert text == b"" or json.loads(text)["type"] == "Client.BadRequest"
+    # The connection may end before the refusal is recorded: wait (up to 10 s) for the record.
+    for _ in range(200):
+        if events := await fed.events("lmc"):
+            break
+        await asyncio.sleep(0.05)
+    assert [(e.outcome, e.error_type) for e in events] == [("denied", "Client.BadRequest")]
+    assert fed.backend.seen == []
+    _no_tracebacks(caplog)
+
+
+@pytest.mark.parametrize("node", ["lmc", "nadra"])
+@pytest.mark.parametrize(
+    ("request_line", "status", "kind"),
+    [
+        (f"CONNECT {ECHO_PATH}/public/a", 400, "Client.BadRequest"),
+        ("CONNECT nadra.gov.pk:443", 400, "Client.BadRequest"),
+        (f"TRACE {ECHO_PATH}/public/a", 400, "Client.BadRequest"),
+        ("OPTIONS *", 404, "Client.NotFound"),
+    ],
+)
+async def test_requests_no_route_takes_are_answered_in_r1_words_on_both_listeners(
+    fed: Federation, node: str, request_line: str, status: int, kind: str
+) -> None:
+    head, body = await wire(
+        fed,
+        node,
+        f"{request_line} HTTP/1.1\r\nHost: gw\r\nX-Road-Client: {LMC_TAX}\r\n"
+        "Connection: close\r\n\r\n",
+    )
+    assert head.split(b" ", 2)[1] == str(status).encode()
+    assert f"\r\nX-Road-Error: {kind}".encode() in head
+    assert json.loads(body)["type"] == kind
+    assert fed.backend.seen == []
+
+
+async def test_a_query_with_a_malformed_percent_encoding_is_refused(fed: Federation) -> None:
+    """The query is passed on as sent (PR-REST 4.5), but only if it is a URI's query."""
+    resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a?q=%zz")
+    status, kind, message = await _error(resp)
+    assert (status, kind) == (400, "Client.BadRequest")
+    assert "malformed percent-encoding" in message
+    with pytest.raises(BadRequestError, match="malformed percent-encoding"):
+        check_target("/public/a", "q=100%")
+    # Well formed, it goes as sent, encoded control characters and all.
+    assert (await fed.call("lmc", "GET", ECHO_PATH + "/public/a?q=a%0Ab&r=%FF")).status == 200
+    assert fed.backend.seen[-1].raw_path.endswith("?q=a%0Ab&r=%FF")
+
+
+async def test_a_metaservice_named_with_a_version_is_no_metaservice(fed: Federation) -> None:
+    """A metaservice has no version; with one, the envelope names a service, which must be
+    registered. Before, it was answered, and its version became a metric label."""
+    version = "35202-1234567-1"
+    sid = ECHO.provider.service("listMethods", version)
+    token = env_.seal(_envelope(fed, service=sid, path=""), fed.member_keys[LMC])
+    resp = await _raw(fed, token, service=sid, path="")
+    assert (await _error(resp))[:2] == (500, "Server.ServerProxy.UnknownService")
+    metrics = await (await fed.http.get(fed.nodes["nadra"].local_url + "/metrics")).text()
+    assert version not in metrics

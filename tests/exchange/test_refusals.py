@@ -229,6 +229,10 @@ async def test_a_security_server_the_provider_cannot_be_reached_at_is_refused(
     ("method", "headers", "message"),
     [
         ("PROPFIND", {}, "method PROPFIND is not supported"),
+        # A backend would echo the request, headers and all, to whoever made a browser ask.
+        ("TRACE", {}, "method TRACE is not supported"),
+        # A body is checked as sent (its digest, its schema), never inflated first.
+        ("POST", {"Content-Encoding": "gzip"}, "request bodies are taken uncompressed"),
         (
             "GET",
             {f"X-Extra-{i}": "v" for i in range(MAX_HEADERS + 1)},
@@ -248,12 +252,9 @@ async def test_requests_an_envelope_cannot_describe_are_the_callers_error(
     assert await fed.events("nadra") == []
 
 
-@pytest.mark.parametrize("node", ["lmc", "nadra"])
-async def test_what_the_http_parser_refuses_is_an_r1_error_on_both_listeners(
-    fed: Federation, node: str
-) -> None:
-    """Below the r1 parser too: a non-ASCII path, to the local listener and (over mutual TLS)
-    to the remote one, is refused as X-Road refuses, and reaches nothing."""
+async def wire(fed: Federation, node: str, request: str) -> tuple[bytes, bytes]:
+    """Send ``request`` as written to LMC's local listener (``node`` "lmc") or, over LMC's
+    pinned mutual TLS, to NADRA's remote one ("nadra"); the answer's head and body."""
     if node == "lmc":
         url, ssl_context = fed.nodes["lmc"].local_url, None
     else:
@@ -262,13 +263,23 @@ async def test_what_the_http_parser_refuses_is_an_r1_error_on_both_listeners(
         ssl_context = client_context(
             tls.cert, tls.key, nadra.cert.public_bytes(Encoding.PEM).decode()
         )
-    port = URL(url).port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl_context)
+    reader, writer = await asyncio.open_connection("127.0.0.1", URL(url).port, ssl=ssl_context)
     try:
-        writer.write(f"GET {ECHO_PATH}/public/\u00e9 HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
+        writer.write(request.encode())
         head, _, body = (await asyncio.wait_for(reader.read(), 10)).partition(b"\r\n\r\n")
     finally:
         writer.close()
+    return head, body
+
+
+@pytest.mark.parametrize("node", ["lmc", "nadra"])
+async def test_what_the_http_parser_refuses_is_an_r1_error_on_both_listeners(
+    fed: Federation, node: str
+) -> None:
+    """Below the r1 parser too: a non-ASCII path, to the local listener and (over mutual TLS)
+    to the remote one, is refused as X-Road refuses, and reaches nothing."""
+    request = f"GET {ECHO_PATH}/public/\u00e9 HTTP/1.1\r\nHost: gw\r\n\r\n"
+    head, body = await wire(fed, node, request)
     assert head.split(b" ", 2)[1] == b"400"
     assert b"\r\nX-Road-Error: Client.BadRequest" in head
     assert json.loads(body)["type"] == "Client.BadRequest"
@@ -355,17 +366,25 @@ async def test_only_a_real_refusal_may_be_dated_outside_the_window(
     assert (await _error(denied))[1] == "Server.ServerProxy.ConsentDenied"
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "Server.ServerProxy." + "x" * 70,  # a part longer than any X-Road type's
+        "Server" + ("." + "A" * 64) * 4,  # each part well formed, 266 characters in all
+    ],
+)
 async def test_a_refusal_type_that_is_no_x_road_error_type_is_refused(
-    fed: Federation, monkeypatch: pytest.MonkeyPatch
+    fed: Federation, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """The provider's signed error type reaches the local system, the audit record and the
-    metrics: it must at least have the shape of one."""
-    provider_signs_error_type(monkeypatch, "Server.ServerProxy." + "x" * 70)
+    """The provider's signed error type reaches the local system, the audit record (255
+    characters at most) and the metrics: it must at least have the shape of one."""
+    provider_signs_error_type(monkeypatch, kind)
     resp = await fed.call("lmc", "GET", ECHO_PATH + "/public/a")
-    status, kind, message = await _error(resp)
-    assert (status, kind) == (500, "Server.ClientProxy.InvalidSignature")
+    status, got, message = await _error(resp)
+    assert (status, got) == (500, "Server.ClientProxy.InvalidSignature")
     assert "names something other than an X-Road error type" in message
-    assert "xxx" not in message
+    assert kind[-10:] not in message
+    assert (await fed.events("lmc"))[-1].error_type == "Server.ClientProxy.InvalidSignature"
 
 
 async def test_a_provider_answer_signed_by_the_wrong_key_is_refused(fed: Federation) -> None:
@@ -858,3 +877,10 @@ async def test_x_road_security_server_picks_the_provider_gateway(
     assert resp.status == 200, await resp.text()
     assert len(fed.backend.seen) == 1
     assert "X-Road-Security-Server" not in fed.backend.seen[-1].headers
+    # Folded into one line by a proxy on the way, the last one counts too.
+    folded = f"{decoy.id}, PK/FED/NADRA/gw1"
+    resp = await fed.call(
+        "lmc", "GET", ECHO_PATH + "/public/c", headers={"X-Road-Security-Server": folded}
+    )
+    assert resp.status == 200, await resp.text()
+    assert len(fed.backend.seen) == 2

@@ -55,7 +55,7 @@ from core.errors import (
     ShahrahError,
     TooManyRequestsError,
 )
-from core.web import read_up_to
+from core.web import read_up_to, refuse_nul
 
 __all__ = [
     "CSP",
@@ -278,9 +278,11 @@ def safe_next(value: str | None, prefix: str, default: str) -> str:
     """A local path inside the console to go back to after sign-in, or ``default``.
 
     Anything that could leave the site (a scheme, a host, ``//``, a backslash)
-    or the console is replaced by the default.
+    or the console is replaced by the default; so is one with a control character, which
+    ``urlsplit`` would quietly drop (CR, LF, tab) before the checks, and which would then
+    break the ``Location`` header it goes into.
     """
-    if not value or len(value) > 2048:
+    if not value or len(value) > 2048 or any(c < " " or c == "\x7f" for c in value):
         return default
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or "\\" in value or value.startswith("//"):
@@ -506,6 +508,7 @@ class Console:
             )
         except (UnicodeDecodeError, LookupError) as e:
             raise BadRequestError("the form is not valid text") from e
+        refuse_nul(request, pairs)
         return MultiDictProxy(MultiDict(pairs))
 
     def _guard(self, handler: Page, auth: bool) -> Route:
@@ -513,6 +516,7 @@ class Console:
             session, known = self._session(request)
             ctx = PageContext(request, self, self._language(request), session)
             try:
+                refuse_nul(request)
                 if request.method == "POST":
                     await self._check_post(request, ctx, known)
                 if auth and ctx.principal is not None and not await self._still_valid(ctx):

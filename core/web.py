@@ -384,6 +384,27 @@ def parse_json(data: bytes | str) -> Any:
     return value
 
 
+def refuse_nul(request: web.Request, value: Any = None) -> None:
+    """Refuse NUL (U+0000) in the request's path parameters and query, and in any string of
+    ``value`` (a parsed body or form): PostgreSQL's text cannot hold it, so a stored field
+    with one failed as an internal error there and was kept on SQLite. No identifier,
+    name, notice or schema of these APIs has a use for it."""
+    texts: list[Any] = [*request.match_info.values(), *request.query.keys()]
+    texts.extend(request.query.values())
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict):
+            texts.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    if any("\x00" in text for text in texts):
+        raise BadRequestError("text may not contain NUL (U+0000)")
+
+
 def _location(loc: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in loc) or "(body)"
 
@@ -689,10 +710,12 @@ def _bind(op: Operation, authenticate: Callable[[web.Request], Awaitable[Any]] |
         kwargs: dict[str, Any] = {}
         if authenticate is not None:
             kwargs["principal"] = await authenticate(request)
+        body = await read_json(request) if op.body is not None else None
+        refuse_nul(request, body)
         if op.query is not None:
             kwargs["query"] = parse_model(op.query, dict(request.query), where="query")
         if op.body is not None:
-            kwargs["body"] = parse_model(op.body, await read_json(request))
+            kwargs["body"] = parse_model(op.body, body)
         result = await op.handler(request, **kwargs)
         if isinstance(result, web.StreamResponse):
             return result

@@ -135,6 +135,8 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
     ("zero use limit", {"use_limit": 0}, 400, "use_limit"),
     ("bad frequency", {"frequency": {"max": 5, "per": "fortnight"}}, 400, "frequency"),
     ("extra field", {"colour": "blue"}, 400, "colour"),
+    # PostgreSQL's text cannot hold NUL: it was an internal error there, and kept on SQLite.
+    ("NUL in the notice", {"notice": "see\u0000here"}, 400, "NUL"),
 ]
 
 
@@ -148,6 +150,14 @@ async def test_bad_requests_are_refused_precisely_and_change_nothing(
     assert words in body["message"], (case, body["message"])
     assert await _counts(harness) == before
     assert await harness.log_entries() == []
+
+
+@pytest.mark.parametrize("path", ["/v1/consents/cns-a%00b", "/v1/consents?after=a%00b"])
+async def test_nul_in_a_path_or_query_is_refused_on_every_database(
+    harness: Harness, path: str
+) -> None:
+    got, body = await harness.member("GET", path)
+    assert (got, body["message"]) == (400, "text may not contain NUL (U+0000)")
 
 
 async def test_a_consumer_without_an_access_right_cannot_ask(harness: Harness) -> None:

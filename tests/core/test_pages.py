@@ -68,6 +68,20 @@ async def test_a_post_without_the_csrf_token_changes_nothing(
     assert notes == ["kept"]
 
 
+async def test_nul_in_a_form_or_query_is_refused_and_changes_nothing(
+    site: tuple[PageClient, list[str]],
+) -> None:
+    """PostgreSQL's text cannot hold NUL: a note with one was an internal error there."""
+    client = await signed_in(site)
+    _, notes = site
+    token = (await client.get("/kit/")).csrf
+    refused = await client.post("/kit/", {"csrf": token, "note": "a\x00b"})
+    assert refused.status == 400
+    assert "NUL" in refused.visible
+    assert (await client.get("/kit/?q=a%00b")).status == 400
+    assert notes == []
+
+
 async def test_a_post_from_another_origin_changes_nothing(
     site: tuple[PageClient, list[str]],
 ) -> None:
@@ -276,11 +290,22 @@ def test_next_never_leaves_the_console(value: str) -> None:
     target = safe_next(value, "/kit", "/kit/")
     assert target == "/kit/" or (target.startswith("/kit") and not target.startswith("//"))
     assert "\\" not in target
+    # It goes into a Location header: a control character there broke the response.
+    assert not any(c < " " or c == "\x7f" for c in target)
 
 
 @pytest.mark.parametrize(
     "value",
-    ["https://evil.example/kit/", "//evil.example/kit", "/kit\\..", "/other", "/kitchen", ""],
+    [
+        "https://evil.example/kit/",
+        "//evil.example/kit",
+        "/kit\\..",
+        "/other",
+        "/kitchen",
+        "",
+        "/kit/\r\nSet-Cookie: x=1",
+        "/kit/a\tb",
+    ],
 )
 def test_next_refuses_known_escapes(value: str) -> None:
     assert safe_next(value, "/kit", "/kit/") == "/kit/"

@@ -248,19 +248,21 @@ async def feed_stream(
         if re.fullmatch(r"[0-9]{1,18}", last_id) is None:  # str.isdigit takes '²'; int does not
             raise BadRequestError("Last-Event-ID must be a change number")
         after = int(last_id)
-    state.metrics.subscribers.inc()
-    try:
-        return await feed.stream(
-            request,
-            state.hub,
-            state.key,
-            member=str(principal.member),
-            nonce=query.stream,
-            after=after,
-            heartbeat=state.heartbeat,
-        )
-    finally:
-        state.metrics.subscribers.dec()
+    member = str(principal.member)
+    with state.hub.stream_slot(member):  # before the answer starts: refused with a 429
+        state.metrics.subscribers.inc()
+        try:
+            return await feed.stream(
+                request,
+                state.hub,
+                state.key,
+                member=member,
+                nonce=query.stream,
+                after=after,
+                heartbeat=state.heartbeat,
+            )
+        finally:
+            state.metrics.subscribers.dec()
 
 
 @api.route(

@@ -57,6 +57,11 @@ class _Cached:
     grant: _Grant
     answers_from: dt.datetime  # consent.rules.cache_window
     answers_until: dt.datetime
+    # The same end on this process's monotonic clock: the time the consent had left by the
+    # service's clock when it answered, counted from before the question left. A gateway
+    # whose wall clock falls behind (within the envelope's freshness window) would otherwise
+    # keep answering from a permit whose consent has expired.
+    lasts_until: float
 
 
 @dataclass(eq=False)
@@ -87,11 +92,14 @@ class PermitCache:
     def __len__(self) -> int:
         return len(self._permits)
 
-    def hit(self, key: CacheKey, at: dt.datetime, as_of: float) -> Permit | None:
-        """The kept permit for ``key`` if it may answer at gateway time ``at``; the feed has
-        delivered every change made before ``as_of`` (``Permit.as_of``)."""
+    def hit(self, key: CacheKey, at: dt.datetime, as_of: float, now: float) -> Permit | None:
+        """The kept permit for ``key`` if it may answer at gateway time ``at`` and monotonic
+        time ``now``; the feed has delivered every change made before ``as_of``
+        (``Permit.as_of``)."""
         kept = self._permits.get(key)
         if kept is None or not kept.answers_from <= at < kept.answers_until:
+            return None
+        if now >= kept.lasts_until:
             return None
         self._permits.move_to_end(key)
         return kept.grant.permit(self._generation, as_of)
@@ -111,7 +119,7 @@ class PermitCache:
 
     def keep(self, key: CacheKey, watch: Watch, answer: DecisionAnswer, as_of: float) -> Permit:
         """The permit a verified ``answer`` gives, kept if it may be and nothing was heard
-        about its consent while it was asked (sent at ``as_of``: ``Permit.as_of``)."""
+        about its consent while it was asked (sent at ``as_of``, monotonic: ``Permit.as_of``)."""
         assert answer.legal_basis is not None
         assert answer.subject_pseudonym is not None
         grant = _Grant(
@@ -127,7 +135,10 @@ class PermitCache:
             and answer.expires_at is not None
             and self._size > 0
         ):
-            self._permits[key] = _Cached(grant, *cache_window(answer.valid_from, answer.expires_at))
+            left = (answer.expires_at - answer.issued_at).total_seconds()
+            self._permits[key] = _Cached(
+                grant, *cache_window(answer.valid_from, answer.expires_at), as_of + left
+            )
             self._permits.move_to_end(key)
             self._by_consent.setdefault(answer.consent_id, set()).add(key)
             while len(self._permits) > self._size:

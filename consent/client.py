@@ -266,7 +266,7 @@ class ConsentClient:
             raise self._feed_lost(query.consent_id, now)
         key = (query.consent_id, query.subject, query.consumer, query.service, query.purpose)
         if now < self._trust.until:
-            hit = self._cache.hit(key, query.at, self._trust.heard_before())
+            hit = self._cache.hit(key, query.at, self._trust.heard_before(), now)
             if hit is not None:
                 self.counters.hits += 1
                 return hit

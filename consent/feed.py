@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,6 +33,7 @@ from consent import sse, store
 from consent.messages import FEED_TYP, FeedMessage
 from core import jws
 from core.db import Sessions, transaction, utcnow
+from core.errors import TooManyRequestsError
 from core.keys import PrivateKey
 
 __all__ = ["FeedHub", "stream"]
@@ -39,6 +41,8 @@ __all__ = ["FeedHub", "stream"]
 log = logging.getLogger(__name__)
 
 QUEUE = 10_000  # changes a slow stream may lag before it is closed (it then resumes)
+#: Streams one member may hold open at once: one per gateway process, with room for many.
+MAX_STREAMS_PER_MEMBER = 32
 BACKLOG_PAGE = 500
 
 
@@ -60,9 +64,17 @@ class _Subscription:
 class FeedHub:
     """Reads changes from the database once per process and fans them out to streams."""
 
-    def __init__(self, sessions: Sessions, *, poll_interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        *,
+        poll_interval: float = 0.2,
+        streams_per_member: int = MAX_STREAMS_PER_MEMBER,
+    ) -> None:
         self.sessions = sessions
         self.poll_interval = poll_interval
+        self.streams_per_member = streams_per_member
+        self._streams: Counter[str] = Counter()
         self.head = 0
         self._wake = asyncio.Event()
         self._subs: set[_Subscription] = set()
@@ -116,6 +128,24 @@ class FeedHub:
         self._closed = True
         for sub in self._subs:
             sub.put(None)
+
+    @contextlib.contextmanager
+    def stream_slot(self, member: str) -> Iterator[None]:
+        """One of ``member``'s open streams, refused beyond ``streams_per_member``: every
+        stream costs a signature each heartbeat, and a member opening thousands would slow
+        everyone's feed (and so make other gateways fail closed)."""
+        if self._streams[member] >= self.streams_per_member:
+            raise TooManyRequestsError(
+                f"{member} has {self.streams_per_member} feed streams open already: "
+                "close one first (a gateway process needs one)"
+            )
+        self._streams[member] += 1
+        try:
+            yield
+        finally:
+            self._streams[member] -= 1
+            if not self._streams[member]:
+                del self._streams[member]
 
     @contextlib.contextmanager
     def subscribe(self, member: str) -> Iterator[_Subscription]:

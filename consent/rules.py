@@ -126,19 +126,18 @@ def evaluate(
     Use limits are not checked here (see :func:`check_counts`).
     """
     cid = consent.id
-    if consent.subject != query.subject:
-        raise ConsentDenied(DenyReason.OTHER_SUBJECT, cid, "it is about another data subject")
-    if consent.consumer != query.consumer:
-        raise ConsentDenied(
-            DenyReason.OTHER_CONSUMER,
-            cid,
-            f"it was granted to {consent.consumer}, not to the caller",
-        )
+    # The service first: a provider learns whose consent it is, and for whom, only when it
+    # is a party to it (the caller's member provides the service asked about).
     fields = consent.released(str(query.service))
     if fields is None:
         raise ConsentDenied(
             DenyReason.SERVICE_NOT_COVERED, cid, f"it does not cover {query.service}"
         )
+    if consent.subject != query.subject:
+        raise ConsentDenied(DenyReason.OTHER_SUBJECT, cid, "it is about another data subject")
+    if consent.consumer != query.consumer:
+        # Not named: the message reaches the consumer, who may have guessed the id.
+        raise ConsentDenied(DenyReason.OTHER_CONSUMER, cid, "it was granted to another client")
     if consent.purpose != query.purpose:
         raise ConsentDenied(
             DenyReason.PURPOSE_MISMATCH,

@@ -29,7 +29,7 @@ from audit.writer import AuditWriter
 from consent import api as _member_api  # noqa: F401  (declares the member routes)
 from consent import citizen_api as _citizen_api  # noqa: F401  (declares the citizen routes)
 from consent.citizens import SESSION_TTL, Accounts
-from consent.feed import FeedHub
+from consent.feed import MAX_STREAMS_PER_MEMBER, FeedHub
 from consent.history import LOG_ID, MerkleConsentLog
 from consent.portal import TIMELINE, build_console
 from consent.schemafields import FieldChecker
@@ -70,6 +70,7 @@ class ConsentConfig:
     globalconf: GlobalConfClient
     fields: FieldChecker  # normally RegistryFields over the schema registry's HTTP API
     heartbeat: float = 0.25  # seconds between feed heartbeats
+    feed_streams_per_member: int = MAX_STREAMS_PER_MEMBER  # open at once; more are refused
     poll_interval: float = 0.2  # seconds between feed reads of changes made by other processes
     sweep_interval: float = 60.0  # seconds between expiry sweeps
     # Pseudonym lookups per member (a token bucket; see docs/consent.md for the numbers).
@@ -113,7 +114,11 @@ def build_app(config: ConsentConfig) -> web.Application:
         RegulatorAuthenticator(AUDIENCE, config.globalconf.current, verifier=verifier),
         prefix=LOG_PREFIX,
     )
-    hub = FeedHub(factory, poll_interval=config.poll_interval)
+    hub = FeedHub(
+        factory,
+        poll_interval=config.poll_interval,
+        streams_per_member=config.feed_streams_per_member,
+    )
     service = ConsentService(
         sessions=factory,
         log=consent_log,

@@ -243,7 +243,11 @@ class ConsentService:
         async with transaction(self.sessions, write=False) as s:
             row = await store.consent(s, query.consent_id)
             found = (await store.views(s, [row]))[0] if row is not None else None
-        if found is None:
+        if found is None or not any(
+            grant.service.member == query.service.member for grant in found.services
+        ):
+            # A consent none of the caller's services is in is none of its business: it is
+            # told what it would be told of an id that does not exist.
             raise ConsentDenied(DenyReason.UNKNOWN_CONSENT, query.consent_id, "no such consent")
         try:
             fields = evaluate(found, query, now)

@@ -445,6 +445,8 @@ def response_headers(
 _QUOTING = (
     "Client.",
     "Server.ServerProxy.UnknownService",
+    # Names the consent id and purpose the caller sent, where a caller may put a CNIC.
+    "Server.ServerProxy.ConsentDenied",
     "Server.ClientProxy.InvalidSecurity",
     # An envelope that does not parse is refused in words that may quote what it holds.
     "Server.ServerProxy.InvalidSignature",

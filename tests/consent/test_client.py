@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consent.artefact import ConsentView
+from consent.cache import PermitCache
+from consent.messages import DecisionAnswer
 from consent.rules import CLOCK_SKEW, ConsentDenied, DenyReason, cache_window, evaluate
 from core.db import utcnow
 from tests.consent.conftest import CITIZEN, PURPOSE, Harness
@@ -186,3 +188,30 @@ async def test_confirms_waiting_at_once_share_one_sync(harness: Harness) -> None
         await asyncio.gather(*(client.confirm(permit) for _ in range(20)))
         # One, or two if the feed had not yet delivered the first one's head.
         assert 1 <= client.counters.syncs - syncs <= 2
+
+
+def test_a_kept_permit_ends_when_its_consent_does_whatever_the_gateways_clock_says() -> None:
+    """A gateway whose wall clock falls behind (within the envelope's freshness window)
+    still sees a consent in force after it expired; the permit's end is also counted on the
+    monotonic clock, from the time the consent had left when the service answered."""
+    issued = utcnow()
+    answer = DecisionAnswer(
+        request_sha256="x",
+        consent_id="cns-1",
+        decision="permit",
+        released_fields=["/name"],
+        legal_basis="consent",
+        subject_pseudonym="ps1:x",
+        cacheable=True,
+        valid_from=issued - dt.timedelta(days=1),
+        expires_at=issued + dt.timedelta(seconds=60),
+        issued_at=issued,
+    )
+    cache = PermitCache(10)
+    key = ("cns-1", CITIZEN, LMC_TAX, PERSON, PURPOSE)
+    sent = 1000.0  # monotonic seconds, when the question left
+    with cache.watch("cns-1") as watch:
+        cache.keep(key, watch, answer, sent)
+    behind = issued - dt.timedelta(seconds=100)  # the gateway's clock, 100 s slow
+    assert cache.hit(key, behind, sent, now=sent + 59) is not None
+    assert cache.hit(key, behind, sent, now=sent + 60) is None

@@ -27,6 +27,7 @@ from tests.consent.conftest import (
     CITIZEN,
     CONSENT_KEY,
     PARCELS,
+    PLRA_KEY,
     PSEUDONYMS,
     PURPOSE,
     Harness,
@@ -96,6 +97,32 @@ async def test_every_deny_reason(harness: Harness) -> None:
     rejected = await harness.request_consent()
     await harness.citizen("POST", f"/v1/citizen/consents/{rejected['id']}/reject", token)
     assert await _deny_reason(harness, query(rejected["id"])) is DenyReason.REJECTED
+
+
+async def test_a_member_that_is_no_party_to_a_consent_learns_nothing_of_it(
+    harness: Harness,
+) -> None:
+    """PLRA provides a service the consent does not cover: whatever subject and consumer it
+    names, it is told what an unknown id would tell it, never whose consent it is."""
+    cid = (await harness.active_consent())["id"]
+    info = harness.service_info
+    async with ConsentClient(lambda: info, key=PLRA_KEY, member=PLRA_LAND) as plra:
+        for subject, consumer in [
+            (CITIZEN, LMC_TAX),
+            (CITIZEN, PLRA_LAND),
+            (Cnic("42101-1111111-1"), LMC_TAX),
+        ]:
+            asked = query(cid, subject=subject, consumer=consumer, service=PARCELS)
+            with pytest.raises(ConsentDenied) as caught:
+                await plra.decide(asked)
+            assert caught.value.reason is DenyReason.UNKNOWN_CONSENT
+            assert str(LMC_TAX) not in caught.value.message
+    # The provider it was granted to hears of another consumer, without its name.
+    with pytest.raises(ConsentDenied) as caught:
+        async with harness.client() as nadra:
+            await nadra.decide(query(cid, consumer=PLRA_LAND))
+    assert caught.value.reason is DenyReason.OTHER_CONSUMER
+    assert str(LMC_TAX) not in caught.value.message
 
 
 async def test_expiry_at_decision_time_denies_and_records_it(harness: Harness) -> None:

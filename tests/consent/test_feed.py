@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,6 +20,7 @@ from consent.rules import ConsentDenied, DecisionQuery, DenyReason, Permit
 from consent.state import STATE
 from core import jws
 from core.errors import OutdatedGlobalConfError
+from core.ids import ClientId
 from core.keys import KeySet, PrivateKey
 from registry.globalconf import CentralServiceInfo, Jwks
 from registry.memberauth import sign_request
@@ -448,3 +450,27 @@ async def test_a_feed_away_for_a_while_is_logged_once_and_its_return_noted(
     back = [r for r in caplog.records if "consent feed back" in r.getMessage()]
     assert len(back) == 1
     assert back[0].levelno == logging.INFO
+
+
+async def test_a_member_holds_only_so_many_feed_streams_open(harness: Harness) -> None:
+    """Each open stream costs a signature every heartbeat: a member opening thousands slowed
+    every other member's feed. Beyond the bound a stream is refused (429) before it starts;
+    other members are not affected, and a closed stream frees its place."""
+    harness.app[STATE].hub.streams_per_member = 2
+
+    def opened(key: PrivateKey, client: ClientId, n: int) -> Any:
+        path = f"/v1/feed?stream={'s' * 21}{n}"
+        auth = sign_request(key, client, audience="consent", method="GET", path=path)
+        return harness.http.get(harness.base + path, headers={"Authorization": auth})
+
+    async with contextlib.AsyncExitStack() as held:
+        for n in range(2):
+            assert (await held.enter_async_context(opened(NADRA_KEY, CIVIL, n))).status == 200
+        async with opened(NADRA_KEY, CIVIL, 2) as refused:
+            assert refused.status == 429
+            assert "2 feed streams open already" in (await refused.json())["message"]
+        async with opened(PLRA_KEY, PLRA_LAND, 3) as theirs:
+            assert theirs.status == 200
+    await asyncio.sleep(0.3)  # the server sees the streams closed at its next write
+    async with opened(NADRA_KEY, CIVIL, 4) as again:
+        assert again.status == 200

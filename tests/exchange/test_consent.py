@@ -202,6 +202,24 @@ async def test_consent_must_match_subject_purpose_and_exist(fed: Federation) -> 
     assert len(fed.backend.seen) == 0
 
 
+async def test_a_refused_consent_or_purpose_is_not_quoted_in_the_log(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both headers are free codes a caller can put a CNIC in; the refusal's message quotes
+    them to the caller, and the gateways' logs must not."""
+    consent_id = await _consent(fed)
+    cnic_like = "35202-7654321-9"
+    with caplog.at_level(logging.INFO):  # what a gateway logs (drivers log SQL at DEBUG)
+        for headers in (
+            {**_headers(consent_id), "Shahrah-Consent": cnic_like},
+            {**_headers(consent_id), "Shahrah-Purpose": cnic_like.replace("-", "")},
+        ):
+            resp = await fed.call("lmc", "GET", PERSON_PATH + str(CITIZEN), headers=headers)
+            assert (await _error(resp))["type"] == "Server.ServerProxy.ConsentDenied"
+    assert [r.getMessage() for r in caplog.records if "7654321" in r.getMessage()] == []
+    assert fed.backend.seen == []
+
+
 async def test_without_a_consent_service_it_fails_closed(fed: Federation) -> None:
     consent_id = await _consent(fed)
     fed.nodes["nadra"].gateway.consent = None

@@ -32,6 +32,7 @@ __all__ = [
     "COMPATIBLE",
     "LENIENT_COMPATIBLE",
     "LEVELS",
+    "MAX_REPORTED",
     "Finding",
     "Level",
     "Policy",
@@ -181,21 +182,31 @@ _MESSAGES: dict[str, tuple[str, ...]] = {
 _TEMPLATE = {kind: text for text, kinds in _MESSAGES.items() for kind in kinds}
 
 
-def differences(original: Bundle, update: Bundle, policy: Policy = "STRICT") -> list[Difference]:
-    """Every change from ``original`` (the writer's schema) to ``update`` (the reader's)."""
+#: Differences listed per comparison: plenty to fix a schema by, while the full list can grow
+#: exponentially with the schema (a definition met along 2^n paths, see :mod:`diff`).
+MAX_REPORTED = 100
+
+
+def _compared(original: Bundle, update: Bundle, policy: Policy) -> Context:
     ctx = Context.root(
         LENIENT_COMPATIBLE if policy == "LENIENT" else COMPATIBLE, lenient=policy == "LENIENT"
     )
     compare(ctx, nodes.load(original), nodes.load(update))
-    return ctx.differences
+    return ctx
+
+
+def differences(original: Bundle, update: Bundle, policy: Policy = "STRICT") -> list[Difference]:
+    """The changes from ``original`` (the writer's schema) to ``update`` (the reader's), the
+    first :data:`MAX_REPORTED` of them."""
+    return _compared(original, update, policy).listed(MAX_REPORTED)
 
 
 def incompatibilities(
     original: Bundle, update: Bundle, policy: Policy = "STRICT"
 ) -> list[Difference]:
-    """The changes that make data written with ``original`` unreadable with ``update``."""
-    allowed = LENIENT_COMPATIBLE if policy == "LENIENT" else COMPATIBLE
-    return [d for d in differences(original, update, policy) if d.type not in allowed]
+    """The changes that make data written with ``original`` unreadable with ``update`` (the
+    first :data:`MAX_REPORTED`; empty exactly when there are none)."""
+    return _compared(original, update, policy).listed(MAX_REPORTED, incompatible_only=True)
 
 
 def describe(difference: Difference, *, backward: bool) -> str:

@@ -36,12 +36,14 @@ __all__ = [
     "DRAFT7",
     "DRAFT202012",
     "Bundle",
+    "PatternMatcher",
     "Reference",
     "check_schema",
     "compact_json",
     "draft_of",
     "fingerprint",
     "parse_schema_text",
+    "pattern_matcher",
     "pointer",
     "regex_search",
     "subschemas",
@@ -61,6 +63,9 @@ _DRAFTS = {
 #: (RFC 2606): no resolver can reach it, and nothing here tries.
 BASE_URI = "https://schemas.shahrah.invalid/"
 MAX_SCHEMA_CHARS = 512 * 1024  # one schema document; a 200-property record is ~40 KiB
+#: Distinct ``patternProperties`` regular expressions in one bundle; the canonical records have
+#: none, and each may cost the compatibility checker tens of milliseconds to compile.
+MAX_PATTERN_PROPERTIES = 32
 
 
 class Reference(BaseModel):
@@ -124,12 +129,17 @@ def regex_search(regex: str, text: str) -> bool:
     name, stalling the registry's compatibility checker or a gateway's projection. The
     validators' engine matches in linear time, or gives up after a bounded search.
     """
-    matcher = _matcher(regex)
+    matcher = pattern_matcher(regex)
     return matcher is not None and matcher.is_valid(text)
 
 
+PatternMatcher = jsonschema_rs.Validator
+
+
 @lru_cache(maxsize=1024)
-def _matcher(regex: str) -> jsonschema_rs.Validator | None:
+def pattern_matcher(regex: str) -> PatternMatcher | None:
+    """A validator that accepts the strings ``regex`` matches, or None if the validators
+    cannot compile it (cached: compiling can take tens of milliseconds)."""
     try:
         return jsonschema_rs.validator_for({"type": "string", "pattern": regex})
     except ValueError:  # jsonschema_rs.ValidationError: not a regex it accepts
@@ -174,12 +184,23 @@ def subschemas(node: Any, draft: str) -> Iterator[tuple[tuple[str | int, ...], A
                 yield (key, i), sub
 
 
-def _walk(node: Any, draft: str, at: tuple[str | int, ...] = ()) -> Iterator[tuple[Any, Any]]:
-    stack = [(at, node)]
-    while stack:
-        path, current = stack.pop()
+def _walk(node: Any, draft: str) -> Iterator[tuple[Any, Any]]:
+    for path, current, _ in _scoped_walk(node, draft):
         yield path, current
-        stack.extend((path + rel, sub) for rel, sub in subschemas(current, draft))
+
+
+def _scoped_walk(node: Any, draft: str) -> Iterator[tuple[tuple[str | int, ...], Any, Any]]:
+    """(path, subschema, scope) for ``node`` and every subschema in it, where the scope is the
+    innermost enclosing schema resource (one with an ``$id`` naming a URI, else ``node``):
+    what a ``$ref`` of a bare fragment, ``#/...`` or ``#name``, points into."""
+    stack: list[tuple[tuple[str | int, ...], Any, Any]] = [((), node, node)]
+    while stack:
+        path, current, scope = stack.pop()
+        own = current.get("$id") if isinstance(current, dict) else None
+        if isinstance(own, str) and urldefrag(own)[0]:
+            scope = current
+        yield path, current, scope
+        stack.extend((path + rel, sub, scope) for rel, sub in subschemas(current, draft))
 
 
 @dataclass(frozen=True)
@@ -215,28 +236,37 @@ class Bundle:
                     found.setdefault(uri, (name, node))
         return found
 
+    @cached_property
+    def _by_uri(self) -> dict[str, tuple[str, Any]]:
+        """Every document by the URI validators know it by, then every ``$id`` in them."""
+        documents = {urljoin(self.base_uri, n): (n, doc) for n, doc in self.references.items()}
+        return {**self._id_index, **documents, self.base_uri: ("", self.root)}
+
     def resolve(self, document: str, ref: str) -> tuple[str, Any]:
         """(document name, subschema) that ``ref``, written in ``document``, points at."""
         target, fragment = urldefrag(ref)
         name, node = document, self.document(document)
-        if target in self.references:
-            name, node = target, self.references[target]
-        elif target:
-            found = self._id_index.get(urljoin(self.base_uri, target))
+        if target:
+            found = self._by_uri.get(urljoin(self.base_uri, target))
             if found is None:
                 raise InvalidSchemaError(f"Invalid schema: cannot resolve $ref {ref!r}")
             name, node = found
-        if fragment and not fragment.startswith("/"):
-            return name, _anchor(node, fragment, ref)
-        for token in fragment.split("/")[1:]:
-            token = unquote(token).replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and token in node:
-                node = node[token]
-            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-                node = node[int(token)]
-            else:
-                raise InvalidSchemaError(f"Invalid schema: $ref {ref!r} points at nothing")
-        return name, node
+        return name, _follow(node, fragment, ref)
+
+
+def _follow(node: Any, fragment: str, ref: str) -> Any:
+    """The part of ``node`` that ``fragment`` (of ``ref``) names: an anchor or a JSON Pointer."""
+    if fragment and not fragment.startswith("/"):
+        return _anchor(node, fragment, ref)
+    for token in fragment.split("/")[1:]:
+        token = unquote(token).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            raise InvalidSchemaError(f"Invalid schema: $ref {ref!r} points at nothing")
+    return node
 
 
 def _anchor(document: Any, name: str, ref: str) -> Any:
@@ -253,33 +283,62 @@ def _anchor(document: Any, name: str, ref: str) -> Any:
 
 
 def _check_refs(bundle: Bundle) -> None:
-    """Refuse every ``$ref`` that could only be satisfied from the network."""
-    names = set(bundle.references)
-    base = bundle.base_uri
-    resolvable = {urljoin(base, n) for n in names} | {base} | set(bundle._id_index)
+    """Refuse every ``$ref`` that could only be satisfied from the network, or that names a
+    part of the bundle that is not there: the validators refuse to compile either, so every
+    gateway would fail on the schema."""
     for doc_name, doc in (("", bundle.root), *bundle.references.items()):
-        for path, node in _walk(doc, bundle.draft):
+        for path, node, scope in _scoped_walk(doc, bundle.draft):
             if not isinstance(node, dict):
                 continue
             for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
                 ref = node.get(keyword)
                 if not isinstance(ref, str):
                     continue
-                target = urldefrag(ref)[0]
-                if target == "" or target in names or urljoin(base, target) in resolvable:
-                    continue
+                target, fragment = urldefrag(ref)
                 where = (f"reference {doc_name!r} " if doc_name else "") + pointer((*path, keyword))
-                raise InvalidSchemaError(
-                    f"Invalid schema: {keyword} {ref!r} at {where} names neither a part of this "
-                    "schema nor one of its references; Shahrah never fetches a $ref from the "
-                    "network, so declare it as a reference {name, subject, version}",
-                    detail={"pointer": where, "ref": ref},
-                )
+                if target and urljoin(bundle.base_uri, target) not in bundle._by_uri:
+                    raise InvalidSchemaError(
+                        f"Invalid schema: {keyword} {ref!r} at {where} names neither a part of "
+                        "this schema nor one of its references; Shahrah never fetches a $ref "
+                        "from the network, so declare it as a reference {name, subject, version}",
+                        detail={"pointer": where, "ref": ref},
+                    )
+                try:
+                    if target:
+                        bundle.resolve(doc_name, ref)
+                    else:
+                        _follow(scope, fragment, ref)
+                except InvalidSchemaError as e:
+                    raise InvalidSchemaError(
+                        f"{e.message} (at {where}); validators could not compile the schema",
+                        detail={"pointer": where, "ref": ref},
+                    ) from e
+
+
+def _check_patterns(bundle: Bundle) -> None:
+    """Refuse more distinct ``patternProperties`` than :data:`MAX_PATTERN_PROPERTIES`.
+
+    The compatibility checker compiles each to test property names against it, and one with
+    lookarounds can take 40 ms to compile: a thousand of them in an anonymous compatibility
+    check held the registry for minutes.
+    """
+    found: set[str] = set()
+    for doc in (bundle.root, *bundle.references.values()):
+        for _, node in _walk(doc, bundle.draft):
+            if isinstance(node, dict) and isinstance(node.get("patternProperties"), dict):
+                found.update(node["patternProperties"])
+    if len(found) > MAX_PATTERN_PROPERTIES:
+        raise InvalidSchemaError(
+            f"Invalid schema: {len(found)} distinct patternProperties regular expressions, "
+            f"with its references; at most {MAX_PATTERN_PROPERTIES} are accepted",
+            detail={"patterns": len(found), "limit": MAX_PATTERN_PROPERTIES},
+        )
 
 
 def check_schema(bundle: Bundle) -> None:
     """Raise :class:`InvalidSchemaError` unless every document of ``bundle`` passes its
-    draft's meta-schema and every ``$ref`` stays inside the bundle."""
+    draft's meta-schema, every ``$ref`` points at a part of the bundle that is there, and the
+    bundle declares at most :data:`MAX_PATTERN_PROPERTIES` ``patternProperties``."""
     for name, doc in (("", bundle.root), *bundle.references.items()):
         failure = _meta_failure(json.dumps(doc, sort_keys=True), draft_of(doc) == DRAFT7)
         if failure is not None:
@@ -290,6 +349,7 @@ def check_schema(bundle: Bundle) -> None:
                 detail={"pointer": where, "reference": name or None},
             )
     _check_refs(bundle)
+    _check_patterns(bundle)
 
 
 @lru_cache(maxsize=256)

@@ -30,6 +30,7 @@ __all__ = [
     "ReferenceExistsError",
     "SchemaNotFoundError",
     "SchemaRegistryError",
+    "SchemaTooComplexError",
     "SubjectConfigNotFoundError",
     "SubjectNotFoundError",
     "SubjectNotSoftDeletedError",
@@ -139,10 +140,24 @@ class InvalidCompatibilityLevelError(SchemaRegistryError, UnprocessableError):
     error_code = 42203
 
 
-class ReferenceExistsError(SchemaRegistryError, UnprocessableError):
-    """A version cannot be deleted while another schema references it."""
+class SchemaTooComplexError(InvalidSchemaError):
+    """Checking the schema's compatibility would take more work than one request may cause
+    (an anonymous compatibility check runs the same comparison as a registration)."""
 
-    error_code = 42204
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "Invalid schema: too complex to check for compatibility: comparing it with an "
+            f"earlier version takes more than {limit} steps (pairs of subschemas compared, "
+            "patternProperties tried, differences found); simplify it or split it into "
+            "references",
+            detail={"limit": limit},
+        )
+
+
+class ReferenceExistsError(SchemaRegistryError, UnprocessableError):
+    """A version cannot be deleted while another schema references it (Confluent's code)."""
+
+    error_code = 42206
 
 
 class UnprocessableRequestError(SchemaRegistryError, UnprocessableError):

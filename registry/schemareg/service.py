@@ -8,6 +8,7 @@ so a refused registration changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -174,7 +175,8 @@ async def prepare(s: AsyncSession, request: SchemaRequest) -> Bundle:
     documents: dict[str, object] = {}
     await _documents(s, request.references, documents)
     bundle = Bundle(root, draft_of(root), documents)
-    check_schema(bundle)
+    # Meta-schema validation of a 512 KiB document takes about half a second: off the loop.
+    await asyncio.to_thread(check_schema, bundle)
     return bundle
 
 
@@ -330,7 +332,7 @@ async def schema_versions(s: AsyncSession, schema_id: int) -> list[tuple[str, in
 
 async def referenced_by(s: AsyncSession, subject: str, spec: VersionSpec) -> list[int]:
     row = await _row(s, subject, spec)
-    return await store.referrers(s, subject, row.version)
+    return await store.referrers(s, subject, row.version, deleted=False)
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -347,6 +349,14 @@ async def _previous(
         assert schema_row is not None
         found.append((row.version, await bundle_of(s, schema_row)))
     return found
+
+
+async def _check(
+    new: Bundle, previous: list[tuple[int, Bundle]], level: Level, policy: Policy
+) -> Verdict:
+    """:func:`compat.check` on a worker thread: bounded (``diff.MAX_STEPS``), it may still
+    take a second, which the event loop of every other request must not wait for."""
+    return await asyncio.to_thread(check, new, previous, level, policy)
 
 
 async def register(s: AsyncSession, subject: str, request: SchemaRequest) -> Registered:
@@ -368,7 +378,7 @@ async def register(s: AsyncSession, subject: str, request: SchemaRequest) -> Reg
     previous = await _previous(
         s, subject, latest_only=not config.compatibility.endswith("_TRANSITIVE")
     )
-    verdict = check(bundle, previous, config.compatibility, config.policy)
+    verdict = await _check(bundle, previous, config.compatibility, config.policy)
     if not verdict.compatible:
         raise IncompatibleSchemaError(
             "Schema being registered is incompatible with an earlier schema for subject "
@@ -413,13 +423,21 @@ async def check_compatibility(
         previous = await _previous(
             s, subject, latest_only=not config.compatibility.endswith("_TRANSITIVE")
         )
-        return check(bundle, previous, config.compatibility, config.policy)
+        return await _check(bundle, previous, config.compatibility, config.policy)
     row = await _row(s, subject, spec)
     schema_row = await store.schema(s, row.schema_id)
     assert schema_row is not None
     level = config.compatibility.removesuffix("_TRANSITIVE")
     chosen = [(row.version, await bundle_of(s, schema_row))]
-    return check(bundle, chosen, cast(Level, level), config.policy)
+    return await _check(bundle, chosen, cast(Level, level), config.policy)
+
+
+# Confluent stops counting a referrer once it is soft-deleted. Here it still counts: its id is
+# still served (GET /schemas/ids/{id}) and gateways cache validators by id for good. Were the
+# version it names deleted, that number could go to another schema, and re-registering the
+# referrer would find its old id (identity is the document and the names of its references,
+# not what they name) with a new meaning.
+_SOFT_DELETED_REFERRERS = "soft-deleted ones included: delete those permanently first"
 
 
 async def delete_subject(s: AsyncSession, subject: str, *, permanent: bool) -> list[int]:
@@ -432,10 +450,11 @@ async def delete_subject(s: AsyncSession, subject: str, *, permanent: bool) -> l
         raise SubjectSoftDeletedError(subject)
     if permanent and live:
         raise SubjectNotSoftDeletedError(subject)
-    users = await store.referrers(s, subject, None)
+    users = await store.referrers(s, subject, None, deleted=True)
     if users:
         raise ReferenceExistsError(
-            f"One or more references exist to the subject '{subject}' (schemas {users})"
+            f"One or more references exist to the subject '{subject}' (schemas {users}, "
+            f"{_SOFT_DELETED_REFERRERS})"
         )
     services = await store.service_users(s, subject, None)
     if services:
@@ -478,11 +497,11 @@ async def delete_version(
         raise VersionSoftDeletedError(subject, row.version)
     if permanent and not row.deleted:
         raise VersionNotSoftDeletedError(subject, row.version)
-    users = await store.referrers(s, subject, row.version)
+    users = await store.referrers(s, subject, row.version, deleted=True)
     if users:
         raise ReferenceExistsError(
             f"One or more references exist to the schema {{subject={subject}, "
-            f"version={row.version}}} (schemas {users})"
+            f"version={row.version}}} (schemas {users}, {_SOFT_DELETED_REFERRERS})"
         )
     services = await store.service_users(s, subject, row.version)
     if services:

@@ -62,13 +62,18 @@ async def uses_of(s: AsyncSession, schema_id: int) -> list[m.SubjectVersion]:
     )
 
 
-async def referrers(s: AsyncSession, subject: str, number: int | None) -> list[int]:
-    """Ids of live schemas that name ``subject`` (at ``number``, or any version) as a reference."""
+async def referrers(
+    s: AsyncSession, subject: str, number: int | None, *, deleted: bool
+) -> list[int]:
+    """Ids of schemas that name ``subject`` (at ``number``, or any version) as a reference and
+    are some subject's version; soft-deleted versions count only when ``deleted``."""
     query = (
         select(m.SchemaReference.schema_id)
         .join(m.SubjectVersion, m.SubjectVersion.schema_id == m.SchemaReference.schema_id)
-        .where(m.SchemaReference.subject == subject, m.SubjectVersion.deleted.is_(False))
+        .where(m.SchemaReference.subject == subject)
     )
+    if not deleted:
+        query = query.where(m.SubjectVersion.deleted.is_(False))
     if number is not None:
         query = query.where(m.SchemaReference.version == number)
     return sorted(set(await s.scalars(query)))

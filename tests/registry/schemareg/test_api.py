@@ -4,6 +4,7 @@ written for Confluent rely on, and every refusal with Confluent's status and cod
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,9 @@ from registry import service as ops
 from registry import tokens
 from registry.globalconf import SchemaRef
 from registry.payloads import ServiceCreate
+from registry.schemareg import compat, service
 from registry.schemareg import models as m
+from registry.schemareg.documents import MAX_PATTERN_PROPERTIES
 from registry.server import RegistryConfig, build_app
 from tests.registry.federation import CIVIL, OPERATOR
 
@@ -142,9 +145,14 @@ async def test_incompatible_or_invalid_registration_changes_nothing(
     )
     assert "TYPE_CHANGED" in answer["message"]
     assert "#/properties/cnic" in answer["message"]
-    for bad in ({"type": 7}, {"$ref": "https://example.com/x.json"}):
+    # A new subject has nothing to compare with: only the schema's own checks stand in the way.
+    for subject, bad in (
+        ("s", {"type": 7}),
+        ("s", {"$ref": "https://example.com/x.json"}),
+        ("new", {"$ref": "#/definitions/x"}),
+    ):
         status, answer = await call(
-            http, "POST", f"{url}/subjects/s/versions", json_body=body(bad), headers=auth
+            http, "POST", f"{url}/subjects/{subject}/versions", json_body=body(bad), headers=auth
         )
         assert (status, answer["error_code"]) == (422, 42201)
     assert await count_rows(seeded) == before
@@ -291,7 +299,7 @@ async def test_references_and_deletion(
     status, answer = await call(
         http, "DELETE", f"{url}/subjects/pk.common/versions/1", headers=auth
     )
-    assert (status, answer["error_code"]) == (422, 42204)
+    assert (status, answer["error_code"]) == (422, 42206)
 
     assert (await call(http, "DELETE", f"{url}/subjects/pk.person", headers=auth))[1] == [1]
     status, answer = await call(http, "DELETE", f"{url}/subjects/pk.person", headers=auth)
@@ -320,6 +328,70 @@ async def test_references_and_deletion(
     assert (await call(http, "GET", f"{url}/subjects/pk.common/versions"))[1] == [2]
 
 
+async def test_a_soft_deleted_referrer_still_holds_its_reference(
+    base: tuple[str, dict[str, str]], http: aiohttp.ClientSession
+) -> None:
+    url, auth = base
+    ref = [{"name": "a.json", "subject": "pk.a", "version": 1}]
+    await call(http, "POST", f"{url}/subjects/pk.a/versions", json_body=body({"type": "string"}),
+               headers=auth)  # fmt: skip
+    status, answer = await call(
+        http, "POST", f"{url}/subjects/pk.b/versions",
+        json_body=body({"$ref": "a.json"}, references=ref), headers=auth,
+    )  # fmt: skip
+    assert (status, answer) == (200, {"id": 2})
+    assert (await call(http, "DELETE", f"{url}/subjects/pk.b/versions/1", headers=auth))[0] == 200
+    # Had pk.a version 1 gone, a new pk.a version 1 (say, an integer) and pk.b registered
+    # again would have been given id 2 back, meaning something else to gateways that cached it.
+    for path in ("/subjects/pk.a/versions/1", "/subjects/pk.a"):
+        status, answer = await call(http, "DELETE", url + path, headers=auth)
+        assert (status, answer["error_code"]) == (422, 42206)
+        assert answer["message"].startswith("One or more references exist to the ")
+        assert "[2], soft-deleted ones included" in answer["message"]
+    # As in Confluent, referencedby lists only live referrers.
+    assert (await call(http, "GET", f"{url}/subjects/pk.a/versions/1/referencedby"))[1] == []
+    status, _ = await call(
+        http, "DELETE", f"{url}/subjects/pk.b/versions/1?permanent=true", headers=auth
+    )
+    assert status == 200
+    for path in ("/subjects/pk.a/versions/1", "/subjects/pk.a/versions/1?permanent=true"):
+        assert (await call(http, "DELETE", url + path, headers=auth))[0] == 200
+
+
+async def test_comparisons_are_bounded_and_off_the_event_loop(
+    base: tuple[str, dict[str, str]], http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, auth = base
+    await call(http, "POST", f"{url}/subjects/s/versions", json_body=body(PERSON_V1), headers=auth)
+    threads: list[threading.Thread] = []
+
+    def check(*args: Any) -> Any:
+        threads.append(threading.current_thread())
+        return compat.check(*args)
+
+    monkeypatch.setattr(service, "check", check)
+    compatible = f"{url}/compatibility/subjects/s/versions/latest"
+    assert (await call(http, "POST", compatible, json_body=body(PERSON_V2)))[1] == {
+        "is_compatible": True
+    }
+    status, _ = await call(
+        http, "POST", f"{url}/subjects/s/versions", json_body=body(PERSON_V2), headers=auth
+    )
+    assert status == 200
+    assert len(threads) == 2
+    assert threading.main_thread() not in threads
+    # Each lookahead pattern takes the validators' engine ~40 ms to compile: a thousand of them
+    # tried against each property the update drops held the registry for ten minutes.
+    slow = {f"(?=x)\\w{{100}}(?:q{{{i}}})?": {} for i in range(MAX_PATTERN_PROPERTIES + 1)}
+    update = {"type": "object", "additionalProperties": False, "patternProperties": slow}
+    for method_url, headers in ((compatible, {}), (f"{url}/subjects/s/versions", auth)):
+        status, answer = await call(
+            http, "POST", method_url, json_body=body(update), headers=headers
+        )
+        assert (status, answer["error_code"]) == (422, 42201)
+        assert "distinct patternProperties regular expressions" in answer["message"]
+
+
 async def test_a_version_a_service_validates_against_is_not_deleted(
     base: tuple[str, dict[str, str]], http: aiohttp.ClientSession, seeded: Sessions
 ) -> None:
@@ -340,7 +412,7 @@ async def test_a_version_a_service_validates_against_is_not_deleted(
     # service's answers against that one.
     for path in ("/subjects/pk.person/versions/1", "/subjects/pk.person"):
         status, answer = await call(http, "DELETE", url + path, headers=auth)
-        assert (status, answer["error_code"]) == (422, 42204)
+        assert (status, answer["error_code"]) == (422, 42206)
         assert "people/v1" in answer["message"]
     assert (await call(http, "GET", f"{url}/subjects/pk.person/versions"))[1] == [1]
 

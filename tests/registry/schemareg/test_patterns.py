@@ -22,13 +22,23 @@ CRAFTED = "a" * 64 + "!"
 
 def finishes(work: Callable[[], Any], within: float = 30.0) -> Any:
     """Run ``work`` on a thread; fail if it is still running after ``within`` seconds (a
-    hang guard: ``re`` would take about 2^64 steps here, a linear engine microseconds)."""
-    result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    hang guard: ``re`` would take about 2^64 steps here, a linear engine microseconds).
+    What ``work`` raises is raised here."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception as e:  # handed to the caller below
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(within)
-    assert not thread.is_alive(), "regular expression matching did not finish"
-    return result[0]
+    assert not thread.is_alive(), f"did not finish within {within} s"
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
 
 
 def test_a_catastrophic_pattern_property_cannot_stall_a_consent_pointer_check() -> None:

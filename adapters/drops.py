@@ -21,6 +21,10 @@ safe while files are still arriving:
   commits; see :mod:`adapters.records` for what rejects a whole file.
 - Loaded files may be moved to ``archive`` (with their marker); a name already
   there gets ``.<sha prefix>`` added, so an earlier drop of that name is kept.
+- **Whoever drops files gets nothing else.** Only regular files are read, marked
+  or archived, each through a descriptor opened without following a link, and
+  never more than ``max_file_bytes`` of one: a link to a file only the adapter
+  can read, or to ``/dev/zero``, is neither loaded nor copied into the archive.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import stat as stat_module
 import time
 from dataclasses import dataclass
@@ -60,6 +63,11 @@ log = logging.getLogger(__name__)
 
 _NEVER_READ = (".part", ".tmp")
 _MAX_NAME_PART = 200  # bytes of a dropped file's name kept in the name of its dead letters
+_BLOCK = 2**20  # bytes read or copied at a time
+
+
+class _LeftInPlaceError(Exception):
+    """A file not moved to the archive; the message says why."""
 
 
 class FileRoute(RouteSpec):
@@ -195,8 +203,14 @@ class FileSource:
             return False
         if self.spec.ready == "marker":
             try:
-                marker = (self.directory / (entry.name + self.spec.marker_suffix)).stat()
+                marker = (self.directory / (entry.name + self.spec.marker_suffix)).stat(
+                    follow_symlinks=False
+                )
             except FileNotFoundError:
+                return False
+            # Only a regular file marks: a link would date the drop by whatever it points at,
+            # and is never followed, here or when the marker is archived.
+            if not stat_module.S_ISREG(marker.st_mode):
                 return False
             # A marker older than the file is an earlier drop's, left beside a file of the same
             # name that is being written again.
@@ -258,20 +272,19 @@ class FileSource:
             self._seen.pop(path.name, None)  # changed: wait for it to settle again
             return None
         data, digest, stat = read
-        too_big = stat[0] > self.spec.max_file_bytes
         async with transaction(self.state, write=False) as s:
             known = await store.file_known(s, self.name, digest)
         if known:
-            self._finish(path, digest, stat)
+            await self._finish(path, digest, stat)
             self.metrics.files.labels(self.name, "duplicate").inc()
             log.info("skipped %s: the same content was loaded before", path.name)
             return FileReport(path.name, "duplicate")
-        if too_big:
+        if data is None:
             outcome = Outcome(rejected=f"larger than {self.spec.max_file_bytes} bytes")
         else:
             outcome = await asyncio.to_thread(parse_file, self._rules, path.name, data)
-        if outcome.dead or outcome.rejected:
-            self._write_dead_letters(path.name, digest, outcome)
+        if outcome.bad or outcome.rejected:
+            await asyncio.to_thread(self._write_dead_letters, path.name, digest, outcome)
         status: Literal["loaded", "rejected"] = "rejected" if outcome.rejected else "loaded"
         entry = IngestedFile(
             source=self.name,
@@ -281,74 +294,80 @@ class FileSource:
             status=status,
             reason=outcome.rejected,
             records_loaded=len(outcome.loaded),
-            records_rejected=len(outcome.dead),
+            records_rejected=outcome.bad,
         )
         async with transaction(self.state) as s:
             file_id = await store.record_file(s, entry)
             await store.upsert_records(s, self.name, file_id, outcome.loaded)
-        self._finish(path, digest, stat)
+        await self._finish(path, digest, stat)
         self.metrics.files.labels(self.name, status).inc()
         self.metrics.records.labels(self.name, "loaded").inc(len(outcome.loaded))
-        self.metrics.records.labels(self.name, "dead_letter").inc(len(outcome.dead))
+        self.metrics.records.labels(self.name, "dead_letter").inc(outcome.bad)
         log.info(
             "%s %s: %d records loaded, %d dead letters%s",
             status,
             path.name,
             len(outcome.loaded),
-            len(outcome.dead),
+            outcome.bad,
             f" ({outcome.rejected})" if outcome.rejected else "",
         )
-        return FileReport(
-            path.name, status, len(outcome.loaded), len(outcome.dead), outcome.rejected
-        )
+        return FileReport(path.name, status, len(outcome.loaded), outcome.bad, outcome.rejected)
 
     def _write_dead_letters(self, name: str, digest: str, outcome: Outcome) -> None:
+        """Write the file's rejects: why it was rejected whole, the sample, how many more."""
         lines = [json.dumps(d.to_json(name, digest), ensure_ascii=False) for d in outcome.dead]
         if outcome.rejected:
             whole = {"file": name, "sha256": digest, "record": None, "reason": outcome.rejected}
             lines.insert(0, json.dumps(whole, ensure_ascii=False))
+        if outcome.bad > len(outcome.dead):
+            more = f"{outcome.bad - len(outcome.dead)} more bad records are not listed"
+            rest = {"file": name, "sha256": digest, "record": None, "reason": more}
+            lines.append(json.dumps(rest, ensure_ascii=False))
         # A name may have 255 bytes: leave room for the suffix and the temporary file's.
         short = os.fsencode(name)[:_MAX_NAME_PART].decode("utf-8", "ignore")
         target = self.dead_letter / f"{short}.{digest[:12]}.rejects.jsonl"
         write_atomic(target, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o600)
 
-    def _finish(self, path: Path, digest: str, stat: tuple[int, int]) -> None:
+    async def _finish(self, path: Path, digest: str, stat: tuple[int, int]) -> None:
+        """Archive the handled file, or remember it so that it is not read at every scan."""
         self._seen.pop(path.name, None)
-        if self.archive is None:
+        # Across file systems archiving is a copy: never on the event loop.
+        if self.archive is None or not await asyncio.to_thread(self._archive, path, digest, stat):
             self._done[path.name] = stat
-            return
+
+    def _archive(self, path: Path, digest: str, stat: tuple[int, int]) -> bool:
+        """Move the file read as ``stat``, then its marker, to the archive; False if kept here."""
+        assert self.archive is not None
         self.archive.mkdir(parents=True, exist_ok=True)
         target = self.archive / path.name
         if target.exists():  # an earlier drop of the same name: keep both
             target = self.archive / f"{path.name}.{digest[:12]}"
-        _move(path, target)
-        marker = path.with_name(path.name + self.spec.marker_suffix)
+        try:
+            _move(path, target, self.spec.max_file_bytes, expected=stat)
+        except _LeftInPlaceError as e:
+            log.warning("left %s in the drop directory: %s", path.name, e)
+            return False
         if self.spec.ready == "marker":
-            with contextlib.suppress(FileNotFoundError):
-                _move(marker, target.with_name(target.name + self.spec.marker_suffix))
+            marker = path.with_name(path.name + self.spec.marker_suffix)
+            try:
+                moved = target.with_name(target.name + self.spec.marker_suffix)
+                _move(marker, moved, self.spec.max_file_bytes)
+            except FileNotFoundError:
+                pass
+            except _LeftInPlaceError as e:
+                log.warning("left %s in the drop directory: %s", marker.name, e)
+        return True
 
     async def close(self) -> None:
         return None
 
 
-def _move(source: Path, target: Path) -> None:
-    """Rename; across file systems, copy under a hidden name, rename that, then delete."""
-    try:
-        os.replace(source, target)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        part = target.with_name(f".{target.name}.part")
-        shutil.copy2(source, part)
-        os.replace(part, target)
-        os.unlink(source)
+def _open_regular(path: Path) -> tuple[int, os.stat_result] | None:
+    """A descriptor of ``path`` and its status, or None if it is not a regular file.
 
-
-def _read(path: Path, limit: int) -> tuple[bytes, str, tuple[int, int]] | None:
-    """The file's bytes (if at most ``limit``), SHA-256 and (size, mtime).
-
-    None if it changed while read, or is no longer a regular file: a name listed as a
-    file may have been replaced by a link since, and a link is never followed.
+    The name is opened without following a link (a dropper's link to a file only the adapter
+    can read) and without blocking (a pipe); what was opened is then checked, so a name
+    swapped after it was listed cannot pass.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -356,19 +375,103 @@ def _read(path: Path, limit: int) -> tuple[bytes, str, tuple[int, int]] | None:
         if e.errno == errno.ELOOP:
             return None
         raise
-    with os.fdopen(fd, "rb") as f:
-        before = os.fstat(fd)
-        if not stat_module.S_ISREG(before.st_mode):
-            return None
-        keep = before.st_size <= limit
-        digest = hashlib.sha256()
-        chunks: list[bytes] = []
-        while block := f.read(2**20):
-            digest.update(block)
-            if keep:
-                chunks.append(block)
-        after = os.fstat(fd)
-    stat = (after.st_size, after.st_mtime_ns)
-    if (before.st_size, before.st_mtime_ns) != stat:
+    st = os.fstat(fd)
+    if not stat_module.S_ISREG(st.st_mode):
+        os.close(fd)
         return None
-    return b"".join(chunks), digest.hexdigest(), stat
+    return fd, st
+
+
+def _read_at_most(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from ``fd``: whatever the file grows to, no more is read."""
+    chunks: list[bytes] = []
+    while size > 0 and (block := os.read(fd, min(size, _BLOCK))):
+        chunks.append(block)
+        size -= len(block)
+    return b"".join(chunks)
+
+
+def _unchanged(fd: int, before: os.stat_result) -> bool:
+    after = os.fstat(fd)
+    return (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def _read(path: Path, limit: int) -> tuple[bytes | None, str, tuple[int, int]] | None:
+    """The file's bytes (None if more than ``limit``), SHA-256 and (size, mtime).
+
+    At most ``limit + 1`` bytes are read, so a file over the limit is known by the digest of
+    those. None if it changed while read, or is no longer a regular file: a name listed as a
+    file may have been replaced by a link since, and a link is never followed.
+    """
+    opened = _open_regular(path)
+    if opened is None:
+        return None
+    fd, before = opened
+    try:
+        data = _read_at_most(fd, limit + 1)
+        if not _unchanged(fd, before):
+            return None
+    finally:
+        os.close(fd)
+    digest = hashlib.sha256(data).hexdigest()
+    return (data if len(data) <= limit else None), digest, (before.st_size, before.st_mtime_ns)
+
+
+def _move(source: Path, target: Path, limit: int, expected: tuple[int, int] | None = None) -> None:
+    """Move the regular file ``source``: a rename, or across file systems a bounded copy.
+
+    _LeftInPlaceError if ``source`` is not a regular file, not the ``expected`` (size, mtime)
+    any more, or too large to copy (more than ``limit`` bytes).
+    """
+    opened = _open_regular(source)
+    if opened is None:
+        raise _LeftInPlaceError("not a regular file")
+    fd, st = opened
+    try:
+        if expected is not None and (st.st_size, st.st_mtime_ns) != expected:
+            raise _LeftInPlaceError(
+                "it changed after it was read; it is read again at the next scan"
+            )
+        try:
+            os.replace(source, target)  # a rename moves a link itself, never what it points at
+            return
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+        _copy(fd, st, target, limit)
+    finally:
+        os.close(fd)
+    # Delete only the file copied: a drop renamed into place meanwhile waits for the next scan.
+    with contextlib.suppress(FileNotFoundError):
+        now = os.stat(source, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            os.unlink(source)
+
+
+def _copy(fd: int, st: os.stat_result, target: Path, limit: int) -> None:
+    """Copy the open file ``fd`` (status ``st``) to ``target`` under a hidden name, then rename.
+
+    Copied from the descriptor that was checked, never reopened by name.
+    """
+    if st.st_size > limit:
+        raise _LeftInPlaceError(f"larger than {limit} bytes, too large to copy to the archive")
+    part = target.with_name(f".{target.name}.part")
+    # Permissions without execute or set-id bits: the copy belongs to the adapter, not the dropper.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    out = os.open(part, flags, stat_module.S_IMODE(st.st_mode) & 0o666)
+    try:
+        with os.fdopen(out, "wb") as f:
+            copied = 0
+            while copied <= limit and (block := os.read(fd, _BLOCK)):
+                f.write(block)
+                copied += len(block)
+            if copied != st.st_size or not _unchanged(fd, st):
+                raise _LeftInPlaceError("it changed while it was copied")
+            f.flush()
+            os.fsync(f.fileno())
+        os.utime(part, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(part, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+        raise

@@ -134,6 +134,10 @@ class Layout(BaseModel):
                 raise ValueError(f"the pad of {f.name!r} is not in {self.encoding}")
         t = self.trailer
         if t is not None:
+            # Found by its bytes in each file: a marker the code page cannot write would fail
+            # every file at every scan instead of once here.
+            if t.value.encode(self.encoding, "replace") != t.value.encode(self.encoding, "ignore"):
+                raise ValueError(f"the trailer marker is not in {self.encoding}")
             if t.start - 1 + len(t.value) > self.record_length:
                 raise ValueError("the trailer marker ends past the record length")
             if t.count_start - 1 + t.count_length > self.record_length:
@@ -188,10 +192,18 @@ class Layout(BaseModel):
         return data[t.start - 1 : t.start - 1 + len(marker)] == marker
 
     def trailer_count(self, data: bytes) -> int:
+        """The number of detail records the trailer ``data`` announces; FieldError if none."""
         assert self.trailer is not None
         t = self.trailer
-        text = data[t.count_start - 1 : t.count_start - 1 + t.count_length].decode(self.encoding)
-        if not text.strip().isdigit():
+        raw = data[t.count_start - 1 : t.count_start - 1 + t.count_length]
+        try:
+            text = raw.decode(self.encoding).strip()
+        except UnicodeDecodeError as e:
+            raise FieldError(
+                "trailer", f"byte {e.start + 1} of the record count is not valid {self.encoding}"
+            ) from None
+        # isdigit() alone takes superscripts and other scripts' digits, which int() refuses.
+        if not text.isascii() or not text.isdigit():
             raise FieldError("trailer", "the record count is not a number")
         return int(text)
 

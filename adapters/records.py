@@ -8,14 +8,22 @@ condemn the whole file, which then loads nothing: bytes that are not in the
 declared encoding (CSV), a header without the mapped columns, a missing or
 wrong trailer count (a truncated transfer), or more bad records than
 ``max_bad_records``.
+
+A bad file costs about what a few bad records cost: the records are read one at a
+time, reading stops at the first bad record past ``max_bad_records``, only the
+first :data:`DEAD_LETTER_SAMPLE` dead letters are kept (the rest are counted)
+and each holds at most :data:`MAX_RAW` characters of its record.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
+import dataclasses
 import io
+import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,9 +34,24 @@ from adapters.layout import FieldError, Layout, RawRecord
 from adapters.mapping import CompiledMapping, RowsNode, json_pointer
 from adapters.schemas import ResponseCheck
 
-__all__ = ["CsvFormat", "DeadLetter", "FixedWidthFormat", "Outcome", "RecordRules", "parse_file"]
+__all__ = [
+    "DEAD_LETTER_SAMPLE",
+    "MAX_RAW",
+    "CsvFormat",
+    "DeadLetter",
+    "FixedWidthFormat",
+    "Outcome",
+    "RecordRules",
+    "parse_file",
+]
 
 MAX_KEY_LENGTH = 255
+# Dead letters kept per file. Enough to show an operator every kind of fault in a file; a
+# file of a million bad one-byte lines would otherwise take gigabytes to hold and to write.
+DEAD_LETTER_SAMPLE = 1000
+# Characters of a record a dead letter holds (a delimiter counting as one): a legacy record
+# fits whole, a crafted row of a million fields does not. With the sample, about 4 MiB a file.
+MAX_RAW = 4096
 
 
 class CsvFormat(BaseModel):
@@ -52,7 +75,15 @@ class DeadLetter:
     reason: str
     field: str | None = None
     offset: int | None = None  # byte offset (fixed-width) or line number (CSV)
-    raw: Any = None  # the record as found: a list of CSV fields or the bytes' hex
+    # The record as found, cut to MAX_RAW characters: CSV fields, decoded fields or the bytes' hex.
+    raw: Any = None
+    # dataclasses.field: in this class body, ``field`` is the attribute above.
+    raw_truncated: bool = dataclasses.field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        raw, cut = _bounded(self.raw)
+        object.__setattr__(self, "raw", raw)  # frozen: the one place it is set
+        object.__setattr__(self, "raw_truncated", cut)
 
     def to_json(self, file: str, sha256: str) -> dict[str, Any]:
         return {
@@ -63,14 +94,21 @@ class DeadLetter:
             "field": self.field,
             "reason": self.reason,
             "raw": self.raw,
+            "raw_truncated": self.raw_truncated,
         }
 
 
 @dataclass
 class Outcome:
     loaded: list[tuple[str, int, str]] = field(default_factory=list)  # key, number, JSON
-    dead: list[DeadLetter] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)  # the first DEAD_LETTER_SAMPLE bad ones
+    bad: int = 0  # bad records, listed in ``dead`` or not
     rejected: str | None = None  # why nothing of the file loads
+
+    def add_bad(self, letter: DeadLetter) -> None:
+        self.bad += 1
+        if len(self.dead) < DEAD_LETTER_SAMPLE:
+            self.dead.append(letter)
 
 
 @dataclass(frozen=True)
@@ -161,25 +199,36 @@ def _csv_rows(
     return rows()
 
 
+def _check_trailer(fmt: FixedWidthFormat, data: bytes) -> int | str:
+    """The number of detail records the trailer vouches for, or why it condemns the file.
+
+    A first pass that keeps nothing but the last record, so a file of a million bad lines is
+    never held as a million errors, and a truncated file is refused before any record is mapped.
+    """
+    records = itertools.islice(fmt.records(data), fmt.header_records, None)
+    tail = collections.deque(enumerate(records, start=1), maxlen=1)
+    count, last = tail[0] if tail else (0, None)
+    if not isinstance(last, RawRecord) or not fmt.is_trailer(last.data):
+        return "the file ends without its trailer record (truncated?)"
+    try:
+        expected = fmt.trailer_count(last.data)
+    except FieldError as e:
+        return f"trailer: {e.reason}"
+    if expected != count - 1:
+        return f"the trailer counts {expected} records, the file has {count - 1}"
+    return expected
+
+
 def _fixed_rows(
     fmt: FixedWidthFormat, data: bytes, outcome: Outcome
 ) -> Iterator[tuple[int, int, dict[str, Any] | DeadLetter]] | None:
-    items = list(fmt.records(data))
-    items = items[fmt.header_records :]
+    items = itertools.islice(fmt.records(data), fmt.header_records, None)
     if fmt.trailer is not None:
-        last = items[-1] if items else None
-        if not isinstance(last, RawRecord) or not fmt.is_trailer(last.data):
-            outcome.rejected = "the file ends without its trailer record (truncated?)"
+        checked = _check_trailer(fmt, data)
+        if isinstance(checked, str):
+            outcome.rejected = checked
             return None
-        try:
-            expected = fmt.trailer_count(last.data)
-        except FieldError as e:
-            outcome.rejected = f"trailer: {e.reason}"
-            return None
-        items = items[:-1]
-        if expected != len(items):
-            outcome.rejected = f"the trailer counts {expected} records, the file has {len(items)}"
-            return None
+        items = itertools.islice(items, checked)  # all but the trailer
 
     def rows() -> Iterator[tuple[int, int, dict[str, Any] | DeadLetter]]:
         for i, item in enumerate(items, start=1):
@@ -211,61 +260,85 @@ def parse_file(rules: RecordRules, file: str, data: bytes) -> Outcome:
         return outcome
     seen: dict[str, int] = {}
     for number, offset, row in rows:
-        if isinstance(row, DeadLetter):
-            outcome.dead.append(row)
-            continue
-        raw: Any = row if isinstance(fmt, CsvFormat) else {k: _plain(v) for k, v in row.items()}
-        try:
-            document = rules.mapping.apply(RowsNode([row]), f"{file} record {number}")
-        except MappingError as e:
-            outcome.dead.append(DeadLetter(number, e.reason, field=e.field, offset=offset, raw=raw))
-            continue
-        problem = rules.validator.problem(document)
-        if problem is not None:
-            outcome.dead.append(
-                DeadLetter(
-                    number,
-                    f"the service's schema refuses it: {problem[1]}",
-                    field=problem[0],
-                    offset=offset,
-                    raw=raw,
-                )
-            )
-            continue
-        key = _key(document, rules.key)
-        if key is None or not key or len(key) > MAX_KEY_LENGTH:
-            outcome.dead.append(
-                DeadLetter(
-                    number,
-                    "the record has no usable key",
-                    field=json_pointer(rules.key),
-                    offset=offset,
-                    raw=raw,
-                )
-            )
-            continue
-        if key in seen:
-            outcome.dead.append(
-                DeadLetter(
-                    number,
-                    f"the key is used by record {seen[key]} of the same file",
-                    field=json_pointer(rules.key),
-                    offset=offset,
-                    raw=raw,
-                )
-            )
-            continue
-        seen[key] = number
-        body = json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        outcome.loaded.append((key, number, body))
-    if rules.max_bad_records is not None and len(outcome.dead) > rules.max_bad_records:
-        outcome.rejected = (
-            f"{len(outcome.dead)} bad records, more than the {rules.max_bad_records} allowed"
+        made = (
+            row if isinstance(row, DeadLetter) else _record(rules, file, number, offset, row, seen)
         )
+        if not isinstance(made, DeadLetter):
+            outcome.loaded.append(made)
+            continue
+        outcome.add_bad(made)
+        if rules.max_bad_records is not None and outcome.bad > rules.max_bad_records:
+            # The file is condemned: reading on would only cost time and memory.
+            outcome.rejected = f"more than the {rules.max_bad_records} bad records allowed"
+            break
     if outcome.rejected:
         outcome.loaded.clear()
     return outcome
 
 
+def _record(
+    rules: RecordRules,
+    file: str,
+    number: int,
+    offset: int,
+    row: dict[str, Any],
+    seen: dict[str, int],
+) -> tuple[str, int, str] | DeadLetter:
+    """One decoded record mapped, checked and keyed, or the dead letter saying why it is not."""
+    raw: Any = row if isinstance(rules.fmt, CsvFormat) else {k: _plain(v) for k, v in row.items()}
+    try:
+        document = rules.mapping.apply(RowsNode([row]), f"{file} record {number}")
+    except MappingError as e:
+        return DeadLetter(number, e.reason, field=e.field, offset=offset, raw=raw)
+    problem = rules.validator.problem(document)
+    if problem is not None:
+        reason = f"the service's schema refuses it: {problem[1]}"
+        return DeadLetter(number, reason, field=problem[0], offset=offset, raw=raw)
+    key = _key(document, rules.key)
+    if key is None or not key or len(key) > MAX_KEY_LENGTH:
+        reason = "the record has no usable key"
+        return DeadLetter(number, reason, field=json_pointer(rules.key), offset=offset, raw=raw)
+    if key in seen:
+        reason = f"the key is used by record {seen[key]} of the same file"
+        return DeadLetter(number, reason, field=json_pointer(rules.key), offset=offset, raw=raw)
+    seen[key] = number
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return key, number, body
+
+
 def _plain(value: Any) -> Any:
     return str(value) if value is not None and not isinstance(value, str) else value
+
+
+def _bounded(raw: Any) -> tuple[Any, bool]:
+    """``raw`` cut to MAX_RAW characters, and whether anything was cut."""
+    if isinstance(raw, str):
+        return raw[:MAX_RAW], len(raw) > MAX_RAW
+    if isinstance(raw, list):
+        fields, cut = _fit(("", v) for v in raw)
+        return [v for _, v in fields], cut
+    if isinstance(raw, dict):
+        pairs, cut = _fit(raw.items())
+        return dict(pairs), cut
+    return raw, False
+
+
+def _fit(
+    parts: Iterable[tuple[str, str | None]],
+) -> tuple[list[tuple[str, str | None]], bool]:
+    """The leading (name, text) parts that fit in MAX_RAW characters, the last one cut to fit.
+
+    A part counts one character more than its name and text, so that a row of a million
+    empty fields is cut too. The flag says whether anything was cut or left out.
+    """
+    kept: list[tuple[str, str | None]] = []
+    room = MAX_RAW
+    for name, text in parts:
+        cost = len(name) + len(text or "") + 1
+        if cost > room:
+            if text and room > len(name) + 1:
+                kept.append((name, text[: room - len(name) - 1]))
+            return kept, True
+        kept.append((name, text))
+        room -= cost
+    return kept, False

@@ -78,7 +78,8 @@ async def _call(request: web.Request) -> web.StreamResponse:
             message_id=request.headers.get("X-Road-Id") or str(uuid.uuid4()),
             method=request.method,
             path=rest,
-            query=request.query_string,
+            # As sent: the route decodes it once (aiohttp's query_string is decoded already).
+            query=request.rel_url.raw_query_string,
             headers={k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP},
             body=body,
         )

@@ -211,3 +211,36 @@ def test_long_negative_packed_and_zoned_numbers_keep_every_digit() -> None:
         )
         value = Decimal("-10000000000000000000000000001")
         assert layout.decode(layout.encode({"N": value}))["N"] == value
+
+
+@pytest.mark.parametrize(
+    ("encoding", "count"),
+    [
+        ("cp037", "00000\u00b2".encode("cp037")),  # a superscript two: isdigit(), yet not int()
+        ("ascii", b"00\x8000"),  # not ASCII at all
+    ],
+)
+def test_a_trailer_count_that_is_not_ascii_digits_is_a_field_error(
+    encoding: str, count: bytes
+) -> None:
+    layout = Layout(
+        encoding=encoding,
+        record_length=10,
+        separator="none",
+        trailer={"value": "TRL", "count_start": 4, "count_length": len(count)},
+        fields=[{"name": "A", "start": 1, "length": 10}],
+    )
+    record = "TRL".encode(encoding) + count + " ".encode(encoding) * (7 - len(count))
+    with pytest.raises(FieldError) as caught:
+        layout.trailer_count(record)
+    assert caught.value.field == "trailer"
+
+
+def test_a_trailer_marker_the_code_page_cannot_write_is_refused() -> None:
+    with pytest.raises(ValidationError, match="the trailer marker is not in ascii"):
+        Layout(
+            encoding="ascii",
+            record_length=10,
+            trailer={"value": "TRL\u00e9", "count_start": 5, "count_length": 3},
+            fields=[{"name": "A", "start": 1, "length": 10}],
+        )

@@ -9,11 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from adapters.config import load_adapters
 from adapters.legacy.synthetic import Person
 from adapters.legacy.systems import config_path, create_nadra_database, write_district_codes
 from adapters.server import build_app
+from tests.adapters.test_rest import Upstream
+from tests.adapters.test_rest import config as rest_config
 
 Serve = Callable[[web.Application], Awaitable[str]]
 BASE = "/PK/FED/NADRA/civil-registry/person/v1"
@@ -96,3 +99,23 @@ async def test_metrics_and_health(
     assert "shahrah_adapter_call_seconds_bucket" in text
     async with http.get(f"{base}/healthz") as r:
         assert await r.json() == {"status": "ok", "circuits": {BASE[1:]: "closed"}}
+
+
+@pytest.mark.parametrize(
+    ("query", "lang"),
+    [("lang=%2541", "%41"), ("lang=a%26fields%3Dnone", "a&fields=none"), ("lang=100%25", "100%")],
+)
+async def test_the_query_string_is_decoded_once(
+    tmp_path: Path, serve: Serve, http: aiohttp.ClientSession, query: str, lang: str
+) -> None:
+    # The server handed on aiohttp's decoded query string, which the route decoded again: a
+    # client's literal "%41" reached the system as "A".
+    upstream = Upstream()
+    config = rest_config(tmp_path, await serve(upstream.app()))
+    config.write_text(config.read_text().replace(', pattern: "en|ur"', ""))
+    adapters = await load_adapters(config, environ={"API_KEY": "k"})
+    base = await serve(build_app(adapters, watch=False))
+    url = URL(f"{base}{BASE}/persons/3520212345671?{query}", encoded=True)
+    async with http.get(url, headers=CLIENT) as r:
+        assert r.status == 200
+    assert upstream.queries == [{"fields": "all", "lang": lang}]

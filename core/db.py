@@ -134,6 +134,8 @@ def _driver_urls(url: str) -> tuple[str, str]:
         parsed = make_url(url)
     except ArgumentError as e:
         raise BadRequestError(f"not a database URL: {e}") from e
+    except ValueError as e:  # a port that is not a number; the message quotes no password
+        raise BadRequestError("not a database URL: its port is not a number") from e
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -35,6 +36,7 @@ from pydantic import (
 )
 
 from core import jws
+from core.canonical import canonical_json
 from core.errors import (
     AccessDeniedError,
     BadRequestError,
@@ -84,6 +86,9 @@ FORMAT: Literal["shahrah-globalconf/1"] = "shahrah-globalconf/1"
 
 #: How far a configuration's issue time may lie in the future of a gateway's clock.
 CLOCK_SKEW = dt.timedelta(minutes=5)
+#: The longest validity the registry gives a configuration; gateways refuse a longer one, so
+#: that one signed by mistake (or with a stolen key) cannot outlive every later serial.
+MAX_VALIDITY = dt.timedelta(days=7)
 
 Status = Literal["active", "suspended"]
 HttpMethod = Literal["*", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -265,11 +270,24 @@ class GlobalConf(_Doc):
     central_services: list[CentralServiceInfo] = []
 
 
+def _anchor_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the configuration URL must be an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        # Fetch errors quote the URL, and reach the health endpoint, local systems and peers.
+        raise ValueError("the configuration URL may not carry a user name or password")
+    return url
+
+
 class Anchor(_Doc):
     """What a gateway trusts before it has any configuration: X-Road's configuration anchor."""
 
     instance: IdPart
-    url: str = Field(description="where GET returns the signed global configuration")
+    url: Annotated[str, AfterValidator(_anchor_url)] = Field(
+        description="where GET returns the signed global configuration (http or https, "
+        "without a user name or password)"
+    )
     keys: Jwks = Field(description="the operator's public keys (JWK Set)")
     generated_at: AwareDatetime
 
@@ -311,6 +329,14 @@ def verify_globalconf(
     except InvalidSignatureError as e:
         raise GlobalConfRejectedError(f"global configuration signature: {e.message}") from e
     try:
+        # The registry signs the RFC 8785 form; anything else (a repeated key, say, which
+        # readers in other languages could take the first of) was not made by it.
+        canonical = canonical_json(json.loads(verified.payload)) == verified.payload
+    except (ValueError, RecursionError, BadRequestError):
+        canonical = False
+    if not canonical:
+        raise GlobalConfRejectedError("global configuration is not in canonical JSON form")
+    try:
         conf = GlobalConf.model_validate_json(verified.payload)
     except ValidationError as e:
         err = e.errors()[0]
@@ -324,6 +350,10 @@ def verify_globalconf(
         )
     if conf.expires_at <= conf.issued_at:
         raise GlobalConfRejectedError("global configuration expires before it was issued")
+    if conf.expires_at - conf.issued_at > MAX_VALIDITY:
+        raise GlobalConfRejectedError(
+            f"global configuration is valid for longer than {MAX_VALIDITY.days} days"
+        )
     if not timely:
         return conf
     if conf.issued_at > now + CLOCK_SKEW:

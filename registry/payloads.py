@@ -15,6 +15,7 @@ from core.fields import AwareDatetime, GatewayIdField, IdPart, MemberIdField, Se
 from core.fields import SubsystemIdField as SubsystemId
 from core.ids import MEMBER_CLASSES
 from registry.globalconf import (
+    MAX_VALIDITY,
     AccessRightInfo,
     HttpMethod,
     Jwks,
@@ -176,7 +177,9 @@ class CentralServiceSet(_Body):
 
 
 class FederationSettings(_Body):
-    globalconf_validity: int | None = Field(None, ge=60, le=7 * 24 * 3600, description="seconds")
+    globalconf_validity: int | None = Field(
+        None, ge=60, le=int(MAX_VALIDITY.total_seconds()), description="seconds"
+    )
     globalconf_refresh: int | None = Field(None, ge=1, le=3600, description="seconds")
 
 

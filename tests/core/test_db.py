@@ -44,11 +44,20 @@ async def test_sqlite_connections_use_wal_foreign_keys_and_full_sync(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    "url", ["mysql://x/y", "sqlite://", "sqlite:///:memory:", "not a url at all"]
+    "url",
+    [
+        "mysql://x/y",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "not a url at all",
+        # A port that is not a number escaped as a ValueError, a traceback from the CLIs.
+        "postgresql://gw:db-secret@dbhost:5432x/gateway",
+    ],
 )
 def test_unsupported_urls_are_refused(url: str) -> None:
-    with pytest.raises(BadRequestError):
+    with pytest.raises(BadRequestError) as refused:
         create_engine(url)
+    assert "db-secret" not in refused.value.message
 
 
 async def _fed(db: Sessions) -> None:

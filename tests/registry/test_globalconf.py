@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from core import jws
 from core.canonical import b64url_decode
@@ -137,6 +139,50 @@ def test_other_signer_and_other_instance_are_refused(signed: str) -> None:
         verify_globalconf(signed, anchor_for(PrivateKey.generate()), now=T0)
     with pytest.raises(GlobalConfRejectedError, match="instance 'PK', anchor is 'EE'"):
         verify_globalconf(signed, anchor_for(instance="EE"), now=T0)
+
+
+def test_a_validity_longer_than_the_registry_ever_gives_is_refused(signed: str) -> None:
+    """Signed by mistake or with a stolen key, one that never expires would outlive every
+    later serial's rollback protection."""
+    doc = json.loads(b64url_decode(signed.split(".")[1]))
+    for days, accepted in ((7, True), (8, False)):
+        expires = dt.datetime.fromisoformat(doc["issued_at"]) + dt.timedelta(days=days)
+        resigned = _resign(signed, expires_at=expires.isoformat().replace("+00:00", "Z"))
+        if accepted:
+            verify_globalconf(resigned, anchor_for(), now=T0)
+        else:
+            with pytest.raises(GlobalConfRejectedError, match="longer than 7 days"):
+                verify_globalconf(resigned, anchor_for(), now=T0)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # A repeated key: this reader takes the last, a reader elsewhere may take the first.
+        lambda text: text.replace('"serial":', '"serial":1,"serial":', 1),
+        lambda text: text.replace(",", ", ", 1),  # the same document, not in RFC 8785 form
+    ],
+)
+def test_a_payload_not_in_canonical_form_is_refused(signed: str, payload: Any) -> None:
+    text = b64url_decode(signed.split(".")[1]).decode()
+    other = jws.sign(payload(text).encode(), OPERATOR, typ=GLOBALCONF_TYP)
+    with pytest.raises(GlobalConfRejectedError, match="canonical"):
+        verify_globalconf(other, anchor_for(), now=T0)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://registry:TopSecret@127.0.0.1/globalconf", "user name or password"),
+        ("http://registry@127.0.0.1/globalconf", "user name or password"),
+        ("file:///etc/passwd", "http:// or https://"),
+    ],
+)
+def test_an_anchor_url_with_credentials_is_refused(url: str, message: str) -> None:
+    """A fetch error quotes the URL, and reaches the health endpoint, local systems and peers."""
+    doc = json.loads(anchor_for().dumps())
+    with pytest.raises(ValidationError, match=message):
+        Anchor.model_validate({**doc, "url": url})
 
 
 def test_a_differently_typed_signature_by_the_operator_is_refused(signed: str) -> None:

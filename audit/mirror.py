@@ -205,8 +205,10 @@ def parse_cursor(text: str) -> tuple[dt.datetime, int]:
         # and a larger number would fail in the database driver instead of being refused.
         if type(row_id) is not int or not 0 < row_id < 2**63 or parsed.tzinfo is None:
             raise ValueError
-        return parsed, row_id
-    except (BadRequestError, ValueError, TypeError) as e:
+        # In UTC, as the database compares it: a time at the calendar's edge (year 1 at
+        # +01:00) has no UTC form, and failed in the driver instead of being refused here.
+        return parsed.astimezone(dt.UTC), row_id
+    except (BadRequestError, ValueError, TypeError, OverflowError) as e:
         raise BadRequestError(
             "cursor is not one this server issued", detail={"field": "cursor"}
         ) from e

@@ -238,8 +238,12 @@ class Witness:
                     key_jwk=json.dumps(key.to_jwk(), sort_keys=True),
                 )
             else:  # the same checkpoint again: a fresh cosignature, the history unchanged
-                row.cosigned = cosigned
+                # Signed again, perhaps with another key (a gateway re-signs after a key
+                # rotation what it never heard cosigned): the key kept must be the one the
+                # note now carries, or an export of an honest log fails verification.
+                row.note, row.cosigned = evidence, cosigned
                 row.cosigned_at = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+                row.key_jwk = json.dumps(key.to_jwk(), sort_keys=True)
         log.info("cosigned %s at size %d", body.log_id, checkpoint.size)
         return [cosignature.line()]
 

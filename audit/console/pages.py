@@ -37,6 +37,7 @@ from core.errors import (
 from core.keys import PrivateKey
 from core.pages import Console, PageContext, client_address, safe_next
 from core.pseudonym import Pseudonymizer
+from core.web import parse_model
 from registry.globalconf_client import GlobalConfClient
 
 __all__ = ["PAGE_SIZE", "ConsoleDeps", "build_console"]
@@ -158,9 +159,11 @@ def build_console(deps: ConsoleDeps) -> Console:
             return ctx.redirect("/")
         form = dict(ctx.session.data.get("search", {}))
         filters, _ = parse_filters(form)
-        query = mirror.SearchQuery.model_validate(
+        query = parse_model(
+            mirror.SearchQuery,
             (filters or mirror.Filters()).model_dump(exclude_none=True)
-            | {"limit": PAGE_SIZE, "cursor": request.query.get("cursor") or None}
+            | {"limit": PAGE_SIZE, "cursor": request.query.get("cursor") or None},
+            where="query",
         )
         async with transaction(deps.sessions, write=False) as s:
             page = await mirror.search(s, query, deps.pseudonyms)

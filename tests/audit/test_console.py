@@ -206,6 +206,8 @@ async def test_results_are_paginated_with_a_cursor(
     assert seen == sorted(range(N), reverse=True)  # newest first, each once
     forged = await client.get("/console/?cursor=bm90LWEtY3Vyc29y")
     assert forged.status == 400
+    # Longer than any cursor issued: refused as the query's fault, not failed as a 500.
+    assert (await client.get("/console/?cursor=" + "A" * 300)).status == 400
 
 
 async def test_an_entry_is_verified_in_a_witnessed_checkpoint(fed: Federation) -> None:

@@ -129,6 +129,9 @@ async def test_tampered_cursors_are_refused_not_failed(witnessed: Federation) ->
         [5, 5],
         ["2026-11-28T09:00:00+00:00", 5, 6],
         {"time": "2026-11-28T09:00:00+00:00"},
+        # Times at the calendar's edges, which have no UTC form: they failed in the driver.
+        ["0001-01-01T00:00:00+01:00", 5],
+        ["9999-12-31T23:59:59-01:00", 5],
     ]:
         status, body = await fed.regulator("POST", "/api/v1/search", {"cursor": cursor(tampered)})
         assert status == 400, (tampered, body)

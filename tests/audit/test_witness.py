@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from audit.note import (
     verify_log_signature,
     witness_name,
 )
+from audit.verify import verify_export
 from audit.witness_client import ADD_CHECKPOINT
 from audit.writer import AuditWriter
 from core.db import transaction
@@ -34,8 +36,10 @@ from registry.memberauth import sign_request
 from registry.payloads import KeyCreate
 from tests.audit.conftest import NADRA_CLIENT, WITNESS_KEY, Federation
 from tests.audit.events import GATEWAY, event
+from tests.audit.test_export import export
 from tests.audit.trees import MemoryTree
 from tests.registry.federation import LMC_TAX, NADRA_KEY
+from tests.registry.test_globalconf import anchor_for
 
 LOG = str(GATEWAY)
 ORIGIN = log_origin(LOG)
@@ -386,6 +390,24 @@ async def test_checkpoints_signed_before_a_key_rotation_are_witnessed_after_it(
     for row in rows[1:]:  # each stored as cosigned, under the key that is valid
         assert row.cosigned is not None
         assert verify_log_signature(Note.parse(row.cosigned), ORIGIN, [new.public()])
+
+
+async def test_the_same_checkpoint_cosigned_again_under_a_new_key_still_exports_and_verifies(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A gateway re-signs after a key rotation a checkpoint whose cosignature it never heard
+    (the answer was lost), and submits it again. The witness cosigns it again; the key it
+    keeps on record must be the one that note carries, or the regulator's export of an honest
+    log fails verification ("forged", and every entry uncovered)."""
+    fed = federation
+    await submit(fed, HONEST, 0, 10)
+    new = PrivateKey.generate()
+    async with transaction(fed.db) as s:
+        await ops.add_key(s, KeyCreate(member=NADRA_CLIENT.member, jwk=new.public().to_jwk()))
+    await fed.publish()
+    await fed.witness_client().add_checkpoint(LOG, 10, [], checkpoint(HONEST, 10, key=new), [])
+    path = await export(fed, tmp_path / "all.jsonl")
+    assert verify_export(path, anchor=anchor_for()).problems == []
 
 
 async def test_a_restored_log_as_long_as_the_witnessed_one_is_not_taken_for_witnessed(

@@ -87,5 +87,9 @@ class TimelineClient:
         try:
             return Timeline.model_validate_json(answer)
         except ValidationError as e:
-            log.warning("the audit server's timeline does not parse: %s", e)
+            # Where and why, not the values: they are a citizen's records.
+            where = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:3]
+            )
+            log.warning("the audit server's timeline does not parse (%s)", where)
             raise TimelineUnavailableError("the audit server's answer does not parse") from e

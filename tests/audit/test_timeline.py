@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
@@ -200,6 +201,33 @@ async def test_failures_reach_the_portal_as_one_clear_error(timelines: Federatio
     await timelines.publish()
     with pytest.raises(TimelineUnavailableError, match="cannot be reached"):
         await client(timelines).timeline(CITIZEN)
+
+
+async def test_an_answer_that_does_not_parse_is_logged_without_its_values(
+    timelines: Federation, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer is a citizen's records: the log says where it fails, never what it holds."""
+
+    async def garbled(_: web.Request) -> web.Response:
+        return web.json_response({"items": [{"subject": str(CITIZEN)}], "next": None})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", garbled)
+    url = await serve(app)
+    async with transaction(timelines.db) as s:
+        await ops.set_central_service(
+            s,
+            WITNESS_SERVICE,
+            CentralServiceSet(
+                url=url, keys=Jwks.model_validate(KeySet([WITNESS_KEY.public()]).to_jwks())
+            ),
+        )
+    await timelines.publish()
+    with caplog.at_level(logging.INFO), pytest.raises(TimelineUnavailableError, match="parse"):
+        await client(timelines).timeline(CITIZEN)
+    logged = [r.getMessage() for r in caplog.records if "timeline" in r.getMessage()]
+    assert logged
+    assert not [m for m in logged if str(CITIZEN) in m]
 
 
 async def test_the_route_is_in_the_openapi_document(timelines: Federation) -> None:

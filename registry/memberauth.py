@@ -243,6 +243,11 @@ class MemberRequestVerifier:
 
     def verify(self, header: str, *, method: str, path: str, body: bytes) -> ClientId:
         """The authenticated client, or UnauthorizedError with the reason."""
+        claims, view = self._signed(header)
+        return self._admit(claims, view, method=method, path=path, body=body)
+
+    def _signed(self, header: str) -> tuple[_Claims, GlobalConfView]:
+        """The assertion's claims, once its signature verifies by a key of its member."""
         scheme, _, token = header.partition(" ")
         if scheme != SCHEME or not token:
             raise UnauthorizedError(f"expected 'Authorization: {SCHEME} <signed assertion>'")
@@ -259,6 +264,11 @@ class MemberRequestVerifier:
             claims = _Claims.model_validate_json(verified.payload)
         except (InvalidSignatureError, ValidationError) as e:
             raise UnauthorizedError(f"member assertion refused: {refusal_reason(e)}") from e
+        return claims, view
+
+    def _admit(
+        self, claims: _Claims, view: GlobalConfView, *, method: str, path: str, body: bytes
+    ) -> ClientId:
         self.checks.check(
             claims,
             # One share per member: its subsystems sign with its keys.
@@ -279,8 +289,11 @@ class MemberRequestVerifier:
         header = request.headers.get("Authorization")
         if header is None:
             raise UnauthorizedError(f"missing 'Authorization: {SCHEME} ...'")
+        # The signature before the body: no one without a member's key makes the service
+        # read, and hold, a body of up to its limit (40 MiB for the witness).
+        claims, view = self._signed(header)
         body = await request.read()
-        return self.verify(header, method=request.method, path=request.path_qs, body=body)
+        return self._admit(claims, view, method=request.method, path=request.path_qs, body=body)
 
 
 def peek_claims(token: str, model: type[_B]) -> _B:

@@ -95,6 +95,10 @@ class ServiceRequestVerifier:
 
     def verify(self, header: str, *, method: str, path: str, body: bytes) -> str:
         """The name of the authenticated central service, or Unauthorized/ForbiddenError."""
+        return self._admit(self._signed(header), method=method, path=path, body=body)
+
+    def _signed(self, header: str) -> _Claims:
+        """The assertion's claims, once its signature verifies by a key of its service."""
         scheme, _, token = header.partition(" ")
         if scheme != SCHEME or not token:
             raise UnauthorizedError(f"expected 'Authorization: {SCHEME} <signed assertion>'")
@@ -107,6 +111,9 @@ class ServiceRequestVerifier:
             claims = _Claims.model_validate_json(verified.payload)
         except (InvalidSignatureError, ValidationError) as e:
             raise UnauthorizedError(f"{_WHAT} refused: {refusal_reason(e)}") from e
+        return claims
+
+    def _admit(self, claims: _Claims, *, method: str, path: str, body: bytes) -> str:
         self.checks.check(
             claims, caller=claims.service, method=method, path=path, body=body, what=_WHAT
         )
@@ -119,8 +126,9 @@ class ServiceRequestVerifier:
         header = request.headers.get("Authorization")
         if header is None:
             raise UnauthorizedError(f"missing 'Authorization: {SCHEME} ...'")
+        claims = self._signed(header)  # before the body, as for members (memberauth)
         body = await request.read()
-        return self.verify(header, method=request.method, path=request.path_qs, body=body)
+        return self._admit(claims, method=request.method, path=request.path_qs, body=body)
 
 
 def _key(view: GlobalConfView, service: str, kid: str) -> PublicKey:

@@ -17,7 +17,7 @@ from consent.lifecycle import Action, Status
 from consent.receipt import receipt_document, sign_receipt
 from consent.state import SIGNIN_LIMITER, STATE, ConsentState, api
 from core.db import transaction, utcnow
-from core.errors import NotFoundError, OutdatedGlobalConfError, UnauthorizedError
+from core.errors import NotFoundError, OutdatedGlobalConfError
 from core.fields import AwareDatetime, CnicField
 from core.ids import Cnic, MemberId
 from core.pages import client_address
@@ -89,13 +89,9 @@ async def sign_in(request: web.Request, body: SignIn) -> Session:
     address are throttled with the portal's limiter (429, with ``detail.retry_after``)."""
     limiter = request.app[SIGNIN_LIMITER]
     address = client_address(request)
-    limiter.check(address)
-    try:
-        done = await request.app[STATE].accounts.sign_in(body.cnic, body.password)
-    except UnauthorizedError:
-        limiter.failed(address)
-        raise
-    limiter.succeeded(address)
+    at = limiter.attempt(address)
+    done = await request.app[STATE].accounts.sign_in(body.cnic, body.password)
+    limiter.succeeded(at, address)
     return Session(token=done.token, cnic=done.cnic, expires_at=done.expires_at)
 
 

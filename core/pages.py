@@ -200,10 +200,12 @@ class SessionStore:
 
 
 class LoginLimiter:
-    """Throttles repeated sign-in failures per key (an account, a client address).
+    """Throttles sign-in attempts per key (an account, a client address).
 
-    After ``limit`` failures within ``window`` the key is refused for ``lock``,
-    doubling with each further lock-out until a success clears it.
+    Every attempt counts against its keys from the moment it is made, before the password is
+    checked, so a burst of simultaneous guesses is counted as it arrives; a successful one
+    is then taken back, and only that one. Once ``limit`` attempts within ``window`` have
+    not succeeded, the key is refused for ``lock``, doubling with each further lock-out.
     """
 
     def __init__(
@@ -223,32 +225,41 @@ class LoginLimiter:
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
         self._locked: dict[str, tuple[float, int]] = {}  # key -> (until, lock-outs so far)
 
-    def check(self, *keys: str) -> None:
-        """Raise TooManyRequestsError if any key is locked out now."""
+    def attempt(self, *keys: str) -> float:
+        """Count one attempt against every key, or raise TooManyRequestsError if any is
+        locked out; the attempt's time, for :meth:`succeeded`."""
         now = self._clock()
+        recents = {}
         for key in keys:
-            until, _ = self._locked.get(key, (0.0, 0))
+            until, times = self._locked.get(key, (0.0, 0))
+            recent = [t for t in self._failures.get(key, []) if now - t < self._window]
+            if until <= now and len(recent) >= self._limit:
+                until = now + self._lock * 2**times
+                self._locked[key] = (until, times + 1)
+                self._failures[key] = []
+                if len(self._locked) > self._max_keys:
+                    self._forget_locks(now)
             if until > now:
                 wait = int(until - now) + 1
                 raise TooManyRequestsError(
                     f"too many failed sign-ins; try again in {wait} s",
                     detail={"retry_after": wait},
                 )
-
-    def failed(self, *keys: str) -> None:
-        now = self._clock()
-        for key in keys:
-            recent = [t for t in self._failures.pop(key, []) if now - t < self._window]
-            recent.append(now)
-            if len(recent) >= self._limit:
-                _, times = self._locked.get(key, (0.0, 0))
-                self._locked[key] = (now + self._lock * 2**times, times + 1)
-                recent = []
-                if len(self._locked) > self._max_keys:
-                    self._forget_locks(now)
-            self._failures[key] = recent
+            recents[key] = recent
+        for key, recent in recents.items():
+            self._failures.pop(key, None)
+            self._failures[key] = [*recent, now]
             while len(self._failures) > self._max_keys:
                 self._failures.popitem(last=False)
+        return now
+
+    def succeeded(self, at: float, *keys: str) -> None:
+        """The attempt made at ``at`` was right: it no longer counts. Only that one: a
+        caller's own sign-in does not clear the failures it (or others) had from its address."""
+        for key in keys:
+            recent = self._failures.get(key)
+            if recent is not None and at in recent:
+                recent.remove(at)
 
     def _forget_locks(self, now: float) -> None:
         """Keep the lock-outs within ``max_keys``: expired ones go first (losing only how
@@ -259,11 +270,6 @@ class LoginLimiter:
         if excess > 0:
             for key, _ in sorted(self._locked.items(), key=lambda kv: kv[1][0])[:excess]:
                 del self._locked[key]
-
-    def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
-            self._locked.pop(key, None)
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -501,12 +507,15 @@ class Console:
         body = await read_up_to(request.content, MAX_FORM + 1)
         if len(body) > MAX_FORM:
             raise too_large
-        charset = request.charset or "utf-8"
+        # Every page is served in UTF-8, so browsers send forms in it; any other charset named
+        # here (punycode, utf-7...) is refused rather than handed to its codec.
+        if (request.charset or "utf-8").lower() != "utf-8":
+            raise BadRequestError("forms are taken in UTF-8 only")
         try:
             pairs = parse_qsl(
-                body.decode(charset).rstrip(), keep_blank_values=True, encoding=charset
+                body.decode("utf-8").rstrip(), keep_blank_values=True, encoding="utf-8"
             )
-        except (UnicodeDecodeError, LookupError) as e:
+        except UnicodeDecodeError as e:
             raise BadRequestError("the form is not valid text") from e
         refuse_nul(request, pairs)
         return MultiDictProxy(MultiDict(pairs))

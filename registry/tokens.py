@@ -56,6 +56,10 @@ class TokenStore:
         """Make a new token called ``name`` and return it; it is never shown again."""
         if not 1 <= len(name) <= MAX_NAME:
             raise BadRequestError(f"a token's name has 1 to {MAX_NAME} characters")
+        if name.startswith("env:"):
+            # The console tells the environment's admin token (ENV_PRINCIPAL) by its name: a
+            # stored token so named would keep its sessions after it is revoked.
+            raise BadRequestError("token names starting with 'env:' are reserved")
         token = self.prefix + secrets.token_urlsafe(32)
         s.add(self.model(name=name, token_sha256=_digest(token)))
         try:

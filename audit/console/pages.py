@@ -116,18 +116,17 @@ def build_console(deps: ConsoleDeps) -> Console:
         if request.method == "POST":
             keys = (f"user:{username}", client_address(request))
             try:
-                console.limiter.check(*keys)
+                at = console.limiter.attempt(*keys)
                 who = await deps.accounts.sign_in(username, ctx.form.get("password", ""))
                 require_regulator(deps.conf.current(), who.organisation)
             except TooManyRequestsError:
                 error, status = ctx.t("reg.login.locked"), 429
             except UnauthorizedError:
-                console.limiter.failed(*keys)
                 error, status = ctx.t("reg.login.wrong"), 401
             except ForbiddenError:
                 error, status = ctx.t("reg.login.not_regulator"), 403
             else:
-                console.limiter.succeeded(*keys)
+                console.limiter.succeeded(at, *keys)
                 console.sign_in(ctx, who.username, {"organisation": str(who.organisation)})
                 target = safe_next(request.query.get("next"), PREFIX, ctx.url("/"))
                 return web.Response(status=303, headers={"Location": target})

@@ -110,7 +110,7 @@ async def _login(request: web.Request, ctx: PageContext) -> web.StreamResponse:
         cnic_text = ctx.form.get("cnic", "")[:32]
         address = client_address(request)
         try:
-            console.limiter.check(address)
+            at = console.limiter.attempt(address)
             cnic = Cnic.parse(cnic_text.strip())
             signed = await request.app[STATE].accounts.sign_in(cnic, ctx.form.get("password", ""))
         except TooManyRequestsError as e:
@@ -121,11 +121,10 @@ async def _login(request: web.Request, ctx: PageContext) -> web.StreamResponse:
             status = 400
         except UnauthorizedError:
             # Also a locked account: it answers exactly as a wrong password does.
-            console.limiter.failed(address)
             error = ctx.t("portal.login.wrong")
             status = 401
         else:
-            console.limiter.succeeded(address)
+            console.limiter.succeeded(at, address)
             console.sign_in(ctx, str(cnic), {"token": signed.token})
             target = safe_next(request.query.get("next"), console.prefix, ctx.url(console.home))
             return web.Response(status=303, headers={"Location": target})

@@ -20,14 +20,13 @@ def register(console: Console) -> None:
         if request.method == "POST":
             # Throttled per address: a token names no account to count failures against.
             keys = (client_address(request),)
-            console.limiter.check(*keys)
+            at = console.limiter.attempt(*keys)
             try:
                 name = await _check(request, ctx.form.get("token", ""))
             except UnauthorizedError:
-                console.limiter.failed(*keys)
                 error = ctx.t("op.login.wrong")
             else:
-                console.limiter.succeeded(*keys)
+                console.limiter.succeeded(at, *keys)
                 console.sign_in(ctx, name)
                 target = safe_next(request.query.get("next"), console.prefix, ctx.url("/members"))
                 return web.Response(status=303, headers={"Location": target})

@@ -82,6 +82,27 @@ async def test_nul_in_a_form_or_query_is_refused_and_changes_nothing(
     assert notes == []
 
 
+async def test_a_form_in_any_charset_but_utf8_is_refused_not_failed(
+    site: tuple[PageClient, list[str]],
+) -> None:
+    """Anyone could name a codec that fails with a plain UnicodeError (punycode): a 500 and a
+    traceback in the log, before sign-in."""
+    client, _ = site
+    token = (await client.get("/kit/login")).csrf
+    for charset in ("punycode", "utf-7", "no-such-codec"):
+        refused = await client.request(
+            "POST",
+            "/kit/login",
+            data=f"csrf={token}&word=x".encode(),
+            headers={
+                "Origin": client.base,
+                "Content-Type": f"application/x-www-form-urlencoded; charset={charset}",
+            },
+        )
+        assert refused.status == 400, charset
+        assert "UTF-8" in refused.visible
+
+
 async def test_a_post_from_another_origin_changes_nothing(
     site: tuple[PageClient, list[str]],
 ) -> None:
@@ -241,42 +262,74 @@ def test_the_limiter_locks_out_and_doubles_the_wait() -> None:
     now = [0.0]
     limiter = LoginLimiter(limit=3, lock=dt.timedelta(seconds=10), clock=lambda: now[0])
     for _ in range(3):
-        limiter.check("a")
-        limiter.failed("a")
+        limiter.attempt("a")  # three that do not succeed
     with pytest.raises(TooManyRequestsError):
-        limiter.check("a")
-    limiter.check("b")  # other keys are not affected
+        limiter.attempt("a")
+    limiter.attempt("b")  # other keys are not affected
     now[0] = 11
-    limiter.check("a")
     for _ in range(3):
-        limiter.failed("a")
+        limiter.attempt("a")
+    with pytest.raises(TooManyRequestsError):
+        limiter.attempt("a")
     now[0] = 11 + 15
     with pytest.raises(TooManyRequestsError):
-        limiter.check("a")  # the second lock-out lasts 20 s
-    limiter.succeeded("a")
-    limiter.check("a")
+        limiter.attempt("a")  # the second lock-out lasts 20 s
+    now[0] = 11 + 21
+    limiter.attempt("a")
+
+
+def test_a_success_takes_back_its_own_attempt_and_no_other() -> None:
+    """A caller holding one real account signed in between guesses at others' and so
+    cleared its address's failures: it could guess for ever."""
+    limiter = LoginLimiter(limit=3, clock=lambda: 0.0)
+    limiter.attempt("addr:1")
+    at = limiter.attempt("addr:1")
+    limiter.succeeded(at, "addr:1")  # its own account
+    limiter.attempt("addr:1")
+    limiter.attempt("addr:1")
+    with pytest.raises(TooManyRequestsError):
+        limiter.attempt("addr:1")
+
+
+def test_attempts_count_before_the_password_is_checked() -> None:
+    """Simultaneous guesses all passed a check made before any of them had failed."""
+    limiter = LoginLimiter(limit=5, clock=lambda: 0.0)
+    admitted = 0
+    for _ in range(30):  # thirty arrive before any answer is known
+        try:
+            limiter.attempt("addr:1")
+        except TooManyRequestsError:
+            continue
+        admitted += 1
+    assert admitted == 5
 
 
 def test_the_limiter_keeps_its_lock_outs_bounded() -> None:
     now = [0.0]
     limiter = LoginLimiter(limit=1, lock=dt.timedelta(seconds=10), clock=lambda: now[0], max_keys=3)
+
+    def lock(key: str) -> None:
+        limiter.attempt(key)
+        with pytest.raises(TooManyRequestsError):
+            limiter.attempt(key)
+
     for key in ("a", "b", "c"):
-        limiter.failed(key)
+        lock(key)
     now[0] = 11  # a, b and c have served their time
-    limiter.failed("d")
+    lock("d")
     for key in ("e", "f"):
         now[0] += 1
-        limiter.failed(key)
+        lock(key)
     # Over the bound: the expired ones went, and no live lock-out was lost for them.
     for key in ("d", "e", "f"):
         with pytest.raises(TooManyRequestsError):
-            limiter.check(key)
+            limiter.attempt(key)
     now[0] += 1
-    limiter.failed("g")  # all four live: the one that would end soonest (d) gives way
-    limiter.check("d")
+    lock("g")  # all four live: the one that would end soonest (d) gives way
+    limiter.attempt("d")
     for key in ("e", "f", "g"):
         with pytest.raises(TooManyRequestsError):
-            limiter.check(key)
+            limiter.attempt(key)
     assert len(limiter._locked) == 3
 
 

@@ -17,6 +17,7 @@ from openapi_spec_validator import validate
 
 from core.canonical import b64url_decode
 from core.db import Sessions, transaction
+from core.errors import BadRequestError
 from core.tls import make_certificate
 from registry import tokens
 from registry.server import RegistryConfig, build_app
@@ -282,3 +283,11 @@ async def test_openapi_describes_every_route_and_is_valid(
     assert doc["paths"]["/globalconf"]["get"]["responses"]["200"]["content"].keys() == {
         "application/jose"
     }
+
+
+async def test_token_names_of_the_environment_admin_are_reserved(seeded: Sessions) -> None:
+    """The console tells the environment's admin token by the name env:SHAHRAH_ADMIN_TOKEN;
+    a stored token so named kept its console sessions after it was revoked."""
+    async with transaction(seeded) as s:
+        with pytest.raises(BadRequestError, match="reserved"):
+            await tokens.create(s, tokens.ENV_PRINCIPAL)

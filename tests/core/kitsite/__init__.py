@@ -31,13 +31,12 @@ def build() -> tuple[web.Application, list[str]]:
         error = None
         if request.method == "POST":
             keys = ("word", client_address(request))
-            console.limiter.check(*keys)
+            at = console.limiter.attempt(*keys)
             if tokens_equal(ctx.form.get("word", ""), WORD):
-                console.limiter.succeeded(*keys)
+                console.limiter.succeeded(at, *keys)
                 console.sign_in(ctx, "visitor")
                 target = safe_next(request.query.get("next"), console.prefix, ctx.url("/"))
                 return web.Response(status=303, headers={"Location": target})
-            console.limiter.failed(*keys)
             error = ctx.t("kit.wrong")
         return ctx.render("login.html", page_title=ctx.t("kit.title"), error=error)
 

@@ -178,13 +178,36 @@ def key_id(token: str) -> str:
     return kid
 
 
+def strict_json(raw: bytes, what: str = "signed payload") -> Any:
+    """``raw`` parsed as JSON the way every reader must agree on: UTF-8 (no byte-order mark,
+    no other encoding guessed), no repeated key in an object (readers differ on which one
+    wins: one signed object could say two things) and no NaN or Infinity."""
+
+    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            raise ValueError("repeated key")
+        return obj
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        return json.loads(
+            raw.decode("utf-8"), object_pairs_hook=no_repeats, parse_constant=no_constant
+        )
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InvalidSignatureError(f"{what} is not strict JSON (UTF-8, no repeated key)") from e
+
+
 def _decode_header(segment: str) -> dict[str, Any]:
     if len(segment) > _MAX_HEADER:
         raise InvalidSignatureError("signature header is too large")
     try:
-        header = json.loads(b64url_decode(segment))
-    except (BadRequestError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raw = b64url_decode(segment)
+    except BadRequestError as e:
         raise InvalidSignatureError("signature header is not base64url JSON") from e
+    header = strict_json(raw, "signature header")
     if not isinstance(header, dict):
         raise InvalidSignatureError("signature header is not a JSON object")
     return header

@@ -190,8 +190,15 @@ def _peek(token: str, model: type[_E]) -> _E:
     if len(parts) != 3:
         raise InvalidSignatureError("envelope is not a compact JWS")
     try:
-        return model.model_validate_json(b64url_decode(parts[1]))
-    except (ValidationError, BadRequestError) as e:
+        raw = b64url_decode(parts[1])
+    except BadRequestError as e:
+        raise InvalidSignatureError(f"envelope is malformed: {_first(e)}") from e
+    # Strict first: a member could sign an envelope whose repeated key (a path, a message id)
+    # a reader keeping the first value would read otherwise than this one keeping the last.
+    value = jws.strict_json(raw, "envelope")
+    try:
+        return model.model_validate(value)
+    except ValidationError as e:
         raise InvalidSignatureError(f"envelope is malformed: {_first(e)}") from e
 
 

@@ -302,7 +302,8 @@ def peek_claims(token: str, model: type[_B]) -> _B:
     if len(parts) != 3:
         raise InvalidSignatureError("not a compact JWS")
     try:
-        return model.model_validate_json(b64url_decode(parts[1]))
+        # Strict: a repeated claim (an audience, a path) may be read two ways by two readers.
+        return model.model_validate(jws.strict_json(b64url_decode(parts[1]), "assertion"))
     except (ValidationError, BadRequestError) as e:
         raise InvalidSignatureError("assertion payload is malformed") from e
 

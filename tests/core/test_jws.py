@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
 from joserfc import jws as joserfc_jws
@@ -170,3 +171,32 @@ def test_signatures_of_the_wrong_length_are_refused(length: int) -> None:
     sig = b64url(bytes([1]) * length)
     with pytest.raises(InvalidSignatureError, match="64 bytes"):
         jws.verify(f"{head}.{body}.{sig}", TRUSTED, typ=TYP)
+
+
+def _signed_with_header(header: bytes, payload: bytes = b"{}") -> str:
+    """A token whose protected header is exactly ``header``, validly signed by KEY."""
+    head, body = b64url(header), b64url(payload)
+    der = KEY.cryptography_key.sign(f"{head}.{body}".encode(), jws._ECDSA)
+    r, s = decode_dss_signature(der)
+    return f"{head}.{body}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # A repeated parameter: another reader may take the first (alg none).
+        '{{"alg":"none","alg":"ES256","typ":"{typ}","kid":"{kid}"}}',
+        '{{"alg":"ES256","typ":"other","typ":"{typ}","kid":"{kid}"}}',
+        '{{"alg":"ES256","typ":"{typ}","kid":"{kid}","x":NaN}}',
+        '\ufeff{{"alg":"ES256","typ":"{typ}","kid":"{kid}"}}',  # a byte-order mark
+    ],
+)
+def test_a_header_other_readers_could_read_otherwise_is_refused(template: str) -> None:
+    header = template.format(typ=TYP, kid=KEY.kid).encode("utf-8")
+    with pytest.raises(InvalidSignatureError, match="signature header is not strict JSON"):
+        jws.verify(_signed_with_header(header), TRUSTED, typ=TYP)
+    # Encoded otherwise than UTF-8, the same header is refused too.
+    plain = f'{{"alg":"ES256","typ":"{TYP}","kid":"{KEY.kid}"}}'
+    with pytest.raises(InvalidSignatureError, match="strict JSON"):
+        jws.verify(_signed_with_header(plain.encode("utf-16")), TRUSTED, typ=TYP)
+    assert jws.verify(_signed_with_header(plain.encode()), TRUSTED, typ=TYP).kid == KEY.kid

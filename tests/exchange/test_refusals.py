@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from yarl import URL
 
 from adapters.base import BackendRequest, BackendResponse
+from core import jws
 from core.canonical import b64url
 from core.db import transaction, utcnow
 from core.ids import ClientId, ServiceId
@@ -459,6 +460,18 @@ async def _raw(
 async def test_a_well_formed_raw_request_is_accepted(fed: Federation) -> None:
     token = env_.seal(_envelope(fed), fed.member_keys[LMC])
     assert (await _raw(fed, token)).status == 200
+
+
+async def test_an_envelope_with_a_repeated_field_is_refused(fed: Federation) -> None:
+    """Signed by the member itself, so no forgery; but a reader keeping the first of a
+    repeated key would read another message id and path than this one, keeping the last."""
+    text = json.dumps(_envelope(fed).model_dump(mode="json", exclude_none=True))
+    repeated = text.replace("{", '{"message_id": "other", "path": "/other", ', 1)
+    token = jws.sign(repeated.encode(), fed.member_keys[LMC], typ=env_.REQUEST_TYP)
+    status, kind, message = await _error(await _raw(fed, token))
+    assert (status, kind) == (500, "Server.ServerProxy.InvalidSignature")
+    assert "envelope is not strict JSON" in message
+    assert fed.backend.seen == []
 
 
 async def test_a_suspended_provider_gateway_serves_no_one(fed: Federation) -> None:

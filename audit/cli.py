@@ -37,7 +37,14 @@ from audit.console.cli import regulator
 from audit.export import write_export
 from audit.note import witness_name
 from audit.verify import verify_export
-from core.cli import db_url_for, echo_json, no_passphrase_option, resolve_passphrase, run_async
+from core.cli import (
+    db_url_for,
+    echo_json,
+    no_passphrase_option,
+    resolve_passphrase,
+    run_async,
+    serve_until_stopped,
+)
 from core.db import create_engine, sessions, transaction
 from core.errors import BadRequestError, ShahrahError
 from core.ids import Cnic
@@ -159,11 +166,9 @@ def serve(
     Gateways submit checkpoints to POST /witness/v1/add-checkpoint; regulators
     (subsystems in the global group audit-regulators) search with POST
     /api/v1/search and read mirrored logs under /mirror; /metrics counts alarms."""
-    from aiohttp import web
 
     from audit.server import AuditServerConfig, build_app
     from registry.globalconf_client import GlobalConfClient
-    from registry.server import tls_context
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -173,9 +178,14 @@ def serve(
         pseudonyms=_pseudonyms(data_dir),
     )
     conf = GlobalConfClient(_anchor(data_dir), cache_file=data_dir / GLOBALCONF_FILE)
-    ssl_ctx = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    click.echo(f"audit server on {'https' if ssl_ctx else 'http'}://{host}:{port}", err=True)
-    web.run_app(build_app(config, conf), host=host, port=port, ssl_context=ssl_ctx, print=None)
+    serve_until_stopped(
+        build_app(config, conf),
+        what="audit server",
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
 
 
 def _filter_options(f: Any) -> Any:

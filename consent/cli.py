@@ -28,6 +28,7 @@ from core.cli import (
     no_passphrase_option,
     resolve_passphrase,
     run_async,
+    serve_until_stopped,
 )
 from core.db import Sessions, create_engine, sessions, transaction, upgrade, utcnow
 from core.errors import BadRequestError, ShahrahError
@@ -233,7 +234,6 @@ def serve(
     from consent.server import ConsentConfig, build_app
     from registry.globalconf_client import GlobalConfClient
     from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
-    from registry.server import tls_context
 
     folder = _required_dir(data_dir)
     if (tls_cert is None) != (tls_key is None):
@@ -264,9 +264,9 @@ def serve(
         await source.aclose()
 
     app.on_cleanup.append(close_source)
-    ssl_ctx = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    click.echo(f"consent service on {'https' if ssl_ctx else 'http'}://{host}:{port}", err=True)
-    web.run_app(app, host=host, port=port, ssl_context=ssl_ctx, print=None)
+    serve_until_stopped(
+        app, what="consent service", host=host, port=port, tls_cert=tls_cert, tls_key=tls_key
+    )
 
 
 @consent.command("repair-log")

@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from aiohttp import web
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 
+from core.db import driver_said
 from core.errors import ShahrahError
+from core.tls import listener_context
 
 __all__ = [
     "PASSPHRASE_ENV",
@@ -64,11 +68,37 @@ def resolve_passphrase(no_passphrase: bool, *, confirm: bool = False) -> bytes |
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run an async action; our own errors become a one-line message and exit status 1."""
+    """Run an async action; our own errors, and a database that cannot be used (a missing
+    file, a server out of reach), become a one-line message and exit status 1."""
     try:
         return asyncio.run(coro)
     except ShahrahError as e:
         raise click.ClickException(f"{e.message}") from e
+    except DBAPIError as e:
+        raise click.ClickException(f"cannot use the database: {driver_said(e)}") from e
+
+
+def serve_until_stopped(
+    app: web.Application,
+    *,
+    what: str,
+    host: str,
+    port: int,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> None:
+    """Serve ``app`` (over TLS when given a certificate and key) until Ctrl-C; a certificate
+    that does not load, a port taken or a host not this machine's is a one-line error."""
+    try:
+        ssl_ctx = listener_context(tls_cert, tls_key) if tls_cert and tls_key else None
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
+    click.echo(f"{what} on {'https' if ssl_ctx else 'http'}://{host}:{port}", err=True)
+    try:
+        web.run_app(app, host=host, port=port, ssl_context=ssl_ctx, print=None)
+    except OSError as e:  # a taken port, or a host name that does not resolve (gaierror)
+        reason = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from e
 
 
 def echo_json(value: Any) -> None:

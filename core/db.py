@@ -28,7 +28,7 @@ from sqlalchemy import DateTime, Engine, MetaData, event
 from sqlalchemy import create_engine as create_sync_engine_
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -140,6 +140,11 @@ def _driver_urls(url: str) -> tuple[str, str]:
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise BadRequestError("SQLite needs a file path: sqlite:///path/to/file.db")
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            # SQLite would fail to open it anyway, and a connection failing in aiosqlite's
+            # thread can outlive the command's event loop.
+            raise BadRequestError(f"cannot use the database: there is no folder {folder}")
         return (
             parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False),
             parsed.set(drivername="sqlite+pysqlite").render_as_string(hide_password=False),
@@ -333,12 +338,26 @@ def upgrade(url: str) -> None:
         # The first thing a server does with its database: say which one failed and why, in
         # one line, and never with the password the URL may carry.
         where = make_url(url).render_as_string(hide_password=True)
-        reason = str(e.orig).splitlines()[0] if e.orig else type(e).__name__
-        raise DatabaseError(f"cannot use the database {where}: {reason}") from e
+        raise DatabaseError(f"cannot use the database {where}: {driver_said(e)}") from e
 
 
 def check(url: str) -> None:
-    """Raise if the models and the migrations disagree (``alembic check``)."""
+    """Raise DatabaseError if the models and the migrations disagree (``alembic check``), or
+    the database cannot be used or is not migrated to the newest revision."""
+    from alembic.util import CommandError
+
     from alembic import command
 
-    command.check(_alembic_config(url))
+    where = make_url(url).render_as_string(hide_password=True)
+    try:
+        command.check(_alembic_config(url))
+    except OperationalError as e:
+        raise DatabaseError(f"cannot use the database {where}: {driver_said(e)}") from e
+    except CommandError as e:
+        raise DatabaseError(f"{where}: {e}") from e
+
+
+def driver_said(e: DBAPIError) -> str:
+    """What the database driver said, first line only: never the statement or parameters."""
+    said = str(e.orig).strip().splitlines() if e.orig else []
+    return said[0] if said else type(e).__name__

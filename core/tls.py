@@ -397,3 +397,16 @@ def peer_pin(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return hashlib.sha256(der).hexdigest() if der else None
+
+
+def listener_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A plain TLS server context (no client certificates) from PEM files, for the central
+    services' listeners; BadRequestError naming the files if they do not load."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        reason = e.strerror or str(e)  # SSLError is an OSError too
+        raise BadRequestError(f"cannot load TLS certificate {cert} and key {key}: {reason}") from e
+    return ctx

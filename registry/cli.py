@@ -19,7 +19,14 @@ import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.canonical import b64url_decode
-from core.cli import db_url_for, echo_json, no_passphrase_option, resolve_passphrase, run_async
+from core.cli import (
+    db_url_for,
+    echo_json,
+    no_passphrase_option,
+    resolve_passphrase,
+    run_async,
+    serve_until_stopped,
+)
 from core.db import create_engine, sessions, transaction
 from core.errors import BadRequestError, ShahrahError
 from core.ids import ClientId, GatewayId, MemberId, ServiceId
@@ -205,9 +212,8 @@ def serve(
     SHAHRAH_ADMIN_TOKEN, if set, is accepted as an operator token. The operator console is
     at /console; SHAHRAH_CONSENT_OPERATOR_TOKEN (a consent service operator token) lets its
     guardianship pages work."""
-    from aiohttp import web
 
-    from registry.server import RegistryConfig, build_app, tls_context
+    from registry.server import RegistryConfig, build_app
 
     if data_dir is None:
         raise click.UsageError("--data-dir is required (it holds the operator key)")
@@ -223,11 +229,14 @@ def serve(
         admin_token=os.environ.get("SHAHRAH_ADMIN_TOKEN") or None,
         consent_operator_token=os.environ.get("SHAHRAH_CONSENT_OPERATOR_TOKEN") or None,
     )
-    ssl_ctx = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    click.echo(
-        f"registry {fed.instance} on {'https' if ssl_ctx else 'http'}://{host}:{port}", err=True
+    serve_until_stopped(
+        build_app(config),
+        what=f"registry {fed.instance}",
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
-    web.run_app(build_app(config), host=host, port=port, ssl_context=ssl_ctx, print=None)
 
 
 def _load_operator_key(data_dir: Path, no_passphrase: bool) -> PrivateKey:

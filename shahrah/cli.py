@@ -61,7 +61,10 @@ def db_upgrade(url: str) -> None:
 @click.option("--db", "url", required=True, envvar="SHAHRAH_DB", help="Database URL.")
 def db_check(url: str) -> None:
     """Fail if the models and the migrations disagree."""
-    db.check(url)
+    try:
+        db.check(url)
+    except ShahrahError as e:
+        raise click.ClickException(e.message) from e
     click.echo("models and migrations agree", err=True)
 
 
@@ -85,6 +88,10 @@ def key_group() -> None:
 @no_passphrase_option
 def key_generate(out: Path, jwk_out: Path | None, no_passphrase: bool) -> None:
     """Make an ES256 (P-256) key pair; register the printed public JWK with the operator."""
+    if jwk_out is not None and not jwk_out.parent.is_dir():
+        # Checked first: failing after the key was written would leave a key that a second
+        # run refuses to overwrite.
+        raise click.ClickException(f"no folder {jwk_out.parent} for the public JWK")
     passphrase = resolve_passphrase(no_passphrase, confirm=True)
     key = PrivateKey.generate()
     try:

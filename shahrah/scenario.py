@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -206,13 +207,14 @@ async def _export(live: Live) -> Path:
     """The regulator's export of every witnessed audit entry, written on the audit server's host."""
     audit_dir = live.data_dir / "audit"
     folder = live.data_dir / "exports"
-    await asyncio.to_thread(folder.mkdir, exist_ok=True)
+    # It holds personal data, as the audit CLI's exports do: the folder 0700, the file 0600.
+    await asyncio.to_thread(folder.mkdir, mode=0o700, exist_ok=True)
     path = folder / f"audit-{utcnow().strftime('%Y%m%dT%H%M%S%f')}.jsonl"
     anchor = Anchor.load(audit_dir / "anchor.json")
     cached = audit_dir / "globalconf.jws"
     engine = create_engine(live.audit_db_url, pool_size=1)
     try:
-        with path.open("xb") as out:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             await write_export(
                 sessions(engine),
                 out,

@@ -44,6 +44,11 @@ async def test_the_scenario_holds_and_runs_again_on_other_ports(tmp_path: Path) 
             assert "tax_due" not in json.dumps(body)
     federation = json.loads((data / FEDERATION_FILE).read_text())
     assert stat.S_IMODE((data / FEDERATION_FILE).stat().st_mode) == 0o600
+    # The regulator's export holds personal data, as the audit CLI's own exports do.
+    assert stat.S_IMODE((data / "exports").stat().st_mode) == 0o700
+    exports = list((data / "exports").iterdir())
+    assert exports
+    assert {stat.S_IMODE(x.stat().st_mode) for x in exports} == {0o600}
     assert set(federation["gateways"]) == {m.name for m in MEMBERS}
     assert federation["consents"]["active"].startswith("cns-")
     assert len(federation["citizens"]) == 3

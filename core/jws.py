@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from core.canonical import b64url, b64url_decode, canonical_json
+from core.canonical import b64url, b64url_decode, canonical_json, parse_json
 from core.errors import BadRequestError, InvalidSignatureError
 from core.keys import ALGORITHM, KeySet, PrivateKey, PublicKey
 
@@ -179,25 +179,13 @@ def key_id(token: str) -> str:
 
 
 def strict_json(raw: bytes, what: str = "signed payload") -> Any:
-    """``raw`` parsed as JSON the way every reader must agree on: UTF-8 (no byte-order mark,
-    no other encoding guessed), no repeated key in an object (readers differ on which one
-    wins: one signed object could say two things) and no NaN or Infinity."""
-
-    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj = dict(pairs)
-        if len(obj) != len(pairs):
-            raise ValueError("repeated key")
-        return obj
-
-    def no_constant(name: str) -> Any:
-        raise ValueError(name)
-
+    """``raw`` parsed by :func:`core.canonical.parse_json`, as every reader must agree on it
+    (UTF-8 without a byte-order mark, no repeated key, no NaN): one signed object must not
+    say two things to two readers."""
     try:
-        return json.loads(
-            raw.decode("utf-8"), object_pairs_hook=no_repeats, parse_constant=no_constant
-        )
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise InvalidSignatureError(f"{what} is not strict JSON (UTF-8, no repeated key)") from e
+        return parse_json(raw)
+    except BadRequestError as e:
+        raise InvalidSignatureError(f"{what} is not strict JSON: {e.message}") from e
 
 
 def _decode_header(segment: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import copy
 import hmac
 import json
 import logging
-import math
 import os
 import re
 import ssl
@@ -31,6 +30,7 @@ from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from core.canonical import parse_json
 from core.errors import (
     BadRequestError,
     InternalError,
@@ -68,9 +68,6 @@ Handler = Callable[..., Awaitable[Any]]
 ErrorRenderer = Callable[[ShahrahError], tuple[int, dict[str, Any]]]
 
 JSON_TYPES = ("application/json",)
-MAX_JSON_DEPTH = 64
-# Python's own default bound on int(str) (sys.int_info.default_max_str_digits).
-MAX_INT_DIGITS = 4300
 
 
 def describe_failure(e: BaseException, seconds: float | None = None) -> str:
@@ -303,85 +300,6 @@ async def security_headers_middleware(request: web.Request, handler: Handler) ->
 
 
 # --- input ---------------------------------------------------------------------------------
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise BadRequestError(f"duplicate key {key!r} in JSON object")
-        obj[key] = value
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise BadRequestError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    # json.loads reads 1e999 as infinity: a value no other JSON reader agrees on, and one
-    # canonical JSON (RFC 8785) cannot write, so it could be neither signed nor hashed.
-    value = float(text)
-    if not math.isfinite(value):
-        raise BadRequestError(f"number {text[:40]} is out of range for a JSON number")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    # Python refuses more than sys.get_int_max_str_digits() digits with a bare ValueError.
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise BadRequestError(f"integer of {digits} digits is too long (at most {MAX_INT_DIGITS})")
-    return int(text)
-
-
-_STRICT_TEXT = json.JSONEncoder(ensure_ascii=False)
-
-
-def _depth(value: Any, limit: int) -> None:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            raise BadRequestError(f"JSON nests deeper than {limit} levels")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-
-
-# An escaped UTF-16 surrogate: the only way a lone one can enter text decoded from UTF-8.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def parse_json(data: bytes | str) -> Any:
-    """Strict JSON: UTF-8, no duplicate keys, no NaN or Infinity (written, or overflowing
-    like 1e999), integers of at most MAX_INT_DIGITS digits, bounded nesting, and no lone
-    surrogates (I-JSON, RFC 7493): a string that holds one has no UTF-8 form, so it could be
-    neither stored, signed nor hashed."""
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        if not isinstance(data, bytes):
-            text.encode("utf-8")
-        value = json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            parse_int=_bounded_int,
-        )
-        if _SURROGATE_ESCAPE.search(text):  # pairs decode to one character; lone ones stay
-            _STRICT_TEXT.encode(value).encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise BadRequestError("JSON string holds a lone UTF-16 surrogate (U+D800 to U+DFFF)") from e
-    except UnicodeDecodeError as e:
-        raise BadRequestError("request body is not UTF-8") from e
-    except RecursionError as e:
-        raise BadRequestError("JSON nests too deeply") from e
-    except json.JSONDecodeError as e:
-        raise BadRequestError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    _depth(value, MAX_JSON_DEPTH)
-    return value
 
 
 def refuse_nul(request: web.Request, value: Any = None) -> None:

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from pydantic import BaseModel, Field
 
+from core.canonical import MAX_INT_DIGITS
 from core.errors import BadRequestError, ConflictError, UnauthorizedError
 from core.web import (
-    MAX_INT_DIGITS,
     Api,
     bearer_token,
     error_middleware,

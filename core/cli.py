@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from core.db import driver_said
 from core.errors import ShahrahError
 from core.tls import listener_context
+from core.web import cannot_listen
 
 __all__ = [
     "PASSPHRASE_ENV",
@@ -97,8 +98,7 @@ def serve_until_stopped(
     try:
         web.run_app(app, host=host, port=port, ssl_context=ssl_ctx, print=None)
     except OSError as e:  # a taken port, or a host name that does not resolve (gaierror)
-        reason = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
-        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from e
+        raise click.ClickException(cannot_listen(host, port, e)) from e
 
 
 def echo_json(value: Any) -> None:

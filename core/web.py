@@ -47,6 +47,7 @@ __all__ = [
     "ErrorRenderer",
     "ListenError",
     "bearer_token",
+    "cannot_listen",
     "describe_failure",
     "error_middleware",
     "json_response",
@@ -242,6 +243,13 @@ class ListenError(ShahrahError):
     """A listener could not be opened: its port is taken, or its address is not this host's."""
 
 
+def cannot_listen(host: str, port: int, e: OSError) -> str:
+    """Why ``host:port`` could not be bound, for an operator: asyncio's message repeats the
+    address as a tuple; a host name that does not resolve has a negative errno."""
+    reason = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
+    return f"cannot listen on {host}:{port}: {reason}"
+
+
 @contextlib.asynccontextmanager
 async def listening(
     app: web.Application,
@@ -264,9 +272,7 @@ async def listening(
         await site.start()
     except OSError as e:
         await runner.cleanup()
-        # asyncio's message repeats the address as a tuple; the operator needs host:port and why.
-        reason = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
-        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from e
+        raise ListenError(cannot_listen(host, port, e)) from e
     try:
         yield int(runner.addresses[0][1])
     finally:

@@ -55,6 +55,7 @@ __all__ = [
     "known_type",
     "located",
     "loggable",
+    "methods_middleware",
     "parse_local",
     "response_headers",
 ]
@@ -546,6 +547,17 @@ def error_xml(body: Mapping[str, Any]) -> bytes:
         text = value if isinstance(value, str) else "" if value is None else json.dumps(value)
         ET.SubElement(root, name).text = _NOT_XML.sub("\ufffd", text)
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+@web.middleware
+async def methods_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A method no gateway passes on is refused in r1's words before routing, on both
+    listeners: a CONNECT's target (``host:port``) matches no route, and would otherwise read
+    as an unknown path."""
+    if request.method in _NOT_PASSED_ON:
+        check_request(request.method, {})
+    response: web.StreamResponse = await handler(request)
+    return response
 
 
 @web.middleware

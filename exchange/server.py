@@ -24,14 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import OutdatedGlobalConfError
 from core.tls import PinnedContext
-from core.web import Api, Handler, error_middleware, security_headers_middleware
+from core.web import Api, error_middleware, security_headers_middleware
 from exchange import envelope
 from exchange.consumer import consume
 from exchange.context import Gateway
 from exchange.metadata import XML_TYPE, client_list_xml, list_clients
 from exchange.peers import pinnable
 from exchange.provider import provide
-from exchange.r1 import ERROR_HEADER, ERROR_TYPES, check_request, error_format_middleware
+from exchange.r1 import ERROR_HEADER, ERROR_TYPES, error_format_middleware, methods_middleware
 from exchange.renewal import Renewal
 from exchange.rotation import KeyRotation
 from registry.globalconf import GlobalConfView
@@ -139,16 +139,6 @@ async def _r1(request: web.Request) -> web.StreamResponse:
 _RAW_BODIES = {"auto_decompress": False}
 
 
-@web.middleware
-async def _methods_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A method no gateway passes on is refused in r1's words before routing: a CONNECT's
-    target (``host:port``) matches no route, and would otherwise read as an unknown path."""
-    if request.method in ("CONNECT", "TRACE"):
-        check_request(request.method, {})
-    response: web.StreamResponse = await handler(request)
-    return response
-
-
 def local_app(gw: Gateway) -> web.Application:
     app = web.Application(
         client_max_size=gw.limits.max_body,
@@ -158,7 +148,7 @@ def local_app(gw: Gateway) -> web.Application:
             error_format_middleware,
             security_headers_middleware,
             error_middleware(header=ERROR_HEADER),
-            _methods_middleware,
+            methods_middleware,
         ],
     )
     app[GATEWAY] = gw
@@ -179,7 +169,7 @@ def remote_app(gw: Gateway) -> web.Application:
         handler_args={"max_field_size": envelope.ENVELOPE_FIELD_SIZE, **_RAW_BODIES},
         # The pipeline answers every request it is handed, signed; these answer, unsigned but
         # in r1's words, what never reaches it (a CONNECT, an ``OPTIONS *``).
-        middlewares=[error_middleware(header=ERROR_HEADER), _methods_middleware],
+        middlewares=[error_middleware(header=ERROR_HEADER), methods_middleware],
     )
     app[GATEWAY] = gw
     app.router.add_route("*", "/{tail:.*}", _remote)

@@ -517,7 +517,6 @@ class Console:
             )
         except UnicodeDecodeError as e:
             raise BadRequestError("the form is not valid text") from e
-        refuse_nul(request, pairs)
         return MultiDictProxy(MultiDict(pairs))
 
     def _guard(self, handler: Page, auth: bool) -> Route:
@@ -525,9 +524,9 @@ class Console:
             session, known = self._session(request)
             ctx = PageContext(request, self, self._language(request), session)
             try:
-                refuse_nul(request)
                 if request.method == "POST":
                     await self._check_post(request, ctx, known)
+                refuse_nul(request, list(ctx.form.items()))  # path, query and form at once
                 if auth and ctx.principal is not None and not await self._still_valid(ctx):
                     self.sign_out(ctx)
                     response: web.StreamResponse = self._to_login(ctx, expired=True)

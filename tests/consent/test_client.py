@@ -81,7 +81,15 @@ async def test_a_lagging_gateway_does_not_permit_from_cache_past_expiry(harness:
         await client.decide(query(consent["id"], at=utcnow() - lag))  # asked, in force, cached
         await until(lambda: client.status().cache_trusted)
         while utcnow() < ends - dt.timedelta(seconds=0.3):  # in use, so kept vouched for
-            await client.decide(query(consent["id"], at=utcnow() - lag))
+            try:
+                await client.decide(query(consent["id"], at=utcnow() - lag))
+            except ConsentDenied as e:
+                # Asked just before the end (the lag keeps the cache out of it), answered
+                # just after it on a loaded machine: the service's own verdict, and the one
+                # this test expects below; any other reason is a failure.
+                if e.reason is not DenyReason.EXPIRED:
+                    raise
+                break
             await asyncio.sleep(0.05)
         await asyncio.sleep(max(0.0, (ends - utcnow()).total_seconds()) + 0.2)
         assert client.status().cache_trusted

@@ -2,8 +2,11 @@
 
 Run through ``shahrah db upgrade`` (or core.db.upgrade), which passes the
 database URL; the same engine factory as the application applies, so SQLite
-migrations run with WAL and foreign keys on.
+migrations run with WAL and full sync; foreign keys are checked once at the
+end instead of on each statement (see run_migrations_online).
 """
+
+from sqlalchemy.engine import Connection
 
 from alembic import context
 from core.db import UTCDateTime, create_sync_engine
@@ -32,18 +35,38 @@ def run_migrations_online() -> None:
     engine = create_sync_engine(url)
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # SQLite cannot ALTER constraints in place: batch mode rebuilds the table,
+                # dropping the old one. With foreign keys on, that drop deletes its rows
+                # first and cascades into every table referring to it. SQLite's procedure
+                # for changing a table: foreign keys off outside the transaction (inside
+                # one the pragma does nothing), then check them all before committing.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
             context.configure(
                 connection=connection,
                 target_metadata=metadata,
                 compare_type=True,
                 render_item=render_item,
-                # SQLite cannot ALTER constraints in place; batch mode rebuilds the table.
-                render_as_batch=connection.dialect.name == "sqlite",
+                render_as_batch=sqlite,
+                # One transaction for the whole upgrade on SQLite too (Alembic's default
+                # there is one per migration), so a failed check rolls all of it back.
+                transactional_ddl=True,
             )
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite:
+                    _refuse_broken_references(connection)
     finally:
         engine.dispose()
+
+
+def _refuse_broken_references(connection: Connection) -> None:
+    """Roll the upgrade back if it left a row referring to one that is not there."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        tables = sorted({f"{row[0]} -> {row[2]}" for row in broken})
+        raise RuntimeError(f"the upgrade would break references: {', '.join(tables)}")
 
 
 if context.is_offline_mode():

@@ -35,6 +35,10 @@ class Schema(Base):
     """One schema document with its references, under its global id."""
 
     __tablename__ = "registry_schemas"
+    # Ids are never given twice (Confluent's promise; gateways keep validators by id for
+    # good). PostgreSQL's sequence never goes back; SQLite needs AUTOINCREMENT, or it gives
+    # the highest id again once that schema is permanently deleted.
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # SHA-256 (hex) of the RFC 8785 canonical schema: ignores key order and whitespace.

@@ -244,3 +244,88 @@ def test_upgrading_a_registry_keeps_which_subsystems_each_gateway_serves(tmp_pat
         served = conn.execute(text("SELECT gateway_id, subsystem_id FROM registry_gateway_clients"))
         assert served.all() == [(1, 1)]
     engine.dispose()
+
+
+def _registry_at_reg0006_with_schemas(url: str, *, broken: bool = False) -> None:
+    """Schemas 1 and 3 (2 permanently deleted before), 3 referring to 1, each a version."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), "reg0006")
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        for id_ in (1, 3):
+            conn.execute(
+                text(
+                    "INSERT INTO registry_schemas (id, fingerprint, identity, schema_type, "
+                    "schema_text, \"references\", created_at) VALUES (:id, :f, :i, 'JSON', "
+                    "'{}', '[]', '2026-11-29')"
+                ),
+                {"id": id_, "f": f"{id_:064}", "i": f"{id_:064}"},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO registry_schema_versions (subject, version, schema_id, "
+                    "deleted, created_at) VALUES (:s, 1, :id, 0, '2026-11-29')"
+                ),
+                {"s": f"pk.s{id_}", "id": id_},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO registry_schema_references (schema_id, name, subject, version) "
+                "VALUES (3, 'a.json', 'pk.s1', 1)"
+            )
+        )
+        if broken:  # a row SQLite took with foreign keys off (their default)
+            conn.execute(
+                text(
+                    "INSERT INTO registry_schema_versions (subject, version, schema_id, "
+                    "deleted, created_at) VALUES ('pk.lost', 1, 99, 0, '2026-11-29')"
+                )
+            )
+    engine.dispose()
+
+
+def test_upgrading_keeps_schemas_and_never_gives_an_id_again(tmp_path: Path) -> None:
+    """The upgrade that stops SQLite reusing schema ids rebuilds ``registry_schemas``: with
+    foreign keys on, dropping the old table would refuse (versions) or cascade (references)."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _registry_at_reg0006_with_schemas(url)
+    upgrade(url)
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT id FROM registry_schemas ORDER BY id")).all() == [
+            (1,),
+            (3,),
+        ]
+        assert conn.execute(text("SELECT schema_id FROM registry_schema_references")).all() == [
+            (3,)
+        ]
+        assert conn.execute(text("SELECT count(*) FROM registry_schema_versions")).scalar() == 2
+        conn.execute(text("DELETE FROM registry_schema_references"))
+        conn.execute(text("DELETE FROM registry_schema_versions WHERE schema_id = 3"))
+        conn.execute(text("DELETE FROM registry_schemas WHERE id = 3"))
+        new = conn.execute(
+            text(
+                "INSERT INTO registry_schemas (fingerprint, identity, schema_type, schema_text, "
+                "\"references\", created_at) VALUES ('f', 'i', 'JSON', '{}', '[]', "
+                "'2026-11-30') RETURNING id"
+            )
+        ).scalar()
+        assert new == 4
+    engine.dispose()
+
+
+def test_an_upgrade_leaving_a_broken_reference_is_rolled_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _registry_at_reg0006_with_schemas(url, broken=True)
+    with pytest.raises(RuntimeError, match="registry_schema_versions -> registry_schemas"):
+        upgrade(url)
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        revisions = {v for (v,) in conn.execute(text("SELECT version_num FROM alembic_version"))}
+        assert "reg0006" in revisions
+        table = conn.execute(
+            text("SELECT sql FROM sqlite_master WHERE name = 'registry_schemas'")
+        ).scalar()
+        assert "AUTOINCREMENT" not in table
+    engine.dispose()

@@ -358,6 +358,26 @@ async def test_a_soft_deleted_referrer_still_holds_its_reference(
         assert (await call(http, "DELETE", url + path, headers=auth))[0] == 200
 
 
+async def test_a_permanently_deleted_schemas_id_is_never_given_again(
+    base: tuple[str, dict[str, str]], http: aiohttp.ClientSession
+) -> None:
+    """Gateways keep compiled validators by id for good: an id given to another schema would
+    have them validate against the deleted one. SQLite reused the highest rowid."""
+    url, auth = base
+    for subject, schema in (("pk.a", {"type": "string"}), ("pk.b", {"type": "integer"})):
+        await call(http, "POST", f"{url}/subjects/{subject}/versions", json_body=body(schema),
+                   headers=auth)  # fmt: skip
+    for path in ("/subjects/pk.b", "/subjects/pk.b?permanent=true"):
+        assert (await call(http, "DELETE", url + path, headers=auth))[0] == 200
+    assert (await call(http, "GET", f"{url}/schemas/ids/2"))[1]["error_code"] == 40403
+    status, answer = await call(
+        http, "POST", f"{url}/subjects/pk.c/versions", json_body=body({"type": "boolean"}),
+        headers=auth,
+    )  # fmt: skip
+    assert (status, answer) == (200, {"id": 3})
+    assert (await call(http, "GET", f"{url}/schemas/ids/2"))[1]["error_code"] == 40403
+
+
 async def test_comparisons_are_bounded_and_off_the_event_loop(
     base: tuple[str, dict[str, str]], http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:

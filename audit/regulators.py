@@ -17,13 +17,9 @@ its own gateway id, the audit server expects ``audit-witness``.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
-
 from aiohttp import web
 from yarl import URL
 
-from core.db import utcnow
 from core.errors import ForbiddenError
 from core.ids import ClientId
 from core.keys import PrivateKey
@@ -63,17 +59,10 @@ def require_regulator(view: GlobalConfView, client: ClientId) -> ClientId:
 class RegulatorAuthenticator:
     """A core.web.Api authenticator: the verified regulator subsystem, or 401/403."""
 
-    def __init__(
-        self,
-        audience: str,
-        view: Callable[[], GlobalConfView],
-        *,
-        clock: Callable[[], dt.datetime] = utcnow,
-        verifier: MemberRequestVerifier | None = None,
-    ) -> None:
-        """``verifier`` shares one nonce memory with other member-signed APIs of a server."""
-        self.view = view
-        self.verifier = verifier or MemberRequestVerifier(audience, view, clock=clock)
+    def __init__(self, verifier: MemberRequestVerifier) -> None:
+        """``verifier`` may share its nonce memory with other member-signed APIs of a server."""
+        self.view = verifier.view
+        self.verifier = verifier
 
     async def __call__(self, request: web.Request) -> ClientId:
         client = await self.verifier.authenticate(request)

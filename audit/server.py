@@ -50,7 +50,7 @@ from core.keys import PrivateKey
 from core.pseudonym import Pseudonymizer
 from core.web import Api, error_middleware, security_headers_middleware
 from registry.globalconf_client import GlobalConfClient
-from registry.memberauth import MemberRequestVerifier
+from registry.memberauth import MemberRequestVerifier, nonce_ledger
 from registry.serviceauth import SCHEME as SERVICE_SCHEME
 from registry.serviceauth import ServiceRequestVerifier
 
@@ -296,7 +296,9 @@ def build_app(config: AuditServerConfig, conf: GlobalConfClient) -> web.Applicat
     engine = create_engine(config.db_url)
     factory = sessions(engine)
     registry = CollectorRegistry()
-    members = MemberRequestVerifier(WITNESS_SERVICE, conf.current)
+    # One nonce ledger for every signed-request scheme of the server (rows are per caller).
+    nonces = nonce_ledger(factory)
+    members = MemberRequestVerifier(WITNESS_SERVICE, conf.current, nonces)
     app[STATE] = _State(
         sessions=factory,
         witness=Witness(
@@ -307,9 +309,9 @@ def build_app(config: AuditServerConfig, conf: GlobalConfClient) -> web.Applicat
             WitnessMetrics(registry),
         ),
         members=members,
-        regulator=RegulatorAuthenticator(WITNESS_SERVICE, conf.current, verifier=members),
-        portal=ServiceRequestVerifier(WITNESS_SERVICE, conf.current, TIMELINE_CALLERS),
-        log_keepers=ServiceRequestVerifier(WITNESS_SERVICE, conf.current, LOG_KEEPERS),
+        regulator=RegulatorAuthenticator(members),
+        portal=ServiceRequestVerifier(WITNESS_SERVICE, conf.current, TIMELINE_CALLERS, nonces),
+        log_keepers=ServiceRequestVerifier(WITNESS_SERVICE, conf.current, LOG_KEEPERS, nonces),
         pseudonyms=config.pseudonyms,
         conf=conf,
         metrics=registry,
@@ -342,6 +344,7 @@ def build_app(config: AuditServerConfig, conf: GlobalConfClient) -> web.Applicat
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await nonces.close()
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)

@@ -49,7 +49,12 @@ from core.pseudonym import Pseudonymizer
 from core.ratelimit import RateLimiter
 from core.web import error_middleware, security_headers_middleware
 from registry.globalconf_client import GlobalConfClient
-from registry.memberauth import MAX_NONCES, MAX_NONCES_PER_CALLER, MemberRequestVerifier
+from registry.memberauth import (
+    MAX_NONCES,
+    MAX_NONCES_PER_CALLER,
+    MemberRequestVerifier,
+    nonce_ledger,
+)
 
 __all__ = ["LOG_WRITER", "ConsentConfig", "build_app"]
 
@@ -100,9 +105,11 @@ def build_app(config: ConsentConfig) -> web.Application:
     engine = create_engine(config.db_url)
     factory = sessions(engine)
     consent_log = MerkleConsentLog()
+    nonces = nonce_ledger(factory)
     verifier = MemberRequestVerifier(
         AUDIENCE,
         config.globalconf.current,
+        nonces,
         max_nonces=config.signed_requests,
         max_nonces_per_caller=config.signed_requests_per_member,
     )
@@ -111,7 +118,7 @@ def build_app(config: ConsentConfig) -> web.Application:
     register_read_api(
         app,
         factory,
-        RegulatorAuthenticator(AUDIENCE, config.globalconf.current, verifier=verifier),
+        RegulatorAuthenticator(verifier),
         prefix=LOG_PREFIX,
     )
     hub = FeedHub(
@@ -189,6 +196,7 @@ def build_app(config: ConsentConfig) -> web.Application:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await writer.close()
+        await nonces.close()
         await engine.dispose()
 
     async def end_streams(app: web.Application) -> None:

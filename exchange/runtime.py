@@ -45,6 +45,7 @@ from exchange.rotation import KeyRotation
 from exchange.server import TrustSync, local_app, remote_app, run_background
 from registry.globalconf import Anchor
 from registry.globalconf_client import FetchIdentity, GlobalConfClient
+from registry.memberauth import MemberRequestVerifier, nonce_ledger
 from registry.schemareg.validation import HttpSchemaSource, ValidatorCache
 
 __all__ = ["Running", "registry_base", "repair_audit", "running"]
@@ -234,9 +235,10 @@ async def running(
             except Exception:  # sign with the current key; the next refresh tries again
                 log.exception("moving to the new signing key failed")
         local = local_app(gateway)
-        register_read_api(
-            local, db, RegulatorAuthenticator(str(config.id), conf.current), prefix="/audit"
-        )
+        nonces = nonce_ledger(db)
+        stack.push_async_callback(nonces.close)
+        regulators = MemberRequestVerifier(str(config.id), conf.current, nonces)
+        register_read_api(local, db, RegulatorAuthenticator(regulators), prefix="/audit")
         stop = asyncio.Event()
         background = asyncio.create_task(run_background(gateway, trust, renewal, stop, rotation))
         try:

@@ -33,7 +33,7 @@ from core.ids import ClientId, validate_part
 from core.keys import KeySet
 from registry import models as m
 from registry.globalconf import GLOBALCONF_TYP, GlobalConf, GlobalConfView
-from registry.memberauth import MemberRequestVerifier
+from registry.memberauth import MemberRequestVerifier, nonce_ledger
 from registry.publisher import Published
 
 __all__ = ["AUDIENCE", "GATEWAY_PARAM", "FetchReport", "FetchReports", "reports"]
@@ -70,7 +70,8 @@ class FetchReports:
         self.operator_keys = operator_keys
         self.clock = clock
         self._view: GlobalConfView | None = None
-        self._verifier = MemberRequestVerifier(AUDIENCE, self._current, clock=clock)
+        self._nonces = nonce_ledger(sessions)
+        self._verifier = MemberRequestVerifier(AUDIENCE, self._current, self._nonces, clock=clock)
 
     def _current(self) -> GlobalConfView:
         if self._view is None:
@@ -95,13 +96,19 @@ class FetchReports:
             return None
         try:
             self._load(latest)
-            client = self._verifier.verify(
+            client = await self._verifier.verify(
                 header, method=request.method, path=request.path_qs, body=b""
             )
             gateway = self._gateway(request, client)
         except ShahrahError as e:
             # Served anyway (see the module docstring); the reason helps the member's admin.
             log.info("unrecorded configuration fetch from %s: %s", request.remote, e.message)
+            return None
+        except SQLAlchemyError:
+            # The nonce could not be kept, so the report is not taken; the fetch is served.
+            log.warning(
+                "could not check the configuration fetch of %s", request.remote, exc_info=True
+            )
             return None
         report = FetchReport(str(client.member), gateway, latest.serial, self.clock())
         try:
@@ -122,6 +129,9 @@ class FetchReports:
         if client.member.gateway(code) not in view.gateways:
             raise ShahrahError(f"{client.member} has no gateway {code!r}")
         return code
+
+    async def close(self) -> None:
+        await self._nonces.close()
 
     async def _record(self, report: FetchReport) -> None:
         values = {

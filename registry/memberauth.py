@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,9 +28,11 @@ from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from core import jws
 from core.canonical import b64url_decode
+from core.db import Sessions
 from core.errors import (
     AccessDeniedError,
     BadRequestError,
@@ -40,7 +43,9 @@ from core.errors import (
 from core.fields import AwareDatetime, ClientIdField
 from core.ids import ClientId
 from core.keys import PrivateKey
+from core.once import OnceLedger
 from registry.globalconf import GlobalConfView
+from registry.models import SignedRequestNonce
 
 __all__ = [
     "MEMBER_REQUEST_TYP",
@@ -49,6 +54,7 @@ __all__ = [
     "RequestBinding",
     "RequestChecks",
     "binding_claims",
+    "nonce_ledger",
     "peek_claims",
     "refusal_reason",
     "sign_request",
@@ -61,6 +67,10 @@ CLOCK_SKEW = dt.timedelta(seconds=30)
 #: Nonces a verifier remembers within the acceptance window: in all, and per caller.
 MAX_NONCES = 250_000
 MAX_NONCES_PER_CALLER = 25_000
+#: How often nonces past the window are deleted from the database.
+PURGE_EVERY = dt.timedelta(minutes=1)
+
+log = logging.getLogger(__name__)
 
 
 class RequestBinding(BaseModel):
@@ -126,8 +136,11 @@ class RequestChecks:
     """The checks every signed-request scheme shares once the signature verified: audience,
     request, body, age, and no replay.
 
-    Nonces are remembered for the acceptance window, in bounded memory kept per caller (the
-    signing member, or central service), and a full memory refuses newcomers (429) rather
+    Nonces are remembered for the acceptance window twice over. In the service's database
+    (``ledger``), so that another process of the service, or the same one restarted, refuses
+    a replay too. And in bounded memory kept per caller (the signing member, or central
+    service), which refuses a replay to this process without a write and keeps any caller
+    from filling the database: a full memory refuses newcomers (429) rather
     than forget a nonce still inside the window. Per caller, so that a member sending a
     flood of signed requests exhausts only its own share: with one shared memory it could
     have the consent service refuse every other member's decisions, and their gateways
@@ -140,20 +153,23 @@ class RequestChecks:
     def __init__(
         self,
         audience: str,
+        ledger: OnceLedger | None,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         max_nonces: int = MAX_NONCES,
         max_nonces_per_caller: int = MAX_NONCES_PER_CALLER,
     ) -> None:
         self.audience = audience
+        self.ledger = ledger
         self.clock = clock
+        self._purged_at = dt.datetime.min.replace(tzinfo=dt.UTC)
         # caller -> nonce -> iat (POSIX seconds), in arrival order (about iat order).
         self._seen: dict[str, OrderedDict[str, float]] = {}
         self._total = 0
         self._max = max_nonces
         self._per_caller = max_nonces_per_caller
 
-    def check(
+    async def check(
         self,
         claims: RequestBinding,
         *,
@@ -176,6 +192,23 @@ class RequestChecks:
         if not (now - MAX_AGE <= claims.iat <= now + CLOCK_SKEW):
             raise UnauthorizedError(f"{what} is stale or from the future")
         self._remember(caller, claims.nonce, claims.iat.timestamp(), now, what)
+        if self.ledger is None:
+            return
+        row = {
+            "audience": self.audience,
+            "caller": caller,
+            "nonce": claims.nonce,
+            "expires_at": claims.iat + MAX_AGE + CLOCK_SKEW,
+        }
+        if not await self.ledger.first(row):
+            raise UnauthorizedError(f"{what} was already used (replay)")
+        if now - self._purged_at >= PURGE_EVERY:
+            self._purged_at = now
+            try:
+                await self.ledger.purge(now)
+            except SQLAlchemyError:
+                # Only housekeeping: the rows stay until the next try.
+                log.warning("could not forget expired request nonces", exc_info=True)
 
     def _remember(self, caller: str, nonce: str, iat: float, now: dt.datetime, what: str) -> None:
         horizon = (now - MAX_AGE - CLOCK_SKEW).timestamp()
@@ -216,17 +249,24 @@ class RequestChecks:
             self._total -= 1
 
 
+def nonce_ledger(sessions: Sessions) -> OnceLedger:
+    """Where a service keeps the nonces of the signed requests it admitted (one per server,
+    shared by its verifiers: rows are per audience and caller)."""
+    return OnceLedger(sessions, SignedRequestNonce, name="request-nonces")
+
+
 class MemberRequestVerifier:
     """Checks member assertions for one service (``audience``) against the current configuration.
 
-    Nonces seen within the acceptance window are remembered, so an assertion
-    cannot be replayed within it either; the memory is bounded.
+    Nonces seen within the acceptance window are remembered (:class:`RequestChecks`; in
+    ``ledger`` too, if given), so an assertion cannot be replayed within it either.
     """
 
     def __init__(
         self,
         audience: str,
         view: Callable[[], GlobalConfView],
+        ledger: OnceLedger | None,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         max_nonces: int = MAX_NONCES,
@@ -236,15 +276,16 @@ class MemberRequestVerifier:
         self.view = view
         self.checks = RequestChecks(
             audience,
+            ledger,
             clock=clock,
             max_nonces=max_nonces,
             max_nonces_per_caller=max_nonces_per_caller,
         )
 
-    def verify(self, header: str, *, method: str, path: str, body: bytes) -> ClientId:
+    async def verify(self, header: str, *, method: str, path: str, body: bytes) -> ClientId:
         """The authenticated client, or UnauthorizedError with the reason."""
         claims, view = self._signed(header)
-        return self._admit(claims, view, method=method, path=path, body=body)
+        return await self._admit(claims, view, method=method, path=path, body=body)
 
     def _signed(self, header: str) -> tuple[_Claims, GlobalConfView]:
         """The assertion's claims, once its signature verifies by a key of its member."""
@@ -266,10 +307,10 @@ class MemberRequestVerifier:
             raise UnauthorizedError(f"member assertion refused: {refusal_reason(e)}") from e
         return claims, view
 
-    def _admit(
+    async def _admit(
         self, claims: _Claims, view: GlobalConfView, *, method: str, path: str, body: bytes
     ) -> ClientId:
-        self.checks.check(
+        await self.checks.check(
             claims,
             # One share per member: its subsystems sign with its keys.
             caller=str(claims.client.member),
@@ -293,7 +334,9 @@ class MemberRequestVerifier:
         # read, and hold, a body of up to its limit (40 MiB for the witness).
         claims, view = self._signed(header)
         body = await request.read()
-        return self._admit(claims, view, method=request.method, path=request.path_qs, body=body)
+        return await self._admit(
+            claims, view, method=request.method, path=request.path_qs, body=body
+        )
 
 
 def peek_claims(token: str, model: type[_B]) -> _B:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -317,3 +318,22 @@ class GatewayFetch(Base):
     gateway: Mapped[str] = mapped_column(String(CODE), primary_key=True)  # '' if not named
     serial: Mapped[int] = mapped_column(Integer)  # the configuration served (or confirmed by 304)
     fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SignedRequestNonce(Base):
+    """Nonces of the signed requests a federation service admitted (:mod:`registry.memberauth`,
+    :mod:`registry.serviceauth`), kept until the assertion could no longer be accepted.
+
+    In the database, so that neither another process of the service nor the same one after
+    a restart takes a replay within the acceptance window. Every service (consent, audit
+    witness, registry) keeps its own in its own database, one row per (audience, caller,
+    nonce): a caller's nonces never collide with another's.
+    """
+
+    __tablename__ = "registry_signed_request_nonces"
+    __table_args__ = (Index("ix_registry_signed_request_nonces_expires_at", "expires_at"),)
+
+    audience: Mapped[str] = mapped_column(String(CODE), primary_key=True)
+    caller: Mapped[str] = mapped_column(String(1024), primary_key=True)  # member id or service
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

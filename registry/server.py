@@ -60,6 +60,7 @@ def build_app(config: RegistryConfig) -> web.Application:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await fetches.close()
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)

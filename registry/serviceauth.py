@@ -31,6 +31,7 @@ from core.errors import (
     UnauthorizedError,
 )
 from core.keys import PrivateKey, PublicKey
+from core.once import OnceLedger
 from registry.globalconf import GlobalConfView
 from registry.memberauth import (
     RequestBinding,
@@ -86,16 +87,17 @@ class ServiceRequestVerifier:
         audience: str,
         view: Callable[[], GlobalConfView],
         callers: Collection[str],
+        ledger: OnceLedger | None,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.view = view
         self.callers = frozenset(callers)
-        self.checks = RequestChecks(audience, clock=clock)
+        self.checks = RequestChecks(audience, ledger, clock=clock)
 
-    def verify(self, header: str, *, method: str, path: str, body: bytes) -> str:
+    async def verify(self, header: str, *, method: str, path: str, body: bytes) -> str:
         """The name of the authenticated central service, or Unauthorized/ForbiddenError."""
-        return self._admit(self._signed(header), method=method, path=path, body=body)
+        return await self._admit(self._signed(header), method=method, path=path, body=body)
 
     def _signed(self, header: str) -> _Claims:
         """The assertion's claims, once its signature verifies by a key of its service."""
@@ -113,8 +115,8 @@ class ServiceRequestVerifier:
             raise UnauthorizedError(f"{_WHAT} refused: {refusal_reason(e)}") from e
         return claims
 
-    def _admit(self, claims: _Claims, *, method: str, path: str, body: bytes) -> str:
-        self.checks.check(
+    async def _admit(self, claims: _Claims, *, method: str, path: str, body: bytes) -> str:
+        await self.checks.check(
             claims, caller=claims.service, method=method, path=path, body=body, what=_WHAT
         )
         if claims.service not in self.callers:
@@ -128,7 +130,7 @@ class ServiceRequestVerifier:
             raise UnauthorizedError(f"missing 'Authorization: {SCHEME} ...'")
         claims = self._signed(header)  # before the body, as for members (memberauth)
         body = await request.read()
-        return self._admit(claims, method=request.method, path=request.path_qs, body=body)
+        return await self._admit(claims, method=request.method, path=request.path_qs, body=body)
 
 
 def _key(view: GlobalConfView, service: str, kid: str) -> PublicKey:

@@ -44,12 +44,13 @@ NADRA_CLIENT = ClientId("PK", "FED", "NADRA")
 
 @dataclass
 class Federation:
-    db: Sessions
+    db: Sessions  # the registry's and NADRA's gateway's
     registry_url: str
     audit_url: str
     audit_conf: GlobalConfClient
     gateway_conf: GlobalConfClient
     http: aiohttp.ClientSession
+    witness_db: Sessions  # the audit server's: ``db`` unless a test gives it its own
 
     async def publish(self) -> None:
         """Sign a new configuration now and let every node fetch it."""
@@ -133,6 +134,19 @@ async def _regulator_agency(db: Sessions) -> None:
 async def federation(
     db: Sessions, db_url: str, serve: Any, http: aiohttp.ClientSession
 ) -> Federation:
+    return await start_federation(db, db_url, serve, http)
+
+
+async def start_federation(
+    db: Sessions,
+    db_url: str,
+    serve: Any,
+    http: aiohttp.ClientSession,
+    witness: tuple[str, Sessions] | None = None,
+) -> Federation:
+    """The federation on ``db``; the audit server on ``witness`` (its URL and sessions) if
+    given, else on ``db`` too."""
+    witness_url, witness_db = witness or (db_url, db)
     await seed(db)
     await _regulator_agency(db)
     registry_url = await serve(
@@ -145,14 +159,16 @@ async def federation(
     anchor = anchor_for().model_copy(update={"url": registry_url + "/globalconf"})
     audit_conf = GlobalConfClient(anchor)
     audit_url = await serve(
-        build_app(AuditServerConfig(db_url, WITNESS_KEY, PSEUDONYMS), audit_conf)
+        build_app(AuditServerConfig(witness_url, WITNESS_KEY, PSEUDONYMS), audit_conf)
     )
     async with transaction(db) as s:
         await _set_witness(s, audit_url, WITNESS_KEY)
-    fed = Federation(db, registry_url, audit_url, audit_conf, GlobalConfClient(anchor), http)
+    fed = Federation(
+        db, registry_url, audit_url, audit_conf, GlobalConfClient(anchor), http, witness_db
+    )
     await fed.publish()
     assert fed.gateway_conf.current().central_service(WITNESS_SERVICE).url == audit_url
     return fed
 
 
-__all__ = ["NADRA", "Federation"]
+__all__ = ["NADRA", "Federation", "start_federation"]

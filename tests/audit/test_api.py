@@ -16,6 +16,7 @@ from audit.note import Checkpoint, Note, log_origin, verify_log_signature
 from audit.regulators import RegulatorAuthenticator
 from audit.writer import AuditWriter
 from core.db import transaction
+from registry.memberauth import MemberRequestVerifier
 from tests.audit.conftest import NADRA_CLIENT, Federation
 from tests.audit.events import GATEWAY, event
 from tests.registry.federation import NADRA_KEY
@@ -34,7 +35,9 @@ async def gateway(federation: Federation, serve: Any) -> str:
             await writer.append(event(n))
     app = web.Application()
     register_read_api(
-        app, federation.db, RegulatorAuthenticator(LOG, federation.gateway_conf.current)
+        app,
+        federation.db,
+        RegulatorAuthenticator(MemberRequestVerifier(LOG, federation.gateway_conf.current, None)),
     )
     return str(await serve(app))
 

@@ -6,10 +6,13 @@ nothing."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
@@ -25,13 +28,13 @@ from audit.note import Checkpoint, Note, cosign, sign_checkpoint, witness_name
 from audit.repair import RepairError, repair
 from audit.witness_client import READ_BACK, Mirrored, WitnessClient
 from audit.writer import AuditWriter
-from core.db import Sessions, transaction
+from core.db import Sessions, create_engine, sessions, transaction
 from core.errors import ConflictError
 from core.keys import PrivateKey
 from registry import service as ops
 from registry.payloads import KeyCreate
 from shahrah.cli import main
-from tests.audit.conftest import NADRA_CLIENT, WITNESS_KEY, Federation
+from tests.audit.conftest import NADRA_CLIENT, WITNESS_KEY, Federation, start_federation
 from tests.audit.events import event
 from tests.audit.test_witness import FORK, HONEST, LOG, ORIGIN, gateway_metrics, mirrored, submit
 from tests.audit.trees import MemoryTree
@@ -39,6 +42,32 @@ from tests.registry.federation import LMC_TAX, NADRA_KEY
 from tests.registry.test_globalconf import anchor_for
 
 SINCE_RESTORE = [event(200 + n).entry() for n in range(7)]
+
+
+@pytest.fixture
+async def federation(
+    db: Sessions,
+    db_url: str,
+    serve: Any,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    sqlite_template: Path,
+) -> AsyncIterator[Federation]:
+    """The witness on a database of its own, as deployed. A repair holds the gateway's write
+    transaction while it reads the mirror back, and the witness writes as it answers (each
+    signed request's nonce): in one SQLite file, one waits for the other until it fails.
+    PostgreSQL locks rows, so there one database holds both."""
+    if not db_url.startswith("sqlite"):
+        yield await start_federation(db, db_url, serve, http)
+        return
+    path = tmp_path / "witness.db"
+    shutil.copyfile(sqlite_template, path)
+    witness_url = f"sqlite:///{path}"
+    engine = create_engine(witness_url)
+    try:
+        yield await start_federation(db, db_url, serve, http, (witness_url, sessions(engine)))
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,10 @@ from openapi_spec_validator import validate
 
 from audit import merkle
 from audit.note import Checkpoint, Note, verify_cosignature, witness_name
-from tests.audit.conftest import NADRA_CLIENT, WITNESS_KEY, Federation
+from audit.regulators import authorization
+from audit.server import AuditServerConfig, build_app
+from audit.witness_client import WITNESS_SERVICE
+from tests.audit.conftest import NADRA_CLIENT, REGULATOR, REGULATOR_KEY, WITNESS_KEY, Federation
 from tests.audit.events import CITIZEN, GATEWAY, PSEUDONYMS, T0
 from tests.audit.test_export import N, witnessed  # noqa: F401 (fixture)
 from tests.registry.federation import LMC_TAX, NADRA_KEY, PERSON
@@ -139,3 +142,28 @@ async def test_tampered_cursors_are_refused_not_failed(witnessed: Federation) ->
     # A well-formed cursor from elsewhere only pages within the filters.
     page = await search(fed, cnic=CITIZEN.value, cursor=cursor([T0.isoformat(), 2**62]))
     assert [r["event"]["subject"] for r in page["results"]] == [PSEUDONYMS(CITIZEN)]
+
+
+async def test_a_regulators_request_replayed_to_another_process_is_refused(
+    witnessed: Federation,  # noqa: F811
+    db_url: str,
+    serve: Any,
+) -> None:
+    """Audit entries are personal data: a search request seen once (a proxy's log, say)
+    must not read them again through a second process of the server, within its minute."""
+    fed = witnessed
+    second = await serve(
+        build_app(AuditServerConfig(db_url, WITNESS_KEY, PSEUDONYMS), fed.audit_conf)
+    )
+    body = json.dumps({"cnic": CITIZEN.value}).encode()
+    path = "/api/v1/search"
+    header = authorization(
+        REGULATOR_KEY, REGULATOR, audience=WITNESS_SERVICE, method="POST", url=path, body=body
+    )
+    sent = {"Authorization": header, "Content-Type": "application/json"}
+    async with fed.http.post(fed.audit_url + path, data=body, headers=sent) as resp:
+        assert resp.status == 200
+    for base in (second, fed.audit_url):
+        async with fed.http.post(base + path, data=body, headers=sent) as resp:
+            assert resp.status == 401
+            assert "already used (replay)" in (await resp.json())["message"]

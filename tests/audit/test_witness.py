@@ -62,7 +62,7 @@ async def submit(fed: Federation, tree: MemoryTree, old: int, new: int, **kw: ob
 
 
 async def mirrored(fed: Federation) -> int:
-    async with transaction(fed.db, write=False) as s:
+    async with transaction(fed.witness_db, write=False) as s:
         return (await store.get_log(s, LOG, store.MIRROR)).size
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from core.db import Sessions, transaction
 from core.errors import TooManyRequestsError, UnauthorizedError
@@ -15,12 +17,16 @@ from registry import publisher
 from registry import service as ops
 from registry.globalconf import GlobalConfView, verify_globalconf
 from registry.memberauth import (
+    CLOCK_SKEW,
+    MAX_AGE,
     MemberRequestVerifier,
     RequestBinding,
     RequestChecks,
     binding_claims,
+    nonce_ledger,
     sign_request,
 )
+from registry.models import SignedRequestNonce
 from registry.payloads import KeyCreate, SubsystemUpdate
 from tests.registry.federation import CIVIL, LMC_TAX, NADRA, NADRA_KEY, OPERATOR
 from tests.registry.test_globalconf import anchor_for
@@ -39,7 +45,7 @@ def _clock() -> None:
 async def _verifier(db: Sessions) -> MemberRequestVerifier:
     pub = await publisher.publish(db, OPERATOR, now=NOW, force=True)
     view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
-    return MemberRequestVerifier("consent", lambda: view, clock=lambda: NOW)
+    return MemberRequestVerifier("consent", lambda: view, None, clock=lambda: NOW)
 
 
 def _sign(**kw: object) -> str:
@@ -57,29 +63,30 @@ def _sign(**kw: object) -> str:
 async def test_a_signed_request_authenticates_its_client(seeded: Sessions) -> None:
     verifier = await _verifier(seeded)
     header = _sign()
-    assert (
-        verifier.verify(header, method="POST", path="/v1/decisions?x=1", body=b'{"a":1}') == CIVIL
-    )
+    request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
+    assert await verifier.verify(header, **request) == CIVIL  # type: ignore[arg-type]
     with pytest.raises(UnauthorizedError, match="replay"):
-        verifier.verify(header, method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
+        await verifier.verify(header, method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
 
 
 async def test_a_full_nonce_memory_refuses_rather_than_forgets(seeded: Sessions) -> None:
     pub = await publisher.publish(seeded, OPERATOR, now=NOW, force=True)
     view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
     clock = [NOW]
-    verifier = MemberRequestVerifier("consent", lambda: view, clock=lambda: clock[0], max_nonces=2)
+    verifier = MemberRequestVerifier(
+        "consent", lambda: view, None, clock=lambda: clock[0], max_nonces=2
+    )
     request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
     first = _sign()
-    verifier.verify(first, **request)  # type: ignore[arg-type]
-    verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+    await verifier.verify(first, **request)  # type: ignore[arg-type]
+    await verifier.verify(_sign(), **request)  # type: ignore[arg-type]
     with pytest.raises(TooManyRequestsError, match="try again shortly"):
-        verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+        await verifier.verify(_sign(), **request)  # type: ignore[arg-type]
     # The first assertion is still inside its window, so it is still a replay.
     with pytest.raises(UnauthorizedError, match="replay"):
-        verifier.verify(first, **request)  # type: ignore[arg-type]
+        await verifier.verify(first, **request)  # type: ignore[arg-type]
     clock[0] = NOW + dt.timedelta(minutes=2)  # both have aged out: room again
-    verifier.verify(_sign(now=clock[0]), **request)  # type: ignore[arg-type]
+    await verifier.verify(_sign(now=clock[0]), **request)  # type: ignore[arg-type]
 
 
 async def test_one_member_filling_its_share_of_the_nonce_memory_leaves_others_theirs(
@@ -94,7 +101,7 @@ async def test_one_member_filling_its_share_of_the_nonce_memory_leaves_others_th
     pub = await publisher.publish(seeded, OPERATOR, now=NOW, force=True)
     view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
     verifier = MemberRequestVerifier(
-        "consent", lambda: view, clock=lambda: NOW, max_nonces=4, max_nonces_per_caller=3
+        "consent", lambda: view, None, clock=lambda: NOW, max_nonces=4, max_nonces_per_caller=3
     )
     request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
 
@@ -102,15 +109,15 @@ async def test_one_member_filling_its_share_of_the_nonce_memory_leaves_others_th
         return sign_request(lmc_key, LMC_TAX, audience="consent", now=NOW, **request)  # type: ignore[arg-type]
 
     for _ in range(3):
-        verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+        await verifier.verify(_sign(), **request)  # type: ignore[arg-type]
     with pytest.raises(TooManyRequestsError, match=f"from {NADRA} within"):
-        verifier.verify(_sign(), **request)  # type: ignore[arg-type]
-    assert verifier.verify(lmc(), **request) == LMC_TAX  # type: ignore[arg-type]
+        await verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+    assert await verifier.verify(lmc(), **request) == LMC_TAX  # type: ignore[arg-type]
     # Four in all is the whole memory. LMC, under an equal share of it (two of four), is
     # still admitted; holding its share, it is refused like NADRA.
-    assert verifier.verify(lmc(), **request) == LMC_TAX  # type: ignore[arg-type]
+    assert await verifier.verify(lmc(), **request) == LMC_TAX  # type: ignore[arg-type]
     with pytest.raises(TooManyRequestsError, match=r"^too many signed requests within"):
-        verifier.verify(lmc(), **request)  # type: ignore[arg-type]
+        await verifier.verify(lmc(), **request)  # type: ignore[arg-type]
 
 
 @settings(max_examples=300, deadline=None)
@@ -131,8 +138,14 @@ def test_no_assertion_is_accepted_twice_within_its_window_and_memory_stays_bound
     """However callers, clocks and replays interleave, an assertion is never accepted again
     while its age still admits it, and neither a caller's share nor the whole memory ever
     holds more than its bound (twice ``max_nonces`` in all)."""
+    asyncio.run(_interleave(steps))
+
+
+async def _interleave(steps: list[tuple[str, int, int, int]]) -> None:
     clock = [NOW]
-    checks = RequestChecks("consent", clock=lambda: clock[0], max_nonces=6, max_nonces_per_caller=6)
+    checks = RequestChecks(
+        "consent", None, clock=lambda: clock[0], max_nonces=6, max_nonces_per_caller=6
+    )
     sent: list[tuple[str, RequestBinding]] = []
     accepted: set[tuple[str, str]] = set()
     for n, (caller, advance, age, replay) in enumerate(steps):
@@ -143,7 +156,7 @@ def test_no_assertion_is_accepted_twice_within_its_window_and_memory_stays_bound
             claims = _claims(clock[0] - dt.timedelta(seconds=age), n)
             sent.append((caller, claims))
         try:
-            checks.check(
+            await checks.check(
                 claims, caller=caller, method="POST", path="/v1/decisions", body=b"{}", what="a"
             )
         except (UnauthorizedError, TooManyRequestsError):
@@ -175,12 +188,18 @@ def test_callers_flooding_at_once_are_held_to_twice_the_total_and_newcomers_get_
     """Eight callers, each allowed the whole total, send in any order within one window.
     The memory never holds more than twice the total, and a caller holding nothing is
     turned away only once it does: no group of callers can shut another out before that."""
-    checks = RequestChecks("consent", clock=lambda: NOW, max_nonces=4, max_nonces_per_caller=4)
+    asyncio.run(_flood(callers))
+
+
+async def _flood(callers: list[int]) -> None:
+    checks = RequestChecks(
+        "consent", None, clock=lambda: NOW, max_nonces=4, max_nonces_per_caller=4
+    )
     for n, c in enumerate(callers):
         caller = f"PK/GOV/M{c}"
         holding = len(checks._seen.get(caller, ()))
         try:
-            checks.check(
+            await checks.check(
                 _claims(NOW, n),
                 caller=caller,
                 method="POST",
@@ -212,7 +231,7 @@ async def test_assertions_bound_to_other_requests_are_refused(
     request: dict[str, object] = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
     request.update(request_kw)
     with pytest.raises(UnauthorizedError, match=reason):
-        verifier.verify(_sign(**dict(header_kw)), **request)  # type: ignore[arg-type]
+        await verifier.verify(_sign(**dict(header_kw)), **request)  # type: ignore[arg-type]
 
 
 async def test_keys_of_another_member_unknown_keys_and_suspended_clients_fail(
@@ -221,19 +240,19 @@ async def test_keys_of_another_member_unknown_keys_and_suspended_clients_fail(
     verifier = await _verifier(seeded)
     forged = sign_request(NADRA_KEY, LMC_TAX, audience="consent", method="GET", path="/", now=NOW)
     with pytest.raises(UnauthorizedError, match="not a registered key of PK/LG/LMC"):
-        verifier.verify(forged, method="GET", path="/", body=b"")
+        await verifier.verify(forged, method="GET", path="/", body=b"")
     stranger = sign_request(
         PrivateKey.generate(), CIVIL, audience="consent", method="GET", path="/", now=NOW
     )
     with pytest.raises(UnauthorizedError, match="not a registered key"):
-        verifier.verify(stranger, method="GET", path="/", body=b"")
+        await verifier.verify(stranger, method="GET", path="/", body=b"")
     with pytest.raises(UnauthorizedError, match="Shahrah-Member"):
-        verifier.verify("Bearer x", method="GET", path="/", body=b"")
+        await verifier.verify("Bearer x", method="GET", path="/", body=b"")
     async with transaction(seeded) as s:
         await ops.update_subsystem(s, CIVIL, SubsystemUpdate(status="suspended"))
     verifier = await _verifier(seeded)
     with pytest.raises(UnauthorizedError, match="suspended"):
-        verifier.verify(_sign(), method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
+        await verifier.verify(_sign(), method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
 
 
 async def test_a_revoked_key_stops_at_the_next_configuration(seeded: Sessions) -> None:
@@ -243,6 +262,79 @@ async def test_a_revoked_key_stops_at_the_next_configuration(seeded: Sessions) -
         await ops.revoke_key(s, NADRA_KEY.kid)
     verifier = await _verifier(seeded)
     with pytest.raises(UnauthorizedError, match="revoked"):
-        verifier.verify(_sign(), method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
+        await verifier.verify(_sign(), method="POST", path="/v1/decisions?x=1", body=b'{"a":1}')
     ok = sign_request(spare, CIVIL, audience="consent", method="GET", path="/", now=NOW)
-    assert verifier.verify(ok, method="GET", path="/", body=b"") == CIVIL
+    assert await verifier.verify(ok, method="GET", path="/", body=b"") == CIVIL
+
+
+async def test_a_replay_is_refused_by_another_process_and_after_a_restart(
+    seeded: Sessions,
+) -> None:
+    """Each process's memory knows only what it admitted: the service's database refuses a
+    replay sent to another process of it, or to this one restarted, within the window."""
+    pub = await publisher.publish(seeded, OPERATOR, now=NOW, force=True)
+    view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
+    request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
+    header = _sign()
+    first, second = nonce_ledger(seeded), nonce_ledger(seeded)
+    try:
+        one = MemberRequestVerifier("consent", lambda: view, first, clock=lambda: NOW)
+        other = MemberRequestVerifier("consent", lambda: view, second, clock=lambda: NOW)
+        assert await one.verify(header, **request) == CIVIL  # type: ignore[arg-type]
+        with pytest.raises(UnauthorizedError, match="replay"):
+            await other.verify(header, **request)  # type: ignore[arg-type]
+        await first.close()
+        restarted = MemberRequestVerifier("consent", lambda: view, second, clock=lambda: NOW)
+        with pytest.raises(UnauthorizedError, match="replay"):
+            await restarted.verify(header, **request)  # type: ignore[arg-type]
+        # Another service (audience) keeps its own nonces.
+        elsewhere = MemberRequestVerifier("audit-witness", lambda: view, second, clock=lambda: NOW)
+        witness_header = _sign(audience="audit-witness")
+        assert await elsewhere.verify(witness_header, **request) == CIVIL  # type: ignore[arg-type]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_concurrent_replays_across_processes_pass_once(seeded: Sessions) -> None:
+    pub = await publisher.publish(seeded, OPERATOR, now=NOW, force=True)
+    view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
+    request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
+    headers = [_sign() for _ in range(10)]
+    ledgers = [nonce_ledger(seeded) for _ in range(3)]
+    try:
+        verifiers = [
+            MemberRequestVerifier("consent", lambda: view, ledger, clock=lambda: NOW)
+            for ledger in ledgers
+        ]
+        outcomes = await asyncio.gather(
+            *(v.verify(h, **request) for h in headers for v in verifiers),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
+    admitted = [o for o in outcomes if o == CIVIL]
+    assert len(admitted) == len(headers)
+    assert all(isinstance(o, UnauthorizedError) for o in outcomes if o != CIVIL)
+
+
+async def test_nonces_past_the_window_are_forgotten(seeded: Sessions) -> None:
+    pub = await publisher.publish(seeded, OPERATOR, now=NOW, force=True)
+    view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
+    request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
+    clock = [NOW]
+    ledger = nonce_ledger(seeded)
+    try:
+        verifier = MemberRequestVerifier("consent", lambda: view, ledger, clock=lambda: clock[0])
+        await verifier.verify(_sign(), **request)  # type: ignore[arg-type]
+        async with transaction(seeded, write=False) as s:
+            kept = (await s.scalars(select(SignedRequestNonce))).all()
+        # Until no clock within the skew could take the assertion any more.
+        assert [row.expires_at for row in kept] == [NOW + MAX_AGE + CLOCK_SKEW]
+        clock[0] = NOW + MAX_AGE + CLOCK_SKEW + dt.timedelta(seconds=1)
+        await verifier.verify(_sign(now=clock[0]), **request)  # type: ignore[arg-type]
+        async with transaction(seeded, write=False) as s:
+            assert len((await s.scalars(select(SignedRequestNonce))).all()) == 1
+    finally:
+        await ledger.close()

@@ -38,7 +38,9 @@ async def _verifier(db: Sessions, now: dt.datetime) -> ServiceRequestVerifier:
             )
     pub = await publisher.publish(db, OPERATOR, now=now, force=True)
     view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=now), pub.signed)
-    return ServiceRequestVerifier("audit-witness", lambda: view, {"consent"}, clock=lambda: now)
+    return ServiceRequestVerifier(
+        "audit-witness", lambda: view, {"consent"}, None, clock=lambda: now
+    )
 
 
 def _sign(now: dt.datetime, *, key: PrivateKey = CONSENT_KEY, **kw: object) -> str:
@@ -54,19 +56,19 @@ def _sign(now: dt.datetime, *, key: PrivateKey = CONSENT_KEY, **kw: object) -> s
     return sign_service_request(key, service, **args)  # type: ignore[arg-type]
 
 
-def _verify(verifier: ServiceRequestVerifier, header: str, **kw: object) -> str:
+async def _verify(verifier: ServiceRequestVerifier, header: str, **kw: object) -> str:
     request: dict[str, object] = {"method": "POST", "path": PATH, "body": BODY}
     request.update(kw)
-    return verifier.verify(header, **request)  # type: ignore[arg-type]
+    return await verifier.verify(header, **request)  # type: ignore[arg-type]
 
 
 async def test_the_allowed_service_is_let_in_once(seeded: Sessions) -> None:
     now = dt.datetime.now(dt.UTC)
     verifier = await _verifier(seeded, now)
     header = _sign(now)
-    assert _verify(verifier, header) == "consent"
+    assert await _verify(verifier, header) == "consent"
     with pytest.raises(UnauthorizedError, match="replay"):
-        _verify(verifier, header)
+        await _verify(verifier, header)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ async def test_assertions_for_another_request_or_audience_are_refused(
     sign_kw = dict(sign_kw)  # the parameters are shared by both backends' runs
     offset = dt.timedelta(seconds=float(sign_kw.pop("offset", 0)))  # type: ignore[arg-type]
     with pytest.raises(UnauthorizedError, match=reason):
-        _verify(verifier, _sign(now + offset, **sign_kw), **request_kw)
+        await _verify(verifier, _sign(now + offset, **sign_kw), **request_kw)
 
 
 async def test_forgeries_and_other_callers_are_refused(seeded: Sessions) -> None:
@@ -96,29 +98,29 @@ async def test_forgeries_and_other_callers_are_refused(seeded: Sessions) -> None
     verifier = await _verifier(seeded, now)
     # A key that is not the consent service's, claiming to be it.
     with pytest.raises(UnauthorizedError, match="not a key of central service 'consent'"):
-        _verify(verifier, _sign(now, key=PrivateKey.generate()))
+        await _verify(verifier, _sign(now, key=PrivateKey.generate()))
     # A name that is no central service.
     with pytest.raises(UnauthorizedError, match="'registry' is not a central service"):
-        _verify(verifier, _sign(now, service="registry"))
+        await _verify(verifier, _sign(now, service="registry"))
     # A real central service that is not allowed to call.
     with pytest.raises(ForbiddenError, match="'audit-witness' may not call"):
-        _verify(verifier, _sign(now, key=WITNESS_KEY, service="audit-witness"))
+        await _verify(verifier, _sign(now, key=WITNESS_KEY, service="audit-witness"))
     # A member's valid assertion is not a service's, whichever scheme it is sent under.
     member = sign_request(NADRA_KEY, CIVIL, audience="audit-witness", method="POST", path=PATH)
     with pytest.raises(UnauthorizedError, match="Shahrah-Service"):
-        _verify(verifier, member, body=b"")
+        await _verify(verifier, member, body=b"")
     with pytest.raises(UnauthorizedError, match="refused"):
-        _verify(verifier, "Shahrah-Service " + member.partition(" ")[2], body=b"")
+        await _verify(verifier, "Shahrah-Service " + member.partition(" ")[2], body=b"")
     # The consent service's key signing a member-typed assertion does not pass either.
     typed_wrong = sign_request(
         CONSENT_KEY, CIVIL, audience="audit-witness", method="POST", path=PATH, body=BODY
     )
     with pytest.raises(UnauthorizedError, match="refused"):
-        _verify(verifier, "Shahrah-Service " + typed_wrong.partition(" ")[2])
+        await _verify(verifier, "Shahrah-Service " + typed_wrong.partition(" ")[2])
     tampered = _sign(now)
     head, payload, sig = tampered.split(".")
     # A different first character changes r; overwriting the tail with a fixed value would
     # leave one signature in 256 (those ending in a zero byte) untouched.
     flipped = ("B" if sig[0] == "A" else "A") + sig[1:]
     with pytest.raises(UnauthorizedError):
-        _verify(verifier, f"{head}.{payload}.{flipped}")
+        await _verify(verifier, f"{head}.{payload}.{flipped}")

@@ -21,6 +21,8 @@ safe while files are still arriving:
   commits; see :mod:`adapters.records` for what rejects a whole file.
 - Loaded files may be moved to ``archive`` (with their marker); a name already
   there gets ``.<sha prefix>`` added, so an earlier drop of that name is kept.
+  The move comes after the commit: a move the system refuses leaves the file
+  loaded, reported with ``archive_error``, and only the move is tried again.
 - **Whoever drops files gets nothing else.** Only regular files are read, marked
   or archived, each through a descriptor opened without following a link, and
   never more than ``max_file_bytes`` of one: a link to a file only the adapter
@@ -62,12 +64,23 @@ __all__ = ["FileReport", "FileRoute", "FileSource", "FilesService"]
 log = logging.getLogger(__name__)
 
 _NEVER_READ = (".part", ".tmp")
-_MAX_NAME_PART = 200  # bytes of a dropped file's name kept in the name of its dead letters
+# Bytes of a dropped file's name kept in the names of its dead letters, and of its archived
+# copy when the name is taken: a name may have 255, and a suffix must still fit.
+_MAX_NAME_PART = 200
 _BLOCK = 2**20  # bytes read or copied at a time
 
 
 class _LeftInPlaceError(Exception):
     """A file not moved to the archive; the message says why."""
+
+
+class _ArchiveError(Exception):
+    """A move to the archive the system refused (no space, no folder, no permission)."""
+
+    def __init__(self, source: Path, target: Path, error: OSError) -> None:
+        # The system's reason and the paths it names: never anything read from the file.
+        super().__init__(f"{source.name} not moved to {target}: {error}")
+        self.source = source
 
 
 class FileRoute(RouteSpec):
@@ -97,10 +110,13 @@ class FileReport:
     """What one scan did with one file."""
 
     name: str
-    status: Literal["loaded", "rejected", "duplicate", "failed"]  # failed: tried again later
+    # failed: tried again later. archive_retried: handled at an earlier scan; only its move to
+    # the archive was tried again (it went through if archive_error is None).
+    status: Literal["loaded", "rejected", "duplicate", "failed", "archive_retried"]
     loaded: int = 0
     dead_letters: int = 0
     reason: str | None = None
+    archive_error: str | None = None  # the file, or its marker, the archive did not take, and why
 
 
 class FileSource:
@@ -125,6 +141,8 @@ class FileSource:
         self._seen: dict[str, tuple[int, int, float]] = {}
         # name -> (size, mtime_ns) already handled, so a kept file is not read at every scan
         self._done: dict[str, tuple[int, int]] = {}
+        # name -> ((size, mtime_ns), sha256) handled, but that the archive refused: moved later
+        self._unarchived: dict[str, tuple[tuple[int, int], str]] = {}
         self._lock = asyncio.Lock()
 
     def check_path(self, path: str, repeated: bool) -> None:
@@ -179,7 +197,7 @@ class FileSource:
         except FileNotFoundError:
             entries = []
         present = {e.name for e in entries}
-        for memory in (self._seen, self._done):  # forget files that went away
+        for memory in (self._seen, self._done, self._unarchived):  # forget files that went away
             for name in memory.keys() - present:
                 del memory[name]
         out = []
@@ -230,9 +248,9 @@ class FileSource:
             now = time.monotonic()
             for entry in self._candidates():
                 try:
-                    report = (
-                        await self.ingest(Path(entry.path)) if self._ready(entry, now) else None
-                    )
+                    report = await self._archive_again(entry)
+                    if report is None and self._ready(entry, now):
+                        report = await self.ingest(Path(entry.path))
                 except Exception as e:
                     # One file must not hold up the ones after it. Only the error's kind is
                     # told: a database error's text would quote the records.
@@ -246,6 +264,21 @@ class FileSource:
                     reports.append(report)
             self.metrics.last_scan.labels(self.name).set(time.time())
             return reports
+
+    async def _archive_again(self, entry: os.DirEntry[str]) -> FileReport | None:
+        """Move a file handled at an earlier scan that the archive refused: never read it again.
+
+        None if no such file has this name, or it changed since it was read: a new drop.
+        """
+        unarchived = self._unarchived.pop(entry.name, None)
+        if unarchived is None:
+            return None
+        stat, digest = unarchived
+        st = entry.stat(follow_symlinks=False)
+        if (st.st_size, st.st_mtime_ns) != stat:
+            return None
+        archive_error = await self._finish(Path(entry.path), digest, stat)
+        return FileReport(entry.name, "archive_retried", archive_error=archive_error)
 
     async def run(self) -> None:
         """Scan every ``poll_seconds`` until cancelled; a failed scan is logged and retried."""
@@ -275,10 +308,10 @@ class FileSource:
         async with transaction(self.state, write=False) as s:
             known = await store.file_known(s, self.name, digest)
         if known:
-            await self._finish(path, digest, stat)
             self.metrics.files.labels(self.name, "duplicate").inc()
             log.info("skipped %s: the same content was loaded before", path.name)
-            return FileReport(path.name, "duplicate")
+            archive_error = await self._finish(path, digest, stat)
+            return FileReport(path.name, "duplicate", archive_error=archive_error)
         if data is None:
             outcome = Outcome(rejected=f"larger than {self.spec.max_file_bytes} bytes")
         else:
@@ -299,7 +332,7 @@ class FileSource:
         async with transaction(self.state) as s:
             file_id = await store.record_file(s, entry)
             await store.upsert_records(s, self.name, file_id, outcome.loaded)
-        await self._finish(path, digest, stat)
+        # Counted and told before archiving: whatever becomes of the move, the file is loaded.
         self.metrics.files.labels(self.name, status).inc()
         self.metrics.records.labels(self.name, "loaded").inc(len(outcome.loaded))
         self.metrics.records.labels(self.name, "dead_letter").inc(outcome.bad)
@@ -311,7 +344,10 @@ class FileSource:
             outcome.bad,
             f" ({outcome.rejected})" if outcome.rejected else "",
         )
-        return FileReport(path.name, status, len(outcome.loaded), outcome.bad, outcome.rejected)
+        archive_error = await self._finish(path, digest, stat)
+        return FileReport(
+            path.name, status, len(outcome.loaded), outcome.bad, outcome.rejected, archive_error
+        )
 
     def _write_dead_letters(self, name: str, digest: str, outcome: Outcome) -> None:
         """Write the file's rejects: why it was rejected whole, the sample, how many more."""
@@ -323,43 +359,70 @@ class FileSource:
             more = f"{outcome.bad - len(outcome.dead)} more bad records are not listed"
             rest = {"file": name, "sha256": digest, "record": None, "reason": more}
             lines.append(json.dumps(rest, ensure_ascii=False))
-        # A name may have 255 bytes: leave room for the suffix and the temporary file's.
-        short = os.fsencode(name)[:_MAX_NAME_PART].decode("utf-8", "ignore")
-        target = self.dead_letter / f"{short}.{digest[:12]}.rejects.jsonl"
+        target = self.dead_letter / f"{_short(name)}.{digest[:12]}.rejects.jsonl"
         write_atomic(target, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o600)
 
-    async def _finish(self, path: Path, digest: str, stat: tuple[int, int]) -> None:
-        """Archive the handled file, or remember it so that it is not read at every scan."""
+    async def _finish(self, path: Path, digest: str, stat: tuple[int, int]) -> str | None:
+        """Archive the handled file, or remember it so that it is not read at every scan.
+
+        What the archive refused, if it refused: the file is handled all the same.
+        """
         self._seen.pop(path.name, None)
-        # Across file systems archiving is a copy: never on the event loop.
-        if self.archive is None or not await asyncio.to_thread(self._archive, path, digest, stat):
+        if self.archive is None:
             self._done[path.name] = stat
+            return None
+        try:
+            # Across file systems archiving is a copy: never on the event loop.
+            if not await asyncio.to_thread(self._archive, path, digest, stat):
+                self._done[path.name] = stat
+        except _ArchiveError as e:
+            self.metrics.archive_failures.labels(self.name).inc()
+            log.error("cannot archive %s: %s", path.name, e)
+            # The file is moved at the next scan, as it was read. A marker left behind once its
+            # file moved is the operator's: moved later, it could be a new drop's of that name.
+            if e.source == path:
+                self._unarchived[path.name] = (stat, digest)
+            return str(e)
+        return None
 
     def _archive(self, path: Path, digest: str, stat: tuple[int, int]) -> bool:
-        """Move the file read as ``stat``, then its marker, to the archive; False if kept here."""
+        """Move the file read as ``stat``, then its marker, to the archive; False if kept here.
+
+        _ArchiveError if the system refuses a move.
+        """
         assert self.archive is not None
-        self.archive.mkdir(parents=True, exist_ok=True)
         target = self.archive / path.name
-        if target.exists():  # an earlier drop of the same name: keep both
-            target = self.archive / f"{path.name}.{digest[:12]}"
         try:
+            self.archive.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # an earlier drop of the same name: keep both
+                target = self.archive / f"{_short(path.name)}.{digest[:12]}"
             _move(path, target, self.spec.max_file_bytes, expected=stat)
         except _LeftInPlaceError as e:
             log.warning("left %s in the drop directory: %s", path.name, e)
             return False
+        except OSError as e:
+            raise _ArchiveError(path, target, e) from e
+        log.info("moved %s to %s", path.name, target)
         if self.spec.ready == "marker":
             marker = path.with_name(path.name + self.spec.marker_suffix)
+            moved = target.with_name(target.name + self.spec.marker_suffix)
             try:
-                moved = target.with_name(target.name + self.spec.marker_suffix)
                 _move(marker, moved, self.spec.max_file_bytes)
             except FileNotFoundError:
                 pass
             except _LeftInPlaceError as e:
                 log.warning("left %s in the drop directory: %s", marker.name, e)
+            except OSError as e:
+                raise _ArchiveError(marker, moved, e) from e
         return True
 
     async def close(self) -> None:
         return None
+
+
+def _short(name: str) -> str:
+    """The start of ``name``, so that a suffix and a temporary file's still fit in a name."""
+    return os.fsencode(name)[:_MAX_NAME_PART].decode("utf-8", "ignore")
 
 
 def _open_regular(path: Path) -> tuple[int, os.stat_result] | None:

@@ -65,6 +65,12 @@ class AdapterMetrics:
             ["source", "outcome"],
             registry=r,
         )
+        self.archive_failures = Counter(
+            "shahrah_adapter_archive_failures",
+            "Moves of handled files, or their markers, to the archive that the system refused.",
+            ["source"],
+            registry=r,
+        )
         self.records = Counter(
             "shahrah_adapter_records",
             "File records handled, by outcome: loaded, dead_letter.",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -370,6 +372,186 @@ async def test_a_file_that_cannot_be_handled_does_not_hold_up_the_others(
     assert (second.name, second.status) == ("PTAX.B.DAT", "loaded")
     assert (await get(marked, "/assessments/LHR-GLB-000002"))[0] == 200
     assert f"cannot ingest {stuck.name}" in caplog.text
+
+
+# --- a loaded file the archive cannot take ------------------------------------------------------
+
+
+async def ledger(adapters: Adapters) -> list[tuple[str, str]]:
+    async with transaction(adapters.file_sources[0].state, write=False) as s:
+        return [(f.name, f.status) for f in await store.files(s, str(TAX))]
+
+
+def counted(adapters: Adapters, metric: str, **labels: str) -> float:
+    """A counter of the property-tax source (0 when it was never incremented)."""
+    name = f"shahrah_adapter_{metric}_total"
+    return adapters.registry.get_sample_value(name, {"source": str(TAX), **labels}) or 0
+
+
+async def test_a_loaded_file_the_archive_cannot_take_is_reported_loaded_and_moved_later(
+    archived: Adapters,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Moving a file to the archive came after its records were committed, and the move's
+    # error was taken for the file's: a file whose records were served was reported failed,
+    # then read again and reported failed at every scan, and never counted as loaded.
+    archive = tmp_path / "archive"
+    archive.write_text("a file where the archive folder should be")
+    reads: list[Path] = []
+    read = drops._read
+
+    def counting(path: Path, limit: int) -> Any:
+        reads.append(path)
+        return read(path, limit)
+
+    monkeypatch.setattr(drops, "_read", counting)
+    fmt = layout(archived)
+    drop = write_drop(tmp_path, "PTAX.E.DAT", extract(fmt, [record(fmt, 1)]))
+    drop.with_name(drop.name + ".done").touch()
+    why = f"PTAX.E.DAT not moved to {archive / drop.name}: [Errno 17] File exists: '{archive}'"
+    (report,) = (await archived.scan())[str(TAX)]
+    assert (report.status, report.loaded) == ("loaded", 1)
+    assert report.archive_error == why
+    assert (await get(archived, "/assessments/LHR-GLB-000001"))[0] == 200
+    assert why in caplog.text
+    assert "cannot ingest" not in caplog.text
+    (retry,) = (await archived.scan())[str(TAX)]  # only the move is tried again
+    assert (retry.status, retry.archive_error) == ("archive_retried", why)
+    assert reads == [drop]
+    assert await ledger(archived) == [("PTAX.E.DAT", "loaded")]
+    assert counted(archived, "files", outcome="loaded") == 1
+    assert counted(archived, "files", outcome="failed") == 0
+    assert counted(archived, "records", outcome="loaded") == 1
+    assert counted(archived, "archive_failures") == 2
+    archive.unlink()  # what the operator puts right
+    (retry,) = (await archived.scan())[str(TAX)]
+    assert (retry.status, retry.archive_error) == ("archive_retried", None)
+    assert os.listdir(tmp_path / "drops") == []
+    assert sorted(os.listdir(archive)) == ["PTAX.E.DAT", "PTAX.E.DAT.done"]
+    assert (await archived.scan())[str(TAX)] == []
+    assert reads == [drop]
+
+
+async def test_a_restarted_adapter_archives_what_it_loaded_but_could_not_move(
+    archived: Adapters, tmp_path: Path, db_url: str
+) -> None:
+    archive = tmp_path / "archive"
+    archive.write_text("a file where the archive folder should be")
+    fmt = layout(archived)
+    drop = write_drop(tmp_path, "PTAX.E.DAT", extract(fmt, [record(fmt, 1)]))
+    drop.with_name(drop.name + ".done").touch()
+    (report,) = (await archived.scan())[str(TAX)]
+    assert report.status == "loaded"
+    assert report.archive_error is not None
+    archive.unlink()
+    # A restart forgets which files wait for the archive; the ledger still knows the bytes.
+    again = await load_adapters(
+        tmp_path / "tax.yaml", environ={"STATE": db_url, "READY": "marker"}, migrate=False
+    )
+    try:
+        (report,) = (await again.scan())[str(TAX)]
+        assert (report.status, report.archive_error) == ("duplicate", None)
+        assert await ledger(again) == [("PTAX.E.DAT", "loaded")]
+    finally:
+        await again.close()
+    assert os.listdir(tmp_path / "drops") == []
+
+
+async def test_a_new_drop_over_a_file_the_archive_refused_is_loaded(
+    archived: Adapters, tmp_path: Path
+) -> None:
+    (tmp_path / "archive").write_text("a file where the archive folder should be")
+    fmt = layout(archived)
+    for i in (1, 2):  # tonight's file of the same name, written while last night's waits
+        drop = write_drop(tmp_path, "PTAX.E.DAT", extract(fmt, [record(fmt, i)]))
+        os.utime(drop, (i, i))
+        drop.with_name(drop.name + ".done").touch()
+        (report,) = (await archived.scan())[str(TAX)]
+        assert (report.status, report.loaded) == ("loaded", 1)
+        assert report.archive_error is not None
+    assert (await get(archived, "/assessments/LHR-GLB-000002"))[0] == 200
+    assert await ledger(archived) == [("PTAX.E.DAT", "loaded"), ("PTAX.E.DAT", "loaded")]
+
+
+async def test_a_marker_the_archive_cannot_take_is_left_and_reported(
+    archived: Adapters, tmp_path: Path
+) -> None:
+    # The file moved, its marker did not: the loaded file was reported failed, and the marker
+    # stayed in the drop directory without a word at any later scan.
+    taken = tmp_path / "archive" / "PTAX.E.DAT.done"
+    taken.mkdir(parents=True)  # a folder where the marker would go
+    fmt = layout(archived)
+    data = extract(fmt, [record(fmt, 1)])
+    drop = write_drop(tmp_path, "PTAX.E.DAT", data)
+    marker = drop.with_name(drop.name + ".done")
+    marker.touch()
+    (report,) = (await archived.scan())[str(TAX)]
+    why = (
+        f"PTAX.E.DAT.done not moved to {taken}: [Errno 21] Is a directory: '{marker}' -> '{taken}'"
+    )
+    assert (report.status, report.loaded) == ("loaded", 1)
+    assert report.archive_error == why
+    assert (tmp_path / "archive" / "PTAX.E.DAT").read_bytes() == data
+    assert os.listdir(tmp_path / "drops") == [marker.name]  # for the operator
+    assert (await archived.scan())[str(TAX)] == []
+    assert await ledger(archived) == [("PTAX.E.DAT", "loaded")]
+    assert counted(archived, "files", outcome="loaded") == 1
+    assert counted(archived, "archive_failures") == 1
+
+
+@pytest.fixture
+async def archived_elsewhere(
+    tmp_path: Path, db_url: str, elsewhere: Path
+) -> AsyncIterator[Adapters]:
+    """As ``archived``, the archive on another file system: moving a file is copying it."""
+    async for adapters in _tax(tmp_path, db_url, "marker", archive=str(elsewhere)):
+        yield adapters
+
+
+async def test_a_full_archive_file_system_leaves_the_loaded_file_for_a_later_scan(
+    archived_elsewhere: Adapters, tmp_path: Path, elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # what the copy to the other file system meets
+    fmt = layout(archived_elsewhere)
+    drop = write_drop(tmp_path, "PTAX.E.DAT", extract(fmt, [record(fmt, 1)]))
+    drop.with_name(drop.name + ".done").touch()
+    (report,) = (await archived_elsewhere.scan())[str(TAX)]
+    why = f"PTAX.E.DAT not moved to {elsewhere / drop.name}: [Errno 28] No space left on device"
+    assert (report.status, report.loaded) == ("loaded", 1)
+    assert report.archive_error == why
+    assert os.listdir(elsewhere) == []  # no part of a copy left behind
+    monkeypatch.setattr(os, "fsync", fsync)  # space freed
+    (retry,) = (await archived_elsewhere.scan())[str(TAX)]
+    assert (retry.status, retry.archive_error) == ("archive_retried", None)
+    assert sorted(os.listdir(elsewhere)) == ["PTAX.E.DAT", "PTAX.E.DAT.done"]
+    assert os.listdir(tmp_path / "drops") == []
+    assert counted(archived_elsewhere, "archive_failures") == 1
+
+
+async def test_a_long_name_already_in_the_archive_is_kept_under_a_shorter_one(
+    archived: Adapters, tmp_path: Path
+) -> None:
+    # NAME.<sha prefix> adds 13 bytes to a name that may have 255: the next drop of a long
+    # name could never be archived.
+    fmt = layout(archived)
+    name = "PTAX." + "L" * 236 + ".DAT"  # 245 bytes, and its marker 250
+    nights = [extract(fmt, [record(fmt, i)]) for i in (1, 2)]
+    for data in nights:
+        drop = write_drop(tmp_path, name, data)
+        drop.with_name(name + ".done").touch()
+        assert [r.status for r in (await archived.scan())[str(TAX)]] == ["loaded"]
+    assert os.listdir(tmp_path / "drops") == []
+    second = f"{name[:200]}.{hashlib.sha256(nights[1]).hexdigest()[:12]}"
+    kept = {name, name + ".done", second, second + ".done"}
+    assert set(os.listdir(tmp_path / "archive")) == kept
+    assert (tmp_path / "archive" / second).read_bytes() == nights[1]
 
 
 async def test_a_long_file_name_still_gets_its_dead_letters(

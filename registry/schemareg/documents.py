@@ -184,23 +184,70 @@ def subschemas(node: Any, draft: str) -> Iterator[tuple[tuple[str | int, ...], A
                 yield (key, i), sub
 
 
-def _walk(node: Any, draft: str) -> Iterator[tuple[Any, Any]]:
-    for path, current, _ in _scoped_walk(node, draft):
-        yield path, current
-
-
-def _scoped_walk(node: Any, draft: str) -> Iterator[tuple[tuple[str | int, ...], Any, Any]]:
-    """(path, subschema, scope) for ``node`` and every subschema in it, where the scope is the
-    innermost enclosing schema resource (one with an ``$id`` naming a URI, else ``node``):
-    what a ``$ref`` of a bare fragment, ``#/...`` or ``#name``, points into."""
-    stack: list[tuple[tuple[str | int, ...], Any, Any]] = [((), node, node)]
+def _based_walk(
+    node: Any, base: str, draft: str
+) -> Iterator[tuple[tuple[str | int, ...], Any, str]]:
+    """(path, subschema, base URI) for ``node``, met where the base URI is ``base``, and for
+    every subschema in it."""
+    stack: list[tuple[tuple[str | int, ...], Any, str]] = [((), node, base)]
     while stack:
-        path, current, scope = stack.pop()
-        own = current.get("$id") if isinstance(current, dict) else None
-        if isinstance(own, str) and urldefrag(own)[0]:
-            scope = current
-        yield path, current, scope
-        stack.extend((path + rel, sub, scope) for rel, sub in subschemas(current, draft))
+        path, current, outer = stack.pop()
+        inner = rebased(outer, current, draft)
+        yield path, current, inner
+        stack.extend((path + rel, sub, inner) for rel, sub in subschemas(current, draft))
+
+
+def rebased(base: str, node: Any, draft: str) -> str:
+    """The base URI inside ``node``, a subschema met where the base URI is ``base``."""
+    own = _own_uri(node, draft)
+    return urljoin(base, own) if own else base
+
+
+def _own_uri(node: Any, draft: str) -> str | None:
+    """The URI ``node``'s ``$id`` names, if it has one.
+
+    Such an ``$id`` makes ``node`` a schema resource of its own: a relative ``$ref`` in it
+    resolves against that ``$id``, and ``#/...`` or ``#name`` points into it. Draft 7's
+    ``"$id": "#name"`` is an anchor instead, and an ``$id`` beside a draft 7 ``$ref`` is
+    ignored like every other keyword there.
+    """
+    own = node.get("$id") if isinstance(node, dict) else None
+    if not isinstance(own, str) or (draft == DRAFT7 and "$ref" in node):
+        return None
+    return urldefrag(own)[0] or None
+
+
+def _anchors(node: Any, draft: str) -> list[str]:
+    """The names ``node`` answers to as ``#name``: ``$anchor`` and ``$dynamicAnchor`` in
+    2020-12, ``"$id": "#name"`` in draft 7 (which knows no ``$anchor``)."""
+    if not isinstance(node, dict):
+        return []
+    if draft == DRAFT7:
+        own = node.get("$id")
+        return [own[1:]] if isinstance(own, str) and own.startswith("#") and own[1:] else []
+    return [node[k] for k in ("$anchor", "$dynamicAnchor") if isinstance(node.get(k), str)]
+
+
+def check_draft(node: Any, draft: str, *, root: bool) -> None:
+    """Refuse a subschema whose ``$schema`` names another draft than its document's.
+
+    The validators switch drafts there (in some cases only one of them does), while the
+    compatibility checker reads a document in one draft: it would compare something else.
+    """
+    if not root and isinstance(node, dict) and "$schema" in node and draft_of(node) != draft:
+        raise InvalidSchemaError(
+            f"Invalid schema: a subschema names the draft {node['$schema']!r} inside a "
+            f"{draft} document; register it as a schema of its own and reference it"
+        )
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Every URI and anchor a ``$ref`` in the bundle can name, as the validators see them."""
+
+    resources: dict[str, tuple[str, Any, str]]  # URI → (document name, resource, its base)
+    anchors: dict[tuple[str, str], Any]  # (resource URI, name) → subschema
+    dynamic: dict[str, set[str]]  # $dynamicAnchor name → URIs of the resources declaring it
 
 
 @dataclass(frozen=True)
@@ -226,38 +273,106 @@ class Bundle:
         """The root (``""``) or the reference called ``name``."""
         return self.root if name == "" else self.references[name]
 
-    @cached_property
-    def _id_index(self) -> dict[str, tuple[str, Any]]:
-        found: dict[str, tuple[str, Any]] = {}
-        for name in ("", *self.references):
-            for _, node in _walk(self.document(name), self.draft):
-                if isinstance(node, dict) and isinstance(node.get("$id"), str):
-                    uri = urljoin(self.base_uri, urldefrag(node["$id"])[0])
-                    found.setdefault(uri, (name, node))
-        return found
+    def _uri(self, name: str) -> str:
+        """The URI the validators know the root (``""``) or a reference by."""
+        return self.base_uri if name == "" else urljoin(self.base_uri, name)
+
+    def base_of(self, name: str) -> str:
+        """The base URI at the top of the root (``""``) or of the reference ``name``."""
+        doc = self.document(name)
+        return rebased(self._uri(name), doc, draft_of(doc))
+
+    def walk(self, name: str) -> Iterator[tuple[tuple[str | int, ...], Any, str]]:
+        """(path, subschema, base URI) for every subschema of the document ``name``."""
+        doc = self.document(name)
+        return _based_walk(doc, self._uri(name), draft_of(doc))
 
     @cached_property
-    def _by_uri(self) -> dict[str, tuple[str, Any]]:
-        """Every document by the URI validators know it by, then every ``$id`` in them."""
-        documents = {urljoin(self.base_uri, n): (n, doc) for n, doc in self.references.items()}
-        return {**self._id_index, **documents, self.base_uri: ("", self.root)}
+    def _index(self) -> _Index:
+        """Refuses what the validators do not agree on: one URI or one anchor of a resource
+        naming two subschemas (jsonschema-rs takes the last, jsonschema the first), and a
+        subschema in another draft than its document."""
+        index = _Index({}, {}, {})
+
+        def claim(uri: str, name: str, node: Any, base: str) -> None:
+            if index.resources.setdefault(uri, (name, node, base))[1] is not node:
+                raise InvalidSchemaError(
+                    f"Invalid schema: {uri!r} names two different subschemas (an $id given "
+                    "twice, or the URI of the schema or of one of its references); validators "
+                    "disagree on which one a $ref to it means",
+                    detail={"uri": uri},
+                )
+
+        for name in ("", *self.references):
+            draft = draft_of(self.document(name))
+            claim(self._uri(name), name, self.document(name), self.base_of(name))
+            for path, node, base in self.walk(name):
+                check_draft(node, draft, root=not path)
+                if not path or _own_uri(node, draft):
+                    claim(base, name, node, base)
+                for anchor in _anchors(node, draft):
+                    if index.anchors.setdefault((base, anchor), node) is not node:
+                        raise InvalidSchemaError(
+                            f"Invalid schema: two subschemas of {base!r} declare the anchor "
+                            f"{anchor!r}; validators disagree on which one #{anchor} means",
+                            detail={"uri": base, "anchor": anchor},
+                        )
+                if draft == DRAFT202012 and isinstance(node, dict):
+                    dynamic = node.get("$dynamicAnchor")
+                    if isinstance(dynamic, str):
+                        index.dynamic.setdefault(dynamic, set()).add(base)
+        return index
 
     def resolve(self, document: str, ref: str) -> tuple[str, Any]:
-        """(document name, subschema) that ``ref``, written in ``document``, points at."""
-        target, fragment = urldefrag(ref)
-        name, node = document, self.document(document)
-        if target:
-            found = self._by_uri.get(urljoin(self.base_uri, target))
-            if found is None:
-                raise InvalidSchemaError(f"Invalid schema: cannot resolve $ref {ref!r}")
-            name, node = found
-        return name, _follow(node, fragment, ref)
+        """(document name, subschema) that ``ref``, written in ``document`` outside any
+        nested schema resource, points at (:meth:`locate` knows where it is written)."""
+        name, node, _ = self.locate(document, self.base_of(document), ref)
+        return name, node
+
+    def locate(
+        self, document: str, base: str, ref: str, *, dynamic: bool = False
+    ) -> tuple[str, Any, str]:
+        """(document name, subschema, its base URI) that ``ref``, written in ``document``
+        where the base URI is ``base``, points at; ``dynamic`` for a 2020-12 ``$dynamicRef``.
+
+        A ``$dynamicRef`` to a ``$dynamicAnchor`` means the one of the outermost resource
+        that declares it on the path that reached it: one subschema only when one resource
+        declares it. Otherwise it is refused, as the checker compares one subschema per
+        ``$ref``.
+        """
+        uri, fragment = urldefrag(urljoin(base, ref))
+        found = self._index.resources.get(uri)
+        if found is None:
+            raise InvalidSchemaError(
+                f"Invalid schema: $ref {ref!r} names nothing in the bundle, so validators could "
+                "not compile it"
+            )
+        name, resource, base = found
+        if fragment.startswith("/") or not fragment:
+            node, base = _follow(resource, base, draft_of(self.document(name)), fragment, ref)
+            return name, node, base
+        node = self._index.anchors.get((base, fragment))
+        if node is None:
+            raise InvalidSchemaError(
+                f"Invalid schema: no anchor for $ref {ref!r}, so validators could not compile it"
+            )
+        declaring = self._index.dynamic.get(fragment, set())
+        if dynamic and node.get("$dynamicAnchor") == fragment and len(declaring) > 1:
+            raise InvalidSchemaError(
+                f"Invalid schema: $dynamicRef {ref!r} means the $dynamicAnchor {fragment!r} "
+                f"of any of {len(declaring)} schema resources, depending on how it is reached; "
+                "the compatibility checker cannot compare that, so declare the anchor once"
+            )
+        return name, node, base
 
 
-def _follow(node: Any, fragment: str, ref: str) -> Any:
-    """The part of ``node`` that ``fragment`` (of ``ref``) names: an anchor or a JSON Pointer."""
-    if fragment and not fragment.startswith("/"):
-        return _anchor(node, fragment, ref)
+def _follow(node: Any, base: str, draft: str, fragment: str, ref: str) -> tuple[Any, str]:
+    """The part of ``node`` (a resource at ``base``) that the JSON Pointer ``fragment`` (of
+    ``ref``) names, and its base URI: each schema resource the pointer enters on the way
+    changes it, as in the validators. Past a keyword that holds no subschema (``examples``,
+    ``enum``, ...) an ``$id`` is data and changes nothing."""
+    schema: Any = node  # the last subschema passed, None once past one
+    since: tuple[str, ...] = ()  # the tokens followed from it
     for token in fragment.split("/")[1:]:
         token = unquote(token).replace("~1", "/").replace("~0", "~")
         if isinstance(node, dict) and token in node:
@@ -265,52 +380,49 @@ def _follow(node: Any, fragment: str, ref: str) -> Any:
         elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
             node = node[int(token)]
         else:
-            raise InvalidSchemaError(f"Invalid schema: $ref {ref!r} points at nothing")
-    return node
-
-
-def _anchor(document: Any, name: str, ref: str) -> Any:
-    stack = [document]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get("$anchor") == name or node.get("$dynamicAnchor") == name:
-                return node
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    raise InvalidSchemaError(f"Invalid schema: no $anchor for $ref {ref!r}")
+            raise InvalidSchemaError(
+                f"Invalid schema: $ref {ref!r} points at nothing, so validators could not "
+                "compile it"
+            )
+        if schema is None:
+            continue
+        since += (token,)
+        if any(tuple(map(str, rel)) == since for rel, _ in subschemas(schema, draft)):
+            schema, since, base = node, (), rebased(base, node, draft)
+        elif len(since) == 2:  # longer than any keyword's path to a subschema
+            schema = None
+    return node, base
 
 
 def _check_refs(bundle: Bundle) -> None:
     """Refuse every ``$ref`` that could only be satisfied from the network, or that names a
     part of the bundle that is not there: the validators refuse to compile either, so every
-    gateway would fail on the schema."""
-    for doc_name, doc in (("", bundle.root), *bundle.references.items()):
-        for path, node, scope in _scoped_walk(doc, bundle.draft):
+    gateway would fail on the schema. Refuse too what the checker cannot resolve as the
+    validators do (:meth:`Bundle.locate`), or where they disagree (:attr:`Bundle._index`)."""
+    known = bundle._index.resources
+    for doc_name in ("", *bundle.references):
+        draft = draft_of(bundle.document(doc_name))
+        for path, node, base in bundle.walk(doc_name):
             if not isinstance(node, dict):
                 continue
             for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
                 ref = node.get(keyword)
                 if not isinstance(ref, str):
                     continue
-                target, fragment = urldefrag(ref)
                 where = (f"reference {doc_name!r} " if doc_name else "") + pointer((*path, keyword))
-                if target and urljoin(bundle.base_uri, target) not in bundle._by_uri:
+                if urldefrag(urljoin(base, ref))[0] not in known:
                     raise InvalidSchemaError(
                         f"Invalid schema: {keyword} {ref!r} at {where} names neither a part of "
                         "this schema nor one of its references; Shahrah never fetches a $ref "
                         "from the network, so declare it as a reference {name, subject, version}",
                         detail={"pointer": where, "ref": ref},
                     )
+                dynamic = keyword == "$dynamicRef" and draft == DRAFT202012
                 try:
-                    if target:
-                        bundle.resolve(doc_name, ref)
-                    else:
-                        _follow(scope, fragment, ref)
+                    bundle.locate(doc_name, base, ref, dynamic=dynamic)
                 except InvalidSchemaError as e:
                     raise InvalidSchemaError(
-                        f"{e.message} (at {where}); validators could not compile the schema",
+                        f"{e.message} (at {where})",
                         detail={"pointer": where, "ref": ref},
                     ) from e
 
@@ -323,8 +435,8 @@ def _check_patterns(bundle: Bundle) -> None:
     check held the registry for minutes.
     """
     found: set[str] = set()
-    for doc in (bundle.root, *bundle.references.values()):
-        for _, node in _walk(doc, bundle.draft):
+    for name in ("", *bundle.references):
+        for _, node, _ in bundle.walk(name):
             if isinstance(node, dict) and isinstance(node.get("patternProperties"), dict):
                 found.update(node["patternProperties"])
     if len(found) > MAX_PATTERN_PROPERTIES:

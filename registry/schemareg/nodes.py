@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.canonical import canonical_json
-from registry.schemareg.documents import DRAFT7, Bundle, draft_of
+from registry.schemareg.documents import DRAFT7, Bundle, check_draft, draft_of, rebased
 from registry.schemareg.errors import InvalidSchemaError
 
 __all__ = [
@@ -184,17 +184,19 @@ class Conditional(Node):
 
 @dataclass(eq=False)
 class Ref(Node):
-    """A ``$ref``; :meth:`target` loads what it points at (once)."""
+    """A ``$ref`` (or a ``$dynamicRef``); :meth:`target` loads what it points at (once)."""
 
     loader: Loader | None = None
     document: str = ""
+    base: str = ""  # the base URI where it is written, which a relative ref resolves against
     ref: str = ""
+    dynamic: bool = False
     _target: Node | None = None
 
     def target(self) -> Node:
         if self._target is None:
             assert self.loader is not None
-            self._target = self.loader.resolve(self.document, self.ref)
+            self._target = self.loader.resolve(self.document, self.base, self.ref, self.dynamic)
         return self._target
 
 
@@ -217,42 +219,49 @@ class Loader:
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self._cache: dict[tuple[str, int], Node] = {}
+        self._cache: dict[tuple[str, str, int], Node] = {}
 
     def root(self) -> Node:
-        return self.load("", self.bundle.root)
+        return self.load("", self.bundle.root, self.bundle.base_of(""))
 
-    def load(self, document: str, raw: Any) -> Node:
-        """The node of ``raw`` (a part of ``document``), built once per location: the same
-        subschema reached twice, directly or through ``$ref``, is one node, which is what
-        the checker's cycle guard relies on."""
-        key = (document, id(raw))
+    def load(self, document: str, raw: Any, base: str) -> Node:
+        """The node of ``raw`` (a part of ``document`` whose base URI is ``base``), built once
+        per location: the same subschema reached twice, directly or through ``$ref``, is one
+        node, which is what the checker's cycle guard relies on."""
+        key = (document, base, id(raw))
         node = self._cache.get(key)
         if node is None:
-            node = self._build(document, raw)
+            node = self._build(document, raw, base)
             self._cache[key] = node
         return node
 
-    def resolve(self, document: str, ref: str) -> Node:
-        """The node ``ref`` (written in ``document``) points at."""
-        return self.load(*self.bundle.resolve(document, ref))
+    def resolve(self, document: str, base: str, ref: str, dynamic: bool) -> Node:
+        """The node ``ref`` (written in ``document`` where the base URI is ``base``) points
+        at, found as the validators find it (:meth:`Bundle.locate`)."""
+        return self.load(*self.bundle.locate(document, base, ref, dynamic=dynamic))
 
-    def _build(self, document: str, raw: Any) -> Node:
+    def _build(self, document: str, raw: Any, base: str) -> Node:
         if raw is True:
             return TrueNode(raw=raw)
         if raw is False:
             return FalseNode(raw=raw)
         if not isinstance(raw, dict):
             raise InvalidSchemaError(f"Invalid schema: {raw!r} is not a schema")
-        draft = draft_of(self.bundle.document(document))
-        child = _Children(self, document, draft)
+        top = self.bundle.document(document)
+        draft = draft_of(top)
+        check_draft(raw, draft, root=raw is top)
+        child = _Children(self, document, draft, base)
         parts: list[Node] = []
         if isinstance(raw.get("$ref"), str):
-            parts.append(Ref(raw=raw, loader=self, document=document, ref=raw["$ref"]))
+            ref = raw["$ref"]
+            parts.append(Ref(raw=raw, loader=self, document=document, base=base, ref=ref))
             if draft == DRAFT7:  # draft 7 ignores every keyword beside $ref
                 return _annotate(parts[0], raw)
-        if isinstance(raw.get("$dynamicRef"), str):
-            parts.append(Ref(raw=raw, loader=self, document=document, ref=raw["$dynamicRef"]))
+        if draft != DRAFT7 and isinstance(raw.get("$dynamicRef"), str):  # not a draft 7 keyword
+            ref = raw["$dynamicRef"]
+            parts.append(
+                Ref(raw=raw, loader=self, document=document, base=base, ref=ref, dynamic=True)
+            )
         if isinstance(raw.get("enum"), list):
             parts.append(Enum(raw=raw, values=list(raw["enum"])))
         for criterion in ("allOf", "anyOf", "oneOf"):
@@ -311,9 +320,10 @@ class _Children:
     loader: Loader
     document: str
     draft: str
+    base: str  # of the parent: an $id in the child starts a resource of its own
 
     def at(self, raw: Any) -> Node:
-        return self.loader.load(self.document, raw)
+        return self.loader.load(self.document, raw, rebased(self.base, raw, self.draft))
 
 
 def _annotate(node: Node, raw: dict[str, Any]) -> Node:

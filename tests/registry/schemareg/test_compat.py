@@ -19,8 +19,16 @@ from registry.schemareg.compat import (
     differences,
     incompatibilities,
 )
-from registry.schemareg.documents import DRAFT202012, Bundle, draft_of, fingerprint
+from registry.schemareg.documents import (
+    DRAFT7,
+    DRAFT202012,
+    Bundle,
+    check_schema,
+    draft_of,
+    fingerprint,
+)
 from registry.schemareg.errors import InvalidSchemaError
+from registry.schemareg.validation import compile_bundle, reference_validator
 from tests.registry.schemareg.test_patterns import finishes
 
 
@@ -176,6 +184,197 @@ def test_refs_are_followed_across_references_and_recursion_terminates() -> None:
         b(person, **{"common.json": common_v1}), b(person, **{"common.json": common_v2})
     )
     assert [(d.type, d.pointer) for d in found] == [("PATTERN_ADDED", "#/properties/cnic/pattern")]
+
+
+# --- $ref inside nested schema resources --------------------------------------------------
+# A subschema with its own "$id" is a resource of its own: "#/..." and "#name" inside it point
+# into it, relative URIs resolve against its "$id", and an anchor belongs to one resource. The
+# checker must compare the subschema the validators apply, or it passes changes that break.
+
+NESTED = "https://n.example/sub.json"
+
+
+def _accepts(bundle: Bundle, instance: Any) -> bool:
+    """What gateways (jsonschema-rs) decide, checked against the reference implementation."""
+    fast = compile_bundle(1, bundle).validator.is_valid(instance)
+    assert reference_validator(bundle).is_valid(instance) == fast, "validators disagree"
+    return bool(fast)
+
+
+def _2020(**schema: Any) -> dict[str, Any]:
+    return {"$schema": DRAFT202012, **schema}
+
+
+def _d7(**schema: Any) -> dict[str, Any]:
+    return {"$schema": DRAFT7, **schema}
+
+
+def _nested_breaks() -> list[Any]:
+    """(old, new, instance): old accepts the instance, new does not; ``t`` is what changes."""
+
+    def case(make: Any, instance: Any, name: str) -> Any:
+        return pytest.param(make(S), make(I), instance, id=name)
+
+    return [
+        case(lambda t: _2020(properties={"p": {"$id": NESTED, "$defs": {"x": t},
+                                               "$ref": "#/$defs/x"}}, **{"$defs": {"x": S}}),
+             {"p": "a"}, "pointer-inside-nested-resource"),
+        case(lambda t: _d7(definitions={"x": S},
+                           properties={"p": {"$id": NESTED, "definitions": {"x": t},
+                                             "allOf": [{"$ref": "#/definitions/x"}]}}),
+             {"p": "a"}, "pointer-inside-nested-resource-draft7"),
+        case(lambda t: _2020(**{"$defs": {"x": S, "n": {
+                                    "$id": NESTED, "$defs": {"x": t},
+                                    "properties": {"v": {"$ref": "#/$defs/x"}}}},
+                                "$ref": "#/$defs/n"}),
+             {"v": "a"}, "pointer-through-a-nested-resource"),
+        case(lambda t: _2020(**{"$defs": {"t": {"$id": "t.json", **t},
+                                          "n": {"$id": NESTED, "$ref": "t.json",
+                                                "$defs": {"t": {"$id": "t.json", **S}}}}},
+                             properties={"p": {"$ref": "t.json"}, "q": {"$ref": NESTED}}),
+             {"p": "a", "q": "a"}, "relative-id-under-the-root-and-a-nested-resource"),
+        case(lambda t: _2020(**{"$defs": {"r": {"$anchor": "x", **t},
+                                          "n": {"$id": NESTED, "$anchor": "x", **S}}},
+                             properties={"p": {"$ref": "#x"}}),
+             {"p": "a"}, "anchor-of-the-root-and-of-a-nested-resource"),
+        case(lambda t: _2020(**{"$defs": {"r": {"$anchor": "x", **t}}},
+                             examples=[{"$anchor": "x", **S}], properties={"p": {"$ref": "#x"}}),
+             {"p": "a"}, "anchor-lookalike-in-examples"),
+        pytest.param(_d7(definitions={"s": S},
+                         properties={"p": {"$dynamicRef": "#/definitions/s"}}),
+                     _d7(definitions={"s": S}, properties={"p": {"$ref": "#/definitions/s"}}),
+                     {"p": 1}, id="dynamic-ref-is-no-keyword-in-draft7"),
+        # Regressions: draft 7 ignores an "$id" beside "$ref"; an "$id" URI with a pointer.
+        case(lambda t: _d7(definitions={"x": t},
+                           properties={"p": {"$id": NESTED, "definitions": {"x": S},
+                                             "$ref": "#/definitions/x"}}),
+             {"p": "a"}, "draft7-id-beside-ref-is-ignored"),
+        case(lambda t: _2020(**{"$defs": {"n": {"$id": NESTED, "$defs": {"x": t}}}},
+                             properties={"p": {"$ref": f"{NESTED}#/$defs/x"}}),
+             {"p": "a"}, "id-uri-and-pointer"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "instance"), _nested_breaks())
+def test_a_ref_in_a_nested_resource_compares_what_the_validators_apply(
+    old: Any, new: Any, instance: Any
+) -> None:
+    check_schema(b(old))
+    check_schema(b(new))
+    assert _accepts(b(old), instance)
+    assert not _accepts(b(new), instance)
+    assert not compatible(old, new)
+    assert not check(b(new), [(1, b(old))], "BACKWARD").compatible
+
+
+def test_a_change_only_another_resource_sees_is_no_change() -> None:
+    def schema(t: Any) -> dict[str, Any]:
+        nested = {"$id": NESTED, "$defs": {"t": {"$id": "t.json", **t}, "x": t}}
+        return _2020(**{"$defs": {"t": {"$id": "t.json", **S}, "x": S, "n": nested}},
+                     properties={"p": {"$ref": "t.json"}, "q": {"$ref": "#/$defs/x"}})  # fmt: skip
+
+    assert changes(schema(S), schema(I)) == []
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # Which of two schemas an $id or anchor names: jsonschema-rs takes the last,
+        # jsonschema the first.
+        _2020(**{"$defs": {"a": {"$id": NESTED, **S}, "b": {"$id": NESTED, **I}},
+                 "$ref": NESTED}),
+        _2020(**{"$defs": {"a": {"$anchor": "x", **S}, "b": {"$anchor": "x", **I}},
+                 "$ref": "#x"}),
+        _2020(**{"$defs": {"a": {"$id": "pk.common.json", **I}}, "$ref": "pk.common.json"}),
+        # Which "#n" applies depends on the path that reached the $dynamicRef.
+        _2020(**{"$dynamicAnchor": "n", "properties": {"p": {"$ref": NESTED}},
+                 "$defs": {"n": {"$id": NESTED, "$dynamicAnchor": "n",
+                                 "properties": {"c": {"$dynamicRef": "#n"}}}}}),
+        # A subschema in another draft: the validators switch drafts there (jsonschema-rs
+        # even beside a $ref, jsonschema not), and the checker cannot.
+        _d7(properties={"p": {"$schema": DRAFT202012, "dependentRequired": {"a": ["b"]}}}),
+        _d7(properties={"p": {"$ref": NESTED}},
+            definitions={"m": {"$schema": DRAFT202012, "$id": NESTED, "$defs": {"s": S},
+                               "$ref": "#/$defs/s", "maxLength": 1}}),
+    ],
+)  # fmt: skip
+def test_what_the_validators_could_read_differently_is_refused(schema: Any) -> None:
+    bundle = b(schema, **{"pk.common.json": _2020(**S)})
+    with pytest.raises(InvalidSchemaError) as refused:
+        check_schema(bundle)
+    assert refused.value.error_code == 42201
+    with pytest.raises(InvalidSchemaError):
+        incompatibilities(bundle, bundle)
+
+
+# A BACKWARD verdict on schemas with nested resources is a promise about data too: the
+# template puts the same names (a pointer, an anchor, a relative $id) under the root and
+# under a nested resource, and each $ref may mean either.
+_nested_refs = st.sampled_from(["#/$defs/x", "#a", "t.json", f"{NESTED}#/$defs/x", "#/$defs/n"])
+_nested_ids = st.sampled_from([NESTED, "sub.json", "dir/sub.json"])
+_slots = st.lists(st.sampled_from([S, I, N, {"type": "string", "maxLength": 1},
+                                   {"enum": ["a", 1]}, {}]), min_size=4, max_size=4)  # fmt: skip
+
+
+def _resources(
+    slots: list[Any], nested_id: str, refs: tuple[str, str], beside: bool, draft: str
+) -> dict[str, Any]:
+    defs, anchor = ("$defs", "$anchor") if draft == DRAFT202012 else ("definitions", "$id")
+
+    def named(schema: Any) -> dict[str, Any]:
+        return {anchor: "a" if anchor == "$anchor" else "#a", **schema}
+
+    def ref(uri: str) -> str:
+        return uri.replace("$defs", defs)
+
+    inner = {"$ref": ref(refs[1])} if beside else {"allOf": [{"$ref": ref(refs[1])}]}
+    nested = {"$id": nested_id, defs: {"x": named(slots[0]), "t": {"$id": "t.json", **slots[1]}},
+              **inner}  # fmt: skip
+    return {
+        "$schema": draft,
+        defs: {"x": named(slots[2]), "t": {"$id": "t.json", **slots[3]}, "n": nested},
+        "type": "object",
+        "properties": {"p": {"$ref": ref(refs[0])}, "q": {"$ref": ref("#/$defs/n")}},
+    }
+
+
+def _registrable(bundle: Bundle) -> bool:
+    """Whether the registry accepts ``bundle``; if it does, the validators compile it."""
+    try:
+        check_schema(bundle)
+    except InvalidSchemaError:
+        return False
+    compile_bundle(1, bundle)
+    reference_validator(bundle)
+    return True
+
+
+_values = [None, 1, 1.5, "a", "ab", {}]
+_pool = [{"p": p, "q": q} for p in _values for q in _values]
+
+
+@settings(max_examples=300)
+@given(
+    _slots, _slots, _nested_ids, st.tuples(_nested_refs, _nested_refs), st.booleans(),
+    st.sampled_from([DRAFT7, DRAFT202012]),
+)  # fmt: skip
+def test_a_backward_verdict_holds_for_data_through_nested_resources(
+    old_slots: list[Any],
+    new_slots: list[Any],
+    nested_id: str,
+    refs: tuple[str, str],
+    beside: bool,
+    draft: str,
+) -> None:
+    old = b(_resources(old_slots, nested_id, refs, beside, draft))
+    new = b(_resources(new_slots, nested_id, refs, beside, draft))
+    if not (_registrable(old) and _registrable(new)):
+        return
+    if not check(new, [(1, old)], "BACKWARD").compatible:
+        return
+    for instance in _pool:
+        if _accepts(old, instance):
+            assert _accepts(new, instance), instance
 
 
 def _chain(levels: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
 from registry.schemareg.documents import (
@@ -14,8 +15,10 @@ from registry.schemareg.documents import (
     MAX_PATTERN_PROPERTIES,
     Bundle,
     check_schema,
+    draft_of,
 )
 from registry.schemareg.errors import InvalidSchemaError
+from registry.schemareg.validation import compile_bundle
 
 COMMON = {"$defs": {"cnic": {"type": "string"}}}
 
@@ -29,10 +32,12 @@ COMMON = {"$defs": {"cnic": {"type": "string"}}}
         ({"$schema": DRAFT202012, "$ref": "#nothere"}, "/$ref"),
         ({"$schema": DRAFT202012, "$dynamicRef": "#meta"}, "/$dynamicRef"),
         ({"$ref": "pk.common.json#/$defs/nope"}, "/$ref"),
-        # Inside a resource with its own $id, "#/..." is relative to that resource.
-        ({"definitions": {"y": {}}, "properties": {"p": {"$id": "sub.json",
-                                                          "$ref": "#/definitions/y"}}},
-         "/properties/p/$ref"),
+        # Inside a resource with its own $id, "#/..." is relative to that resource ...
+        ({"$schema": DRAFT202012, "$defs": {"y": {}},
+          "properties": {"p": {"$id": "sub.json", "$ref": "#/$defs/y"}}}, "/properties/p/$ref"),
+        # ... but draft 7 ignores an $id beside $ref, like every other keyword there.
+        ({"properties": {"p": {"$id": "sub.json", "definitions": {"x": {}},
+                               "$ref": "#/definitions/x"}}}, "/properties/p/$ref"),
     ],
 )  # fmt: skip
 def test_a_ref_to_nothing_is_refused_as_the_validators_would(schema: Any, where: str) -> None:
@@ -53,8 +58,10 @@ def test_a_ref_to_nothing_is_refused_as_the_validators_would(schema: Any, where:
         {"$ref": "./pk.common.json#/$defs/cnic"},
         {"$ref": "root.json#/definitions/x", "definitions": {"x": {}}},  # the root's own URI
         {"$ref": "#/properties/a~1b", "properties": {"a/b": {"type": "string"}}},
-        {"properties": {"p": {"$id": "sub.json", "definitions": {"x": {}},
-                              "$ref": "#/definitions/x"}}},
+        {"$schema": DRAFT202012, "properties": {"p": {"$id": "sub.json", "$defs": {"x": {}},
+                                                      "$ref": "#/$defs/x"}}},
+        {"definitions": {"y": {}}, "properties": {"p": {"$id": "sub.json",
+                                                        "$ref": "#/definitions/y"}}},
         {"$ref": "sub.json#/definitions/x",
          "definitions": {"s": {"$id": "sub.json", "definitions": {"x": {}}}}},
         {"$schema": DRAFT202012, "$ref": "#cnic", "$defs": {"c": {"$anchor": "cnic"}}},
@@ -62,6 +69,49 @@ def test_a_ref_to_nothing_is_refused_as_the_validators_would(schema: Any, where:
 )  # fmt: skip
 def test_a_ref_into_the_bundle_is_accepted(schema: Any) -> None:
     check_schema(Bundle(schema, DRAFT7, {"pk.common.json": COMMON}))
+
+
+NESTED = "https://n.example/dir/sub.json"
+
+
+@pytest.mark.parametrize(
+    ("schema", "compiles"),
+    [
+        # A relative $id or $ref resolves against the innermost enclosing $id.
+        ({"$defs": {"n": {"$id": NESTED, "$defs": {"b": {"$id": "b.json"}}}},
+          "$ref": "https://n.example/dir/b.json"}, True),
+        ({"$defs": {"n": {"$id": NESTED, "$defs": {"b": {"$id": "b.json"}}}}, "$ref": "b.json"},
+         False),
+        ({"properties": {"p": {"$id": NESTED, "$ref": "pk.common.json#/$defs/cnic"}}}, False),
+        ({"properties": {"p": {"$id": "sub/sub.json", "$ref": "pk.common.json#/$defs/cnic"}}},
+         False),
+        ({"properties": {"p": {"$id": "sub/sub.json", "$ref": "../pk.common.json#/$defs/cnic"}}},
+         True),
+        # An anchor belongs to one resource, and only where a schema can be.
+        ({"$defs": {"n": {"$id": NESTED, "$defs": {"a": {"$anchor": "x"}}}}, "$ref": "#x"},
+         False),
+        ({"$defs": {"n": {"$id": NESTED, "$defs": {"a": {"$anchor": "x"}}}},
+          "$ref": f"{NESTED}#x"}, True),
+        ({"examples": [{"$anchor": "x"}], "$ref": "#x"}, False),
+        # Draft 7 names anchors with "$id": "#name" and knows no $anchor.
+        ({"$schema": DRAFT7, "definitions": {"c": {"$id": "#cnic"}}, "$ref": "#cnic"}, True),
+        ({"$schema": DRAFT7, "definitions": {"c": {"$anchor": "cnic"}}, "$ref": "#cnic"}, False),
+    ],
+)  # fmt: skip
+def test_a_ref_is_accepted_exactly_when_the_validators_resolve_it(
+    schema: Any, compiles: bool
+) -> None:
+    root = {"$schema": DRAFT202012, **schema}
+    bundle = Bundle(root, draft_of(root), {"pk.common.json": COMMON})
+    try:
+        compile_bundle(1, bundle)
+    except (ValueError, jsonschema_rs.ReferencingError):
+        assert not compiles, "the validators should compile it"
+        with pytest.raises(InvalidSchemaError):
+            check_schema(bundle)
+    else:
+        assert compiles, "the validators should refuse it"
+        check_schema(bundle)
 
 
 def test_more_pattern_properties_than_the_checker_may_compile_are_refused() -> None:

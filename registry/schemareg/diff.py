@@ -359,6 +359,12 @@ def _string(ctx: Context, o: n.String, u: n.String) -> None:
         ctx.add("PATTERN_REMOVED", "pattern")
     elif o.pattern != u.pattern:
         ctx.add("PATTERN_CHANGED", "pattern")
+    if o.format is None and u.format is not None:
+        ctx.add("FORMAT_ADDED", "format")
+    elif o.format is not None and u.format is None:
+        ctx.add("FORMAT_REMOVED", "format")
+    elif o.format != u.format:
+        ctx.add("FORMAT_CHANGED", "format")
 
 
 def _decimal(value: float) -> Decimal | None:
@@ -423,6 +429,20 @@ def _not(ctx: Context, o: n.Not, u: n.Not) -> None:
     sub = _try(here, u.schema, o.schema)
     if sub.count:
         here.add("NOT_TYPE_NARROWED" if sub.compatible else "NOT_TYPE_EXTENDED")
+
+
+def _conditional(ctx: Context, o: n.Conditional, u: n.Conditional) -> None:
+    # ``if`` decides which of ``then`` and ``else`` applies: the update must make the same
+    # choice for every instance (compared both ways), then widen each branch (an absent
+    # branch accepts everything, so adding one is SCHEMA_ADDED, removing one SCHEMA_REMOVED).
+    here = ctx.at("if")
+    sub = _try(here, o.condition, u.condition)
+    if sub.compatible and _try(here, u.condition, o.condition).compatible:
+        ctx.extend(sub)
+    else:
+        here.add("COMBINED_TYPE_CHANGED")
+    compare(ctx.at("then"), o.then, u.then)
+    compare(ctx.at("else"), o.otherwise, u.otherwise)
 
 
 def _criterion_change(o: n.Combined, u: n.Combined) -> str | None:
@@ -559,20 +579,24 @@ def _covered(
 def _object(ctx: Context, o: n.Object, u: n.Object) -> None:
     _requirement(ctx, o, u)
     required = ctx.at("required")
-    for name in o.properties:
-        if name in u.properties:
-            was, now = name in o.required, name in u.required
-            if was and not now:
-                required.add("REQUIRED_ATTRIBUTE_REMOVED", name)
-            elif now and not was:
-                with_default = _deref(u.properties[name])
-                kind = (
-                    "REQUIRED_ATTRIBUTE_WITH_DEFAULT_ADDED"
-                    if with_default is not None and with_default.has_default
-                    else "REQUIRED_ATTRIBUTE_ADDED"
-                )
-                required.add(kind, name)
+    # Every name either side requires, declared in "properties" or not: requiring an
+    # undeclared name still refuses the objects without it.
+    for name in dict.fromkeys([*o.properties, *o.required, *u.required]):
+        if name in u.properties and name not in o.properties:
+            continue  # a property added: _properties names it, required or not
+        was, now = name in o.required, name in u.required
+        if was and not now:
+            required.add("REQUIRED_ATTRIBUTE_REMOVED", name)
+        elif now and not was:
+            with_default = _deref(u.properties.get(name))
+            kind = (
+                "REQUIRED_ATTRIBUTE_WITH_DEFAULT_ADDED"
+                if with_default is not None and with_default.has_default
+                else "REQUIRED_ATTRIBUTE_ADDED"
+            )
+            required.add(kind, name)
     _properties(ctx.at("properties"), o, u)
+    compare(ctx.at("propertyNames"), o.property_names, u.property_names)
     _dependencies(ctx, o, u)
     _additional(
         ctx.at("additionalProperties"), o.permits_additional, u.permits_additional,
@@ -722,6 +746,12 @@ def _array(ctx: Context, o: n.Array, u: n.Array) -> None:
     _bound(ctx, "minItems", o.min_items, u.min_items, "MIN_ITEMS")
     if o.unique_items != u.unique_items:
         ctx.add("UNIQUE_ITEMS_REMOVED" if o.unique_items else "UNIQUE_ITEMS_ADDED", "uniqueItems")
+    here = ctx.at("contains")
+    compare(here, o.contains, u.contains)  # at least minContains items must match it
+    # ... and at most maxContains: so it may match no item the original's did not.
+    bounded = u.max_contains is not None and None not in (o.contains, u.contains)
+    if bounded and not _try(here, u.contains, o.contains).compatible:
+        here.add("TYPE_CHANGED")
     _bound(ctx, "maxContains", o.max_contains, u.max_contains, "MAX_CONTAINS")
     _bound(ctx, "minContains", o.min_contains, u.min_contains, "MIN_CONTAINS")
 
@@ -768,6 +798,7 @@ _RULES: dict[type, Callable[[Context, Any, Any], None]] = {
     n.Enum: _enum,
     n.Const: _const,
     n.Not: _not,
+    n.Conditional: _conditional,
     n.Combined: _combined,
     n.Object: _object,
     n.Array: _array,

@@ -111,6 +111,7 @@ class String(Node):
     min_length: int | None = None
     max_length: int | None = None
     pattern: str | None = None
+    format: str | None = None  # asserted by the validators (a "date" must be a real date)
 
 
 @dataclass(eq=False)
@@ -136,6 +137,7 @@ class Object(Node):
     schema_dependencies: dict[str, Node] = field(default_factory=dict)
     min_properties: int | None = None
     max_properties: int | None = None
+    property_names: Node | None = None
     unevaluated: Node | None = None
     keywords: Mapping[str, str] = field(default_factory=dict)  # draft spelling of keywords
 
@@ -150,6 +152,7 @@ class Array(Node):
     min_items: int | None = None
     max_items: int | None = None
     unique_items: bool = False
+    contains: Node | None = None
     min_contains: int | None = None
     max_contains: int | None = None
     unevaluated: Node | None = None
@@ -179,7 +182,11 @@ class Not(Node):
 
 @dataclass(eq=False)
 class Conditional(Node):
-    """``if``/``then``/``else``: compared for annotations only, as Confluent does."""
+    """``if``/``then``/``else``; an absent ``then`` or ``else`` accepts everything."""
+
+    condition: Node | None = None
+    then: Node | None = None
+    otherwise: Node | None = None
 
 
 @dataclass(eq=False)
@@ -273,7 +280,14 @@ class Loader:
         if "const" in raw:
             parts.append(Const(raw=raw, value=raw["const"]))
         if any(k in raw for k in ("if", "then", "else")):
-            parts.append(Conditional(raw=raw))
+            parts.append(
+                Conditional(
+                    raw=raw,
+                    condition=child.at(raw["if"]) if "if" in raw else None,
+                    then=child.at(raw["then"]) if "then" in raw else None,
+                    otherwise=child.at(raw["else"]) if "else" in raw else None,
+                )
+            )
         parts.extend(self._typed(raw, child))
         if not parts:
             node: Node = TrueNode(raw=raw)
@@ -346,12 +360,13 @@ def _num(value: Any) -> float | None:
 
 
 def _string(raw: dict[str, Any], child: _Children) -> Node:
-    pattern = raw.get("pattern")
+    pattern, format_ = raw.get("pattern"), raw.get("format")
     return String(
         raw=raw,
         min_length=_int(raw.get("minLength")),
         max_length=_int(raw.get("maxLength")),
         pattern=pattern if isinstance(pattern, str) else None,
+        format=format_ if isinstance(format_, str) else None,
     )
 
 
@@ -385,6 +400,7 @@ def _object(raw: dict[str, Any], child: _Children) -> Node:
         else {},
         min_properties=_int(raw.get("minProperties")),
         max_properties=_int(raw.get("maxProperties")),
+        property_names=child.at(raw["propertyNames"]) if "propertyNames" in raw else None,
         unevaluated=child.at(raw["unevaluatedProperties"])
         if "unevaluatedProperties" in raw
         else None,
@@ -417,6 +433,7 @@ def _array(raw: dict[str, Any], child: _Children) -> Node:
         min_items=_int(raw.get("minItems")),
         max_items=_int(raw.get("maxItems")),
         unique_items=raw.get("uniqueItems") is True,
+        contains=child.at(raw["contains"]) if "contains" in raw else None,
         min_contains=_int(raw.get("minContains")),
         max_contains=_int(raw.get("maxContains")),
         unevaluated=child.at(raw["unevaluatedItems"]) if "unevaluatedItems" in raw else None,

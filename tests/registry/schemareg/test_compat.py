@@ -458,6 +458,96 @@ def test_keywords_without_a_type_do_not_require_that_type() -> None:
     _witness({"minLength": 2}, {"type": "string", "minLength": 2}, 5)
 
 
+# Keywords that refuse instances whatever "properties" declares: a change the checker does not
+# see is a change it passes. (old, new, instance): old accepts the instance, new does not.
+_OPEN = {"type": "object"}
+_RESTRICTIONS = [
+    pytest.param(_OPEN, {**_OPEN, "required": ["z"]}, {}, id="required-undeclared"),
+    pytest.param({"properties": {}}, {"properties": {}, "required": ["z"]}, {}, id="untyped"),
+    pytest.param(
+        {**_OPEN, "patternProperties": {"^z": S}},
+        {**_OPEN, "patternProperties": {"^z": S}, "required": ["z"]},
+        {},
+        id="required-by-pattern",
+    ),
+    pytest.param(
+        {**_OPEN, "additionalProperties": S},
+        {**_OPEN, "additionalProperties": S, "required": ["z"]},
+        {},
+        id="required-by-additional",
+    ),
+    pytest.param(obj({"z": S}), {**_OPEN, "required": ["z"]}, {}, id="required-and-removed"),
+    pytest.param(
+        obj({"a": _OPEN}), obj({"a": {**_OPEN, "required": ["z"]}}), {"a": {}}, id="nested"
+    ),
+    pytest.param({"allOf": [_OPEN]}, {"allOf": [{**_OPEN, "required": ["z"]}]}, {}, id="allOf"),
+    pytest.param(
+        _OPEN, {**_OPEN, "propertyNames": {"maxLength": 1}}, {"ab": 1}, id="propertyNames"
+    ),
+    pytest.param(
+        {**_OPEN, "propertyNames": {"maxLength": 3}},
+        {**_OPEN, "propertyNames": {"maxLength": 1}},
+        {"ab": 1},
+        id="propertyNames-narrowed",
+    ),
+    pytest.param({"type": "array"}, {"type": "array", "contains": S}, [1], id="contains"),
+    pytest.param(
+        _2020(type="array", contains=S, maxContains=1),
+        _2020(type="array", contains={}, maxContains=1),
+        ["a", 1],
+        id="contains-widened-under-maxContains",
+    ),
+    pytest.param(S, {**S, "format": "date"}, "x", id="format"),
+    pytest.param(
+        {**S, "format": "date"}, {**S, "format": "email"}, "2024-01-31", id="format-changed"
+    ),
+    pytest.param(
+        {**_OPEN, "if": {"required": ["a"]}, "then": {"required": ["b"]}},
+        {**_OPEN, "if": {"required": ["a"]}, "then": {"required": ["c"]}},
+        {"a": 1, "b": 1},
+        id="then",
+    ),
+    pytest.param(
+        {**_OPEN, "if": {"required": ["a"]}, "else": {"required": ["b"]}},
+        {**_OPEN, "if": {"required": ["b"]}, "else": {"required": ["b"]}},
+        {"a": 1},
+        id="if",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "instance"), _RESTRICTIONS)
+def test_a_keyword_that_refuses_old_data_is_an_incompatibility(
+    old: Any, new: Any, instance: Any
+) -> None:
+    assert _accepts(b(old), instance)
+    assert not _accepts(b(new), instance)
+    for policy in ("STRICT", "LENIENT"):
+        assert not compatible(old, new, policy), policy
+        for level in ("BACKWARD", "FULL", "BACKWARD_TRANSITIVE", "FULL_TRANSITIVE"):
+            assert not check(b(new), [(1, b(old))], level, policy).compatible, (level, policy)  # type: ignore[arg-type]
+        # Read the other way, the same pair is a relaxation for FORWARD to refuse.
+        assert not check(b(old), [(1, b(new))], "FORWARD", policy).compatible, policy  # type: ignore[arg-type]
+
+
+def test_a_requirement_is_named_where_it_is_added_or_removed() -> None:
+    assert changes(_OPEN, {**_OPEN, "required": ["z"]}) == ["REQUIRED_ATTRIBUTE_ADDED #/required/z"]
+    assert changes({**_OPEN, "required": ["z"]}, _OPEN) == [
+        "REQUIRED_ATTRIBUTE_REMOVED #/required/z"
+    ]
+    assert compatible({**_OPEN, "required": ["z"]}, _OPEN)
+    assert changes(S, {**S, "format": "date"}) == ["FORMAT_ADDED #/format"]
+    assert compatible({**S, "format": "date"}, S)
+    assert changes(_OPEN, {**_OPEN, "propertyNames": S}) == ["SCHEMA_ADDED #/propertyNames"]
+    assert compatible({**_OPEN, "propertyNames": {"maxLength": 1}}, _OPEN)
+    assert compatible(
+        {"type": "array", "contains": {**S, "maxLength": 1}}, {"type": "array", "contains": S}
+    )
+    unchanged = {**_OPEN, "if": {"required": ["a"]}, "then": {"required": ["b"]}}
+    assert not differences(b(unchanged), b({**unchanged, "then": {"required": ["b"]}}))
+    assert compatible(unchanged, {**unchanged, "then": True})
+
+
 # The 24 combinations of policy x content model x add/remove x required/with default/optional.
 P_OPT = {"b": N}
 P_DEF = {"b": {**N, "default": 0}}
@@ -613,6 +703,10 @@ _untyped = st.sampled_from(
         {"maxItems": 1},
         {"properties": {"x": {"type": "string"}}},
         {"type": ["string", "null"]},
+        {"type": "string", "format": "date"},
+        {"propertyNames": {"maxLength": 4}},
+        {"contains": {"type": "string"}},
+        {"if": {"type": "string"}, "then": {"minLength": 2}, "else": {"type": "integer"}},
     ]
 )
 _type_lists = st.sampled_from([["string", "integer"], ["number", "null"]])
@@ -663,9 +757,11 @@ def _mutated(schema: Any, data: st.DataObject, *, root: bool = False) -> Any:
     out = dict(schema)
     if isinstance(out.get("type"), list) and data.draw(st.booleans()):
         out["type"] = data.draw(st.one_of(_type_lists, st.just(out["type"][:1])))
-    for key in ("items", "not"):
+    for key in ("items", "not", "propertyNames", "contains", "if", "then", "else"):
         if key in out:
             out[key] = _mutated(out[key], data)
+    if out.get("type") == "object" and data.draw(_replace):
+        out["required"] = sorted({*out.get("required", []), data.draw(_names)})
     for key in ("anyOf", "allOf"):
         if key in out:
             out[key] = [_mutated(v, data) for v in out[key]]
@@ -683,7 +779,9 @@ def test_a_backward_verdict_holds_for_the_old_schemas_data(
     new = _mutated(old, data, root=True)
     if not check(b(new), [(1, b(old))], "BACKWARD").compatible:
         return
-    reads, writes = jsonschema.Draft7Validator(new), jsonschema.Draft7Validator(old)
+    formats = jsonschema.Draft7Validator.FORMAT_CHECKER  # asserted, as by the gateways
+    reads = jsonschema.Draft7Validator(new, format_checker=formats)
+    writes = jsonschema.Draft7Validator(old, format_checker=formats)
     for instance in pool:
         if writes.is_valid(instance):
             assert reads.is_valid(instance), instance

@@ -44,6 +44,7 @@ from registry.schemareg.documents import (
     draft_of,
     parse_schema_text,
     pointer,
+    rebased,
     regex_search,
     subschemas,
 )
@@ -129,11 +130,26 @@ class CompiledSchema:
         return defines_pointer(self.bundle, json_pointer)
 
 
+def _declared(document: Any) -> Any:
+    """``document`` naming the draft the registry reads it in: a copy with draft 7's
+    ``$schema`` if it names none (:func:`draft_of`), else ``document`` itself.
+
+    jsonschema-rs reads a document without ``$schema`` as 2020-12, and the ``draft`` of its
+    ``Registry`` is forced on every document, even one naming another draft, so this is how
+    each document of a bundle is compiled in its own draft, as the compatibility checker
+    reads it. ``$schema`` at the top of a document changes no base URI, anchor or pointer.
+    """
+    if isinstance(document, dict) and "$schema" not in document:
+        return {"$schema": DRAFT7, **document}
+    return document
+
+
 def compile_bundle(schema_id: int, bundle: Bundle) -> CompiledSchema:
-    """Compile ``bundle``; ``$ref`` resolves inside it only, formats are asserted."""
+    """Compile ``bundle``, each document in its own draft; ``$ref`` resolves inside it only,
+    formats are asserted."""
     validator = jsonschema_rs.validator_for(
-        bundle.root,
-        registry=jsonschema_rs.Registry(bundle.resources()),
+        _declared(bundle.root),
+        registry=jsonschema_rs.Registry([(uri, _declared(doc)) for uri, doc in bundle.resources()]),
         base_uri=bundle.base_uri,
         validate_formats=True,
         retriever=_refuse_retrieval,
@@ -369,41 +385,53 @@ def member_at(document: Any, json_pointer: str) -> Any:
     return value
 
 
-def _expand(
-    bundle: Bundle, document: str, node: Any, seen: set[tuple[str, int]]
-) -> list[tuple[str, dict[str, Any]]]:
-    """``node`` and every schema that applies with it: ``$ref`` targets and combinator branches."""
-    found: list[tuple[str, dict[str, Any]]] = []
-    stack: list[tuple[str, Any]] = [(document, node)]
+#: Where a walk through a bundle stands: (document name, subschema, the base URI in it).
+_Place = tuple[str, Any, str]
+
+
+def _inside(doc: str, sub: Any, base: str, draft: str) -> _Place:
+    """``sub``, met in ``doc`` (of ``draft``) where the base URI is ``base``: an ``$id`` of its
+    own makes it a schema resource, which the ``$ref``s written in it resolve against."""
+    return doc, sub, rebased(base, sub, draft)
+
+
+def _expand(bundle: Bundle, place: _Place, seen: set[tuple[str, int]]) -> list[_Place]:
+    """``place`` and every schema that applies with it: ``$ref`` targets and combinator branches."""
+    found: list[_Place] = []
+    stack: list[_Place] = [place]
     while stack:
-        doc, current = stack.pop()
+        doc, current, base = stack.pop()
         key = (doc, id(current))
         if key in seen or not isinstance(current, dict):
             continue
         seen.add(key)
-        found.append((doc, current))
-        for keyword in ("$ref", "$dynamicRef"):
+        found.append((doc, current, base))
+        draft = draft_of(bundle.document(doc))
+        # where it is written, as the validators resolve it; draft 7 has no $dynamicRef
+        for keyword in ("$ref", "$dynamicRef") if draft == DRAFT202012 else ("$ref",):
             if isinstance(current.get(keyword), str):
-                stack.append(bundle.resolve(doc, current[keyword]))
+                dynamic = keyword == "$dynamicRef"
+                stack.append(bundle.locate(doc, base, current[keyword], dynamic=dynamic))
         for keyword in ("allOf", "anyOf", "oneOf"):
             if isinstance(current.get(keyword), list):
-                stack.extend((doc, branch) for branch in current[keyword])
+                stack.extend(_inside(doc, branch, base, draft) for branch in current[keyword])
         for keyword in ("then", "else"):
             if isinstance(current.get(keyword), dict):
-                stack.append((doc, current[keyword]))
+                stack.append(_inside(doc, current[keyword], base, draft))
     return found
 
 
-def _step(bundle: Bundle, doc: str, node: dict[str, Any], token: str) -> list[tuple[str, Any]]:
-    """The subschemas that describe member ``token`` of an instance of ``node``."""
+def _step(bundle: Bundle, place: _Place, token: str) -> list[_Place]:
+    """The subschemas that describe member ``token`` of an instance of the schema at ``place``."""
+    doc, node, base = place
     draft = draft_of(bundle.document(doc))
-    nxt: list[tuple[str, Any]] = []
+    nxt: list[Any] = []
     props = node.get("properties")
     if isinstance(props, dict) and token in props:
-        nxt.append((doc, props[token]))
+        nxt.append(props[token])
     for rel, sub in subschemas(node, draft):
         if rel[0] == "patternProperties" and regex_search(str(rel[1]), token):
-            nxt.append((doc, sub))
+            nxt.append(sub)
     if token.isdigit():
         if draft == DRAFT7:
             listed = node.get("items") if isinstance(node.get("items"), list) else None
@@ -411,28 +439,28 @@ def _step(bundle: Bundle, doc: str, node: dict[str, Any], token: str) -> list[tu
         else:
             listed, rest = node.get("prefixItems"), node.get("items")
         if isinstance(listed, list) and int(token) < len(listed):
-            nxt.append((doc, listed[int(token)]))
+            nxt.append(listed[int(token)])
         elif isinstance(rest, dict):
-            nxt.append((doc, rest))
-    return nxt
+            nxt.append(rest)
+    return [_inside(doc, sub, base, draft) for sub in nxt]
 
 
 def defines_pointer(bundle: Bundle, json_pointer: str) -> bool:
     """Whether the schema defines the property (or item) ``json_pointer`` names.
 
-    The walk follows ``$ref``, ``properties``, ``patternProperties``, array
-    items (``items``/``prefixItems``, by index) and every branch of
-    ``allOf``/``anyOf``/``oneOf``: a pointer is defined if any branch defines
-    it. Properties admitted only by ``additionalProperties`` are not defined:
+    The walk follows ``$ref`` (resolved where it is written, as the validators resolve it),
+    ``properties``, ``patternProperties``, array items (``items``/``prefixItems``, by
+    index) and every branch of ``allOf``/``anyOf``/``oneOf``: a pointer is defined if any
+    branch defines it. Properties admitted only by ``additionalProperties`` are not defined:
     a consent names fields the schema describes.
     """
-    frontier: list[tuple[str, Any]] = [("", bundle.root)]
+    frontier: list[_Place] = [("", bundle.root, bundle.base_of(""))]
     for token in parse_pointer(json_pointer):
         seen: set[tuple[str, int]] = set()
-        nxt: list[tuple[str, Any]] = []
-        for doc, node in frontier:
-            for exp_doc, expanded in _expand(bundle, doc, node, seen):
-                nxt.extend(_step(bundle, exp_doc, expanded, token))
+        nxt: list[_Place] = []
+        for place in frontier:
+            for expanded in _expand(bundle, place, seen):
+                nxt.extend(_step(bundle, expanded, token))
         if not nxt:
             return False
         frontier = nxt

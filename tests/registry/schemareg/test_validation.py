@@ -7,7 +7,10 @@ import copy
 from typing import Any
 
 import aiohttp
+import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +22,7 @@ from registry.globalconf import SchemaRef
 from registry.schemareg.documents import DRAFT7, DRAFT202012, Bundle
 from registry.schemareg.records import register_records
 from registry.schemareg.validation import (
+    CompiledSchema,
     DatabaseSchemaSource,
     HttpSchemaSource,
     SchemaUnavailableError,
@@ -27,6 +31,7 @@ from registry.schemareg.validation import (
     defines_pointer,
     parse_pointer,
     project,
+    reference_validator,
 )
 from registry.server import RegistryConfig, build_app
 from tests.registry.federation import OPERATOR
@@ -123,6 +128,93 @@ async def test_database_source_and_shared_compiled_validators(registered: Sessio
     assert compiled.defines("/permanent_address/union_council/code")
 
 
+class _Fixed:
+    """A schema source that knows one bundle, under global id 1."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+
+    async def fetch(self, ref: SchemaRef) -> tuple[int, Bundle]:
+        return 1, self.bundle
+
+
+async def _gateway(bundle: Bundle) -> CompiledSchema:
+    """``bundle`` compiled as gateways compile it: through a :class:`ValidatorCache`."""
+    return await ValidatorCache(_Fixed(bundle)).get(SchemaRef(subject="t", version=1))
+
+
+def _draft7(bundle: Bundle) -> Any:
+    """jsonschema's draft 7 validator over ``bundle``, every document read as draft 7."""
+    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
+        (uri, referencing.jsonschema.DRAFT7.create_resource(doc)) for uri, doc in bundle.resources()
+    )
+    return jsonschema.Draft7Validator({"$id": bundle.base_uri, **bundle.root}, registry=registry)
+
+
+# Schemas without $schema, which are draft 7, each written with keywords that 2020-12 (what
+# jsonschema-rs assumes without $schema) reads otherwise; then instances, valid or not.
+WITHOUT_SCHEMA: list[tuple[Any, list[tuple[Any, bool]]]] = [
+    # draft 7 ignores keywords beside $ref: the checker allows adding them
+    ({"properties": {"p": {"$ref": "#/definitions/s", "maxLength": 1}},
+      "definitions": {"s": {"type": "string"}}},
+     [({"p": "abc"}, True), ({"p": 1}, False)]),
+    # tuple items: an array of schemas, and additionalItems for the rest
+    ({"items": [{"type": "string"}], "additionalItems": False},
+     [(["a"], True), (["a", 1], False), ([1], False)]),
+    # "$id": "#name" is an anchor in draft 7
+    ({"properties": {"p": {"$ref": "#short"}},
+      "definitions": {"s": {"$id": "#short", "type": "string", "maxLength": 2}}},
+     [({"p": "ab"}, True), ({"p": "abc"}, False), ({"p": 1}, False)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("schema", "instances"), WITHOUT_SCHEMA)
+async def test_gateways_read_a_schema_without_dollar_schema_as_draft7(
+    schema: Any, instances: list[tuple[Any, bool]]
+) -> None:
+    bundle = Bundle(schema, DRAFT7)
+    compiled = await _gateway(bundle)
+    reference = _draft7(bundle)
+    for instance, valid in instances:
+        assert reference.is_valid(instance) is valid, instance
+        assert compiled.validator.is_valid(instance) is valid, instance
+        assert reference_validator(bundle).is_valid(instance) is valid, instance
+
+
+async def test_references_without_dollar_schema_are_draft7_whatever_the_root() -> None:
+    common = {
+        "definitions": {
+            "s": {"type": "string"},
+            "short": {"$ref": "#/definitions/s", "maxLength": 1},  # maxLength ignored
+            "pair": {"items": [{"type": "string"}], "additionalItems": False},
+        }
+    }
+    properties = {
+        "p": {"$ref": "common.json#/definitions/short"},
+        "q": {"$ref": "common.json#/definitions/pair"},
+    }
+    cases = [({"p": "abc", "q": ["a"]}, True), ({"p": 1}, False), ({"q": ["a", "b"]}, False)]
+    draft7 = Bundle({"properties": properties}, DRAFT7, {"common.json": common})
+    compiled = await _gateway(draft7)
+    for instance, valid in cases:
+        assert _draft7(draft7).is_valid(instance) is valid, instance
+        assert compiled.validator.is_valid(instance) is valid, instance
+    # A 2020-12 root does not make its references 2020-12 (the checker reads each document
+    # in its own draft, draft_of), and a 2020-12 reference stays 2020-12 under a draft 7 root.
+    # (jsonschema reads a referenced document in its referrer's draft: no reference here.)
+    mixed = Bundle({"$schema": DRAFT202012, "properties": properties}, DRAFT202012,
+                   {"common.json": common})  # fmt: skip
+    compiled = await _gateway(mixed)
+    for instance, valid in cases:
+        assert compiled.validator.is_valid(instance) is valid, instance
+    common2020 = {"$schema": DRAFT202012, "$defs": {"s": {"type": "string"},
+                  "short": {"$ref": "#/$defs/s", "maxLength": 1}}}  # fmt: skip
+    other = Bundle({"$ref": "c.json#/$defs/short"}, DRAFT7, {"c.json": common2020})
+    compiled = await _gateway(other)
+    for instance, valid in [("a", True), ("abc", False), (1, False)]:
+        assert compiled.validator.is_valid(instance) is valid, instance
+
+
 def test_defines_pointer_follows_refs_items_and_branches() -> None:
     common = {"$defs": {"name": {"type": "object", "properties": {"en": {}, "ur": {}}}}}
     schema = {
@@ -147,6 +239,41 @@ def test_defines_pointer_follows_refs_items_and_branches() -> None:
     draft7 = Bundle({"items": [{"properties": {"a": {}}}], "additionalItems": {}}, DRAFT7)
     assert defines_pointer(draft7, "/0/a")
     assert not defines_pointer(draft7, "/0/b")
+
+
+def test_defines_pointer_resolves_refs_where_they_are_written() -> None:
+    # A subschema with its own "$id" is a schema resource: "#/..." and "#name" in it point
+    # into it, and a relative $ref resolves against its "$id" (docs/schemas.md).
+    nested = {
+        "$id": "sub/n.json",
+        "$defs": {"x": {"properties": {"nested_only": {}}}},
+        "properties": {"q": {"$ref": "#/$defs/x"}, "c": {"$ref": "common.json#/$defs/c"}},
+    }
+    schema = {
+        "$schema": DRAFT202012,
+        "$defs": {"x": {"properties": {"root_only": {}}}},
+        "properties": {"p": nested},
+    }
+    common = {"$schema": DRAFT202012, "$defs": {"c": {"properties": {"code": {}}}}}
+    bundle = Bundle(schema, DRAFT202012, {"sub/common.json": common})
+    for pointer in ("/p/q/nested_only", "/p/c/code"):
+        assert defines_pointer(bundle, pointer), pointer
+    assert not defines_pointer(bundle, "/p/q/root_only")
+    draft7 = {
+        "definitions": {"a": {"$id": "#a", "properties": {"root_only": {}}}},
+        "properties": {
+            "p": {
+                "$id": "https://n.example/n.json",
+                "definitions": {"a": {"$id": "#a", "properties": {"nested_only": {}}}},
+                "properties": {"q": {"$ref": "#a"}},
+            },
+            "d": {"$dynamicRef": "#a"},  # no keyword in draft 7
+        },
+    }
+    bundle = Bundle(draft7, DRAFT7)
+    assert defines_pointer(bundle, "/p/q/nested_only")
+    for pointer in ("/p/q/root_only", "/d/root_only"):
+        assert not defines_pointer(bundle, pointer), pointer
 
 
 def test_project_keeps_only_the_named_fields() -> None:

@@ -96,6 +96,13 @@ def test_keywords_of_both_drafts(draft: str, schema: Any, instance: Any, valid: 
     assert fast_valid(draft, schema, instance) is valid
 
 
+@pytest.mark.parametrize(("schema", "instance", "valid"), BOTH + DRAFT7_ONLY)
+def test_a_schema_without_dollar_schema_is_draft7(schema: Any, instance: Any, valid: bool) -> None:
+    # as the registry reads it (draft_of); jsonschema-rs alone would assume 2020-12
+    compiled = compile_bundle(1, Bundle(schema, DRAFT7))
+    assert compiled.validator.is_valid(instance) is valid
+
+
 def reference_valid(draft: str, schema: Any, instance: Any) -> bool:
     cls = jsonschema.Draft7Validator if draft == DRAFT7 else jsonschema.Draft202012Validator
     return bool(cls({"$schema": draft, **schema}).is_valid(instance))

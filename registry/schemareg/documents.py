@@ -229,15 +229,25 @@ def _anchors(node: Any, draft: str) -> list[str]:
 
 
 def check_draft(node: Any, draft: str, *, root: bool) -> None:
-    """Refuse a subschema whose ``$schema`` names another draft than its document's.
+    """Refuse a subschema the validators read in another draft than its document's.
 
-    The validators switch drafts there (in some cases only one of them does), while the
-    compatibility checker reads a document in one draft: it would compare something else.
+    The compatibility checker reads a document in one draft: where a validator reads
+    otherwise, it would compare something else. Both switch drafts at a subschema's own
+    ``$schema`` (in some cases only one of them does); and jsonschema-rs, which gateways
+    run, enforces draft 7's ``dependencies`` in a 2020-12 schema, where the reference
+    validator and the checker ignore it.
     """
-    if not root and isinstance(node, dict) and "$schema" in node and draft_of(node) != draft:
+    if not isinstance(node, dict):
+        return
+    if not root and "$schema" in node and draft_of(node) != draft:
         raise InvalidSchemaError(
             f"Invalid schema: a subschema names the draft {node['$schema']!r} inside a "
             f"{draft} document; register it as a schema of its own and reference it"
+        )
+    if draft == DRAFT202012 and "dependencies" in node:
+        raise InvalidSchemaError(
+            "Invalid schema: 'dependencies' is draft 7's keyword, which validators read "
+            "differently in a 2020-12 schema; use dependentRequired or dependentSchemas"
         )
 
 

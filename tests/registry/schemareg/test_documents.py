@@ -133,3 +133,17 @@ def test_more_pattern_properties_than_the_checker_may_compile_are_refused() -> N
         f"Invalid schema: {MAX_PATTERN_PROPERTIES + 1} distinct patternProperties regular "
         f"expressions, with its references; at most {MAX_PATTERN_PROPERTIES} are accepted"
     )
+
+
+def test_draft7_dependencies_in_a_2020_12_schema_are_refused() -> None:
+    """2020-12 spells it dependentRequired and dependentSchemas. jsonschema-rs, which gateways
+    run, still enforces draft 7's ``dependencies`` there; the reference validator and the
+    compatibility checker ignore it, so adding one would be judged compatible while gateways
+    refuse data the old schema took."""
+    nested = {"properties": {"a": {"type": "object", "dependencies": {"b": ["c"]}}}}
+    for schema in ({"dependencies": {"b": ["c"]}}, nested):
+        with pytest.raises(InvalidSchemaError, match="dependentRequired or dependentSchemas"):
+            check_schema(Bundle({"$schema": DRAFT202012, **schema}, DRAFT202012))
+        check_schema(Bundle(schema, DRAFT7))  # draft 7's own keyword
+    # A property of that name is no keyword.
+    check_schema(Bundle({"$schema": DRAFT202012, "properties": {"dependencies": {}}}, DRAFT202012))

@@ -12,6 +12,7 @@ import click
 from adapters.base import BackendRequest
 from adapters.batch import MAX_RESPONSE, BatchSpec, run_batch
 from adapters.config import Adapters, load_adapters
+from adapters.drops import FileReport
 from core.cli import echo_json, run_async
 from core.errors import BadRequestError, ShahrahError
 from core.ids import ClientId, ServiceId
@@ -80,22 +81,37 @@ def ingest(config: Path) -> None:
     """Scan CONFIG's drop directories once and load every complete file (for cron).
 
     With ready: stable, a file must be unchanged for settle_seconds; this command
-    looks twice, settle_seconds apart. Prints what happened to each file."""
+    looks twice, settle_seconds apart. Prints what happened to each file, as JSON
+    by service. Exit status 1 if a file failed or was rejected, or the archive
+    did not take one: the cron job's mail then says so."""
     import asyncio
 
-    async def go() -> dict[str, list[dict[str, object]]]:
+    async def go() -> dict[str, list[FileReport]]:
         adapters = await load_adapters(config)
         try:
-            await adapters.scan()
+            first = await adapters.scan()
             await asyncio.sleep(
                 max((s.spec.settle_seconds for s in adapters.file_sources), default=0)
             )
-            reports = await adapters.scan()
-            return {k: [vars(r) for r in v] for k, v in reports.items()}
+            second = await adapters.scan()
+            # With ready: marker the first look loads everything there is.
+            return {k: first.get(k, []) + second.get(k, []) for k in {**first, **second}}
         finally:
             await adapters.close()
 
-    echo_json(run_async(go()))
+    reports = run_async(go())
+    echo_json({k: [vars(r) for r in v] for k, v in sorted(reports.items())})
+    troubles = [
+        r
+        for v in reports.values()
+        for r in v
+        if r.status in ("failed", "rejected") or r.archive_error
+    ]
+    if troubles:
+        raise click.ClickException(
+            f"{len(troubles)} file(s) failed, were rejected or could not be archived; "
+            "see the reports above"
+        )
 
 
 @adapter.command()

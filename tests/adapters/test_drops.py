@@ -971,3 +971,40 @@ async def test_a_fixed_width_file_of_empty_lines_costs_little_memory(
         assert peak < 16 * 2**20
     finally:
         await adapters.close()
+
+
+async def test_the_ingest_command_reports_every_file_and_fails_when_one_did_not_load(
+    tmp_path: Path, db_url: str
+) -> None:
+    """For cron: what the first look loaded is printed too (with ``ready: marker`` that is
+    everything), and a file that failed or was rejected makes the exit status 1."""
+    from click.testing import CliRunner
+
+    from shahrah.cli import main
+
+    config = write(tmp_path / "tax.yaml", FIXED)
+    env = {"STATE": db_url, "READY": "marker"}
+    (tmp_path / "drops").mkdir()
+
+    def ingest() -> tuple[int, dict[str, Any]]:
+        result = CliRunner().invoke(main, ["adapter", "ingest", str(config)], env=env)
+        return result.exit_code, json.loads(result.stdout)
+
+    async for adapters in _tax(tmp_path, db_url, "marker"):
+        good = extract(layout(adapters), [record(layout(adapters), i) for i in range(3)])
+    (tmp_path / "drops" / "A.DAT").write_bytes(good)
+    (tmp_path / "drops" / "A.DAT.done").write_bytes(b"")
+    status, reports = await asyncio.to_thread(ingest)
+    assert status == 0
+    assert [(r["name"], r["status"], r["loaded"]) for r in reports[str(TAX)]] == [
+        ("A.DAT", "loaded", 3)
+    ]
+    (tmp_path / "drops" / "B.DAT").write_bytes(good[:-60])  # the trailer cut off
+    (tmp_path / "drops" / "B.DAT.done").write_bytes(b"")
+    status, reports = await asyncio.to_thread(ingest)
+    assert status == 1
+    # A.DAT is still there (no archive): a new process knows it by its bytes.
+    assert sorted((r["name"], r["status"]) for r in reports[str(TAX)]) == [
+        ("A.DAT", "duplicate"),
+        ("B.DAT", "rejected"),
+    ]

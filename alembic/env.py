@@ -9,7 +9,7 @@ end instead of on each statement (see run_migrations_online).
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from core.db import UTCDateTime, create_sync_engine
+from core.db import DatabaseError, UTCDateTime, create_sync_engine
 from shahrah.models import metadata
 
 config = context.config
@@ -62,11 +62,15 @@ def run_migrations_online() -> None:
 
 
 def _refuse_broken_references(connection: Connection) -> None:
-    """Roll the upgrade back if it left a row referring to one that is not there."""
+    """Roll the upgrade back if a row refers to one that is not there (made by the upgrade,
+    or there before it: SQLite enforces foreign keys only where a connection turned them on)."""
     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
     if broken:
         tables = sorted({f"{row[0]} -> {row[2]}" for row in broken})
-        raise RuntimeError(f"the upgrade would break references: {', '.join(tables)}")
+        raise DatabaseError(
+            f"rows refer to rows that are not there ({', '.join(tables)}); nothing was "
+            "upgraded: repair or remove those rows and upgrade again"
+        )
 
 
 if context.is_offline_mode():

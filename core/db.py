@@ -241,7 +241,7 @@ async def transaction(factory: Sessions, *, write: bool = True) -> AsyncIterator
 class WorkerConnection:
     """Write transactions on the database behind ``factory``, run in one worker thread.
 
-    For the hot batch writers (audit group commit, replay cache): a batch is a
+    For the hot batch writers (audit group commit, :class:`core.once.OnceLedger`): a batch is a
     handful of driver calls on a plain synchronous connection, which costs a
     fraction of the CPU the same statements take through the async adapter,
     session and greenlet machinery, and the event loop keeps serving while the

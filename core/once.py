@@ -90,7 +90,7 @@ class OnceLedger:
         return {tuple(found) for found in conn.exec_driver_sql(sql, tuple(params))}
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)  # the common batch sizes, not one text for each of 1,024
 def _insert_sql(
     table: str, columns: tuple[str, ...], key: tuple[str, ...], paramstyle: str, rows: int
 ) -> str:

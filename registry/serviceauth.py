@@ -116,11 +116,12 @@ class ServiceRequestVerifier:
         return claims
 
     async def _admit(self, claims: _Claims, *, method: str, path: str, body: bytes) -> str:
+        # Before the nonce is kept: a service that may not call writes nothing.
+        if claims.service not in self.callers:
+            raise ForbiddenError(f"central service {claims.service!r} may not call this")
         await self.checks.check(
             claims, caller=claims.service, method=method, path=path, body=body, what=_WHAT
         )
-        if claims.service not in self.callers:
-            raise ForbiddenError(f"central service {claims.service!r} may not call this")
         return claims.service
 
     async def authenticate(self, request: web.Request) -> str:

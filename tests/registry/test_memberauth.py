@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from core import jws
 from core.db import Sessions, transaction
 from core.errors import TooManyRequestsError, UnauthorizedError
 from core.keys import PrivateKey
@@ -19,6 +20,10 @@ from registry.globalconf import GlobalConfView, verify_globalconf
 from registry.memberauth import (
     CLOCK_SKEW,
     MAX_AGE,
+    MEMBER_REQUEST_TYP,
+    PURGE_EVERY,
+    PURGE_MARGIN,
+    SCHEME,
     MemberRequestVerifier,
     RequestBinding,
     RequestChecks,
@@ -327,14 +332,47 @@ async def test_nonces_past_the_window_are_forgotten(seeded: Sessions) -> None:
     ledger = nonce_ledger(seeded)
     try:
         verifier = MemberRequestVerifier("consent", lambda: view, ledger, clock=lambda: clock[0])
-        await verifier.verify(_sign(), **request)  # type: ignore[arg-type]
-        async with transaction(seeded, write=False) as s:
-            kept = (await s.scalars(select(SignedRequestNonce))).all()
-        # Until no clock within the skew could take the assertion any more.
-        assert [row.expires_at for row in kept] == [NOW + MAX_AGE + CLOCK_SKEW]
-        clock[0] = NOW + MAX_AGE + CLOCK_SKEW + dt.timedelta(seconds=1)
-        await verifier.verify(_sign(now=clock[0]), **request)  # type: ignore[arg-type]
-        async with transaction(seeded, write=False) as s:
-            assert len((await s.scalars(select(SignedRequestNonce))).all()) == 1
+        ends = NOW + MAX_AGE + CLOCK_SKEW  # no clock within the skew takes it after that
+        later = [ends + PURGE_MARGIN, ends + PURGE_MARGIN + PURGE_EVERY]
+        kept = []
+        for at in (NOW, *later):
+            clock[0] = at
+            await verifier.verify(_sign(now=at), **request)  # type: ignore[arg-type]
+            async with transaction(seeded, write=False) as s:
+                rows = await s.scalars(select(SignedRequestNonce))
+                kept.append(sorted(row.expires_at for row in rows))
+        # The first is kept a margin past its end (another process of the service may have a
+        # clock that far behind), then purged.
+        assert kept[1] == [ends, later[0] + MAX_AGE + CLOCK_SKEW]
+        assert kept[2] == [at + MAX_AGE + CLOCK_SKEW for at in later]
     finally:
         await ledger.close()
+
+
+async def test_a_nonce_that_is_not_base64url_is_refused_before_it_is_kept(
+    seeded: Sessions,
+) -> None:
+    """A NUL in a nonce failed PostgreSQL's whole batch of nonces: every member's request
+    in it got a 500, not only the one that sent it."""
+    pub = await publisher.publish(seeded, OPERATOR, now=NOW, force=True)
+    view = GlobalConfView(verify_globalconf(pub.signed, anchor_for(), now=NOW), pub.signed)
+    request = {"method": "POST", "path": "/v1/decisions?x=1", "body": b'{"a":1}'}
+    claims = {
+        "client": str(CIVIL),
+        **binding_claims(audience="consent", now=NOW, **request),  # type: ignore[arg-type]
+        "nonce": "\x00" * 16,
+    }
+    poisoned = f"{SCHEME} {jws.sign_json(claims, NADRA_KEY, typ=MEMBER_REQUEST_TYP)}"
+    ledger = nonce_ledger(seeded)
+    try:
+        verifier = MemberRequestVerifier("consent", lambda: view, ledger, clock=lambda: NOW)
+        outcomes = await asyncio.gather(
+            verifier.verify(poisoned, **request),  # type: ignore[arg-type]
+            *(verifier.verify(_sign(), **request) for _ in range(5)),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+    finally:
+        await ledger.close()
+    assert isinstance(outcomes[0], UnauthorizedError)
+    assert outcomes[0].message.endswith("assertion payload is malformed")
+    assert outcomes[1:] == [CIVIL] * 5

@@ -280,7 +280,9 @@ def _compare(ctx: Context, original: n.Node, update: n.Node) -> None:
                 ctx.extend(sub)
                 return
         elif update.criterion in ("anyOf", "oneOf"):
-            for branch in update.subschemas:
+            for index, branch in enumerate(update.subschemas):
+                if update.criterion == "oneOf" and not _alone(ctx, original, index, update):
+                    continue  # old data may match this branch and another: oneOf fails
                 sub = _try(ctx, original, branch)
                 if sub.compatible:
                     ctx.extend(sub)
@@ -489,7 +491,9 @@ def _combined(ctx: Context, o: n.Combined, u: n.Combined) -> None:
         ctx.add(change)
         if change == "COMBINED_TYPE_CHANGED":
             return
-    olds, news = _distinct(o.subschemas), _distinct(u.subschemas)
+    # A oneOf's branches are never merged: "oneOf": [A, A] accepts nothing.
+    olds = o.subschemas if o.criterion == "oneOf" else _distinct(o.subschemas)
+    news = u.subschemas if u.criterion == "oneOf" else _distinct(u.subschemas)
     if len(olds) != len(news):
         grew = len(olds) < len(news)
         product = u.criterion == "allOf"
@@ -508,6 +512,78 @@ def _combined(ctx: Context, o: n.Combined, u: n.Combined) -> None:
         ctx.extend(edges[i][j])
     if len(matching) < min(len(olds), len(news)):
         ctx.add("COMBINED_TYPE_SUBSCHEMAS_CHANGED")
+    if u.criterion == "oneOf" and len(news) > 1:
+        _one_of(ctx, o, olds, news, matching)
+
+
+def _one_of(
+    ctx: Context, o: n.Combined, olds: list[n.Node], news: list[n.Node], matching: dict[int, int]
+) -> None:
+    """A ``oneOf`` is not monotone: widening or adding a branch can make old data match two
+    branches, and then none. Data of old branch ``i`` matches its new branch ``matching[i]``;
+    it must match no other new branch ``k``. That holds when ``k`` is no wider than the old
+    branch it is matched with (old data matched one old branch only), or when ``k`` takes
+    none of the JSON types branch ``i`` accepts. Otherwise it is refused."""
+    matched = {j: i for i, j in matching.items()}
+    tight = {
+        k
+        for k, i in matched.items()
+        if o.criterion == "oneOf" and _try(ctx, news[k], olds[i]).compatible
+    }
+    for i, j in sorted(matching.items()):
+        for k, branch in enumerate(news):
+            if k != j and k not in tight and _types(ctx, olds[i]) & _types(ctx, branch):
+                ctx.at(o.criterion, str(i)).add("COMBINED_TYPE_SUBSCHEMAS_CHANGED")
+                break
+
+
+def _alone(ctx: Context, original: n.Node, index: int, one_of: n.Combined) -> bool:
+    """Whether no data of ``original`` can match a ``oneOf`` branch besides the one at
+    ``index`` (by place: two equal branches may be one node)."""
+    kinds = _types(ctx, original)
+    return not any(
+        k != index and kinds & _types(ctx, other) for k, other in enumerate(one_of.subschemas)
+    )
+
+
+_ALL_TYPES = frozenset({"null", "boolean", "string", "number", "array", "object"})
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _types(ctx: Context, node: n.Node | None, depth: int = 0) -> frozenset[str]:
+    """The JSON types (integers are numbers) ``node`` may accept: at least those it does."""
+    ctx.shared.spend()
+    node = _deref(node)
+    if node is None or depth > 32 or isinstance(node, n.TrueNode | n.Not | n.Conditional):
+        return _ALL_TYPES  # (a "not" or an "if" takes types as it pleases)
+    if isinstance(node, n.FalseNode):
+        return frozenset()
+    if isinstance(node, n.Null | n.Boolean):
+        return frozenset({"null" if isinstance(node, n.Null) else "boolean"})
+    if isinstance(node, n.String | n.Number | n.Object | n.Array):
+        name = {n.String: "string", n.Number: "number", n.Object: "object", n.Array: "array"}
+        return frozenset({name[type(node)]}) if node.requires_type else _ALL_TYPES
+    if isinstance(node, n.Enum):
+        return frozenset(_json_type(v) for v in node.values)
+    if isinstance(node, n.Const):
+        return frozenset({_json_type(node.value)})
+    if isinstance(node, n.Combined):
+        kinds = [_types(ctx, s, depth + 1) for s in node.subschemas]
+        if node.criterion == "allOf":
+            return frozenset.intersection(_ALL_TYPES, *kinds)
+        return frozenset().union(*kinds)
+    return _ALL_TYPES
 
 
 def _max_matching(edges: dict[int, dict[int, Context]]) -> dict[int, int]:
@@ -596,6 +672,7 @@ def _object(ctx: Context, o: n.Object, u: n.Object) -> None:
             )
             required.add(kind, name)
     _properties(ctx.at("properties"), o, u)
+    _pattern_properties(ctx.at("patternProperties"), o, u)
     compare(ctx.at("propertyNames"), o.property_names, u.property_names)
     _dependencies(ctx, o, u)
     _additional(
@@ -603,6 +680,7 @@ def _object(ctx: Context, o: n.Object, u: n.Object) -> None:
         o.additional, u.additional, "ADDITIONAL_PROPERTIES",
     )  # fmt: skip
     _unevaluated(ctx, o.unevaluated, u.unevaluated, "unevaluatedProperties", "PROPERTIES")
+    _still_evaluated(ctx, o, u)
     _bound(ctx, "maxProperties", o.max_properties, u.max_properties, "MAX_PROPERTIES")
     _bound(ctx, "minProperties", o.min_properties, u.min_properties, "MIN_PROPERTIES")
 
@@ -632,7 +710,7 @@ def _properties(ctx: Context, o: n.Object, u: n.Object) -> None:
             target = _deref(new)
             has_default = target is not None and target.has_default
             is_required = name in u.required
-            if _open(o, o.pattern_properties):
+            if _open(o, o.pattern_properties) or _any_value(ctx, o, name):
                 if isinstance(target, n.TrueNode):
                     here.add("PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL")
                 elif is_required:
@@ -658,6 +736,125 @@ def _properties(ctx: Context, o: n.Object, u: n.Object) -> None:
                 )
             else:
                 here.add("OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL")
+
+
+# "unevaluatedProperties" applies to the properties nothing else evaluated, and the in-place
+# applicators beside it (allOf, $ref, ...) evaluate some: what the original's constrains
+# depends on them. Where unsure, the original is taken to accept the property as it is.
+
+
+def _constrains(node: n.Object | n.Array) -> bool:
+    """Whether ``node``'s unevaluated keyword may refuse something (is not absent or true)."""
+    return node.unevaluated is not None and not isinstance(_deref(node.unevaluated), n.TrueNode)
+
+
+def _any_value(ctx: Context, o: n.Object, name: str) -> bool:
+    """Whether the original takes ``name`` with any value although its model is not open:
+    no regex of its ``patternProperties`` matches it and nothing (no ``additionalProperties``,
+    no ``unevaluatedProperties`` that applies) constrains it."""
+    if not o.permits_additional or o.additional is not None:
+        return False
+    if _constrains(o):
+        return _evaluated_beside(ctx, o, name)
+    return not any(ctx.shared.matches(regex, name) for regex in o.pattern_properties)
+
+
+def _evaluated_beside(ctx: Context, o: n.Object, name: str) -> bool:
+    """Whether an in-place applicator beside the original's ``unevaluatedProperties`` may
+    evaluate ``name`` (which no pattern or ``additionalProperties`` of ``o`` takes): then
+    that keyword may not apply to it, and the original may take any value there."""
+    if not _constrains(o) or not o.siblings or not o.permits_additional or o.additional:
+        return False
+    if any(ctx.shared.matches(regex, name) for regex in o.pattern_properties):
+        return False
+    names = _names(ctx, o.siblings, certain=False)
+    return names is None or name in names
+
+
+def _still_evaluated(ctx: Context, o: n.Object, u: n.Object) -> None:
+    """Properties the original's in-place applicators evaluate (so that its
+    ``unevaluatedProperties`` let them be) must be evaluated by the update too, or its
+    ``unevaluatedProperties`` judges them instead."""
+    if not (_constrains(o) and o.siblings and _constrains(u)):
+        return
+    if not u.permits_additional or u.additional is not None:
+        return  # "additionalProperties" evaluates every other property: compared above
+    before = _names(ctx, o.siblings, certain=False)
+    after = (_names(ctx, u.siblings, certain=True) or set()) | set(u.properties)
+    if before is None:
+        ctx.at("unevaluatedProperties").add("UNEVALUATED_PROPERTIES_NARROWED")
+        return
+    for name in sorted(before - after):
+        if not any(ctx.shared.matches(regex, name) for regex in u.pattern_properties):
+            ctx.at("properties", name).add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+
+
+def _names(ctx: Context, found: list[n.Node], *, certain: bool) -> set[str] | None:
+    """The property names the in-place applicators ``found`` may evaluate (None: any), or
+    with ``certain`` those they evaluate in every valid instance (through allOf and $ref)."""
+    names: set[str] = set()
+    seen: set[int] = set()
+    found = found[:]  # (a node's own list)
+    while found:
+        node = found.pop()
+        ctx.shared.spend()
+        if isinstance(node, n.Ref) and id(node) not in seen:
+            seen.add(id(node))
+            found.append(node.target())
+        elif isinstance(node, n.Combined) and (not certain or node.criterion == "allOf"):
+            found.extend(node.subschemas)
+        elif isinstance(node, n.Conditional) and not certain:
+            found.extend(s for s in (node.condition, node.then, node.otherwise) if s)
+        elif isinstance(node, n.Object):
+            names.update(node.properties)
+            if not certain:
+                if node.pattern_properties or "additionalProperties" in node.raw:
+                    return None  # evaluates names no list can hold
+                if node.unevaluated is not None:
+                    return None
+                found.extend(node.schema_dependencies.values())
+    return names
+
+
+def _pattern_properties(ctx: Context, o: n.Object, u: n.Object) -> None:
+    """Each ``patternProperties`` schema applies to every property its regex matches, declared
+    or not: one kept must not narrow; one added takes over names the original gave to
+    ``additionalProperties`` (or let through); one removed hands its names to the update's
+    ``additionalProperties``. (Names another regex also matches are judged as if it did not:
+    a property meeting both schemas meets each.)"""
+    for regex in list(o.pattern_properties) + [
+        r for r in u.pattern_properties if r not in o.pattern_properties
+    ]:
+        here = ctx.at(regex)
+        old, new = o.pattern_properties.get(regex), u.pattern_properties.get(regex)
+        if old is not None and new is not None:
+            compare(here, old, new)
+        elif new is None:
+            assert old is not None
+            if _open(u, u.pattern_properties):
+                here.add("PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL")
+            elif u.additional is not None:
+                _covered(
+                    here, old, u.additional,
+                    "PROPERTY_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                    "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                )  # fmt: skip
+            elif isinstance(_deref(old), n.FalseNode):
+                here.add("PROPERTY_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+            else:
+                here.add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+        elif not o.permits_additional and not o.pattern_properties:
+            here.add("OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL")  # none were accepted
+        elif o.additional is not None and not o.pattern_properties:
+            _covered(
+                here, o.additional, new,
+                "PROPERTY_ADDED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                "PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+            )  # fmt: skip
+        elif not isinstance(_deref(new), n.TrueNode):
+            # The original may have taken these names with any value (unconstrained, or
+            # under another regex this one overlaps): the new schema narrows them.
+            here.add("OPTIONAL_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL")
 
 
 def _dependencies(ctx: Context, o: n.Object, u: n.Object) -> None:
@@ -742,6 +939,7 @@ def _array(ctx: Context, o: n.Array, u: n.Array) -> None:
         o.additional, u.additional, "ADDITIONAL_ITEMS",
     )  # fmt: skip
     _unevaluated(ctx, o.unevaluated, u.unevaluated, "unevaluatedItems", "ITEMS")
+    _still_evaluated_items(ctx, o, u)
     _bound(ctx, "maxItems", o.max_items, u.max_items, "MAX_ITEMS")
     _bound(ctx, "minItems", o.min_items, u.min_items, "MIN_ITEMS")
     if o.unique_items != u.unique_items:
@@ -753,7 +951,78 @@ def _array(ctx: Context, o: n.Array, u: n.Array) -> None:
     if bounded and not _try(here, u.contains, o.contains).compatible:
         here.add("TYPE_CHANGED")
     _bound(ctx, "maxContains", o.max_contains, u.max_contains, "MAX_CONTAINS")
-    _bound(ctx, "minContains", o.min_contains, u.min_contains, "MIN_CONTAINS")
+    _bound(ctx, "minContains", _min_contains(o), _min_contains(u), "MIN_CONTAINS")
+
+
+def _min_contains(node: n.Array) -> int | None:
+    """How many items must match ``contains``: ``minContains``, which defaults to 1 (so
+    removing ``"minContains": 0`` narrows), and means nothing without ``contains``."""
+    if node.contains is None:
+        return None
+    return 1 if node.min_contains is None else node.min_contains
+
+
+# "unevaluatedItems" likewise leaves alone the items that its in-place applicators (and a
+# "contains" beside it) evaluate.
+
+
+def _items_beside(ctx: Context, o: n.Array) -> int | bool | None:
+    """False if nothing beside the original's ``unevaluatedItems`` may evaluate items past its
+    own ``prefixItems``; else how many leading items they may evaluate (None: any)."""
+    if not _constrains(o) or not o.permits_additional or o.additional is not None:
+        return False
+    if o.contains is not None:
+        return None
+    if not o.siblings:
+        return False
+    return _evaluated_items(ctx, o.siblings, certain=False)
+
+
+def _beside(evaluated: int | bool | None, index: int) -> bool:
+    """Whether item ``index`` may be evaluated beside ``unevaluatedItems`` (see above)."""
+    return evaluated is None or (evaluated is not False and index < evaluated)
+
+
+def _still_evaluated_items(ctx: Context, o: n.Array, u: n.Array) -> None:
+    """Items the original's in-place applicators evaluate must be evaluated in the update
+    too (as for properties, :func:`_still_evaluated`)."""
+    before = _items_beside(ctx, o)
+    if before is False or not _constrains(u) or u.contains is not None:
+        if before is not False and _constrains(u):
+            ctx.at("unevaluatedItems").add("UNEVALUATED_ITEMS_NARROWED")
+        return
+    if not u.permits_additional or u.additional is not None:
+        return  # the update's own items keyword evaluates the rest: compared above
+    after = _evaluated_items(ctx, u.siblings, certain=True)
+    own = len(u.item_list or [])
+    if after is not None and (before is None or max(after, own) < before):
+        ctx.at("unevaluatedItems").add("UNEVALUATED_ITEMS_NARROWED")
+
+
+def _evaluated_items(ctx: Context, found: list[n.Node], *, certain: bool) -> int | None:
+    """How many leading items the in-place applicators ``found`` may evaluate (None: any),
+    or with ``certain`` evaluate in every valid instance (through allOf and $ref)."""
+    most = 0
+    seen: set[int] = set()
+    found = found[:]
+    while found:
+        node = found.pop()
+        ctx.shared.spend()
+        if isinstance(node, n.Ref) and id(node) not in seen:
+            seen.add(id(node))
+            found.append(node.target())
+        elif isinstance(node, n.Combined) and (not certain or node.criterion == "allOf"):
+            found.extend(node.subschemas)
+        elif isinstance(node, n.Conditional) and not certain:
+            found.extend(s for s in (node.condition, node.then, node.otherwise) if s)
+        elif isinstance(node, n.Array):
+            every = node.all_items is not None or node.additional is not None
+            if every and certain:
+                return None
+            if not certain and (every or node.contains or node.unevaluated is not None):
+                return None
+            most = max(most, len(node.item_list or []))
+    return most
 
 
 def _item_list(ctx: Context, o: n.Array, u: n.Array) -> None:
@@ -776,7 +1045,7 @@ def _item_list(ctx: Context, o: n.Array, u: n.Array) -> None:
                 here.add("ITEM_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL")
             else:
                 here.add("ITEM_REMOVED_FROM_CLOSED_CONTENT_MODEL")
-        elif _open(o, {}):
+        elif _open(o, {}) or _beside(_items_beside(ctx, o), i):
             here.add(
                 "ITEM_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL"
                 if isinstance(_deref(news[i]), n.TrueNode)

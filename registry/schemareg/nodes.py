@@ -59,6 +59,13 @@ _ARRAY = {
     "items", "additionalItems", "prefixItems", "minItems", "maxItems", "uniqueItems",
     "contains", "minContains", "maxContains", "unevaluatedItems",
 }  # fmt: skip
+#: Keywords 2020-12 added: draft 7 validators ignore them, so the checker must too.
+_NOT_DRAFT7 = {"minContains", "maxContains", "unevaluatedProperties", "unevaluatedItems"}
+#: Keywords beside ``unevaluatedProperties`` / ``unevaluatedItems`` whose subschemas may
+#: evaluate properties (items) in place, so that the "unevaluated" ones depend on them.
+IN_PLACE = (
+    "allOf", "anyOf", "oneOf", "if", "then", "else", "$ref", "$dynamicRef", "dependentSchemas",
+)  # fmt: skip
 _NUMBER = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
 _STRING = {"minLength", "maxLength", "pattern", "format"}
 
@@ -140,6 +147,9 @@ class Object(Node):
     property_names: Node | None = None
     unevaluated: Node | None = None
     keywords: Mapping[str, str] = field(default_factory=dict)  # draft spelling of keywords
+    # The other parts of the same JSON object (its allOf, $ref, ...): an in-place applicator
+    # among them may evaluate properties, which "unevaluatedProperties" then leaves alone.
+    siblings: list[Node] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -157,6 +167,7 @@ class Array(Node):
     max_contains: int | None = None
     unevaluated: Node | None = None
     keywords: Mapping[str, str] = field(default_factory=dict)
+    siblings: list[Node] = field(default_factory=list)  # as for Object
 
 
 @dataclass(eq=False)
@@ -257,6 +268,8 @@ class Loader:
         top = self.bundle.document(document)
         draft = draft_of(top)
         check_draft(raw, draft, root=raw is top)
+        if draft == DRAFT7 and not _NOT_DRAFT7.isdisjoint(raw):
+            raw = {k: v for k, v in raw.items() if k not in _NOT_DRAFT7}  # not draft 7's
         child = _Children(self, document, draft, base)
         parts: list[Node] = []
         if isinstance(raw.get("$ref"), str):
@@ -288,7 +301,11 @@ class Loader:
                     otherwise=child.at(raw["else"]) if "else" in raw else None,
                 )
             )
-        parts.extend(self._typed(raw, child))
+        typed = self._typed(raw, child)
+        for leaf in _leaves(typed):
+            if isinstance(leaf, Object | Array):
+                leaf.siblings = parts[:]  # what evaluates properties (items) beside it
+        parts.extend(typed)
         if not parts:
             node: Node = TrueNode(raw=raw)
         elif len(parts) == 1:
@@ -319,6 +336,13 @@ class Loader:
         if isinstance(declared, list) and len(built) > 1:
             return [Combined(raw=raw, criterion="anyOf", subschemas=built)]
         return built
+
+
+def _leaves(built: list[Node]) -> list[Node]:
+    """The typed nodes of :meth:`Loader._typed`, out of the all-of or any-of they may be in."""
+    return [
+        s for node in built for s in (node.subschemas if isinstance(node, Combined) else [node])
+    ]
 
 
 def _untyped(node: Node) -> Node:

@@ -513,6 +513,46 @@ _RESTRICTIONS = [
         {"a": 1},
         id="if",
     ),
+    # oneOf is not monotone: old data that now matches two branches matches none.
+    pytest.param({"oneOf": [S, I]}, {"oneOf": [S, {}]}, "a", id="oneOf-branch-widened"),
+    pytest.param({"oneOf": [S]}, {"oneOf": [S, {"minLength": 1}]}, "a", id="oneOf-branch-added"),
+    pytest.param(S, {"oneOf": [S, {"minLength": 1}]}, "a", id="oneOf-of-the-old-schema"),
+    pytest.param({"oneOf": [S]}, {"oneOf": [S, S]}, "a", id="oneOf-branch-repeated"),
+    pytest.param(True, {"oneOf": [True, True]}, 1, id="oneOf-of-one-node-twice"),
+    # A patternProperties schema applies to every name it matches.
+    pytest.param(
+        {**_OPEN, "patternProperties": {"^x": {}}},
+        {**_OPEN, "patternProperties": {"^x": S}},
+        {"x1": 1},
+        id="patternProperties-narrowed",
+    ),
+    # minContains defaults to 1: dropping a 0 demands a match.
+    pytest.param(
+        _2020(type="array", contains=S, minContains=0),
+        _2020(type="array", contains=S),
+        [1],
+        id="minContains-0-removed",
+    ),
+    # Draft 7 has no maxContains or unevaluated*: its validators ignore them, 2020-12's do not.
+    pytest.param(
+        {"type": "array", "contains": S, "maxContains": 1},
+        _2020(type="array", contains=S, maxContains=1),
+        ["a", "b"],
+        id="maxContains-draft7",
+    ),
+    pytest.param(
+        {"type": "array", "unevaluatedItems": False},
+        _2020(type="array", unevaluatedItems=False),
+        [1],
+        id="unevaluatedItems-draft7",
+    ),
+    # unevaluatedItems leaves alone the items an allOf beside it evaluates.
+    pytest.param(
+        _2020(type="array", allOf=[{"prefixItems": [True]}], unevaluatedItems=False),
+        _2020(type="array", allOf=[True], unevaluatedItems=False),
+        [1],
+        id="unevaluatedItems-beside-allOf",
+    ),
 ]
 
 
@@ -802,3 +842,88 @@ def test_fingerprints_ignore_key_order(schema: Any, data: st.DataObject) -> None
     assert fingerprint(reordered) == fingerprint(schema)
     assert fingerprint({"wrapped": schema}) != fingerprint(schema)
     assert not differences(b(schema), b(reordered))
+
+
+# unevaluatedProperties leaves alone the properties an allOf (or $ref, ...) beside it
+# evaluates: the old schema takes any value there. (LENIENT accepts these, as it accepts
+# adding a property to an open model or removing one from a closed model.)
+_BESIDE = _2020(allOf=[{"properties": {"b": True}}], unevaluatedProperties=False)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "instance"),
+    [
+        pytest.param(_BESIDE, {**_BESIDE, "allOf": [True]}, {"b": 1}, id="evaluation-dropped"),
+        pytest.param(_BESIDE, {**_BESIDE, "properties": {"b": I}}, {"b": "x"}, id="typed"),
+        pytest.param(
+            {**_BESIDE, "unevaluatedProperties": S},
+            {**_BESIDE, "unevaluatedProperties": S, "properties": {"b": S}},
+            {"b": 1},
+            id="covered",
+        ),
+        pytest.param(
+            _2020(**{"$ref": "#/$defs/base"}, unevaluatedProperties=False,
+                  **{"$defs": {"base": {"properties": {"b": True}}}}),
+            _2020(**{"$ref": "#/$defs/base"}, unevaluatedProperties=False,
+                  **{"$defs": {"base": {}}}),
+            {"b": 1},
+            id="ref",
+        ),
+        pytest.param(
+            {**_OPEN, "unevaluatedProperties": False},  # draft 7: no such keyword
+            _2020(**_OPEN, unevaluatedProperties=False),
+            {"a": 1},
+            id="draft7",
+        ),
+    ],
+)  # fmt: skip
+def test_unevaluated_properties_beside_an_in_place_applicator(
+    old: Any, new: Any, instance: Any
+) -> None:
+    assert _accepts(b(old), instance)
+    assert not _accepts(b(new), instance)
+    assert not compatible(old, new)
+    assert compatible(old, old)
+    assert compatible(new, new)
+
+
+def test_one_of_branches_may_widen_where_no_other_branch_takes_the_type() -> None:
+    nullable = {"oneOf": [{"type": "null"}, {**S, "maxLength": 2}]}
+    assert compatible(nullable, {"oneOf": [{"type": "null"}, S]})
+    assert compatible(nullable, {"oneOf": [{"type": "null"}, {**S, "maxLength": 2}, I]})
+    assert compatible(S, {"oneOf": [{"type": "null"}, S]})
+    assert not compatible(nullable, {"oneOf": [{}, {**S, "maxLength": 2}]})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "instance"),
+    [
+        pytest.param(
+            {**_OPEN, "additionalProperties": {}},
+            {**_OPEN, "additionalProperties": {}, "patternProperties": {"^x": S}},
+            {"x1": 1},
+            id="added",
+        ),
+        pytest.param(
+            {**_OPEN, "patternProperties": {"^x": {}}, "additionalProperties": False},
+            {**_OPEN, "additionalProperties": False},
+            {"x1": 1},
+            id="removed",
+        ),
+        pytest.param(  # no regex matches "a": the original took it with any value
+            {**_OPEN, "patternProperties": {"^x": S}},
+            {**_OPEN, "patternProperties": {"^x": S}, "properties": {"a": S}},
+            {"a": 1},
+            id="property-added-beside-them",
+        ),
+    ],
+)
+def test_pattern_properties_added_or_removed(old: Any, new: Any, instance: Any) -> None:
+    # STRICT refuses both; LENIENT accepts them as it accepts properties added or removed.
+    assert _accepts(b(old), instance)
+    assert not _accepts(b(new), instance)
+    assert not compatible(old, new)
+    assert compatible(old, new, "LENIENT")
+    assert compatible(
+        {**_OPEN, "patternProperties": {"^x": S}}, {**_OPEN, "patternProperties": {"^x": {}}}
+    )

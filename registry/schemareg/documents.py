@@ -459,8 +459,9 @@ def _check_patterns(bundle: Bundle) -> None:
 
 def check_schema(bundle: Bundle) -> None:
     """Raise :class:`InvalidSchemaError` unless every document of ``bundle`` passes its
-    draft's meta-schema, every ``$ref`` points at a part of the bundle that is there, and the
-    bundle declares at most :data:`MAX_PATTERN_PROPERTIES` ``patternProperties``."""
+    draft's meta-schema, every ``$ref`` points at a part of the bundle that is there and no
+    ``$ref`` loop stays on one instance, and the bundle declares at most
+    :data:`MAX_PATTERN_PROPERTIES` ``patternProperties``."""
     for name, doc in (("", bundle.root), *bundle.references.items()):
         failure = _meta_failure(json.dumps(doc, sort_keys=True), draft_of(doc) == DRAFT7)
         if failure is not None:
@@ -471,7 +472,73 @@ def check_schema(bundle: Bundle) -> None:
                 detail={"pointer": where, "reference": name or None},
             )
     _check_refs(bundle)
+    check_ref_loops(bundle)
     _check_patterns(bundle)
+
+
+#: Keywords whose subschemas apply to the same instance as the schema holding them.
+_IN_PLACE = frozenset(
+    {"allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas", "dependencies"}
+)
+
+
+def check_ref_loops(bundle: Bundle) -> None:
+    """Refuse a ``$ref`` loop that never steps into the instance: from a subschema, through
+    references and keywords that apply in place (``allOf``, ``not``, ``if``, ...), back to it.
+
+    Validators disagree on it (jsonschema-rs takes whatever reaches it, the reference
+    validator recurses without end), and the compatibility checker, meeting a pair of
+    subschemas again, takes it as compatible: a change behind such a loop would pass unseen.
+    Recursion through ``properties``, ``items`` and the like steps into the instance and ends
+    with it.
+    """
+    finished: set[int] = set()
+    for name in ("", *bundle.references):
+        for _, node, base in bundle.walk(name):
+            if isinstance(node, dict) and id(node) not in finished:
+                _follow_in_place(bundle, name, node, base, finished)
+
+
+def _follow_in_place(bundle: Bundle, name: str, node: Any, base: str, finished: set[int]) -> None:
+    """Depth first from ``node`` along :func:`_in_place` edges; raise on meeting the path."""
+    path = {id(node)}
+    stack = [(node, _in_place(bundle, name, node, base))]
+    while stack:
+        current, edges = stack[-1]
+        step = next(edges, None)
+        if step is None:
+            stack.pop()
+            path.discard(id(current))
+            finished.add(id(current))
+            continue
+        child_name, child, child_base = step
+        if not isinstance(child, dict) or id(child) in finished:
+            continue
+        if id(child) in path:
+            raise InvalidSchemaError(
+                "Invalid schema: a $ref loop never steps into the instance (from a subschema "
+                "back to it through references, allOf, anyOf, oneOf, not or if/then/else "
+                "alone); validators disagree on what it accepts"
+            )
+        path.add(id(child))
+        stack.append((child, _in_place(bundle, child_name, child, child_base)))
+
+
+def _in_place(bundle: Bundle, name: str, node: Any, base: str) -> Iterator[tuple[str, Any, str]]:
+    """(document, subschema, its base URI) for what applies to ``node``'s instance itself:
+    its in-place subschemas and what its ``$ref`` (and 2020-12 ``$dynamicRef``) name."""
+    draft = draft_of(bundle.document(name))
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        yield bundle.locate(name, base, ref)
+        if draft == DRAFT7:
+            return  # draft 7 ignores every keyword beside $ref
+    dynamic = node.get("$dynamicRef")
+    if isinstance(dynamic, str) and draft == DRAFT202012:
+        yield bundle.locate(name, base, dynamic, dynamic=True)
+    for rel, sub in subschemas(node, draft):
+        if rel[0] in _IN_PLACE:
+            yield name, sub, rebased(base, sub, draft)
 
 
 @lru_cache(maxsize=256)

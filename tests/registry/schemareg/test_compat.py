@@ -927,3 +927,17 @@ def test_pattern_properties_added_or_removed(old: Any, new: Any, instance: Any) 
     assert compatible(
         {**_OPEN, "patternProperties": {"^x": S}}, {**_OPEN, "patternProperties": {"^x": {}}}
     )
+
+
+def test_an_earlier_version_with_a_ref_loop_is_not_compared_through_it() -> None:
+    """Registered before the registry refused it: behind the loop, the checker took a raised
+    minLength (old data "ab" then refused) as compatible."""
+    loop = {
+        "$ref": "#/definitions/d",
+        "definitions": {"d": {"anyOf": [{"$ref": "#/definitions/d"}]}},
+    }
+    old = {"allOf": [loop["definitions"]["d"], {"type": "string", "minLength": 2}], **loop}
+    old.pop("$ref")
+    new = {**old, "allOf": [old["allOf"][0], {"type": "string", "minLength": 4}]}
+    with pytest.raises(InvalidSchemaError, match="never steps into the instance"):
+        check(Bundle(new, DRAFT7), [(1, Bundle(old, DRAFT7))], "BACKWARD")

@@ -26,7 +26,7 @@ from typing import Literal
 
 from registry.schemareg import nodes
 from registry.schemareg.diff import Context, Difference, compare
-from registry.schemareg.documents import Bundle, check_ref_loops, compact_json
+from registry.schemareg.documents import Bundle, check_comparable, compact_json
 
 __all__ = [
     "COMPATIBLE",
@@ -271,9 +271,9 @@ def check(
     findings: list[Finding] = []
     messages: list[str] = []
     for version, old in reversed(against):
-        # A version registered before the registry refused such loops is not judged through
-        # one (the new schema was checked when it was prepared).
-        check_ref_loops(old)
+        # A version registered before the registry refused what the checker cannot compare
+        # is refused here (the new schema was checked when it was prepared).
+        check_comparable(old)
         found: list[Finding] = []
         if base in ("BACKWARD", "FULL"):
             found += [Finding(version, "backward", d) for d in incompatibilities(old, new, policy)]

@@ -472,6 +472,13 @@ def check_schema(bundle: Bundle) -> None:
                 detail={"pointer": where, "reference": name or None},
             )
     _check_refs(bundle)
+    check_comparable(bundle)
+
+
+def check_comparable(bundle: Bundle) -> None:
+    """What the compatibility checker needs of every version it compares, one registered
+    before the registry asked it too: no ``$ref`` loop on one instance
+    (:func:`check_ref_loops`) and at most :data:`MAX_PATTERN_PROPERTIES` regexes."""
     check_ref_loops(bundle)
     _check_patterns(bundle)
 

@@ -22,6 +22,7 @@ from registry.schemareg.compat import (
 from registry.schemareg.documents import (
     DRAFT7,
     DRAFT202012,
+    MAX_PATTERN_PROPERTIES,
     Bundle,
     check_schema,
     draft_of,
@@ -941,3 +942,11 @@ def test_an_earlier_version_with_a_ref_loop_is_not_compared_through_it() -> None
     new = {**old, "allOf": [old["allOf"][0], {"type": "string", "minLength": 4}]}
     with pytest.raises(InvalidSchemaError, match="never steps into the instance"):
         check(Bundle(new, DRAFT7), [(1, Bundle(old, DRAFT7))], "BACKWARD")
+
+
+def test_an_earlier_version_with_more_patterns_than_the_limit_is_not_compared() -> None:
+    """Registered before the limit: compiling its regexes could hold the registry."""
+    patterns = {f"^a{i}_": {"type": "string"} for i in range(MAX_PATTERN_PROPERTIES + 1)}
+    old = {"type": "object", "patternProperties": patterns}
+    with pytest.raises(InvalidSchemaError, match="distinct patternProperties"):
+        check(Bundle({"type": "object"}, DRAFT7), [(1, Bundle(old, DRAFT7))], "BACKWARD")

@@ -16,7 +16,10 @@ what will stop or start.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -154,22 +157,30 @@ async def _people(state: ConsentState, me: Cnic) -> dict[str, Relation]:
     return {str(me): Relation.SELF, **dict(sorted(wards.items()))}
 
 
-def _chosen(request: web.Request, me: Cnic, people: dict[str, Relation]) -> Cnic:
+def _handle(ctx: PageContext, cnic: str) -> str:
+    """How a page address names one of my people (``?for=``): not by the CNIC, which would
+    stay in the browser's history and bookmarks (on a shared computer too), but by a digest
+    keyed with this session's secret, which names no one in any other session."""
+    digest = hmac.new(ctx.session.csrf.encode(), cnic.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:12]).decode()
+
+
+def _chosen(ctx: PageContext, me: Cnic, people: dict[str, Relation]) -> Cnic:
     """The person the page is about (``?for=``): me, or one of my wards; else 404."""
-    wanted = request.query.get("for", str(me))
-    try:
-        subject = Cnic.parse(wanted[:32])
-    except BadRequestError as e:
-        raise NotFoundError("no such person among yours") from e
-    if str(subject) not in people:
-        raise NotFoundError("no such person among yours")
-    return subject
+    wanted = ctx.request.query.get("for")
+    if wanted is None:
+        return me
+    for cnic in people:
+        if hmac.compare_digest(_handle(ctx, cnic).encode(), wanted.encode()):
+            return Cnic.parse(cnic)
+    raise NotFoundError("no such person among yours")
 
 
 def _switcher(ctx: PageContext, people: dict[str, Relation], subject: Cnic) -> list[Any]:
     return [
         {
             "cnic": cnic,
+            "handle": _handle(ctx, cnic),
             "label": ctx.t("portal.me")
             if relation is Relation.SELF
             else ctx.t("portal.ward", cnic=cnic, relation=ctx.t(f"portal.relation.{relation}")),
@@ -191,7 +202,7 @@ def _known(ctx: PageContext) -> set[str]:
 async def consents(request: web.Request, ctx: PageContext, me: Cnic) -> web.StreamResponse:
     state = request.app[STATE]
     people = await _people(state, me)
-    subject = _chosen(request, me, people)
+    subject = _chosen(ctx, me, people)
     page = await state.service.citizen_page(
         me, subject=subject, status=None, after=None, limit=MAX_CONSENTS
     )
@@ -219,6 +230,7 @@ async def consent(request: web.Request, ctx: PageContext, me: Cnic) -> web.Strea
         "portal/consent.html",
         page_title=shown.consumer,
         c=shown,
+        whose=_handle(ctx, shown.subject),
         history=history_rows(events, me, ctx.t),
     )
 
@@ -275,7 +287,7 @@ async def receipt(request: web.Request, ctx: PageContext, me: Cnic) -> web.Strea
 async def timeline(request: web.Request, ctx: PageContext, me: Cnic) -> web.StreamResponse:
     state = request.app[STATE]
     people = await _people(state, me)
-    subject = _chosen(request, me, people)
+    subject = _chosen(ctx, me, people)
     cursor = request.query.get("cursor") or None
     if cursor is not None:
         # An edited page address is the citizen's mistake (400), not the audit server being
@@ -304,7 +316,7 @@ async def timeline(request: web.Request, ctx: PageContext, me: Cnic) -> web.Stre
         page_title=ctx.t("portal.timeline.heading"),
         people=_switcher(ctx, people, subject),
         here=ctx.url("/timeline"),
-        subject=str(subject),
+        whose=_handle(ctx, str(subject)),
         rows=rows,
         next_cursor=next_cursor,
         unavailable=unavailable,

@@ -4,6 +4,8 @@ consent never get through."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from sqlalchemy import select
 from consent import models as m
 from consent.receipt import verify_receipt
 from core.db import transaction
+from core.ids import Cnic
 from core.keys import KeySet
 from core.pages import Catalog
 from registry import publisher
@@ -261,6 +264,13 @@ async def test_script_in_a_notice_or_purpose_is_shown_as_text(harness: Harness) 
         assert "<b>bold" not in page.text
 
 
+def ward_link(page: Any, ward: Cnic = WARD) -> str:
+    """The address the page's switcher gives the ward (it names no CNIC: see below)."""
+    found = re.search(rf'<a href="([^"]*\?for=[^"]*)"[^>]*>{ward} ', page.text)
+    assert found is not None, page.text
+    return html.unescape(found.group(1))
+
+
 async def test_acting_for_a_ward(harness: Harness) -> None:
     await harness.add_ward(CITIZEN, WARD)
     theirs = await harness.request_consent(subject=str(WARD))
@@ -268,7 +278,7 @@ async def test_acting_for_a_ward(harness: Harness) -> None:
     mine = await client.get("/portal/consents")
     assert f"{WARD} (my child)" in mine.visible
     assert theirs["id"] not in mine.text  # the default view is my own
-    ward = await client.get(f"/portal/consents?for={WARD}")
+    ward = await client.get(ward_link(mine))
     assert theirs["id"] in ward.text
     confirm = await client.get(f"/portal/consents/{theirs['id']}/approve")
     assert f"about {WARD} from" in confirm.visible
@@ -317,3 +327,26 @@ def test_every_portal_text_has_an_urdu_translation() -> None:
     portal = {k for k in catalog.keys("en") if k.startswith("portal.")}
     assert portal
     assert portal == {k for k in catalog.keys("ur") if k.startswith("portal.")}
+
+
+async def test_page_addresses_never_hold_a_wards_cnic(harness: Harness) -> None:
+    """They stay in the browser's history and bookmarks, on a shared computer too: a page
+    names a person of mine by a digest that means something in my session only."""
+    await harness.add_ward(CITIZEN, WARD)
+    theirs = await harness.request_consent(subject=str(WARD))
+    client = await signed_in(harness)
+    for path in ("/portal/consents", "/portal/timeline"):
+        page = await client.get(path)
+        link = ward_link(page)
+        assert WARD.digits not in link
+        assert str(WARD) not in link
+        assert (await client.get(link)).status in (200, 503)  # 503: no audit server here
+        # The CNIC itself names no one, even a ward of mine.
+        assert (await client.get(f"{path}?for={WARD}")).status == 404
+    detail = await client.get(f"/portal/consents/{theirs['id']}")
+    back = re.search(r'href="([^"]*/portal/consents\?for=[^"]*)"', detail.text)
+    assert back is not None
+    assert WARD.digits not in back.group(1)
+    assert theirs["id"] in (await client.get(html.unescape(back.group(1)))).text
+    again = await signed_in(harness)  # another session: the old address names no one
+    assert (await again.get(ward_link(await client.get("/portal/consents")))).status == 404

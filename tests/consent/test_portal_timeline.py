@@ -27,7 +27,7 @@ from registry.globalconf_client import GlobalConfClient
 from registry.payloads import CentralServiceSet
 from tests.audit.events import GATEWAY, event
 from tests.consent.conftest import CITIZEN, CONSENT_KEY, PSEUDONYMS, STRANGER, WARD, Harness
-from tests.consent.test_portal import LMC_TAX_NAME, signed_in
+from tests.consent.test_portal import LMC_TAX_NAME, signed_in, ward_link
 from tests.registry.federation import NADRA_KEY, OPERATOR
 from tests.registry.test_globalconf import anchor_for
 
@@ -104,7 +104,7 @@ async def test_my_timeline_shows_who_got_what_and_what_was_refused(witnessed: Ha
 async def test_a_guardian_reads_the_ward_timeline_and_only_it(witnessed: Harness) -> None:
     await witnessed.add_ward(CITIZEN, WARD)
     client = await signed_in(witnessed)
-    page = await client.get(f"/portal/timeline?for={WARD}")
+    page = await client.get(ward_link(await client.get("/portal/timeline")))
     assert page.status == 200
     assert page.visible.split("Who accessed my data")[-1].count(LMC_TAX_NAME) == 1
     assert (await client.get(f"/portal/timeline?for={STRANGER}")).status == 404

@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ ROW = "row"
 MAX_RESPONSE = 1 * 2**20  # default bytes kept per answer
 TOO_LARGE = "ResponseTooLarge"
 _SYNC_EVERY = 100  # rows between fsyncs of the results file
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what aiohttp refuses in a header value
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,10 @@ class _Runner:
             consent = row[spec.consent_column] if spec.consent_column else spec.consent
             if consent:
                 headers["Shahrah-Consent"] = consent
+            if any(_CONTROL.search(v) for v in headers.values()):
+                raise BadRequestError(
+                    "a header value holds a line break or another control character"
+                )
             url = self.base + fill_path(spec.path, row)
         except BadRequestError as e:
             return ["", "InvalidInput", e.message, "", ""]
@@ -248,16 +254,21 @@ async def run_batch(
                     number, row = item
                     record(number, row, await runner.one(row))
 
-            workers = [asyncio.create_task(worker()) for _ in range(spec.concurrency)]
-            try:
+            async def feed() -> None:
                 async for item in _pending(_rows(input_path), done):
                     await queue.put(item)
-                for _ in workers:
+                for _ in range(spec.concurrency):
                     await queue.put(None)
-                await asyncio.gather(*workers)
+
+            # Fed beside the workers, not before them: if they all fail, a feeder waiting
+            # for room in the queue would wait for ever; gather raises the first failure.
+            tasks = [asyncio.create_task(worker()) for _ in range(spec.concurrency)]
+            tasks.append(asyncio.create_task(feed()))
+            try:
+                await asyncio.gather(*tasks)
             finally:
-                for w in workers:
-                    w.cancel()
+                for task in tasks:
+                    task.cancel()
                 out.flush()
                 os.fsync(out.fileno())
     if len(done) == total:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import sys
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -202,15 +203,23 @@ class RowsNode:
 
 
 def _plain(value: Any) -> Any:
-    """Legacy types to JSON: dates as ISO 8601, decimals as numbers."""
+    """Legacy types to JSON: dates and times as ISO 8601, decimals as numbers, UUIDs as text."""
     if isinstance(value, Decimal):
         return _number(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise TransformError("not a finite number", value)  # JSON has no NaN or infinity
-    if isinstance(value, dt.datetime | dt.date):
+    if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
         raise TransformError("a binary value needs a transform or a text column")
+    # A driver's other types (an interval, a JSON or array column) would pass the schema
+    # where it names no type, then fail to be written as JSON at all.
+    if not isinstance(value, str | int | float):
+        raise TransformError(
+            f"a {type(value).__name__} value has no JSON form; cast the column to text", value
+        )
     return value
 
 

@@ -61,6 +61,11 @@ class SqlRoute(MappedRouteSpec):
     rows: Literal["one", "many"] = "one"  # one: more than one row is an error
     max_rows: int = Field(default=1000, gt=0, le=100_000)
 
+    @property
+    def fetch_limit(self) -> int:
+        """Rows read at most: one more than allowed, to tell "too many" from "all of them"."""
+        return 2 if self.rows == "one" else self.max_rows + 1
+
 
 class SqlService(ServiceSpec):
     kind: Literal["sql"]
@@ -161,6 +166,9 @@ def _engine(spec: SqlService) -> Engine:
             record.info["deadline"] = deadline
 
     elif backend in ("mysql", "mariadb"):
+        # PyMySQL reads a whole result before the first row is fetched (and its streaming
+        # cursor reads the rest when closed): the server is told to send no more than this.
+        most_rows = max((route.fetch_limit for route in spec.routes.values()), default=2)
 
         @event.listens_for(engine, "connect")
         def _mysql(dbapi: Any, record: Any) -> None:
@@ -173,6 +181,7 @@ def _engine(spec: SqlService) -> Engine:
                 else:
                     cursor.execute(f"SET SESSION max_execution_time = {timeout_ms}")
                 cursor.execute("SET SESSION TRANSACTION READ ONLY")
+                cursor.execute(f"SET SESSION sql_select_limit = {most_rows}")
             finally:
                 cursor.close()
 
@@ -221,11 +230,14 @@ class SqlSource:
             if deadline is not None:
                 deadline[0] = time.monotonic() + self.spec.statement_timeout
             try:
-                result = conn.execute(clause, dict(params))
-                return [
-                    {str(k).casefold(): v for k, v in r.items()}
-                    for r in result.mappings().fetchmany(limit)
-                ]
+                # A server-side cursor where the driver has one (psycopg): a client-side one
+                # holds every row of the result in memory before the first is fetched.
+                streamed = conn.execution_options(stream_results=True, max_row_buffer=limit)
+                with streamed.execute(clause, dict(params)) as result:  # closes the cursor
+                    return [
+                        {str(k).casefold(): v for k, v in r.items()}
+                        for r in result.mappings().fetchmany(limit)
+                    ]
             finally:
                 if deadline is not None:
                     deadline[0] = math.inf
@@ -234,7 +246,7 @@ class SqlSource:
         self, route: CompiledRoute, params: dict[str, str | None], request: BackendRequest
     ) -> Node | None:
         clause, names, spec = self._routes[route.label]
-        limit = 2 if spec.rows == "one" else spec.max_rows + 1
+        limit = spec.fetch_limit
         binds = {k: v for k, v in params.items() if k in names}
         loop = asyncio.get_running_loop()
         try:

@@ -46,6 +46,8 @@ def parse_xml(data: bytes) -> Element:
         raise XmlError(f"not well-formed XML at line {line} column {column}") from e
     except LookupError as e:  # the XML declaration names an encoding Python has no codec for
         raise XmlError("the document declares an encoding that is not known here") from e
+    except ValueError as e:  # expat reads no multi-byte encoding but UTF-8 and UTF-16 (GBK)
+        raise XmlError("the document declares a multi-byte encoding the parser cannot read") from e
 
 
 def escape(value: str) -> str:

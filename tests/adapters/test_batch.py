@@ -258,3 +258,66 @@ async def test_a_column_cannot_climb_out_of_the_service_path(serve: Serve, tmp_p
         (".", "InvalidInput"),
     ]
     assert "'.' or '..'" in results[1]["error_message"]
+
+
+def echo_app(seen: list[dict[str, str]]) -> web.Application:
+    async def anything(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"seen": request.raw_path})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    return app
+
+
+async def test_a_header_value_with_a_line_break_is_refused_for_its_row_alone(
+    serve: Serve, tmp_path: Path
+) -> None:
+    # aiohttp refused the header with a ValueError that killed the worker: the whole run
+    # stopped with a traceback, and answers in flight in the other workers were dropped.
+    seen: list[dict[str, str]] = []
+    base = await serve(echo_app(seen))
+    source = tmp_path / "in.csv"
+    source.write_text('ref,consent\nP-1,c-1\nP-2,"c-2\r\nX-Injected: 1"\nP-3,c-3\n', "utf-8")
+    out = tmp_path / "results.csv"
+    plain = BatchSpec(
+        gateway=base,
+        client=ClientId.parse("PK/LG/LMC/property-tax"),
+        service=SERVICE,
+        path="/persons/{ref}",
+        consent_column="consent",
+    )
+    summary = await asyncio.wait_for(run_batch(plain, source, out), 10)
+    assert (summary.sent, summary.errors) == (3, 1)
+    results = rows(out)
+    assert [(r["ref"], r["error_type"]) for r in results] == [
+        ("P-1", ""),
+        ("P-2", "InvalidInput"),
+        ("P-3", ""),
+    ]
+    assert "line break" in results[1]["error_message"]
+    assert sorted(h["Shahrah-Consent"] for h in seen) == ["c-1", "c-3"]
+    assert not any("X-Injected" in h for h in seen)
+
+
+async def test_a_failing_worker_ends_the_run_instead_of_hanging_it(
+    serve: Serve, tmp_path: Path
+) -> None:
+    # With every worker dead, the loop feeding the queue waited for room for ever.
+    base = await serve(echo_app([]))
+    source = tmp_path / "in.csv"
+    source.write_text("ref\n" + "".join(f"P-{i}\n" for i in range(8)), "utf-8")
+    plain = BatchSpec(
+        gateway=base,
+        client=ClientId.parse("PK/LG/LMC/property-tax"),
+        service=SERVICE,
+        path="/persons/{ref}",
+        concurrency=1,
+    )
+
+    def broken(n: int) -> None:
+        raise RuntimeError("the progress bar's terminal went away")
+
+    with pytest.raises(RuntimeError, match="terminal went away"):
+        await asyncio.wait_for(run_batch(plain, source, tmp_path / "out.csv", progress=broken), 10)
+    assert len(rows(tmp_path / "out.csv")) == 1  # the answer it had is kept

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -125,6 +127,22 @@ def test_a_number_too_large_for_json_is_refused_at_once(spec: dict[str, Any], va
     with pytest.raises(MappingError, match="number out of range"):
         mapping({"/n": spec}).apply(RowsNode([{"N": value}]), "row 1")
     assert time.monotonic() - started < 0.1
+
+
+def test_driver_types_become_json_or_a_mapping_error() -> None:
+    # Types a database driver returns that JSON has no form for passed through untouched, and
+    # json.dumps failed on them once the answer had been validated (an unexpected error).
+    m = mapping({"/at": "AT", "/id": "ID", "/ref": {"from": "ID", "as": "string"}})
+    row = {"AT": dt.time(9, 30), "ID": uuid.UUID(int=7)}
+    assert m.apply(RowsNode([row]), "row 1") == {
+        "at": "09:30:00",
+        "id": "00000000-0000-0000-0000-000000000007",
+        "ref": "00000000-0000-0000-0000-000000000007",
+    }
+    for value in (dt.timedelta(hours=26), {"a": 1}, [1], object()):
+        for spec in ({"from": "V"}, {"from": "V", "as": "string"}):
+            with pytest.raises(MappingError, match="has no JSON form; cast the column to text"):
+                mapping({"/v": spec}).apply(RowsNode([{"V": value}]), "row 1")
 
 
 def test_repeated_rows_become_arrays_of_objects_and_of_values() -> None:

@@ -210,6 +210,7 @@ async def test_entity_bombs_and_external_entities_are_refused(serve: Serve, host
         (XXE.encode(), "has a DTD"),
         (b"<a><b></a>", "not well-formed XML at line 1"),
         (b'<?xml version="1.0" encoding="x-bogus"?><a/>', "an encoding that is not known"),
+        (b'<?xml version="1.0" encoding="gbk"?><a/>', "a multi-byte encoding"),
     ],
 )
 def test_the_parser_refuses_what_soap_forbids(data: bytes, reason: str) -> None:
@@ -248,6 +249,19 @@ async def test_an_answer_in_an_unknown_encoding_is_a_backend_failure(serve: Serv
     adapters = await plra(base + PATH)
     try:
         with pytest.raises(BackendFailure, match="refused: the document declares an encoding"):
+            await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
+    finally:
+        await adapters.close()
+
+
+async def test_an_answer_in_a_multi_byte_encoding_is_a_backend_failure(serve: Serve) -> None:
+    # expat raised a bare ValueError for GBK, Shift-JIS or Big5, which escaped the adapter as
+    # an unexpected error (logged with a traceback, answered as an internal error).
+    answer = '<?xml version="1.0" encoding="gbk"?>' + envelope("<lr:GetParcelResponse/>")
+    base = await serve(soap_server(lambda _: (200, "text/xml", answer), []))
+    adapters = await plra(base + PATH)
+    try:
+        with pytest.raises(BackendFailure, match="refused: the document declares a multi-byte"):
             await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
     finally:
         await adapters.close()

@@ -108,7 +108,13 @@ SLOW = {
 
 
 def one_column(
-    tmp_path: Path, url: str, name: str, query: str, n_schema: str, settings: str = ""
+    tmp_path: Path,
+    url: str,
+    name: str,
+    query: str,
+    n_schema: str,
+    settings: str = "",
+    route: str = "",
 ) -> Path:
     """A configuration of service PK/FED/NADRA/civil-registry/NAME: GET /NAME maps column N."""
     document = {"type": "object", "properties": {"n": json.loads(n_schema)}}
@@ -123,6 +129,7 @@ services:
     {settings}
     routes:
       GET /{name}:
+        {route}
         query: "{query}"
         mapping:
           /n: N
@@ -204,6 +211,56 @@ async def test_a_float_that_is_not_finite_is_a_mapping_error(
     try:
         with pytest.raises(MappingError, match="not a finite number") as failed:
             await adapters.backends[service].call(request("/odd", service))
+        assert failed.value.field == "/n"
+    finally:
+        await adapters.close()
+
+
+ENDLESS_CTE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x AS N FROM c"
+ENDLESS = {
+    "sqlite": ENDLESS_CTE,
+    "postgresql": ENDLESS_CTE,
+    "mysql": "SELECT seq AS N FROM seq_1_to_100000000",  # MariaDB's sequence engine
+}
+
+
+async def test_a_result_over_max_rows_is_never_read_whole(legacy_sql: str, tmp_path: Path) -> None:
+    # psycopg and PyMySQL read every row of a result before the first is fetched: a query that
+    # matched millions held them all in memory, then failed anyway for having too many.
+    dialect = sa.engine.make_url(legacy_sql).get_backend_name()
+    settings = "statement_timeout: 3\n    resilience: {timeout: 10, retries: 0}"
+    route = "rows: many\n        max_rows: 10"
+    config = one_column(tmp_path, legacy_sql, "all", ENDLESS[dialect], "{}", settings, route)
+    adapters = await load_adapters(config)
+    service = ServiceId.parse("PK/FED/NADRA/civil-registry/all")
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(BackendFailure, match="more than 10 rows"):
+            await adapters.backends[service].call(request("/all", service))
+        assert loop.time() - started < 2
+    finally:
+        await adapters.close()
+
+
+NO_JSON_FORM = {
+    "postgresql": "SELECT CAST('1 day 2 hours' AS interval) AS N",
+    "mysql": "SELECT CAST('26:00:00' AS TIME) AS N",  # PyMySQL reads TIME as a timedelta
+}
+
+
+async def test_a_value_json_cannot_hold_is_a_mapping_error(legacy_sql: str, tmp_path: Path) -> None:
+    # Passed through to an untyped property, it made json.dumps fail after validation: an
+    # unexpected error, not the ServiceFailed a backend's failure is.
+    dialect = sa.engine.make_url(legacy_sql).get_backend_name()
+    if dialect not in NO_JSON_FORM:
+        pytest.skip(f"{dialect} has no interval type")
+    config = one_column(tmp_path, legacy_sql, "span", NO_JSON_FORM[dialect], "{}")
+    adapters = await load_adapters(config)
+    service = ServiceId.parse("PK/FED/NADRA/civil-registry/span")
+    try:
+        with pytest.raises(MappingError, match="no JSON form") as failed:
+            await adapters.backends[service].call(request("/span", service))
         assert failed.value.field == "/n"
     finally:
         await adapters.close()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapters.errors import TransformError
 from adapters.regex import Replacement
@@ -144,15 +145,26 @@ class DateFormat:
         return cls(pattern, re.compile("".join(parts)), "YYYY" not in pattern)
 
 
+#: Where a moment with a time zone is dated, unless a date transform names another zone.
+FEDERATION_ZONE = "Asia/Karachi"
+
+
 def parse_date(
     value: Any,
     formats: tuple[DateFormat, ...],
     century: CenturyRule | None,
     today: dt.date | None = None,
+    zone: ZoneInfo | None = None,
 ) -> dt.date:
-    """The calendar date ``value`` spells in the first of ``formats`` that matches."""
+    """The calendar date ``value`` spells in the first of ``formats`` that matches; a moment
+    with a time zone is dated in ``zone`` (default :data:`FEDERATION_ZONE`)."""
     if isinstance(value, dt.datetime):
-        return value.date()
+        # A driver hands a timestamp with a time zone over in its session's zone (UTC on most
+        # servers), where a date kept as midnight in Lahore is still the day before.
+        moment: dt.datetime = value
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(zone or ZoneInfo(FEDERATION_ZONE))
+        return moment.date()
     if isinstance(value, dt.date):
         return value
     text = ascii_digits(_text(value, "date")).strip()
@@ -235,8 +247,14 @@ def _none_passes(fn: Transform) -> Transform:
 def _date_transform(arg: Any) -> Transform:
     if isinstance(arg, str | list):
         arg = {"format": arg}
-    if not isinstance(arg, dict) or set(arg) - {"format", "century"} or "format" not in arg:
-        raise ValueError("date takes a format (or a list of them) and an optional century")
+    if (
+        not isinstance(arg, dict)
+        or set(arg) - {"format", "century", "timezone"}
+        or "format" not in arg
+    ):
+        raise ValueError(
+            "date takes a format (or a list of them), an optional century and an optional timezone"
+        )
     raw = arg["format"] if isinstance(arg["format"], list) else [arg["format"]]
     if not raw or not all(isinstance(f, str) for f in raw):
         raise ValueError("date format must be text, e.g. DD/MM/YYYY")
@@ -255,7 +273,14 @@ def _date_transform(arg: Any) -> Transform:
         raise ValueError(
             "a two-digit year (YY) needs an explicit century rule: century: past or {pivot: NN}"
         )
-    return lambda v: parse_date(v, formats, century).isoformat()
+    name = arg.get("timezone", FEDERATION_ZONE)
+    try:
+        zone = ZoneInfo(name) if isinstance(name, str) else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+    if zone is None:
+        raise ValueError(f"unknown time zone {name!r}: name one such as Asia/Karachi or UTC")
+    return lambda v: parse_date(v, formats, century, zone=zone).isoformat()
 
 
 def _lookup(table: Mapping[str, Any], what: str) -> Transform:

@@ -126,6 +126,16 @@ def test_examples_from_legacy_systems() -> None:
         both("12-XYZ-90")
 
 
+def test_a_moment_is_dated_where_the_federation_lives_unless_told_otherwise() -> None:
+    """A birth date a legacy system keeps as midnight in Lahore (a timestamp with a time
+    zone) comes back from a server in UTC as 19:00 the day before: dated there, it was a day
+    early."""
+    kept = dt.datetime(1990, 4, 11, 19, 0, tzinfo=dt.UTC)
+    assert t({"date": "YYYY-MM-DD"})(kept) == "1990-04-12"
+    assert t({"date": {"format": "YYYY-MM-DD", "timezone": "UTC"}})(kept) == "1990-04-11"
+    assert t({"date": "YYYY-MM-DD"})(kept.replace(tzinfo=None)) == "1990-04-11"  # as written
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -133,6 +143,7 @@ def test_examples_from_legacy_systems() -> None:
         ({"date": {"format": "DD/MM"}}, "needs a year"),
         ({"date": {"format": "DD/MM/YYYY", "century": "recent"}}, "century must be"),
         ({"date": {"format": "DD/MM/YYYY/DD"}}, "names a part twice"),
+        ({"date": {"format": "DD/MM/YYYY", "timezone": "Mars/Olympus"}}, "unknown time zone"),
         ({"code": "tehsil"}, "not defined under code_tables"),
         ({"map": {}}, "map takes a table"),
         ({"replace": {"pattern": "("}}, "replace takes"),

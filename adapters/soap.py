@@ -16,6 +16,8 @@ Server/Receiver faults may pass and are retried for idempotent routes.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element
@@ -38,6 +40,23 @@ SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 _ENVELOPE_PREFIX = "soapenv"
 _RETRYABLE_HTTP = {502, 503, 504}
 _MAX_FAULT_TEXT = 500
+# Larger answers are read in a worker thread: defusedxml's parser calls Python for every
+# element, so a few MiB (deeply nested or not) take a second or more, during which the event
+# loop would serve no other call. Below this, the thread's hand-off costs more than parsing.
+_PARSE_ON_LOOP_BYTES = 64 * 2**10
+# What a fault's text must not carry into an error message or a log line: a CR or LF forges
+# a log line, ESC or CSI drives an operator's terminal, a bidi control reorders what the
+# operator reads. Joiners (U+200C, U+200D), which Urdu spelling needs, are kept.
+_CONTROLS = re.compile(
+    "[\x00-\x1f\x7f-\x9f"  # C0 controls, DEL, C1 controls (NEL, CSI)
+    "\u2028\u2029"  # line and paragraph separators
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+"  # bidi marks, embeddings, isolates
+)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with each run of control characters as one space, stripped."""
+    return _CONTROLS.sub(" ", text).strip()
 
 
 class SoapRoute(MappedRouteSpec):
@@ -180,6 +199,20 @@ class SoapSource:
                 detail={**where, "status": status},
                 retryable=status in _RETRYABLE_HTTP,
             )
+        if len(data) > _PARSE_ON_LOOP_BYTES:
+            result = await asyncio.to_thread(self._record, data, status, spec, where)
+        else:
+            result = self._record(data, status, spec, where)
+        return None if result is None else XmlNode(result, self.spec.namespaces)
+
+    def _record(
+        self, data: bytes, status: int, spec: SoapRoute, where: dict[str, Any]
+    ) -> Element | None:
+        """The answer's record element (None: no such record), or BackendFailure.
+
+        Safe in a worker thread: it reads only the immutable configuration. There, the
+        document is also freed when it returns, keeping only the record.
+        """
         try:
             root = parse_xml(data)
         except XmlError as e:
@@ -195,8 +228,7 @@ class SoapSource:
                 detail={**where, "status": status},
                 retryable=status in _RETRYABLE_HTTP,
             )
-        result = body.find(spec.result, dict(self.spec.namespaces))
-        return None if result is None else XmlNode(result, self.spec.namespaces)
+        return body.find(spec.result, dict(self.spec.namespaces))
 
     def _body(self, root: Element, where: dict[str, Any]) -> Element:
         other = SOAP12 if self.ns == SOAP11 else SOAP11
@@ -215,17 +247,17 @@ class SoapSource:
     def _fault(self, fault: Element, route: SoapRoute, where: dict[str, Any]) -> None:
         """Raise the fault as a BackendFailure; return only if it means "no such record"."""
         if self.ns == SOAP11:
-            code = local_name((fault.findtext("faultcode") or "").strip())
+            code = local_name(_one_line(fault.findtext("faultcode") or ""))
             subcodes: list[str] = []
             reason = fault.findtext("faultstring") or ""
             detail = fault.find("detail")
         else:
             n = self.ns
-            code = local_name((fault.findtext(f"{{{n}}}Code/{{{n}}}Value") or "").strip())
+            code = local_name(_one_line(fault.findtext(f"{{{n}}}Code/{{{n}}}Value") or ""))
             subcodes = []
             sub = fault.find(f"{{{n}}}Code/{{{n}}}Subcode")
             while sub is not None:
-                subcodes.append(local_name((sub.findtext(f"{{{n}}}Value") or "").strip()))
+                subcodes.append(local_name(_one_line(sub.findtext(f"{{{n}}}Value") or "")))
                 sub = sub.find(f"{{{n}}}Subcode")
             reason = fault.findtext(f"{{{n}}}Reason/{{{n}}}Text") or ""
             detail = fault.find(f"{{{n}}}Detail")
@@ -235,7 +267,8 @@ class SoapSource:
         if names & set(route.not_found_faults):
             return
         family = code.split(".")[0]
-        reason = reason.strip()[:_MAX_FAULT_TEXT]
+        # Passed on to the calling member and logged: one line, cut once it is one.
+        reason = _one_line(reason)[:_MAX_FAULT_TEXT]
         raise BackendFailure(
             f"SOAP fault {'/'.join([code, *subcodes])}: {reason}",
             detail={

@@ -54,6 +54,7 @@ _DEFAULT_DRIVERS = {
     "mariadb": "mariadb+pymysql",
 }
 _TIMEOUT_CODES = {1969, 3024}  # MariaDB max_statement_time, MySQL max_execution_time
+_KEEPALIVE_PROBES = 3  # unanswered TCP keepalive probes before PostgreSQL's connection is dead
 
 
 class SqlRoute(MappedRouteSpec):
@@ -142,6 +143,21 @@ def _engine(spec: SqlService) -> Engine:
         connect_args["options"] = (
             f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on"
         )
+        # psycopg waits for an answer with no timeout of its own: a network that died mid-query
+        # held the worker thread until the system's TCP gave up (hours). With these the kernel
+        # probes a silent connection once a statement would have timed out and drops it when
+        # the probes go unanswered for connect_timeout, or when sent data has gone unacknowledged
+        # for both timeouts. A frozen server's kernel still answers, so its connection is held
+        # (a slow query is statement_timeout's). Connection arguments override the URL's: what
+        # the operator wrote there is left out of them.
+        tcp = {
+            "keepalives": 1,
+            "keepalives_idle": max(1, math.ceil(spec.statement_timeout)),
+            "keepalives_interval": max(1, math.ceil(spec.connect_timeout / _KEEPALIVE_PROBES)),
+            "keepalives_count": _KEEPALIVE_PROBES,
+            "tcp_user_timeout": math.ceil((spec.statement_timeout + spec.connect_timeout) * 1000),
+        }
+        connect_args.update({k: v for k, v in tcp.items() if k not in url.query})
     elif backend in ("mysql", "mariadb"):
         connect_args["connect_timeout"] = max(1, math.ceil(spec.connect_timeout))
         connect_args["read_timeout"] = max(
@@ -300,6 +316,13 @@ class SqlSource:
                 "the query ran longer than the statement timeout "
                 f"({self.spec.statement_timeout:g} s)",
                 detail=detail,
+            )
+        # Python's sqlite3 reads a stored text that is not UTF-8 (a legacy code page) as an
+        # OperationalError, the class of a lost connection, though every read of the row fails
+        # alike: not retryable. Its message quotes the text, so only its kind is said.
+        if self.dialect == "sqlite" and str(orig).startswith("Could not decode to UTF-8"):
+            return BackendFailure(
+                "the database holds text that is not UTF-8 where the query reads", detail=detail
             )
         transient = e.connection_invalidated or isinstance(
             e, sa_exc.OperationalError | sa_exc.InterfaceError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -265,3 +267,155 @@ async def test_an_answer_in_a_multi_byte_encoding_is_a_backend_failure(serve: Se
             await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
     finally:
         await adapters.close()
+
+
+FORGED = (
+    "registry offline&#13;&#10;2026-01-01 00:00:00 INFO adapter call ok: service=forged"
+    "\u2028line\u2029paragraph\x85next\x9b31m \u202eevil\u2066isolated\u2069\x7f&#9;&#9;end "
+    "\u0628\u0646\u062f\u200c\u06c1\u06d2"  # Urdu with a zero-width non-joiner, which stays
+)
+ONE_LINE = (
+    "registry offline 2026-01-01 00:00:00 INFO adapter call ok: service=forged"
+    " line paragraph next 31m  evil isolated end \u0628\u0646\u062f\u200c\u06c1\u06d2"
+)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+async def test_a_fault_reason_is_passed_on_as_one_line_of_text(
+    serve: Serve, tmp_path: Path, caplog: pytest.LogCaptureFixture, version: str
+) -> None:
+    # The reason went into the error and the log line as the backend wrote it: a CR/LF forged
+    # a log line of its own, and bidi controls reordered what an operator read.
+    if version == "1.1":
+        fault = FAULT_11.format(code="Client", reason=FORGED, detail="Refused")
+        ctype, code = "text/xml", "Client"
+    else:
+        fault = envelope(
+            "<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode>"
+            "<s:Value>lr:Quota&#10;Exceeded</s:Value></s:Subcode></s:Code>"
+            f"<s:Reason><s:Text xml:lang='en'>{FORGED}</s:Text></s:Reason></s:Fault>",
+            SOAP12,
+        )
+        ctype, code = "application/soap+xml", "Sender/Quota Exceeded"
+    base = await serve(soap_server(lambda _: (500, ctype, fault), []))
+    adapters = await plra(base + PATH, version, tmp_path)
+    try:
+        with pytest.raises(BackendFailure) as e:
+            await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
+    finally:
+        await adapters.close()
+    assert e.value.message == f"SOAP fault {code}: {ONE_LINE}"
+    assert e.value.detail["fault_reason"] == ONE_LINE
+    assert json.loads(json.dumps(e.value.to_json()))["detail"]["fault_reason"] == ONE_LINE
+    [line] = [r.getMessage() for r in caplog.records if r.name == "adapters.adapter"]
+    assert line.endswith(f"message_id=msg-7: SOAP fault {code}: {ONE_LINE}")
+
+
+def padded(app: web.Application, padding: str) -> web.Application:
+    """``app`` with ``padding`` written into the Body of each of its answers, after the rest."""
+
+    @web.middleware
+    async def pad(request: web.Request, handler: Any) -> web.StreamResponse:
+        answer = await handler(request)
+        assert isinstance(answer, web.Response)
+        assert answer.text is not None
+        return web.Response(
+            status=answer.status,
+            text=answer.text.replace("</soap:Body>", padding + "</soap:Body>"),
+            content_type=answer.content_type,
+            charset="utf-8",
+        )
+
+    app.middlewares.append(pad)
+    return app
+
+
+async def patient(url: str, tmp: Path) -> Adapters:
+    """The PLRA adapter with time enough to parse a large answer on a loaded machine."""
+    text = config_path("plra").read_text()
+    text = text.replace("{timeout: 5, attempt_timeout: 2, retries: 2}", "{timeout: 60, retries: 0}")
+    text = text.replace("../../../schemas/records/", f"{SCHEMAS}/")
+    return await load_adapters(write(tmp / "patient.yaml", text), environ={"PLRA_SOAP_URL": url})
+
+
+async def test_a_large_answer_is_parsed_while_the_event_loop_keeps_serving(
+    land: Any, serve: Serve, tmp_path: Path
+) -> None:
+    # An answer of a few MiB (within max_response_bytes) took a second or more to parse on the
+    # event loop, and every other call of the gateway waited that long.
+    depth = 8 * 2**20 // len("<a></a>")
+    deep = "<lr:Padding>" + "<a>" * depth + "</a>" * depth + "</lr:Padding>"
+    small = await serve(land_records_app(land.land_records))
+    large = await serve(padded(land_records_app(land.land_records), deep))
+    expected, adapters = await plra(small + PATH), await patient(large + PATH, tmp_path)
+    parcel = request(f"/parcels/{land.parcel_ids[0]}")
+    loop = asyncio.get_running_loop()
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(loop.time())
+            await asyncio.sleep(0.005)
+
+    running = asyncio.create_task(ticker())
+    try:
+        want = await expected.backends[PARCEL].call(parcel)
+        started = loop.time()
+        answer = await adapters.backends[PARCEL].call(parcel)
+        took = loop.time() - started
+        await asyncio.sleep(0.02)  # a tick after the call: a loop blocked to its end shows too
+    finally:
+        running.cancel()
+        await adapters.close()
+        await expected.close()
+    assert answer.status == 200, answer.body
+    assert json.loads(answer.body) == json.loads(want.body)
+    # Parsed on the loop, the ticker ticked twice during the call and its longest pause was
+    # nearly the whole call. Parsed in a thread, the loop shares the interpreter with it and
+    # ticks every few milliseconds, but not always: Python's collector pauses every thread
+    # while it walks the growing tree, here up to 0.2 s, twice that on a loaded machine. So
+    # the bounds are relative to the call, which slows down with the machine as they do.
+    during = [t for t in ticks if started <= t <= started + took]
+    longest = max(b - a for a, b in itertools.pairwise(ticks))
+    assert len(during) >= 20, (len(during), took)
+    assert longest < took / 3, (longest, took)
+
+
+LARGE = "<!--" + "x" * 100_000 + "-->"  # beyond the size parsed on the event loop
+MISMATCHED = envelope("<lr:GetParcelResponse>" + LARGE + "<lr:Parcel></lr:GetParcelResponse>")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "tries"),
+    [
+        (BOMB + LARGE, "the SOAP answer is refused: the document has a DTD, which SOAP forbids", 1),
+        (
+            MISMATCHED,
+            "the SOAP answer is refused: not well-formed XML at line 1 column "
+            f"{MISMATCHED.index('</lr:GetParcelResponse>') + 2}",  # expat points past the '</'
+            1,
+        ),
+        (envelope(LARGE, SOAP12), "SOAP version mismatch: the service answered SOAP 1.2", 1),
+        (
+            envelope(
+                "<s:Fault><faultcode>s:Server</faultcode><faultstring>registry offline"
+                f"</faultstring><detail>{LARGE}</detail></s:Fault>"
+            ),
+            "SOAP fault Server: registry offline",
+            3,
+        ),
+    ],
+)
+async def test_a_large_answer_fails_as_a_small_one_does(
+    serve: Serve, answer: str, message: str, tries: int
+) -> None:
+    seen: list[bytes] = []
+    base = await serve(soap_server(lambda _: (500, "text/xml", answer), seen))
+    adapters = await plra(base + PATH)
+    try:
+        with pytest.raises(BackendFailure) as e:
+            await adapters.backends[PARCEL].call(request("/parcels/PB-LAH-0001-00001"))
+    finally:
+        await adapters.close()
+    assert e.value.message == message
+    assert len(seen) == tries  # a Server fault is still retryable

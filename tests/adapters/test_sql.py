@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +21,8 @@ from adapters.legacy.synthetic import Person
 from adapters.legacy.systems import config_path, write_district_codes
 from adapters.sql import SqlSource
 from core.ids import ClientId, ServiceId
-from tests.adapters.conftest import write
+from tests.adapters.conftest import PG_ENV, write
+from tests.databases import for_this_worker
 
 PERSON = ServiceId.parse("PK/FED/NADRA/civil-registry/person/v1")
 CLIENT = ClientId.parse("PK/LG/LMC/property-tax")
@@ -264,3 +269,89 @@ async def test_a_value_json_cannot_hold_is_a_mapping_error(legacy_sql: str, tmp_
         assert failed.value.field == "/n"
     finally:
         await adapters.close()
+
+
+async def test_text_sqlite_cannot_decode_fails_at_once_and_is_never_quoted(tmp_path: Path) -> None:
+    # Python's sqlite3 raises OperationalError, quoting the text, for a stored text that is not
+    # UTF-8 (a cp1252 name). It was taken for a connection failure: retried, though every read
+    # fails alike, each attempt one more step toward opening the circuit for other records.
+    name = "35202-1234567-1 M\xe9hreen".encode("cp1252")
+    database = tmp_path / "legacy.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE CITIZEN (CNIC TEXT, NAME TEXT)")
+        conn.execute("INSERT INTO CITIZEN VALUES ('1', CAST(? AS TEXT))", (name,))
+    conn.close()
+    settings = "resilience: {timeout: 10, retries: 2, backoff: 0}"
+    config = one_column(
+        tmp_path, f"sqlite:///{database}", "latin", "SELECT NAME AS N FROM CITIZEN", "{}", settings
+    )
+    adapters = await load_adapters(config)
+    service = ServiceId.parse("PK/FED/NADRA/civil-registry/latin")
+    try:
+        with pytest.raises(BackendFailure) as failed:
+            await adapters.backends[service].call(request("/latin", service))
+    finally:
+        await adapters.close()
+    error = failed.value
+    assert error.xroad_type == "Server.ServerProxy.ServiceFailed"
+    assert error.message == "the database holds text that is not UTF-8 where the query reads"
+    assert error.detail["attempts"] == 1
+    assert error.detail["error"] == "OperationalError"
+    shown = json.dumps(error.to_json(), ensure_ascii=False) + error.message
+    assert "35202" not in shown
+    assert "hreen" not in shown
+
+
+TCP = {  # libpq parameter: the socket option it sets on the client's end of the connection
+    "keepalives": (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    "keepalives_idle": (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    "keepalives_interval": (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+    "keepalives_count": (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    "tcp_user_timeout": (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+}
+
+
+@pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"{PG_ENV} is not set")
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # statement_timeout 4 s, connect_timeout 6 s: probes after 4 s of silence, 3 within 6 s
+        ("", {"keepalives_idle": 4, "keepalives_interval": 2, "tcp_user_timeout": 10_000}),
+        # what the operator wrote in the URL stays
+        (
+            "?keepalives_idle=77&tcp_user_timeout=12345",
+            {"keepalives_idle": 77, "keepalives_interval": 2, "tcp_user_timeout": 12_345},
+        ),
+    ],
+)
+async def test_postgresql_connections_notice_a_dead_network(
+    tmp_path: Path, query: str, expected: dict[str, int]
+) -> None:
+    # psycopg waits for an answer without a timeout of its own: a server that a broken network
+    # cut off mid-query held the worker thread until the system's TCP gave up (hours).
+    url = for_this_worker(os.environ[PG_ENV]) + query
+    settings = "statement_timeout: 4\n    connect_timeout: 6"
+    config = one_column(tmp_path, url, "alive", "SELECT 1 AS N", "{}", settings)
+    adapters = await load_adapters(config)
+    source = adapters.backends[ServiceId.parse("PK/FED/NADRA/civil-registry/alive")].source
+    assert isinstance(source, SqlSource)
+
+    def connection_settings() -> tuple[dict[str, str], dict[str, int]]:
+        with source.engine.connect() as conn:
+            psycopg: Any = conn.connection.dbapi_connection
+            libpq = psycopg.info.get_parameters()
+            # The server's SHOW tcp_user_timeout is its own end's setting: the kernel's
+            # options on this end are what count.
+            end = socket.fromfd(psycopg.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                return libpq, {name: end.getsockopt(*option) for name, option in TCP.items()}
+            finally:
+                end.close()
+
+    try:
+        libpq, kernel = await asyncio.to_thread(connection_settings)
+    finally:
+        await adapters.close()
+    want = {"keepalives": 1, "keepalives_count": 3, **expected}
+    assert {name: libpq.get(name) for name in TCP} == {k: str(v) for k, v in want.items()}
+    assert kernel == want

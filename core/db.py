@@ -250,14 +250,20 @@ class WorkerConnection:
     ``synchronous=FULL``, PostgreSQL commits it with ``synchronous_commit``
     on whatever the server's default; :meth:`write` returns only after the
     commit, and rolls back if ``work`` raises.
+
+    ``durable=False`` is for rows every process must see at once but that need not outlive
+    a crash of the database itself (signed-request nonces): the commit does not wait for
+    the disk (PostgreSQL ``synchronous_commit`` off, SQLite ``synchronous=NORMAL`` in WAL),
+    so it never waits behind other writers' flushes.
     """
 
-    def __init__(self, factory: Sessions, *, name: str) -> None:
+    def __init__(self, factory: Sessions, *, name: str, durable: bool = True) -> None:
         bind = factory.kw.get("bind")
         if not isinstance(bind, AsyncEngine):
             raise TypeError("the session factory is not bound to an engine")
         self._url = bind.url.render_as_string(hide_password=False)
         self._name = name
+        self._durable = durable
         self._engine: Engine | None = None
         self._conn: Connection | None = None  # the worker thread's own, between transactions
         self._executor: ThreadPoolExecutor | None = None
@@ -277,11 +283,17 @@ class WorkerConnection:
             # few entries, and checking the connection out of the pool and resetting it
             # for each cost about as much as the batch's own statements.
             self._conn = self._engine.connect()
+            if not self._durable and self._conn.dialect.name == "sqlite":
+                # Outside a transaction, where SQLite takes it (the connect hook set FULL).
+                driver = self._conn.connection.driver_connection
+                assert driver is not None
+                driver.execute("PRAGMA synchronous=NORMAL")
         conn = self._conn
         try:
             with conn.begin():
                 if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO on")
+                    flush = "on" if self._durable else "off"
+                    conn.exec_driver_sql(f"SET LOCAL synchronous_commit TO {flush}")
                 return work(conn)
         except BaseException:
             # After any failure the next transaction starts on a fresh connection, as a pool

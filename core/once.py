@@ -32,13 +32,15 @@ class OnceLedger:
     is committed), False for every later offer, in one batch or across processes.
     """
 
-    def __init__(self, sessions: Sessions, model: type[Base], *, name: str) -> None:
+    def __init__(
+        self, sessions: Sessions, model: type[Base], *, name: str, durable: bool = True
+    ) -> None:
         self.sessions = sessions
         self.table = table = cast(Table, model.__table__)
         self._columns = [c.name for c in table.columns]
         self._key = [c.name for c in table.primary_key.columns]
         self._batch: GroupCommitter[Mapping[str, Any], bool] = GroupCommitter(self._write)
-        self._worker = WorkerConnection(sessions, name=name)
+        self._worker = WorkerConnection(sessions, name=name, durable=durable)
 
     async def first(self, row: Mapping[str, Any]) -> bool:
         """Store ``row`` (every column of the table) if its key is new; whether it was."""

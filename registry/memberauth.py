@@ -256,8 +256,14 @@ class RequestChecks:
 
 def nonce_ledger(sessions: Sessions) -> OnceLedger:
     """Where a service keeps the nonces of the signed requests it admitted (one per server,
-    shared by its verifiers: rows are per audience and caller)."""
-    return OnceLedger(sessions, SignedRequestNonce, name="request-nonces")
+    shared by its verifiers: rows are per audience and caller).
+
+    Its commits do not wait for the disk: every process of the service sees a row at once,
+    which is what refuses a replay, and a request (a gateway's consent sync, which must be
+    answered within 0.75 s) never waits behind another writer's flush. Only a crash of the
+    database itself within a replay's minute could forget the last moment's nonces.
+    """
+    return OnceLedger(sessions, SignedRequestNonce, name="request-nonces", durable=False)
 
 
 class MemberRequestVerifier:

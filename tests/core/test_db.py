@@ -330,3 +330,25 @@ def test_an_upgrade_leaving_a_broken_reference_is_rolled_back(tmp_path: Path) ->
         ).scalar()
         assert "AUTOINCREMENT" not in table
     engine.dispose()
+
+
+async def test_a_worker_waits_for_the_disk_only_when_its_writes_must_outlive_a_crash(
+    db: Sessions, db_url: str
+) -> None:
+    """Audit entries wait for the flush; signed-request nonces need only be seen by every
+    process at once, and their commits must not wait behind other writers' flushes (a
+    consent sync answers within 0.75 s or the gateway's cache is not trusted)."""
+
+    def setting(conn: Connection) -> str:
+        if conn.dialect.name == "postgresql":
+            return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
+        return {2: "full", 1: "normal"}[conn.exec_driver_sql("PRAGMA synchronous").scalar()]
+
+    durable, quick = WorkerConnection(db, name="d"), WorkerConnection(db, name="q", durable=False)
+    try:
+        assert await durable.write(setting) in ("on", "full")
+        assert await quick.write(setting) in ("off", "normal")
+        assert await durable.write(setting) in ("on", "full")  # each keeps its own
+    finally:
+        await durable.close()
+        await quick.close()

@@ -789,37 +789,50 @@ def _still_evaluated(ctx: Context, o: n.Object, u: n.Object) -> None:
             ctx.at("properties", name).add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL")
 
 
-def _names(ctx: Context, found: list[n.Node], *, certain: bool) -> set[str] | None:
-    """The property names the in-place applicators ``found`` may evaluate (None: any), or
-    with ``certain`` those they evaluate in every valid instance (through allOf and $ref)."""
-    names: set[str] = set()
+def _applied(ctx: Context, found: list[n.Node], *, certain: bool) -> Iterator[n.Node]:
+    """The nodes the in-place applicators ``found`` apply to the instance itself, through
+    ``$ref`` and ``allOf``; unless ``certain``, also those that may apply (``anyOf``,
+    ``oneOf``, ``if``/``then``/``else``, an object's ``dependentSchemas``)."""
     seen: set[int] = set()
     found = found[:]  # (a node's own list)
     while found:
         node = found.pop()
         ctx.shared.spend()
-        if isinstance(node, n.Ref) and id(node) not in seen:
-            seen.add(id(node))
-            found.append(node.target())
+        if isinstance(node, n.Ref):
+            if id(node) not in seen:
+                seen.add(id(node))
+                found.append(node.target())
         elif isinstance(node, n.Combined) and (not certain or node.criterion == "allOf"):
             found.extend(node.subschemas)
         elif isinstance(node, n.Conditional) and not certain:
             found.extend(s for s in (node.condition, node.then, node.otherwise) if s)
-        elif isinstance(node, n.Object):
-            names.update(node.properties)
-            if not certain:
-                if node.pattern_properties or "additionalProperties" in node.raw:
-                    return None  # evaluates names no list can hold
-                if node.unevaluated is not None:
-                    return None
+        else:
+            if isinstance(node, n.Object) and not certain:
                 found.extend(node.schema_dependencies.values())
+            yield node
+
+
+def _names(ctx: Context, found: list[n.Node], *, certain: bool) -> set[str] | None:
+    """The property names the in-place applicators ``found`` may evaluate (None: any), or
+    with ``certain`` those they evaluate in every valid instance (through allOf and $ref)."""
+    names: set[str] = set()
+    for node in _applied(ctx, found, certain=certain):
+        if isinstance(node, n.Object):
+            names.update(node.properties)
+            if not certain and (
+                node.pattern_properties
+                or "additionalProperties" in node.raw
+                or node.unevaluated is not None
+            ):
+                return None  # evaluates names no list can hold
     return names
 
 
 def _pattern_properties(ctx: Context, o: n.Object, u: n.Object) -> None:
     """Each ``patternProperties`` schema applies to every property its regex matches, declared
     or not: one kept must not narrow; one added takes over names the original gave to
-    ``additionalProperties`` (or let through); one removed hands its names to the update's
+    ``additionalProperties`` (or let through), and must not narrow a property the original
+    declares that it matches; one removed hands its names to the update's
     ``additionalProperties``. (Names another regex also matches are judged as if it did not:
     a property meeting both schemas meets each.)"""
     for regex in list(o.pattern_properties) + [
@@ -827,6 +840,11 @@ def _pattern_properties(ctx: Context, o: n.Object, u: n.Object) -> None:
     ]:
         here = ctx.at(regex)
         old, new = o.pattern_properties.get(regex), u.pattern_properties.get(regex)
+        if old is None and new is not None:
+            # It applies to the properties the original declares that it matches too.
+            for name, declared in o.properties.items():
+                if ctx.shared.matches(regex, name):
+                    compare(here, declared, new)
         if old is not None and new is not None:
             compare(here, old, new)
         elif new is None:
@@ -1003,19 +1021,8 @@ def _evaluated_items(ctx: Context, found: list[n.Node], *, certain: bool) -> int
     """How many leading items the in-place applicators ``found`` may evaluate (None: any),
     or with ``certain`` evaluate in every valid instance (through allOf and $ref)."""
     most = 0
-    seen: set[int] = set()
-    found = found[:]
-    while found:
-        node = found.pop()
-        ctx.shared.spend()
-        if isinstance(node, n.Ref) and id(node) not in seen:
-            seen.add(id(node))
-            found.append(node.target())
-        elif isinstance(node, n.Combined) and (not certain or node.criterion == "allOf"):
-            found.extend(node.subschemas)
-        elif isinstance(node, n.Conditional) and not certain:
-            found.extend(s for s in (node.condition, node.then, node.otherwise) if s)
-        elif isinstance(node, n.Array):
+    for node in _applied(ctx, found, certain=certain):
+        if isinstance(node, n.Array):
             every = node.all_items is not None or node.additional is not None
             if every and certain:
                 return None

@@ -462,8 +462,20 @@ def test_keywords_without_a_type_do_not_require_that_type() -> None:
 # Keywords that refuse instances whatever "properties" declares: a change the checker does not
 # see is a change it passes. (old, new, instance): old accepts the instance, new does not.
 _OPEN = {"type": "object"}
+_CLOSED_X1 = {
+    "type": "object",
+    "properties": {"x1": {"type": "array"}},
+    "additionalProperties": False,
+}
 _RESTRICTIONS = [
     pytest.param(_OPEN, {**_OPEN, "required": ["z"]}, {}, id="required-undeclared"),
+    # A regex added to a closed model also applies to the properties it declares.
+    pytest.param(
+        _CLOSED_X1,
+        {**_CLOSED_X1, "patternProperties": {"^x": {"type": "null"}}},
+        {"x1": []},
+        id="pattern-added-over-a-declared-property",
+    ),
     pytest.param({"properties": {}}, {"properties": {}, "required": ["z"]}, {}, id="untyped"),
     pytest.param(
         {**_OPEN, "patternProperties": {"^z": S}},

@@ -14,6 +14,7 @@ accepts too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -694,18 +695,7 @@ def _properties(ctx: Context, o: n.Object, u: n.Object) -> None:
             compare(here, old, new)
         elif new is None:
             assert old is not None
-            if _open(u, u.pattern_properties):
-                here.add("PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL")
-            elif (partial := _partial(ctx.shared, u, name)) is not None:
-                _covered(
-                    here, old, partial,
-                    "PROPERTY_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
-                    "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
-                )  # fmt: skip
-            elif isinstance(_deref(old), n.FalseNode):
-                here.add("PROPERTY_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL")
-            else:
-                here.add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+            _removed(here, old, u, functools.partial(_partial, ctx.shared, u, name))
         else:
             target = _deref(new)
             has_default = target is not None and target.has_default
@@ -828,6 +818,24 @@ def _names(ctx: Context, found: list[n.Node], *, certain: bool) -> set[str] | No
     return names
 
 
+def _removed(here: Context, old: n.Node, u: n.Object, partial: Callable[[], n.Node | None]) -> None:
+    """A property (or a regex's names) the update no longer names: free in its open model,
+    judged by what ``partial`` gives the name in a partially open one (asked only then: a
+    regex match is a step of the budget), a removal from a closed one."""
+    if _open(u, u.pattern_properties):
+        here.add("PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL")
+    elif (schema := partial()) is not None:
+        _covered(
+            here, old, schema,
+            "PROPERTY_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+            "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+        )  # fmt: skip
+    elif isinstance(_deref(old), n.FalseNode):
+        here.add("PROPERTY_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+    else:
+        here.add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+
+
 def _pattern_properties(ctx: Context, o: n.Object, u: n.Object) -> None:
     """Each ``patternProperties`` schema applies to every property its regex matches, declared
     or not: one kept must not narrow; one added takes over names the original gave to
@@ -849,18 +857,7 @@ def _pattern_properties(ctx: Context, o: n.Object, u: n.Object) -> None:
             compare(here, old, new)
         elif new is None:
             assert old is not None
-            if _open(u, u.pattern_properties):
-                here.add("PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL")
-            elif u.additional is not None:
-                _covered(
-                    here, old, u.additional,
-                    "PROPERTY_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
-                    "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
-                )  # fmt: skip
-            elif isinstance(_deref(old), n.FalseNode):
-                here.add("PROPERTY_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL")
-            else:
-                here.add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL")
+            _removed(here, old, u, lambda: u.additional)
         elif not o.permits_additional and not o.pattern_properties:
             here.add("OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL")  # none were accepted
         elif o.additional is not None and not o.pattern_properties:

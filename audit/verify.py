@@ -34,8 +34,6 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
-import json
-import math
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
@@ -60,6 +58,7 @@ from audit.note import (
 )
 from audit.witness_client import WITNESS_SERVICE
 from core import jws
+from core.canonical import STRICT_DECODER
 from core.errors import BadRequestError, InvalidSignatureError, ShahrahError
 from core.ids import GatewayId
 from core.keys import KeySet, PublicKey
@@ -620,47 +619,15 @@ def _take(gaps: list[list[int]], index: int) -> bool:
     return False
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in value:
-            raise _Bad(f"duplicate key {key!r}")
-        value[key] = item
-    return value
-
-
-def _constant(name: str) -> Any:
-    raise _Bad(f"{name} is not JSON")
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Bad(f"number {text[:40]} is out of range")
-    return value
-
-
-def _integer(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > _MAX_DIGITS:
-        raise _Bad(f"integer of {digits} digits is too long")
-    return int(text)
-
-
-_MAX_DIGITS = 4300  # Python's own limit on converting decimal text
-# Strict JSON, as the rest of Shahrah reads it (core.web.parse_json), so that no other
-# reader can take a line to say something else: no duplicate keys (which one wins
-# differs between readers), no NaN or infinity. Cheaper than json.loads on bytes, which
-# first detects the encoding.
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_object, parse_constant=_constant, parse_float=_float, parse_int=_integer
-)
-
-
 def _parse_line(raw: bytes) -> Any:
-    """One line as strict JSON; a nesting too deep for the parser is a problem, not a crash."""
+    """One line as strict JSON, as the rest of Shahrah reads it, so that no other reader can
+    take it to say something else; a nesting too deep for the parser is a problem, not a
+    crash. (Decoding the text first is cheaper than json.loads on bytes, which first detects
+    the encoding.)"""
     try:
-        return _DECODER.decode(raw.decode("utf-8"))
+        return STRICT_DECODER.decode(raw.decode("utf-8"))
+    except BadRequestError as e:
+        raise _Bad(e.message) from e
     except RecursionError as e:
         raise _Bad("JSON nests too deeply") from e
 

@@ -165,6 +165,17 @@ def _bounded_int(text: str) -> int:
 
 _STRICT_TEXT = json.JSONEncoder(ensure_ascii=False)
 
+#: json's decoder made strict: no repeated key (which one wins differs between readers), no
+#: NaN or infinity, integers of at most MAX_INT_DIGITS digits; each refusal a
+#: BadRequestError. :func:`parse_json` adds its other checks; a reader of many small
+#: documents it has bounded otherwise (the offline verifier's lines) may use it alone.
+STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_reject_duplicates,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+    parse_int=_bounded_int,
+)
+
 
 def _depth(value: Any, limit: int) -> None:
     stack = [(value, 1)]
@@ -191,13 +202,7 @@ def parse_json(data: bytes | str) -> Any:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         if not isinstance(data, bytes):
             text.encode("utf-8")
-        value = json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            parse_int=_bounded_int,
-        )
+        value = STRICT_DECODER.decode(text)
         if _SURROGATE_ESCAPE.search(text):  # pairs decode to one character; lone ones stay
             _STRICT_TEXT.encode(value).encode("utf-8")
     except UnicodeEncodeError as e:

@@ -385,12 +385,15 @@ def test_lines_are_strict_json() -> None:
     honest = [json.dumps(x).encode() for x in [HEADER, *complete_log(tree, [2])]]
     entry = honest[3]
     for edited, problem in [
-        (entry[:-1] + b', "index": 0}', "duplicate key 'index'"),
-        (entry[:1] + b'"index": 7, ' + entry[1:], "duplicate key 'index'"),
-        (entry[:-1] + b', "x": NaN}', "NaN is not JSON"),
-        (entry[:-1] + b', "x": -Infinity}', "-Infinity is not JSON"),
-        (entry[:-1] + b', "x": 1e999}', "number 1e999 is out of range"),
-        (entry[:-1] + b', "x": ' + b"9" * 5000 + b"}", "integer of 5000 digits is too long"),
+        (entry[:-1] + b', "index": 0}', "duplicate key 'index' in JSON object"),
+        (entry[:1] + b'"index": 7, ' + entry[1:], "duplicate key 'index' in JSON object"),
+        (entry[:-1] + b', "x": NaN}', "NaN is not valid JSON"),
+        (entry[:-1] + b', "x": -Infinity}', "-Infinity is not valid JSON"),
+        (entry[:-1] + b', "x": 1e999}', "number 1e999 is out of range for a JSON number"),
+        (
+            entry[:-1] + b', "x": ' + b"9" * 5000 + b"}",
+            "integer of 5000 digits is too long (at most 4300)",
+        ),
     ]:
         report = verify_raw([*honest[:3], edited, *honest[4:]], count=2)
         assert f"line 4: unreadable: {problem}" in report.problems, report.problems
